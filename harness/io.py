@@ -1,0 +1,115 @@
+"""Small file helpers shared by every stage: hashing, canonical JSON, atomic writes.
+
+Nothing already written may be lost or left half-written, so every output goes
+to a temporary path in the same folder and is renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import LafError
+
+_BLOCK = 1 << 20
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(_BLOCK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def canonical_json(obj: Any) -> str:
+    """A stable serialisation for hashing: sorted keys, no whitespace."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def sha256_json(obj: Any) -> str:
+    return sha256_bytes(canonical_json(obj).encode("utf-8"))
+
+
+def _check_writable_dir(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LafError(
+            f"cannot create folder {folder}: {e.strerror or e}",
+            "choose a writable location (check permissions and free space)",
+        ) from e
+    if not os.access(folder, os.W_OK):
+        raise LafError(f"folder {folder} is not writable", "choose a writable location or fix its permissions")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    path = Path(path)
+    _check_writable_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | os.PathLike, *, exist_ok: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``final``; rename it into place on success.
+
+    On any error the temporary folder is removed, so ``final`` either does not
+    exist or is complete. With ``exist_ok`` a folder that another process
+    finished first is kept and ours discarded (two converters racing).
+    """
+    final = Path(final)
+    _check_writable_dir(final.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if final.exists() and exist_ok:
+                shutil.rmtree(tmp, ignore_errors=True)
+            elif final.exists():
+                raise LafError(f"{final} already exists", "choose another name or remove it first")
+            else:
+                raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise LafError(f"file not found: {path}", "check the path") from e
+    except json.JSONDecodeError as e:
+        raise LafError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}", "fix or regenerate the file") from e
