@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = ("doctor", "models")
+MODULES = ("doctor", "models", "train", "registry")
 
 
 def register_all(sub) -> None:

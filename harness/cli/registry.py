@@ -1,0 +1,97 @@
+"""``laf registry list|show|verify``."""
+
+from __future__ import annotations
+
+from .output import console, print_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("registry", help="list, show and verify registered adapters")
+    p.add_argument("--registry", default="adapters_registry", help="registry folder (default: adapters_registry)")
+    rs = p.add_subparsers(dest="registry_command", metavar="ACTION")
+    rs.required = True
+    ls = rs.add_parser("list", help="every adapter version")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=cmd_list)
+    show = rs.add_parser("show", help="one adapter's manifest")
+    show.add_argument("ref", metavar="NAME[@VERSION]")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=cmd_show)
+    verify = rs.add_parser("verify", help="recompute every file's sha256; exit 1 on any mismatch")
+    verify.add_argument("ref", metavar="NAME[@VERSION]")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(handler=cmd_verify)
+
+
+def _registry(args):
+    from ..registry import Registry
+
+    return Registry(args.registry)
+
+
+def cmd_list(args) -> int:
+    from rich.table import Table
+
+    entries = _registry(args).list()
+    rows = [
+        {
+            "ref": str(e.ref),
+            "created": e.manifest.get("created"),
+            "base": (e.manifest.get("base_model") or {}).get("spec"),
+            "kind": e.manifest.get("kind"),
+            "steps": e.manifest.get("steps"),
+            "final_eval_loss": e.manifest.get("final_eval_loss"),
+            "path": str(e.path),
+        }
+        for e in entries
+    ]
+    if args.json:
+        print_json(rows)
+        return 0
+    if not rows:
+        console.print(f"no adapters in {args.registry}")
+        return 0
+    t = Table(box=None, header_style="bold")
+    for col in ("ref", "created", "base", "kind", "steps", "eval loss"):
+        t.add_column(col)
+    for r in rows:
+        ev = "" if r["final_eval_loss"] is None else f"{r['final_eval_loss']:.4f}"
+        t.add_row(r["ref"], str(r["created"]), str(r["base"]), str(r["kind"]), str(r["steps"]), ev)
+    console.print(t)
+    return 0
+
+
+def cmd_show(args) -> int:
+    entry = _registry(args).resolve(args.ref)
+    if args.json:
+        print_json({"path": str(entry.path), **entry.manifest})
+        return 0
+    m = entry.manifest
+    console.print(f"[bold]{entry.ref}[/]  {entry.path}")
+    base = m.get("base_model", {})
+    console.print(f"  base         {base.get('spec')}  sha256:{base.get('fingerprint')}")
+    console.print(f"  load         {m.get('load')}")
+    d = m.get("data", {})
+    console.print(f"  data         {d.get('path')} ({d.get('examples')} examples, {d.get('dropped')} dropped) sha256:{d.get('content_sha256')}")
+    console.print(f"  trainable    {m.get('trainable_parameters'):,} ({m.get('trainable_percent')} %)")
+    console.print(f"  steps/tokens {m.get('steps')} / {m.get('tokens_seen'):,}")
+    console.print(f"  losses       train {m.get('final_train_loss')}  eval {m.get('final_eval_loss')}")
+    console.print(f"  time/memory  {m.get('train_time_s')} s / {m.get('peak_memory_mb')} MB")
+    for name, digest in m.get("files", {}).items():
+        console.print(f"  file         {name}  {digest[:16]}...")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    res = _registry(args).verify(args.ref)
+    if args.json:
+        print_json({"ref": str(res.ref), "ok": res.ok, "mismatched": res.mismatched, "missing": res.missing, "unexpected": res.unexpected})
+        return 0 if res.ok else 1
+    if res.ok:
+        console.print(f"[green]ok[/] {res.ref}: every file matches its manifest sha256")
+        return 0
+    console.print(f"[red]FAILED[/] {res.ref}")
+    for label, items in (("changed", res.mismatched), ("missing", res.missing), ("not in manifest", res.unexpected)):
+        for i in items:
+            console.print(f"  {label}: {i}")
+    return 1

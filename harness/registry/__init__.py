@@ -1,0 +1,159 @@
+"""The adapter registry: ``<root>/<name>/<version>/`` with weights, PEFT config and ``manifest.json``.
+
+Versions are immutable. A new version is assembled in a hidden temporary
+folder (manifest with the sha256 of every file written last) and renamed into
+place, so a crash or a full disk never leaves a partial version behind, and
+two writers racing for the same number both end up with their own version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import LafError
+from ..io import atomic_write_json, sha256_file
+
+MANIFEST = "manifest.json"
+_REF = re.compile(r"^(?P<name>[^@]+?)(?:@(?P<version>\d+|latest))?$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_registry_name(name: str) -> str:
+    """Registry names become folder names: no separators, no '..', nothing hidden."""
+    if "/" in name or "\\" in name or ".." in name or not NAME_RE.match(name):
+        raise ValueError(
+            "must be 1-64 characters of letters, digits, '_', '-', '.', starting with a letter or digit, "
+            "with no path separators or '..'"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class AdapterRef:
+    name: str
+    version: int | None = None  # None = latest
+
+    @classmethod
+    def parse(cls, text: str) -> "AdapterRef":
+        m = _REF.match(text.strip())
+        if not m:
+            raise LafError(f"'{text}' is not an adapter reference", "write NAME or NAME@VERSION (e.g. support@3)")
+        try:
+            check_registry_name(m["name"])
+        except ValueError as e:
+            raise LafError(f"adapter name '{m['name']}' {e}", "use a plain name such as support-bot") from None
+        v = m["version"]
+        return cls(m["name"], None if v in (None, "latest") else int(v))
+
+    def __str__(self) -> str:
+        return self.name if self.version is None else f"{self.name}@{self.version}"
+
+
+@dataclass(frozen=True)
+class AdapterEntry:
+    ref: AdapterRef  # always with a version
+    path: Path
+    manifest: dict
+
+
+@dataclass
+class VerifyResult:
+    ref: AdapterRef
+    ok: bool
+    mismatched: list[str]
+    missing: list[str]
+    unexpected: list[str]
+
+
+def hash_files(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): sha256_file(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+class Registry:
+    def __init__(self, root: str | Path = "adapters_registry"):
+        self.root = Path(root)
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def versions(self, name: str) -> list[int]:
+        folder = self.root / name
+        if not folder.is_dir():
+            return []
+        return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and (p / MANIFEST).exists())
+
+    def resolve(self, ref: AdapterRef | str) -> AdapterEntry:
+        if isinstance(ref, str):
+            ref = AdapterRef.parse(ref)
+        versions = self.versions(ref.name)
+        if not versions:
+            known = ", ".join(self.names()) or "none"
+            raise LafError(f"no adapter named '{ref.name}' in registry {self.root} (known: {known})", "train one with `laf train`, or check --registry")
+        version = versions[-1] if ref.version is None else ref.version
+        if version not in versions:
+            raise LafError(f"adapter {ref.name} has no version {version} (versions: {', '.join(map(str, versions))})", f"use one of them, e.g. {ref.name}@{versions[-1]}")
+        path = self.root / ref.name / str(version)
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except (OSError, ValueError) as e:
+            raise LafError(f"{path / MANIFEST} is unreadable: {e}", f"run `laf registry verify {ref.name}@{version}`") from e
+        return AdapterEntry(AdapterRef(ref.name, version), path, manifest)
+
+    def list(self) -> list[AdapterEntry]:
+        return [self.resolve(AdapterRef(n, v)) for n in self.names() for v in self.versions(n)]
+
+    def register(self, name: str, source: Path, manifest: dict) -> AdapterEntry:
+        """Copy the files of ``source`` into a new version with ``manifest`` (hashes added here)."""
+        AdapterRef.parse(name)
+        parent = self.root / name
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LafError(f"cannot create {parent}: {e.strerror or e}", "choose a writable registry folder") from e
+        tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=parent))
+        try:
+            for p in sorted(source.rglob("*")):
+                if p.is_file():
+                    dst = tmp / p.relative_to(source)
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(p, dst)
+            files = hash_files(tmp)
+            for attempt in range(1000):
+                version = (self.versions(name) or [0])[-1] + 1 + attempt
+                full = {**manifest, "name": name, "version": version, "ref": f"{name}@{version}", "files": files}
+                atomic_write_json(tmp / MANIFEST, full)
+                try:
+                    os.rename(tmp, parent / str(version))  # fails if the version exists: never overwrite
+                except OSError:
+                    if (parent / str(version)).exists():
+                        continue
+                    raise
+                return AdapterEntry(AdapterRef(name, version), parent / str(version), full)
+            raise LafError(f"could not allocate a version for {name}", "check the registry folder")
+        except OSError as e:
+            raise LafError(f"writing adapter {name} to {parent} failed: {e.strerror or e}; nothing was registered", "free disk space or fix permissions, then retry (or resume training)") from e
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def verify(self, ref: AdapterRef | str) -> VerifyResult:
+        entry = self.resolve(ref)
+        recorded: dict = entry.manifest.get("files", {})
+        actual = hash_files(entry.path)
+        mismatched = sorted(k for k in recorded if k in actual and actual[k] != recorded[k])
+        missing = sorted(k for k in recorded if k not in actual)
+        unexpected = sorted(k for k in actual if k not in recorded)
+        ok = not (mismatched or missing or unexpected) and bool(recorded)
+        return VerifyResult(entry.ref, ok, mismatched, missing, unexpected)

@@ -1,0 +1,100 @@
+"""The training config (``laf train CONFIG``), validated up front.
+
+Relative input paths (``data.path``, ``data.eval_path``) resolve against the
+config file's folder; output folders (``registry``, ``output_dir``) against
+the current folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..registry import check_registry_name
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(Strict):
+    path: str
+    schema_: Literal["auto", "alpaca", "prompt_completion", "chat"] = Field("auto", alias="schema")
+    format: Literal["auto", "jsonl", "json", "csv", "parquet", "datasets"] = "auto"
+    eval_path: str | None = None
+    eval_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    eval_max: int = Field(200, ge=0)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class LoraSettings(Strict):
+    r: int = Field(8, gt=0, description="LoRA rank")
+    alpha: float = Field(16, gt=0)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: str | list[str] = "all-linear"
+    rslora: bool = False
+    dora: bool = False
+    bias: Literal["none", "all", "lora_only"] = "none"
+
+
+class OptimSettings(Strict):
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: int | None = Field(None, ge=0)
+    warmup_ratio: float = Field(0.03, ge=0, le=1)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    grad_clip: float | None = Field(1.0, gt=0)
+    paged: Literal["auto", True, False] = "auto"
+
+
+class TrainConfig(Strict):
+    name: str
+    model: str = "default"
+    precision: Literal["nf4", "bf16", "fp32"] = "nf4"
+    compute_dtype: Literal["fp32", "bf16"] | None = None
+    device: str = "auto"
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+    data: DataConfig
+    max_length: int = Field(512, ge=8)
+    packing: bool = True
+    chat_template: Literal["auto", True, False] = "auto"
+    lora: LoraSettings = LoraSettings()
+    optim: OptimSettings = OptimSettings()
+    batch_size: int = Field(4, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    max_steps: int | None = Field(None, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    eval_every: int = Field(50, ge=0)
+    save_every: int = Field(50, ge=0)
+    keep_checkpoints: int = Field(2, ge=1)
+    seed: int = 0
+    gradient_checkpointing: Literal["auto", True, False] = "auto"
+    mixed_precision: Literal["auto", "bf16", "fp16", "no"] = "auto"
+    registry: str = "adapters_registry"
+    output_dir: str | None = None
+    description: str = ""
+
+    _name_check = field_validator("name")(classmethod(lambda cls, v: check_registry_name(v)))
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.compute_dtype and self.precision != "nf4":
+            raise ValueError("compute_dtype only applies to precision: nf4")
+        return self
+
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else Path("reports") / "train" / self.name
+
+    def math_dict(self) -> dict:
+        """Settings that change the numbers: a checkpoint made under other values cannot be resumed."""
+        d = self.model_dump(mode="json", by_alias=True)
+        for k in ("eval_every", "save_every", "keep_checkpoints", "registry", "output_dir", "description"):
+            d.pop(k, None)
+        return d

@@ -1,0 +1,57 @@
+"""Causal-LM loss on supervised tokens only, without materialising full-vocabulary logits.
+
+For gemma-3-270m the LM head (640 x 262,144) costs more than the whole
+transformer body, and its fp32 logits dominate peak memory. We run the body,
+keep the hidden states of positions whose next token is supervised, and apply
+the head to those in chunks under activation checkpointing, so at most one
+chunk of logits is alive at a time.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from .batching import Batch
+from .tokenize import IGNORE
+
+HEAD_CHUNK = 1024
+
+
+def _base(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _head_ce_sum(head, softcap, h, y):
+    logits = head(h).float()
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return F.cross_entropy(logits, y, reduction="sum")
+
+
+def supervised_loss_sum(model, batch: Batch, chunk: int = HEAD_CHUNK) -> torch.Tensor:
+    """Sum of next-token cross-entropy over supervised positions of ``batch``."""
+    base = _base(model)
+    body = base.get_decoder()
+    head = base.get_output_embeddings()
+    softcap = getattr(base.config, "final_logit_softcapping", None)
+    out = body(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        use_cache=False,
+    )
+    hidden = out.last_hidden_state[:, :-1]
+    targets = batch.labels[:, 1:]
+    keep = targets != IGNORE
+    h = hidden[keep]
+    y = targets[keep]
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for i in range(0, h.shape[0], chunk):
+        hc, yc = h[i : i + chunk], y[i : i + chunk]
+        if torch.is_grad_enabled():
+            total = total + checkpoint(_head_ce_sum, head, softcap, hc, yc, use_reentrant=False)
+        else:
+            total = total + _head_ce_sum(head, softcap, hc, yc)
+    return total

@@ -1,0 +1,77 @@
+"""Token ids and labels for training: loss on response tokens only.
+
+Each example's segments are tokenized separately, prompt tokens get label
+-100, and the sequence is truncated on the right to ``max_length``. An example
+left with no supervised token is dropped with a reason (never trained on as a
+silent all-masked row, the trap of trl issue 4879).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ..data.formats import Example
+from ..data.template import segments
+
+IGNORE = -100
+
+
+@dataclass
+class TokenizedExample:
+    input_ids: list[int]
+    labels: list[int]
+    line: int
+
+    @property
+    def supervised(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE)
+
+
+@dataclass
+class Dropped:
+    line: int
+    reason: str
+
+
+@dataclass
+class TokenizedData:
+    examples: list[TokenizedExample] = field(default_factory=list)
+    dropped: list[Dropped] = field(default_factory=list)
+    truncated: int = 0
+
+    def drop_summary(self) -> dict[str, int]:
+        return dict(Counter(d.reason.split(" (")[0] for d in self.dropped))
+
+
+def tokenize_example(example: Example, tokenizer, max_length: int, use_chat_template: bool | None = None):
+    """Return ``(TokenizedExample | None, reason | None, truncated: bool)``."""
+    if not example.response_text.strip():
+        return None, "empty response (nothing to learn but EOS)", False
+    ids: list[int] = []
+    labels: list[int] = []
+    for i, (text, supervised) in enumerate(segments(example, tokenizer, use_chat_template)):
+        add_special = i == 0 and not (tokenizer.bos_token and text.startswith(tokenizer.bos_token))
+        toks = tokenizer(text, add_special_tokens=add_special)["input_ids"]
+        ids.extend(toks)
+        labels.extend(toks if supervised else [IGNORE] * len(toks))
+    full_len = len(ids)
+    truncated = full_len > max_length
+    ids, labels = ids[:max_length], labels[:max_length]
+    if not any(x != IGNORE for x in labels):
+        if truncated:
+            return None, f"no response tokens left after truncation (prompt fills max_length {max_length}; {full_len} tokens)", truncated
+        return None, "empty response (no tokens to learn from)", truncated
+    return TokenizedExample(ids, labels, example.line), None, truncated
+
+
+def tokenize_examples(examples: list[Example], tokenizer, max_length: int, use_chat_template: bool | None = None) -> TokenizedData:
+    out = TokenizedData()
+    for ex in examples:
+        tok, reason, truncated = tokenize_example(ex, tokenizer, max_length, use_chat_template)
+        out.truncated += int(truncated)
+        if tok is None:
+            out.dropped.append(Dropped(ex.line, reason))
+        else:
+            out.examples.append(tok)
+    return out
