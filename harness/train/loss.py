@@ -13,29 +13,20 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from ..models.heads import body_and_head, head_logits
 from .batching import Batch
 from .tokenize import IGNORE
 
 HEAD_CHUNK = 1024
 
 
-def _base(model):
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
 def _head_ce_sum(head, softcap, h, y):
-    logits = head(h).float()
-    if softcap:
-        logits = torch.tanh(logits / softcap) * softcap
-    return F.cross_entropy(logits, y, reduction="sum")
+    return F.cross_entropy(head_logits(head, softcap, h), y, reduction="sum")
 
 
 def supervised_loss_sum(model, batch: Batch, chunk: int = HEAD_CHUNK) -> torch.Tensor:
     """Sum of next-token cross-entropy over supervised positions of ``batch``."""
-    base = _base(model)
-    body = base.get_decoder()
-    head = base.get_output_embeddings()
-    softcap = getattr(base.config, "final_logit_softcapping", None)
+    body, head, softcap = body_and_head(model)
     out = body(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,

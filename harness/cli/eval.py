@@ -1,0 +1,146 @@
+"""``laf eval`` and ``laf suites list|validate``."""
+
+from __future__ import annotations
+
+import time
+
+from .output import console, err_console, print_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="score the base model and adapters on the same items of each suite",
+        description="Loads the base once, scores it and every adapter (hot-swapped) on exactly the same items, "
+        "and keeps every item's result. A re-run with the same inputs is served from the content-keyed cache; "
+        "an interrupted run resumes where it stopped.",
+    )
+    p.add_argument("--model", default="default", help="base model: default, a HF folder, a .gguf file or a hub id")
+    p.add_argument("--adapter", dest="adapters", action="append", default=[], metavar="NAME[@VERSION]", help="registered adapter to score (repeatable)")
+    p.add_argument("--suite", dest="suites", action="append", default=[], metavar="SUITE", help="suite name, YAML path, or lm_eval:<task> (repeatable)")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N items of each suite")
+    p.add_argument("--out", default="reports/eval", help="output folder (results.json, results.sqlite, records.jsonl)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "nf4"], help="base precision; auto = the adapters' training precision (QLoRA-faithful), else fp32")
+    p.add_argument("--batch-size", type=int, default=8, help="rows per forward pass, identical for every model (default 8)")
+    p.add_argument("--max-length", type=int, default=2048, help="context window for scoring (default 2048)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--registry", default="adapters_registry")
+    p.add_argument("--cache", default=None, help="response cache file (default: $LAF_CACHE/eval-cache.sqlite)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the response cache")
+    p.add_argument("--data-dir", default=None, help="folder with local copies of benchmark data (or LAF_DATA_DIR)")
+    p.add_argument("--force-base-mismatch", action="store_true", help="score adapters trained on another base (recorded in the results)")
+    p.add_argument("--no-share-context", dest="share_context", action="store_false", help="score each choice as its own row (as plain lm-eval)")
+    p.add_argument("--json", action="store_true", help="print results.json")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.set_defaults(handler=cmd_eval)
+
+    s = sub.add_parser("suites", help="list and validate evaluation suites")
+    ss = s.add_subparsers(dest="suites_command", metavar="ACTION")
+    ss.required = True
+    ls = ss.add_parser("list", help="the suites found under ./suites, LAF_SUITES and the built-in folder")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=cmd_suites_list)
+    va = ss.add_parser("validate", help="load suites and their data, report every problem (exit 3 on the first)")
+    va.add_argument("suites", nargs="*", help="suite names or paths (default: all)")
+    va.add_argument("--data-dir", default=None)
+    va.set_defaults(handler=cmd_suites_validate)
+
+
+def cmd_eval(args) -> int:
+    from ..evaluate import EvalSpec, run_eval
+    from .progress import EvalProgress
+
+    spec = EvalSpec(
+        suites=args.suites,
+        model=args.model,
+        adapters=args.adapters,
+        out=args.out,
+        limit=args.limit,
+        precision=args.precision,
+        device=args.device,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        registry=args.registry,
+        cache=args.cache,
+        no_cache=args.no_cache,
+        data_dir=args.data_dir,
+        force_base_mismatch=args.force_base_mismatch,
+        share_context=args.share_context,
+    )
+    t0 = time.perf_counter()
+    with EvalProgress(enabled=not args.quiet and not args.json) as progress:
+        doc = run_eval(spec, progress=progress.update, log=progress.log)
+    if args.json:
+        print_json(doc)
+        return 0
+    print_results_table(doc)
+    reqs = {m: v["requests"] for m, v in doc["models"].items()}
+    total = sum(r["requests"] for r in reqs.values())
+    hits = sum(r["cache_hits"] for r in reqs.values())
+    console.print(f"\n{total:,} requests, {hits:,} from cache, {time.perf_counter() - t0:.1f} s  ->  {args.out}/results.json")
+    return 0
+
+
+def print_results_table(doc: dict) -> None:
+    from rich.table import Table
+
+    models = list(doc["models"])
+    t = Table(box=None, header_style="bold")
+    t.add_column("suite")
+    t.add_column("category")
+    t.add_column("metric")
+    t.add_column("n", justify="right")
+    for m in models:
+        t.add_column(m, justify="right")
+    for suite, meta in doc["suites"].items():
+        metrics = list(doc["results"][models[0]].get(suite, {}))
+        primary = meta.get("primary_metric")
+        metrics.sort(key=lambda x: (x != primary, x))
+        for metric in metrics:
+            cells = []
+            for m in models:
+                r = doc["results"][m].get(suite, {}).get(metric, {})
+                v, se = r.get("value"), r.get("stderr")
+                cells.append("-" if v is None else (f"{v:.4f}" + (f" ±{se:.4f}" if isinstance(se, (int, float)) else "")))
+            n = doc["results"][models[0]][suite][metric].get("n")
+            t.add_row(suite, meta["category"], metric + (" *" if metric == primary else ""), str(n), *cells)
+    console.print(t)
+
+
+def cmd_suites_list(args) -> int:
+    from ..evaluate.suites import available_suites, load_suite_file
+
+    rows = []
+    for name, path in available_suites().items():
+        try:
+            s = load_suite_file(path, name)
+            rows.append({"name": name, "category": s.category, "type": s.spec.type, "description": s.spec.description, "file": str(path)})
+        except Exception as e:  # list everything, flag the broken ones
+            rows.append({"name": name, "category": "?", "type": "?", "description": f"INVALID: {e}", "file": str(path)})
+    if args.json:
+        print_json(rows)
+        return 0
+    from rich.table import Table
+
+    t = Table(box=None, header_style="bold")
+    for c in ("suite", "category", "type", "description"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(r["name"], r["category"], r["type"], r["description"])
+    console.print(t)
+    console.print("\nalso: lm_eval:<task> for any task registered in lm-eval (hub data)")
+    return 0
+
+
+def cmd_suites_validate(args) -> int:
+    from ..evaluate.suites import available_suites, load_suite
+
+    names = args.suites or list(available_suites())
+    for name in names:
+        s = load_suite(name, args.data_dir)
+        if not s.spec.lm_eval:
+            b = s.build
+            console.print(f"[green]ok[/] {s.name}: {len(s.load_docs())} items, {s.category}, primary metric {b.primary} ({s.source})")
+        else:
+            console.print(f"[green]ok[/] {s.name}: registered lm-eval task")
+    return 0

@@ -1,0 +1,314 @@
+"""Score the base model and each adapter on the same items of every suite.
+
+    validate suites and adapters -> load the base once -> for each model (base = no adapter,
+    then each adapter hot-swapped onto the same base): for each suite: lm-eval evaluate() with
+    our LM -> per-item records into the store -> results.json with aggregates and provenance
+
+Adapters are scored on the base they were trained on (QLoRA-faithful: an NF4
+adapter on the NF4 base), with one batch size, dtype and max length for all
+models, recorded in the results.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..env import cache_dir, provenance
+from ..errors import LafError
+from ..io import sha256_file, sha256_json
+from ..models import LoadSpec, load_model, resolve_model
+from ..registry import AdapterEntry, Registry
+from .cache import NullCache, ResponseCache
+from .lm import HarnessLM, RequestStats
+from .records import from_lm_eval_sample
+from .store import ResultsStore, write_results
+from .suites import Suite, load_suite
+
+SCORING_VERSION = "laf-scoring-1"
+BASE = "base"
+VOLATILE_ADAPTER_KEYS = ("base_model_name_or_path", "revision", "inference_mode", "peft_version")
+
+
+@dataclass
+class EvalSpec:
+    suites: list[str]
+    model: str = "default"
+    adapters: list[str] = field(default_factory=list)
+    out: str = "reports/eval"
+    limit: int | None = None
+    precision: str = "auto"  # auto = the adapters' training precision (QLoRA-faithful), else fp32
+    compute_dtype: str | None = None
+    device: str = "auto"
+    batch_size: int = 8
+    max_length: int = 2048
+    registry: str = "adapters_registry"
+    cache: str | None = None  # default: <LAF_CACHE>/eval-cache.sqlite
+    no_cache: bool = False
+    data_dir: str | None = None
+    force_base_mismatch: bool = False
+    share_context: bool = True
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+    seed: int = 1234
+
+
+@dataclass
+class ModelRun:
+    label: str
+    identity: str
+    adapter: AdapterEntry | None
+    stats: RequestStats = field(default_factory=RequestStats)
+
+
+ProgressCallback = Callable[[str, str, int, int, int], None]  # model, suite, done, total, hits
+
+
+def default_cache_path() -> Path:
+    return cache_dir() / "eval-cache.sqlite"
+
+
+def _adapter_identity(entry: AdapterEntry) -> dict:
+    weights = entry.path / "adapter_model.safetensors"
+    config = json.loads((entry.path / "adapter_config.json").read_text())
+    return {
+        "weights_sha256": sha256_file(weights),
+        "config": {k: v for k, v in sorted(config.items()) if k not in VOLATILE_ADAPTER_KEYS},
+    }
+
+
+def model_identity(base_fp: str, load: LoadSpec, adapter: dict | None, spec: EvalSpec) -> str:
+    return sha256_json({
+        "base": base_fp,
+        "load": {"precision": load.precision, "compute_dtype": load.compute_dtype, "device": load.device.split(":")[0]},
+        "adapter": adapter,
+        "batch_size": spec.batch_size,
+        "max_length": spec.max_length,
+        "share_context": spec.share_context,
+        "scoring": SCORING_VERSION,
+    })
+
+
+def _check_adapters(spec: EvalSpec, base_fp: str) -> list[tuple[AdapterEntry, dict, bool]]:
+    registry = Registry(spec.registry)
+    out = []
+    for ref in spec.adapters:
+        entry = registry.resolve(ref)
+        check = registry.verify(entry.ref)
+        if not check.ok:
+            bad = ", ".join(check.mismatched + check.missing + check.unexpected)
+            raise LafError(
+                f"adapter {entry.ref} does not match its manifest ({bad}): its weights changed since it was registered",
+                f"run `laf registry verify {entry.ref}`; retrain or restore the files",
+            )
+        trained_on = (entry.manifest.get("base_model") or {}).get("fingerprint")
+        forced = False
+        if trained_on != base_fp:
+            if not spec.force_base_mismatch:
+                raise LafError(
+                    f"adapter {entry.ref} was trained on base {str(trained_on)[:16]}... "
+                    f"({(entry.manifest.get('base_model') or {}).get('spec')}), not on {spec.model} ({base_fp[:16]}...)",
+                    "evaluate it with the base it was trained on, or pass --force-base-mismatch (the results will say so)",
+                )
+            forced = True
+        out.append((entry, _adapter_identity(entry), forced))
+    return out
+
+
+def _load_spec(spec: EvalSpec, adapters) -> LoadSpec:
+    if spec.precision != "auto":
+        return LoadSpec(spec.precision, spec.compute_dtype, spec.device)
+    loads = {json.dumps(e.manifest.get("load", {}), sort_keys=True) for e, _, _ in adapters}
+    if len(loads) > 1:
+        raise LafError(
+            "the adapters were trained on differently loaded bases (" + "; ".join(sorted(loads)) + ")",
+            "evaluate them in separate runs, or set --precision explicitly",
+        )
+    if loads:
+        load = json.loads(loads.pop())
+        return LoadSpec(load.get("precision", "fp32"), load.get("compute_dtype"), spec.device)
+    return LoadSpec("fp32", None, spec.device)
+
+
+def _peft_name(i: int) -> str:
+    return f"adapter_{i}"
+
+
+def _evaluate_suite(lm: HarnessLM, suite: Suite, task, limit: int | None, seed: int):
+    from lm_eval.evaluator import evaluate
+
+    task.set_fewshot_seed(seed)
+    task_dict = {"tasks": {suite.task_name: task}, "groups": {}, "group_map": {}}
+    return evaluate(lm=lm, task_dict=task_dict, limit=limit, log_samples=True, bootstrap_iters=1000, verbosity="ERROR")
+
+
+def build_tasks(suites: list[Suite]) -> dict[str, object]:
+    """lm-eval Task objects, built once and reused for every model."""
+    from lm_eval.tasks import TaskManager
+
+    tasks = {}
+    plain = TaskManager(include_defaults=False)
+    registered = None
+    for s in suites:
+        if s.spec.lm_eval:
+            registered = registered or TaskManager()
+            loaded = registered.load([s.spec.lm_eval])
+            task = next(iter(loaded["tasks"].values()))
+        else:
+            loaded = plain.load([s.build.config])
+            task = loaded["tasks"][s.task_name]
+        if task.get_config("num_fewshot") is None:
+            task.set_config(key="num_fewshot", value=0)
+        tasks[s.name] = task
+    return tasks
+
+
+def suite_meta(suite: Suite, task) -> dict:
+    if suite.spec.lm_eval:
+        metric_list = task.config.metric_list or []
+        metrics = {m["metric"]: {"higher_is_better": m.get("higher_is_better", True), "ideal": None, "aggregation": m.get("aggregation", "mean") if isinstance(m.get("aggregation", "mean"), str) else "mean"} for m in metric_list}
+        primary = suite.spec.primary_metric or (metric_list[0]["metric"] if metric_list else "acc")
+        n = len(task.eval_docs)
+        data_sha = sha256_json([dict(d) for d in task.eval_docs])
+        source = f"lm-eval registered task {suite.spec.lm_eval}"
+    else:
+        b = suite.build
+        metrics, primary, n, data_sha, source = b.metrics, b.primary, len(suite.load_docs()), suite.data_sha256, suite.source
+    return {
+        **suite.describe(),
+        "n_docs": n,
+        "data_sha256": data_sha,
+        "source": source,
+        "output_type": task.get_config("output_type"),
+        "num_fewshot": task.get_config("num_fewshot"),
+        "metrics": metrics,
+        "primary_metric": primary,
+        "limit": suite.spec.options.limit,
+        "seed": suite.spec.options.seed,
+    }
+
+
+def run_eval(spec: EvalSpec, progress: ProgressCallback | None = None, log: Callable[[str], None] = lambda s: None) -> dict:
+    started = time.time()
+    if not spec.suites:
+        raise LafError("no suites to evaluate", "pass at least one --suite (see `laf suites list`)")
+    if spec.batch_size <= 0:
+        raise LafError(f"--batch-size must be positive (got {spec.batch_size})", "use e.g. --batch-size 8")
+    # -- validate everything before any model is loaded
+    suites = [load_suite(s, spec.data_dir) for s in spec.suites]
+    names = [s.name for s in suites]
+    if len(set(names)) != len(names):
+        raise LafError(f"a suite is listed twice: {', '.join(sorted({n for n in names if names.count(n) > 1}))}", "list each suite once")
+    for s in suites:
+        if not s.spec.lm_eval:
+            _ = s.build  # loads data, checks fields
+    resolved = resolve_model(spec.model, allow_pickle=spec.allow_pickle, trust_remote_code=spec.trust_remote_code)
+    base_fp = resolved.fingerprint
+    adapters = _check_adapters(spec, base_fp)
+    load = _load_spec(spec, adapters)
+    tasks = build_tasks(suites)
+    metas = {s.name: suite_meta(s, tasks[s.name]) for s in suites}
+
+    log(f"loading {resolved.spec} ({load.precision})")
+    model, tok, load = load_model(resolved, load)
+    cache = NullCache() if spec.no_cache else ResponseCache(spec.cache or default_cache_path())
+    lm = HarnessLM(model, tok, batch_size=spec.batch_size, max_length=spec.max_length, cache=cache, share_context=spec.share_context)
+    store = ResultsStore(spec.out, fresh=True)
+
+    runs = [ModelRun(BASE, model_identity(base_fp, load, None, spec), None)]
+    for entry, ident, _ in adapters:
+        runs.append(ModelRun(str(entry.ref), model_identity(base_fp, load, ident, spec), entry))
+    if len({r.label for r in runs}) != len(runs):
+        raise LafError("an adapter is listed twice", "list each adapter once")
+
+    results: dict[str, dict] = {}
+    peft_model = None
+    try:
+        for i, run in enumerate(runs):
+            if run.adapter is not None:
+                from peft import PeftModel
+
+                if peft_model is None:
+                    peft_model = PeftModel.from_pretrained(model, str(run.adapter.path), adapter_name=_peft_name(i), is_trainable=False)
+                else:
+                    peft_model.load_adapter(str(run.adapter.path), adapter_name=_peft_name(i), is_trainable=False)
+                peft_model.set_adapter(_peft_name(i))
+                peft_model.eval()
+                lm._model = peft_model
+            lm.identity = run.identity
+            results[run.label] = {}
+            for suite in suites:
+                task = tasks[suite.name]
+                lm.progress = (lambda d, t, h, _m=run.label, _s=suite.name: progress(_m, _s, d, t, h)) if progress else None
+                before = RequestStats(**asdict(lm.stats))
+                limit = spec.limit or suite.spec.options.limit
+                out = _evaluate_suite(lm, suite, task, limit, suite.spec.options.seed)
+                samples = out["samples"][task.task_name if hasattr(task, "task_name") else suite.task_name]
+                output_type = task.get_config("output_type")
+                records = [from_lm_eval_sample(s, model=run.label, suite=suite.name, category=suite.category, output_type=output_type) for s in samples]
+                store.write(records)
+                agg = out["results"][task.task_name if hasattr(task, "task_name") else suite.task_name]
+                results[run.label][suite.name] = _aggregates(agg, len(records))
+                delta = RequestStats(*(getattr(lm.stats, f) - getattr(before, f) for f in asdict(before)))
+                run.stats.add(delta)
+    finally:
+        lm.progress = None
+        cache.close()
+
+    store.export_jsonl()
+    store.close()
+    doc = {
+        "schema": "laf.results/1",
+        "out": str(Path(spec.out)),
+        "spec": asdict(spec),
+        "provenance": {
+            **provenance(),
+            "base_model": {"spec": resolved.spec, "kind": resolved.kind, "source": resolved.source, "fingerprint": base_fp},
+            "load": load.as_dict(),
+            "batch_size": spec.batch_size,
+            "max_length": spec.max_length,
+            "share_context": spec.share_context,
+            "scoring_version": SCORING_VERSION,
+            "cache": None if spec.no_cache else str(spec.cache or default_cache_path()),
+            "wall_time_s": round(time.time() - started, 2),
+        },
+        "models": {
+            r.label: {
+                "kind": "base" if r.adapter is None else "adapter",
+                "identity": r.identity,
+                "adapter": None if r.adapter is None else {
+                    "ref": str(r.adapter.ref),
+                    "path": str(r.adapter.path),
+                    "weights_sha256": ident["weights_sha256"],
+                    "trained_on": (r.adapter.manifest.get("base_model") or {}).get("fingerprint"),
+                    "forced_base_mismatch": forced,
+                    "manifest": r.adapter.manifest,
+                },
+                "requests": asdict(r.stats),
+            }
+            for r, (_, ident, forced) in zip(runs, [(None, None, False)] + adapters)
+        },
+        "suites": metas,
+        "results": results,
+    }
+    write_results(Path(spec.out), doc)
+    return doc
+
+
+def _aggregates(agg: dict, n: int) -> dict:
+    out: dict[str, dict] = {}
+    for key, value in agg.items():
+        if "," not in key:
+            continue
+        metric, filt = key.split(",", 1)
+        if metric.endswith("_stderr"):
+            out.setdefault(metric[: -len("_stderr")], {})["stderr"] = value if isinstance(value, (int, float)) else None
+        else:
+            out.setdefault(metric, {})["value"] = value if isinstance(value, (int, float)) else None
+            out[metric]["filter"] = filt
+    for v in out.values():
+        v["n"] = n
+    return out

@@ -1,0 +1,337 @@
+"""Suites: an lm-eval task config plus a category, options, metric directions and a data source.
+
+A suite is a YAML file (found by name under the suite folders, or by path) or
+a registered lm-eval task (``lm_eval:<task>``). Suite *types* turn documents
+into an lm-eval task config: ``lm_eval`` (the task is written in the YAML),
+``perplexity`` (general-text cross-entropy) and the probe types registered by
+``harness.probes``. Everything is validated before any model is loaded; errors
+name the file and the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..config import load_yaml, validate
+from ..errors import ConfigError, LafError
+from ..io import sha256_json
+from .sources import SourceContext, data_dir, load_hub, normalize, read_records
+
+CATEGORIES = ("domain", "general", "hallucination", "bias")
+REPO_SUITES = Path(__file__).resolve().parents[2] / "suites"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceSpec(Strict):
+    path: str
+    format: str = "plain"
+    name: str | None = None  # hub config name
+    split: str | None = None
+    labels: str | None = None  # extra file some formats need (PIQA)
+
+
+class DataSpec(Strict):
+    path: str | None = None  # project data, relative to the suite file
+    format: str = "plain"
+    local: SourceSpec | None = None  # a local copy, under --data-dir / LAF_DATA_DIR or the suite folder
+    hub: SourceSpec | None = None
+
+
+class SuiteOptions(Strict):
+    limit: int | None = Field(None, gt=0)
+    num_fewshot: int = Field(0, ge=0)
+    seed: int = 1234
+
+
+class MetricMeta(Strict):
+    higher_is_better: bool | None = None
+    ideal: float | None = None  # e.g. 0.5 for pct_stereotype: distance from it is what matters
+
+
+class SuiteSpec(Strict):
+    suite: str | None = None
+    category: Literal["domain", "general", "hallucination", "bias"]
+    description: str = ""
+    type: str = "lm_eval"
+    lm_eval: str | None = None
+    data: DataSpec | None = None
+    task: dict[str, Any] = {}
+    options: SuiteOptions = SuiteOptions()
+    primary_metric: str | None = None
+    metrics: dict[str, MetricMeta] = {}
+    probe: dict[str, Any] = {}
+
+
+@dataclass
+class TaskBuild:
+    """What a suite type produces: the lm-eval config and the metrics' meaning."""
+
+    config: dict
+    metrics: dict[str, dict]  # name -> {higher_is_better, ideal, aggregation}
+    primary: str
+
+
+SuiteType = Callable[["Suite", list[dict]], TaskBuild]
+SUITE_TYPES: dict[str, SuiteType] = {}
+
+
+def suite_type(name: str):
+    def deco(fn: SuiteType) -> SuiteType:
+        SUITE_TYPES[name] = fn
+        return fn
+
+    return deco
+
+
+@dataclass
+class Suite:
+    name: str
+    spec: SuiteSpec
+    file: Path | None
+    data_root: Path | None = None
+    source: str = ""
+    _docs: list[dict] | None = field(default=None, repr=False)
+
+    @property
+    def category(self) -> str:
+        return self.spec.category
+
+    @property
+    def task_name(self) -> str:
+        return "laf__" + "".join(c if c.isalnum() else "_" for c in self.name)
+
+    def load_docs(self) -> list[dict]:
+        if self._docs is None:
+            self._docs, self.source = _load_docs(self)
+            if not self._docs:
+                raise LafError(f"suite {self.name}: its data holds no items ({self.source})", "add items to the data file")
+        return self._docs
+
+    @cached_property
+    def data_sha256(self) -> str:
+        return sha256_json(self.load_docs())
+
+    @cached_property
+    def build(self) -> TaskBuild:
+        if self.spec.lm_eval:
+            raise RuntimeError("registered lm-eval tasks are built by the engine")
+        fn = SUITE_TYPES.get(self.spec.type)
+        if fn is None:
+            _ensure_probe_types()
+            fn = SUITE_TYPES.get(self.spec.type)
+        if fn is None:
+            raise ConfigError(self.file or self.name, "type", f"unknown suite type '{self.spec.type}'", f"use one of: {', '.join(sorted(SUITE_TYPES))}")
+        return fn(self, self.load_docs())
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "category": self.category,
+            "type": "lm_eval:" + self.spec.lm_eval if self.spec.lm_eval else self.spec.type,
+            "description": self.spec.description,
+            "file": str(self.file) if self.file else None,
+        }
+
+
+def _ensure_probe_types() -> None:
+    import importlib
+
+    importlib.import_module("harness.probes")
+
+
+def _load_docs(suite: Suite) -> tuple[list[dict], str]:
+    d = suite.spec.data
+    if d is None:
+        raise ConfigError(suite.file or suite.name, "data", "this suite names no data", "add data.path (or data.local / data.hub)")
+    base = suite.file.parent if suite.file else Path.cwd()
+    if d.path:
+        p = Path(d.path) if Path(d.path).is_absolute() else base / d.path
+        return normalize(read_records(p), d.format, SourceContext(p, {})), f"file {p}"
+    tried = []
+    if d.local:
+        candidates = []
+        if suite.data_root:
+            candidates.append(suite.data_root / d.local.path)
+        candidates.append(base / d.local.path)
+        for p in candidates:
+            if p.exists():
+                rows = read_records(p)
+                return normalize(rows, d.local.format, SourceContext(p, d.local.model_dump())), f"local copy {p}"
+            tried.append(str(p))
+    if d.hub:
+        try:
+            rows = load_hub(d.hub.model_dump())
+        except LafError as e:
+            if tried:
+                raise LafError(
+                    f"suite {suite.name}: no local copy found (looked for {', '.join(tried)}) and {e.cause}",
+                    "set --data-dir / LAF_DATA_DIR to a folder holding " + (d.local.path if d.local else "the data") + ", or run online",
+                ) from None
+            raise
+        return normalize(rows, d.hub.format, SourceContext(None, d.hub.model_dump())), f"hub {d.hub.path}"
+    raise LafError(f"suite {suite.name}: data not found (looked for {', '.join(tried) or 'nothing'})", "set --data-dir / LAF_DATA_DIR to the folder holding the local copy")
+
+
+# ---------------------------------------------------------------- finding suites
+
+
+def suite_dirs() -> list[Path]:
+    dirs = []
+    env = os.environ.get("LAF_SUITES")
+    if env:
+        dirs += [Path(p) for p in env.split(os.pathsep) if p]
+    dirs.append(Path.cwd() / "suites")
+    dirs.append(REPO_SUITES)
+    out = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in [x.resolve() for x in out]:
+            out.append(d)
+    return out
+
+
+def available_suites() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for root in suite_dirs():
+        for p in sorted(root.rglob("*.yaml")):
+            name = p.relative_to(root).with_suffix("").as_posix()
+            found.setdefault(name, p)
+    return found
+
+
+def load_suite_file(path: Path, name: str | None = None, data_root: Path | None = None) -> Suite:
+    raw = load_yaml(path)
+    spec = validate(SuiteSpec, raw, path)
+    if spec.lm_eval is None and spec.type == "lm_eval" and not spec.task:
+        raise ConfigError(path, "task", "an lm_eval suite needs a 'task' (an lm-eval task config) or 'lm_eval: <registered task>'")
+    if spec.type not in SUITE_TYPES:
+        _ensure_probe_types()
+        if spec.type not in SUITE_TYPES:
+            raise ConfigError(path, "type", f"unknown suite type '{spec.type}'", f"use one of: {', '.join(sorted(SUITE_TYPES))}")
+    return Suite(spec.suite or name or path.stem, spec, path, data_root)
+
+
+def load_suite(ref: str, data_root: str | Path | None = None) -> Suite:
+    """``ref``: a suite name (``general/world-facts``), a YAML path, or ``lm_eval:<task>``."""
+    root = data_dir(data_root)
+    if ref.startswith("lm_eval:"):
+        task = ref.split(":", 1)[1]
+        check_lm_eval_task(task)
+        spec = SuiteSpec(category="general", lm_eval=task, description=f"lm-eval registered task {task} (hub data)")
+        return Suite(ref, spec, None, root)
+    p = Path(ref)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.exists():
+            raise LafError(f"suite file not found: {p}", "check the path")
+        return load_suite_file(p, None, root)
+    known = available_suites()
+    if ref in known:
+        return load_suite_file(known[ref], ref, root)
+    close = difflib.get_close_matches(ref, list(known), n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise LafError(f"unknown suite '{ref}'", f"{hint}see `laf suites list`, pass a YAML path, or lm_eval:<task>")
+
+
+_LM_EVAL_TASKS: list[str] | None = None
+
+
+def lm_eval_task_names() -> list[str]:
+    global _LM_EVAL_TASKS
+    if _LM_EVAL_TASKS is None:
+        from lm_eval.tasks import TaskManager
+
+        _LM_EVAL_TASKS = sorted(TaskManager().all_tasks)
+    return _LM_EVAL_TASKS
+
+
+def check_lm_eval_task(task: str) -> None:
+    names = lm_eval_task_names()
+    if task not in names:
+        close = difflib.get_close_matches(task, names, n=5, cutoff=0.6)
+        raise LafError(
+            f"lm-eval has no registered task '{task}'",
+            (f"did you mean: {', '.join(close)}" if close else "see `lm_eval --tasks list`") + " (written lm_eval:<task>)",
+        )
+
+
+# ---------------------------------------------------------------- built-in suite types
+
+
+def _meta_from_metric_list(metric_list: list[dict], overrides: dict[str, MetricMeta]) -> dict[str, dict]:
+    out = {}
+    for m in metric_list:
+        name = m["metric"]
+        out[name] = {"higher_is_better": m.get("higher_is_better", True), "ideal": None, "aggregation": m.get("aggregation", "mean")}
+    for name, meta in overrides.items():
+        out.setdefault(name, {"higher_is_better": True, "ideal": None, "aggregation": "mean"})
+        if meta.higher_is_better is not None:
+            out[name]["higher_is_better"] = meta.higher_is_better
+        if meta.ideal is not None:
+            out[name]["ideal"] = meta.ideal
+    return out
+
+
+def docs_dataset(docs: list[dict]):
+    """A ``custom_dataset`` callable for lm-eval: our already-loaded documents as one split."""
+
+    def make(**_kwargs):
+        import datasets
+
+        return datasets.DatasetDict({"test": datasets.Dataset.from_list(docs)})
+
+    return make
+
+
+def base_task_config(suite: Suite, docs: list[dict]) -> dict:
+    return {
+        "task": suite.task_name,
+        "custom_dataset": docs_dataset(docs),
+        "test_split": "test",
+        "num_fewshot": suite.spec.options.num_fewshot,
+        "metadata": {"version": 1.0},
+    }
+
+
+@suite_type("lm_eval")
+def _lm_eval_type(suite: Suite, docs: list[dict]) -> TaskBuild:
+    task = dict(suite.spec.task)
+    for k in ("dataset_path", "dataset_name", "dataset_kwargs", "training_split", "validation_split", "test_split", "fewshot_split"):
+        task.pop(k, None)  # data comes from the suite's source
+    if suite.spec.options.num_fewshot:
+        task["fewshot_split"] = "test"  # few-shot examples drawn from the other items (seeded)
+    metric_list = task.get("metric_list") or [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]
+    task["metric_list"] = metric_list
+    cfg = {**task, **base_task_config(suite, docs)}
+    metrics = _meta_from_metric_list(metric_list, suite.spec.metrics)
+    primary = suite.spec.primary_metric or metric_list[0]["metric"]
+    return TaskBuild(cfg, metrics, primary)
+
+
+@suite_type("perplexity")
+def _perplexity_type(suite: Suite, docs: list[dict]) -> TaskBuild:
+    """General-text cross-entropy: lm-eval's rolling log-likelihood over each document's ``text``."""
+    if "text" not in docs[0]:
+        raise LafError(f"suite {suite.name}: a perplexity suite needs a 'text' field in every item", "rename the field to text")
+    metric_list = [
+        {"metric": "bits_per_byte", "aggregation": "bits_per_byte", "higher_is_better": False},
+        {"metric": "word_perplexity", "aggregation": "weighted_perplexity", "higher_is_better": False},
+        {"metric": "byte_perplexity", "aggregation": "weighted_perplexity", "higher_is_better": False},
+    ]
+    cfg = {
+        "output_type": "loglikelihood_rolling",
+        "doc_to_text": "",
+        "doc_to_target": "{{text}}",
+        "metric_list": metric_list,
+        **base_task_config(suite, docs),
+    }
+    return TaskBuild(cfg, _meta_from_metric_list(metric_list, suite.spec.metrics), suite.spec.primary_metric or "bits_per_byte")

@@ -1,0 +1,352 @@
+"""Evaluation engine: lm-eval parity, content-keyed cache, resume after kill -9, records, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.evaluate import EvalSpec, load_run, run_eval
+from harness.evaluate.suites import load_suite
+from tests.conftest import REPO, run_cli
+
+MC_TASK = {
+    "output_type": "multiple_choice",
+    "doc_to_text": "Question: {{question}}\nAnswer:",
+    "doc_to_choice": "{{choices}}",
+    "doc_to_target": "{{gold}}",
+    "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}, {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}],
+}
+
+
+def write_mc_suite(folder: Path, n: int = 40, name: str = "toy", question: str = "What is {i} plus {i}?") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"question": question.format(i=i), "choices": [str(2 * i), str(2 * i + 1), str(i), "none of these"], "gold": 0} for i in range(n)]
+    (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump({"category": "general", "data": {"path": f"{name}.jsonl"}, "task": MC_TASK}))
+    return folder / f"{name}.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny_adapter(tiny_model_dir, tmp_path_factory):
+    """A 4-step QLoRA adapter of the tiny model in its own registry."""
+    from harness.config import validate
+    from harness.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("adapter")
+    rows = [{"instruction": f"What is {i} plus {i}?", "output": f"{2 * i}"} for i in range(40)]
+    (root / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = validate(TrainConfig, {"name": "toy", "model": str(tiny_model_dir), "data": {"path": str(root / "d.jsonl")}, "max_length": 64,
+                                 "max_steps": 4, "optim": {"lr": 5e-3}, "registry": str(root / "reg"), "output_dir": str(root / "run")}, "t.yaml")
+    res = train(cfg)
+    return root / "reg", str(res.entry.ref)
+
+
+def spec(tmp_path, model, suites, **kw) -> EvalSpec:
+    kw.setdefault("cache", str(tmp_path / "cache.sqlite"))
+    kw.setdefault("out", str(tmp_path / "out"))
+    kw.setdefault("batch_size", 4)
+    return EvalSpec(suites=[str(s) for s in suites], model=str(model), **kw)
+
+
+def by_item(records, model):
+    return {(r.suite, r.doc_hash): r for r in records if r.model == model}
+
+
+# ---------------------------------------------------------------- parity with plain lm-eval
+
+
+def plain_lm_eval_lls(model_dir, suite_ref, limit, batch_size, data_dir=None):
+    """Per-item log-likelihoods from lm-eval's own HFLM on the same task config."""
+    from lm_eval.evaluator import evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from harness.models import LoadSpec, load_model, resolve_model
+
+    suite = load_suite(suite_ref, data_dir)
+    model, tok, _ = load_model(resolve_model(model_dir), LoadSpec("fp32"))
+    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, max_length=2048)
+    loaded = TaskManager(include_defaults=False).load([suite.build.config])
+    task = loaded["tasks"][suite.task_name]
+    task.set_fewshot_seed(1234)
+    out = evaluate(lm=lm, task_dict=loaded, limit=limit, log_samples=True, bootstrap_iters=0, verbosity="ERROR")
+    return {s["doc_hash"]: [float(r[0]) for r in s["filtered_resps"]] for s in out["samples"][suite.task_name]}
+
+
+def _assert_parity(ours, theirs):
+    assert ours.keys() == theirs.keys() and ours
+    worst = max(abs(a - b) for k in ours for a, b in zip(ours[k], theirs[k]))
+    assert worst < 1e-4, f"max per-item log-likelihood difference {worst:.2e}"
+
+
+def test_loglikelihoods_match_plain_lm_eval_on_fixture(tiny_model_dir, tmp_path):
+    doc = run_eval(spec(tmp_path, tiny_model_dir, ["general/world-facts"], limit=60, precision="fp32"))
+    assert doc["results"]["base"]["general/world-facts"]["acc"]["n"] == 60
+    _, records = load_run(tmp_path / "out")
+    ours = {r.doc_hash: r.loglikelihoods for r in records}
+    _assert_parity(ours, plain_lm_eval_lls(str(tiny_model_dir), "general/world-facts", 60, 4))
+
+
+@pytest.mark.slow
+def test_loglikelihoods_match_plain_lm_eval_on_arc_easy(default_model, shared_benchmarks, tmp_path):
+    run_eval(spec(tmp_path, "default", ["benchmarks/arc_easy"], limit=48, precision="fp32", data_dir=str(shared_benchmarks)))
+    _, records = load_run(tmp_path / "out")
+    ours = {r.doc_hash: r.loglikelihoods for r in records}
+    _assert_parity(ours, plain_lm_eval_lls("default", "benchmarks/arc_easy", 48, 4, str(shared_benchmarks)))
+
+
+def test_rolling_perplexity_matches_plain_lm_eval(tiny_model_dir, tmp_path):
+    from lm_eval.evaluator import evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from harness.models import load_model, resolve_model
+
+    run_eval(spec(tmp_path, tiny_model_dir, ["general/text"], limit=12, precision="fp32", max_length=64))
+    _, records = load_run(tmp_path / "out")
+    suite = load_suite("general/text")
+    model, tok, _ = load_model(resolve_model(str(tiny_model_dir)))
+    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=4, max_length=64)  # 64 forces several windows per text
+    loaded = TaskManager(include_defaults=False).load([suite.build.config])
+    out = evaluate(lm=lm, task_dict=loaded, limit=12, log_samples=True, bootstrap_iters=0, verbosity="ERROR")
+    theirs = {s["doc_hash"]: [float(s["filtered_resps"][0])] for s in out["samples"][suite.task_name]}
+    _assert_parity({r.doc_hash: r.loglikelihoods for r in records}, theirs)
+
+
+# ---------------------------------------------------------------- cache, isolation, re-runs
+
+
+def test_rerun_is_served_from_cache_and_identical(tiny_model_dir, tiny_adapter, tmp_path):
+    reg, ref = tiny_adapter
+    suite = write_mc_suite(tmp_path / "s")
+    first = run_eval(spec(tmp_path, tiny_model_dir, [suite], adapters=[ref], registry=str(reg)))
+    assert all(m["requests"]["computed"] > 0 for m in first["models"].values())
+    _, rec1 = load_run(tmp_path / "out")
+    second = run_eval(spec(tmp_path, tiny_model_dir, [suite], adapters=[ref], registry=str(reg), out=str(tmp_path / "out2")))
+    for m in second["models"].values():
+        assert m["requests"]["computed"] == 0 and m["requests"]["forward_batches"] == 0
+        assert m["requests"]["cache_hits"] == m["requests"]["requests"] > 0
+    _, rec2 = load_run(tmp_path / "out2")
+    assert [r.to_dict() for r in rec1] == [r.to_dict() for r in rec2]
+    assert first["results"] == second["results"]
+
+
+def test_same_seed_and_inputs_give_identical_records_without_cache(tiny_model_dir, tmp_path):
+    suite = write_mc_suite(tmp_path / "s")
+    run_eval(spec(tmp_path, tiny_model_dir, [suite], no_cache=True, out=str(tmp_path / "a")))
+    run_eval(spec(tmp_path, tiny_model_dir, [suite], no_cache=True, out=str(tmp_path / "b")))
+    assert [r.to_dict() for r in load_run(tmp_path / "a")[1]] == [r.to_dict() for r in load_run(tmp_path / "b")[1]]
+
+
+def test_base_and_adapter_never_see_each_others_answers(tiny_model_dir, tiny_adapter, tmp_path):
+    reg, ref = tiny_adapter
+    suite = write_mc_suite(tmp_path / "s")
+    run_eval(spec(tmp_path, tiny_model_dir, [suite], precision="nf4", out=str(tmp_path / "base")))  # the base answers, NF4 as the adapter's
+    doc = run_eval(spec(tmp_path, tiny_model_dir, [suite], adapters=[ref], registry=str(reg), out=str(tmp_path / "both")))
+    assert doc["models"]["base"]["requests"]["computed"] == 0
+    assert doc["models"][ref]["requests"]["cache_hits"] == 0, "the adapter was served the base's answers"
+    # the adapter's numbers equal a run with no cache at all
+    run_eval(spec(tmp_path, tiny_model_dir, [suite], adapters=[ref], registry=str(reg), no_cache=True, out=str(tmp_path / "fresh")))
+    cached = by_item(load_run(tmp_path / "both")[1], ref)
+    fresh = by_item(load_run(tmp_path / "fresh")[1], ref)
+    assert {k: v.loglikelihoods for k, v in cached.items()} == {k: v.loglikelihoods for k, v in fresh.items()}
+    base = by_item(load_run(tmp_path / "both")[1], "base")
+    assert any(base[k].loglikelihoods != cached[k].loglikelihoods for k in base)
+
+
+def test_changed_suite_data_is_rescored_not_served_stale(tiny_model_dir, tmp_path):
+    suite = write_mc_suite(tmp_path / "s", n=20)
+    run_eval(spec(tmp_path, tiny_model_dir, [suite]))
+    rows = [json.loads(x) for x in (tmp_path / "s" / "toy.jsonl").read_text().splitlines()]
+    rows[3]["question"] = "What is seven plus seven, really?"
+    (tmp_path / "s" / "toy.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    doc = run_eval(spec(tmp_path, tiny_model_dir, [suite], out=str(tmp_path / "out2")))
+    req = doc["models"]["base"]["requests"]
+    assert req["computed"] == 4 and req["cache_hits"] == 76  # only the changed item's 4 choices
+    rec = [r for r in load_run(tmp_path / "out2")[1] if r.doc_id == 3][0]
+    assert "seven plus seven" in rec.prompt
+
+
+def test_kill_9_loses_at_most_the_batch_in_flight(tiny_model_dir, tmp_path):
+    suite = write_mc_suite(tmp_path / "s", n=1500, question="Consider the number {i}. What do you get when you add {i} to itself?")
+    cache = tmp_path / "cache.sqlite"
+    cmd = [sys.executable, "-m", "harness", "eval", "--model", str(tiny_model_dir), "--suite", str(suite), "--out", str(tmp_path / "killed"),
+           "--cache", str(cache), "--batch-size", "1", "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    n = 0
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if cache.exists():
+            try:
+                with sqlite3.connect(cache) as c:
+                    n = c.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+            except sqlite3.Error:
+                n = 0
+            if n >= 200:
+                break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with sqlite3.connect(cache) as c:
+        saved = c.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+    assert 200 <= saved < 6000
+    doc = run_eval(spec(tmp_path, tiny_model_dir, [suite], cache=str(cache), out=str(tmp_path / "resumed"), batch_size=1))
+    req = doc["models"]["base"]["requests"]
+    assert req["cache_hits"] == saved and req["computed"] == 6000 - saved
+    ref = run_eval(spec(tmp_path, tiny_model_dir, [suite], no_cache=True, out=str(tmp_path / "ref"), batch_size=1))
+    assert doc["results"] == ref["results"]
+
+
+# ---------------------------------------------------------------- records and results
+
+
+def test_results_json_has_aggregates_records_and_provenance(tiny_model_dir, tiny_adapter, tmp_path):
+    reg, ref = tiny_adapter
+    suite = write_mc_suite(tmp_path / "s", n=12)
+    code, out, err = run_cli("eval", "--model", str(tiny_model_dir), "--adapter", ref, "--registry", str(reg), "--suite", str(suite), "--suite", "general/text",
+                             "--limit", "10", "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "c.sqlite"), "--quiet", "--batch-size", "4")
+    assert code == 0, err
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    prov = doc["provenance"]
+    assert prov["load"]["precision"] == "nf4", "QLoRA-faithful: the adapter's NF4 base"
+    assert prov["batch_size"] == 4 and prov["base_model"]["fingerprint"] and prov["packages"]["lm_eval"]
+    assert doc["models"][ref]["adapter"]["weights_sha256"]
+    assert doc["results"]["base"]["toy"]["acc"]["n"] == 10
+    assert doc["suites"]["general/text"]["metrics"]["bits_per_byte"]["higher_is_better"] is False
+    lines = (tmp_path / "out" / "records.jsonl").read_text().splitlines()
+    assert len(lines) == 2 * (10 + 10)
+    r = json.loads(lines[0])
+    for key in ("suite", "doc_id", "doc_hash", "prompt", "choices", "target", "loglikelihoods", "prediction", "metrics"):
+        assert key in r
+    assert "toy" in out and "base" in out and ref in out
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def _err(result, *needles):
+    code, out, err = result
+    assert code == 3, (code, out, err)
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in err, err
+
+
+def _eval(tmp_path, *args):
+    return run_cli("eval", "--out", str(tmp_path / "o"), "--cache", str(tmp_path / "c.sqlite"), "--quiet", *args)
+
+
+def test_bad_suite_yaml_syntax(tiny_model_dir, tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("category: general\ntask: {output_type: multiple_choice\n")
+    _err(_eval(tmp_path, "--model", str(tiny_model_dir), "--suite", str(p)), "bad.yaml", "YAML syntax error", "line")
+
+
+def test_bad_suite_unknown_key(tiny_model_dir, tmp_path):
+    p = write_mc_suite(tmp_path / "s")
+    data = yaml.safe_load(p.read_text())
+    data["catgory"] = "general"
+    p.write_text(yaml.safe_dump(data))
+    _err(_eval(tmp_path, "--model", str(tiny_model_dir), "--suite", str(p)), "toy.yaml", "catgory", "unknown key")
+    _err(run_cli("suites", "validate", str(p)), "catgory")
+
+
+def test_bad_missing_data_file(tiny_model_dir, tmp_path):
+    p = write_mc_suite(tmp_path / "s")
+    (tmp_path / "s" / "toy.jsonl").unlink()
+    _err(_eval(tmp_path, "--model", str(tiny_model_dir), "--suite", str(p)), "data file not found", "toy.jsonl")
+
+
+def test_bad_unknown_lm_eval_task_suggests_close_matches(tiny_model_dir, tmp_path):
+    _err(_eval(tmp_path, "--model", str(tiny_model_dir), "--suite", "lm_eval:arc_easi"), "arc_easi", "arc_easy")
+
+
+def test_bad_unknown_suite_name(tiny_model_dir, tmp_path):
+    _err(_eval(tmp_path, "--model", str(tiny_model_dir), "--suite", "general/world-fact"), "unknown suite", "general/world-facts")
+
+
+def test_adapter_for_another_base_is_refused_unless_forced(tiny_model_dir, tiny_adapter, tmp_path):
+    from tests.tiny import build_tiny_model
+
+    other = build_tiny_model(tmp_path / "other", seed=1)
+    reg, ref = tiny_adapter
+    suite = write_mc_suite(tmp_path / "s", n=5)
+    _err(_eval(tmp_path, "--model", str(other), "--adapter", ref, "--registry", str(reg), "--suite", str(suite)), "trained on base", "--force-base-mismatch")
+    code, _, err = _eval(tmp_path, "--model", str(other), "--adapter", ref, "--registry", str(reg), "--suite", str(suite), "--force-base-mismatch")
+    assert code == 0, err
+    doc = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert doc["models"][ref]["adapter"]["forced_base_mismatch"] is True
+
+
+def test_adapter_whose_weights_changed_is_refused(tiny_model_dir, tiny_adapter, tmp_path):
+    reg, ref = tiny_adapter
+    copy = tmp_path / "reg"
+    shutil.copytree(reg, copy)
+    name, version = ref.split("@")
+    w = copy / name / version / "adapter_model.safetensors"
+    data = bytearray(w.read_bytes())
+    data[-3] ^= 0x10
+    w.write_bytes(bytes(data))
+    suite = write_mc_suite(tmp_path / "s", n=5)
+    _err(_eval(tmp_path, "--model", str(tiny_model_dir), "--adapter", ref, "--registry", str(copy), "--suite", str(suite)), "does not match its manifest", "adapter_model.safetensors")
+
+
+def test_builtin_general_suites_are_valid():
+    """Every built-in suite loads, has >= 200 items, and its items are well formed."""
+    wf = load_suite("general/world-facts")
+    docs = wf.load_docs()
+    assert len(docs) >= 200
+    for d in docs:
+        assert len(d["choices"]) == 4 and len(set(d["choices"])) == 4 and 0 <= d["gold"] < 4
+    text = load_suite("general/text").load_docs()
+    assert len(text) >= 200 and all(len(d["text"]) >= 200 for d in text)
+
+
+def test_world_facts_agree_with_their_source_packages():
+    """Each item's answer is the fact the data package holds, and every distractor is wrong for that subject."""
+    pytest.importorskip("periodictable")
+    pytest.importorskip("babel")
+    sys.path.insert(0, str(REPO / "suites" / "generators"))
+    try:
+        import world_facts as gen
+    finally:
+        sys.path.pop(0)
+    symbols = {f["subject"]: f["answer"] for f in gen.element_facts()}
+    currencies = {f["subject"]: f["answer"] for f in gen.currency_facts()}
+    languages = {f["subject"]: set(f["answers"]) for f in gen.language_facts()}
+    for d in load_suite("general/world-facts").load_docs():
+        gold = d["choices"][d["gold"]]
+        wrong = [c for i, c in enumerate(d["choices"]) if i != d["gold"]]
+        if d["kind"] == "element_symbol":
+            assert symbols[d["subject"]] == gold and gold not in wrong
+        elif d["kind"] == "currency":
+            assert currencies[d["subject"]] == gold and gold not in wrong
+        else:
+            assert gold in languages[d["subject"]] and not (set(wrong) & languages[d["subject"]])
+
+
+def test_benchmark_suites_run_from_local_copies(shared_benchmarks):
+    expected = {"benchmarks/arc_easy": 2376, "benchmarks/arc_challenge": 1172, "benchmarks/piqa": 1838, "benchmarks/boolq": 3270, "benchmarks/winogrande": 1267}
+    for name, n in expected.items():
+        s = load_suite(name, shared_benchmarks)
+        assert len(s.load_docs()) == n and s.source.startswith("local copy"), name
+        assert s.build.config["output_type"] == "multiple_choice"
+
+
+def test_benchmark_suite_offline_without_local_copy_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from harness.errors import LafError
+
+    with pytest.raises(LafError, match="data-dir"):
+        load_suite("benchmarks/hellaswag", tmp_path).load_docs()
