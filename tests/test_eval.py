@@ -132,7 +132,9 @@ def test_rerun_is_served_from_cache_and_identical(tiny_model_dir, tiny_adapter, 
     first = run_eval(spec(tmp_path, tiny_model_dir, [suite], adapters=[ref], registry=str(reg)))
     assert all(m["requests"]["computed"] > 0 for m in first["models"].values())
     _, rec1 = load_run(tmp_path / "out")
-    second = run_eval(spec(tmp_path, tiny_model_dir, [suite], adapters=[ref], registry=str(reg), out=str(tmp_path / "out2")))
+    logs: list[str] = []
+    second = run_eval(spec(tmp_path, tiny_model_dir, [suite], adapters=[ref], registry=str(reg), out=str(tmp_path / "out2")), log=logs.append)
+    assert not any("loading" in line for line in logs), "a fully cached run must not load the model"
     for m in second["models"].values():
         assert m["requests"]["computed"] == 0 and m["requests"]["forward_batches"] == 0
         assert m["requests"]["cache_hits"] == m["requests"]["requests"] > 0

@@ -23,7 +23,7 @@ from ..io import sha256_file, sha256_json
 from ..models import LoadSpec, load_model, resolve_model
 from ..registry import AdapterEntry, Registry
 from .cache import NullCache, ResponseCache
-from .lm import HarnessLM, RequestStats
+from .lm import CachedLM, HarnessLM, RequestStats
 from .records import from_lm_eval_sample
 from .store import ResultsStore, write_results
 from .suites import Suite, load_suite
@@ -133,15 +133,63 @@ def _load_spec(spec: EvalSpec, adapters) -> LoadSpec:
     return LoadSpec("fp32", None, spec.device)
 
 
-def _peft_name(i: int) -> str:
-    return f"adapter_{i}"
+class ModelPool:
+    """The base model, loaded on the first cache miss and shared by every model of the run.
+
+    Adapters are hot-swapped onto it (PeftModel load_adapter / set_adapter); the base is
+    scored with no adapter attached. A run served entirely from the cache loads nothing.
+    """
+
+    def __init__(self, resolved, load: LoadSpec, spec: EvalSpec, log):
+        self.resolved, self.load, self.spec, self.log = resolved, load, spec, log
+        self.lm: HarnessLM | None = None
+        self.base_model = None
+        self.peft = None
+        self.loaded_adapters: set[str] = set()
+        self.current: tuple[ModelRun, int] | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self.lm is not None
+
+    def select(self, run: ModelRun, index: int) -> None:
+        self.current = (run, index)
+        if self.lm is not None:
+            self._activate()
+
+    def backend(self) -> HarnessLM:
+        if self.lm is None:
+            self.log(f"loading {self.resolved.spec} ({self.load.precision})")
+            self.base_model, tok, self.load = load_model(self.resolved, self.load)
+            self.lm = HarnessLM(self.base_model, tok, batch_size=self.spec.batch_size, max_length=self.spec.max_length, share_context=self.spec.share_context)
+            self._activate()
+        return self.lm
+
+    def _activate(self) -> None:
+        run, index = self.current
+        if run.adapter is None:
+            if self.peft is not None:
+                self.peft.base_model.disable_adapter_layers()
+            return
+        from peft import PeftModel
+
+        name = f"adapter_{index}"
+        if self.peft is None:
+            self.peft = PeftModel.from_pretrained(self.base_model, str(run.adapter.path), adapter_name=name, is_trainable=False)
+            self.lm._model = self.peft
+        elif name not in self.loaded_adapters:
+            self.peft.load_adapter(str(run.adapter.path), adapter_name=name, is_trainable=False)
+        self.loaded_adapters.add(name)
+        self.peft.base_model.enable_adapter_layers()
+        self.peft.set_adapter(name)
+        self.peft.eval()
 
 
 def _evaluate_suite(lm: HarnessLM, suite: Suite, task, limit: int | None, seed: int):
     from lm_eval.evaluator import evaluate
 
     task.set_fewshot_seed(seed)
-    task_dict = {"tasks": {suite.task_name: task}, "groups": {}, "group_map": {}}
+    task_dict = {"tasks": {task.config.task: task}, "groups": {}, "group_map": {}}
     return evaluate(lm=lm, task_dict=task_dict, limit=limit, log_samples=True, bootstrap_iters=1000, verbosity="ERROR")
 
 
@@ -208,36 +256,24 @@ def run_eval(spec: EvalSpec, progress: ProgressCallback | None = None, log: Call
     resolved = resolve_model(spec.model, allow_pickle=spec.allow_pickle, trust_remote_code=spec.trust_remote_code)
     base_fp = resolved.fingerprint
     adapters = _check_adapters(spec, base_fp)
-    load = _load_spec(spec, adapters)
+    load = _load_spec(spec, adapters).resolved()  # device and compute dtype are part of the identity
     tasks = build_tasks(suites)
     metas = {s.name: suite_meta(s, tasks[s.name]) for s in suites}
 
-    log(f"loading {resolved.spec} ({load.precision})")
-    model, tok, load = load_model(resolved, load)
     cache = NullCache() if spec.no_cache else ResponseCache(spec.cache or default_cache_path())
-    lm = HarnessLM(model, tok, batch_size=spec.batch_size, max_length=spec.max_length, cache=cache, share_context=spec.share_context)
     store = ResultsStore(spec.out, fresh=True)
-
     runs = [ModelRun(BASE, model_identity(base_fp, load, None, spec), None)]
     for entry, ident, _ in adapters:
         runs.append(ModelRun(str(entry.ref), model_identity(base_fp, load, ident, spec), entry))
     if len({r.label for r in runs}) != len(runs):
         raise LafError("an adapter is listed twice", "list each adapter once")
 
+    pool = ModelPool(resolved, load, spec, log)
+    lm = CachedLM(cache, pool.backend, spec.batch_size)
     results: dict[str, dict] = {}
-    peft_model = None
     try:
         for i, run in enumerate(runs):
-            if run.adapter is not None:
-                from peft import PeftModel
-
-                if peft_model is None:
-                    peft_model = PeftModel.from_pretrained(model, str(run.adapter.path), adapter_name=_peft_name(i), is_trainable=False)
-                else:
-                    peft_model.load_adapter(str(run.adapter.path), adapter_name=_peft_name(i), is_trainable=False)
-                peft_model.set_adapter(_peft_name(i))
-                peft_model.eval()
-                lm._model = peft_model
+            pool.select(run, i)
             lm.identity = run.identity
             results[run.label] = {}
             for suite in suites:
@@ -246,18 +282,15 @@ def run_eval(spec: EvalSpec, progress: ProgressCallback | None = None, log: Call
                 before = RequestStats(**asdict(lm.stats))
                 limit = spec.limit or suite.spec.options.limit
                 out = _evaluate_suite(lm, suite, task, limit, suite.spec.options.seed)
-                samples = out["samples"][task.task_name if hasattr(task, "task_name") else suite.task_name]
+                task_name = task.config.task
                 output_type = task.get_config("output_type")
-                records = [from_lm_eval_sample(s, model=run.label, suite=suite.name, category=suite.category, output_type=output_type) for s in samples]
+                records = [from_lm_eval_sample(s, model=run.label, suite=suite.name, category=suite.category, output_type=output_type) for s in out["samples"][task_name]]
                 store.write(records)
-                agg = out["results"][task.task_name if hasattr(task, "task_name") else suite.task_name]
-                results[run.label][suite.name] = _aggregates(agg, len(records))
-                delta = RequestStats(*(getattr(lm.stats, f) - getattr(before, f) for f in asdict(before)))
-                run.stats.add(delta)
+                results[run.label][suite.name] = _aggregates(out["results"][task_name], len(records))
+                run.stats.add(RequestStats(*(getattr(lm.stats, f) - getattr(before, f) for f in asdict(before))))
     finally:
         lm.progress = None
         cache.close()
-
     store.export_jsonl()
     store.close()
     doc = {

@@ -1,19 +1,24 @@
-"""The lm-eval model we evaluate through: HFLM's tokenisation and task plumbing, our scoring and cache.
+"""The lm-eval models we evaluate through.
 
 lm-eval builds the requests and computes the metrics, so scores mean what
-lm-eval's mean; we answer the requests: from the content-keyed cache when we
-can, else with the shared-context scorer (``scoring.py``) or HFLM's own
-generation, committing each batch to the cache as it finishes.
+lm-eval's mean. :class:`CachedLM` is what lm-eval sees: it answers each request
+from our content-keyed cache (keyed by model identity and the request's
+strings, so a fully cached run never loads a model or a tokenizer) and hands
+the misses to :class:`HarnessLM`, which is created only when first needed.
+:class:`HarnessLM` keeps HFLM's tokenisation and generation and replaces its
+log-likelihood path with the shared-context scorer (``scoring.py``); every
+finished batch is committed to the cache at once.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from lm_eval.api.model import LM
 from lm_eval.models.huggingface import HFLM
 
 from .cache import request_key
@@ -35,35 +40,42 @@ class RequestStats:
 
 
 ProgressFn = Callable[[int, int, int], None]  # (done, total, cache_hits)
+BatchFn = Callable[[list[tuple[int, object]]], None]  # [(index in the call's request list, result)]
 
 
 class HarnessLM(HFLM):
-    def __init__(self, model, tokenizer, *, batch_size: int, max_length: int, cache, share_context: bool = True):
+    """HFLM with our log-likelihood scorer; reports each finished batch through ``on_batch``."""
+
+    def __init__(self, model, tokenizer, *, batch_size: int, max_length: int, share_context: bool = True):
         super().__init__(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
-        self.cache = cache
         self.share_context = share_context
-        self.identity: str | None = None
-        self.stats = RequestStats()
-        self.progress: ProgressFn | None = None
-
-    # -- helpers
-
-    def _report(self, done: int, total: int, hits: int) -> None:
-        if self.progress:
-            self.progress(done, total, hits)
-
-    def _require_identity(self) -> str:
-        if not self.identity:
-            raise RuntimeError("HarnessLM.identity must be set before scoring")
-        return self.identity
-
-    # -- log-likelihood (also serves loglikelihood_rolling, which HFLM routes here)
+        self.on_batch: BatchFn | None = None
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
         return super().loglikelihood(requests, disable_tqdm=True)  # progress is ours
 
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
+        results: list = [None] * len(requests)
+        pairs = [(list(ctx), list(cont)) for _, ctx, cont in requests]
+        for batch in score_loglikelihood(
+            self.model,
+            pairs,
+            batch_size=self.batch_size,
+            max_length=self.max_length,
+            pad_id=self.tokenizer.pad_token_id or 0,
+            device=self.device,
+            share_context=self.share_context,
+        ):
+            done = []
+            for i, ll, greedy in batch:
+                results[i] = (ll, greedy)
+                done.append((i, (ll, greedy)))
+            if self.on_batch:
+                self.on_batch(done)
+        return results
+
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
-        """HFLM's rolling windows, scored in one call (one progress bar, length-sorted batches)."""
+        """HFLM's rolling windows, all scored in one call (length-sorted batches across documents)."""
         from lm_eval import utils
 
         windows, owner = [], []
@@ -78,83 +90,102 @@ class HarnessLM(HFLM):
                 windows.append((None, ctx, cont))
                 owner.append(i)
         totals = [0.0] * len(requests)
-        for i, (ll, _) in zip(owner, self._loglikelihood_tokens(windows)):
-            totals[i] += ll
+        on_batch, self.on_batch = self.on_batch, None
+        try:
+            for i, (ll, _) in zip(owner, self._loglikelihood_tokens(windows)):
+                totals[i] += ll
+        finally:
+            self.on_batch = on_batch
         return totals
 
-    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
-        identity = self._require_identity()
-        keys = [request_key(identity, "loglikelihood", [list(ctx), list(cont)]) for _, ctx, cont in requests]
+
+class CachedLM(LM):
+    """What lm-eval talks to: cache first, then the (lazily created) HarnessLM."""
+
+    def __init__(self, cache, backend: Callable[[], HarnessLM], batch_size: int):
+        super().__init__()
+        self.cache = cache
+        self._backend_factory = backend
+        self.batch_size = batch_size
+        self.identity: str | None = None
+        self.stats = RequestStats()
+        self.progress: ProgressFn | None = None
+
+    # -- plumbing
+
+    def _start(self, kind: str, requests, args_of) -> tuple[list[str], list, list[int]]:
+        if not self.identity:
+            raise RuntimeError("CachedLM.identity must be set before scoring")
+        keys = [request_key(self.identity, kind, args_of(r, i)) for i, r in enumerate(requests)]
         found = self.cache.get_many(keys)
-        results: list = [None] * len(requests)
-        todo = []
-        for i, k in enumerate(keys):
-            if k in found:
-                results[i] = (float(found[k][0]), bool(found[k][1]))
-            else:
-                todo.append(i)
+        results = [found.get(k) for k in keys]
+        todo = [i for i, r in enumerate(results) if r is None]
         hits = len(requests) - len(todo)
         self.stats.requests += len(requests)
         self.stats.cache_hits += hits
-        done = hits
-        self._report(done, len(requests), hits)
-        if todo:
-            pairs = [(list(requests[i][1]), list(requests[i][2])) for i in todo]
-            for batch in score_loglikelihood(
-                self.model,
-                pairs,
-                batch_size=self.batch_size,
-                max_length=self.max_length,
-                pad_id=self.tokenizer.pad_token_id or 0,
-                device=self.device,
-                share_context=self.share_context,
-            ):
-                rows = []
-                for j, ll, greedy in batch:
-                    i = todo[j]
-                    results[i] = (ll, greedy)
-                    rows.append((keys[i], "loglikelihood", [ll, greedy]))
-                self.cache.put_many(rows)
-                self.stats.computed += len(batch)
-                self.stats.forward_batches += 1
-                done += len(batch)
-                self._report(done, len(requests), hits)
-        return results
+        self._done, self._total, self._hits = hits, len(requests), hits
+        self._report()
+        return keys, results, todo
 
-    # -- generation
+    def _report(self) -> None:
+        if self.progress:
+            self.progress(self._done, self._total, self._hits)
+
+    def _commit(self, kind: str, keys, results, todo, batch: list[tuple[int, object]]) -> None:
+        rows = []
+        for j, value in batch:
+            i = todo[j]
+            results[i] = value
+            rows.append((keys[i], kind, value))
+        self.cache.put_many(rows)
+        self.stats.computed += len(batch)
+        self.stats.forward_batches += 1
+        self._done += len(batch)
+        self._report()
+
+    # -- the three request types
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        keys, results, todo = self._start("loglikelihood", requests, lambda r, i: list(r.args))
+        if todo:
+            lm = self._backend_factory()
+            lm.on_batch = lambda batch: self._commit("loglikelihood", keys, results, todo, [(j, list(v)) for j, v in batch])
+            try:
+                lm.loglikelihood([requests[i] for i in todo])
+            finally:
+                lm.on_batch = None
+        return [(float(r[0]), bool(r[1])) for r in results]
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+        keys, results, todo = self._start("loglikelihood_rolling", requests, lambda r, i: list(r.args))
+        if todo:
+            lm = self._backend_factory()
+            for start in range(0, len(todo), self.batch_size):
+                chunk = list(range(start, min(start + self.batch_size, len(todo))))
+                values = lm.loglikelihood_rolling([requests[todo[j]] for j in chunk])
+                self._commit("loglikelihood_rolling", keys, results, todo, list(zip(chunk, values)))
+        return [float(r) for r in results]
 
     def generate_until(self, requests, disable_tqdm: bool = False):
-        identity = self._require_identity()
         seen: Counter = Counter()
-        keys = []
-        for req in requests:
+
+        def args_of(req, i):
             context, gen_kwargs = req.args
-            args = [context, {k: v for k, v in sorted(gen_kwargs.items())}]
+            args = [context, {k: gen_kwargs[k] for k in sorted(gen_kwargs)}]
             sampling = bool(gen_kwargs.get("do_sample")) or float(gen_kwargs.get("temperature", 0) or 0) > 0
             occurrence = 0
             if sampling:  # repeated sampled requests are distinct draws, not one cached answer
                 occurrence = seen[repr(args)]
                 seen[repr(args)] += 1
-            keys.append(request_key(identity, "generate_until", args + [occurrence]))
-        found = self.cache.get_many(keys)
-        results: list = [found.get(k) for k in keys]
-        todo = [i for i, r in enumerate(results) if r is None]
-        hits = len(requests) - len(todo)
-        self.stats.requests += len(requests)
-        self.stats.cache_hits += hits
-        done = hits
-        self._report(done, len(requests), hits)
-        bs = int(self.batch_size)
-        for start in range(0, len(todo), bs):
-            chunk = todo[start : start + bs]
-            # sampled generations are reproducible: the seed comes from the requests' keys
-            torch.manual_seed(int(hashlib.sha256("".join(keys[i] for i in chunk).encode()).hexdigest()[:8], 16))
-            outs = super().generate_until([requests[i] for i in chunk], disable_tqdm=True)
-            self.cache.put_many([(keys[i], "generate_until", o) for i, o in zip(chunk, outs)])
-            for i, o in zip(chunk, outs):
-                results[i] = o
-            self.stats.computed += len(chunk)
-            self.stats.forward_batches += 1
-            done += len(chunk)
-            self._report(done, len(requests), hits)
+            return args + [occurrence]
+
+        keys, results, todo = self._start("generate_until", requests, args_of)
+        if todo:
+            lm = self._backend_factory()
+            for start in range(0, len(todo), self.batch_size):
+                chunk = list(range(start, min(start + self.batch_size, len(todo))))
+                # sampled generations are reproducible: the seed comes from the requests' keys
+                torch.manual_seed(int(hashlib.sha256("".join(keys[todo[j]] for j in chunk).encode()).hexdigest()[:8], 16))
+                outs = HFLM.generate_until(lm, [requests[todo[j]] for j in chunk], disable_tqdm=True)
+                self._commit("generate_until", keys, results, todo, list(zip(chunk, outs)))
         return results

@@ -1,0 +1,146 @@
+"""Our evaluation engine against plain lm-eval, same model, suite and batch size, in one run.
+
+Prints items/s of each and the ratio for:
+  cold     a first run (ours: empty cache; lm-eval: simple_evaluate with HFLM)
+  warm     an identical re-run (ours: served from the content-keyed cache, no model load)
+  4 models base + 3 adapters (ours: one process, adapters hot-swapped; lm-eval: one process per model)
+
+Usage:  python benchmarks/eval_throughput.py [--model default] [--suite general/world-facts]
+        [--limit 200] [--batch-size 8] [--data-dir ../shared/data/benchmarks]
+The adapters are random LoRA adapters (r=8, all linear layers) registered in a
+temporary registry: throughput does not depend on what they learned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def lm_eval_plain(model_spec: str, suite_ref: str, limit: int, batch_size: int, data_dir: str | None, adapter: str | None = None) -> dict:
+    """One plain lm-eval run: load the model (and adapter), simple_evaluate with HFLM. Returns timing."""
+    import logging
+
+    logging.disable(logging.WARNING)
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from harness.evaluate.suites import load_suite
+    from harness.models import LoadSpec, load_model, resolve_model
+
+    t0 = time.perf_counter()
+    suite = load_suite(suite_ref, data_dir)
+    model, tok, _ = load_model(resolve_model(model_spec), LoadSpec("fp32"))
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, max_length=2048)
+    t1 = time.perf_counter()
+    out = simple_evaluate(model=lm, tasks=[suite.build.config], limit=limit, task_manager=TaskManager(include_defaults=False), bootstrap_iters=0, verbosity="ERROR")
+    t2 = time.perf_counter()
+    n = out["results"][suite.task_name]["sample_len"] if "sample_len" in out["results"][suite.task_name] else limit
+    return {"items": n, "seconds": t2 - t0, "load_s": t1 - t0, "score_s": t2 - t1}
+
+
+def ours(model_spec, suite_ref, limit, batch_size, data_dir, cache, out, adapters=(), registry=None) -> dict:
+    from harness.evaluate import EvalSpec, run_eval
+
+    spec = EvalSpec(suites=[suite_ref], model=model_spec, adapters=list(adapters), registry=registry or "adapters_registry", out=out, limit=limit,
+                    precision="fp32", batch_size=batch_size, cache=cache, data_dir=data_dir)
+    t0 = time.perf_counter()
+    doc = run_eval(spec)
+    dt = time.perf_counter() - t0
+    items = sum(r[suite_ref][next(iter(r[suite_ref]))]["n"] for r in doc["results"].values())
+    return {"items": items, "seconds": dt, "requests": {m: v["requests"] for m, v in doc["models"].items()}}
+
+
+def make_adapters(model_spec: str, n: int, registry: Path) -> list[str]:
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from harness.models import LoadSpec, load_model, resolve_model
+    from harness.registry import Registry
+
+    resolved = resolve_model(model_spec)
+    refs = []
+    for i in range(n):
+        model, _, spec = load_model(resolved, LoadSpec("fp32"))
+        torch.manual_seed(100 + i)
+        peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False))
+        with tempfile.TemporaryDirectory() as tmp:
+            peft.save_pretrained(tmp)
+            Path(tmp, "README.md").unlink(missing_ok=True)
+            manifest = {"base_model": {"spec": model_spec, "fingerprint": resolved.fingerprint}, "load": spec.as_dict(), "kind": "lora (random, benchmark)"}
+            refs.append(str(Registry(registry).register(f"bench{i}", Path(tmp), manifest).ref))
+    return refs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--suite", default="general/world-facts")
+    ap.add_argument("--limit", type=int, default=200)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--adapters", type=int, default=3)
+    args = ap.parse_args()
+    import torch
+
+    print(f"model {args.model}, suite {args.suite}, {args.limit} items, batch size {args.batch_size}, fp32, {torch.get_num_threads()} threads", flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="laf-bench-"))
+    rows = []
+
+    # warm-up: both sides then find the weights in the OS file cache
+    from harness.models import resolve_model
+
+    resolve_model(args.model).fingerprint
+
+    lm = lm_eval_plain(args.model, args.suite, args.limit, args.batch_size, args.data_dir)
+    cold = ours(args.model, args.suite, args.limit, args.batch_size, args.data_dir, str(tmp / "cache.sqlite"), str(tmp / "cold"))
+    rows.append(("cold run", lm["items"] / lm["seconds"], cold["items"] / cold["seconds"]))
+    print(f"  lm-eval cold: {lm['seconds']:.1f} s (load {lm['load_s']:.1f} s); ours cold: {cold['seconds']:.1f} s", flush=True)
+
+    warm = ours(args.model, args.suite, args.limit, args.batch_size, args.data_dir, str(tmp / "cache.sqlite"), str(tmp / "warm"))
+    assert all(r["computed"] == 0 for r in warm["requests"].values()), warm
+    rows.append(("warm re-run", lm["items"] / lm["seconds"], warm["items"] / warm["seconds"]))
+    print(f"  ours warm: {warm['seconds']:.2f} s, {sum(r['cache_hits'] for r in warm['requests'].values())} cache hits, 0 forward passes", flush=True)
+
+    if args.adapters:
+        reg = tmp / "registry"
+        refs = make_adapters(args.model, args.adapters, reg)
+        t0 = time.perf_counter()
+        n_items = 0
+        for ref in [None, *refs]:
+            path = None if ref is None else str(reg / ref.split("@")[0] / ref.split("@")[1])
+            code = (
+                "import json,sys; sys.path.insert(0, %r); from benchmarks.eval_throughput import lm_eval_plain; "
+                "print(json.dumps(lm_eval_plain(%r, %r, %d, %d, %r, %r)))" % (str(REPO), args.model, args.suite, args.limit, args.batch_size, args.data_dir, path)
+            )
+            res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+            n_items += json.loads(res.stdout.strip().splitlines()[-1])["items"]
+        lm_multi = time.perf_counter() - t0
+        multi = ours(args.model, args.suite, args.limit, args.batch_size, args.data_dir, str(tmp / "cache-multi.sqlite"), str(tmp / "multi"), refs, str(reg))
+        rows.append((f"base + {args.adapters} adapters", n_items / lm_multi, multi["items"] / multi["seconds"]))
+        print(f"  lm-eval one process per model: {lm_multi:.1f} s; ours hot-swap: {multi['seconds']:.1f} s", flush=True)
+
+    print()
+    print(f"{'':24}{'lm-eval items/s':>18}{'ours items/s':>16}{'ours / lm-eval':>16}")
+    for name, a, b in rows:
+        print(f"{name:24}{a:>18.2f}{b:>16.2f}{b / a:>15.1f}x")
+
+
+if __name__ == "__main__":
+    main()
