@@ -97,3 +97,24 @@ def provenance() -> dict:
         "packages": package_versions(),
         "machine": machine_info(),
     }
+
+
+def reduce_malloc_fragmentation(threshold: int = 4 << 20) -> bool:
+    """Return freed activation buffers to the OS on CPU runs (glibc only).
+
+    glibc serves allocations below its adaptive mmap threshold (which grows up
+    to 32 MB) from the heap, and the many 1-30 MB activation buffers of a
+    training step then fragment it. Measured on gemma-3-270m NF4 QLoRA with
+    gradient checkpointing, 4 x 256 packed tokens per step (time per step /
+    peak RSS): default 8.4 s / 3.38 GB; threshold 16 MB 8.5 s / 3.12 GB;
+    4 MB 8.8 s / 2.68 GB; 1 MB 11.8 s / 2.16 GB. We fix it at 4 MB.
+    ``M_MMAP_THRESHOLD`` is -3.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").mallopt(-3, int(threshold)) == 1
+    except (OSError, AttributeError):
+        return False

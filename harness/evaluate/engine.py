@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..env import cache_dir, provenance
+from ..env import cache_dir, provenance, reduce_malloc_fragmentation
 from ..errors import LafError
 from ..io import sha256_file, sha256_json
 from ..models import LoadSpec, load_model, resolve_model
@@ -241,6 +241,7 @@ def suite_meta(suite: Suite, task) -> dict:
 
 def run_eval(spec: EvalSpec, progress: ProgressCallback | None = None, log: Callable[[str], None] = lambda s: None) -> dict:
     started = time.time()
+    reduce_malloc_fragmentation()
     if not spec.suites:
         raise LafError("no suites to evaluate", "pass at least one --suite (see `laf suites list`)")
     if spec.batch_size <= 0:

@@ -17,15 +17,16 @@ from ..models.heads import body_and_head, head_logits
 from .batching import Batch
 from .tokenize import IGNORE
 
-HEAD_CHUNK = 1024
+HEAD_CHUNK = 64  # positions per head chunk: 64 x 262,144 fp32 logits = 64 MB alive at a time
 
 
 def _head_ce_sum(head, softcap, h, y):
     return F.cross_entropy(head_logits(head, softcap, h), y, reduction="sum")
 
 
-def supervised_loss_sum(model, batch: Batch, chunk: int = HEAD_CHUNK) -> torch.Tensor:
+def supervised_loss_sum(model, batch: Batch, chunk: int | None = None) -> torch.Tensor:
     """Sum of next-token cross-entropy over supervised positions of ``batch``."""
+    chunk = chunk or HEAD_CHUNK
     body, head, softcap = body_and_head(model)
     out = body(
         input_ids=batch.input_ids,

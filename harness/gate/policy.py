@@ -1,0 +1,81 @@
+"""The gate policy: rules per category or suite, validated against the runs before any statistics.
+
+    confidence: 0.95          # default for every rule
+    min_items: 30             # fewer paired items than this: inconclusive
+    rules:
+      - {category: domain, min_gain: 0.05}                    # superiority
+      - {category: general, max_drop: 0.02}                   # non-inferiority
+      - {suite: hallucination/abstention, metric: hallucination_rate, max_increase: 0.05}
+      - {suite: bias/crows-pairs, metric: pct_stereotype, max_increase: 0.03, required: false}
+    max_contamination: 0.01   # optional: share of eval items contaminated by training data
+
+Margins are in the metric's units (0.02 = 2 points of accuracy, or 0.02 bits
+per byte). ``max_drop`` and ``max_increase`` both bound how much worse the
+candidate may be; which way is worse comes from the metric (higher-is-better,
+lower-is-better, or the distance to an ideal value such as 0.5), so a
+category rule covers suites of either direction. Use the name that reads
+best: ``max_drop`` for accuracy, ``max_increase`` for hallucination rates and
+bias scores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..config import load_yaml, validate
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Rule(Strict):
+    name: str | None = None
+    category: str | None = None
+    suite: str | None = None
+    metric: str | None = None  # default: the suite's primary metric
+    min_gain: float | None = Field(None, ge=0)
+    max_drop: float | None = Field(None, ge=0)
+    max_increase: float | None = Field(None, ge=0)
+    confidence: float | None = Field(None, gt=0.5, lt=1)
+    min_items: int | None = Field(None, ge=1)
+    required: bool = True
+    pooled: bool = False  # a category rule on the items of all its suites together (mean metrics)
+
+    @model_validator(mode="after")
+    def _one_target_one_bound(self):
+        if (self.category is None) == (self.suite is None):
+            raise ValueError("a rule needs exactly one of 'category' or 'suite'")
+        bounds = [k for k in ("min_gain", "max_drop", "max_increase") if getattr(self, k) is not None]
+        if len(bounds) != 1:
+            raise ValueError("a rule needs exactly one of min_gain, max_drop, max_increase")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("min_gain", "max_drop", "max_increase") if getattr(self, k) is not None)
+
+    @property
+    def margin(self) -> float:
+        return float(getattr(self, self.kind))
+
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        target = self.suite or f"{self.category} suites"
+        return f"{target}: {self.kind.replace('_', ' ')} {self.margin:g}"
+
+
+class Policy(Strict):
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    min_items: int = Field(30, ge=1)
+    resamples: int = Field(10_000, ge=100)
+    seed: int = 0
+    rules: list[Rule] = Field(min_length=1)
+    max_contamination: float | None = Field(None, ge=0, le=1)
+
+
+def load_policy(path: str | Path) -> Policy:
+    return validate(Policy, load_yaml(path), path)

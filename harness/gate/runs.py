@@ -1,0 +1,132 @@
+"""One side of a comparison: a model's per-item records in a finished evaluation run.
+
+A reference is ``RUN_DIR`` or ``RUN_DIR#MODEL`` (MODEL is ``base`` or an adapter
+ref such as ``support@3``). Items are matched across sides by (suite,
+doc_hash); item sets that differ are an error, never silently aligned.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import LafError
+from ..evaluate.records import ItemRecord
+from ..evaluate.store import load_run
+
+COMPARABLE_KEYS = ("base_fingerprint", "precision", "compute_dtype", "batch_size", "max_length", "scoring_version")
+
+
+@dataclass
+class RunSide:
+    ref: str
+    folder: Path
+    model: str
+    results: dict
+    records: dict[str, list[ItemRecord]]  # suite -> records sorted by doc_id
+
+    @property
+    def suites(self) -> dict[str, dict]:
+        return self.results["suites"]
+
+    def comparable(self) -> dict:
+        p = self.results["provenance"]
+        return {
+            "base_fingerprint": p["base_model"]["fingerprint"],
+            "precision": p["load"]["precision"],
+            "compute_dtype": p["load"].get("compute_dtype"),
+            "batch_size": p["batch_size"],
+            "max_length": p["max_length"],
+            "scoring_version": p.get("scoring_version"),
+        }
+
+    def describe(self) -> dict:
+        p = self.results["provenance"]
+        model = self.results["models"][self.model]
+        return {
+            "ref": self.ref,
+            "run": str(self.folder),
+            "model": self.model,
+            "kind": model["kind"],
+            "adapter": None if not model.get("adapter") else {k: v for k, v in model["adapter"].items() if k != "manifest"},
+            "base_model": p["base_model"],
+            "load": p["load"],
+            "batch_size": p["batch_size"],
+            "max_length": p["max_length"],
+            "packages": p.get("packages"),
+            "machine": p.get("machine"),
+            "time": p.get("time"),
+            "command": p.get("command"),
+        }
+
+
+def parse_ref(ref: str) -> tuple[Path, str | None]:
+    if "#" in ref:
+        folder, model = ref.rsplit("#", 1)
+        return Path(folder), model or None
+    return Path(ref), None
+
+
+def load_side(ref: str, role: str, default_base: bool) -> RunSide:
+    folder, model = parse_ref(ref)
+    if folder.is_dir() and not any(folder.iterdir()):
+        raise LafError(f"the {role} run folder {folder} is empty", "pass the --out folder of a finished `laf eval`")
+    results, records = load_run(folder)
+    models = list(results["models"])
+    if model is None:
+        if default_base and "base" in models:
+            model = "base"
+        else:
+            adapters = [m for m in models if m != "base"]
+            if len(adapters) == 1:
+                model = adapters[0]
+            elif len(models) == 1:
+                model = models[0]
+            else:
+                raise LafError(
+                    f"{folder} holds several models ({', '.join(models)}); which one is the {role}?",
+                    f"write {folder}#MODEL, e.g. {folder}#{(adapters or models)[-1]}",
+                )
+    if model not in models:
+        raise LafError(f"{folder} has no model '{model}' (it has {', '.join(models)})", f"use one of them: {folder}#{models[0]}")
+    by_suite: dict[str, list[ItemRecord]] = defaultdict(list)
+    for r in records:
+        if r.model == model:
+            by_suite[r.suite].append(r)
+    for recs in by_suite.values():
+        recs.sort(key=lambda r: r.doc_id)
+    return RunSide(ref, folder, model, results, dict(by_suite))
+
+
+def check_comparable(a: RunSide, b: RunSide) -> None:
+    ca, cb = a.comparable(), b.comparable()
+    diff = [k for k in COMPARABLE_KEYS if ca.get(k) != cb.get(k)]
+    if diff:
+        detail = "; ".join(f"{k}: {ca.get(k)} vs {cb.get(k)}" for k in diff)
+        raise LafError(
+            f"the two runs were not scored the same way ({detail}), so their items cannot be paired",
+            "evaluate baseline and candidate with the same base model, precision, batch size and max length (one `laf eval` with --adapter does that)",
+        )
+
+
+def paired_items(a: RunSide, b: RunSide, suite: str) -> tuple[list[ItemRecord], list[ItemRecord]]:
+    ra, rb = a.records.get(suite), b.records.get(suite)
+    if not ra or not rb:
+        missing = a.ref if not ra else b.ref
+        raise LafError(f"suite {suite} has no items in {missing}", "evaluate both sides on the same suites")
+    ka = sorted((r.doc_hash, r.doc_id) for r in ra)
+    kb = sorted((r.doc_hash, r.doc_id) for r in rb)
+    ha, hb = [h for h, _ in ka], [h for h, _ in kb]
+    if ha != hb:
+        only_a = len(set(ha) - set(hb))
+        only_b = len(set(hb) - set(ha))
+        raise LafError(
+            f"suite {suite}: the two sides were scored on different items ({len(ha)} vs {len(hb)} items; "
+            f"{only_a} only in the baseline, {only_b} only in the candidate)",
+            "evaluate both with the same suite data and --limit; items are paired by content hash, never by position",
+        )
+    index_a = {(r.doc_hash, r.doc_id): r for r in ra}
+    index_b = {(r.doc_hash, r.doc_id): r for r in rb}
+    # pair identical documents in doc-id order within each hash
+    return [index_a[k] for k in ka], [index_b[k] for k in kb]

@@ -1,0 +1,47 @@
+"""The self-contained HTML audit report (and its Markdown and JSON forms)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..io import atomic_write_text
+from .data import gather
+from .html import render_html
+
+
+def render_markdown(d: dict) -> str:
+    if d.get("verdict"):
+        from ..gate.artifacts import markdown_summary
+        from ..gate.verdict import RuleResult, Verdict
+        from ..stats.paired import PairedDelta
+
+        v = d["verdict"]
+        rules = [RuleResult(r["rule"], r["kind"], r["margin"], r["required"], r["suite"], r["category"], r["metric"], r["status"], r["message"],
+                            PairedDelta(**r["stats"]) if r.get("stats") else None, r.get("minimum_detectable_effect"), r.get("min_items", 0)) for r in v["rules"]]
+        return markdown_summary(Verdict(v["verdict"], v["exit_code"], rules, v["summaries"], v["baseline"], v["candidate"], v["policy"], v["created"]))
+    lines = [f"## lost-and-found results: {d['candidate'] or d['baseline']}", ""]
+    models = list(d["results"])
+    lines.append("| suite | category | metric | " + " | ".join(models) + " |")
+    lines.append("|---|---|---|" + "---|" * len(models))
+    for s, meta in d["suites"].items():
+        m = meta["primary_metric"]
+        vals = [d["results"][x].get(s, {}).get(m, {}).get("value") for x in models]
+        lines.append(f"| {s} | {meta['category']} | {m} | " + " | ".join("–" if v is None else f"{v:.4g}" for v in vals) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None, fmt: str = "html", candidate: str | None = None, curation: str | Path | None = None) -> Path:
+    d = gather(run_dir, candidate, curation)
+    suffix = {"html": ".html", "md": ".md", "json": ".json"}[fmt]
+    out = Path(out) if out else Path(run_dir) / f"report{suffix}"
+    if fmt == "html":
+        text = render_html(d)
+    elif fmt == "md":
+        text = render_markdown(d)
+    else:
+        text = json.dumps(d, indent=1, ensure_ascii=False, default=str)
+    return atomic_write_text(out, text)
+
+
+__all__ = ["gather", "render_html", "render_markdown", "write_report"]

@@ -1,0 +1,177 @@
+"""Everything the report shows, gathered from a run folder into one plain dict.
+
+Sources: ``results.json`` and the per-item records (``laf eval``),
+``verdict.json`` (``laf gate``), ``compare.json`` (``laf compare``),
+``curation.json`` (``laf data``), and the adapters' manifests and training
+metrics from the registry. The same dict is the ``--format json`` output.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..env import now_iso
+from ..errors import LafError
+from ..evaluate.store import load_run
+from ..io import read_json
+
+MAX_TEXT = 800  # characters of a prompt / choice / generation kept per item
+ITEM_BUDGET = 3_200_000  # bytes of per-item JSON in the report (keeps 10k-item runs under 5 MB)
+
+
+def _clip(s, n=MAX_TEXT):
+    if s is None:
+        return None
+    if isinstance(s, list):
+        return [_clip(x, n) for x in s]
+    s = str(s)
+    return s if len(s) <= n else s[:n] + f"… [{len(s) - n} more characters]"
+
+
+def _num(v):
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, (int, float)):
+        return v
+    if isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, float)) for x in v):
+        return [float(x) for x in v]
+    return None
+
+
+def _score(rec, metric):
+    v = rec.metrics.get(metric)
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v) and v[1]:
+        return float(v[0]) / float(v[1])  # e.g. (log-likelihood, bytes): per-byte log-likelihood
+    return v if isinstance(v, (int, float)) else None
+
+
+def _pick_models(results: dict, verdict: dict | None, candidate: str | None) -> tuple[str, str | None]:
+    models = list(results["models"])
+    if candidate:
+        if candidate not in models:
+            raise LafError(f"this run has no model '{candidate}' (it has {', '.join(models)})", "pass one of them to --candidate")
+        base = "base" if "base" in models and candidate != "base" else models[0]
+        return base, candidate
+    if verdict:
+        b, c = verdict["baseline"]["model"], verdict["candidate"]["model"]
+        if b in models and c in models:
+            return b, c
+    adapters = [m for m in models if m != "base"]
+    base = "base" if "base" in models else models[0]
+    return base, (adapters[0] if adapters else None)
+
+
+def _items(records, base: str, cand: str | None, suites: dict) -> tuple[list, dict]:
+    by_key: dict = {}
+    for r in records:
+        if r.model in (base, cand):
+            by_key.setdefault((r.suite, r.doc_hash, r.doc_id), {})[r.model] = r
+    suite_names = list(suites)
+    rows, stats = [], {"items": 0, "lost": 0, "found": 0, "included": 0, "truncated": False}
+    flips, rest = [], []
+    for (suite, _h, doc_id), pair in sorted(by_key.items(), key=lambda kv: (suite_names.index(kv[0][0]) if kv[0][0] in suite_names else 99, kv[0][2])):
+        b = pair.get(base)
+        c = pair.get(cand) if cand else None
+        if b is None:
+            continue
+        metric = suites.get(suite, {}).get("primary_metric")
+        meta = suites.get(suite, {}).get("metrics", {}).get(metric, {})
+        sb, sc = _score(b, metric), (_score(c, metric) if c else None)
+        flip = 0
+        if c is not None and sb is not None and sc is not None and sb != sc:
+            better = (sc > sb) if meta.get("higher_is_better", True) and meta.get("ideal") is None else (sc < sb)
+            if meta.get("ideal") is not None:
+                better = abs(sc - meta["ideal"]) < abs(sb - meta["ideal"])
+            binary = sb in (0, 1) and sc in (0, 1)
+            flip = (2 if better else 1) if binary else (4 if better else 3)
+        stats["items"] += 1
+        stats["lost"] += flip == 1
+        stats["found"] += flip == 2
+        row = [
+            suite_names.index(suite) if suite in suite_names else -1,
+            doc_id,
+            flip,
+            _clip(b.prompt),
+            _clip(b.choices, 300),
+            _clip(b.target, 300),
+            b.loglikelihoods,
+            c.loglikelihoods if c else None,
+            _clip(b.prediction, 300),
+            _clip(c.prediction, 300) if c else None,
+            sb,
+            sc,
+            _clip(b.generation),
+            _clip(c.generation) if c else None,
+        ]
+        (flips if flip else rest).append(row)
+    size = 0
+    for row in flips + rest:  # every flip first, then unchanged items while the budget lasts
+        size += len(json.dumps(row, ensure_ascii=False))
+        if size > ITEM_BUDGET:
+            stats["truncated"] = True
+            break
+        rows.append(row)
+    stats["included"] = len(rows)
+    return rows, stats
+
+
+def _training(results: dict, model: str | None) -> dict | None:
+    if not model:
+        return None
+    info = results["models"].get(model, {}).get("adapter") or {}
+    manifest = info.get("manifest")
+    if not manifest:
+        return None
+    curve = []
+    path = Path(info.get("path", "")) / "metrics.jsonl"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                m = json.loads(line)
+                curve.append({k: m.get(k) for k in ("step", "loss", "eval_loss", "lr", "tokens_per_s")})
+    keys = ("created", "kind", "trainable_parameters", "total_parameters", "trainable_percent", "steps", "tokens_seen", "supervised_tokens_seen",
+            "wall_time_s", "train_time_s", "peak_memory_mb", "final_train_loss", "final_eval_loss", "seed", "data", "config", "base_model", "load", "packages", "hardware", "files", "command")
+    return {"ref": info.get("ref"), "curve": curve, **{k: manifest.get(k) for k in keys}}
+
+
+def gather(run_dir: str | Path, candidate: str | None = None, curation: str | Path | None = None) -> dict:
+    run_dir = Path(run_dir)
+    results, records = load_run(run_dir)
+    verdict = read_json(run_dir / "verdict.json") if (run_dir / "verdict.json").exists() else None
+    compare = read_json(run_dir / "compare.json") if (run_dir / "compare.json").exists() else None
+    cur_path = Path(curation) if curation else run_dir / "curation.json"
+    cur = read_json(cur_path) if cur_path.exists() else None
+    base, cand = _pick_models(results, verdict, candidate)
+    if verdict and verdict["candidate"]["model"] != cand:
+        verdict = None  # a verdict about another model does not describe this one
+    summaries = verdict["summaries"] if verdict else None
+    if summaries is None and cand:
+        from ..gate.policy import Policy
+        from ..gate.runs import load_side
+        from ..gate.verdict import summaries as compute_summaries
+
+        a = load_side(f"{run_dir}#{base}", "baseline", True)
+        b = load_side(f"{run_dir}#{cand}", "candidate", False)
+        summaries = compute_summaries(a, b, Policy(rules=[{"category": "general", "max_drop": 0.0}]))
+    items, item_stats = _items(records, base, cand, results["suites"])
+    return {
+        "schema": "laf.report/1",
+        "generated": now_iso(),
+        "run_dir": str(run_dir),
+        "baseline": base,
+        "candidate": cand,
+        "models": {m: {k: v for k, v in info.items() if k != "adapter"} | {"adapter": None if not info.get("adapter") else {k: v for k, v in info["adapter"].items() if k != "manifest"}}
+                   for m, info in results["models"].items()},
+        "suites": results["suites"],
+        "results": results["results"],
+        "provenance": results["provenance"],
+        "spec": results.get("spec"),
+        "verdict": verdict,
+        "summaries": summaries,
+        "compare": compare,
+        "training": _training(results, cand),
+        "curation": cur,
+        "items": items,
+        "item_stats": item_stats,
+    }

@@ -1,0 +1,149 @@
+"""Inline SVG charts for the report: no scripts, no external fonts, print-friendly.
+
+Every text that comes from data is escaped here; callers pass plain strings.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+GREEN, RED, GREY, BLUE, AMBER = "#1a7f37", "#cf222e", "#6e7781", "#0969da", "#9a6700"
+
+
+def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    import math
+
+    if hi <= lo:
+        hi = lo + 1
+    raw = (hi - lo) / n
+    mag = 10 ** math.floor(math.log10(raw))
+    step = min((s * mag for s in (1, 2, 2.5, 5, 10) if s * mag >= raw), default=raw)
+    start = math.floor(lo / step) * step
+    ticks, t = [], start
+    while t <= hi + 1e-12:
+        ticks.append(round(t, 10))
+        t += step
+    return ticks
+
+
+def forest(rows: list[dict], unit: str, title: str) -> str:
+    """rows: {label, sublabel, value, lo, hi, status}; x = improvement (positive = better)."""
+    if not rows:
+        return ""
+    lo = min(min(r["lo"], r["value"], 0.0) for r in rows)
+    hi = max(max(r["hi"], r["value"], 0.0) for r in rows)
+    pad = (hi - lo) * 0.08 or 1.0
+    lo, hi = lo - pad, hi + pad
+    W, left, right, row_h, top = 760, 250, 30, 30, 48
+    H = top + row_h * len(rows) + 40
+    x = lambda v: left + (v - lo) / (hi - lo) * (W - left - right)  # noqa: E731
+    out = [f'<svg class="chart" viewBox="0 0 {W} {H}" width="100%" role="img" aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">',
+           f'<text x="{left}" y="16" class="ct">{escape(title)}</text>']
+    for t in _nice_ticks(lo, hi):
+        out.append(f'<line x1="{x(t):.1f}" y1="{top - 6}" x2="{x(t):.1f}" y2="{H - 34}" class="grid"/>')
+        out.append(f'<text x="{x(t):.1f}" y="{H - 18}" text-anchor="middle" class="tick">{t:+g}{escape(unit)}</text>')
+    out.append(f'<line x1="{x(0):.1f}" y1="{top - 8}" x2="{x(0):.1f}" y2="{H - 32}" class="zero"/>')
+    out.append(f'<text x="{x(0) - 4:.1f}" y="{top - 10}" text-anchor="end" class="tick">← worse</text><text x="{x(0) + 4:.1f}" y="{top - 10}" class="tick">better →</text>')
+    for i, r in enumerate(rows):
+        y = top + row_h * i + row_h / 2
+        color = {"pass": GREEN, "fail": RED, "inconclusive": AMBER}.get(r.get("status"), GREEN if r["lo"] > 0 else RED if r["hi"] < 0 else GREY)
+        out.append(f'<text x="{left - 10}" y="{y - 2:.1f}" text-anchor="end" class="lab">{escape(r["label"])}</text>')
+        out.append(f'<text x="{left - 10}" y="{y + 10:.1f}" text-anchor="end" class="sub">{escape(r.get("sublabel", ""))}</text>')
+        out.append(f'<line x1="{x(r["lo"]):.1f}" y1="{y:.1f}" x2="{x(r["hi"]):.1f}" y2="{y:.1f}" stroke="{color}" stroke-width="3"/>')
+        out.append(f'<circle cx="{x(r["value"]):.1f}" cy="{y:.1f}" r="5.5" fill="{color}"><title>{escape(r["label"])}: {r["value"]:+.3g}{escape(unit)} ({r["lo"]:+.3g} to {r["hi"]:+.3g})</title></circle>')
+        out.append(f'<text x="{W - right + 4}" y="{y + 4:.1f}" class="val" text-anchor="end">{r["value"]:+.3g}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def ideal_gauge(label: str, ideal: float, base: float, cand: float | None, lo: float = 0.0, hi: float = 1.0) -> str:
+    W, H, left, right = 520, 62, 20, 150
+    x = lambda v: left + (min(max(v, lo), hi) - lo) / (hi - lo) * (W - left - right)  # noqa: E731
+    out = [f'<svg class="chart gauge" viewBox="0 0 {W} {H}" width="100%" role="img" aria-label="{escape(label)}" xmlns="http://www.w3.org/2000/svg">',
+           f'<line x1="{left}" y1="30" x2="{W - right}" y2="30" class="axis"/>',
+           f'<line x1="{x(ideal):.1f}" y1="16" x2="{x(ideal):.1f}" y2="44" stroke="{GREEN}" stroke-width="2" stroke-dasharray="3,2"/>']
+    for v in (lo, hi):
+        out.append(f'<text x="{x(v):.1f}" y="58" text-anchor="middle" class="tick">{v:g}</text>')
+    out.append(f'<circle cx="{x(base):.1f}" cy="30" r="6" fill="{GREY}"><title>baseline {base:.3f}</title></circle>')
+    legend = [(GREEN, f"ideal {ideal:g} (dashed)"), (GREY, f"baseline {base:.3f}")]
+    if cand is not None:
+        out.append(f'<circle cx="{x(cand):.1f}" cy="30" r="4" fill="{BLUE}"><title>candidate {cand:.3f}</title></circle>')
+        legend.append((BLUE, f"candidate {cand:.3f}"))
+    for i, (color, text) in enumerate(legend):
+        y = 14 + 16 * i
+        out.append(f'<circle cx="{W - right + 16}" cy="{y - 4}" r="4" fill="{color}"/><text x="{W - right + 26}" y="{y}" class="sub">{escape(text)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def line_chart(series: list[dict], title: str, xlabel: str = "step") -> str:
+    """series: {name, points: [(x, y)], color, dots}"""
+    pts = [p for s in series for p in s["points"]]
+    if not pts:
+        return ""
+    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+    y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
+    if x1 == x0:
+        x1 = x0 + 1
+    pad = (y1 - y0) * 0.08 or 0.5
+    y0, y1 = y0 - pad, y1 + pad
+    W, H, left, right, top, bottom = 760, 260, 56, 20, 28, 40
+    X = lambda v: left + (v - x0) / (x1 - x0) * (W - left - right)  # noqa: E731
+    Y = lambda v: top + (1 - (v - y0) / (y1 - y0)) * (H - top - bottom)  # noqa: E731
+    out = [f'<svg class="chart" viewBox="0 0 {W} {H}" width="100%" role="img" aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">',
+           f'<text x="{left}" y="16" class="ct">{escape(title)}</text>']
+    for t in _nice_ticks(y0, y1, 4):
+        if y0 <= t <= y1:
+            out.append(f'<line x1="{left}" y1="{Y(t):.1f}" x2="{W - right}" y2="{Y(t):.1f}" class="grid"/><text x="{left - 6}" y="{Y(t) + 4:.1f}" text-anchor="end" class="tick">{t:g}</text>')
+    for t in _nice_ticks(x0, x1, 6):
+        if x0 <= t <= x1:
+            out.append(f'<text x="{X(t):.1f}" y="{H - 20}" text-anchor="middle" class="tick">{t:g}</text>')
+    out.append(f'<text x="{(W + left) / 2:.1f}" y="{H - 4}" text-anchor="middle" class="sub">{escape(xlabel)}</text>')
+    lx = left + 10
+    for s in series:
+        if s.get("dots"):
+            for px, py in s["points"]:
+                out.append(f'<circle cx="{X(px):.1f}" cy="{Y(py):.1f}" r="3.5" fill="{s["color"]}"><title>{escape(s["name"])} {px:g}: {py:.4g}</title></circle>')
+        else:
+            d = " ".join(f"{'M' if i == 0 else 'L'}{X(px):.1f},{Y(py):.1f}" for i, (px, py) in enumerate(s["points"]))
+            out.append(f'<path d="{d}" fill="none" stroke="{s["color"]}" stroke-width="2"/>')
+        out.append(f'<rect x="{lx}" y="{top - 2}" width="10" height="10" fill="{s["color"]}"/><text x="{lx + 14}" y="{top + 7}" class="sub">{escape(s["name"])}</text>')
+        lx += 24 + 7 * len(s["name"])
+    out.append("</svg>")
+    return "".join(out)
+
+
+def pareto(points: list[dict], title: str) -> str:
+    """points: {label, x (domain gain), y (general change), front: bool}."""
+    if not points:
+        return ""
+    xs = [p["x"] for p in points] + [0.0]
+    ys = [p["y"] for p in points] + [0.0]
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    px, py = (x1 - x0) * 0.15 or 0.05, (y1 - y0) * 0.15 or 0.05
+    x0, x1, y0, y1 = x0 - px, x1 + px, y0 - py, y1 + py
+    W, H, left, right, top, bottom = 640, 360, 64, 24, 28, 46
+    X = lambda v: left + (v - x0) / (x1 - x0) * (W - left - right)  # noqa: E731
+    Y = lambda v: top + (1 - (v - y0) / (y1 - y0)) * (H - top - bottom)  # noqa: E731
+    out = [f'<svg class="chart" viewBox="0 0 {W} {H}" width="100%" role="img" aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">',
+           f'<text x="{left}" y="16" class="ct">{escape(title)}</text>',
+           f'<line x1="{X(0):.1f}" y1="{top}" x2="{X(0):.1f}" y2="{H - bottom}" class="zero"/>',
+           f'<line x1="{left}" y1="{Y(0):.1f}" x2="{W - right}" y2="{Y(0):.1f}" class="zero"/>',
+           f'<text x="{(W + left) / 2:.1f}" y="{H - 8}" text-anchor="middle" class="sub">domain gain (points) →</text>',
+           f'<text x="14" y="{(H - bottom + top) / 2:.1f}" class="sub" transform="rotate(-90 14 {(H - bottom + top) / 2:.1f})" text-anchor="middle">general change (points) → less forgetting</text>']
+    for t in _nice_ticks(x0, x1, 5):
+        if x0 <= t <= x1:
+            out.append(f'<text x="{X(t):.1f}" y="{H - bottom + 16}" text-anchor="middle" class="tick">{100 * t:+.0f}</text>')
+    for t in _nice_ticks(y0, y1, 5):
+        if y0 <= t <= y1:
+            out.append(f'<text x="{left - 6}" y="{Y(t) + 4:.1f}" text-anchor="end" class="tick">{100 * t:+.0f}</text>')
+    front = sorted((p for p in points if p["front"]), key=lambda p: p["x"])
+    if len(front) > 1:
+        d = " ".join(f"{'M' if i == 0 else 'L'}{X(p['x']):.1f},{Y(p['y']):.1f}" for i, p in enumerate(front))
+        out.append(f'<path d="{d}" fill="none" stroke="{BLUE}" stroke-width="1.5" stroke-dasharray="4,3"/>')
+    for p in points:
+        color = BLUE if p["front"] else GREY
+        out.append(f'<circle cx="{X(p["x"]):.1f}" cy="{Y(p["y"]):.1f}" r="6" fill="{color}"><title>{escape(p["label"])}</title></circle>')
+        out.append(f'<text x="{X(p["x"]) + 8:.1f}" y="{Y(p["y"]) - 8:.1f}" class="lab">{escape(p["label"])}</text>')
+    out.append("</svg>")
+    return "".join(out)
