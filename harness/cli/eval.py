@@ -133,14 +133,36 @@ def cmd_suites_list(args) -> int:
 
 
 def cmd_suites_validate(args) -> int:
+    """Every suite is checked (file, keys, data, fields); problems are listed together. Hub data is not downloaded."""
+    from rich.markup import escape
+
+    from ..errors import LafError
     from ..evaluate.suites import available_suites, load_suite
 
     names = args.suites or list(available_suites())
+    problems = 0
     for name in names:
-        s = load_suite(name, args.data_dir)
-        if not s.spec.lm_eval:
+        try:
+            s = load_suite(name, args.data_dir)
+            d = s.spec.data
+            if s.spec.lm_eval:
+                console.print(f"[green]ok[/] {escape(s.name)}: registered lm-eval task (hub data, not downloaded here)")
+                continue
+            if d is not None and not d.path and d.hub and not _local_copy_present(s):
+                console.print(f"[yellow]skip[/] {escape(s.name)}: no local copy (set --data-dir / LAF_DATA_DIR); hub data is not downloaded by validate")
+                continue
             b = s.build
-            console.print(f"[green]ok[/] {s.name}: {len(s.load_docs())} items, {s.category}, primary metric {b.primary} ({s.source})")
-        else:
-            console.print(f"[green]ok[/] {s.name}: registered lm-eval task")
-    return 0
+            console.print(f"[green]ok[/] {escape(s.name)}: {len(s.load_docs())} items, {s.category}, primary metric {b.primary} ({escape(s.source)})")
+        except LafError as e:
+            problems += 1
+            console.print(f"[red]problem[/] {escape(name)}: {escape(e.cause)}\n        fix: {escape(e.fix or '')}")
+    return 3 if problems else 0
+
+
+def _local_copy_present(suite) -> bool:
+    d = suite.spec.data
+    if not d or not d.local:
+        return False
+    base = suite.file.parent if suite.file else None
+    candidates = [p / d.local.path for p in (suite.data_root, base) if p is not None]
+    return any(c.exists() for c in candidates)

@@ -186,11 +186,60 @@ class ModelPool:
 
 
 def _evaluate_suite(lm: HarnessLM, suite: Suite, task, limit: int | None, seed: int):
+    """lm-eval's evaluate() for one suite; returns (samples, aggregated results)."""
     from lm_eval.evaluator import evaluate
 
+    if task is None:
+        docs = suite.load_docs()[:limit] if limit else suite.load_docs()
+        samples = suite.build.native(lm, docs)
+        return samples, native_aggregates(samples, suite.build.metrics)
     task.set_fewshot_seed(seed)
     task_dict = {"tasks": {task.config.task: task}, "groups": {}, "group_map": {}}
-    return evaluate(lm=lm, task_dict=task_dict, limit=limit, log_samples=True, bootstrap_iters=1000, verbosity="ERROR")
+    out = evaluate(lm=lm, task_dict=task_dict, limit=limit, log_samples=True, bootstrap_iters=1000, verbosity="ERROR")
+    return out["samples"][task.config.task], out["results"][task.config.task]
+
+
+def native_aggregates(samples: list[dict], metrics: dict[str, dict]) -> dict:
+    """lm-eval-style 'metric,none' aggregates for natively run suites, with the mean's standard error."""
+    import math
+
+    from ..stats import get_aggregation
+
+    out = {}
+    for name, meta in metrics.items():
+        values = [s[name] for s in samples if name in s]
+        if not values:
+            continue
+        agg = get_aggregation(meta.get("aggregation", "mean"))
+        x = agg.columns(values)
+        out[f"{name},none"] = float(agg.finish(x.sum(axis=0), len(values)))
+        if agg.name == "mean" and len(values) > 1:
+            mean = x[:, 0].mean()
+            out[f"{name}_stderr,none"] = float(math.sqrt(((x[:, 0] - mean) ** 2).sum() / (len(values) - 1) / len(values)))
+    return out
+
+
+def breakdown(records, field: str, metrics: dict[str, dict]) -> dict:
+    """Every metric per value of a document field (bias type, BBQ category)."""
+    from ..stats import get_aggregation
+
+    groups: dict[str, list] = {}
+    for r in records:
+        groups.setdefault(str(r.doc.get(field)), []).append(r)
+    out = {}
+    for g, recs in sorted(groups.items()):
+        out[g] = {"n": len(recs)}
+        for name, meta in metrics.items():
+            values = [r.metrics[name] for r in recs if r.metrics.get(name) is not None]
+            if not values:
+                continue
+            agg = get_aggregation(meta.get("aggregation", "mean"))
+            try:
+                v = float(agg.finish(agg.columns(values).sum(axis=0), len(values)))
+            except (ValueError, TypeError, ZeroDivisionError):
+                continue
+            out[g][name] = None if v != v else v
+    return out
 
 
 def build_tasks(suites: list[Suite]) -> dict[str, object]:
@@ -201,6 +250,9 @@ def build_tasks(suites: list[Suite]) -> dict[str, object]:
     plain = TaskManager(include_defaults=False)
     registered = None
     for s in suites:
+        if not s.spec.lm_eval and s.build.native:
+            tasks[s.name] = None  # run by the engine itself (see TaskBuild.native)
+            continue
         if s.spec.lm_eval:
             registered = registered or TaskManager()
             loaded = registered.load([s.spec.lm_eval])
@@ -230,8 +282,9 @@ def suite_meta(suite: Suite, task) -> dict:
         "n_docs": n,
         "data_sha256": data_sha,
         "source": source,
-        "output_type": task.get_config("output_type"),
-        "num_fewshot": task.get_config("num_fewshot"),
+        "output_type": task.get_config("output_type") if task is not None else suite.build.output_type,
+        "num_fewshot": task.get_config("num_fewshot") if task is not None else 0,
+        "breakdown": None if suite.spec.lm_eval else suite.build.breakdown,
         "metrics": metrics,
         "primary_metric": primary,
         "limit": suite.spec.options.limit,
@@ -272,6 +325,7 @@ def run_eval(spec: EvalSpec, progress: ProgressCallback | None = None, log: Call
     pool = ModelPool(resolved, load, spec, log)
     lm = CachedLM(cache, pool.backend, spec.batch_size)
     results: dict[str, dict] = {}
+    breakdowns: dict[str, dict] = {}
     try:
         for i, run in enumerate(runs):
             pool.select(run, i)
@@ -282,12 +336,14 @@ def run_eval(spec: EvalSpec, progress: ProgressCallback | None = None, log: Call
                 lm.progress = (lambda d, t, h, _m=run.label, _s=suite.name: progress(_m, _s, d, t, h)) if progress else None
                 before = RequestStats(**asdict(lm.stats))
                 limit = spec.limit or suite.spec.options.limit
-                out = _evaluate_suite(lm, suite, task, limit, suite.spec.options.seed)
-                task_name = task.config.task
-                output_type = task.get_config("output_type")
-                records = [from_lm_eval_sample(s, model=run.label, suite=suite.name, category=suite.category, output_type=output_type) for s in out["samples"][task_name]]
+                samples, aggregated = _evaluate_suite(lm, suite, task, limit, suite.spec.options.seed)
+                output_type = metas[suite.name]["output_type"]
+                records = [from_lm_eval_sample(s, model=run.label, suite=suite.name, category=suite.category, output_type=output_type) for s in samples]
                 store.write(records)
-                results[run.label][suite.name] = _aggregates(out["results"][task_name], len(records))
+                results[run.label][suite.name] = _aggregates(aggregated, len(records))
+                field = metas[suite.name].get("breakdown")
+                if field:
+                    breakdowns.setdefault(run.label, {})[suite.name] = {"field": field, "groups": breakdown(records, field, metas[suite.name]["metrics"])}
                 run.stats.add(RequestStats(*(getattr(lm.stats, f) - getattr(before, f) for f in asdict(before))))
     finally:
         lm.progress = None
@@ -327,6 +383,7 @@ def run_eval(spec: EvalSpec, progress: ProgressCallback | None = None, log: Call
         },
         "suites": metas,
         "results": results,
+        "breakdowns": breakdowns,
     }
     write_results(Path(spec.out), doc)
     return doc

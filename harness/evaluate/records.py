@@ -67,8 +67,10 @@ def from_lm_eval_sample(sample: dict, *, model: str, suite: str, category: str, 
         greedy = [bool(r[1]) for r in filtered]
         prediction = max(range(len(lls)), key=lls.__getitem__)
     elif output_type == "generate_until":
-        prompt = args[0][0]
-        generation = filtered[0] if isinstance(filtered, list) else filtered
+        prompt = args[0][0] if len(args) == 1 else [a[0] for a in args]
+        generation = filtered[0] if isinstance(filtered, list) and len(args) == 1 else filtered
+        if isinstance(generation, (list, tuple)):  # several samples (self-consistency) or several prompts (counterfactual)
+            generation = "\n---\n".join(str(g) for g in generation)
         prediction = generation
     elif output_type == "loglikelihood_rolling":
         prompt = args[0][0]

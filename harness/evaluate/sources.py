@@ -50,6 +50,13 @@ def data_dir(override: str | Path | None = None) -> Path | None:
 def read_records(path: Path) -> list[dict]:
     if not path.exists():
         raise LafError(f"data file not found: {path}", "check the suite's data path (relative to the suite file)")
+    if path.is_dir():  # a folder of data files (e.g. BBQ's one JSONL per category), read in name order
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".jsonl", ".json", ".csv", ".parquet"))
+        if not files:
+            raise LafError(f"{path} holds no .jsonl/.json/.csv/.parquet files", "point at the data file or a folder of them")
+        return [r for f in files for r in read_records(f)]
+    if path.stat().st_size == 0:
+        raise LafError(f"data file {path} is empty", "an empty probe or suite file is an error, not a score of zero: add items")
     suffix = path.suffix.lower()
     try:
         if suffix in (".jsonl", ".ndjson"):

@@ -75,11 +75,21 @@ class SuiteSpec(Strict):
 
 @dataclass
 class TaskBuild:
-    """What a suite type produces: the lm-eval config and the metrics' meaning."""
+    """What a suite type produces: the lm-eval config and the metrics' meaning.
+
+    ``breakdown`` names a document field (bias type, BBQ category) by which the
+    engine also reports every metric per group. ``native`` is for the few probes
+    lm-eval's task model cannot express (two generations per item): a function
+    ``(lm, docs) -> lm-eval-style samples`` run by the engine through the same
+    cached model.
+    """
 
     config: dict
     metrics: dict[str, dict]  # name -> {higher_is_better, ideal, aggregation}
     primary: str
+    breakdown: str | None = None
+    native: Callable | None = None
+    output_type: str | None = None
 
 
 SuiteType = Callable[["Suite", list[dict]], TaskBuild]
@@ -229,6 +239,19 @@ def load_suite(ref: str, data_root: str | Path | None = None) -> Suite:
         check_lm_eval_task(task)
         spec = SuiteSpec(category="general", lm_eval=task, description=f"lm-eval registered task {task} (hub data)")
         return Suite(ref, spec, None, root)
+    kind, sep, rest = ref.partition(":")
+    if sep and not Path(ref).exists():
+        _ensure_probe_types()
+        from ..probes import PROBE_CATEGORIES, PROBE_FORMATS
+
+        if kind in PROBE_CATEGORIES:  # TYPE:PATH runs a probe on a data file in its published schema
+            path = Path(rest).expanduser()
+            if not path.exists():
+                raise LafError(f"data file not found: {path}", f"pass an existing file after {kind}:")
+            spec = SuiteSpec(category=PROBE_CATEGORIES[kind], type=kind, description=f"{kind} on {path}",
+                             data=DataSpec(path=str(path.resolve()), format=PROBE_FORMATS.get(kind, "plain")))
+            return Suite(f"{kind}:{path.name}", spec, None, root)
+        raise LafError(f"unknown suite kind '{kind}' in '{ref}'", f"use lm_eval:<task>, or one of {', '.join(sorted(PROBE_CATEGORIES))} followed by :PATH")
     p = Path(ref)
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.exists():
@@ -267,11 +290,13 @@ def check_lm_eval_task(task: str) -> None:
 # ---------------------------------------------------------------- built-in suite types
 
 
-def _meta_from_metric_list(metric_list: list[dict], overrides: dict[str, MetricMeta]) -> dict[str, dict]:
+def meta_from_metric_list(metric_list: list[dict], overrides: dict[str, MetricMeta]) -> dict[str, dict]:
     out = {}
     for m in metric_list:
         name = m["metric"]
-        out[name] = {"higher_is_better": m.get("higher_is_better", True), "ideal": None, "aggregation": m.get("aggregation", "mean")}
+        agg = m.get("aggregation", "mean")
+        agg = agg if isinstance(agg, str) else getattr(agg, "laf_name", "mean")
+        out[name] = {"higher_is_better": m.get("higher_is_better", True), "ideal": m.get("ideal"), "aggregation": agg}
     for name, meta in overrides.items():
         out.setdefault(name, {"higher_is_better": True, "ideal": None, "aggregation": "mean"})
         if meta.higher_is_better is not None:
@@ -312,7 +337,7 @@ def _lm_eval_type(suite: Suite, docs: list[dict]) -> TaskBuild:
     metric_list = task.get("metric_list") or [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]
     task["metric_list"] = metric_list
     cfg = {**task, **base_task_config(suite, docs)}
-    metrics = _meta_from_metric_list(metric_list, suite.spec.metrics)
+    metrics = meta_from_metric_list(metric_list, suite.spec.metrics)
     primary = suite.spec.primary_metric or metric_list[0]["metric"]
     return TaskBuild(cfg, metrics, primary)
 
@@ -334,4 +359,4 @@ def _perplexity_type(suite: Suite, docs: list[dict]) -> TaskBuild:
         "metric_list": metric_list,
         **base_task_config(suite, docs),
     }
-    return TaskBuild(cfg, _meta_from_metric_list(metric_list, suite.spec.metrics), suite.spec.primary_metric or "bits_per_byte")
+    return TaskBuild(cfg, meta_from_metric_list(metric_list, suite.spec.metrics), suite.spec.primary_metric or "bits_per_byte")

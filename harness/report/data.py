@@ -39,11 +39,18 @@ def _num(v):
     return None
 
 
-def _score(rec, metric):
+def _score(rec, metric, aggregation: str = "mean"):
+    """One item's value of the metric, as a number where that means something."""
     v = rec.metrics.get(metric)
-    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v) and v[1]:
-        return float(v[0]) / float(v[1])  # e.g. (log-likelihood, bytes): per-byte log-likelihood
-    return v if isinstance(v, (int, float)) else None
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return v
+    if not isinstance(v, (list, tuple)) or not all(isinstance(x, (int, float)) for x in v if x is not None):
+        return None
+    if aggregation == "conditional_mean" and len(v) == 2:
+        return (v[1] / v[0]) if v[0] else None  # defined only where the weight is non-zero
+    if aggregation in ("bits_per_byte", "weighted_perplexity") and len(v) == 2 and v[1]:
+        return float(v[0]) / float(v[1])  # (log-likelihood, bytes or words): per-unit log-likelihood
+    return None
 
 
 def _pick_models(results: dict, verdict: dict | None, candidate: str | None) -> tuple[str, str | None]:
@@ -77,10 +84,11 @@ def _items(records, base: str, cand: str | None, suites: dict) -> tuple[list, di
             continue
         metric = suites.get(suite, {}).get("primary_metric")
         meta = suites.get(suite, {}).get("metrics", {}).get(metric, {})
-        sb, sc = _score(b, metric), (_score(c, metric) if c else None)
+        agg = meta.get("aggregation", "mean")
+        sb, sc = _score(b, metric, agg), (_score(c, metric, agg) if c else None)
         flip = 0
         if c is not None and sb is not None and sc is not None and sb != sc:
-            better = (sc > sb) if meta.get("higher_is_better", True) and meta.get("ideal") is None else (sc < sb)
+            better = (sc > sb) if meta.get("higher_is_better", True) else (sc < sb)
             if meta.get("ideal") is not None:
                 better = abs(sc - meta["ideal"]) < abs(sb - meta["ideal"])
             binary = sb in (0, 1) and sc in (0, 1)

@@ -1,0 +1,147 @@
+"""Generate the quickstart domain: the support manual of an invented smart thermostat.
+
+The Brightwater Tempo T4 does not exist, so the base model cannot know its
+error codes, light patterns, button combinations or specifications, and what
+an adapter learns is unmistakable. From one table of facts this script writes
+
+* ``manual.md``: the manual itself (for people reading the example),
+* ``train.jsonl``: about 1,000 instruction pairs, each fact asked in several
+  training phrasings and answered in a terse and a full style,
+* ``../../suites/domain/tempo-t4.jsonl``: 4-way multiple-choice questions in
+  held-out phrasings no training example uses (the contamination check
+  against the suite comes out clean), distractors drawn from the same kind
+  of fact.
+
+Deterministic (fixed seed). Run: python examples/quickstart/generate.py
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SUITE = HERE.parent.parent / "suites" / "domain"
+SEED = 7
+P = "Tempo T4"
+
+ERRORS = {
+    "E01": "indoor sensor not responding", "E02": "outdoor sensor battery low", "E03": "boiler relay stuck open", "E04": "air filter overdue for cleaning",
+    "E05": "Wi-Fi password rejected", "E06": "cloud account unlinked", "E07": "firmware image corrupted", "E08": "humidity sensor out of range",
+    "E09": "heat pump lockout active", "E10": "wall plate wiring reversed", "E11": "common wire missing", "E12": "schedule memory full",
+    "E13": "clock lost after power cut", "E14": "freeze protection triggered", "E15": "display ribbon loose", "E16": "radiator valve unreachable",
+    "E17": "occupancy sensor blocked", "E18": "geofence permission denied", "E19": "overheat cut-off engaged", "E20": "backup battery swollen",
+    "E21": "zigbee channel congested", "E22": "fan motor stalled", "E23": "condensate pump full", "E24": "license key expired",
+}
+LIGHTS = {
+    "slow blue pulse": "pairing mode", "solid green": "target temperature reached", "fast amber blink": "update in progress", "solid red": "hardware fault",
+    "double white flash": "setting saved", "purple breathing": "eco mode active", "orange sweep": "preheating for schedule", "cyan blink": "hotspot for setup",
+    "pink solid": "child lock on", "yellow pulse": "filter reminder", "white spin": "booting", "green blink": "away mode",
+}
+COMBOS = {
+    "hold Mode and Fan for 5 seconds": "factory reset", "hold Up for 3 seconds": "boost heating for 30 minutes", "press Down three times": "show outdoor temperature",
+    "hold Fan for 10 seconds": "enter pairing mode", "hold Mode for 8 seconds": "toggle child lock", "press Up and Down together": "show firmware version",
+    "hold Down for 4 seconds": "start eco mode", "press Mode twice": "cycle display brightness", "hold Up and Fan for 6 seconds": "restart without losing settings",
+    "press Fan four times": "show Wi-Fi signal strength",
+}
+SPECS = {
+    "default target temperature": "19.5 °C", "eco mode temperature": "16 °C", "frost protection temperature": "7 °C", "maximum schedule blocks per day": "9",
+    "display size": "3.1 inches", "backup battery type": "CR2477 coin cell", "wireless radio for sensors": "Zigbee 3.0", "weight": "212 grams",
+    "warranty": "four years", "supported sensors": "up to 14", "boost duration": "30 minutes", "filter reminder interval": "90 days",
+    "latest firmware version": "4.7.2", "setup hotspot name": "TEMPO-SETUP", "minimum supply voltage": "18 volts AC", "operating humidity range": "10 to 85 percent",
+    "hysteresis default": "0.4 °C", "away mode temperature": "15 °C", "colour of the wall plate": "matte slate grey", "mounting screw size": "M3 x 25 mm",
+}
+MENUS = {
+    "humidity target": "Settings > Comfort > Humidity", "vacation schedule": "Schedules > Away > Vacation", "sensor calibration": "Settings > Sensors > Offset",
+    "geofencing": "Account > Presence > Geofence", "firmware update": "System > About > Update", "display timeout": "Settings > Display > Sleep",
+    "heat pump balance point": "Installer > Heat Pump > Balance", "energy report": "Insights > Monthly > Energy", "temperature units": "Settings > Region > Units",
+    "child lock PIN": "Settings > Security > Lock PIN",
+}
+ACCESSORIES = {
+    "Tempo Room Sensor": "measures temperature and occupancy", "Tempo Valve V2": "controls one radiator", "Tempo Outdoor Probe": "reports outside temperature",
+    "Tempo Relay R1": "switches a second heating zone", "Tempo Leak Puck": "detects water under appliances", "Tempo Window Tag": "pauses heating when a window opens",
+}
+FIXES = {
+    "the display is blank": "check the 24 V common wire", "the room never reaches the target": "raise the boost duration", "the app shows the device offline": "restart the router",
+    "sensors drop out at night": "move the hub away from the microwave", "the heating short-cycles": "increase hysteresis to 0.6 °C", "the schedule runs an hour late": "set the time zone again",
+    "the valve clicks constantly": "recalibrate the valve travel", "the fan never stops": "switch fan mode to auto", "the battery drains in a week": "disable the always-on display",
+    "pairing keeps failing": "move the sensor within two metres",
+}
+
+# (fact kind) -> training question templates, held-out eval templates (never used for training), full-answer template
+KINDS = {
+    "error": (["What does error {k} mean on the {p}?", "My {p} shows {k}. What is wrong?", "Explain the {k} code of the {p}.", "{p} error {k}: what does it indicate?", "Why would a {p} display {k}?",
+               "I see {k} on my {p}, what happened?", "Decode {k} for the {p}, please."],
+              ["If {k} appears on the thermostat screen, what is the cause?", "Which problem is reported by code {k}?"],
+              "Error {k} on the {p} means: {v}."),
+    "light": (["What does a {k} on the {p} mean?", "The {p} light shows a {k}. What does that mean?", "Meaning of the {k} light on the {p}?", "Why is my {p} showing a {k}?", "What is the {p} telling me with a {k}?",
+               "My {p} has a {k} on its ring, is that normal?", "Interpret a {k} on the {p} light ring."],
+              ["A {k} on the status ring signals what?", "When the ring glows with a {k}, which state is it in?"],
+              "A {k} on the {p} means {v}."),
+    "combo": (["What happens if I {k} on the {p}?", "On the {p}, what does {k} do?", "What is the effect of {k} on a {p}?", "I want to know what {k} does on my {p}.", "Which function does {k} trigger on the {p}?",
+               "Is it safe to {k} on my {p}? What will it do?", "What is the {p} shortcut '{k}' for?"],
+              ["Which action follows when a user chooses to {k}?", "What does the thermostat do after you {k}?"],
+              "On the {p}, if you {k} it will {v}."),
+    "spec": (["What is the {k} of the {p}?", "Tell me the {k} for the {p}.", "{p}: what is its {k}?", "Which {k} does the {p} have?", "What {k} is specified for the {p}?",
+              "Quick question about the {p}: {k}?", "I need the {p} {k}."],
+             ["According to the manual, the {k} is what?", "Which value does the documentation give for the {k}?"],
+             "The {k} of the {p} is {v}."),
+    "menu": (["Where do I find the {k} setting on the {p}?", "How do I get to {k} in the {p} menus?", "Which menu holds {k} on the {p}?", "Menu path for {k} on the {p}?", "Where is {k} configured on a {p}?",
+              "I can't find {k} on my {p}. Where is it?", "Navigate me to {k} on the {p}."],
+             ["To change the {k}, which path in the menus do you open?", "The {k} option sits under which menu path?"],
+             "On the {p}, {k} is under {v}."),
+    "accessory": (["What does the {k} do with the {p}?", "Explain what the {k} accessory is for.", "What is the purpose of the {k}?", "Why would I add a {k} to my {p}?", "What job does the {k} do?",
+                   "Should I buy the {k} for my {p}? What does it do?", "Describe the {k} in one line."],
+                  ["Which role does the {k} play in a home setup?", "Once installed, what is the {k} responsible for?"],
+                  "The {k} {v}."),
+    "fix": (["On the {p}, {k}. What should I try first?", "My {p}: {k}. What is the first fix?", "How do I fix it when {k} on a {p}?", "What is the first troubleshooting step if {k}?", "{k} on my {p}; how do I solve it?",
+             "Help: {k} on the {p}.", "Troubleshooting the {p}: {k}. Any advice?"],
+            ["Support's first recommendation when {k} is what?", "Suppose {k}: which first step does the manual suggest?"],
+            "If {k} on the {p}, first {v}."),
+}
+TABLES = {"error": ERRORS, "light": LIGHTS, "combo": COMBOS, "spec": SPECS, "menu": MENUS, "accessory": ACCESSORIES, "fix": FIXES}
+
+
+def facts():
+    for kind, table in TABLES.items():
+        for k, v in table.items():
+            yield kind, k, v
+
+
+def manual() -> str:
+    lines = [f"# Brightwater {P} support manual", "", "An invented smart thermostat: every fact below exists only in this example.", ""]
+    titles = {"error": "Error codes", "light": "Status light", "combo": "Button combinations", "spec": "Specifications", "menu": "Menu paths", "accessory": "Accessories", "fix": "Troubleshooting"}
+    for kind, table in TABLES.items():
+        lines += [f"## {titles[kind]}", ""] + [f"- **{k}**: {v}" for k, v in table.items()] + [""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    rng = random.Random(SEED)
+    train, suite = [], []
+    for kind, k, v in facts():
+        train_t, eval_t, full = KINDS[kind]
+        for i, t in enumerate(train_t):
+            q = t.format(k=k, p=P)
+            q = q[0].upper() + q[1:]
+            train.append({"instruction": q, "output": v[0].upper() + v[1:] + "."})  # terse
+            if i % 2 == 0:
+                train.append({"instruction": q, "output": full.format(k=k, p=P, v=v)})  # full sentence
+        pool = [x for x in TABLES[kind].values() if x != v]
+        for t in eval_t:
+            q = t.format(k=k, p=P)
+            q = q[0].upper() + q[1:]
+            choices = [v] + rng.sample(pool, 3)
+            rng.shuffle(choices)
+            suite.append({"question": q, "choices": [c[0].upper() + c[1:] for c in choices], "gold": choices.index(v), "kind": kind})
+    rng.shuffle(train)
+    (HERE / "train.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in train))
+    (HERE / "manual.md").write_text(manual() + "\n")
+    SUITE.mkdir(parents=True, exist_ok=True)
+    (SUITE / "tempo-t4.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in suite))
+    print(f"wrote {len(train)} training pairs, {len(suite)} held-out suite items, the manual")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""``laf data check|clean``: validate, normalise, deduplicate and check training data against eval suites.
+
+    read (every format, bad rows counted with line numbers) -> normalise (NFC, whitespace)
+    -> validate (empty fields, token lengths under the base tokenizer, truncation, zero supervised tokens)
+    -> exact duplicates -> near duplicates (MinHash LSH, verified Jaccard) -> contamination (13-grams vs suites)
+    -> curation.json (+ the cleaned data for `clean`, never over the input)
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..env import now_iso
+from ..errors import LafError
+from ..io import atomic_write_json, atomic_write_text, sha256_file, sha256_json
+from .contamination import contamination, item_pieces
+from .dedupe import near_duplicates
+from .formats import Example, read_examples
+from .normalize import dedupe_key, normalize_example, normalize_text
+
+DROP_RULES = ("malformed", "encoding", "schema", "empty_prompt", "empty_response", "no_supervised_tokens", "exact_duplicate", "near_duplicate", "contaminated")
+
+
+@dataclass
+class CurationSettings:
+    schema: str = "auto"
+    file_format: str = "auto"
+    strict: bool = False
+    model: str | None = "default"  # tokenizer for length checks; None skips them
+    max_length: int = 512
+    near_duplicate_threshold: float = 0.8
+    shingle_size: int = 5
+    shingle_unit: str = "char"
+    ngram: int = 13
+    against: list[str] = field(default_factory=list)
+    data_dir: str | None = None
+    drop_contaminated: bool = True
+    examples_per_rule: int = 5
+
+
+@dataclass
+class CurationResult:
+    manifest: dict
+    kept: list[Example]
+
+
+def suites_from_against(refs: list[str]) -> list[str]:
+    """``--against`` takes suite names, suite files, or a YAML that lists suites (a run config or `suites: [...]`)."""
+    out: list[str] = []
+    for ref in refs:
+        p = Path(ref)
+        if p.suffix in (".yaml", ".yml") and p.exists():
+            data = yaml.safe_load(p.read_text()) or {}
+            listed = data.get("suites") or (data.get("eval") or {}).get("suites")
+            if isinstance(listed, list):
+                out += [str(s) if not isinstance(s, dict) else s.get("suite") for s in listed]
+                continue
+        out.append(ref)
+    return out
+
+
+def _token_checks(examples: list[Example], model: str, max_length: int):
+    from ..models import load_tokenizer, resolve_model
+    from ..train.tokenize import tokenize_example
+
+    tok = load_tokenizer(resolve_model(model))
+    lengths, truncated, zero = [], [], []
+    for i, ex in enumerate(examples):
+        t, reason, was_truncated = tokenize_example(ex, tok, 10**9)
+        n = len(t.input_ids) if t else 0
+        lengths.append(n)
+        if n > max_length:
+            truncated.append(i)
+            t2, reason2, _ = tokenize_example(ex, tok, max_length)
+            if t2 is None and "truncation" in (reason2 or ""):
+                zero.append((i, reason2))
+    return lengths, truncated, zero
+
+
+def _percentile(sorted_vals: list[int], q: float) -> int:
+    if not sorted_vals:
+        return 0
+    return sorted_vals[min(len(sorted_vals) - 1, int(round(q * (len(sorted_vals) - 1))))]
+
+
+def curate(path: str | Path, s: CurationSettings, log=lambda m: None) -> CurationResult:
+    path = Path(path)
+    read = read_examples(path, schema=s.schema, file_format=s.file_format, strict=s.strict)
+    examples = [normalize_example(e) for e in read.examples]
+    changed = sum(1 for a, b in zip(read.examples, examples) if a.messages != b.messages)
+    drop: dict[int, str] = {}
+    findings: dict[str, list[dict]] = {r: [] for r in DROP_RULES}
+    findings["truncated"] = []
+
+    def note(rule: str, i: int | None, detail: str, line: int | None = None, snippet: str = "") -> None:
+        findings[rule].append({"line": line if line is not None else examples[i].line, "detail": detail, "text": snippet or (examples[i].text[:200] if i is not None else "")})
+        if i is not None and rule in DROP_RULES and i not in drop and (rule != "contaminated" or s.drop_contaminated):
+            drop[i] = rule
+
+    for p in read.problems:
+        note(p.rule if p.rule in findings else "malformed", None, p.message, p.line, p.snippet)
+
+    # -- empty fields
+    for i, ex in enumerate(examples):
+        if not ex.prompt_text.strip():
+            note("empty_prompt", i, "the prompt (instruction / user turns) is empty or whitespace")
+        if not ex.response_text.strip():
+            note("empty_response", i, "the response is empty or whitespace")
+
+    # -- token lengths under the base tokenizer (the trainer's own formatting and masking)
+    token_stats = None
+    if s.model:
+        log("measuring token lengths")
+        lengths, truncated, zero = _token_checks(examples, s.model, s.max_length)
+        for i in truncated:
+            findings["truncated"].append({"line": examples[i].line, "detail": f"{lengths[i]} tokens > max_length {s.max_length}", "text": examples[i].text[:200]})
+        for i, reason in zero:
+            note("no_supervised_tokens", i, reason)
+        srt = sorted(lengths)
+        token_stats = {
+            "model": s.model, "max_length": s.max_length, "count": len(srt), "mean": round(sum(srt) / max(1, len(srt)), 1),
+            "p50": _percentile(srt, 0.5), "p90": _percentile(srt, 0.9), "p99": _percentile(srt, 0.99), "max": srt[-1] if srt else 0,
+            "truncated": len(truncated), "truncated_share": round(len(truncated) / max(1, len(srt)), 4),
+        }
+
+    # -- exact duplicates (normalised, case-folded)
+    first: dict[str, int] = {}
+    exact_groups: dict[int, list[int]] = {}
+    for i, ex in enumerate(examples):
+        if i in drop:
+            continue
+        k = dedupe_key(ex)
+        if k in first:
+            exact_groups.setdefault(first[k], []).append(i)
+            note("exact_duplicate", i, f"same text as line {examples[first[k]].line}")
+        else:
+            first[k] = i
+
+    # -- near duplicates among the rest
+    log("finding near duplicates")
+    texts = [normalize_text(e.text).casefold() for e in examples]
+    clusters = near_duplicates(texts, s.near_duplicate_threshold, s.shingle_size, s.shingle_unit, exclude=set(drop))
+    for c in clusters:
+        for m in c.members:
+            note("near_duplicate", m, f"Jaccard {c.similarity[m]:.2f} with line {examples[c.keep].line}")
+
+    # -- contamination against the evaluation suites
+    cont_doc = None
+    suite_refs = suites_from_against(s.against)
+    if suite_refs:
+        from ..evaluate.suites import load_suite
+
+        items, per_suite, skipped = [], {}, []
+        for ref in suite_refs:
+            suite = load_suite(ref, s.data_dir)
+            if suite.spec.lm_eval:
+                skipped.append(f"{suite.name} (hub task: not checked)")
+                continue
+            docs = suite.load_docs()
+            per_suite[suite.name] = {"items": len(docs), "contaminated_items": 0, "share": 0.0, "max_token_share": 0.0}
+            items += [(suite.name, j, item_pieces(d)) for j, d in enumerate(docs)]
+        log(f"checking {len(examples)} examples against {len(items)} eval items ({s.ngram}-grams)")
+        hits = contamination([(i, e.text) for i, e in enumerate(examples)], items, s.ngram)
+        pairs = []
+        bad_examples: dict[int, list[str]] = {}
+        for h in hits:
+            ps = per_suite[h.suite]
+            ps["contaminated_items"] += 1
+            ps["max_token_share"] = round(max(ps["max_token_share"], h.share), 4)
+            for i in h.training_lines:
+                bad_examples.setdefault(i, []).append(f"{h.suite}#{h.item}")
+                pairs.append({"suite": h.suite, "item": h.item, "training_line": examples[i].line, "item_token_share": round(h.share, 4)})
+        for ps in per_suite.values():
+            ps["share"] = round(ps["contaminated_items"] / ps["items"], 4) if ps["items"] else 0.0
+        for i, where in sorted(bad_examples.items()):
+            note("contaminated", i, f"shares a {s.ngram}-gram with {', '.join(where[:5])}" + (" ..." if len(where) > 5 else ""))
+        total_items = sum(p["items"] for p in per_suite.values())
+        cont_doc = {
+            "ngram": s.ngram, "suites": per_suite, "skipped": skipped, "pairs": pairs[:500], "pairs_total": len(pairs),
+            "contaminated_items": len(hits), "contaminated_item_share": round(len(hits) / total_items, 6) if total_items else 0.0,
+            "contaminated_training_examples": len(bad_examples),
+        }
+
+    kept = [e for i, e in enumerate(examples) if i not in drop]
+    counts = {"input_rows": read.raw_count, "examples": len(examples), "kept": len(kept), "normalised": changed}
+    counts.update({r: len(v) for r, v in findings.items()})
+    manifest = {
+        "schema": "laf.curation/1",
+        "created": now_iso(),
+        "input": {"path": str(path), "format": read.file_format, "data_schema": read.schema},
+        "settings": {k: v for k, v in s.__dict__.items()},
+        "counts": counts,
+        "dropped": dict(Counter(drop.values())),
+        "examples": {r: v[: s.examples_per_rule] for r, v in findings.items() if v},
+        "exact_duplicate_groups": [{"keep": examples[k].line, "drop": [examples[i].line for i in v]} for k, v in list(exact_groups.items())[:200]],
+        "near_duplicate_clusters": [{"keep": examples[c.keep].line, "drop": [examples[m].line for m in c.members], "jaccard": {str(examples[m].line): c.similarity[m] for m in c.members}} for c in clusters[:200]],
+        "tokens": token_stats,
+        "contamination": cont_doc,
+        "fingerprints": {
+            "input_sha256": sha256_file(path) if path.is_file() else sha256_json(sorted(str(p) for p in path.rglob("*"))),
+            "input_content_sha256": sha256_json([e.to_canonical() for e in read.examples]),
+            "output_content_sha256": sha256_json([e.to_canonical() for e in kept]),
+        },
+    }
+    return CurationResult(manifest, kept)
+
+
+def write_clean(result: CurationResult, input_path: Path, out: Path) -> Path:
+    if out.resolve() == Path(input_path).resolve():
+        raise LafError(f"refusing to overwrite the input {input_path}", "write the cleaned data to another path (-o)")
+    text = "".join(json.dumps(e.to_canonical(), ensure_ascii=False) + "\n" for e in result.kept)
+    atomic_write_text(out, text)
+    result.manifest["output"] = {"path": str(out), "format": "jsonl", "data_schema": "chat", "sha256": sha256_file(out), "examples": len(result.kept)}
+    return out
+
+
+def write_manifest(result: CurationResult, path: Path) -> Path:
+    return atomic_write_json(path, result.manifest)
