@@ -74,3 +74,12 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
     finally:
         output.console.file, output.err_console.file = old
     return code, out.getvalue(), err.getvalue()
+
+
+def assert_clean_error(result: tuple[int, str, str], *needles: str) -> None:
+    """A user error: exit 3, no traceback, and the message names what it should."""
+    code, out, err = result
+    assert code == 3, (code, out, err)
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in err, err

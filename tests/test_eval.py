@@ -17,7 +17,7 @@ import yaml
 
 from harness.evaluate import EvalSpec, load_run, run_eval
 from harness.evaluate.suites import load_suite
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, assert_clean_error as _err, run_cli
 
 MC_TASK = {
     "output_type": "multiple_choice",
@@ -235,14 +235,6 @@ def test_results_json_has_aggregates_records_and_provenance(tiny_model_dir, tiny
 
 
 # ---------------------------------------------------------------- bad input
-
-
-def _err(result, *needles):
-    code, out, err = result
-    assert code == 3, (code, out, err)
-    assert "Traceback" not in err
-    for n in needles:
-        assert n in err, err
 
 
 def _eval(tmp_path, *args):

@@ -13,7 +13,7 @@ from scipy import stats as sps
 from harness.gate.policy import Rule
 from harness.gate.verdict import decide
 from harness.stats import get_aggregation, holm, mcnemar_exact, paired_delta
-from tests.conftest import run_cli
+from tests.conftest import assert_clean_error as _err, run_cli
 from tests.synthetic import suite_meta, write_run
 
 MEAN = get_aggregation("mean")
@@ -186,14 +186,6 @@ def test_too_few_items_is_inconclusive_with_reason(tmp_path):
 
 
 # ---------------------------------------------------------------- bad input
-
-
-def _err(result, *needles):
-    code, out, err = result
-    assert code == 3, (code, out, err)
-    assert "Traceback" not in err
-    for n in needles:
-        assert n in err, err
 
 
 def test_bad_different_item_sets(tmp_path, policy_file):

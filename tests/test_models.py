@@ -16,7 +16,7 @@ import torch
 from harness.errors import LafError
 from harness.models import LoadSpec, load_model, resolve_model
 from harness.models import fingerprint as fp
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, assert_clean_error, run_cli
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -84,11 +84,8 @@ def test_file_hashes_are_cached_by_path_size_mtime(tiny_model_dir, tmp_path, iso
 
 
 def _assert_clean_error(code, out, err, *needles):
-    assert code == 3, (code, out, err)
-    assert "Traceback" not in err and "Traceback" not in out
-    assert "error:" in err and "fix:" in err
-    for n in needles:
-        assert n in err, err
+    assert_clean_error((code, out, err), *needles)
+    assert "Traceback" not in out and "error:" in err and "fix:" in err
 
 
 def test_missing_path(tmp_path):

@@ -20,7 +20,7 @@ from harness.train import TrainConfig, train
 from harness.train.batching import make_batches
 from harness.train.loss import supervised_loss_sum
 from harness.train.tokenize import IGNORE, tokenize_examples
-from tests.conftest import run_cli
+from tests.conftest import assert_clean_error as _assert_error, run_cli
 
 ROWS = [{"instruction": f"What is the code for item {i}?", "input": "" if i % 3 else "Be brief.", "output": f"The code for item {i} is Z{i * 7}."} for i in range(40)]
 
@@ -248,14 +248,6 @@ def _train_cli(tmp_path, cfg: dict):
 def _base_cfg(tmp_path, model_dir, data_path):
     return {"name": "bad", "model": str(model_dir), "data": {"path": str(data_path)}, "max_length": 64, "max_steps": 1,
             "registry": str(tmp_path / "reg"), "output_dir": str(tmp_path / "run")}
-
-
-def _assert_error(result, *needles):
-    code, out, err = result
-    assert code == 3, (code, out, err)
-    assert "Traceback" not in err
-    for n in needles:
-        assert n in err, err
 
 
 def test_bad_empty_data(tiny_model_dir, tmp_path):

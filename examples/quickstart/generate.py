@@ -100,6 +100,17 @@ KINDS = {
             ["Support's first recommendation when {k} is what?", "Suppose {k}: which first step does the manual suggest?"],
             "If {k} on the {p}, first {v}."),
 }
+# two facts of one kind in one question (answers name both): more, and more varied, training examples
+PAIR_TEMPLATES = {
+    "error": ["What do the codes {k1} and {k2} mean on a {p}?", "Compare errors {k1} and {k2} on the {p}.", "My {p} alternates between {k1} and {k2}. What do they mean?", "Explain {k1} versus {k2} for the {p}."],
+    "light": ["What is the difference between a {k1} and a {k2} on the {p}?", "The {p} went from a {k1} to a {k2}. What happened?", "Explain the {k1} and the {k2} of the {p} light ring.", "{k1} or {k2} on my {p}: what does each mean?"],
+    "combo": ["What do '{k1}' and '{k2}' do on the {p}?", "Compare the {p} shortcuts '{k1}' and '{k2}'.", "On the {p}, which is which: '{k1}' and '{k2}'?", "I pressed '{k1}' and then '{k2}' on my {p}. What did each do?"],
+    "spec": ["What are the {k1} and the {k2} of the {p}?", "Give me the {p} {k1} and {k2}.", "{p} specs: {k1} and {k2}?", "List the {k1} and {k2} of the {p}."],
+    "menu": ["Where are {k1} and {k2} in the {p} menus?", "Menu paths for {k1} and for {k2} on the {p}?", "How do I reach {k1} and {k2} on my {p}?", "Which menus hold {k1} and {k2} on a {p}?"],
+    "accessory": ["What do the {k1} and the {k2} do?", "Compare the {k1} with the {k2}.", "Should I get the {k1} or the {k2}? What does each do?", "Explain the {k1} and the {k2} accessories."],
+    "fix": ["On my {p}, {k1}, and also {k2}. What should I try first for each?", "Two problems on the {p}: {k1}; {k2}. First steps?", "What are the first fixes when {k1} and when {k2}?", "Troubleshoot the {p}: {k1}, and separately {k2}."],
+}
+
 TABLES = {"error": ERRORS, "light": LIGHTS, "combo": COMBOS, "spec": SPECS, "menu": MENUS, "accessory": ACCESSORIES, "fix": FIXES}
 
 
@@ -120,14 +131,25 @@ def manual() -> str:
 def main() -> None:
     rng = random.Random(SEED)
     train, suite = [], []
+    used_pairs: set = set()
+
+    def cap(x: str) -> str:
+        return x[0].upper() + x[1:]
+
     for kind, k, v in facts():
         train_t, eval_t, full = KINDS[kind]
         for i, t in enumerate(train_t):
-            q = t.format(k=k, p=P)
-            q = q[0].upper() + q[1:]
-            train.append({"instruction": q, "output": v[0].upper() + v[1:] + "."})  # terse
-            if i % 2 == 0:
-                train.append({"instruction": q, "output": full.format(k=k, p=P, v=v)})  # full sentence
+            q = cap(t.format(k=k, p=P))
+            # each phrasing is answered once: tersely or in a full sentence (never both: they would be near duplicates)
+            train.append({"instruction": q, "output": cap(v) + "." if i % 2 == 0 else full.format(k=k, p=P, v=v)})
+        keys = [x for x in TABLES[kind] if x != k]
+        for t in PAIR_TEMPLATES[kind]:
+            fresh = [x for x in keys if (t, frozenset((k, x))) not in used_pairs]  # (a, b) and (b, a) would be near duplicates
+            k2 = rng.choice(fresh or keys)
+            used_pairs.add((t, frozenset((k, k2))))
+            v2 = TABLES[kind][k2]
+            q = cap(t.format(k1=k, k2=k2, p=P))
+            train.append({"instruction": q, "output": f"{cap(full.format(k=k, p=P, v=v))} {cap(full.format(k=k2, p=P, v=v2))}"})
         pool = [x for x in TABLES[kind].values() if x != v]
         for t in eval_t:
             q = t.format(k=k, p=P)

@@ -48,7 +48,7 @@ def register(sub) -> None:
 
 def cmd_eval(args) -> int:
     from ..evaluate import EvalSpec, run_eval
-    from .progress import EvalProgress
+    from .progress import StageProgress
 
     spec = EvalSpec(
         suites=args.suites,
@@ -68,8 +68,8 @@ def cmd_eval(args) -> int:
         share_context=args.share_context,
     )
     t0 = time.perf_counter()
-    with EvalProgress(enabled=not args.quiet and not args.json) as progress:
-        doc = run_eval(spec, progress=progress.update, log=progress.log)
+    with StageProgress(enabled=not args.quiet and not args.json) as progress:
+        doc = run_eval(spec, progress=progress.eval_update, log=progress.log)
     if args.json:
         print_json(doc)
         return 0

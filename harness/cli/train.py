@@ -27,11 +27,11 @@ def load_train_config(path: str, overrides: list[str]):
 
 def cmd_train(args) -> int:
     from ..train import train
-    from .progress import TrainProgress
+    from .progress import StageProgress
 
     cfg = load_train_config(args.config, args.overrides)
-    with TrainProgress(enabled=not args.quiet and not args.json) as progress:
-        result = train(cfg, config_dir=Path(args.config).resolve().parent, resume=args.resume, on_step=progress.update, log=progress.log)
+    with StageProgress(enabled=not args.quiet and not args.json) as progress:
+        result = train(cfg, config_dir=Path(args.config).resolve().parent, resume=args.resume, on_step=progress.train_update, log=progress.log)
     m = result.entry.manifest
     if args.json:
         print_json(m)

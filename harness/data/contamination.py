@@ -23,22 +23,41 @@ def words(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
-def item_pieces(doc) -> list[str]:
-    """Every string field of an eval item (question, passage, choices, answers), each on its own."""
-    out: list[str] = []
+PROMPT_FIELDS = {"question", "query", "prompt", "instruction", "input", "context", "passage", "sentence", "text", "goal", "ctx", "sent_more", "sent_less", "template"}
 
-    def walk(v):
+
+def item_pieces(doc) -> list[tuple[str, bool]]:
+    """Every string field of an eval item, each on its own, flagged when it is the item's prompt.
+
+    Only prompt fields (question, passage, sentence, ...) may match whole when shorter than
+    n: an answer or a choice appearing in training data is what a domain adapter learns,
+    not a leaked test item."""
+    out: list[tuple[str, bool]] = []
+
+    def walk(v, prompt: bool):
         if isinstance(v, str):
-            out.append(v)
+            out.append((v, prompt))
         elif isinstance(v, dict):
-            for x in v.values():
-                walk(x)
+            for k, x in v.items():
+                walk(x, prompt or (isinstance(k, str) and k.lower() in PROMPT_FIELDS))
         elif isinstance(v, (list, tuple)):
             for x in v:
-                walk(x)
+                walk(x, False)
 
-    walk(doc)
+    if isinstance(doc, dict):
+        for k, x in doc.items():
+            walk(x, isinstance(k, str) and k.lower() in PROMPT_FIELDS)
+    else:
+        walk(doc, True)
     return out
+
+
+def _window(length: int, is_prompt: bool, n: int, min_tokens: int) -> int:
+    if length >= n:
+        return n
+    if is_prompt and length >= min_tokens:
+        return length
+    return 0
 
 
 def _grams(toks: list[str], n: int) -> list[int]:
@@ -58,21 +77,23 @@ class ItemContamination:
         return self.contaminated_tokens / self.tokens if self.tokens else 0.0
 
 
-def contamination(train_texts: list[tuple[int, str]], items: list[tuple[str, int, list[str]]], n: int = 13, min_tokens: int = 8) -> list[ItemContamination]:
-    """``train_texts``: (id, text); ``items``: (suite, index, text pieces). Returns the contaminated items."""
+def contamination(train_texts: list[tuple[int, str]], items: list[tuple[str, int, list]], n: int = 13, min_tokens: int = 8) -> list[ItemContamination]:
+    """``train_texts``: (id, text); ``items``: (suite, index, pieces), a piece being a string or (string, is_prompt).
+
+    Returns the contaminated items."""
     # every (piece, window length) an item can be matched on
     owner: dict[tuple[int, int], list[tuple[int, int, int]]] = {}  # (length, hash) -> [(item, piece, start)]
     pieces_tokens: list[list[list[str]]] = []
     lengths: set[int] = set()
+    prompt_flags: list[list[bool]] = []
     for k, (_, _, pieces) in enumerate(items):
-        toks_list = [words(p) for p in pieces]
+        pieces = [p if isinstance(p, tuple) else (p, True) for p in pieces]
+        toks_list = [words(p) for p, _ in pieces]
         pieces_tokens.append(toks_list)
+        prompt_flags.append([flag for _, flag in pieces])
         for j, toks in enumerate(toks_list):
-            if len(toks) >= n:
-                L = n
-            elif len(toks) >= min_tokens:
-                L = len(toks)
-            else:
+            L = _window(len(toks), pieces[j][1], n, min_tokens)
+            if not L:
                 continue
             lengths.add(L)
             for start, g in enumerate(_grams(toks, L)):
@@ -98,8 +119,8 @@ def contamination(train_texts: list[tuple[int, str]], items: list[tuple[str, int
         toks_list = pieces_tokens[k]
         total = sum(len(t) for t in toks_list)
         covered = 0
-        for toks in toks_list:
-            L = n if len(toks) >= n else (len(toks) if len(toks) >= min_tokens else 0)
+        for toks, flag in zip(toks_list, prompt_flags[k]):
+            L = _window(len(toks), flag, n, min_tokens)
             if not L:
                 continue
             mask = [False] * len(toks)

@@ -292,7 +292,9 @@ def suite_meta(suite: Suite, task) -> dict:
     }
 
 
-def run_eval(spec: EvalSpec, progress: ProgressCallback | None = None, log: Callable[[str], None] = lambda s: None) -> dict:
+def run_eval(spec: EvalSpec, progress: ProgressCallback | None = None, log: Callable[[str], None] = lambda s: None,
+             suites_override: list[Suite] | None = None) -> dict:
+    """``suites_override``: already loaded suites (the pipeline's, with per-suite limits), in ``spec.suites`` order."""
     started = time.time()
     reduce_malloc_fragmentation()
     if not spec.suites:
@@ -300,7 +302,7 @@ def run_eval(spec: EvalSpec, progress: ProgressCallback | None = None, log: Call
     if spec.batch_size <= 0:
         raise LafError(f"--batch-size must be positive (got {spec.batch_size})", "use e.g. --batch-size 8")
     # -- validate everything before any model is loaded
-    suites = [load_suite(s, spec.data_dir) for s in spec.suites]
+    suites = suites_override if suites_override is not None else [load_suite(s, spec.data_dir) for s in spec.suites]
     names = [s.name for s in suites]
     if len(set(names)) != len(names):
         raise LafError(f"a suite is listed twice: {', '.join(sorted({n for n in names if names.count(n) > 1}))}", "list each suite once")

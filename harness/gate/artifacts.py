@@ -76,8 +76,7 @@ def markdown_summary(v: Verdict) -> str:
         if d is None:
             lines.append(f"| {ICON[r.status]} | {_md_escape(r.rule)} | {_md_escape(r.suite)} | {r.metric} | | | | {r.margin:g} | |")
             continue
-        meta_ideal = {"ideal": d.ideal, "aggregation": "mean"}
-        prop = is_proportion(meta_ideal, d)
+        prop = is_proportion(d)
         req = "" if r.required else " (advisory)"
         lines.append(
             f"| {ICON[r.status]} | {_md_escape(r.rule)}{req} | {_md_escape(r.suite)} | {r.metric} | {fmt_value(d.base, prop)} | {fmt_value(d.candidate, prop)} | "

@@ -34,7 +34,9 @@ def calibrate(ref_a: str, ref_b: str, confidence: float = 0.95) -> dict:
         d, m, name = compute_delta(a, b, [s], None, confidence, policy)
         mde = minimum_detectable_effect(d.se, confidence)
         noise = max(abs(d.ci_low), abs(d.ci_high))
-        proportion = m.get("aggregation", "mean") == "mean" and m.get("ideal") is None
+        from .verdict import is_proportion
+
+        proportion = is_proportion(d)
         step = 0.005 if proportion else 10 ** (math.floor(math.log10(max(noise, mde, 1e-12))) - 1)
         margin = _round_up(max(noise, mde), step)
         flips = None if d.base_only is None else (d.base_only + d.candidate_only) / d.n

@@ -76,6 +76,12 @@ class Verdict:
             "contamination": self.contamination,
         }
 
+    @classmethod
+    def from_dict(cls, v: dict) -> "Verdict":
+        rules = [RuleResult(r["rule"], r["kind"], r["margin"], r["required"], r["suite"], r["category"], r["metric"], r["status"], r["message"],
+                            PairedDelta(**r["stats"]) if r.get("stats") else None, r.get("minimum_detectable_effect"), r.get("min_items", 0)) for r in v["rules"]]
+        return cls(v["verdict"], v["exit_code"], rules, v["summaries"], v["baseline"], v["candidate"], v["policy"], v["created"], v.get("contamination"))
+
     @property
     def regressions(self) -> list[RuleResult]:
         return [r for r in self.rules if r.status == "fail"]
@@ -106,10 +112,15 @@ def fmt_change(v: float, proportion: bool) -> str:
     return f"{100 * v:+.1f} points" if proportion else f"{v:+.4g}"
 
 
-def is_proportion(meta: dict, d: PairedDelta) -> bool:
-    return meta.get("aggregation", "mean") == "mean" and 0.0 <= d.base <= 1.0 and 0.0 <= d.candidate <= 1.0 and meta.get("ideal") is None or (
-        meta.get("ideal") is not None and 0 <= meta["ideal"] <= 1
-    )
+# metrics that are shares of items (shown in percent and points); anything else keeps its own units
+PROPORTION_METRICS = {
+    "acc", "acc_norm", "exact_match", "em", "f1", "mc1", "mc2", "pct_stereotype", "hallucination_rate", "abstention_rate", "answer_rate",
+    "answer_accuracy", "accuracy_amb", "accuracy_disamb", "answer_changed",
+}
+
+
+def is_proportion(d: PairedDelta) -> bool:
+    return d.metric in PROPORTION_METRICS and 0.0 <= d.base <= 1.0 and 0.0 <= d.candidate <= 1.0
 
 
 def compute_delta(a: RunSide, b: RunSide, suites: list[str], metric: str | None, confidence: float, policy: Policy) -> tuple[PairedDelta, dict, str]:
@@ -146,7 +157,7 @@ def decide(rule: Rule, d: PairedDelta, min_items: int) -> str:
 
 
 def sentence(rule: Rule, status: str, target: str, d: PairedDelta, meta: dict, min_items: int, mde: float) -> str:
-    prop = is_proportion(meta, d)
+    prop = is_proportion(d)
     pct = f"{int(round(d.confidence * 100))}%"
     what = f"{target} {d.metric}"
     if meta.get("ideal") is not None:

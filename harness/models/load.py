@@ -96,8 +96,10 @@ def load_tokenizer(resolved: ResolvedModel):
     return tok
 
 
-def load_model(resolved: ResolvedModel, spec: LoadSpec = LoadSpec()):
-    """Return ``(model, tokenizer, spec)`` with ``spec`` fully resolved (device, compute dtype)."""
+def load_model(resolved: ResolvedModel, spec: LoadSpec = LoadSpec(), with_tokenizer: bool = True):
+    """Return ``(model, tokenizer, spec)`` with ``spec`` fully resolved (device, compute dtype).
+
+    ``with_tokenizer=False`` returns ``None`` for the tokenizer (random-weight speed checks have none)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -137,4 +139,4 @@ def load_model(resolved: ResolvedModel, spec: LoadSpec = LoadSpec()):
         model.to(spec.device)
     disable_avx512bf16_repack(model)
     model.eval()
-    return model, load_tokenizer(resolved), spec
+    return model, (load_tokenizer(resolved) if with_tokenizer else None), spec

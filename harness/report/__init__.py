@@ -13,13 +13,9 @@ from .html import render_html
 def render_markdown(d: dict) -> str:
     if d.get("verdict"):
         from ..gate.artifacts import markdown_summary
-        from ..gate.verdict import RuleResult, Verdict
-        from ..stats.paired import PairedDelta
+        from ..gate.verdict import Verdict
 
-        v = d["verdict"]
-        rules = [RuleResult(r["rule"], r["kind"], r["margin"], r["required"], r["suite"], r["category"], r["metric"], r["status"], r["message"],
-                            PairedDelta(**r["stats"]) if r.get("stats") else None, r.get("minimum_detectable_effect"), r.get("min_items", 0)) for r in v["rules"]]
-        return markdown_summary(Verdict(v["verdict"], v["exit_code"], rules, v["summaries"], v["baseline"], v["candidate"], v["policy"], v["created"]))
+        return markdown_summary(Verdict.from_dict(d["verdict"]))
     lines = [f"## lost-and-found results: {d['candidate'] or d['baseline']}", ""]
     models = list(d["results"])
     lines.append("| suite | category | metric | " + " | ".join(models) + " |")

@@ -29,8 +29,10 @@ def _fmt(v, prop: bool = False) -> str:
     return escape(str(v))
 
 
-def _is_prop(meta: dict, *vals) -> bool:
-    return meta.get("aggregation", "mean") == "mean" and all(v is None or 0 <= v <= 1 for v in vals)
+def _is_prop(metric: str, *vals) -> bool:
+    from ..gate.verdict import PROPORTION_METRICS
+
+    return metric in PROPORTION_METRICS and all(v is None or 0 <= v <= 1 for v in vals)
 
 
 def _kv(rows: list[tuple[str, object]]) -> str:
@@ -72,7 +74,7 @@ def _found_lost(d: dict) -> str:
     for name, st in order:
         meta = d["suites"][name]["metrics"][st["metric"]]
         row = {"label": name, "sublabel": f"{st['category']} · {st['metric']}" + (f" (ideal {meta['ideal']:g})" if meta.get("ideal") is not None else ""), "status": statuses.get(name)}
-        if _is_prop(meta, st["base"], st["candidate"]):
+        if _is_prop(st["metric"], st["base"], st["candidate"]):
             prop_rows.append({**row, "value": 100 * st["improvement"], "lo": 100 * st["ci_low"], "hi": 100 * st["ci_high"]})
         elif st["base"]:
             scale = 100 / abs(st["base"])
@@ -110,7 +112,7 @@ def _probe_panels(d: dict, categories=("hallucination", "bias")) -> str:
                 if all(v is None for v in vals):
                     continue
                 direction = f"ideal {mm['ideal']:g}" if mm.get("ideal") is not None else ("higher is better" if mm.get("higher_is_better", True) else "lower is better")
-                prop = _is_prop(mm, *[v for v in vals if isinstance(v, (int, float))]) and mm.get("ideal") is None
+                prop = _is_prop(metric, *[v for v in vals if isinstance(v, (int, float))])
                 cells = "".join(f"<td class='num'>{_fmt(v, prop)}</td>" for v in vals)
                 rows.append(f"<tr><td>{escape(metric)}{' *' if metric == meta['primary_metric'] else ''}</td><td class='muted'>{escape(direction)}</td>{cells}</tr>")
                 if mm.get("ideal") is not None and isinstance(vals[0], (int, float)):
@@ -132,7 +134,7 @@ def _suite_tables(d: dict) -> str:
             for m in models:
                 r = d["results"].get(m, {}).get(n, {}).get(metric, {})
                 v, se = r.get("value"), r.get("stderr")
-                prop = _is_prop(mm, v) and mm.get("ideal") is None
+                prop = _is_prop(metric, v)
                 cells.append(f"<td class='num'>{_fmt(v, prop)}" + (f" <span class='muted'>± {_fmt(se, prop)}</span>" if isinstance(se, (int, float)) else "") + "</td>")
             rows.append(f"<tr><td>{escape(metric)}{' *' if metric == meta['primary_metric'] else ''}</td>{''.join(cells)}</tr>")
         n_items = next(iter(d["results"].get(models[0], {}).get(n, {}).values()), {}).get("n", "")

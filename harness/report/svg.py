@@ -38,7 +38,7 @@ def forest(rows: list[dict], unit: str, title: str) -> str:
     H = top + row_h * len(rows) + 40
     x = lambda v: left + (v - lo) / (hi - lo) * (W - left - right)  # noqa: E731
     out = [f'<svg class="chart" viewBox="0 0 {W} {H}" width="100%" role="img" aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">',
-           f'<text x="{left}" y="16" class="ct">{escape(title)}</text>']
+           f'<text x="8" y="16" class="ct">{escape(title)}</text>']
     for t in _nice_ticks(lo, hi):
         out.append(f'<line x1="{x(t):.1f}" y1="{top - 6}" x2="{x(t):.1f}" y2="{H - 34}" class="grid"/>')
         out.append(f'<text x="{x(t):.1f}" y="{H - 18}" text-anchor="middle" class="tick">{t:+g}{escape(unit)}</text>')
