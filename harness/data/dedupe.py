@@ -1,7 +1,8 @@
 """Near-duplicate detection: MinHash with LSH banding, then exact Jaccard on the candidates.
 
 Shingles are character n-grams (default 5) of the normalised, case-folded
-text, hashed with CRC32 (stable across runs, unlike Python's salted hash).
+text, hashed with CRC32 (stable across runs, unlike Python's salted hash) and
+permuted by multiply-shift hashing.
 128 permutations in 16 bands of 8 rows propose candidate pairs (Jaccard
 around 0.7 and up pass with high probability); every candidate is then
 verified against the real Jaccard of the two shingle sets, so the reported
@@ -16,8 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MERSENNE = np.uint64((1 << 61) - 1)
-MAX32 = (1 << 32) - 1
 
 
 @dataclass
@@ -37,17 +36,23 @@ def shingles(text: str, n: int = 5, unit: str = "char") -> set[int]:
 
 
 def minhash_signatures(sets: list[set[int]], num_perm: int = 128, seed: int = 1) -> np.ndarray:
+    """MinHash with multiply-shift hashing: h(x) = ((a*x + b) mod 2^64) >> 32 for odd a (no modulo: fast)."""
     rng = np.random.default_rng(seed)
-    # a, b < 2^32 and x < 2^32: a*x + b < 2^64, so the universal hash stays exact in uint64
-    a = rng.integers(1, MAX32, size=num_perm, dtype=np.uint64)
-    b = rng.integers(0, MAX32, size=num_perm, dtype=np.uint64)
+    a = rng.integers(0, np.iinfo(np.uint64).max, size=num_perm, dtype=np.uint64, endpoint=True) | np.uint64(1)
+    b = rng.integers(0, np.iinfo(np.uint64).max, size=num_perm, dtype=np.uint64, endpoint=True)
     lengths = np.array([len(s) for s in sets], dtype=np.int64)
     flat = np.fromiter((h for s in sets for h in s), dtype=np.uint64, count=int(lengths.sum()))
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    sig = np.empty((len(sets), num_perm), dtype=np.uint64)
-    for p in range(num_perm):
-        v = (a[p] * flat + b[p]) % MERSENNE
-        sig[:, p] = np.minimum.reduceat(v, starts) if flat.size else 0
+    sig = np.zeros((len(sets), num_perm), dtype=np.uint32)
+    if not flat.size:
+        return sig
+    v = np.empty_like(flat)
+    with np.errstate(over="ignore"):
+        for p in range(num_perm):
+            np.multiply(flat, a[p], out=v)  # wraps modulo 2^64, as multiply-shift wants
+            v += b[p]
+            v >>= np.uint64(32)
+            sig[:, p] = np.minimum.reduceat(v, starts)
     return sig
 
 

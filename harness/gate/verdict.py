@@ -112,6 +112,21 @@ def fmt_change(v: float, proportion: bool) -> str:
     return f"{100 * v:+.1f} points" if proportion else f"{v:+.4g}"
 
 
+def _amount(v: float, proportion: bool) -> str:
+    return f"{100 * abs(v):.1f} points" if proportion else f"{abs(v):.4g}"
+
+
+def describe_change(d: PairedDelta, proportion: bool) -> str:
+    """'2.0 points worse (95% CI: 5.0 worse to 1.0 better)': direction in words, whatever the metric's orientation."""
+    def one(v: float) -> str:
+        if abs(v) < 1e-12:
+            return "no change"
+        return f"{_amount(v, proportion)} {'better' if v > 0 else 'worse'}"
+
+    pct = f"{int(round(d.confidence * 100))}% CI"
+    return f"{one(d.improvement)} ({pct}: {one(d.ci_low)} to {one(d.ci_high)})"
+
+
 # metrics that are shares of items (shown in percent and points); anything else keeps its own units
 PROPORTION_METRICS = {
     "acc", "acc_norm", "exact_match", "em", "f1", "mc1", "mc2", "pct_stereotype", "hallucination_rate", "abstention_rate", "answer_rate",
@@ -161,12 +176,11 @@ def sentence(rule: Rule, status: str, target: str, d: PairedDelta, meta: dict, m
     pct = f"{int(round(d.confidence * 100))}%"
     what = f"{target} {d.metric}"
     if meta.get("ideal") is not None:
-        what += f" (ideal {meta['ideal']:g}; change = distance to ideal reduced)"
-    base = f"{what}: {fmt_value(d.base, prop)} -> {fmt_value(d.candidate, prop)}, change {fmt_change(d.improvement, prop)} " \
-           f"({pct} CI {fmt_change(d.ci_low, prop)} to {fmt_change(d.ci_high, prop)}"
+        what += f" (ideal {meta['ideal']:g}: better = closer to it)"
+    base = f"{what}: {fmt_value(d.base, prop)} -> {fmt_value(d.candidate, prop)}, {describe_change(d, prop)}"
     if d.base_only is not None:
         base += f"; McNemar p={d.p_value:.3g}: {d.base_only} items got worse, {d.candidate_only} better"
-    base += f"; n={d.n})"
+    base += f"; n={d.n}"
     margin = fmt_change(rule.margin, prop).lstrip("+")
     if d.n < min_items:
         return f"{base}. INCONCLUSIVE: {d.n} paired items is fewer than the {min_items} this rule needs."
