@@ -98,6 +98,7 @@ def atomic_dir(final: str | os.PathLike, *, exist_ok: bool = False) -> Iterator[
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; finished ones get the usual permissions
         try:
             os.rename(tmp, final)
         except OSError:

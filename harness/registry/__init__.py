@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LafError
-from ..io import atomic_write_json, sha256_file
+from ..io import _umask, atomic_write_json, sha256_file
 
 MANIFEST = "manifest.json"
 _REF = re.compile(r"^(?P<name>[^@]+?)(?:@(?P<version>\d+|latest))?$")
@@ -134,6 +134,7 @@ class Registry:
                 version = (self.versions(name) or [0])[-1] + 1 + attempt
                 full = {**manifest, "name": name, "version": version, "ref": f"{name}@{version}", "files": files}
                 atomic_write_json(tmp / MANIFEST, full)
+                os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp made it private; a registered version is readable like any output
                 try:
                     os.rename(tmp, parent / str(version))  # fails if the version exists: never overwrite
                 except OSError:
