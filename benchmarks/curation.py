@@ -10,10 +10,8 @@ Usage: python benchmarks/curation.py [--examples 100000] [--items 5000]
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 

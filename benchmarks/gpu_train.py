@@ -100,7 +100,6 @@ def run(folder: Path, precision: str, reference: bool, args) -> dict:
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
-    del model, opt
     return {"tokens_per_s": args.steps * args.batch * args.seq / dt, "peak_gib": peak, "precision": spec.precision, "compute_dtype": spec.compute_dtype}
 
 

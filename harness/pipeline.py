@@ -10,7 +10,6 @@ reported together.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass, field

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.errors import LafError
 from harness.models import LoadSpec, load_model, resolve_model
 from harness.models import fingerprint as fp
 from tests.conftest import REPO, assert_clean_error, run_cli

@@ -14,7 +14,7 @@ import yaml
 from harness.config import validate
 from harness.data import read_examples
 from harness.errors import LafError
-from harness.models import LoadSpec, load_model, resolve_model
+from harness.models import load_model, resolve_model
 from harness.registry import AdapterRef, Registry
 from harness.train import TrainConfig, train
 from harness.train.batching import make_batches

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .output import console, err_console, print_json
+from .output import console, print_json
 
 
 def register(sub) -> None:

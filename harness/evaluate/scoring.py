@@ -19,7 +19,7 @@ log-likelihoods match plain lm-eval within 1e-4 in fp32 (tests/test_eval.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 

@@ -17,8 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import load_yaml, validate
 from ..errors import ConfigError, LafError

@@ -10,7 +10,6 @@ every candidate's gain over the baseline is Holm-adjusted across candidates).
 
 from __future__ import annotations
 
-import itertools
 
 from ..errors import LafError
 from ..stats import holm
@@ -101,7 +100,7 @@ def _pick_winner(base, cands, labels, rows, policy, confidence) -> dict:
         return {"candidate": None, "reason": "no domain suite to rank on"}
     top = rows[0]["candidate"]
     if len(rows) == 1:
-        ok = (rows[0].get("domain_p_holm") or 1) < alpha and (gain := rows[0]["categories"]["domain"]["improvement"]) > 0
+        ok = (rows[0].get("domain_p_holm") or 1) < alpha and rows[0]["categories"]["domain"]["improvement"] > 0
         return {"candidate": top if ok else None, "reason": "the only candidate" + ("" if ok else ", and its domain gain is not significant"), "pairwise": {}}
     side = dict(zip(labels, cands))
     pvals, details = {}, {}

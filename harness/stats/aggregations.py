@@ -89,7 +89,7 @@ def _bbq_acc_cols(disamb: bool):
 def _bbq_bias_cols(values: list) -> np.ndarray:
     out = []
     for acc, nb, nnu, mask in values:
-        d = float(bool(mask)) if mask == mask else 0.0  # NaN mask: another category's placeholder
+        d = float(bool(mask)) if mask == mask else 0.0  # a NaN mask marks another BBQ category's entry: not counted
         a = 1.0 - d if mask == mask else 0.0
         nb = 0.0 if nb != nb else float(nb)
         nnu = 0.0 if nnu != nnu else float(nnu)
