@@ -1,7 +1,8 @@
 """``laf run CONFIG``: curate -> train -> evaluate -> gate -> compare -> report, each stage cached.
 
 Every stage records the fingerprint of its inputs in ``RUN_DIR/state.json``
-and is skipped when it is unchanged, so re-running after an interruption
+(the curated data's content, not the curation run, feeds training) and is
+skipped when it is unchanged, so re-running after an interruption
 continues (training resumes from its last checkpoint, evaluation from the
 response cache) and changing one input re-does only what depends on it.
 The whole config is validated before any stage starts, and every problem is
@@ -63,7 +64,6 @@ class RunConfig(Strict):
     out_root: str = "reports"
 
 
-STAGES = ("curate", "train", "eval", "gate", "compare", "report")
 
 
 @dataclass
@@ -183,9 +183,6 @@ class RunState:
         self.data["stages"][stage] = {"fingerprint": fingerprint, "finished": True, "time": time.time(), **outputs}
         atomic_write_json(self.path, self.data)
 
-    def invalidate_from(self, stage: str) -> None:
-        for s in STAGES[STAGES.index(stage):]:
-            self.data["stages"].pop(s, None)
 
 
 def run_pipeline(config_path: str | Path, overrides: list[str] | None = None, log: Callable[[str], None] = print,
@@ -230,7 +227,6 @@ def run_pipeline(config_path: str | Path, overrides: list[str] | None = None, lo
             write_manifest(res, run_dir / "curation.json")
             c = res.manifest["counts"]
             log(f"  {c['examples']} examples, {c['kept']} kept ({res.manifest['dropped'] or 'nothing dropped'})")
-            state.invalidate_from("curate")
             state.finish("curate", fp, kept=c["kept"])
             stages.ran.append("curate")
         else:
@@ -272,7 +268,6 @@ def run_pipeline(config_path: str | Path, overrides: list[str] | None = None, lo
             ref = str(result.entry.ref)
             m = result.entry.manifest
             log(f"  registered {ref}: {m['steps']} steps, final loss {m['final_train_loss']:.3f}, held-out {m['final_eval_loss'] if m['final_eval_loss'] is None else round(m['final_eval_loss'], 3)}, {m['train_time_s']:.0f} s")
-            state.invalidate_from("eval")
             state.finish("train", fp, adapter=ref)
             stages.ran.append("train")
         adapters = [ref] + [a for a in adapters if a != ref]
@@ -293,7 +288,6 @@ def run_pipeline(config_path: str | Path, overrides: list[str] | None = None, lo
             if limits.get(ref):
                 s.spec.options.limit = limits[ref]
         results = run_eval(spec, progress=eval_progress, log=lambda m: log(f"  {m}"), suites_override=suites)
-        state.invalidate_from("gate")
         state.finish("eval", fp)
         stages.ran.append("eval")
     if (run_dir / "curation.json").exists():

@@ -305,13 +305,21 @@ def meta_from_metric_list(metric_list: list[dict], overrides: dict[str, MetricMe
     return out
 
 
-def docs_dataset(docs: list[dict]):
-    """A ``custom_dataset`` callable for lm-eval: our already-loaded documents as one split."""
+def docs_dataset(suite: Suite, docs: list[dict]):
+    """A ``custom_dataset`` callable for lm-eval: our already-loaded documents as one split, built now so
+    a data problem (a field of mixed types) is an error naming the suite, not a traceback inside lm-eval."""
+    import datasets
+
+    try:
+        ds = datasets.DatasetDict({"test": datasets.Dataset.from_list(docs)})
+    except Exception as e:  # pyarrow's type errors
+        raise LafError(
+            f"suite {suite.name}: its items cannot form a table ({type(e).__name__}: {str(e).splitlines()[0]})",
+            "give each field one type in every item (e.g. all strings), and keep the item shape the same",
+        ) from None
 
     def make(**_kwargs):
-        import datasets
-
-        return datasets.DatasetDict({"test": datasets.Dataset.from_list(docs)})
+        return ds
 
     return make
 
@@ -319,7 +327,7 @@ def docs_dataset(docs: list[dict]):
 def base_task_config(suite: Suite, docs: list[dict]) -> dict:
     return {
         "task": suite.task_name,
-        "custom_dataset": docs_dataset(docs),
+        "custom_dataset": docs_dataset(suite, docs),
         "test_split": "test",
         "num_fewshot": suite.spec.options.num_fewshot,
         "metadata": {"version": 1.0},

@@ -73,27 +73,35 @@ def mc_items(rng: random.Random):
     items = []
     els = element_facts()
     symbols = [e["answer"] for e in els]
+    # every choice keeps its code (atomic number, ISO currency, language code) so a test can check
+    # the facts against the packages whatever names a CLDR build uses
     for e in sorted(rng.sample(els[:N_ELEMENTS + 18], N_ELEMENTS), key=lambda x: x["number"]):
-        wrong = rng.sample([s for s in symbols if s != e["answer"]], 3)
-        items.append(("element_symbol", f"What is the chemical symbol for {e['subject'].lower()}?", e["answer"], wrong, e["subject"]))
+        wrong = rng.sample([x for x in els if x["answer"] != e["answer"]], 3)
+        items.append(("element_symbol", f"What is the chemical symbol for {e['subject'].lower()}?", (e["answer"], e["number"]),
+                      [(x["answer"], x["number"]) for x in wrong], e["number"]))
 
     curs = currency_facts()
-    all_cur = sorted({c["answer"] for c in curs})
+    by_code = {c["code"]: c["answer"] for c in curs}
     for c in sorted(rng.sample(curs, N_CURRENCY), key=lambda x: x["subject"]):
-        wrong = rng.sample([x for x in all_cur if x != c["answer"]], 3)
-        items.append(("currency", f"What is the official currency of {c['subject']}?", c["answer"], wrong, c["subject"]))
+        wrong = rng.sample([k for k in sorted(by_code) if k != c["code"]], 3)
+        items.append(("currency", f"What is the official currency of {c['subject']}?", (c["answer"], c["code"]), [(by_code[k], k) for k in wrong], c["territory"]))
 
+    from babel import Locale
+
+    names = Locale("en").languages
     langs = language_facts()
-    all_lang = sorted({a for f in langs for a in f["answers"]})
+    all_codes = sorted({code for f in langs for code in f["codes"]})
     for f in sorted(rng.sample(langs, N_LANGUAGE), key=lambda x: x["subject"]):
-        wrong = rng.sample([x for x in all_lang if x not in f["answers"]], 3)
-        items.append(("official_language", f"Which of these is an official language of {f['subject']}?", f["answer"], wrong, f["subject"]))
+        wrong = rng.sample([k for k in all_codes if k not in f["codes"] and names[k] not in f["answers"]], 3)
+        items.append(("official_language", f"Which of these is an official language of {f['subject']}?", (f["answer"], f["codes"][0]),
+                      [(names[k], k) for k in wrong], f["territory"]))
 
     rows = []
     for kind, question, answer, wrong, subject in items:
         choices = wrong + [answer]
         rng.shuffle(choices)
-        rows.append({"question": question, "choices": choices, "gold": choices.index(answer), "kind": kind, "subject": subject})
+        rows.append({"question": question, "choices": [c[0] for c in choices], "gold": choices.index(answer), "kind": kind,
+                     "subject_code": str(subject), "codes": [str(c[1]) for c in choices]})
     return rows
 
 
