@@ -345,3 +345,17 @@ def test_benchmark_suite_offline_without_local_copy_says_what_to_do(tmp_path, mo
 
     with pytest.raises(LafError, match="data-dir"):
         load_suite("benchmarks/hellaswag", tmp_path).load_docs()
+
+
+def test_a_failed_rerun_leaves_the_previous_results_whole(tiny_model_dir, tmp_path):
+    first = write_mc_suite(tmp_path / "a", n=10, name="first")
+    second = write_mc_suite(tmp_path / "b", n=10, name="second")
+    run_eval(spec(tmp_path, tiny_model_dir, [first, second]))
+    before = [r.to_dict() for r in load_run(tmp_path / "out")[1]]
+    rows = [json.loads(x) for x in (tmp_path / "b" / "second.jsonl").read_text().splitlines()]
+    del rows[5]["choices"]  # breaks while the second suite is scored, after the first was written
+    (tmp_path / "b" / "second.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(Exception):
+        run_eval(spec(tmp_path, tiny_model_dir, [first, second]))
+    assert (tmp_path / "out" / "results.sqlite.partial").exists()
+    assert [r.to_dict() for r in load_run(tmp_path / "out")[1]] == before

@@ -316,13 +316,13 @@ def run_eval(spec: EvalSpec, progress: ProgressCallback | None = None, log: Call
     tasks = build_tasks(suites)
     metas = {s.name: suite_meta(s, tasks[s.name]) for s in suites}
 
-    cache = NullCache() if spec.no_cache else ResponseCache(spec.cache or default_cache_path())
-    store = ResultsStore(spec.out, fresh=True)
     runs = [ModelRun(BASE, model_identity(base_fp, load, None, spec), None)]
     for entry, ident, _ in adapters:
         runs.append(ModelRun(str(entry.ref), model_identity(base_fp, load, ident, spec), entry))
     if len({r.label for r in runs}) != len(runs):
         raise LafError("an adapter is listed twice", "list each adapter once")
+    cache = NullCache() if spec.no_cache else ResponseCache(spec.cache or default_cache_path())
+    store = ResultsStore(spec.out, partial=True)
 
     pool = ModelPool(resolved, load, spec, log)
     lm = CachedLM(cache, pool.backend, spec.batch_size)
@@ -350,6 +350,7 @@ def run_eval(spec: EvalSpec, progress: ProgressCallback | None = None, log: Call
     finally:
         lm.progress = None
         cache.close()
+    store.publish()
     store.export_jsonl()
     store.close()
     doc = {

@@ -8,6 +8,7 @@ the end, so a reader never sees a half-written file.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -34,17 +35,21 @@ CREATE INDEX IF NOT EXISTS items_by_hash ON items (suite, doc_hash);
 
 
 class ResultsStore:
-    def __init__(self, folder: str | Path, fresh: bool = False):
+    """``partial=True``: a new run writes ``results.sqlite.partial`` and :meth:`publish` renames it over the
+    old store at the end, so an earlier run's results stay whole until the new ones are complete."""
+
+    def __init__(self, folder: str | Path, partial: bool = False):
         self.folder = Path(folder)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise LafError(f"cannot create output folder {self.folder}: {e.strerror or e}", "choose a writable --out") from e
-        path = self.folder / STORE
-        self.conn = sqlite3.connect(str(path), timeout=60, isolation_level=None)
+        self.path = self.folder / (STORE + ".partial" if partial else STORE)
+        if partial:
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(self.path) + suffix).unlink(missing_ok=True)  # a crashed run's leftovers
+        self.conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
-        if fresh:
-            self.conn.execute("DROP TABLE IF EXISTS items")
         self.conn.executescript(SCHEMA)
 
     def write(self, records: Iterable[ItemRecord]) -> None:
@@ -76,6 +81,18 @@ class ResultsStore:
 
     def close(self) -> None:
         self.conn.close()
+
+    def publish(self) -> None:
+        """Fold the write-ahead log in, close, and rename the partial store into place."""
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.conn.close()
+        final = self.folder / STORE
+        for suffix in ("-wal", "-shm"):
+            Path(str(final) + suffix).unlink(missing_ok=True)
+            Path(str(self.path) + suffix).unlink(missing_ok=True)
+        os.replace(self.path, final)
+        self.path = final
+        self.conn = sqlite3.connect(str(final), timeout=60, isolation_level=None)
 
 
 def write_results(folder: Path, results: dict) -> Path:
