@@ -11,6 +11,10 @@ LoRA r=8 on all linear layers, AdamW, 2 warm-up then N timed steps:
 
 Prints tokens/s and peak GPU memory of each. bitsandbytes must be importable
 (on the device machine it travels as files: see the device README).
+Measured on one H200 (2026-11-28, 30 timed steps; figures varied ~15% between runs):
+  ours bf16 27,005 tok/s 1.6 GiB | ours NF4 21,665 tok/s 2.2 GiB | reference bf16 31,555 tok/s 24.8 GiB
+  head chunk sweep (ours bf16): 64 -> 23,117 tok/s 1.3 GiB, 256 -> 27,819, 1024 -> 24,605 3.8 GiB, 4096 -> 25,095 12.8 GiB;
+  hence HEAD_CHUNK["cuda"] = 256 in harness/train/loss.py.
 Usage: python benchmarks/gpu_train.py [--steps 10] [--batch 16] [--seq 512] [--smoke]
 (--smoke: a 2-layer model on CPU, to check the script itself).
 """
@@ -57,7 +61,7 @@ def batch(vocab: int, B: int, L: int, device):
     return Batch(ids, labels, pos, None, B, B * L).to(device)
 
 
-def run(folder: Path, precision: str, reference: bool, args) -> dict:
+def run(folder: Path, precision: str, reference: bool, args, chunk: int | None = None) -> dict:
     import torch
 
     from harness.models import LoadSpec, load_model, resolve_model
@@ -84,7 +88,7 @@ def run(folder: Path, precision: str, reference: bool, args) -> dict:
             if reference:
                 loss = model(input_ids=b.input_ids, labels=b.labels, position_ids=b.position_ids).loss
             else:
-                loss = supervised_loss_sum(model, b) / b.supervised
+                loss = supervised_loss_sum(model, b, chunk) / b.supervised
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -109,6 +113,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--chunks", default="", help="also time ours (bf16) at these head chunk sizes, e.g. 64,256,4096")
     args = ap.parse_args()
     import torch
 
@@ -123,6 +128,10 @@ def main() -> None:
             r = run(folder, precision, reference, args)
             rows.append((label, r))
             print(f"  {label:38} {r['tokens_per_s']:>10,.0f} tokens/s   peak {r['peak_gib']:.1f} GiB", flush=True)
+        for c in [int(x) for x in args.chunks.split(",") if x]:
+            r = run(folder, "bf16", False, args, c)
+            rows.append((f"ours, bf16 LoRA, head chunk {c}", r))
+            print(f"  {rows[-1][0]:38} {r['tokens_per_s']:>10,.0f} tokens/s   peak {r['peak_gib']:.1f} GiB", flush=True)
     print(json.dumps({k: v for k, v in rows}, indent=1))
 
 
