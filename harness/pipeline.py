@@ -157,6 +157,9 @@ def validate_run(cfg: RunConfig, base: Path, config_path: Path):
         except LafError as e:
             problems.append(f"key 'gate.policy': {e.cause}")
         if policy is not None:
+            if policy.max_contamination is not None and cfg.data is None:
+                problems.append("key 'gate.policy.max_contamination': this config has no training data to check against the suites "
+                                "(give 'data', or remove max_contamination)")
             names = {s.name for s in suites}
             cats = {s.category for s in suites}
             for i, rule in enumerate(policy.rules):

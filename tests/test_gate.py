@@ -143,6 +143,31 @@ def test_identical_baseline_and_candidate_pass(tmp_path, tmp_path_factory):
     assert "PASS" in out
 
 
+def test_contamination_over_the_policy_limit_fails_the_gate(tmp_path):
+    rng = np.random.default_rng(0)
+    run = write_run(tmp_path / "run", SUITES, {"base": values(rng)})
+    p = tmp_path / "g.yaml"
+    p.write_text(yaml.safe_dump({"max_contamination": 0.01, "rules": [{"category": "general", "max_drop": 0.0}]}))
+
+    def curation(name, contaminated, items=200, skipped=()):
+        doc = {"contamination": {"ngram": 13, "skipped": list(skipped), "contaminated_items": contaminated,
+                                 "contaminated_item_share": contaminated / items if items else 0.0,
+                                 "suites": {"general/facts": {"items": items, "contaminated_items": contaminated,
+                                                              "share": contaminated / items if items else 0.0}} if items else {}}}
+        (tmp_path / name).write_text(json.dumps(doc))
+        return str(tmp_path / name)
+
+    gate = ("gate", "--baseline", str(run), "--candidate", f"{run}#base", "--policy", str(p))
+    code, out, err = run_cli(*gate, "--curation", curation("dirty.json", 10))
+    assert code == 1, out + err
+    assert "5.00% of 200 evaluation items" in out and "general/facts 5.0%" in out
+    code, out, err = run_cli(*gate, "--curation", curation("clean.json", 0))
+    assert code == 0, out + err
+    code, out, err = run_cli(*gate, "--curation", curation("hub.json", 0, items=0, skipped=["lm_eval:arc_easy (hub task: not checked)"]))
+    assert code == 2 and "no evaluation item could be checked" in out, out + err
+    _err(run_cli(*gate), "max_contamination", "--curation")
+
+
 def test_damaged_candidate_fails_and_names_the_suite(tmp_path, policy_file):
     rng = np.random.default_rng(0)
     base = values(rng)

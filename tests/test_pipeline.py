@@ -104,6 +104,14 @@ def test_bad_config_problems_are_reported_together_before_any_stage(tiny_model_d
         assert needle in err, (needle, err)
     assert not (tmp_path / "reports" / "bad").exists(), "no stage may start"
 
+    cfg = yaml.safe_load(write_config(tmp_path, tiny_model_dir, "nodata", str(tmp_path / "c.sqlite")).read_text())
+    del cfg["data"]
+    cfg["adapters"] = ["nosuch@1"]
+    cfg["gate"]["policy"]["max_contamination"] = 0.01
+    path.write_text(yaml.safe_dump(cfg))
+    code, out, err = run_cli("run", str(path), "--quiet")
+    assert code == 3 and "2 problem(s)" in err and "nosuch" in err and "max_contamination" in err, err
+
 
 def test_exit_code_comes_from_the_gate(tiny_model_dir, tmp_path):
     config = write_config(tmp_path, tiny_model_dir, "exitcode", str(tmp_path / "c.sqlite"), eval={"batch_size": 8, "cache": str(tmp_path / "c.sqlite"), "suites": [{"suite": "domain/tempo-t4", "limit": 40}]})

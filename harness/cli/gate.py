@@ -52,7 +52,7 @@ def cmd_gate(args) -> int:
     b = load_side(args.candidate, "candidate", default_base=False)
     contamination = None
     if args.curation:
-        contamination = read_json(args.curation).get("contamination", {})
+        contamination = read_json(args.curation).get("contamination")
     v = evaluate_gate(a, b, policy, args.policy, args.inconclusive, contamination)
     out = Path(args.out) if args.out else b.folder / "verdict.json"
     write_artifacts(v, out, Path(args.junit) if args.junit else None, Path(args.summary) if args.summary else None)

@@ -15,7 +15,7 @@ from ..errors import LafError
 from ..stats import holm
 from .policy import Policy, load_policy
 from .runs import RunSide, check_comparable, load_side, parse_ref
-from .verdict import _pooled, compute_delta, evaluate_gate, fmt_change
+from .verdict import _pooled, compute_delta, evaluate_gate, fmt_change, poolable
 
 
 def _candidates(refs: list[str]) -> list[RunSide]:
@@ -54,8 +54,7 @@ def compare_runs(refs: list[str], baseline_ref: str | None, policy_path: str | N
             suites[s] = d.to_dict()
         cats = {}
         for cat in categories:
-            members = [s for s, m in base.suites.items() if m["category"] == cat and m["metrics"][m["primary_metric"]].get("aggregation", "mean") == "mean"
-                       and m["metrics"][m["primary_metric"]].get("ideal") is None]
+            members = [s for s, m in base.suites.items() if m["category"] == cat and poolable(m)]
             if members:
                 cats[cat] = {"suites": members, **_pooled(base, c, members, policy).to_dict()}
         row = {"candidate": label, "ref": c.ref, "model": c.model, "suites": suites, "categories": cats}

@@ -134,6 +134,15 @@ PROPORTION_METRICS = {
 }
 
 
+def poolable(suite_meta: dict) -> bool:
+    """Whether a suite's primary metric can be pooled with others of its category: a per-item share (0/1 or 0..1,
+    averaged) with a plain direction. Continuous metrics (log-likelihood gaps, bits per byte) keep their own units
+    and ideal-value metrics their own orientation, so pooling them would mix scales."""
+    name = suite_meta["primary_metric"]
+    m = suite_meta["metrics"][name]
+    return name in PROPORTION_METRICS and m.get("aggregation", "mean") == "mean" and m.get("ideal") is None
+
+
 def is_proportion(d: PairedDelta) -> bool:
     return d.metric in PROPORTION_METRICS and 0.0 <= d.base <= 1.0 and 0.0 <= d.candidate <= 1.0
 
@@ -232,13 +241,13 @@ def validate_policy_against(policy: Policy, a: RunSide) -> None:
 
 
 def summaries(a: RunSide, b: RunSide, policy: Policy) -> dict:
-    """Per suite (primary metric), per category and overall (pooled over mean-type primary metrics)."""
+    """Per suite (primary metric), per category and overall (pooled over share-type primary metrics: see :func:`poolable`)."""
     out = {"suites": {}, "categories": {}, "overall": None}
     pool: dict[str, list[str]] = {}
     for s, meta in a.suites.items():
-        d, m, name = compute_delta(a, b, [s], None, policy.confidence, policy)
+        d, _, _ = compute_delta(a, b, [s], None, policy.confidence, policy)
         out["suites"][s] = {"category": meta["category"], **d.to_dict(), "minimum_detectable_effect": minimum_detectable_effect(d.se, policy.confidence)}
-        if m.get("aggregation", "mean") == "mean" and m.get("ideal") is None:
+        if poolable(meta):
             pool.setdefault(meta["category"], []).append(s)
     everything = []
     for cat, suites in pool.items():
@@ -284,7 +293,11 @@ def evaluate_gate(a: RunSide, b: RunSide, policy: Policy, policy_source: str, in
             category = a.suites[suites[0]]["category"]
             results.append(RuleResult(rule.label(), rule.kind, rule.margin, rule.required, target, category, name, status,
                                       sentence(rule, status, target, d, meta, min_items, mde), d, mde, min_items))
-    if contamination is not None and policy.max_contamination is not None:
+    if policy.max_contamination is not None:
+        if not contamination:
+            raise LafError("the policy sets max_contamination but no contamination record was given",
+                           "pass --curation CURATION.json written by `laf data check DATA --against SUITES` "
+                           "(laf run does this itself when its config has data), or remove max_contamination from the policy")
         results.append(_contamination_rule(contamination, policy.max_contamination))
     required = [r for r in results if r.required]
     if any(r.status == "fail" for r in required):
@@ -303,8 +316,19 @@ def evaluate_gate(a: RunSide, b: RunSide, policy: Policy, policy_source: str, in
 
 def _contamination_rule(cur: dict, limit: float) -> RuleResult:
     share = float(cur.get("contaminated_item_share", 0.0))
-    status = "pass" if share <= limit else "fail"
-    msg = (f"training data contamination: {100 * share:.2f}% of evaluation items share a {cur.get('ngram', 13)}-gram with the training data "
-           f"(limit {100 * limit:.2f}%): {status.upper()}.")
+    suites = cur.get("suites") or {}
+    checked = sum(int(v.get("items", 0)) for v in suites.values())
+    skipped = cur.get("skipped") or []
+    if checked == 0:
+        status = "inconclusive"
+        msg = ("training data contamination: no evaluation item could be checked"
+               + (f" ({'; '.join(skipped)})" if skipped else "") + ": INCONCLUSIVE.")
+    else:
+        status = "pass" if share <= limit else "fail"
+        worst = sorted(((v.get("share", 0.0), k) for k, v in suites.items() if v.get("contaminated_items")), reverse=True)[:3]
+        msg = (f"training data contamination: {100 * share:.2f}% of {checked} evaluation items in {len(suites)} suite(s) share a "
+               f"{cur.get('ngram', 13)}-gram with the training data (limit {100 * limit:.2f}%)"
+               + (f"; most: {', '.join(f'{k} {100 * v:.1f}%' for v, k in worst)}" if worst else "")
+               + (f"; not checked: {'; '.join(skipped)}" if skipped else "") + f": {status.upper()}.")
     return RuleResult("training data contamination", "max_contamination", limit, True, "(all suites)", "contamination", "contaminated_item_share",
                       status, msg, None, None, 0)
