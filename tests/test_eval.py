@@ -281,6 +281,17 @@ def test_adapter_for_another_base_is_refused_unless_forced(tiny_model_dir, tiny_
     assert code == 0, err
     doc = json.loads((tmp_path / "o" / "results.json").read_text())
     assert doc["models"][ref]["adapter"]["forced_base_mismatch"] is True
+    # ... and everything that reads the run says so above the numbers
+    policy = tmp_path / "g.yaml"
+    policy.write_text("min_items: 1\nrules: [{category: general, max_drop: 1.0}]\n")
+    code, out, err = run_cli("gate", "--baseline", str(tmp_path / "o"), "--candidate", f"{tmp_path / 'o'}#{ref}", "--policy", str(policy),
+                             "--summary", str(tmp_path / "s.md"))
+    assert code in (0, 1, 2) and "warning:" in out and "force-base-mismatch" in out, out + err
+    assert "**Warning:**" in (tmp_path / "s.md").read_text()
+    assert json.loads((tmp_path / "o" / "verdict.json").read_text())["warnings"]
+    code, out, err = run_cli("report", str(tmp_path / "o"), "--output", str(tmp_path / "r.html"))
+    assert code == 0, err
+    assert "was trained on another base model" in (tmp_path / "r.html").read_text()
 
 
 def test_adapter_whose_weights_changed_is_refused(tiny_model_dir, tiny_adapter, tmp_path):

@@ -67,6 +67,8 @@ def print_verdict(v, out: Path | None = None) -> None:
     from rich.markup import escape
 
     color = {"pass": "green", "fail": "red", "inconclusive": "yellow"}
+    for w in v.warnings:
+        console.print(f"[bold yellow]warning:[/] {escape(w)}")
     for r in v.rules:
         tag = f"[{color[r.status]}]{r.status.upper():12}[/]"
         adv = "" if r.required else " [dim](advisory)[/]"

@@ -57,6 +57,8 @@ def markdown_summary(v: Verdict) -> str:
     lines.append(f"Baseline `{_md_escape(v.baseline['ref'])}` ({v.baseline['model']}) vs candidate `{_md_escape(v.candidate['ref'])}` ({v.candidate['model']}), "
                  f"policy `{_md_escape(v.policy.get('source', ''))}`, {int(v.policy['confidence'] * 100)}% confidence.")
     lines.append("")
+    for w in v.warnings:
+        lines += [f"> **Warning:** {_md_escape(w)}", ""]
     regressions = v.regressions
     if regressions:
         lines.append("### What got worse")

@@ -74,6 +74,7 @@ class Verdict:
             "candidate": self.candidate,
             "policy": self.policy,
             "contamination": self.contamination,
+            "warnings": self.warnings,
         }
 
     @classmethod
@@ -81,6 +82,18 @@ class Verdict:
         rules = [RuleResult(r["rule"], r["kind"], r["margin"], r["required"], r["suite"], r["category"], r["metric"], r["status"], r["message"],
                             PairedDelta(**r["stats"]) if r.get("stats") else None, r.get("minimum_detectable_effect"), r.get("min_items", 0)) for r in v["rules"]]
         return cls(v["verdict"], v["exit_code"], rules, v["summaries"], v["baseline"], v["candidate"], v["policy"], v["created"], v.get("contamination"))
+
+    @property
+    def warnings(self) -> list[str]:
+        """Things a reader must know before trusting the numbers (shown above the rules everywhere)."""
+        out = []
+        for name, side in (("baseline", self.baseline), ("candidate", self.candidate)):
+            a = side.get("adapter") or {}
+            if a.get("forced_base_mismatch"):
+                out.append(f"the {name} adapter {a.get('ref')} was trained on another base model (fingerprint {str(a.get('trained_on'))[:12]}...) "
+                           f"and was scored on {str(side['base_model'].get('fingerprint'))[:12]}... only because the evaluation was forced "
+                           f"(--force-base-mismatch): its numbers do not describe the model it was trained as")
+        return out
 
     @property
     def regressions(self) -> list[RuleResult]:

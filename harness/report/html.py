@@ -43,6 +43,18 @@ def _section(id_: str, title: str, body: str) -> str:
     return f'<section id="{id_}"><h2>{escape(title)}</h2>{body}</section>' if body else ""
 
 
+def _warnings(d: dict) -> str:
+    """Forced base mismatches, shown above everything else whether or not the run was gated."""
+    out = []
+    for m, info in d["models"].items():
+        a = info.get("adapter") or {}
+        if a.get("forced_base_mismatch"):
+            out.append(f'<div class="banner inconclusive"><b>Warning:</b> adapter <b>{escape(m)}</b> was trained on another base model '
+                       f'(fingerprint <code>{escape(str(a.get("trained_on"))[:12])}…</code>) and was scored on this one only because the '
+                       f'evaluation was forced (<code>--force-base-mismatch</code>): its numbers do not describe the model it was trained as.</div>')
+    return "".join(out)
+
+
 def _verdict(d: dict) -> str:
     v = d["verdict"]
     cand = d["candidate"]
@@ -264,7 +276,7 @@ def render_html(d: dict) -> str:
     title = f"lost-and-found report: {d['candidate'] or d['baseline']}"
     island = {"items": d["items"], "suites": list(d["suites"]), "models": {"base": d["baseline"], "candidate": d["candidate"]}}
     sections = [
-        ("verdict", "Verdict", _verdict(d)),
+        ("verdict", "Verdict", _warnings(d) + _verdict(d)),
         ("found-lost", "What the adapter found, what the model lost", _found_lost(d)),
         ("probes", "Truthfulness and fairness", _probe_panels(d)),
         ("suites", "Per-suite results", _suite_tables(d)),
