@@ -150,6 +150,14 @@ def test_report_in_headless_chromium(browser, tmp_path):
     assert shot.stat().st_size > 10_000
     if os.environ.get("LAF_KEEP_SCREENSHOT"):
         shutil.copy(shot, os.environ["LAF_KEEP_SCREENSHOT"])
+
+    # printing: the print stylesheet hides the interactive controls and the PDF comes out whole
+    page.emulate_media(media="print")
+    assert page.eval_on_selector("#flt-flip", "e => getComputedStyle(e.closest('.controls') || e).display") == "none"
+    assert page.eval_on_selector("#verdict", "e => getComputedStyle(e).display") != "none"
+    pdf = page.pdf(format="A4")
+    assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page") >= 2 and len(pdf) > 20_000
+    assert requests == [url] or [u for u in requests if u != url] == [], "printing made network requests"
     page.close()
 
 
