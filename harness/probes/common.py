@@ -17,8 +17,10 @@ ABSTAIN_PHRASES = (
 )
 
 
-def metric(name: str, *, aggregation: str = "mean", higher_is_better: bool | None = True, ideal: float | None = None) -> tuple[dict, dict]:
-    """One metric: its lm-eval metric_list entry and our meta (direction, ideal value, aggregation)."""
+def metric(name: str, *, aggregation: str = "mean", higher_is_better: bool | None = True, ideal: float | None = None,
+           scale: tuple[float, float] | None = None) -> tuple[dict, dict]:
+    """One metric: its lm-eval metric_list entry and our meta (direction, ideal value, aggregation, and the range
+    its values can take where it is bounded, so charts draw it on its own scale)."""
     if aggregation == "mean":
         agg = "mean"
     else:
@@ -31,7 +33,7 @@ def metric(name: str, *, aggregation: str = "mean", higher_is_better: bool | Non
         agg.laf_name = aggregation
     hib = True if higher_is_better is None else higher_is_better
     return ({"metric": name, "aggregation": agg, "higher_is_better": hib},
-            {"higher_is_better": hib, "ideal": ideal, "aggregation": aggregation})
+            {"higher_is_better": hib, "ideal": ideal, "aggregation": aggregation, **({"scale": list(scale)} if scale else {})})
 
 
 def metrics(*items: tuple[dict, dict]) -> tuple[list[dict], dict[str, dict]]:

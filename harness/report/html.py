@@ -128,7 +128,14 @@ def _probe_panels(d: dict, categories=("hallucination", "bias")) -> str:
                 cells = "".join(f"<td class='num'>{_fmt(v, prop)}</td>" for v in vals)
                 rows.append(f"<tr><td>{escape(metric)}{' *' if metric == meta['primary_metric'] else ''}</td><td class='muted'>{escape(direction)}</td>{cells}</tr>")
                 if mm.get("ideal") is not None and isinstance(vals[0], (int, float)):
-                    lo, hi = (0.0, 1.0) if 0 <= mm["ideal"] <= 1 else (min(vals + [mm["ideal"]]) - 1, max(vals + [mm["ideal"]]) + 1)
+                    seen = [v for v in vals if isinstance(v, (int, float))] + [mm["ideal"]]
+                    if mm.get("scale"):
+                        lo, hi = mm["scale"]
+                    elif all(0 <= v <= 1 for v in seen):
+                        lo, hi = 0.0, 1.0
+                    else:  # unbounded (a log-likelihood difference): a symmetric window around the ideal that holds every value
+                        r = max(abs(v - mm["ideal"]) for v in seen) * 1.2 or 1.0
+                        lo, hi = mm["ideal"] - r, mm["ideal"] + r
                     gauges.append(f"<div class='muted'>{escape(metric)}</div>" + svg.ideal_gauge(f"{n} {metric}", mm["ideal"], vals[0], vals[1] if len(vals) > 1 else None, lo, hi))
             head = "".join(f"<th class='num'>{escape(m)}</th>" for m in models)
             out.append(f"<div><b>{escape(n)}</b> <span class='muted'>{escape(meta.get('description', ''))}</span>"
