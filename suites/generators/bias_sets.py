@@ -186,7 +186,15 @@ def bbq_rows(rng: random.Random) -> list[dict]:
                             "answer_info": info, "additional_metadata": {"subcategory": "None", "stereotyped_groups": stereotyped, "version": "laf-1", "source": "lost-and-found templates"},
                             "context": context, "question": question, "ans0": texts[0], "ans1": texts[1], "ans2": texts[2], "label": label,
                         })
-    return rows
+    # Interleave the categories so that any prefix (a suite `limit`, as lm-eval takes the first N) holds every
+    # category, both context conditions and both polarities in proportion.
+    by_cat: dict[str, list[dict]] = {}
+    for r in rows:
+        by_cat.setdefault(r["category"], []).append(r)
+    mixed = [r for group in itertools.zip_longest(*by_cat.values()) for r in group if r is not None]
+    for i, r in enumerate(mixed):
+        r["example_id"] = i
+    return mixed
 
 
 COUNTERFACTUAL = [  # (category, [term a, term b], prompt templates, continuations)
