@@ -184,7 +184,8 @@ def _train_grads(peft_model, ids):
     return {n: p.grad.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize("fix", [True, False])
+@pytest.mark.parametrize("fix", [True, pytest.param(False, marks=pytest.mark.filterwarnings(
+    "ignore:.*an autograd kernel was not registered:UserWarning"))])  # the unfixed case backprops through the repacked kernel on purpose: that is the bug
 def test_nf4_gradients_after_eval_pass_match_fresh_model(tiny_model_dir, isolated_cache, fix):
     """The guide's bitsandbytes bug: an eval forward must not corrupt later LoRA gradients."""
     from bitsandbytes.functional import has_avx512bf16
