@@ -15,6 +15,11 @@ Measured on one H200 (2026-11-28, 30 timed steps; figures varied ~15% between ru
   ours bf16 27,005 tok/s 1.6 GiB | ours NF4 21,665 tok/s 2.2 GiB | reference bf16 31,555 tok/s 24.8 GiB
   head chunk sweep (ours bf16): 64 -> 23,117 tok/s 1.3 GiB, 256 -> 27,819, 1024 -> 24,605 3.8 GiB, 4096 -> 25,095 12.8 GiB;
   hence HEAD_CHUNK["cuda"] = 256 in harness/train/loss.py.
+On a machine without bitsandbytes or pydantic (the lent device image has torch, transformers and peft), carry
+wheels: `pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_24_x86_64
+--platform manylinux2014_x86_64 -d .whl bitsandbytes==0.50.2 pydantic==2.14.4 pydantic_core==2.50.5
+annotated-types==0.8.0 typing-inspection==0.4.5`, then there `pip install --no-index --no-deps --target /tmp/site
+.whl/*.whl && PYTHONPATH=/tmp/site python3 benchmarks/gpu_train.py`.
 Usage: python benchmarks/gpu_train.py [--steps 10] [--batch 16] [--seq 512] [--smoke]
 (--smoke: a 2-layer model on CPU, to check the script itself).
 """
