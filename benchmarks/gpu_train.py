@@ -40,11 +40,21 @@ GEMMA3_270M = dict(vocab_size=262144, hidden_size=640, intermediate_size=2048, n
                    query_pre_attn_scalar=256, rope_theta=1_000_000.0, layer_types=(["sliding_attention"] * 5 + ["full_attention"]) * 3)
 
 
-def build(folder: Path, smoke: bool) -> Path:
+def build(folder: Path, smoke: bool, with_tokenizer: bool = False) -> Path:
+    """The random-init model; ``with_tokenizer`` adds the test fixture's small BPE tokenizer (the real one cannot
+    travel either), so that text-level benchmarks such as train_throughput.py can run on it."""
     import torch
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     cfg = dict(GEMMA3_270M)
+    if with_tokenizer:
+        from transformers import AutoTokenizer
+
+        from tests.tiny import build_tiny_model
+
+        build_tiny_model(folder)
+        tok = AutoTokenizer.from_pretrained(folder)
+        cfg.update(pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
     if smoke:
         cfg.update(vocab_size=4096, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, head_dim=32,
                    layer_types=["sliding_attention", "full_attention"])
@@ -118,10 +128,16 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--save-model", default=None, metavar="DIR",
+                    help="only write the random-init model with a small tokenizer to DIR (for train_throughput.py --model DIR) and exit")
     ap.add_argument("--chunks", default="", help="also time ours (bf16) at these head chunk sizes, e.g. 64,256,4096")
     args = ap.parse_args()
     import torch
 
+    if args.save_model:
+        build(Path(args.save_model), args.smoke, with_tokenizer=True)
+        print(f"wrote {args.save_model}")
+        return
     if not args.smoke and not torch.cuda.is_available():
         sys.exit("no CUDA device: run this on the device machine (or --smoke on CPU to check the script)")
     name = "cpu smoke" if args.smoke else torch.cuda.get_device_name(0)
