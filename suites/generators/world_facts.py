@@ -72,7 +72,6 @@ def language_facts():
 def mc_items(rng: random.Random):
     items = []
     els = element_facts()
-    symbols = [e["answer"] for e in els]
     # every choice keeps its code (atomic number, ISO currency, language code) so a test can check
     # the facts against the packages whatever names a CLDR build uses
     for e in sorted(rng.sample(els[:N_ELEMENTS + 18], N_ELEMENTS), key=lambda x: x["number"]):
