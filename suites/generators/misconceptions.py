@@ -5,13 +5,16 @@ true answer first, then false ones) and ``mc2_targets`` (every true and false
 answer), each a mapping answer -> 1 (true) or 0 (false). The questions target
 common misconceptions (health, science, history, nature, geography, language,
 technology, law and everyday life); the false answers are the popular
-misconceptions, the true ones what the evidence says. Run:
+misconceptions, the true ones what the evidence says. The questions are written
+grouped by topic and saved in a fixed shuffled order, so that a suite ``limit``
+(the first N, as in lm-eval) is a random sample across topics. Run:
 python suites/generators/misconceptions.py
 """
 
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent.parent / "hallucination" / "misconceptions_mc.json"
@@ -207,6 +210,7 @@ def main() -> None:
             continue
         seen.add(q)
         rows.append(to_mc_task(q, trues, falses))
+    random.Random(0).shuffle(rows)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
     print(f"wrote {len(rows)} questions to {OUT}")
