@@ -206,12 +206,13 @@ def sentence(rule: Rule, status: str, target: str, d: PairedDelta, meta: dict, m
     margin = fmt_change(rule.margin, prop).lstrip("+")
     if d.n < min_items:
         return f"{base}. INCONCLUSIVE: {d.n} paired items is fewer than the {min_items} this rule needs."
+    mde_text = f"minimum detectable effect at this size ~{fmt_change(mde, prop).lstrip('+')}"
     if rule.kind == "min_gain":
         need = f"required gain at least {margin}"
         why = {
             "pass": f"the gain is above {margin} with {pct} confidence",
             "fail": f"the gain is below {margin} with {pct} confidence",
-            "inconclusive": f"the interval straddles the required {margin}; minimum detectable effect at this size ~{fmt_change(mde, prop).lstrip('+')}",
+            "inconclusive": f"the interval straddles the required {margin}; {mde_text}",
         }[status]
     else:
         # max_drop and max_increase both bound the worsening; the metric says which way is worse
@@ -220,7 +221,7 @@ def sentence(rule: Rule, status: str, target: str, d: PairedDelta, meta: dict, m
         why = {
             "pass": f"any {word} is smaller than {margin} with {pct} confidence",
             "fail": f"it got worse by more than {margin} with {pct} confidence",
-            "inconclusive": f"the interval straddles the allowed {margin}; minimum detectable effect at this size ~{fmt_change(mde, prop).lstrip('+')}",
+            "inconclusive": f"the interval straddles the allowed {margin}; {mde_text}",
         }[status]
     return f"{base}; {need}: {status.upper()}: {why}."
 
