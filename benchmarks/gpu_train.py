@@ -81,7 +81,7 @@ def run(folder: Path, precision: str, reference: bool, args, chunk: int | None =
 
     from harness.models import LoadSpec, load_model, resolve_model
     from harness.train.config import TrainConfig
-    from harness.train.loop import attach_lora
+    from harness.train.lora import attach_lora
     from harness.train.loss import supervised_loss_sum
 
     device = "cpu" if args.smoke else "cuda"

@@ -66,7 +66,7 @@ def suites_from_against(refs: list[str]) -> list[str]:
 
 def _token_checks(examples: list[Example], model: str, max_length: int):
     from ..models import load_tokenizer, resolve_model
-    from ..train.tokenize import tokenize_example
+    from .tokenize import tokenize_example
 
     tok = load_tokenizer(resolve_model(model))
     lengths, truncated, zero = [], [], []

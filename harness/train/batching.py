@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .tokenize import IGNORE, TokenizedExample
+from ..data.tokenize import IGNORE, TokenizedExample
 
 
 @dataclass

@@ -1,5 +1,9 @@
 """Token ids and labels for training: loss on response tokens only.
 
+Shared by the trainer (``harness.train``) and curation (``laf data check``
+measures token lengths under exactly the trainer's formatting and masking),
+so it lives in ``harness.data``, which never imports ``harness.train``.
+
 Each example's segments are tokenized separately, prompt tokens get label
 -100, and the sequence is truncated on the right to ``max_length``. An example
 left with no supervised token is dropped with a reason (never trained on as a
@@ -11,8 +15,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ..data.formats import Example
-from ..data.template import segments
+from .formats import Example
+from .template import segments
 
 IGNORE = -100
 

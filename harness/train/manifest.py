@@ -1,0 +1,97 @@
+"""What the registry stores about an adapter: its manifest (how it was made) and its files.
+
+The manifest records the base model's fingerprint, the load settings, the
+data's hashes and counts, the full config, seed, package versions, hardware,
+command line, parameter counts, tokens seen, time, memory and final losses:
+enough to tell two adapters apart and to redo a run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..env import command_line, machine_info, now_iso, package_versions
+from ..io import sha256_json
+from ..models.fingerprint import cached_file_sha256
+from ..registry import AdapterEntry, Registry
+from .checkpoint import TrainState
+from .config import TrainConfig
+
+METRICS = "metrics.jsonl"
+
+
+def data_fingerprint(path: Path, examples) -> dict:
+    """The training file's (or folder's) bytes hash and the hash of the examples as read."""
+    if path.is_dir():
+        file_sha = sha256_json({p.name: cached_file_sha256(p) for p in sorted(path.rglob("*")) if p.is_file()})
+    else:
+        file_sha = cached_file_sha256(path)
+    return {"file_sha256": file_sha, "content_sha256": sha256_json([e.to_canonical() for e in examples])}
+
+
+@dataclass
+class RunFacts:
+    """What the loop measured, for the manifest."""
+
+    n_trainable: int
+    n_total: int
+    wall_time_s: float
+    peak_memory_mb: float
+
+
+def build_manifest(cfg: TrainConfig, resolved, load: dict, data_path: Path, read, data, held, state: TrainState, facts: RunFacts, run_dir: Path) -> dict:
+    """The manifest dict of an adapter (``Registry.register`` adds name, version and file hashes)."""
+    return {
+        "created": now_iso(),
+        "kind": "lora" if cfg.precision != "nf4" else "qlora",
+        "description": cfg.description,
+        "base_model": {"spec": resolved.spec, "kind": resolved.kind, "source": resolved.source, "fingerprint": resolved.fingerprint},
+        "load": load,
+        "data": {
+            "path": str(data_path),
+            "schema": read.schema,
+            "file_format": read.file_format,
+            **data_fingerprint(data_path, read.examples),
+            "examples": len(read.examples),
+            "train_examples": len(data.examples),
+            "eval_examples": len(held.examples),
+            "dropped": len(data.dropped),
+            "dropped_reasons": data.drop_summary(),
+            "truncated": data.truncated,
+        },
+        "config": cfg.model_dump(mode="json", by_alias=True),
+        "seed": cfg.seed,
+        "packages": package_versions(),
+        "hardware": machine_info(),
+        "command": command_line(),
+        "trainable_parameters": facts.n_trainable,
+        "total_parameters": facts.n_total,
+        "trainable_percent": round(100 * facts.n_trainable / max(1, facts.n_total), 4),
+        "steps": state.step,
+        "tokens_seen": state.tokens_seen,
+        "supervised_tokens_seen": state.supervised_seen,
+        "wall_time_s": round(facts.wall_time_s, 2),
+        "train_time_s": round(state.elapsed_s, 2),
+        "peak_memory_mb": round(facts.peak_memory_mb, 1),
+        "final_train_loss": state.last_loss,
+        "final_eval_loss": state.last_eval_loss,
+        "run_dir": str(run_dir),
+    }
+
+
+def register_adapter(model, cfg: TrainConfig, base_spec: str, manifest: dict, metrics_path: Path) -> AdapterEntry:
+    """Save the PEFT adapter with its metrics and register it as the next version of ``cfg.name``."""
+    with tempfile.TemporaryDirectory(prefix="laf-adapter-") as tmp_name:
+        tmp = Path(tmp_name)
+        model.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "README.md").unlink(missing_ok=True)
+        cfg_path = tmp / "adapter_config.json"
+        acfg = json.loads(cfg_path.read_text())
+        acfg["base_model_name_or_path"] = base_spec  # the machine-specific path says nothing; the manifest has the fingerprint
+        cfg_path.write_text(json.dumps(acfg, indent=2, sort_keys=True) + "\n")
+        shutil.copyfile(metrics_path, tmp / METRICS)
+        return Registry(cfg.registry).register(cfg.name, tmp, manifest)
