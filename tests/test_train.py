@@ -311,3 +311,33 @@ def test_short_qlora_run_on_default_model_registers_and_verifies(default_model, 
     losses = [json.loads(x)["loss"] for x in (tmp_path / "reg" / "real" / "1" / "metrics.jsonl").read_text().splitlines()]
     assert losses[-1] < losses[0], "three QLoRA steps on a repetitive task must lower the loss"
     assert run_cli("registry", "--registry", str(tmp_path / "reg"), "verify", "real@1")[0] == 0
+
+
+def test_register_takes_the_next_version_when_another_writer_wins_the_race(tmp_path, monkeypatch):
+    import harness.registry as registry_mod
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.safetensors").write_text("weights")
+    reg = Registry(tmp_path / "reg")
+    real = shutil.copyfile
+    raced = {"done": False}
+
+    def copy_then_lose_race(a, b, **kw):
+        if not raced["done"]:  # another process registers version 1 while we assemble ours
+            raced["done"] = True
+            other = tmp_path / "other"
+            other.mkdir()
+            (other / "a.safetensors").write_text("theirs")
+            monkeypatch.setattr(registry_mod.shutil, "copyfile", real)
+            Registry(tmp_path / "reg").register("x", other, {"who": "them"})
+            monkeypatch.setattr(registry_mod.shutil, "copyfile", copy_then_lose_race)
+        return real(a, b, **kw)
+
+    monkeypatch.setattr(registry_mod.shutil, "copyfile", copy_then_lose_race)
+    ours = reg.register("x", src, {"who": "us"})
+    assert ours.ref.version == 2 and ours.manifest["version"] == 2
+    assert reg.resolve("x@1").manifest["who"] == "them" and reg.resolve("x@2").manifest["who"] == "us"
+    assert (ours.path / "a.safetensors").read_text() == "weights"
+    assert sorted(p.name for p in (tmp_path / "reg" / "x").iterdir()) == ["1", "2"]
+    assert reg.verify("x@1").ok and reg.verify("x@2").ok

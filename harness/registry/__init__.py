@@ -9,15 +9,13 @@ two writers racing for the same number both end up with their own version.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LafError
-from ..io import _umask, atomic_write_json, sha256_file
+from ..io import atomic_dir, atomic_write_json, sha256_file
 
 MANIFEST = "manifest.json"
 _REF = re.compile(r"^(?P<name>[^@]+?)(?:@(?P<version>\d+|latest))?$")
@@ -115,39 +113,43 @@ class Registry:
         return [self.resolve(AdapterRef(n, v)) for n in self.names() for v in self.versions(n)]
 
     def register(self, name: str, source: Path, manifest: dict) -> AdapterEntry:
-        """Copy the files of ``source`` into a new version with ``manifest`` (hashes added here)."""
+        """Copy the files of ``source`` into the next version of ``name`` with ``manifest``; return its entry.
+
+        The version is assembled in a temporary folder (``io.atomic_dir``), the
+        manifest with every file's sha256 written last, and renamed into place;
+        a writer that lost the race for a version number takes the next one.
+        Raises ``LafError`` (nothing registered) when the registry cannot be written.
+        """
         AdapterRef.parse(name)
         parent = self.root / name
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise LafError(f"cannot create {parent}: {e.strerror or e}", "choose a writable registry folder") from e
-        tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=parent))
+        files = sorted(p for p in source.rglob("*") if p.is_file())
         try:
-            for p in sorted(source.rglob("*")):
-                if p.is_file():
-                    dst = tmp / p.relative_to(source)
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(p, dst)
-            files = hash_files(tmp)
-            for attempt in range(1000):
-                version = (self.versions(name) or [0])[-1] + 1 + attempt
-                full = {**manifest, "name": name, "version": version, "ref": f"{name}@{version}", "files": files}
-                atomic_write_json(tmp / MANIFEST, full)
-                os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp made it private; a registered version is readable like any output
+            version = 0
+            for _ in range(1000):
+                version = max(version, (self.versions(name) or [0])[-1]) + 1
+                final = parent / str(version)
+                if final.exists():
+                    continue
                 try:
-                    os.rename(tmp, parent / str(version))  # fails if the version exists: never overwrite
-                except OSError:
-                    if (parent / str(version)).exists():
+                    with atomic_dir(final) as tmp:
+                        for p in files:
+                            dst = tmp / p.relative_to(source)
+                            dst.parent.mkdir(parents=True, exist_ok=True)
+                            shutil.copyfile(p, dst)
+                        full = {**manifest, "name": name, "version": version, "ref": f"{name}@{version}", "files": hash_files(tmp)}
+                        atomic_write_json(tmp / MANIFEST, full)
+                except LafError:
+                    if final.exists():  # another writer took this version: never overwrite, take the next
                         continue
                     raise
-                return AdapterEntry(AdapterRef(name, version), parent / str(version), full)
+                return AdapterEntry(AdapterRef(name, version), final, full)
             raise LafError(f"could not allocate a version for {name}", "check the registry folder")
         except OSError as e:
             raise LafError(f"writing adapter {name} to {parent} failed: {e.strerror or e}; nothing was registered", "free disk space or fix permissions, then retry (or resume training)") from e
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
 
     def verify(self, ref: AdapterRef | str) -> VerifyResult:
         entry = self.resolve(ref)
