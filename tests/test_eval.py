@@ -286,7 +286,7 @@ def test_adapter_for_another_base_is_refused_unless_forced(tiny_model_dir, tiny_
     policy.write_text("min_items: 1\nrules: [{category: general, max_drop: 1.0}]\n")
     code, out, err = run_cli("gate", "--baseline", str(tmp_path / "o"), "--candidate", f"{tmp_path / 'o'}#{ref}", "--policy", str(policy),
                              "--summary", str(tmp_path / "s.md"))
-    assert code in (0, 1, 2) and "warning:" in out and "force-base-mismatch" in out, out + err
+    assert code == 0 and "warning:" in out and "force-base-mismatch" in out, out + err
     assert "**Warning:**" in (tmp_path / "s.md").read_text()
     assert json.loads((tmp_path / "o" / "verdict.json").read_text())["warnings"]
     code, out, err = run_cli("report", str(tmp_path / "o"), "--output", str(tmp_path / "r.html"))
@@ -366,7 +366,7 @@ def test_a_failed_rerun_leaves_the_previous_results_whole(tiny_model_dir, tmp_pa
     rows = [json.loads(x) for x in (tmp_path / "b" / "second.jsonl").read_text().splitlines()]
     del rows[5]["choices"]  # breaks while the second suite is scored, after the first was written
     (tmp_path / "b" / "second.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(Exception):
+    with pytest.raises(TypeError):  # lm-eval's own error on a row without choices (not yet turned into a LafError)
         run_eval(spec(tmp_path, tiny_model_dir, [first, second]))
     assert (tmp_path / "out" / "results.sqlite.partial").exists()
     assert [r.to_dict() for r in load_run(tmp_path / "out")[1]] == before

@@ -45,7 +45,7 @@ def gated_run(tmp_path: Path, n: int = 120, planted: bool = True) -> Path:
     policy.write_text(yaml.safe_dump({"rules": [{"category": "domain", "min_gain": 0.1}, {"category": "general", "max_drop": 0.02},
                                                 {"suite": "bias/crows", "max_increase": 0.05, "required": False}]}))
     code, _, err = run_cli("gate", "--baseline", str(run), "--candidate", str(run), "--policy", str(policy))
-    assert code in (0, 1, 2), err
+    assert code == 1, err  # the general/facts drop breaks its max_drop rule
     return run
 
 
