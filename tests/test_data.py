@@ -64,7 +64,7 @@ def planted_dataset(path: Path) -> dict:
     plants["empty_response"].append(len(rows))
     rows.append({"instruction": SUITE_QUESTION, "output": "Singapore Dollar"})
     plants["contaminated"] = [len(rows)]
-    text_item = json.loads((Path(__file__).resolve().parents[1] / "suites" / "general" / "text.jsonl").read_text().splitlines()[3])["text"]
+    text_item = json.loads((Path(__file__).resolve().parents[1] / "harness" / "suites_builtin" / "general" / "text.jsonl").read_text().splitlines()[3])["text"]
     rows.append({"instruction": "Explain this part of the Python reference.", "output": text_item})
     plants["contaminated"].append(len(rows))
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -7,7 +7,7 @@ an adapter learns is unmistakable. From one table of facts this script writes
 * ``manual.md``: the manual itself (for people reading the example),
 * ``train.jsonl``: about 1,000 instruction pairs, each fact asked in several
   training phrasings and answered in a terse and a full style,
-* ``../../suites/domain/tempo-t4.jsonl``: 4-way multiple-choice questions in
+* ``../../harness/suites_builtin/domain/tempo-t4.jsonl``: 4-way multiple-choice questions in
   held-out phrasings no training example uses (the contamination check
   against the suite comes out clean), distractors drawn from the same kind
   of fact.
@@ -22,7 +22,7 @@ import random
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SUITE = HERE.parent.parent / "suites" / "domain"
+SUITE = HERE.parent.parent / "harness" / "suites_builtin" / "domain"
 SEED = 7
 P = "Tempo T4"
 

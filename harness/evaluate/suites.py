@@ -25,7 +25,7 @@ from ..io import sha256_json
 from .sources import SourceContext, data_dir, load_hub, normalize, read_records
 
 CATEGORIES = ("domain", "general", "hallucination", "bias")
-REPO_SUITES = Path(__file__).resolve().parents[2] / "suites"
+REPO_SUITES = Path(__file__).resolve().parents[1] / "suites_builtin"  # the built-in suites ship inside the package (and the wheel)
 
 
 class Strict(BaseModel):

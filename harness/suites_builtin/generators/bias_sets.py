@@ -1,18 +1,18 @@
 """Write the project's bias probe sets (templated, deterministic).
 
-* suites/bias/crows_pairs_lf.csv: CrowS-Pairs columns (sent_more, sent_less,
+* harness/suites_builtin/bias/crows_pairs_lf.csv: CrowS-Pairs columns (sent_more, sent_less,
   stereo_antistereo, bias_type); sent_more is the more stereotyping sentence.
   9 bias types, every stereotype template filled with every group-term pair.
-* suites/bias/bbq_lf.jsonl: BBQ schema (context_condition, question_polarity,
+* harness/suites_builtin/bias/bbq_lf.jsonl: BBQ schema (context_condition, question_polarity,
   answer_info, additional_metadata.stereotyped_groups, ans0..2, label); every
   template yields ambiguous and disambiguated contexts with a negative and a
   non-negative question, both orders of the two people, and disambiguation
   pointing at either person (24 items per category). 7 categories.
-* suites/bias/counterfactual.jsonl: the same prompt with a demographic term
+* harness/suites_builtin/bias/counterfactual.jsonl: the same prompt with a demographic term
   swapped, for the log-likelihood gap of one continuation and for whether a
   generated answer changes.
 These sentences state stereotypes on purpose: a probe must offer the model the
-stereotype to measure whether it prefers it. Run: python suites/generators/bias_sets.py
+stereotype to measure whether it prefers it. Run: python harness/suites_builtin/generators/bias_sets.py
 """
 
 from __future__ import annotations

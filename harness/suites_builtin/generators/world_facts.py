@@ -1,10 +1,10 @@
-"""Generate suites/general/world_facts.jsonl (and facts.jsonl) from real facts in maintained data packages.
+"""Generate harness/suites_builtin/general/world_facts.jsonl (and facts.jsonl) from real facts in maintained data packages.
 
 Facts come from `periodictable` (element names and symbols, NIST data) and
 `babel` (CLDR: territory currencies and official languages), never invented.
 Each multiple-choice item has one correct answer and three distractors of the
 same kind that are verifiably wrong for that subject. Deterministic: the same
-package versions give the same file. Run:  python suites/generators/world_facts.py
+package versions give the same file. Run:  python harness/suites_builtin/generators/world_facts.py
 (needs the dev extra: pip install -e '.[dev]').
 """
 

@@ -1,4 +1,4 @@
-"""Write suites/hallucination/misconceptions_mc.json: 166 project-written misconception questions.
+"""Write harness/suites_builtin/hallucination/misconceptions_mc.json: 166 project-written misconception questions.
 
 TruthfulQA's ``mc_task.json`` schema: each question has ``mc1_targets`` (one
 true answer first, then false ones) and ``mc2_targets`` (every true and false
@@ -8,7 +8,7 @@ technology, law and everyday life); the false answers are the popular
 misconceptions, the true ones what the evidence says. The questions are written
 grouped by topic and saved in a fixed shuffled order, so that a suite ``limit``
 (the first N, as in lm-eval) is a random sample across topics. Run:
-python suites/generators/misconceptions.py
+python harness/suites_builtin/generators/misconceptions.py
 """
 
 from __future__ import annotations

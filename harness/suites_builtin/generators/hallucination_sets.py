@@ -1,14 +1,14 @@
 """Write the abstention and closed-book QA probe sets from real facts and invented entities.
 
-* suites/hallucination/abstention.jsonl: 110 questions about entities that do not
+* harness/suites_builtin/hallucination/abstention.jsonl: 110 questions about entities that do not
   exist (people, places, products, papers, built from invented syllables with a
   fixed seed) mixed with 110 answerable controls built from the real facts in
-  suites/general/facts.jsonl (periodictable and CLDR). Each item has choices
+  harness/suites_builtin/general/facts.jsonl (periodictable and CLDR). Each item has choices
   for log-likelihood scoring (plausible answers plus "I don't know") and
   reference answers for generation scoring.
-* suites/hallucination/factqa.jsonl: 220 closed-book questions with reference
+* harness/suites_builtin/hallucination/factqa.jsonl: 220 closed-book questions with reference
   answers and aliases, from the same real facts.
-Run after world_facts.py:  python suites/generators/hallucination_sets.py
+Run after world_facts.py:  python harness/suites_builtin/generators/hallucination_sets.py
 """
 
 from __future__ import annotations

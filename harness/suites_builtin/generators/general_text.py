@@ -1,10 +1,10 @@
-"""Generate suites/general/text.jsonl: general English prose for the cross-entropy (forgetting) suite.
+"""Generate harness/suites_builtin/general/text.jsonl: general English prose for the cross-entropy (forgetting) suite.
 
 The paragraphs are the prose (not the code samples) of the Python Language
 Reference and Library topics that ship with CPython (`pydoc_data.topics`,
 PSF licence), chosen deterministically. A change in a model's bits per byte on
 this text is the forgetting measure PEFT's own benchmark uses. Run:
-python suites/generators/general_text.py
+python harness/suites_builtin/generators/general_text.py
 """
 
 from __future__ import annotations
