@@ -12,7 +12,7 @@ TORCH_CPU_VERSION ?= 2.13.0
 TORCH_INDEX_URL ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test doctor clean-venv
+.PHONY: setup demo test check doctor clean-venv
 
 setup: $(STAMP)
 
@@ -38,6 +38,11 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Lint (ruff: pyflakes, import order, bugbear) and types (mypy on the modules listed in pyproject.toml).
+check: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 doctor: setup
 	$(BIN)/laf doctor

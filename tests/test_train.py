@@ -13,14 +13,15 @@ import yaml
 
 from harness.config import validate
 from harness.data import read_examples
+from harness.data.tokenize import IGNORE, tokenize_examples
 from harness.errors import LafError
 from harness.models import load_model, resolve_model
 from harness.registry import AdapterRef, Registry
 from harness.train import TrainConfig, train
 from harness.train.batching import make_batches
 from harness.train.loss import supervised_loss_sum
-from harness.data.tokenize import IGNORE, tokenize_examples
-from tests.conftest import assert_clean_error as _assert_error, run_cli
+from tests.conftest import assert_clean_error as _assert_error
+from tests.conftest import run_cli
 
 ROWS = [{"instruction": f"What is the code for item {i}?", "input": "" if i % 3 else "Be brief.", "output": f"The code for item {i} is Z{i * 7}."} for i in range(40)]
 

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from ..data.tokenize import IGNORE
 from ..models.heads import body_and_head, head_logits
 from .batching import Batch
-from ..data.tokenize import IGNORE
 
 # Positions per head chunk. On CPU 64 (64 x 262,144 fp32 logits = 64 MB alive at a time) keeps peak memory
 # low at no cost in speed; on a GPU small chunks leave it idle between launches, so chunks are larger there
