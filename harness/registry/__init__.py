@@ -39,6 +39,7 @@ class AdapterRef:
 
     @classmethod
     def parse(cls, text: str) -> "AdapterRef":
+        """``NAME``, ``NAME@latest`` or ``NAME@VERSION``; a bad reference or name is a ``LafError``."""
         m = _REF.match(text.strip())
         if not m:
             raise LafError(f"'{text}' is not an adapter reference", "write NAME or NAME@VERSION (e.g. support@3)")
@@ -55,6 +56,8 @@ class AdapterRef:
 
 @dataclass(frozen=True)
 class AdapterEntry:
+    """One registered version: its reference, folder and manifest."""
+
     ref: AdapterRef  # always with a version
     path: Path
     manifest: dict
@@ -62,6 +65,8 @@ class AdapterEntry:
 
 @dataclass
 class VerifyResult:
+    """What ``Registry.verify`` found: files whose bytes changed, disappeared or were added since registration."""
+
     ref: AdapterRef
     ok: bool
     mismatched: list[str]
@@ -70,6 +75,7 @@ class VerifyResult:
 
 
 def hash_files(folder: Path) -> dict[str, str]:
+    """sha256 of every file below ``folder`` (the manifest excluded), by POSIX relative path."""
     return {
         p.relative_to(folder).as_posix(): sha256_file(p)
         for p in sorted(folder.rglob("*"))
@@ -78,21 +84,26 @@ def hash_files(folder: Path) -> dict[str, str]:
 
 
 class Registry:
+    """A registry folder of adapters; nothing is read or created until a method needs it."""
+
     def __init__(self, root: str | Path = "adapters_registry"):
         self.root = Path(root)
 
     def names(self) -> list[str]:
+        """Adapter names in the registry, sorted."""
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def versions(self, name: str) -> list[int]:
+        """Complete versions of ``name`` (those with a manifest), ascending; ``[]`` for an unknown name."""
         folder = self.root / name
         if not folder.is_dir():
             return []
         return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and (p / MANIFEST).exists())
 
     def resolve(self, ref: AdapterRef | str) -> AdapterEntry:
+        """The entry for ``ref`` (latest version when none is given); ``LafError`` naming what exists otherwise."""
         if isinstance(ref, str):
             ref = AdapterRef.parse(ref)
         versions = self.versions(ref.name)
@@ -110,6 +121,7 @@ class Registry:
         return AdapterEntry(AdapterRef(ref.name, version), path, manifest)
 
     def list(self) -> list[AdapterEntry]:
+        """Every version of every adapter."""
         return [self.resolve(AdapterRef(n, v)) for n in self.names() for v in self.versions(n)]
 
     def register(self, name: str, source: Path, manifest: dict) -> AdapterEntry:
@@ -152,6 +164,7 @@ class Registry:
             raise LafError(f"writing adapter {name} to {parent} failed: {e.strerror or e}; nothing was registered", "free disk space or fix permissions, then retry (or resume training)") from e
 
     def verify(self, ref: AdapterRef | str) -> VerifyResult:
+        """Re-hash a version's files against its manifest (``ok`` only when all match and some were recorded)."""
         entry = self.resolve(ref)
         recorded: dict = entry.manifest.get("files", {})
         actual = hash_files(entry.path)
