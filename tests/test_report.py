@@ -175,3 +175,280 @@ def test_ten_thousand_item_report_opens_and_pages(browser, tmp_path):
     assert "page 2" in page.inner_text("#items-count")
     assert errors == []
     page.close()
+
+
+# ---------------------------------------------------------------- hostile text in every field the report shows (issue 18, item 2)
+
+TITLE_JS = "document.title='pwned'"
+PAYLOADS = [
+    f'<img src=x onerror="{TITLE_JS}">',
+    f'"><svg onload="{TITLE_JS}">',
+    f"'><img src=x onerror={TITLE_JS}>",
+    f"javascript:{TITLE_JS}",
+    f"</script><script>{TITLE_JS}</script>",
+    f'<a href="javascript:{TITLE_JS}">click</a>',
+    f'<iframe srcdoc="<script>parent.{TITLE_JS}</script>"></iframe>',
+    "<style>body{display:none}</style>",
+    f"<!-- --><details open ontoggle=\"{TITLE_JS}\">",
+    f"<math><mtext><table><mglyph><style><img src=x onerror=\"{TITLE_JS}\">",
+]
+# a folder name cannot hold '/', so the run folder itself carries a payload without one
+FOLDER_PAYLOAD = f"run <img src=x onerror={TITLE_JS}>"
+
+
+def _payload(i: int, field: str) -> str:
+    return f"{PAYLOADS[i % len(PAYLOADS)]} [{field}]"
+
+
+def _rename(obj, mapping: dict, skip=("kind",)):
+    """Every dict key and string value equal to an old name becomes the new name (a consistent rename across files)."""
+    if isinstance(obj, dict):
+        return {mapping.get(k, k): (v if k in skip else _rename(v, mapping, skip)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_rename(x, mapping, skip) for x in obj]
+    if isinstance(obj, str):
+        return mapping.get(obj, obj)
+    return obj
+
+
+@pytest.fixture(scope="module")
+def real_tiny_run(tiny_model_dir, tmp_path_factory):
+    """A real `laf train` + `laf eval` + `laf gate` of the tiny model: the files the payloads are planted into."""
+    from harness.config import validate
+    from harness.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("real-run")
+    rows = [{"instruction": f"What is {i} plus {i}?", "output": f"{2 * i}"} for i in range(40)]
+    (root / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = validate(TrainConfig, {"name": "toy", "model": str(tiny_model_dir), "data": {"path": str(root / "d.jsonl")}, "max_length": 64,
+                                 "max_steps": 2, "optim": {"lr": 5e-3}, "registry": str(root / "reg"), "output_dir": str(root / "train")}, "t.yaml")
+    ref = str(train(cfg).entry.ref)
+    items = [{"question": f"What is {i} plus {i}?", "choices": [str(2 * i), str(2 * i + 1), "none"], "gold": 0} for i in range(30)]
+    (root / "toy.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))
+    task = {"output_type": "multiple_choice", "doc_to_text": "Question: {{question}}\nAnswer:", "doc_to_choice": "{{choices}}",
+            "doc_to_target": "{{gold}}", "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]}
+    (root / "toy.yaml").write_text(yaml.safe_dump({"category": "general", "description": "toy sums", "data": {"path": "toy.jsonl"}, "task": task}))
+    out = root / "run"
+    code, _, err = run_cli("eval", "--model", str(tiny_model_dir), "--adapter", ref, "--registry", str(root / "reg"), "--suite", str(root / "toy.yaml"),
+                           "--out", str(out), "--cache", str(root / "c.sqlite"), "--quiet", "--batch-size", "4")
+    assert code == 0, err
+    policy = root / "gate.yaml"
+    policy.write_text(yaml.safe_dump({"min_items": 5, "rules": [{"name": "general holds", "suite": "toy", "max_drop": 0.5},
+                                                                {"category": "general", "max_drop": 0.9, "required": False}]}))
+    code, _, err = run_cli("gate", "--baseline", str(out), "--candidate", str(out), "--policy", str(policy))
+    assert code in (0, 1, 2), err
+    assert (out / "verdict.json").exists()
+    return out, ref
+
+
+def planted_run(real: Path, ref: str, dest_parent: Path) -> Path:
+    """Copy the real run into a folder named with a payload and plant payloads in every field the report renders."""
+    run = dest_parent / FOLDER_PAYLOAD
+    shutil.copytree(real, run)
+    (run / "results.sqlite").unlink(missing_ok=True)  # the report then reads records.jsonl, which we edit
+    for extra in run.glob("report*"):
+        extra.unlink()
+    names = {ref: _payload(1, "adapter name"), "toy": _payload(2, "suite name"), "general": _payload(3, "category"), "acc": _payload(4, "metric")}
+    results = _rename(json.loads((run / "results.json").read_text()), names)
+    records = [_rename(json.loads(x), names) for x in (run / "records.jsonl").read_text().splitlines() if x.strip()]
+    verdict = _rename(json.loads((run / "verdict.json").read_text()), names)
+    # the base model's name: "base" is also a field name (summaries), so rename it where it names the model
+    base = _payload(0, "base model name")
+    results["models"] = {(base if m == "base" else m): v for m, v in results["models"].items()}
+    results["results"] = {(base if m == "base" else m): v for m, v in results["results"].items()}
+    for r in records:
+        r["model"] = base if r["model"] == "base" else r["model"]
+    verdict["baseline"]["model"] = base
+
+    # provenance: model folder paths, cache path, command, machine, packages
+    p = results["provenance"]
+    p["base_model"].update(spec=_payload(5, "base spec / model folder path"), source=_payload(6, "base source"), fingerprint=_payload(7, "fingerprint"))
+    p.update(cache=_payload(8, "cache path"), command=_payload(9, "command"), time=_payload(0, "time"), scoring_version=_payload(1, "scoring"),
+             batch_size=_payload(2, "batch size"), share_context=_payload(3, "share context"))
+    p["machine"] = {"hostname": _payload(4, "hostname"), _payload(5, "machine key"): _payload(6, "machine value")}
+    p["packages"] = {**p.get("packages", {}), _payload(7, "package name"): _payload(8, "package version")}
+    p["load"] = {**p["load"], "device": _payload(9, "device")}
+    # suites
+    for meta in results["suites"].values():
+        meta.update(description=_payload(0, "suite description"), source=_payload(1, "suite source"), data_sha256=_payload(2, "suite data sha"),
+                    seed=_payload(3, "suite seed"), n_docs=_payload(4, "suite n_docs"))
+    for per_suite in results["results"].values():
+        for metrics in per_suite.values():
+            for r in metrics.values():
+                r["n"] = _payload(5, "item count")
+    # the adapter: identity, weights, what it was trained on, its manifest (name, notes, base model, data path, config)
+    cand = names[ref]
+    info = results["models"][cand]
+    info["identity"] = _payload(6, "identity")
+    adapter_dir = run.parent / "adapter"
+    adapter_dir.mkdir(exist_ok=True)
+    (adapter_dir / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 3.0 - s / 10}) + "\n" for s in range(1, 6)))
+    manifest = dict(info["adapter"].get("manifest") or {})
+    manifest.update(
+        name=_payload(7, "manifest name"), description=_payload(8, "manifest notes"), notes=_payload(9, "manifest notes"), created=_payload(0, "created"),
+        kind=_payload(1, "adapter kind"), base_model={"spec": _payload(2, "manifest base model"), "fingerprint": _payload(3, "manifest fp")},
+        data={"path": _payload(4, "training data path"), "examples": _payload(5, "examples"), "schema": _payload(6, "schema"),
+              "dropped": _payload(7, "dropped"), "dropped_reasons": {_payload(8, "drop reason"): 1}, "content_sha256": _payload(9, "data sha")},
+        config={"lora": {"r": _payload(0, "lora r"), "target_modules": [_payload(1, "target module")]}, "note": _payload(2, "config value")},
+        packages={_payload(3, "train package"): _payload(4, "train package version")}, hardware={"gpu": _payload(5, "hardware")},
+        seed=_payload(6, "seed"), steps=_payload(7, "steps"), trainable_parameters=_payload(8, "trainable"), total_parameters=_payload(9, "total"),
+        tokens_seen=_payload(0, "tokens"), final_train_loss=_payload(1, "final loss"), peak_memory_mb=_payload(2, "memory"))
+    info["adapter"] = {**info["adapter"], "ref": _payload(3, "adapter ref"), "path": str(adapter_dir), "manifest": manifest,
+                       "weights_sha256": _payload(4, "weights sha"), "trained_on": _payload(5, "trained on"), "forced_base_mismatch": True}
+    (run / "results.json").write_text(json.dumps(results))
+    # per-item records: prompts, choices, targets, generations
+    for i, r in enumerate(records):
+        r.update(prompt=_payload(i, "prompt"), choices=[_payload(i + 1, "choice"), _payload(i + 2, "choice 2"), "none"],
+                 target=_payload(i + 3, "target"), generation=_payload(i + 4, "generation"))
+    (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    # the verdict: status, sentences, rule names, policy
+    verdict["verdict"] = _payload(6, "verdict status")
+    for j, rule in enumerate(verdict["rules"]):
+        rule.update(status=_payload(7 + j, "rule status"), rule=_payload(8 + j, "rule name"), message=_payload(9 + j, "verdict sentence"))
+    verdict["policy"].update(source=_payload(0, "policy path"), confidence=_payload(1, "confidence"), note=_payload(2, "policy field"))
+    for st in (verdict.get("summaries") or {}).get("categories", {}).values():
+        st["n"] = _payload(3, "category items")
+    (run / "verdict.json").write_text(json.dumps(verdict))
+    # curation: paths, counts as strings, contamination, fingerprints
+    (run / "curation.json").write_text(json.dumps({
+        "counts": {_payload(4, "curation rule"): _payload(5, "curation count"), "kept": "12"},
+        "contamination": {"ngram": _payload(6, "ngram"), "suites": {_payload(7, "contaminated suite"): {
+            "items": _payload(8, "items"), "contaminated_items": _payload(9, "contaminated"), "share": _payload(0, "share")}}},
+        "fingerprints": {"input": _payload(1, "curation input path"), _payload(2, "fingerprint key"): _payload(3, "curation output path")},
+    }))
+    # a comparison of candidates
+    (run / "compare.json").write_text(json.dumps({
+        "categories": [_payload(4, "compare category")],
+        "ranking": [{"rank": _payload(5, "rank"), "candidate": _payload(6, "compare candidate"), "pareto": True, "domain_p_holm": _payload(7, "p"),
+                     "verdict": _payload(8, "compare verdict"), "categories": {_payload(4, "compare category"): {"improvement": 0.1, "ci_low": 0.0, "ci_high": 0.2}}}],
+        "winner": {"candidate": _payload(9, "winner"), "reason": _payload(0, "winner reason")},
+    }))
+    return run
+
+
+TAG_WITH_HANDLER = re.compile(r"<[a-zA-Z][^<>]*\son[a-z]+\s*=", re.I)
+JS_URL_ATTR = re.compile(r"""(href|src|action|formaction|srcdoc)\s*=\s*["']?\s*(javascript:|<)""", re.I)
+
+
+def _assert_inert(html: str) -> None:
+    """No markup from data: every payload is text, and the only scripts are ours."""
+    assert "<img" not in html and "<iframe" not in html and "<math" not in html
+    assert len(re.findall(r"<a\s", html, re.I)) == len(re.findall(r'<a href="#[a-z-]+">', html))  # only the table of contents
+    assert not TAG_WITH_HANDLER.search(html), TAG_WITH_HANDLER.search(html).group(0)
+    assert not JS_URL_ATTR.search(html)
+    assert len(re.findall(r"<script", html)) == 2 and len(re.findall(r"<style", html)) == 1
+    assert len(re.findall(r"<svg", html)) == len(re.findall(r'<svg class="chart', html))  # only our charts
+    assert len(re.findall(r"<details", html)) == 0  # the drill-down builds its own with the DOM, never from HTML
+    csp = re.search(r"Content-Security-Policy' content=\"([^\"]+)\"", html).group(1)
+    assert "unsafe-inline" not in csp and "script-src 'sha256-" in csp and "unsafe-eval" not in csp
+
+
+def test_render_html_of_a_dict_full_of_payloads_is_inert():
+    """Unit level: the renderer alone, fed payloads in every string of the report dict."""
+    from harness.report.html import render_html
+
+    counter = iter(range(10**6))
+
+    def plant(obj, key=""):
+        if isinstance(obj, dict):
+            return {k: plant(v, k) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [plant(x, key) for x in obj]
+        if isinstance(obj, str):
+            return _payload(next(counter), key)
+        return obj
+
+    d = {
+        "schema": "laf.report/1", "generated": _payload(0, "generated"), "run_dir": _payload(1, "run dir"), "baseline": _payload(2, "b"), "candidate": _payload(3, "c"),
+        "models": {_payload(2, "b"): {"identity": _payload(4, "id"), "adapter": None},
+                   _payload(3, "c"): {"identity": _payload(5, "id"), "adapter": {"ref": _payload(6, "ref"), "forced_base_mismatch": True, "trained_on": _payload(7, "t"),
+                                                                                   "weights_sha256": _payload(8, "w")}}},
+        "suites": {_payload(9, "suite"): {"category": _payload(0, "cat"), "description": _payload(1, "desc"), "source": _payload(2, "src"),
+                                          "metrics": {"acc": {"higher_is_better": True, "ideal": None}}, "primary_metric": "acc", "n_docs": _payload(3, "n"),
+                                          "data_sha256": _payload(4, "sha"), "seed": _payload(5, "seed")}},
+        "results": {_payload(2, "b"): {_payload(9, "suite"): {"acc": {"value": _payload(6, "v"), "stderr": _payload(7, "se"), "n": _payload(8, "n")}}},
+                    _payload(3, "c"): {_payload(9, "suite"): {"acc": {"value": 0.5, "stderr": 0.1, "n": 10}}}},
+        "provenance": plant({"base_model": {"spec": "x", "source": "x", "fingerprint": "x"}, "load": {"precision": "x"}, "batch_size": "x", "max_length": "x",
+                             "scoring_version": "x", "share_context": "x", "time": "x", "command": "x", "machine": {"h": "x"}, "cache": "x", "packages": {"p": "x"}}),
+        "spec": None,
+        "verdict": {"verdict": _payload(0, "verdict"), "baseline": {"model": _payload(2, "b")}, "candidate": {"model": _payload(3, "c")},
+                    "policy": {"source": _payload(1, "policy"), "confidence": _payload(2, "conf")},
+                    "rules": [{"status": _payload(3, "status"), "required": True, "rule": _payload(4, "rule"), "suite": _payload(5, "s"), "metric": _payload(6, "m"),
+                               "message": _payload(7, "msg")}]},
+        "summaries": {"suites": {}, "categories": {_payload(8, "cat"): {"suites": [_payload(9, "s")], "n": _payload(0, "n"), "improvement": _payload(1, "i"),
+                                                                          "ci_low": 0.0, "ci_high": 0.1}}},
+        "compare": {"categories": [_payload(2, "cc")], "ranking": [{"rank": _payload(3, "r"), "candidate": _payload(4, "c"), "pareto": True, "domain_p_holm": _payload(5, "p"),
+                                                                   "verdict": _payload(6, "v"), "categories": {}}], "winner": {"candidate": _payload(7, "w"), "reason": _payload(8, "r")}},
+        "training": {"ref": _payload(9, "ref"), "curve": [], **plant({"kind": "x", "created": "x", "trainable_parameters": "x", "total_parameters": "x", "seed": "x",
+                                                                      "data": {"path": "x", "examples": "x"}, "config": {"lora": {"r": "x"}}, "packages": {"p": "x"},
+                                                                      "hardware": {"h": "x"}, "tokens_seen": "x", "supervised_tokens_seen": "x"})},
+        "curation": plant({"counts": {"a": "x"}, "contamination": {"ngram": "x", "suites": {"s": {"items": "x", "contaminated_items": "x", "share": "x"}}},
+                           "fingerprints": {"f": "x"}}),
+        "items": [[0, 0, 1, _payload(1, "prompt"), [_payload(2, "choice")], _payload(3, "target"), [-1.0], [-2.0], 0, 0, 1, 0, _payload(4, "gen"), _payload(5, "gen")]],
+        "item_stats": {"items": 1, "lost": 1, "found": 0, "included": 1, "truncated": False},
+    }
+    d["curation"]["counts"][_payload(6, "count key")] = _payload(7, "count value")
+    html = render_html(d)
+    _assert_inert(html)
+    for p in PAYLOADS[:3]:
+        assert escape_html(p) in html  # the payload is there, as text
+
+
+def escape_html(s: str) -> str:
+    from html import escape
+
+    return escape(s, quote=True)
+
+
+def test_report_of_a_planted_real_run_is_inert(real_tiny_run, tmp_path):
+    run = planted_run(*real_tiny_run, tmp_path)
+    code, _, err = run_cli("report", str(run))
+    assert code == 0, err
+    html = (run / "report.html").read_text()
+    _assert_inert(html)
+    for field in ("adapter name", "suite name", "cache path", "base spec / model folder path", "training data path", "adapter ref", "target module",
+                  "train package", "hardware", "rule name", "verdict sentence", "rule status", "verdict status", "policy path", "policy field", "curation count",
+                  "curation input path", "contaminated suite", "category", "hostname", "winner reason", "compare candidate", "item count"):
+        assert f"[{field}]" in html.lower(), f"the planted field {field!r} is not rendered, so the test does not cover it"
+    assert "[suite description]" not in html  # shown only for probe suites (hallucination, bias); this suite is general
+
+
+@pytest.mark.browser
+def test_planted_payloads_never_run_in_headless_chromium(browser, real_tiny_run, tmp_path):
+    from html import unescape
+
+    run = planted_run(*real_tiny_run, tmp_path)
+    path = write_report(run)
+    html = path.read_text()
+    title = unescape(re.search(r"<title>(.*?)</title>", html, re.S).group(1))
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    errors, dialogs, requests = [], [], []
+    page.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.on("request", lambda r: requests.append(r.url))
+    url = path.resolve().as_uri()
+    page.goto(url)
+    assert page.evaluate("document.title") == title, "a planted payload ran while the page loaded"
+    page.wait_for_selector("#items-list details", state="attached")
+    # open every item and every page so the drill-down renders each prompt, choice, target and generation
+    page.select_option("#flt-flip", "all")
+    while True:
+        page.eval_on_selector_all("#items-list details", "els => els.forEach(d => { d.open = true; })")
+        page.wait_for_timeout(50)
+        if page.is_disabled("#next"):
+            break
+        page.eval_on_selector("#next", "b => b.click()")
+    page.eval_on_selector("#flt-q", "e => { e.value = 'onerror'; e.dispatchEvent(new Event('input')); }")
+    page.wait_for_timeout(300)
+    page.wait_for_timeout(300)
+    assert page.title() == title and page.title() != "pwned"
+    assert page.evaluate("document.title") == title
+    assert dialogs == [] and errors == [], (dialogs, errors)
+    assert [u for u in requests if u != url] == [], requests
+    assert page.evaluate("document.querySelectorAll('img, iframe, math, a[href^=javascript], [onerror], [onload], [ontoggle]').length") == 0
+    text = page.inner_text("body")
+    for p in PAYLOADS:
+        assert p in text, f"{p!r} is not shown as text"
+    assert "[verdict sentence]" in text and "[training data path]" in text and "[RULE STATUS]" in text
+    page.close()

@@ -13,8 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from ..config import load_yaml
 from ..env import now_iso
 from ..errors import LafError
 from ..io import atomic_write_json, atomic_write_text, sha256_file, sha256_json
@@ -55,7 +54,7 @@ def suites_from_against(refs: list[str]) -> list[str]:
     for ref in refs:
         p = Path(ref)
         if p.suffix in (".yaml", ".yml") and p.exists():
-            data = yaml.safe_load(p.read_text()) or {}
+            data = load_yaml(p)  # the bounded loader every user YAML goes through
             listed = data.get("suites") or (data.get("eval") or {}).get("suites")
             if isinstance(listed, list):
                 out += [str(s) if not isinstance(s, dict) else s.get("suite") for s in listed]

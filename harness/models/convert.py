@@ -17,7 +17,7 @@ from pathlib import Path
 from ..env import cache_dir
 from ..errors import LafError
 from ..io import atomic_dir
-from .fingerprint import cached_file_sha256
+from .fingerprint import cached_file_sha256, scrub_tokenizer_config
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
             plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
             plain.load_state_dict(loaded.state_dict())
             plain.save_pretrained(tmp, safe_serialization=True)
-            tok.save_pretrained(tmp)
+            save_tokenizer(tok, tmp)
             cfg_path = tmp / "config.json"
             cfg = json.loads(cfg_path.read_text())
             # A leftover GGUF quantization_config breaks BitsAndBytes loading later.
@@ -89,6 +89,18 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
                 json.dumps({"gguf": str(gguf_path), "gguf_sha256": cached_file_sha256(gguf_path)}, indent=2) + "\n"
             )
     return target
+
+
+def save_tokenizer(tok, folder: Path) -> None:
+    """save_pretrained, minus the loader's run-time flags it copies into tokenizer_config.json.
+
+    transformers writes ``local_files_only`` (true when HF_HUB_OFFLINE is set),
+    ``is_local`` and the like into the saved config; they say how the files
+    were fetched, not what the tokenizer does, and would make one model's
+    converted folder differ between an online and an offline machine.
+    """
+    tok.save_pretrained(folder)
+    scrub_tokenizer_config(folder)
 
 
 def default_gguf() -> tuple[Path, str]:

@@ -7,7 +7,6 @@ config validation of every stage are cheap.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -17,7 +16,7 @@ from typing import Literal
 from ..env import offline
 from ..errors import LafError
 from .convert import convert_gguf, default_gguf, models_cache
-from .fingerprint import PICKLE_SUFFIXES, WEIGHT_SUFFIXES, cached_file_sha256, fingerprint_folder
+from .fingerprint import PICKLE_SUFFIXES, WEIGHT_SUFFIXES, cached_file_sha256, fingerprint_aliases, fingerprint_folder, read_model_config
 
 ModelKind = Literal["default", "folder", "gguf", "hub"]
 DEFAULT_MODEL = "default"
@@ -40,11 +39,20 @@ class ResolvedModel:
 
     @cached_property
     def config(self) -> dict:
-        return json.loads((self.path / "config.json").read_text())
+        return read_model_config(self.path)
 
     @cached_property
     def fingerprint(self) -> str:
         return fingerprint_folder(self.path, allow_pickle=self.allow_pickle)
+
+    @cached_property
+    def fingerprint_aliases(self) -> frozenset[str]:
+        """The fingerprint and its legacy forms (see ``fingerprint_aliases``): what an adapter trained on this base may store."""
+        return fingerprint_aliases(self.path, allow_pickle=self.allow_pickle)
+
+    def is_base_of(self, trained_on: str | None) -> bool:
+        """True when an adapter whose manifest says it was trained on ``trained_on`` was trained on this model."""
+        return bool(trained_on) and (trained_on == self.fingerprint or trained_on in self.fingerprint_aliases)
 
     @cached_property
     def parameter_count(self) -> int:

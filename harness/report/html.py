@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from html import escape
 from importlib import resources
@@ -11,8 +13,44 @@ from . import svg
 CATEGORY_ORDER = ("domain", "general", "hallucination", "bias")
 
 
+class Markup(str):
+    """HTML the renderer built itself. Every other value is text and is escaped by :func:`_e`."""
+
+
+def _e(v) -> str:
+    """The one place where a value becomes HTML: our own Markup passes, everything else is escaped text."""
+    if isinstance(v, Markup):
+        return v
+    return escape(str(v), quote=True)
+
+
+def _nt(v, spec: str, scale: float = 1.0) -> str:
+    """Plain text: a number formatted with ``spec`` (times ``scale``), anything else (a string in a hand-edited JSON file) as it is."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return format(v * scale, spec)
+    return "–" if v is None else str(v)
+
+
+def _n(v, spec: str, scale: float = 1.0) -> str:
+    """:func:`_nt` as HTML."""
+    return _e(_nt(v, spec, scale))
+
+
+STATUSES = ("pass", "fail", "inconclusive", "error")
+
+
+def _status(v) -> str:
+    """A verdict or rule status as a CSS class: one of ours, never the file's text."""
+    return v if v in STATUSES else "unknown"
+
+
 def _asset(name: str) -> str:
     return resources.files("harness.report").joinpath("assets", name).read_text(encoding="utf-8")
+
+
+def _csp_hash(source: str) -> str:
+    """The CSP source expression that allows exactly this inline <script> or <style> body."""
+    return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode("utf-8")).digest()).decode("ascii") + "'"
 
 
 def _json_island(obj) -> str:
@@ -26,21 +64,21 @@ def _fmt(v, prop: bool = False) -> str:
         return "–"
     if isinstance(v, (int, float)):
         return f"{100 * v:.1f}%" if prop else f"{v:.4g}"
-    return escape(str(v))
+    return _e(str(v))
 
 
 def _is_prop(metric: str, *vals) -> bool:
     from ..gate.verdict import PROPORTION_METRICS
 
-    return metric in PROPORTION_METRICS and all(v is None or 0 <= v <= 1 for v in vals)
+    return metric in PROPORTION_METRICS and all(v is None or (isinstance(v, (int, float)) and 0 <= v <= 1) for v in vals)
 
 
 def _kv(rows: list[tuple[str, object]]) -> str:
-    return '<div class="kv">' + "".join(f"<div>{escape(k)}</div><div>{v if isinstance(v, str) and v.startswith('<') else escape(str(v))}</div>" for k, v in rows) + "</div>"
+    return '<div class="kv">' + "".join(f"<div>{_e(k)}</div><div>{_e('–' if v is None else v)}</div>" for k, v in rows) + "</div>"
 
 
 def _section(id_: str, title: str, body: str) -> str:
-    return f'<section id="{id_}"><h2>{escape(title)}</h2>{body}</section>' if body else ""
+    return f'<section id="{id_}"><h2>{_e(title)}</h2>{body}</section>' if body else ""
 
 
 def _warnings(d: dict) -> str:
@@ -49,8 +87,8 @@ def _warnings(d: dict) -> str:
     for m, info in d["models"].items():
         a = info.get("adapter") or {}
         if a.get("forced_base_mismatch"):
-            out.append(f'<div class="banner inconclusive"><b>Warning:</b> adapter <b>{escape(m)}</b> was trained on another base model '
-                       f'(fingerprint <code>{escape(str(a.get("trained_on"))[:12])}…</code>) and was scored on this one only because the '
+            out.append(f'<div class="banner inconclusive"><b>Warning:</b> adapter <b>{_e(m)}</b> was trained on another base model '
+                       f'(fingerprint <code>{_e(str(a.get("trained_on"))[:12])}…</code>) and was scored on this one only because the '
                        f'evaluation was forced (<code>--force-base-mismatch</code>): its numbers do not describe the model it was trained as.</div>')
     return "".join(out)
 
@@ -59,18 +97,19 @@ def _verdict(d: dict) -> str:
     v = d["verdict"]
     cand = d["candidate"]
     if not v:
-        who = f"{escape(d['baseline'])} vs {escape(cand)}" if cand else escape(d["baseline"])
+        who = f"{_e(d['baseline'])} vs {_e(cand)}" if cand else _e(d["baseline"])
         return (f'<div class="banner none"><div class="big">No gate verdict</div><div>{who}: run <code>laf gate</code> on this folder '
                 f"to decide pass / fail under a policy. The paired changes below are still computed on the same items.</div></div>")
     rows = []
     for r in v["rules"]:
-        pill = f'<span class="pill {r["status"]}">{r["status"].upper()}</span>' + ("" if r["required"] else ' <span class="pill adv">advisory</span>')
-        rows.append(f"<tr><td>{pill}</td><td>{escape(r['rule'])}<div class='muted'>{escape(r['suite'])} · {escape(r['metric'])}</div></td><td>{escape(r['message'])}</td></tr>")
-    lost = [r for r in v["rules"] if r["status"] == "fail"]
-    head = {"pass": "Ship it: every required rule passes.", "fail": f"Do not ship: {len(lost)} rule(s) failed.", "inconclusive": "Not decided: a required rule is inconclusive."}[v["verdict"]]
-    return (f'<div class="banner {v["verdict"]}"><div class="big">{v["verdict"].upper()}</div><div>{escape(head)} '
-            f'Baseline <b>{escape(v["baseline"]["model"])}</b> vs candidate <b>{escape(v["candidate"]["model"])}</b>, policy <code>{escape(str(v["policy"].get("source")))}</code>, '
-            f'{int(v["policy"]["confidence"] * 100)}% confidence.</div></div>'
+        pill = f'<span class="pill {_status(r.get("status"))}">{_e(str(r.get("status")).upper())}</span>' + ("" if r.get("required") else ' <span class="pill adv">advisory</span>')
+        rows.append(f"<tr><td>{pill}</td><td>{_e(r.get('rule'))}<div class='muted'>{_e(r.get('suite'))} · {_e(r.get('metric'))}</div></td><td>{_e(r.get('message'))}</td></tr>")
+    lost = [r for r in v["rules"] if r.get("status") == "fail"]
+    head = {"pass": "Ship it: every required rule passes.", "fail": f"Do not ship: {len(lost)} rule(s) failed.", "inconclusive": "Not decided: a required rule is inconclusive."}.get(
+        v.get("verdict"), "The verdict file holds an unknown verdict: treat the run as not gated.")
+    return (f'<div class="banner {_status(v.get("verdict"))}"><div class="big">{_e(str(v.get("verdict")).upper())}</div><div>{_e(head)} '
+            f'Baseline <b>{_e(v["baseline"]["model"])}</b> vs candidate <b>{_e(v["candidate"]["model"])}</b>, policy <code>{_e(v["policy"].get("source"))}</code>, '
+            f'{_n(v["policy"].get("confidence"), ".0f", 100)}% confidence.</div></div>'
             f'<table><tr><th>verdict</th><th>rule</th><th>numbers</th></tr>{"".join(rows)}</table>')
 
 
@@ -85,19 +124,19 @@ def _found_lost(d: dict) -> str:
     order = sorted(s["suites"].items(), key=lambda kv: (CATEGORY_ORDER.index(kv[1]["category"]) if kv[1]["category"] in CATEGORY_ORDER else 9, kv[0]))
     for name, st in order:
         meta = d["suites"][name]["metrics"][st["metric"]]
-        row = {"label": name, "sublabel": f"{st['category']} · {st['metric']}" + (f" (ideal {meta['ideal']:g})" if meta.get("ideal") is not None else ""), "status": statuses.get(name)}
+        row = {"label": name, "sublabel": f"{st['category']} · {st['metric']}" + (f" (ideal {_nt(meta['ideal'], 'g')})" if meta.get("ideal") is not None else ""), "status": statuses.get(name)}
         if _is_prop(st["metric"], st["base"], st["candidate"]):
             prop_rows.append({**row, "value": 100 * st["improvement"], "lo": 100 * st["ci_low"], "hi": 100 * st["ci_high"]})
         elif st["base"]:
             scale = 100 / abs(st["base"])
             other_rows.append({**row, "value": scale * st["improvement"], "lo": scale * st["ci_low"], "hi": scale * st["ci_high"]})
-    out = [svg.forest(prop_rows, " pt", f"Found vs lost: paired change of {d['candidate']} against {d['baseline']} (points, {int(100 * _conf(d))}% CI; right is better)")]
+    out = [svg.forest(prop_rows, " pt", f"Found vs lost: paired change of {d['candidate']} against {d['baseline']} (points, {_nt(_conf(d), '.0f', 100)}% CI; right is better)")]
     if other_rows:
         out.append(svg.forest(other_rows, "%", "Other metrics: change relative to the baseline (%, right is better)"))
     cats = s.get("categories") or {}
     if cats:
-        rows = "".join(f"<tr><td>{escape(c)}</td><td>{escape(', '.join(v['suites']))}</td><td class='num'>{v['n']}</td><td class='num'>{100 * v['improvement']:+.1f}</td>"
-                       f"<td class='num'>{100 * v['ci_low']:+.1f} to {100 * v['ci_high']:+.1f}</td></tr>" for c, v in cats.items())
+        rows = "".join(f"<tr><td>{_e(c)}</td><td>{_e(', '.join(v['suites']))}</td><td class='num'>{_e(v['n'])}</td><td class='num'>{_n(v['improvement'], '+.1f', 100)}</td>"
+                       f"<td class='num'>{_n(v['ci_low'], '+.1f', 100)} to {_n(v['ci_high'], '+.1f', 100)}</td></tr>" for c, v in cats.items())
         out.append(f"<h3>Per category (items pooled, primary metrics oriented so + is better)</h3><table><tr><th>category</th><th>suites</th><th class='num'>items</th>"
                    f"<th class='num'>change (points)</th><th class='num'>CI</th></tr>{rows}</table>")
     return "".join(out)
@@ -115,7 +154,7 @@ def _probe_panels(d: dict, categories=("hallucination", "bias")) -> str:
         names = [n for n, m in d["suites"].items() if m["category"] == cat]
         if not names:
             continue
-        out.append(f"<h3>{escape(cat.capitalize())}</h3>")
+        out.append(f"<h3>{_e(cat.capitalize())}</h3>")
         for n in names:
             meta = d["suites"][n]
             gauges, rows = [], []
@@ -123,10 +162,10 @@ def _probe_panels(d: dict, categories=("hallucination", "bias")) -> str:
                 vals = [d["results"].get(m, {}).get(n, {}).get(metric, {}).get("value") for m in models]
                 if all(v is None for v in vals):
                     continue
-                direction = f"ideal {mm['ideal']:g}" if mm.get("ideal") is not None else ("higher is better" if mm.get("higher_is_better", True) else "lower is better")
+                direction = f"ideal {_nt(mm['ideal'], 'g')}" if mm.get("ideal") is not None else ("higher is better" if mm.get("higher_is_better", True) else "lower is better")
                 prop = _is_prop(metric, *[v for v in vals if isinstance(v, (int, float))])
                 cells = "".join(f"<td class='num'>{_fmt(v, prop)}</td>" for v in vals)
-                rows.append(f"<tr><td>{escape(metric)}{' *' if metric == meta['primary_metric'] else ''}</td><td class='muted'>{escape(direction)}</td>{cells}</tr>")
+                rows.append(f"<tr><td>{_e(metric)}{' *' if metric == meta['primary_metric'] else ''}</td><td class='muted'>{_e(direction)}</td>{cells}</tr>")
                 if mm.get("ideal") is not None and isinstance(vals[0], (int, float)):
                     seen = [v for v in vals if isinstance(v, (int, float))] + [mm["ideal"]]
                     if mm.get("scale"):
@@ -136,9 +175,9 @@ def _probe_panels(d: dict, categories=("hallucination", "bias")) -> str:
                     else:  # unbounded (a log-likelihood difference): a symmetric window around the ideal that holds every value
                         r = max(abs(v - mm["ideal"]) for v in seen) * 1.2 or 1.0
                         lo, hi = mm["ideal"] - r, mm["ideal"] + r
-                    gauges.append(f"<div class='muted'>{escape(metric)}</div>" + svg.ideal_gauge(f"{n} {metric}", mm["ideal"], vals[0], vals[1] if len(vals) > 1 else None, lo, hi))
-            head = "".join(f"<th class='num'>{escape(m)}</th>" for m in models)
-            out.append(f"<div><b>{escape(n)}</b> <span class='muted'>{escape(meta.get('description', ''))}</span>"
+                    gauges.append(f"<div class='muted'>{_e(metric)}</div>" + svg.ideal_gauge(f"{n} {metric}", mm["ideal"], vals[0], vals[1] if len(vals) > 1 else None, lo, hi))
+            head = "".join(f"<th class='num'>{_e(m)}</th>" for m in models)
+            out.append(f"<div><b>{_e(n)}</b> <span class='muted'>{_e(meta.get('description', ''))}</span>"
                        f"<table><tr><th>metric</th><th>direction</th>{head}</tr>{''.join(rows)}</table>{''.join(gauges)}</div>")
     return "".join(out)
 
@@ -155,10 +194,10 @@ def _suite_tables(d: dict) -> str:
                 v, se = r.get("value"), r.get("stderr")
                 prop = _is_prop(metric, v)
                 cells.append(f"<td class='num'>{_fmt(v, prop)}" + (f" <span class='muted'>± {_fmt(se, prop)}</span>" if isinstance(se, (int, float)) else "") + "</td>")
-            rows.append(f"<tr><td>{escape(metric)}{' *' if metric == meta['primary_metric'] else ''}</td>{''.join(cells)}</tr>")
+            rows.append(f"<tr><td>{_e(metric)}{' *' if metric == meta['primary_metric'] else ''}</td>{''.join(cells)}</tr>")
         n_items = next(iter(d["results"].get(models[0], {}).get(n, {}).values()), {}).get("n", "")
-        head = "".join(f"<th class='num'>{escape(m)}</th>" for m in models)
-        out.append(f"<h3>{escape(n)} <span class='muted'>({escape(meta['category'])}, {n_items} items, {escape(meta.get('source', ''))})</span></h3>"
+        head = "".join(f"<th class='num'>{_e(m)}</th>" for m in models)
+        out.append(f"<h3>{_e(n)} <span class='muted'>({_e(meta['category'])}, {_e(n_items)} items, {_e(meta.get('source', ''))})</span></h3>"
                    f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>")
     return "".join(out) + "<p class='muted'>* primary metric. ± is lm-eval's standard error.</p>"
 
@@ -169,9 +208,9 @@ def _drilldown(d: dict) -> str:
     if st["truncated"]:
         note += f" The report keeps every flip and {st['included']} items in all, to stay small; the full records are in records.jsonl."
     default = "flips" if d["candidate"] else "all"
-    opts = "".join(f'<option value="{v}"{" selected" if v == default else ""}>{escape(t)}</option>' for v, t in
+    opts = "".join(f'<option value="{v}"{" selected" if v == default else ""}>{_e(t)}</option>' for v, t in
                    (("flips", "all flips"), ("lost", "lost (base right → adapter wrong)"), ("found", "found (base wrong → adapter right)"), ("same", "unchanged"), ("all", "every item")))
-    return (f"<p class='muted'>{escape(note)}</p>"
+    return (f"<p class='muted'>{_e(note)}</p>"
             f'<div class="controls"><label>show <select id="flt-flip">{opts}</select></label>'
             f'<label>suite <select id="flt-suite"><option value="">all suites</option></select></label>'
             f'<input id="flt-q" type="search" placeholder="search prompts, choices, generations" size="36">'
@@ -194,9 +233,9 @@ def _training(d: dict) -> str:
     lora = cfg.get("lora") or {}
     rows = [
         ("adapter", t.get("ref")), ("kind", t.get("kind")), ("trained", t.get("created")),
-        ("trainable parameters", f"{t.get('trainable_parameters', 0):,} of {t.get('total_parameters', 0):,} ({t.get('trainable_percent')} %)"),
+        ("trainable parameters", f"{_nt(t.get('trainable_parameters', 0), ',')} of {_nt(t.get('total_parameters', 0), ',')} ({t.get('trainable_percent')} %)"),
         ("LoRA", f"r={lora.get('r')}, alpha={lora.get('alpha')}, dropout={lora.get('dropout')}, targets={lora.get('target_modules')}, rsLoRA={lora.get('rslora')}, DoRA={lora.get('dora')}"),
-        ("steps / tokens", f"{t.get('steps')} steps, {t.get('tokens_seen', 0):,} tokens ({t.get('supervised_tokens_seen', 0):,} supervised)"),
+        ("steps / tokens", f"{t.get('steps')} steps, {_nt(t.get('tokens_seen', 0), ',')} tokens ({_nt(t.get('supervised_tokens_seen', 0), ',')} supervised)"),
         ("time / peak memory", f"{t.get('train_time_s')} s training ({t.get('wall_time_s')} s wall), {t.get('peak_memory_mb')} MB"),
         ("final losses", f"train {t.get('final_train_loss')}, held-out {t.get('final_eval_loss')}"),
         ("data", f"{data.get('path')}: {data.get('examples')} examples ({data.get('schema')}), {data.get('dropped')} dropped {data.get('dropped_reasons') or ''}, sha256 {str(data.get('content_sha256'))[:16]}…"),
@@ -210,13 +249,13 @@ def _curation(d: dict) -> str:
     if not c:
         return ""
     counts = c.get("counts", {})
-    rows = "".join(f"<tr><td>{escape(k)}</td><td class='num'>{v}</td></tr>" for k, v in counts.items())
+    rows = "".join(f"<tr><td>{_e(k)}</td><td class='num'>{_e(v)}</td></tr>" for k, v in counts.items())
     cont = c.get("contamination") or {}
-    cont_rows = "".join(f"<tr><td>{escape(s)}</td><td class='num'>{v.get('items')}</td><td class='num'>{v.get('contaminated_items')}</td><td class='num'>{100 * (v.get('share') or 0):.2f}%</td></tr>"
+    cont_rows = "".join(f"<tr><td>{_e(s)}</td><td class='num'>{_e(v.get('items'))}</td><td class='num'>{_e(v.get('contaminated_items'))}</td><td class='num'>{_n(v.get('share') or 0, '.2f', 100)}%</td></tr>"
                         for s, v in (cont.get("suites") or {}).items())
     out = f"<table><tr><th>rule</th><th class='num'>count</th></tr>{rows}</table>"
     if cont_rows:
-        out += (f"<h3>Contamination ({cont.get('ngram', 13)}-gram overlap with training data)</h3>"
+        out += (f"<h3>Contamination ({_e(cont.get('ngram', 13))}-gram overlap with training data)</h3>"
                 f"<table><tr><th>suite</th><th class='num'>items</th><th class='num'>contaminated</th><th class='num'>share</th></tr>{cont_rows}</table>")
     fp = c.get("fingerprints") or {}
     if fp:
@@ -229,19 +268,19 @@ def _compare(d: dict) -> str:
     if not c:
         return ""
     cats = c["categories"]
-    head = "".join(f"<th class='num'>{escape(cat)} change (CI)</th>" for cat in cats)
+    head = "".join(f"<th class='num'>{_e(cat)} change (CI)</th>" for cat in cats)
     rows = []
     for r in c["ranking"]:
         cells = "".join(
-            (f"<td class='num'>{100 * r['categories'][cat]['improvement']:+.1f} ({100 * r['categories'][cat]['ci_low']:+.1f} to {100 * r['categories'][cat]['ci_high']:+.1f})</td>"
+            (f"<td class='num'>{_n(r['categories'][cat]['improvement'], '+.1f', 100)} ({_n(r['categories'][cat]['ci_low'], '+.1f', 100)} to {_n(r['categories'][cat]['ci_high'], '+.1f', 100)})</td>"
              if cat in r["categories"] else "<td class='num'>–</td>") for cat in cats)
         p = r.get("domain_p_holm")
-        rows.append(f"<tr><td class='num'>{r['rank']}</td><td>{escape(r['candidate'])}</td>{cells}<td>{'yes' if r['pareto'] else ''}</td>"
-                    f"<td class='num'>{'–' if p is None else f'{p:.3g}'}</td><td>{escape(r.get('verdict', ''))}</td></tr>")
+        rows.append(f"<tr><td class='num'>{_e(r['rank'])}</td><td>{_e(r['candidate'])}</td>{cells}<td>{'yes' if r['pareto'] else ''}</td>"
+                    f"<td class='num'>{_n(p, '.3g')}</td><td>{_e(r.get('verdict', ''))}</td></tr>")
     pts = [{"label": r["candidate"], "x": r["categories"].get("domain", {}).get("improvement", 0.0), "y": r["categories"].get("general", {}).get("improvement", 0.0), "front": r["pareto"]} for r in c["ranking"]]
     w = c["winner"]
     return (f"<table><tr><th class='num'>#</th><th>candidate</th>{head}<th>Pareto</th><th class='num'>domain p (Holm)</th><th>gate</th></tr>{''.join(rows)}</table>"
-            f"<p><b>Winner:</b> {escape(str(w.get('candidate')))}: {escape(w.get('reason', ''))}</p>" + svg.pareto(pts, "Domain gain against general change (Pareto front dashed)"))
+            f"<p><b>Winner:</b> {_e(str(w.get('candidate')))}: {_e(w.get('reason', ''))}</p>" + svg.pareto(pts, "Domain gain against general change (Pareto front dashed)"))
 
 
 def _audit(d: dict) -> str:
@@ -269,10 +308,10 @@ def _audit(d: dict) -> str:
     v = d.get("verdict")
     if v:
         pol = {k: val for k, val in v["policy"].items()}
-        rows.append(("gate policy", "<pre>" + escape(json.dumps(pol, indent=1)) + "</pre>"))
+        rows.append(("gate policy", Markup("<pre>" + _e(json.dumps(pol, indent=1, default=str)) + "</pre>")))
     t = d.get("training")
     if t and t.get("config"):
-        rows.append(("training config", "<pre>" + escape(json.dumps(t["config"], indent=1)) + "</pre>"))
+        rows.append(("training config", Markup("<pre>" + _e(json.dumps(t["config"], indent=1, default=str)) + "</pre>")))
         rows.append(("training packages", ", ".join(f"{k} {val}" for k, val in (t.get("packages") or {}).items() if val)))
         rows.append(("training hardware", json.dumps(t.get("hardware"))))
     rows.append(("report generated", d["generated"]))
@@ -293,17 +332,21 @@ def render_html(d: dict) -> str:
         ("compare", "Candidates compared", _compare(d)),
         ("audit", "Audit trail", _audit(d)),
     ]
-    toc = "".join(f'<a href="#{i}">{escape(t)}</a>' for i, t, b in sections if b)
+    toc = "".join(f'<a href="#{i}">{_e(t)}</a>' for i, t, b in sections if b)
     body = "".join(_section(i, t, b) for i, t, b in sections)
-    csp = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
+    css, js = _asset("report.css"), _asset("report.js")
+    # No 'unsafe-inline': the browser runs our one script and applies our one style block because their
+    # hashes are listed; an injected <script>, event handler (onerror=), javascript: URL or <style> is refused.
+    csp = (f"default-src 'none'; script-src {_csp_hash(js)}; style-src {_csp_hash(css)}; img-src data:; "
+           "base-uri 'none'; form-action 'none'")
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<meta http-equiv='Content-Security-Policy' content=\"{csp}\">"
-        f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{escape(title)}</title>"
-        f"<style>{_asset('report.css')}</style></head><body>"
-        f"<header class='top'><h1>{escape(title)}</h1><div class='muted'>run {escape(d['run_dir'])} · baseline {escape(d['baseline'])}"
-        f"{' · candidate ' + escape(d['candidate']) if d['candidate'] else ''} · generated {escape(d['generated'])}</div><nav class='toc'>{toc}</nav></header>"
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{_e(title)}</title>"
+        f"<style>{css}</style></head><body>"
+        f"<header class='top'><h1>{_e(title)}</h1><div class='muted'>run {_e(d['run_dir'])} · baseline {_e(d['baseline'])}"
+        f"{' · candidate ' + _e(d['candidate']) if d['candidate'] else ''} · generated {_e(d['generated'])}</div><nav class='toc'>{toc}</nav></header>"
         f"<main>{body}</main>"
         f"<script type='application/json' id='laf-data'>{_json_island(island)}</script>"
-        f"<script>{_asset('report.js')}</script></body></html>"
+        f"<script>{js}</script></body></html>"
     )
