@@ -75,7 +75,7 @@ def test_card_parses_with_huggingface_hub_and_holds_every_suite_result(gated_run
     from huggingface_hub import ModelCard, metadata_load
 
     out = tmp_path / "card-export"
-    code, stdout, err = export(gated_run, out, "--run", str(gated_run["run"]), "--license", "apache-2.0", "--dataset", "acme/tempo-support")
+    code, _, err = export(gated_run, out, "--run", str(gated_run["run"]), "--license", "apache-2.0", "--dataset", "acme/tempo-support")
     assert code == 0, err
     card = ModelCard.load(out / "README.md")
     assert card.data.library_name == "peft" and card.data.license == "apache-2.0" and card.data.datasets == ["acme/tempo-support"]

@@ -101,7 +101,7 @@ def _emit(line: str) -> None:
 
 
 def fmt_duration(seconds: float) -> str:
-    s = int(round(max(0.0, seconds)))
+    s = round(max(0.0, seconds))
     if s < 60:
         return f"{s}s"
     if s < 3600:

@@ -82,9 +82,9 @@ def load_run_evidence(run: str | Path, ref: str) -> RunEvidence:
             v = read_json(path)
         except LafError:
             continue
-        if isinstance(v, dict) and (v.get("candidate") or {}).get("model") == ref and isinstance(v.get("rules"), list):
-            if verdict is None or str(v.get("created", "")) > str(verdict.get("created", "")):
-                verdict, verdict_file = v, path
+        mine = isinstance(v, dict) and (v.get("candidate") or {}).get("model") == ref and isinstance(v.get("rules"), list)
+        if mine and (verdict is None or str(v.get("created", "")) > str(verdict.get("created", ""))):
+            verdict, verdict_file = v, path
     return RunEvidence(eval_dir, results, verdict, verdict_file)
 
 
@@ -190,9 +190,9 @@ def known_limits(verdict: dict | None) -> list[str]:
 def _gate_section(verdict: dict, verdict_file: Path | None) -> list[str]:
     pol = verdict.get("policy") or {}
     lines = ["## Release gate", "",
-             f"Verdict: **{_md(str(verdict.get('verdict', '?')).upper())}** against `{_md((verdict.get('baseline') or {}).get('model'))}` "
-             f"under policy `{_md(Path(str(pol.get('source', 'inline'))).name)}` at {int(float(pol.get('confidence', CONFIDENCE)) * 100)}% confidence "
-             f"(paired items; change oriented so that positive is better).", ""]
+             (f"Verdict: **{_md(str(verdict.get('verdict', '?')).upper())}** against `{_md((verdict.get('baseline') or {}).get('model'))}` "
+              f"under policy `{_md(Path(str(pol.get('source', 'inline'))).name)}` at {round(_finite(pol.get('confidence', CONFIDENCE), 'the verdict confidence') * 100)}% confidence "
+              f"(paired items; change oriented so that positive is better)."), ""]
     for w in verdict.get("warnings") or []:
         lines += [f"> **Warning:** {_md(w)}", ""]
     lines += ["| status | rule | suite | metric | base | adapter | change (CI) | n |", "|---|---|---|---|---|---|---|---|"]
@@ -239,9 +239,9 @@ def build_card(entry: AdapterEntry, base_id: str | None, license: str, datasets:
              f"- fingerprint (sha256 of its weights, as the registry checks it): `{_md(base.get('fingerprint'))}`",
              f"- trained at precision `{_md((m.get('load') or {}).get('precision'))}`, compute dtype `{_md((m.get('load') or {}).get('compute_dtype'))}`", ""]
     body += ["## Training data", "",
-             f"- file `{_md(Path(str(data.get('path', '?'))).name)}` ({_md(data.get('schema'))}, {_md(data.get('file_format'))}): "
-             f"{_md(data.get('examples'))} examples, {_md(data.get('train_examples'))} trained on, {_md(data.get('eval_examples'))} held out, "
-             f"{_md(data.get('dropped'))} dropped, {_md(data.get('truncated'))} truncated",
+             (f"- file `{_md(Path(str(data.get('path', '?'))).name)}` ({_md(data.get('schema'))}, {_md(data.get('file_format'))}): "
+              f"{_md(data.get('examples'))} examples, {_md(data.get('train_examples'))} trained on, {_md(data.get('eval_examples'))} held out, "
+              f"{_md(data.get('dropped'))} dropped, {_md(data.get('truncated'))} truncated"),
              f"- content sha256 `{_md(data.get('content_sha256'))}` (file sha256 `{_md(data.get('file_sha256'))}`)", ""]
     settings = [
         ("objective", cfg.get("objective", "sft (loss on response tokens only)")),
@@ -274,8 +274,8 @@ def build_card(entry: AdapterEntry, base_id: str | None, license: str, datasets:
         prov = evidence.results.get("provenance") or {}
         load = prov.get("load") or {}
         body += ["## Evaluation", "",
-                 f"Scored by lost-and-found on the same items as the base model (precision `{_md(load.get('precision'))}`, batch size {_md(prov.get('batch_size'))}, "
-                 f"max length {_md(prov.get('max_length'))}, {_md(prov.get('time'))}). CI: {int(CONFIDENCE * 100)}% normal interval from the item-level standard error.", "",
+                 (f"Scored by lost-and-found on the same items as the base model (precision `{_md(load.get('precision'))}`, batch size {_md(prov.get('batch_size'))}, "
+                  f"max length {_md(prov.get('max_length'))}, {_md(prov.get('time'))}). CI: {int(CONFIDENCE * 100)}% normal interval from the item-level standard error."), "",
                  "| suite | category | metric | n | base | this adapter (CI) |", "|---|---|---|---|---|---|"]
         for r in rows:
             ci = f" ({_num(r['ci'][0])} to {_num(r['ci'][1])})" if r["ci"] else ""
