@@ -48,7 +48,7 @@ def register(sub) -> None:
 
 def cmd_eval(args) -> int:
     from ..evaluate import EvalSpec, run_eval
-    from .progress import StageProgress
+    from .ci import open_progress
 
     spec = EvalSpec(
         suites=args.suites,
@@ -68,7 +68,7 @@ def cmd_eval(args) -> int:
         share_context=args.share_context,
     )
     t0 = time.perf_counter()
-    with StageProgress(enabled=not args.quiet and not args.json) as progress:
+    with open_progress(args.quiet or args.json) as progress:
         doc = run_eval(spec, progress=progress.eval_update, log=progress.log)
     if args.json:
         print_json(doc)

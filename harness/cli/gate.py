@@ -56,6 +56,9 @@ def cmd_gate(args) -> int:
     v = evaluate_gate(a, b, policy, args.policy, args.inconclusive, contamination)
     out = Path(args.out) if args.out else b.folder / "verdict.json"
     write_artifacts(v, out, Path(args.junit) if args.junit else None, Path(args.summary) if args.summary else None)
+    from .ci import report_verdict_to_ci
+
+    report_verdict_to_ci(v)  # GitHub Actions: annotations and the step summary
     if args.json:
         print_json(v.to_dict())
         return v.exit_code

@@ -1,4 +1,4 @@
-"""``laf registry list|show|verify``."""
+"""``laf registry list|show|verify|export``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from .output import console, print_json
 
 
 def register(sub) -> None:
-    p = sub.add_parser("registry", help="list, show and verify registered adapters")
+    p = sub.add_parser("registry", help="list, show, verify and export registered adapters")
     p.add_argument("--registry", default="adapters_registry", help="registry folder (default: adapters_registry)")
     rs = p.add_subparsers(dest="registry_command", metavar="ACTION")
     rs.required = True
@@ -21,6 +21,19 @@ def register(sub) -> None:
     verify.add_argument("ref", metavar="NAME[@VERSION]")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(handler=cmd_verify)
+    ex = rs.add_parser("export", help="write a standard PEFT folder with a Hugging Face model card (README.md) for publishing",
+                       description="OUT gets adapter_config.json + adapter_model.safetensors (plain PeftModel.from_pretrained loads them) and a "
+                       "model card; with --run, the card holds every suite result with its CI, the gate verdict and the known limits. Nothing is uploaded.")
+    ex.add_argument("ref", metavar="NAME[@VERSION]")
+    ex.add_argument("out", metavar="OUT", help="folder to create (refused if it exists and is not empty, unless --force)")
+    ex.add_argument("--run", default=None, metavar="RUN", help="a `laf run` folder or `laf eval --out` folder that evaluated this adapter")
+    ex.add_argument("--force", action="store_true", help="replace a non-empty OUT")
+    ex.add_argument("--license", default=None, help="license id for the card (default: the training config's license, else 'other')")
+    ex.add_argument("--base-model", default=None, metavar="HUB_ID", help="the base model's Hub id when the adapter was trained on a local copy")
+    ex.add_argument("--dataset", dest="datasets", action="append", default=[], metavar="HUB_ID", help="a Hub dataset the training data came from (repeatable)")
+    ex.add_argument("--repo-id", default=None, metavar="USER/NAME", help="the Hub repository for the upload command shown (default YOUR-USER/NAME)")
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(handler=cmd_export)
 
 
 def _registry(args):
@@ -95,3 +108,25 @@ def cmd_verify(args) -> int:
         for i in items:
             console.print(f"  {label}: {i}")
     return 1
+
+
+def cmd_export(args) -> int:
+    from rich.markup import escape
+
+    from ..registry.export import export_adapter
+
+    res = export_adapter(_registry(args), args.ref, args.out, args.run, force=args.force, license=args.license,
+                         base_model=args.base_model, datasets=args.datasets, repo_id=args.repo_id)
+    if args.json:
+        print_json({"ref": res.ref, "out": str(res.out), "files": res.files, "verdict": res.verdict, "suites": res.suites,
+                    "upload_command": res.upload_command, "upload_python": res.upload_python})
+        return 0
+    console.print(f"[bold green]exported[/] {escape(res.ref)}  ->  {escape(str(res.out))}")
+    for name, size in res.files.items():
+        console.print(f"  {escape(name):28} {size:>12,} bytes")
+    if res.suites:
+        console.print(f"  card: {len(res.suites)} suites in model-index" + (f", gate verdict {res.verdict.upper()}" if res.verdict else ", no gate verdict"))
+    console.print("publish (not done here):")
+    console.print(f"  {escape(res.upload_command)}")
+    console.print(f"  {escape(res.upload_python)}", soft_wrap=True)
+    return 0

@@ -27,10 +27,10 @@ def load_train_config(path: str, overrides: list[str]):
 
 def cmd_train(args) -> int:
     from ..train import train
-    from .progress import StageProgress
+    from .ci import open_progress
 
     cfg = load_train_config(args.config, args.overrides)
-    with StageProgress(enabled=not args.quiet and not args.json) as progress:
+    with open_progress(args.quiet or args.json) as progress:
         result = train(cfg, config_dir=Path(args.config).resolve().parent, resume=args.resume, on_step=progress.train_update, log=progress.log)
     m = result.entry.manifest
     if args.json:
