@@ -286,10 +286,16 @@ def test_weight_measures_equal_the_materialised_task_vectors(tmp_path):
     n0, n1 = np.linalg.norm(vec(refs[0])), np.linalg.norm(vec(refs[1]))
     assert _val(doc["norm_ratio"], refs[0], refs[1]) == pytest.approx(max(n0, n1) / min(n0, n1), rel=1e-5)
     # effective rank from the r x r core equals the one from the dense matrix's singular values
+    for m in ("base_model.model.model.layers.0.self_attn.q_proj", "base_model.model.model.layers.1.self_attn.v_proj"):  # mixed ranks; one rank (batched)
+        s = np.linalg.svd(dense[refs[0]][m], compute_uv=False)
+        p = s / s.sum()
+        assert doc["effective_rank"][refs[0]]["by_module"][m] == pytest.approx(math.exp(-(p * np.log(p)).sum()), rel=1e-5)
+    m2 = "base_model.model.model.layers.1.self_attn.q_proj"
+    from safetensors.numpy import load_file as _lf
+
+    Ba, Bb = (_lf(str(f / "adapter_model.safetensors"))[m2 + ".lora_B.weight"].astype(np.float64) for f in (f1, f2))
+    assert _val(doc["subspace_overlap"]["by_module"][m2], refs[0], refs[1]) == pytest.approx(float(np.mean(np.cos(subspace_angles(Ba, Bb)) ** 2)), abs=1e-6)
     m = "base_model.model.model.layers.0.self_attn.q_proj"
-    s = np.linalg.svd(dense[refs[0]][m], compute_uv=False)
-    p = s / s.sum()
-    assert doc["effective_rank"][refs[0]]["by_module"][m] == pytest.approx(math.exp(-(p * np.log(p)).sum()), rel=1e-5)
     # subspace overlap: mean squared cosine of scipy's principal angles between the B factors
     from safetensors.numpy import load_file
 

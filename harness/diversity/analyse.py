@@ -83,7 +83,7 @@ def analyse(runs: list[str], adapters: list[str] | None = None, registry: str | 
                            "pick --probe-suite from the runs' suites")
         if probe.n < 4:
             raise LafError(f"--probe-n must be at least 4 (got {probe.n})", "CKA needs a few probes; 32 is a good start")
-        probes = probe_items(inp.records[source], probe.suite, probe.n)
+        probes = probe_items(inp.records[source].get(probe.suite, []), probe.suite, probe.n)
         reg = Registry(registry)
         paths = {a.ref: reg.resolve(a.ref).path for a in loaded}
         f = function_space(probe, loaded, paths, probes)
@@ -133,14 +133,25 @@ def _predictions(doc: dict, inp, adapters: list[str]) -> dict:
 
 def check_finite(obj, path: str = "diversity") -> None:
     """Non-finite numbers are errors, never written: undefined values are null with a reason."""
+    import json
+
+    try:
+        json.dumps(obj, allow_nan=False, default=str)  # C speed; the walk below only runs to name the culprit
+        return
+    except ValueError:
+        pass
+    _walk(obj, path)
+
+
+def _walk(obj, path: str) -> None:
     if isinstance(obj, float) and not math.isfinite(obj):
         raise LafError(f"{path} is {obj}: a measure came out non-finite", "this is a bug: report it with the inputs")
     if isinstance(obj, dict):
         for k, v in obj.items():
-            check_finite(v, f"{path}.{k}")
+            _walk(v, f"{path}.{k}")
     elif isinstance(obj, list):
         for i, v in enumerate(obj):
-            check_finite(v, f"{path}[{i}]")
+            _walk(v, f"{path}[{i}]")
 
 
 def write_diversity(doc: dict, out: str | Path) -> Path:

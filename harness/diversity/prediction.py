@@ -38,14 +38,26 @@ EPS = 1e-12
 
 # ---------------------------------------------------------------- measures on coded tables
 
+def agreement_counts(codes: np.ndarray) -> np.ndarray:
+    """codes: (models, items) integer labels -> (models, models) number of items with equal predictions."""
+    m, n = codes.shape
+    k = int(codes.max()) + 1 if codes.size else 0
+    if k <= 64:  # few labels (multiple choice): one matrix product per label
+        out = np.zeros((m, m))
+        for label in range(k):
+            ind = (codes == label).astype(np.float64)
+            out += ind @ ind.T
+        return out
+    out = np.empty((m, m))  # many labels (free text): compare rows, in chunks of bounded memory
+    step = max(1, 4_000_000 // max(1, m * n))
+    for s in range(0, m, step):
+        out[s:s + step] = (codes[s:s + step, None, :] == codes[None, :, :]).sum(axis=2)
+    return out
+
+
 def agreement_matrix(codes: np.ndarray) -> np.ndarray:
     """codes: (models, items) integer labels -> (models, models) share of equal predictions."""
-    m, n = codes.shape
-    out = np.empty((m, m))
-    step = max(1, 2_000_000 // max(1, m * n))  # rows per chunk: bounded memory for the broadcast
-    for s in range(0, m, step):
-        out[s:s + step] = (codes[s:s + step, None, :] == codes[None, :, :]).mean(axis=2)
-    return out
+    return agreement_counts(codes) / codes.shape[1]
 
 
 def pooled_agreement(parts: list[np.ndarray]) -> np.ndarray:
@@ -130,7 +142,7 @@ class PredictionInputs:
     blocks: dict[str, SuiteBlock]
     warnings: list[str] = field(default_factory=list)
     suite_meta: dict[str, dict] = field(default_factory=dict)
-    records: dict[str, list[dict]] = field(default_factory=dict)  # label -> records (for probe prompts)
+    records: dict[str, dict[str, list[dict]]] = field(default_factory=dict)  # label -> suite -> records (for probe prompts)
 
 
 def _unique_labels(entries: list[tuple[str, str]]) -> list[str]:
@@ -174,14 +186,18 @@ def load_prediction_inputs(runs: list[str], min_items: int = DEFAULT_MIN_ITEMS) 
     if len(set(fps.values())) > 1:
         warnings.append("the runs were scored on different base models (" + "; ".join(f"{f}: {str(v)[:16]}" for f, v in fps.items())
                         + "): their agreement mixes base and adapter differences")
-    recs_by: dict[str, list[dict]] = {}
-    for label, (folder, model) in entries:
-        recs_by[label] = [r for r in loaded[folder][1] if r["model"] == model]
+    grouped: dict[str, dict[tuple[str, str], list[dict]]] = {}  # run -> (model, suite) -> records, one pass over each run
+    for folder, (_, recs) in loaded.items():
+        g = grouped[folder] = defaultdict(list)
+        for r in recs:
+            g[r["model"], r["suite"]].append(r)
+    recs_by = {label: {s: rs for (m, s), rs in grouped[folder].items() if m == model} for label, (folder, model) in entries}
     suite_meta: dict[str, dict] = {}
     for folder, (results, _) in loaded.items():
         for s, meta in results["suites"].items():
             suite_meta.setdefault(s, meta)
-    blocks = {s: _block(s, suite_meta[s], [lab for lab, _ in entries], recs_by, min_items) for s in sorted(suite_meta)}
+    blocks = {s: _block(s, suite_meta[s], [lab for lab, _ in entries], {lab: grouped[f].get((m, s), []) for lab, (f, m) in entries}, min_items)
+              for s in sorted(suite_meta)}
     if not any(b.skipped is None and (b.codes is not None or b.errors is not None) for b in blocks.values()):
         detail = "; ".join(f"{s}: {b.skipped or b.no_predictions}" for s, b in blocks.items())
         raise LafError(f"no suite has enough items answered by every candidate to compare them ({detail})",
@@ -191,8 +207,11 @@ def load_prediction_inputs(runs: list[str], min_items: int = DEFAULT_MIN_ITEMS) 
                             blocks, warnings, suite_meta, recs_by)
 
 
-def _keyed(records: list[dict]) -> dict[tuple[str, int], dict]:
-    """Key each item by (doc hash, occurrence): identical documents pair in doc-id order, as in the gate."""
+def _keyed(records: list[dict]) -> dict:
+    """Key each item by its doc hash; when a suite holds identical documents, by (doc hash, occurrence) in doc-id order, as in the gate."""
+    out = {r["doc_hash"]: r for r in records}
+    if len(out) == len(records):
+        return out
     out, seen = {}, defaultdict(int)
     for r in sorted(records, key=lambda r: r["doc_id"]):
         k = (r["doc_hash"], seen[r["doc_hash"]])
@@ -201,13 +220,17 @@ def _keyed(records: list[dict]) -> dict[tuple[str, int], dict]:
     return out
 
 
-def _canon(v) -> str:
-    return json.dumps(v, sort_keys=True, ensure_ascii=False, default=str)
+def _canon(v):
+    """A hashable label for a prediction: scalars by type and value (so 1, 1.0 and True stay distinct), anything else as canonical JSON."""
+    if v is None or isinstance(v, (str, int, float)):
+        return (type(v).__name__, v)
+    return ("json", json.dumps(v, sort_keys=True, ensure_ascii=False, default=str))
 
 
 def _block(suite: str, meta: dict, labels: list[str], recs_by: dict[str, list[dict]], min_items: int) -> SuiteBlock:
+    """``recs_by``: this suite's records of each model."""
     category = str(meta.get("category", "unknown"))
-    keyed = {lab: _keyed([r for r in recs_by[lab] if r["suite"] == suite]) for lab in labels}
+    keyed = {lab: _keyed(recs_by[lab]) for lab in labels}
     missing = [lab for lab in labels if not keyed[lab]]
     if missing:
         return SuiteBlock(suite, category, 0, {}, skipped=f"not evaluated for {', '.join(missing)}")
@@ -216,15 +239,12 @@ def _block(suite: str, meta: dict, labels: list[str], recs_by: dict[str, list[di
     if len(common) < min_items:
         return SuiteBlock(suite, category, len(common), dropped,
                           skipped=f"only {len(common)} items answered by every model (minimum {min_items})")
-    keys = sorted(common)
+    keys = sorted(common, key=str)
     block = SuiteBlock(suite, category, len(keys), dropped)
     rows = [[keyed[lab][k] for k in keys] for lab in labels]
-    preds = [[r.get("prediction") for r in row] for row in rows]
-    if all(p is None for row in preds for p in row):
+    block.codes = _codes([[r.get("prediction") for r in row] for row in rows])
+    if block.codes is None:
         block.no_predictions = "no per-item predictions (a log-likelihood or perplexity suite)"
-    else:
-        vocab: dict[str, int] = {}
-        block.codes = np.array([[vocab.setdefault(_canon(p), len(vocab)) for p in row] for row in preds], dtype=np.int64)
     metric = meta.get("primary_metric")
     mmeta = (meta.get("metrics") or {}).get(metric) or {}
     if not metric:
@@ -233,19 +253,15 @@ def _block(suite: str, meta: dict, labels: list[str], recs_by: dict[str, list[di
     if mmeta.get("ideal") is not None:
         block.no_errors = f"{metric} has an ideal value, not a right or wrong answer"
         return block
-    values = np.empty((len(labels), len(keys)))
-    for i, row in enumerate(rows):
-        for j, r in enumerate(row):
-            v = r["metrics"].get(metric)
-            if isinstance(v, bool):
-                v = float(v)
-            if not isinstance(v, (int, float)):
-                block.no_errors = f"{metric} has no single number per item"
-                return block
-            if not math.isfinite(v):
-                raise LafError(f"suite {suite}, item {r['doc_id']} of {labels[i]}: {metric} is {v}, not a finite number",
-                               "re-run the evaluation; non-finite per-item metrics cannot be compared")
-            values[i, j] = v
+    try:  # the common case at C speed: plain numbers; anything else is diagnosed item by item below
+        values = np.array([[r["metrics"].get(metric) for r in row] for row in rows], dtype=np.float64)
+        fast = bool(np.all(np.isfinite(values)))
+    except (TypeError, ValueError):
+        fast = False
+    if not fast:
+        values = _checked_values(suite, metric, labels, rows, block)
+        if values is None:
+            return block
     if not np.all((values == 0) | (values == 1)):
         block.no_errors = f"{metric} is not a 0/1 score per item"
         return block
@@ -254,16 +270,44 @@ def _block(suite: str, meta: dict, labels: list[str], recs_by: dict[str, list[di
     return block
 
 
+def _codes(preds: list[list]) -> np.ndarray | None:
+    """Integer labels for the predictions, equal values equal labels; None when no item has a prediction."""
+    try:
+        arr = np.array(preds)
+    except (TypeError, ValueError):
+        arr = None
+    if arr is not None and arr.ndim == 2 and (arr.dtype.kind in "iU" or (arr.dtype.kind == "f" and np.all(np.isfinite(arr)))):
+        return np.unique(arr, return_inverse=True)[1].reshape(arr.shape).astype(np.int64)
+    if all(p is None for row in preds for p in row):
+        return None
+    vocab: dict = {}
+    return np.array([[vocab.setdefault(_canon(p), len(vocab)) for p in row] for row in preds], dtype=np.int64)
+
+
+def _checked_values(suite, metric, labels, rows, block) -> np.ndarray | None:
+    values = np.empty((len(labels), len(rows[0])))
+    for i, row in enumerate(rows):
+        for j, r in enumerate(row):
+            v = r["metrics"].get(metric)
+            if isinstance(v, bool):
+                v = float(v)
+            if not isinstance(v, (int, float)):
+                block.no_errors = f"{metric} has no single number per item"
+                return None
+            if not math.isfinite(v):
+                raise LafError(f"suite {suite}, item {r['doc_id']} of {labels[i]}: {metric} is {v}, not a finite number",
+                               "re-run the evaluation; non-finite per-item metrics cannot be compared")
+            values[i, j] = v
+    return values
+
+
 # ---------------------------------------------------------------- the measures, per suite / category / all
 
 def _matrix(labels: list[str], values: np.ndarray, undefined: np.ndarray | None = None, reasons: dict | None = None) -> dict:
-    rows = []
-    for i in range(len(labels)):
-        row = []
-        for j in range(len(labels)):
-            bad = (undefined is not None and undefined[i, j]) or not math.isfinite(values[i, j])
-            row.append(None if bad else round(float(values[i, j]), 6))
-        rows.append(row)
+    bad = ~np.isfinite(values) if undefined is None else (undefined | ~np.isfinite(values))
+    rows = np.round(np.where(bad, 0.0, values), 6).tolist()
+    for i, j in zip(*np.nonzero(bad)):
+        rows[i][j] = None
     out = {"labels": list(labels), "values": rows}
     if undefined is not None and undefined.any():
         out["undefined"] = [
@@ -273,22 +317,12 @@ def _matrix(labels: list[str], values: np.ndarray, undefined: np.ndarray | None 
     return out
 
 
-def _pool(blocks: list[SuiteBlock], attr: str) -> np.ndarray | None:
-    parts = [getattr(b, attr) for b in blocks if getattr(b, attr) is not None]
-    if not parts:
-        return None
-    if attr == "codes":  # one table per suite: kappa's chance agreement is computed within each suite
-        return parts
-    return np.concatenate(parts, axis=1)
-
-
 def _kappa_reasons(labels: list[str], undefined: np.ndarray) -> dict:
     return {(i, j): f"{labels[i]} and {labels[j]} give the same single answer to every item, so chance agreement is 1"
             for i, j in zip(*np.nonzero(undefined))}
 
 
-def _phi_reasons(errors: np.ndarray, labels: list[str], undefined: np.ndarray) -> dict:
-    rate = errors.mean(axis=1)
+def _phi_reasons(rate: np.ndarray, labels: list[str], undefined: np.ndarray) -> dict:
 
     def why(i):
         return f"{labels[i]} is {'never' if rate[i] == 0 else 'always'} wrong"
@@ -300,40 +334,82 @@ def _phi_reasons(errors: np.ndarray, labels: list[str], undefined: np.ndarray) -
     return out
 
 
-def measures(labels: list[str], codes: list[np.ndarray] | None, errors: np.ndarray | None) -> dict:
-    """All prediction-space measures of one scope (a suite, a category or everything); ``codes``: one table per suite."""
-    out: dict = {}
-    if codes is not None:
-        out["agreement"] = _matrix(labels, pooled_agreement(codes))
-        k, und = kappa_matrix(codes)
-        out["kappa"] = _matrix(labels, k, und, _kappa_reasons(labels, und))
-    if errors is not None:
-        out["double_fault"] = _matrix(labels, double_fault_matrix(errors))
-        out["disagreement"] = _matrix(labels, disagreement_matrix(errors))
-        phi, und = error_correlation_matrix(errors)
-        out["error_correlation"] = _matrix(labels, phi, und, _phi_reasons(errors, labels, und))
-        out["error_rate"] = {lab: round(float(r), 6) for lab, r in zip(labels, errors.mean(axis=1))}
+@dataclass
+class Sums:
+    """Additive statistics of a set of items: per-suite sums add up to any category or to everything."""
+
+    n_codes: int = 0
+    agree: np.ndarray | None = None  # items with equal predictions
+    chance: np.ndarray | None = None  # chance agreement (within the suite) x items
+    n_errors: int = 0
+    both: np.ndarray | None = None  # items both get wrong
+    wrong: np.ndarray | None = None  # items each gets wrong
+    fixed_broken: np.ndarray | None = None  # [i, j]: items i gets right and j gets wrong
+
+    def __add__(self, o: "Sums") -> "Sums":
+        add = lambda a, b: b if a is None else a if b is None else a + b  # noqa: E731
+        return Sums(self.n_codes + o.n_codes, add(self.agree, o.agree), add(self.chance, o.chance), self.n_errors + o.n_errors,
+                    add(self.both, o.both), add(self.wrong, o.wrong), add(self.fixed_broken, o.fixed_broken))
+
+
+def block_sums(b: SuiteBlock) -> Sums:
+    out = Sums()
+    if b.codes is not None:
+        n = b.codes.shape[1]
+        marg = label_marginals(b.codes)
+        out.n_codes, out.agree, out.chance = n, agreement_counts(b.codes), np.asarray((marg @ marg.T).todense()) * n
+    if b.errors is not None:
+        E = b.errors
+        out.n_errors, out.both, out.wrong = E.shape[1], E @ E.T, E.sum(axis=1)
+        out.fixed_broken = (1 - E) @ E.T
     return out
 
 
-def _vs_base(inp: PredictionInputs, codes, errors) -> dict:
-    """How far each candidate moved from the base: changed answers, kappa, items fixed and broken."""
-    b = len(inp.labels) - 1
+def measures(labels: list[str], s: Sums) -> dict:
+    """All prediction-space measures of one scope (a suite, a category or everything) from its sums."""
+    out: dict = {}
+    k = len(labels)
+    if s.agree is not None:
+        po, pe = s.agree[:k, :k] / s.n_codes, s.chance[:k, :k] / s.n_codes
+        out["agreement"] = _matrix(labels, po)
+        und = (1.0 - pe) <= EPS
+        with np.errstate(divide="ignore", invalid="ignore"):
+            kappa = np.where(und, np.nan, (po - pe) / np.where(und, 1.0, 1.0 - pe))
+        out["kappa"] = _matrix(labels, kappa, und, _kappa_reasons(labels, und))
+    if s.both is not None:
+        n = s.n_errors
+        df, rate = s.both[:k, :k] / n, s.wrong[:k] / n
+        out["double_fault"] = _matrix(labels, df)
+        out["disagreement"] = _matrix(labels, rate[:, None] + rate[None, :] - 2 * df)
+        sd = np.sqrt(np.clip(rate * (1 - rate), 0, None))
+        den = np.outer(sd, sd)
+        und = den <= EPS
+        with np.errstate(divide="ignore", invalid="ignore"):
+            phi = np.clip(np.where(und, np.nan, (df - np.outer(rate, rate)) / np.where(und, 1.0, den)), -1, 1)
+        out["error_correlation"] = _matrix(labels, phi, und, _phi_reasons(rate, labels, und))
+        out["error_rate"] = {lab: round(float(r), 6) for lab, r in zip(labels, rate)}
+    return out
+
+
+def _vs_base(labels: list[str], s: Sums) -> dict:
+    """How far each candidate moved from the base (the last row): changed answers, kappa, items fixed and broken."""
+    b = len(labels)
     out = {}
-    kappa = kappa_matrix(codes)[0] if codes is not None else None
-    agree = pooled_agreement(codes) if codes is not None else None
-    for i, lab in enumerate(inp.labels[:-1]):
+    for i, lab in enumerate(labels):
         row: dict = {}
-        if codes is not None:
-            row["agreement"] = round(float(agree[i, b]), 6)
-            row["changed"] = round(1 - float(agree[i, b]), 6)
-            row["kappa"] = None if not math.isfinite(kappa[i, b]) else round(float(kappa[i, b]), 6)
-            if row["kappa"] is None:
+        if s.agree is not None:
+            po, pe = s.agree[i, b] / s.n_codes, s.chance[i, b] / s.n_codes
+            row["agreement"] = round(float(po), 6)
+            row["changed"] = round(1 - float(po), 6)
+            if 1 - pe <= EPS:
+                row["kappa"] = None
                 row["kappa_undefined"] = "base and candidate give the same single answer to every item"
-        if errors is not None:
-            row["fixed"] = int(((errors[b] == 1) & (errors[i] == 0)).sum())
-            row["broken"] = int(((errors[b] == 0) & (errors[i] == 1)).sum())
-            row["items"] = int(errors.shape[1])
+            else:
+                row["kappa"] = round(float((po - pe) / (1 - pe)), 6)
+        if s.both is not None:
+            row["fixed"] = int(round(s.fixed_broken[i, b]))  # candidate right, base wrong
+            row["broken"] = int(round(s.fixed_broken[b, i]))  # base right, candidate wrong
+            row["items"] = int(s.n_errors)
         out[lab] = row
     return out
 
@@ -346,39 +422,37 @@ def prediction_space(inp: PredictionInputs) -> dict:
     ncand = len(inp.labels) - (1 if inp.base else 0)
     cand = inp.labels[:ncand]
     active = [b for b in inp.blocks.values() if b.skipped is None]
-    scopes: dict[str, dict[str, list[SuiteBlock]]] = {
-        "by_suite": {b.suite: [b] for b in active},
-        "by_category": defaultdict(list),
-        "all": {"all": active},
-    }
+    sums = {b.suite: block_sums(b) for b in active}
+    scopes: dict[str, dict[str, Sums]] = {"by_suite": dict(sums), "by_category": {}, "all": {}}
     for b in active:
-        scopes["by_category"][b.category].append(b)
-    doc: dict = {m: {"by_suite": {}, "by_category": {}} for m in MEASURES}
-    doc["error_rate"] = {"by_suite": {}, "by_category": {}}
+        cat = scopes["by_category"]
+        cat[b.category] = cat[b.category] + sums[b.suite] if b.category in cat else sums[b.suite]
+    total = Sums()
+    for v in sums.values():
+        total = total + v
+    scopes["all"]["all"] = total
+    doc: dict = {m: {"by_suite": {}, "by_category": {}} for m in (*MEASURES, "error_rate")}
     vs_base: dict = {"by_suite": {}, "by_category": {}}
     for scope, groups in scopes.items():
-        for name, blocks in sorted(groups.items()):
-            codes, errors = _pool(blocks, "codes"), _pool(blocks, "errors")
-            got = measures(cand, None if codes is None else [c[:ncand] for c in codes], None if errors is None else errors[:ncand])
-            for m, v in got.items():
+        for name, sm in sorted(groups.items()):
+            for m, v in measures(cand, sm).items():
                 if scope == "all":
                     doc[m]["all"] = v
                 else:
                     doc[m][scope][name] = v
-            if inp.base and (codes is not None or errors is not None):
-                vb = _vs_base(inp, codes, errors)
+            if inp.base and (sm.agree is not None or sm.both is not None):
+                vb = _vs_base(cand, sm)
                 if scope == "all":
                     vs_base["all"] = vb
                 else:
                     vs_base[scope][name] = vb
-    items = {
+    doc["items"] = {
         b.suite: {"category": b.category, "paired": b.n, "dropped": b.dropped,
                   **({"skipped": b.skipped} if b.skipped else {}),
                   **({"no_predictions": b.no_predictions} if b.no_predictions else {}),
                   **({"no_errors": b.no_errors} if b.no_errors else {})}
         for b in inp.blocks.values()
     }
-    doc["items"] = items
     doc["vs_base"] = vs_base if inp.base else {"skipped": "no run holds the base model"}
     return doc
 

@@ -221,7 +221,11 @@ def _r(v):
 
 def _mat(labels, values, undefined_reason=None):
     n = len(labels)
-    rows = [[_r(values[i][j]) for j in range(n)] for i in range(n)]
+    values = np.asarray(values, dtype=np.float64)
+    bad = ~np.isfinite(values)
+    rows = np.round(np.where(bad, 0.0, values), 6).tolist()
+    for i, j in zip(*np.nonzero(bad)):
+        rows[i][j] = None
     out = {"labels": list(labels), "values": rows}
     und = [{"pair": [labels[i], labels[j]], "reason": undefined_reason} for i in range(n) for j in range(i + 1, n) if rows[i][j] is None]
     if und:
@@ -267,18 +271,28 @@ def weight_space(adapters: list[LoadedAdapter], per_module: bool = True) -> dict
         mod0 = mods[0]
         ip_layer[str(mod0.layer) if mod0.layer is not None else "other"] += ip
         ip_kind[mod0.kind] += ip
-        bases = [orthonormal_basis(m.B) for m in mods]
-        ov = np.full((n, n), np.nan)
+        # subspace overlap for every pair at once: ||Q_i^T Q_j||_F^2 (the sum of squared principal cosines) / min(rank_i, rank_j)
+        if len({m.B.shape[1] for m in mods}) == 1:  # one rank: batched QR / SVD over the adapters
+            Bs = np.stack([m.B for m in mods])
+            As = np.stack([m.A for m in mods])
+            sig = np.linalg.svd(np.linalg.qr(Bs, mode="r") @ np.swapaxes(np.linalg.qr(np.swapaxes(As, 1, 2), mode="r"), 1, 2), compute_uv=False)
+            sig *= np.abs([m.scale for m in mods])[:, None]
+            u, sv, _ = np.linalg.svd(Bs, full_matrices=False)
+            bases = [u[x][:, sv[x] > 1e-10 * sv[x][0]] if sv[x][0] > 0 else u[x][:, :0] for x in range(len(mods))]
+        else:
+            sig = [singular_values(m.A, m.B, m.scale) for m in mods]
+            bases = [orthonormal_basis(m.B) for m in mods]
         for x, i in enumerate(have):
-            sig = singular_values(mods[x].A, mods[x].B, mods[x].scale)
-            erank[adapters[i].ref][name] = effective_rank(sig)
-            for y, j in enumerate(have):
-                if y < x:
-                    continue
-                q1, q2 = bases[x], bases[y]
-                if q1.shape[1] and q2.shape[1]:
-                    s = np.linalg.svd(q1.T @ q2, compute_uv=False)
-                    ov[i, j] = ov[j, i] = float(np.mean(np.clip(s, 0, 1) ** 2))
+            erank[adapters[i].ref][name] = effective_rank(sig[x])
+        ranks = np.array([q.shape[1] for q in bases])
+        ov = np.full((n, n), np.nan)
+        live = [x for x in range(len(have)) if ranks[x] > 0]
+        if live:
+            Q = np.concatenate([bases[x] for x in live], axis=1)
+            qstarts = np.cumsum([0] + [int(ranks[x]) for x in live[:-1]])
+            sq = np.add.reduceat(np.add.reduceat((Q.T @ Q) ** 2, qstarts, axis=0), qstarts, axis=1)
+            idx = [have[x] for x in live]
+            ov[np.ix_(idx, idx)] = np.clip(sq / np.minimum.outer(ranks[live], ranks[live]), 0.0, 1.0)
         if per_module:
             module_cos[name] = _mat(labels, _cos(ip), "a task vector is zero (or the module is missing) in one adapter")
             module_overlap[name] = _mat(labels, ov, "the module is missing or its B is zero in one adapter")
