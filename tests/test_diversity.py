@@ -497,6 +497,10 @@ def test_function_space_matches_an_independent_computation(tiny_model_dir, tiny_
         assert _val(doc["cka"]["by_layer"][str(layer)], "base", a) == pytest.approx(linear_cka(X, Y), abs=1e-4)
     assert expect_kl > 0 and expect_gap > 0
     assert doc["predictions"]["pairs"][0]["signals"].keys() >= {"weight_cosine", "merge_ensemble_gap"}
+    from harness.diversity import render_diversity_section
+
+    html = render_diversity_section(doc)
+    assert html.count("<svg") >= 5 and "linear CKA" in html and "merge-vs-ensemble" in html
 
 
 def test_linear_cka_equals_the_hsic_formula():

@@ -8,8 +8,6 @@ the tightest groups from the rest); the linkage is kept for the dendrogram.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..errors import LafError
@@ -80,6 +78,3 @@ def cluster_matrix(matrix: dict | None, distance: str, sim_max: float = 1.0) -> 
         return {"skipped": "fewer than two candidates"}
     return cluster(labels, D, distance)
 
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)
