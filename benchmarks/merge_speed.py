@@ -12,7 +12,9 @@ Each measurement runs in its own process; a sampler thread reads the RSS every
 before it. Ours: `merge_adapters(cfg)` end to end (read + verify the adapters,
 merge, re-factor, register). PEFT: `add_weighted_adapter` alone, on a
 PeftModel that already holds the fp32 base and both adapters (that load time
-is printed separately; PEFT cannot merge without the base in memory).
+is printed separately; PEFT cannot merge without the base in memory); its
+*_svd types run with svd_full_matrices=False, its fastest setting. A
+measurement that takes over 5 minutes is stopped and reported as such.
 
 Goal (issue 14): every method under 10 s on 2 cores, extra memory under twice
 the model's size.
@@ -153,14 +155,23 @@ def one_peft(ctype: str, model_path: str, registry: Path, refs: list[str]) -> di
     model.load_adapter(str(reg.resolve(refs[1]).path), adapter_name="b")
     load = time.perf_counter() - t0
     kwargs = {"density": DENSITY} if ("ties" in ctype or "dare" in ctype) else {}
+    if ctype.endswith("svd"):
+        kwargs["svd_full_matrices"] = False  # PEFT's fastest setting (its default, True, also builds the full U)
     t0 = time.perf_counter()
     with RssSampler() as rss:
         model.add_weighted_adapter(["a", "b"], [0.5, 0.5], "merged", combination_type=ctype, **kwargs)
     return {"seconds": time.perf_counter() - t0, "extra_mb": rss.extra_mb, "load_seconds": load}
 
 
+CHILD_TIMEOUT_S = 300
+
+
 def run_child(args: list[str]) -> dict:
-    p = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        p = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                           timeout=CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {"error": f"did not finish within {CHILD_TIMEOUT_S} s (stopped)"}
     if p.returncode != 0:
         return {"error": (p.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(p.stdout.strip().splitlines()[-1])

@@ -533,6 +533,8 @@ BAD = [
     (dict(method="linear", adapters=["a@1", "b@1"], weights=[1, float("nan")]), ["key 'weights.1'"]),
     (dict(method="linear", adapters=["a@1", "b@1"], output={"kind": "model"}), ["key 'output.path'"]),
     (dict(method="linear", adapters=[]), ["key 'adapters'"]),
+    (dict(method="ties", adapters=["a@1", "b@1"], density=0.5, rescale="l1"), ["key 'rescale'", "dare_linear / dare_ties only"]),
+    (dict(method="linear", adapters=["a@1", "b@1"], output={"dtype": "fp32"}), ["key 'output.dtype'", "model outputs only"]),
 ]
 
 

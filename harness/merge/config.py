@@ -209,6 +209,9 @@ def check_method_params(cfg: MergeConfig, source: str | Path = "<merge config>")
             bad("density", f"density must be in (0, 1], got {cfg.density}", "use e.g. density: 0.5")
     elif cfg.density is not None:
         bad("density", f"{m} takes no density", "remove it")
+    for key in ("rescale", "seed"):
+        if key in cfg.model_fields_set and not m.startswith("dare"):
+            bad(key, f"{key} applies to dare_linear / dare_ties only, not {m}", "remove it")
     if m == "model_stock" and n < 2:
         bad("adapters", f"model_stock needs at least two adapters, got {n}", "list two or more")
     if not math.isfinite(cfg.lambda_):
@@ -229,5 +232,6 @@ def check_method_params(cfg: MergeConfig, source: str | Path = "<merge config>")
         if m in SPARSE and o.rank == "exact":
             bad("output.rank", f"{m} produces an update with no low-rank structure, so it has no exact LoRA form",
                 "give a number (the re-factored rank; the relative error is recorded), or use output.kind: model")
-    if o.base_weights != "auto" and o.kind != "model":
-        bad("output.base_weights", "base_weights applies to model outputs only", "remove it or set output.kind: model")
+    for key in ("dtype", "base_weights"):
+        if key in o.model_fields_set and o.kind != "model":
+            bad(f"output.{key}", f"{key} applies to model outputs only", "remove it or set output.kind: model")

@@ -11,10 +11,19 @@ from ..errors import LafError
 from ..registry import Registry
 
 
+def _compact(value) -> str:
+    """t as written in a config, short: 0.5, [0, 0.5, 1], or self_attn:[0, 1] mlp:[1, 0] *:0.5."""
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return " ".join(f"{c.get('filter') or '*'}:{_compact(c.get('value'))}" for c in value)
+    if isinstance(value, list):
+        return "[" + ", ".join(f"{v:g}" for v in value) + "]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _describe(lineage: dict) -> str:
     p = dict(lineage.get("params") or {})
     method = p.pop("method", lineage.get("method"))
-    shown = ", ".join(f"{k}={v}" for k, v in p.items() if k != "weights")
+    shown = ", ".join(f"{k}={_compact(v)}" for k, v in p.items() if k != "weights")
     out = lineage.get("output") or {}
     if out.get("kind") == "adapter":
         err = (out.get("relative_error") or {}).get("max")
