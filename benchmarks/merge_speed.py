@@ -128,7 +128,7 @@ def one_ours(label: str, registry: Path, refs: list[str], workdir: Path) -> dict
 
     from harness.merge import MergeConfig, merge_adapters
 
-    raw = {"name": f"bench-{label.replace('_', '-')}", "adapters": refs, "registry": str(registry), **OURS[label]}
+    raw = {"name": f"bench-{label.replace('_', '-')}-{os.getpid()}", "adapters": refs, "registry": str(registry), **OURS[label]}
     if raw.get("output", {}).get("kind") == "model":
         raw["output"] = {**raw["output"], "path": str(workdir / f"model-{label}")}
     cfg = MergeConfig.model_validate(raw)
@@ -181,6 +181,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
     ap.add_argument("--keep", help="work in this folder and keep it (default: a temporary folder)")
+    ap.add_argument("--methods", nargs="+", choices=list(OURS), help="only these of ours (default: all)")
+    ap.add_argument("--no-peft", action="store_true", help="skip PEFT's add_weighted_adapter")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -220,9 +222,9 @@ def main() -> int:
         err = "" if r.get("max_rel_error") is None else f"{r['max_rel_error']:.2e}"
         print(f"{who:5} {label:18} {r['seconds']:8.2f} {r['extra_mb']:10.0f} {str(r.get('rank') or ''):>5} {err:>12}  {note}", flush=True)
 
-    for label in OURS:
+    for label in args.methods or OURS:
         show("ours", label, run_child(["--child", "ours", label, str(registry), info["path"], str(work), *info["refs"]]))
-        for ctype in PEFT_FOR.get(label, []):
+        for ctype in ([] if args.no_peft else PEFT_FOR.get(label, [])):
             show("peft", ctype, run_child(["--child", "peft", ctype, str(registry), info["path"], str(work), *info["refs"]]))
     print(f"\nload average now {os.getloadavg()[0]:.1f}")
     ok_t, ok_m = worst_t < 10, worst_m < budget_mb
