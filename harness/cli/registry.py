@@ -84,6 +84,14 @@ def cmd_show(args) -> int:
     base = m.get("base_model", {})
     console.print(f"  base         {base.get('spec')}  sha256:{base.get('fingerprint')}")
     console.print(f"  load         {m.get('load')}")
+    if m.get("lineage"):  # a merged adapter (laf merge): its family tree instead of training facts
+        from ..merge import family_tree
+
+        for line in family_tree(str(entry.ref), m, _registry(args)):
+            console.print(f"  {line}", markup=False)
+        for name, digest in m.get("files", {}).items():
+            console.print(f"  file         {name}  {digest[:16]}...")
+        return 0
     d = m.get("data", {})
     console.print(f"  data         {d.get('path')} ({d.get('examples')} examples, {d.get('dropped')} dropped) sha256:{d.get('content_sha256')}")
     console.print(f"  trainable    {m.get('trainable_parameters'):,} ({m.get('trainable_percent')} %)")
