@@ -10,11 +10,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import ConfigError, LafError
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """The base of every config model: an unknown key is an error naming it, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def load_yaml(path: str | Path) -> dict:
