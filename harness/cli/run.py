@@ -26,16 +26,17 @@ def cmd_run(args) -> int:
     if args.json:
         print_json(summary)
         return summary["exit_code"]
-    from .eval import print_results_table
-    from ..io import read_json
     from pathlib import Path
 
-    run_dir = Path(summary["run_dir"])
-    print_results_table(read_json(run_dir / "eval" / "results.json"))
-    if (run_dir / "verdict.json").exists():
-        from ..gate.verdict import Verdict
-        from .gate import print_verdict
+    from ..gate.verdict import Verdict
+    from ..io import read_json
+    from ..results import load_results
+    from .eval import print_results_table
+    from .gate import print_verdict
 
+    run_dir = Path(summary["run_dir"])
+    print_results_table(load_results(run_dir / "eval"))
+    if (run_dir / "verdict.json").exists():
         console.print()
         print_verdict(Verdict.from_dict(read_json(run_dir / "verdict.json")))
     console.print(f"\nstages run: {', '.join(summary['stages_ran']) or '-'}; skipped (unchanged): {', '.join(summary['stages_skipped']) or '-'}; {summary['wall_time_s']:.0f} s")
