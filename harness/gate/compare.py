@@ -10,7 +10,6 @@ every candidate's gain over the baseline is Holm-adjusted across candidates).
 
 from __future__ import annotations
 
-
 from ..errors import LafError
 from ..results import BASE, load_results
 from ..stats import holm

@@ -5,20 +5,10 @@ gate, the report, the statistics, the pipeline and the CLI read through it, so
 a gate in CI or a report on a laptop needs no model stack.
 """
 
-from .document import (
-    BASE,
-    PROPORTION_METRICS,
-    AdapterInfo,
-    BaseModelInfo,
-    MetricMeta,
-    ModelInfo,
-    Provenance,
-    ResultsDoc,
-    ResultsFormatError,
-    SuiteMeta,
-    is_proportion,
-)
+from .checks import ResultsFormatError
+from .document import BASE, AdapterInfo, BaseModelInfo, ModelInfo, Provenance, ResultsDoc
 from .format import fmt_change, fmt_value
+from .metrics import PROPORTION_METRICS, MetricMeta, SuiteMeta, is_proportion
 from .records import ItemRecord
 from .store import RECORDS, RESULTS, STORE, ResultsStore, load_results, load_run, write_results
 
