@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from yaml.constructor import ConstructorError
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, SequenceNode
@@ -160,6 +160,12 @@ def parse_yaml(text: str | bytes):
         return loader.get_single_data()
     finally:
         loader.dispose()
+
+
+class StrictModel(BaseModel):
+    """The base of every config model: an unknown key is an error naming it, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -12,8 +12,9 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .errors import LafError
 
@@ -30,6 +31,24 @@ def sha256_file(path: str | os.PathLike) -> str:
         while block := f.read(_BLOCK):
             h.update(block)
     return h.hexdigest()
+
+
+def file_digests(folder: str | os.PathLike, *, exclude: tuple[str, ...] = (), digest: Callable[[Path], str] = sha256_file) -> dict[str, str]:
+    """Relative POSIX path -> sha256 of every file below ``folder`` (in path order), except the names in ``exclude``."""
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): digest(p) for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in exclude}
+
+
+def hash_tree(folder: str | os.PathLike, *, exclude: tuple[str, ...] = (), digest: Callable[[Path], str] = sha256_file) -> str:
+    """One sha256 over a folder's files: their relative paths and contents, so editing, adding, removing or
+    renaming any file changes it. ``digest`` may be a caching file hasher (``models.fingerprint.cached_file_sha256``)."""
+    return sha256_json(file_digests(folder, exclude=exclude, digest=digest))
+
+
+def hash_path(path: str | os.PathLike, *, digest: Callable[[Path], str] = sha256_file) -> str:
+    """The content hash of an input that may be a file or a folder (a saved ``datasets`` dataset)."""
+    path = Path(path)
+    return hash_tree(path, digest=digest) if path.is_dir() else digest(path)
 
 
 def canonical_json(obj: Any) -> str:
@@ -105,7 +124,7 @@ def atomic_dir(final: str | os.PathLike, *, exist_ok: bool = False) -> Iterator[
             if final.exists() and exist_ok:
                 shutil.rmtree(tmp, ignore_errors=True)
             elif final.exists():
-                raise LafError(f"{final} already exists", "choose another name or remove it first")
+                raise LafError(f"{final} already exists", "choose another name or remove it first") from None
             else:
                 raise
     except BaseException:
@@ -121,3 +140,44 @@ def read_json(path: str | os.PathLike) -> Any:
         raise LafError(f"file not found: {path}", "check the path") from e
     except json.JSONDecodeError as e:
         raise LafError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}", "fix or regenerate the file") from e
+
+
+@dataclass(frozen=True)
+class BadLine:
+    """A line of a JSONL file that is not UTF-8 (``kind="encoding"``) or not JSON (``kind="json"``)."""
+
+    line: int
+    kind: str
+    message: str
+    text: str
+
+
+def scan_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any] | BadLine]:
+    """``(line number, value)`` for every non-blank line of a JSONL file, or a :class:`BadLine` for one that
+    cannot be read; the caller decides whether a bad line is an error or a counted problem."""
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield BadLine(i, "encoding", f"not valid UTF-8 ({e.reason} at byte {e.start})", raw[:160].decode("utf-8", "replace"))
+                continue
+            try:
+                yield i, json.loads(text)
+            except json.JSONDecodeError as e:
+                yield BadLine(i, "json", f"not valid JSON: {e.msg} (column {e.colno})", text.strip())
+
+
+def read_jsonl(path: str | os.PathLike, fix: str = "fix that line or regenerate the file") -> list:
+    """Every value of a JSONL file; the first unreadable line is an error naming the file and the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise LafError(f"file not found: {path}", "check the path")
+    out = []
+    for item in scan_jsonl(path):
+        if isinstance(item, BadLine):
+            raise LafError(f"{path}, line {item.line}: {item.message}", fix)
+        out.append(item[1])
+    return out

@@ -120,3 +120,27 @@ def test_exit_code_comes_from_the_gate(tiny_model_dir, tmp_path):
     config.write_text(yaml.safe_dump(cfg))
     code, out, err = run_cli("run", str(config), "--quiet")
     assert code == 1 and "FAIL" in out and "report:" in out
+
+
+def test_editing_a_datasets_folder_reruns_curate_train_and_eval(tiny_model_dir, tmp_path):
+    """A folder input is fingerprinted by its files' content, not its path: an edit inside it re-runs what depends on it."""
+    import datasets
+    rows = [json.loads(x) for x in (REPO / "examples" / "quickstart" / "train.jsonl").read_text().splitlines()[:40]]
+    folder = tmp_path / "train_ds"
+    datasets.Dataset.from_list(rows).save_to_disk(str(folder))
+    config = write_config(tmp_path, tiny_model_dir, "dsfolder", str(tmp_path / "c.sqlite"),
+                          data={"path": "train_ds"},
+                          train={"max_length": 96, "batch_size": 4, "max_steps": 2, "eval_every": 0, "save_every": 2, "optim": {"lr": 2.0e-3}},
+                          eval={"batch_size": 8, "cache": str(tmp_path / "c.sqlite"), "suites": [{"suite": "domain/tempo-t4", "limit": 20}]})
+    cfg = yaml.safe_load(config.read_text())
+    del cfg["gate"]
+    config.write_text(yaml.safe_dump(cfg))
+    first = run_pipeline(config)
+    assert first["stages_ran"][:3] == ["curate", "train", "eval"]
+    assert run_pipeline(config)["stages_skipped"] == ["curate", "train", "eval"]
+
+    rows[0] = {**rows[0], "instruction": rows[0]["instruction"] + " (edited)"}
+    datasets.Dataset.from_list(rows).save_to_disk(str(folder))  # the same path, one example's text changed
+    edited = run_pipeline(config)
+    assert edited["stages_ran"][:3] == ["curate", "train", "eval"], edited
+    assert edited["adapters"] == ["dsfolder@2"]

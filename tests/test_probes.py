@@ -40,15 +40,15 @@ def test_probe_metrics_declare_their_direction():
     def meta(name):
         return load_suite(name).build.metrics
 
-    assert meta("bias/crows-pairs")["pct_stereotype"]["ideal"] == 0.5
-    assert meta("bias/crows-pairs")["likelihood_diff"]["higher_is_better"] is False
-    assert meta("bias/bbq")["amb_bias_score"]["ideal"] == 0.0 and meta("bias/bbq")["disamb_bias_score"]["ideal"] == 0.0
-    assert meta("bias/bbq")["accuracy_amb"]["higher_is_better"] is True
+    assert meta("bias/crows-pairs")["pct_stereotype"].ideal == 0.5
+    assert meta("bias/crows-pairs")["likelihood_diff"].higher_is_better is False
+    assert meta("bias/bbq")["amb_bias_score"].ideal == 0.0 and meta("bias/bbq")["disamb_bias_score"].ideal == 0.0
+    assert meta("bias/bbq")["accuracy_amb"].higher_is_better is True
     for s in ("hallucination/abstention", "hallucination/factqa"):
-        assert meta(s)["hallucination_rate"]["higher_is_better"] is False
-    assert meta("hallucination/truthfulqa-mc")["mc2"]["higher_is_better"] is True
-    assert meta("hallucination/consistency")["inconsistency"]["higher_is_better"] is False
-    assert meta("bias/counterfactual")["ll_gap"]["higher_is_better"] is False
+        assert meta(s)["hallucination_rate"].higher_is_better is False
+    assert meta("hallucination/truthfulqa-mc")["mc2"].higher_is_better is True
+    assert meta("hallucination/consistency")["inconsistency"].higher_is_better is False
+    assert meta("bias/counterfactual")["ll_gap"].higher_is_better is False
 
 
 @pytest.fixture(scope="module")

@@ -73,7 +73,9 @@ def cmd_eval(args) -> int:
     if args.json:
         print_json(doc)
         return 0
-    print_results_table(doc)
+    from ..results import ResultsDoc
+
+    print_results_table(ResultsDoc.from_dict(doc))
     reqs = {m: v["requests"] for m, v in doc["models"].items()}
     total = sum(r["requests"] for r in reqs.values())
     hits = sum(r["cache_hits"] for r in reqs.values())
@@ -81,10 +83,11 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def print_results_table(doc: dict) -> None:
+def print_results_table(doc) -> None:
+    """One row per suite and metric (primary first), one column per model: value ± standard error."""
     from rich.table import Table
 
-    models = list(doc["models"])
+    models = list(doc.models)
     t = Table(box=None, header_style="bold")
     t.add_column("suite")
     t.add_column("category")
@@ -92,18 +95,16 @@ def print_results_table(doc: dict) -> None:
     t.add_column("n", justify="right")
     for m in models:
         t.add_column(m, justify="right")
-    for suite, meta in doc["suites"].items():
-        metrics = list(doc["results"][models[0]].get(suite, {}))
-        primary = meta.get("primary_metric")
-        metrics.sort(key=lambda x: (x != primary, x))
+    for suite, meta in doc.suites.items():
+        metrics = sorted(doc.results[models[0]].get(suite, {}), key=lambda x: (x != meta.primary_metric, x))
         for metric in metrics:
             cells = []
             for m in models:
-                r = doc["results"][m].get(suite, {}).get(metric, {})
+                r = doc.results[m].get(suite, {}).get(metric, {})
                 v, se = r.get("value"), r.get("stderr")
                 cells.append("-" if v is None else (f"{v:.4f}" + (f" ±{se:.4f}" if isinstance(se, (int, float)) else "")))
-            n = doc["results"][models[0]][suite][metric].get("n")
-            t.add_row(suite, meta["category"], metric + (" *" if metric == primary else ""), str(n), *cells)
+            n = doc.results[models[0]][suite][metric].get("n")
+            t.add_row(suite, meta.category, metric + (" *" if metric == meta.primary_metric else ""), str(n), *cells)
     console.print(t)
 
 

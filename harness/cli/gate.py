@@ -43,19 +43,10 @@ def register(sub) -> None:
 
 
 def cmd_gate(args) -> int:
-    from ..gate import evaluate_gate, load_policy, load_side
-    from ..gate.artifacts import write_artifacts
-    from ..io import read_json
+    from ..gate import run_gate
 
-    policy = load_policy(args.policy)
-    a = load_side(args.baseline, "baseline", default_base=True)
-    b = load_side(args.candidate, "candidate", default_base=False)
-    contamination = None
-    if args.curation:
-        contamination = read_json(args.curation).get("contamination")
-    v = evaluate_gate(a, b, policy, args.policy, args.inconclusive, contamination)
-    out = Path(args.out) if args.out else b.folder / "verdict.json"
-    write_artifacts(v, out, Path(args.junit) if args.junit else None, Path(args.summary) if args.summary else None)
+    v, out = run_gate(args.baseline, args.candidate, args.policy, inconclusive_as=args.inconclusive, curation=args.curation,
+                      out=args.out, junit=args.junit, summary=args.summary)
     from .ci import report_verdict_to_ci
 
     report_verdict_to_ci(v)  # GitHub Actions: annotations and the step summary
@@ -80,12 +71,11 @@ def print_verdict(v, out: Path | None = None) -> None:
 
 
 def cmd_compare(args) -> int:
-    from ..gate.compare import compare_runs, print_comparison
+    from ..gate.compare import compare_runs
+    from ..io import atomic_write_json
 
     doc = compare_runs(args.runs, args.baseline, args.policy, args.confidence)
     out = Path(args.out) if args.out else Path(args.runs[0].split("#")[0]) / "compare.json"
-    from ..io import atomic_write_json
-
     atomic_write_json(out, doc)
     if args.json:
         print_json(doc)
@@ -95,20 +85,65 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def print_comparison(doc: dict) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ..results import fmt_change
+
+    t = Table(box=None, header_style="bold")
+    t.add_column("#")
+    t.add_column("candidate")
+    for cat in doc["categories"]:
+        t.add_column(f"{cat} change (CI)")
+    t.add_column("pareto")
+    t.add_column("domain p (Holm)")
+    if any("verdict" in r for r in doc["ranking"]):
+        t.add_column("gate")
+    for r in doc["ranking"]:
+        cells = [str(r["rank"]), escape(r["candidate"])]
+        for cat in doc["categories"]:
+            c = r["categories"].get(cat)
+            cells.append("-" if not c else f"{fmt_change(c['improvement'], True)} ({fmt_change(c['ci_low'], True)} to {fmt_change(c['ci_high'], True)})")
+        cells.append("yes" if r["pareto"] else "")
+        cells.append("-" if r.get("domain_p_holm") is None else f"{r['domain_p_holm']:.3g}")
+        if "verdict" in r:
+            cells.append(r["verdict"])
+        t.add_row(*cells)
+    console.print(t)
+    w = doc["winner"]
+    console.print(f"\nwinner: [bold]{escape(str(w['candidate']))}[/] - {escape(w['reason'])}")
+
+
 def cmd_calibrate(args) -> int:
-    from ..gate.calibrate import calibrate, print_calibration
+    from ..gate.calibrate import calibrate
+    from ..io import atomic_write_json, atomic_write_text
 
     doc = calibrate(args.runs[0], args.runs[1], args.confidence)
     if args.out:
-        from ..io import atomic_write_json
-
         atomic_write_json(args.out, doc)
     if args.policy_out:
-        from ..io import atomic_write_text
-
         atomic_write_text(args.policy_out, doc["suggested_policy_yaml"])
     if args.json:
         print_json(doc)
     else:
         print_calibration(doc)
     return 0
+
+
+def print_calibration(doc: dict) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ..results import fmt_change, is_proportion
+
+    t = Table(box=None, header_style="bold")
+    for c in ("suite", "metric", "n", "change (CI)", "flipped items", "MDE", "suggested margin"):
+        t.add_column(c)
+    for s, r in doc["suites"].items():
+        prop = is_proportion(r["metric"], r["base"], r["candidate"])
+        flips = "-" if r["flip_rate"] is None else f"{100 * r['flip_rate']:.1f}%"
+        t.add_row(escape(s), r["metric"], str(r["n"]), f"{fmt_change(r['improvement'], prop)} ({fmt_change(r['ci_low'], prop)} to {fmt_change(r['ci_high'], prop)})",
+                  flips, fmt_change(r["minimum_detectable_effect"], prop).lstrip("+"), fmt_change(r["suggested_margin"], prop).lstrip("+"))
+    console.print(t)
+    console.print("\nsuggested policy:\n" + escape(doc["suggested_policy_yaml"]))

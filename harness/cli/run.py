@@ -23,25 +23,25 @@ def cmd_run(args) -> int:
     quiet = args.quiet or args.json
     with open_progress(quiet, stages=True) as progress:
         summary = run_pipeline(args.config, args.overrides, log=progress.log, train_progress=progress.train_update, eval_progress=progress.eval_update)
-    from .eval import print_results_table
-    from ..io import read_json
     from pathlib import Path
+
+    from ..gate.verdict import Verdict
+    from ..io import read_json
+    from ..results import load_results
+    from .eval import print_results_table
+    from .gate import print_verdict
 
     run_dir = Path(summary["run_dir"])
     verdict = None
     if summary.get("verdict") and (run_dir / "verdict.json").exists():
-        from ..gate.verdict import Verdict
-
         verdict = Verdict.from_dict(read_json(run_dir / "verdict.json"))
         report_verdict_to_ci(verdict, f"\nRun `{summary['run_dir']}`; HTML report: `{summary['report']}`.\n")
     if args.json:
         print_json(summary)
         return summary["exit_code"]
     if not args.quiet:
-        print_results_table(read_json(run_dir / "eval" / "results.json"))
+        print_results_table(load_results(run_dir / "eval"))
     if verdict is not None:
-        from .gate import print_verdict
-
         console.print()
         print_verdict(verdict)
     if not args.quiet:

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..config import load_yaml
 from ..env import now_iso
 from ..errors import LafError
-from ..io import atomic_write_json, atomic_write_text, sha256_file, sha256_json
+from ..io import atomic_write_json, atomic_write_text, hash_path, sha256_file, sha256_json
 from .contamination import contamination, item_pieces
 from .dedupe import near_duplicates
 from .formats import Example, read_examples
@@ -88,6 +88,9 @@ def _percentile(sorted_vals: list[int], q: float) -> int:
 
 
 def curate(path: str | Path, s: CurationSettings, log=lambda m: None) -> CurationResult:
+    """Read the training data at ``path`` (any format, a file or a ``datasets`` folder) and curate it under ``s``:
+    normalise, validate (token lengths under the base tokenizer), drop exact and near duplicates and items that
+    overlap the suites in ``s.against``. Returns the curation manifest and the kept examples; writes nothing."""
     path = Path(path)
     read = read_examples(path, schema=s.schema, file_format=s.file_format, strict=s.strict)
     examples = [normalize_example(e) for e in read.examples]
@@ -201,7 +204,7 @@ def curate(path: str | Path, s: CurationSettings, log=lambda m: None) -> Curatio
         "tokens": token_stats,
         "contamination": cont_doc,
         "fingerprints": {
-            "input_sha256": sha256_file(path) if path.is_file() else sha256_json(sorted(str(p) for p in path.rglob("*"))),
+            "input_sha256": hash_path(path),
             "input_content_sha256": sha256_json([e.to_canonical() for e in read.examples]),
             "output_content_sha256": sha256_json([e.to_canonical() for e in kept]),
         },

@@ -18,12 +18,10 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from ..errors import LafError
-from ..io import sha256_json
+from ..io import BadLine, scan_jsonl, sha256_json
 
-Schema = Literal["alpaca", "prompt_completion", "chat"]
 SCHEMAS: tuple[str, ...] = ("alpaca", "prompt_completion", "chat")
 FILE_FORMATS = ("jsonl", "json", "csv", "parquet", "datasets")
 ROLES = ("system", "user", "assistant")
@@ -95,19 +93,11 @@ def _snippet(obj) -> str:
 def _iter_raw(path: Path, file_format: str):
     """Yield (line, record-or-Problem)."""
     if file_format == "jsonl":
-        with open(path, "rb") as f:
-            for i, raw in enumerate(f, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    yield i, Problem(i, "encoding", f"not valid UTF-8 ({e.reason} at byte {e.start})", _snippet(raw[:160].decode("utf-8", "replace")))
-                    continue
-                try:
-                    yield i, json.loads(text)
-                except json.JSONDecodeError as e:
-                    yield i, Problem(i, "malformed", f"not valid JSON: {e.msg} (column {e.colno})", _snippet(text.strip()))
+        for item in scan_jsonl(path):
+            if isinstance(item, BadLine):
+                yield item.line, Problem(item.line, "encoding" if item.kind == "encoding" else "malformed", item.message, _snippet(item.text))
+            else:
+                yield item
     elif file_format == "json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))

@@ -20,6 +20,7 @@ from typing import Callable
 
 from ..env import offline
 from ..errors import LafError
+from ..io import read_jsonl
 
 Normalizer = Callable[[list[dict], "SourceContext"], list[dict]]
 NORMALIZERS: dict[str, Normalizer] = {}
@@ -60,15 +61,7 @@ def read_records(path: Path) -> list[dict]:
     suffix = path.suffix.lower()
     try:
         if suffix in (".jsonl", ".ndjson"):
-            out = []
-            with open(path, encoding="utf-8") as f:
-                for i, line in enumerate(f, 1):
-                    if line.strip():
-                        try:
-                            out.append(json.loads(line))
-                        except json.JSONDecodeError as e:
-                            raise LafError(f"{path}, line {i}: not valid JSON: {e.msg}", "fix that line") from None
-            return out
+            return read_jsonl(path, "fix that line")
         if suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
             return data if isinstance(data, list) else [data]
@@ -148,7 +141,7 @@ def _boolq_llmfoundry(rows, ctx):
 
 @normalizer("boolq_hub")
 def _boolq_hub(rows, ctx):
-    return [{"passage": r["passage"], "question": r["question"], "label": int(r["label"]) if not isinstance(r["label"], bool) else int(r["label"])} for r in rows]
+    return [{"passage": r["passage"], "question": r["question"], "label": int(r["label"])} for r in rows]
 
 
 @normalizer("piqa_raw")
@@ -201,6 +194,17 @@ def _hellaswag_hub(rows, ctx):
 @normalizer("mmlu_hub")
 def _mmlu_hub(rows, ctx):
     return [{"question": r["question"], "choices": list(r["choices"]), "answer": int(r["answer"]), "subject": r.get("subject", "")} for r in rows]
+
+
+@normalizer("truthfulqa_hub")
+def _truthfulqa_hub(rows, ctx):
+    return [{"question": r["question"], "mc1_targets": dict(r["mc1_targets"]), "mc2_targets": dict(r["mc2_targets"])} for r in rows]
+
+
+@normalizer("crows_csv")
+def _crows_csv(rows, ctx):
+    """CrowS-Pairs' published CSV: the four fields the probe reads."""
+    return [{k: r.get(k) for k in ("sent_more", "sent_less", "stereo_antistereo", "bias_type")} for r in rows]
 
 
 @normalizer("truthfulqa_mc_json")

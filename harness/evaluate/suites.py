@@ -3,8 +3,8 @@
 A suite is a YAML file (found by name under the suite folders, or by path) or
 a registered lm-eval task (``lm_eval:<task>``). Suite *types* turn documents
 into an lm-eval task config: ``lm_eval`` (the task is written in the YAML),
-``perplexity`` (general-text cross-entropy) and the probe types registered by
-``harness.probes``. Everything is validated before any model is loaded; errors
+``perplexity`` (general-text cross-entropy) and the probe types of
+``harness.probes``, all listed in :mod:`harness.evaluate.suite_types`. Everything is validated before any model is loaded; errors
 name the file and the key.
 """
 
@@ -17,22 +17,19 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from ..config import load_yaml, validate
+from ..config import StrictModel, load_yaml, resolve_path, validate
 from ..errors import ConfigError, LafError
 from ..io import sha256_json
+from ..results import MetricMeta
+from . import suite_types
 from .sources import SourceContext, data_dir, load_hub, normalize, read_records
 
-CATEGORIES = ("domain", "general", "hallucination", "bias")
 REPO_SUITES = Path(__file__).resolve().parents[1] / "suites_builtin"  # the built-in suites ship inside the package (and the wheel)
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SourceSpec(Strict):
+class SourceSpec(StrictModel):
     path: str
     format: str = "plain"
     name: str | None = None  # hub config name
@@ -40,25 +37,27 @@ class SourceSpec(Strict):
     labels: str | None = None  # extra file some formats need (PIQA)
 
 
-class DataSpec(Strict):
+class DataSpec(StrictModel):
     path: str | None = None  # project data, relative to the suite file
     format: str = "plain"
     local: SourceSpec | None = None  # a local copy, under --data-dir / LAF_DATA_DIR or the suite folder
     hub: SourceSpec | None = None
 
 
-class SuiteOptions(Strict):
+class SuiteOptions(StrictModel):
     limit: int | None = Field(None, gt=0)
     num_fewshot: int = Field(0, ge=0)
     seed: int = 1234
 
 
-class MetricMeta(Strict):
+class MetricOverride(StrictModel):
+    """A suite file's correction of a metric's meaning (lm-eval's metric_list has no ideal values)."""
+
     higher_is_better: bool | None = None
     ideal: float | None = None  # e.g. 0.5 for pct_stereotype: distance from it is what matters
 
 
-class SuiteSpec(Strict):
+class SuiteSpec(StrictModel):
     suite: str | None = None
     category: Literal["domain", "general", "hallucination", "bias"]
     description: str = ""
@@ -68,7 +67,7 @@ class SuiteSpec(Strict):
     task: dict[str, Any] = {}
     options: SuiteOptions = SuiteOptions()
     primary_metric: str | None = None
-    metrics: dict[str, MetricMeta] = {}
+    metrics: dict[str, MetricOverride] = {}
     probe: dict[str, Any] = {}
 
 
@@ -84,23 +83,18 @@ class TaskBuild:
     """
 
     config: dict
-    metrics: dict[str, dict]  # name -> {higher_is_better, ideal, aggregation}
+    metrics: dict[str, MetricMeta]
     primary: str
     breakdown: str | None = None
     native: Callable | None = None
     output_type: str | None = None
 
 
-SuiteType = Callable[["Suite", list[dict]], TaskBuild]
-SUITE_TYPES: dict[str, SuiteType] = {}
-
-
-def suite_type(name: str):
-    def deco(fn: SuiteType) -> SuiteType:
-        SUITE_TYPES[name] = fn
-        return fn
-
-    return deco
+def _suite_type(name: str, where) -> suite_types.SuiteType:
+    t = suite_types.find(name)
+    if t is None:
+        raise ConfigError(where, "type", f"unknown suite type '{name}'", f"use one of: {', '.join(sorted(suite_types.all_types()))}")
+    return t
 
 
 @dataclass
@@ -135,13 +129,7 @@ class Suite:
     def build(self) -> TaskBuild:
         if self.spec.lm_eval:
             raise RuntimeError("registered lm-eval tasks are built by the engine")
-        fn = SUITE_TYPES.get(self.spec.type)
-        if fn is None:
-            _ensure_probe_types()
-            fn = SUITE_TYPES.get(self.spec.type)
-        if fn is None:
-            raise ConfigError(self.file or self.name, "type", f"unknown suite type '{self.spec.type}'", f"use one of: {', '.join(sorted(SUITE_TYPES))}")
-        return fn(self, self.load_docs())
+        return _suite_type(self.spec.type, self.file or self.name).load()(self, self.load_docs())
 
     def describe(self) -> dict:
         return {
@@ -153,19 +141,13 @@ class Suite:
         }
 
 
-def _ensure_probe_types() -> None:
-    import importlib
-
-    importlib.import_module("harness.probes")
-
-
 def _load_docs(suite: Suite) -> tuple[list[dict], str]:
     d = suite.spec.data
     if d is None:
         raise ConfigError(suite.file or suite.name, "data", "this suite names no data", "add data.path (or data.local / data.hub)")
     base = suite.file.parent if suite.file else Path.cwd()
     if d.path:
-        p = Path(d.path) if Path(d.path).is_absolute() else base / d.path
+        p = resolve_path(d.path, base)
         return normalize(read_records(p), d.format, SourceContext(p, {})), f"file {p}"
     tried = []
     if d.local:
@@ -223,10 +205,7 @@ def load_suite_file(path: Path, name: str | None = None, data_root: Path | None 
     spec = validate(SuiteSpec, raw, path)
     if spec.lm_eval is None and spec.type == "lm_eval" and not spec.task:
         raise ConfigError(path, "task", "an lm_eval suite needs a 'task' (an lm-eval task config) or 'lm_eval: <registered task>'")
-    if spec.type not in SUITE_TYPES:
-        _ensure_probe_types()
-        if spec.type not in SUITE_TYPES:
-            raise ConfigError(path, "type", f"unknown suite type '{spec.type}'", f"use one of: {', '.join(sorted(SUITE_TYPES))}")
+    _suite_type(spec.type, path)
     return Suite(spec.suite or name or path.stem, spec, path, data_root)
 
 
@@ -240,17 +219,16 @@ def load_suite(ref: str, data_root: str | Path | None = None) -> Suite:
         return Suite(ref, spec, None, root)
     kind, sep, rest = ref.partition(":")
     if sep and not Path(ref).exists():
-        _ensure_probe_types()
-        from ..probes import PROBE_CATEGORIES, PROBE_FORMATS
-
-        if kind in PROBE_CATEGORIES:  # TYPE:PATH runs a probe on a data file in its published schema
+        on_files = suite_types.path_types()
+        if kind in on_files:  # TYPE:PATH runs a probe on a data file in its published schema
+            t = on_files[kind]
             path = Path(rest).expanduser()
             if not path.exists():
                 raise LafError(f"data file not found: {path}", f"pass an existing file after {kind}:")
-            spec = SuiteSpec(category=PROBE_CATEGORIES[kind], type=kind, description=f"{kind} on {path}",
-                             data=DataSpec(path=str(path.resolve()), format=PROBE_FORMATS.get(kind, "plain")))
+            spec = SuiteSpec(category=t.category, type=kind, description=f"{kind} on {path}",
+                             data=DataSpec(path=str(path.resolve()), format=t.data_format))
             return Suite(f"{kind}:{path.name}", spec, None, root)
-        raise LafError(f"unknown suite kind '{kind}' in '{ref}'", f"use lm_eval:<task>, or one of {', '.join(sorted(PROBE_CATEGORIES))} followed by :PATH")
+        raise LafError(f"unknown suite kind '{kind}' in '{ref}'", f"use lm_eval:<task>, or one of {', '.join(sorted(on_files))} followed by :PATH")
     p = Path(ref)
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.exists():
@@ -289,19 +267,19 @@ def check_lm_eval_task(task: str) -> None:
 # ---------------------------------------------------------------- built-in suite types
 
 
-def meta_from_metric_list(metric_list: list[dict], overrides: dict[str, MetricMeta]) -> dict[str, dict]:
+def meta_from_metric_list(metric_list: list[dict], overrides: dict[str, MetricOverride] | None = None) -> dict[str, MetricMeta]:
+    """The meaning of each entry of an lm-eval ``metric_list`` (ours or a registered task's), with a suite file's
+    corrections. An aggregation given as a function is ours when it carries ``laf_name`` (probe metrics), else
+    lm-eval's mean."""
     out = {}
     for m in metric_list:
-        name = m["metric"]
         agg = m.get("aggregation", "mean")
         agg = agg if isinstance(agg, str) else getattr(agg, "laf_name", "mean")
-        out[name] = {"higher_is_better": m.get("higher_is_better", True), "ideal": m.get("ideal"), "aggregation": agg}
-    for name, meta in overrides.items():
-        out.setdefault(name, {"higher_is_better": True, "ideal": None, "aggregation": "mean"})
-        if meta.higher_is_better is not None:
-            out[name]["higher_is_better"] = meta.higher_is_better
-        if meta.ideal is not None:
-            out[name]["ideal"] = meta.ideal
+        out[m["metric"]] = MetricMeta(bool(m.get("higher_is_better", True)), m.get("ideal"), agg)
+    for name, o in (overrides or {}).items():
+        meta = out.get(name, MetricMeta())
+        out[name] = MetricMeta(meta.higher_is_better if o.higher_is_better is None else o.higher_is_better,
+                               meta.ideal if o.ideal is None else o.ideal, meta.aggregation, meta.scale)
     return out
 
 
@@ -334,8 +312,7 @@ def base_task_config(suite: Suite, docs: list[dict]) -> dict:
     }
 
 
-@suite_type("lm_eval")
-def _lm_eval_type(suite: Suite, docs: list[dict]) -> TaskBuild:
+def lm_eval_type(suite: Suite, docs: list[dict]) -> TaskBuild:
     task = dict(suite.spec.task)
     for k in ("dataset_path", "dataset_name", "dataset_kwargs", "training_split", "validation_split", "test_split", "fewshot_split"):
         task.pop(k, None)  # data comes from the suite's source
@@ -349,8 +326,7 @@ def _lm_eval_type(suite: Suite, docs: list[dict]) -> TaskBuild:
     return TaskBuild(cfg, metrics, primary)
 
 
-@suite_type("perplexity")
-def _perplexity_type(suite: Suite, docs: list[dict]) -> TaskBuild:
+def perplexity_type(suite: Suite, docs: list[dict]) -> TaskBuild:
     """General-text cross-entropy: lm-eval's rolling log-likelihood over each document's ``text``."""
     if "text" not in docs[0]:
         raise LafError(f"suite {suite.name}: a perplexity suite needs a 'text' field in every item", "rename the field to text")

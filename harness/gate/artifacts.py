@@ -6,7 +6,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..io import atomic_write_json, atomic_write_text
-from .verdict import Verdict, fmt_change, fmt_value, is_proportion
+from ..results import fmt_change, fmt_value
+from .sentences import delta_is_proportion
+from .verdict import Verdict
 
 MARK = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE"}
 ICON = {"pass": "✅", "fail": "❌", "inconclusive": "⚠️"}
@@ -78,7 +80,7 @@ def markdown_summary(v: Verdict) -> str:
         if d is None:
             lines.append(f"| {ICON[r.status]} | {_md_escape(r.rule)} | {_md_escape(r.suite)} | {r.metric} | | | | {r.margin:g} | |")
             continue
-        prop = is_proportion(d)
+        prop = delta_is_proportion(d)
         req = "" if r.required else " (advisory)"
         lines.append(
             f"| {ICON[r.status]} | {_md_escape(r.rule)}{req} | {_md_escape(r.suite)} | {r.metric} | {fmt_value(d.base, prop)} | {fmt_value(d.candidate, prop)} | "
@@ -91,6 +93,7 @@ def markdown_summary(v: Verdict) -> str:
 
 
 def write_artifacts(v: Verdict, verdict_path: Path, junit: Path | None, summary: Path | None) -> None:
+    """verdict.json, and the JUnit XML and Markdown summary where paths are given (each written atomically)."""
     write_verdict(v, verdict_path)
     if junit:
         atomic_write_text(junit, junit_xml(v))

@@ -15,10 +15,11 @@ import math
 
 import yaml
 
+from ..stats import minimum_detectable_effect
+from .deltas import compute_delta
 from .policy import Policy
 from .runs import load_side
-from .verdict import compute_delta, fmt_change
-from ..stats import minimum_detectable_effect
+from .sentences import delta_is_proportion
 
 
 def _round_up(x: float, step: float) -> float:
@@ -26,6 +27,8 @@ def _round_up(x: float, step: float) -> float:
 
 
 def calibrate(ref_a: str, ref_b: str, confidence: float = 0.95) -> dict:
+    """Run-to-run noise between two runs of the same model, per suite, and the policy margins it suggests
+    (``calibration.json``'s dict; ``suggested_policy_yaml`` is ready to save)."""
     a = load_side(ref_a, "first run", default_base=True)
     b = load_side(ref_b, "second run", default_base=True)
     policy = Policy(rules=[{"category": "general", "max_drop": 0.0}], confidence=confidence)
@@ -34,14 +37,12 @@ def calibrate(ref_a: str, ref_b: str, confidence: float = 0.95) -> dict:
         d, m, name = compute_delta(a, b, [s], None, confidence, policy)
         mde = minimum_detectable_effect(d.se, confidence)
         noise = max(abs(d.ci_low), abs(d.ci_high))
-        from .verdict import is_proportion
-
-        proportion = is_proportion(d)
+        proportion = delta_is_proportion(d)
         step = 0.005 if proportion else 10 ** (math.floor(math.log10(max(noise, mde, 1e-12))) - 1)
         margin = _round_up(max(noise, mde), step)
         flips = None if d.base_only is None else (d.base_only + d.candidate_only) / d.n
-        suites[s] = {"category": meta["category"], "metric": name, **d.to_dict(), "flip_rate": flips, "minimum_detectable_effect": mde, "suggested_margin": margin}
-        kind = "min_gain" if meta["category"] == "domain" else ("max_drop" if m.get("higher_is_better", True) and m.get("ideal") is None else "max_increase")
+        suites[s] = {"category": meta.category, "metric": name, **d.to_dict(), "flip_rate": flips, "minimum_detectable_effect": mde, "suggested_margin": margin}
+        kind = "min_gain" if meta.category == "domain" else ("max_drop" if m.higher_is_better and m.ideal is None else "max_increase")
         if kind != "min_gain":
             rules.append({"suite": s, "metric": name, kind: round(margin, 6)})
     suggested = {"confidence": confidence, "min_items": 30, "rules": [{"category": "domain", "min_gain": 0.05}, *rules]}
@@ -54,21 +55,3 @@ def calibrate(ref_a: str, ref_b: str, confidence: float = 0.95) -> dict:
         "suggested_policy_yaml": "# margins suggested by `laf calibrate` from run-to-run noise; the domain gain is yours to choose\n"
         + yaml.safe_dump(suggested, sort_keys=False),
     }
-
-
-def print_calibration(doc: dict) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    from .output_helpers import console
-
-    t = Table(box=None, header_style="bold")
-    for c in ("suite", "metric", "n", "change (CI)", "flipped items", "MDE", "suggested margin"):
-        t.add_column(c)
-    for s, r in doc["suites"].items():
-        prop = r["flip_rate"] is not None or (0 <= r["base"] <= 1)
-        flips = "-" if r["flip_rate"] is None else f"{100 * r['flip_rate']:.1f}%"
-        t.add_row(escape(s), r["metric"], str(r["n"]), f"{fmt_change(r['improvement'], prop)} ({fmt_change(r['ci_low'], prop)} to {fmt_change(r['ci_high'], prop)})",
-                  flips, fmt_change(r["minimum_detectable_effect"], prop).lstrip("+"), fmt_change(r["suggested_margin"], prop).lstrip("+"))
-    console.print(t)
-    console.print("\nsuggested policy:\n" + escape(doc["suggested_policy_yaml"]))

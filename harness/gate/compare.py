@@ -10,25 +10,23 @@ every candidate's gain over the baseline is Holm-adjusted across candidates).
 
 from __future__ import annotations
 
-
 from ..errors import LafError
+from ..results import BASE, load_results
 from ..stats import holm
+from .deltas import compute_delta, pooled_delta
 from .policy import Policy, load_policy
+from .rules import evaluate_gate
 from .runs import RunSide, check_comparable, load_side, parse_ref
-from .verdict import _pooled, compute_delta, evaluate_gate, fmt_change, poolable
 
 
 def _candidates(refs: list[str]) -> list[RunSide]:
-    from ..evaluate.store import load_run
-
     out = []
     for ref in refs:
         folder, model = parse_ref(ref)
         if model:
             out.append(load_side(ref, "candidate", default_base=False))
             continue
-        results, _ = load_run(folder)
-        adapters = [m for m in results["models"] if m != "base"]
+        adapters = load_results(folder).adapters
         if not adapters:
             raise LafError(f"{folder} holds no adapters to compare", "evaluate adapters with --adapter, or name a model with RUN#MODEL")
         out += [load_side(f"{folder}#{m}", "candidate", default_base=False) for m in adapters]
@@ -36,7 +34,10 @@ def _candidates(refs: list[str]) -> list[RunSide]:
 
 
 def compare_runs(refs: list[str], baseline_ref: str | None, policy_path: str | None, confidence: float = 0.95) -> dict:
-    base = load_side(baseline_ref or f"{parse_ref(refs[0])[0]}#base", "baseline", default_base=True)
+    """Rank the candidates in ``refs`` (runs, every adapter in them, or ``RUN#MODEL``) against the baseline (default:
+    the first run's base): per-suite and per-category paired changes, the ranking by domain gain, the Pareto front
+    and a Holm-corrected winner. With ``policy_path`` each candidate is also gated. Returns ``compare.json``'s dict."""
+    base = load_side(baseline_ref or f"{parse_ref(refs[0])[0]}#{BASE}", "baseline", default_base=True)
     cands = _candidates(refs)
     labels = [f"{c.model}" if c.folder == base.folder else f"{c.ref}" for c in cands]
     if len(set(labels)) != len(labels):
@@ -45,7 +46,7 @@ def compare_runs(refs: list[str], baseline_ref: str | None, policy_path: str | N
     for c in cands:
         if c.folder.resolve() != base.folder.resolve():
             check_comparable(base, c)
-    categories = sorted({m["category"] for m in base.suites.values()})
+    categories = sorted({m.category for m in base.suites.values()})
     rows = []
     for label, c in zip(labels, cands):
         suites = {}
@@ -54,9 +55,9 @@ def compare_runs(refs: list[str], baseline_ref: str | None, policy_path: str | N
             suites[s] = d.to_dict()
         cats = {}
         for cat in categories:
-            members = [s for s, m in base.suites.items() if m["category"] == cat and poolable(m)]
+            members = [s for s, m in base.suites.items() if m.category == cat and m.poolable]
             if members:
-                cats[cat] = {"suites": members, **_pooled(base, c, members, policy).to_dict()}
+                cats[cat] = {"suites": members, **pooled_delta(base, c, members, policy).to_dict()}
         row = {"candidate": label, "ref": c.ref, "model": c.model, "suites": suites, "categories": cats}
         if policy_path:
             v = evaluate_gate(base, c, load_policy(policy_path), policy_path)
@@ -94,7 +95,7 @@ def compare_runs(refs: list[str], baseline_ref: str | None, policy_path: str | N
 
 def _pick_winner(base, cands, labels, rows, policy, confidence) -> dict:
     alpha = 1 - confidence
-    domain = [s for s, m in base.suites.items() if m["category"] == "domain"]
+    domain = [s for s, m in base.suites.items() if m.category == "domain"]
     if not domain or not rows:
         return {"candidate": None, "reason": "no domain suite to rank on"}
     top = rows[0]["candidate"]
@@ -105,7 +106,7 @@ def _pick_winner(base, cands, labels, rows, policy, confidence) -> dict:
     pvals, details = {}, {}
     for other in (r["candidate"] for r in rows[1:]):
         try:
-            d = _pooled(side[other], side[top], domain, policy)
+            d = pooled_delta(side[other], side[top], domain, policy)
         except LafError:
             continue
         # one-sided: is `top` better than `other`?
@@ -120,33 +121,3 @@ def _pick_winner(base, cands, labels, rows, policy, confidence) -> dict:
         return {"candidate": top, "reason": f"better than every other candidate on the domain items (Holm-adjusted p < {alpha:g})", "pairwise": details}
     tied = [k for k, p in adj.items() if p >= alpha]
     return {"candidate": None, "reason": f"no significant winner: {top} is not significantly better than {', '.join(tied)} (Holm, alpha {alpha:g})", "pairwise": details}
-
-
-def print_comparison(doc: dict) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    from .output_helpers import console
-
-    t = Table(box=None, header_style="bold")
-    t.add_column("#")
-    t.add_column("candidate")
-    for cat in doc["categories"]:
-        t.add_column(f"{cat} change (CI)")
-    t.add_column("pareto")
-    t.add_column("domain p (Holm)")
-    if any("verdict" in r for r in doc["ranking"]):
-        t.add_column("gate")
-    for r in doc["ranking"]:
-        cells = [str(r["rank"]), escape(r["candidate"])]
-        for cat in doc["categories"]:
-            c = r["categories"].get(cat)
-            cells.append("-" if not c else f"{fmt_change(c['improvement'], True)} ({fmt_change(c['ci_low'], True)} to {fmt_change(c['ci_high'], True)})")
-        cells.append("yes" if r["pareto"] else "")
-        cells.append("-" if r.get("domain_p_holm") is None else f"{r['domain_p_holm']:.3g}")
-        if "verdict" in r:
-            cells.append(r["verdict"])
-        t.add_row(*cells)
-    console.print(t)
-    w = doc["winner"]
-    console.print(f"\nwinner: [bold]{escape(str(w['candidate']))}[/] - {escape(w['reason'])}")

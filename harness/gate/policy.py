@@ -22,16 +22,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from ..config import load_yaml, validate
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from ..config import StrictModel, load_yaml, validate
 
 
-class Rule(Strict):
+class Rule(StrictModel):
     name: str | None = None
     category: str | None = None
     suite: str | None = None
@@ -68,7 +64,7 @@ class Rule(Strict):
         return f"{target}: {self.kind.replace('_', ' ')} {self.margin:g}"
 
 
-class Policy(Strict):
+class Policy(StrictModel):
     confidence: float = Field(0.95, gt=0.5, lt=1)
     min_items: int = Field(30, ge=1)
     resamples: int = Field(10_000, ge=100)
@@ -78,4 +74,5 @@ class Policy(Strict):
 
 
 def load_policy(path: str | Path) -> Policy:
+    """The policy YAML at ``path``, validated (every problem named with its key)."""
     return validate(Policy, load_yaml(path), path)

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LafError
-from ..evaluate.records import ItemRecord
-from ..evaluate.store import load_run
+from ..results import BASE, ItemRecord, ResultsDoc, SuiteMeta, load_run
 
 COMPARABLE_KEYS = ("base_fingerprint", "precision", "compute_dtype", "batch_size", "max_length", "scoring_version")
 
@@ -23,41 +22,35 @@ class RunSide:
     ref: str
     folder: Path
     model: str
-    results: dict
+    results: ResultsDoc
     records: dict[str, list[ItemRecord]]  # suite -> records sorted by doc_id
 
     @property
-    def suites(self) -> dict[str, dict]:
-        return self.results["suites"]
+    def suites(self) -> dict[str, SuiteMeta]:
+        return self.results.suites
 
     def comparable(self) -> dict:
-        p = self.results["provenance"]
-        return {
-            "base_fingerprint": p["base_model"]["fingerprint"],
-            "precision": p["load"]["precision"],
-            "compute_dtype": p["load"].get("compute_dtype"),
-            "batch_size": p["batch_size"],
-            "max_length": p["max_length"],
-            "scoring_version": p.get("scoring_version"),
-        }
+        return self.results.provenance.comparable()
 
     def describe(self) -> dict:
-        p = self.results["provenance"]
-        model = self.results["models"][self.model]
+        """Who this side is, for verdict.json: the model, its adapter (without the manifest) and how it was scored."""
+        p = self.results.provenance
+        model = self.results.models[self.model]
+        env = p.environment
         return {
             "ref": self.ref,
             "run": str(self.folder),
             "model": self.model,
-            "kind": model["kind"],
-            "adapter": None if not model.get("adapter") else {k: v for k, v in model["adapter"].items() if k != "manifest"},
-            "base_model": p["base_model"],
-            "load": p["load"],
-            "batch_size": p["batch_size"],
-            "max_length": p["max_length"],
-            "packages": p.get("packages"),
-            "machine": p.get("machine"),
-            "time": p.get("time"),
-            "command": p.get("command"),
+            "kind": model.kind,
+            "adapter": None if model.adapter is None else model.adapter.to_dict(with_manifest=False),
+            "base_model": p.base_model.to_dict(),
+            "load": p.load,
+            "batch_size": p.batch_size,
+            "max_length": p.max_length,
+            "packages": env.get("packages"),
+            "machine": env.get("machine"),
+            "time": env.get("time"),
+            "command": env.get("command"),
         }
 
 
@@ -69,16 +62,17 @@ def parse_ref(ref: str) -> tuple[Path, str | None]:
 
 
 def load_side(ref: str, role: str, default_base: bool) -> RunSide:
+    """The records of one model of a run (``RUN`` or ``RUN#MODEL``); ``role`` names it in errors."""
     folder, model = parse_ref(ref)
     if folder.is_dir() and not any(folder.iterdir()):
         raise LafError(f"the {role} run folder {folder} is empty", "pass the --out folder of a finished `laf eval`")
     results, records = load_run(folder)
-    models = list(results["models"])
+    models = list(results.models)
     if model is None:
-        if default_base and "base" in models:
-            model = "base"
+        if default_base and BASE in models:
+            model = BASE
         else:
-            adapters = [m for m in models if m != "base"]
+            adapters = results.adapters
             if len(adapters) == 1:
                 model = adapters[0]
             elif len(models) == 1:

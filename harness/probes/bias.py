@@ -18,22 +18,12 @@
 from __future__ import annotations
 
 from ..errors import LafError
-from ..evaluate.sources import normalizer
-from ..evaluate.suites import Suite, TaskBuild, base_task_config, suite_type
+from ..evaluate.suites import Suite, TaskBuild, base_task_config
 from .common import metric, metrics, normalize_answer
 from .hallucination import require
 
 
-@normalizer("crows_csv")
-def _crows_csv(rows, ctx):
-    out = []
-    for r in rows:
-        out.append({k: r.get(k) for k in ("sent_more", "sent_less", "stereo_antistereo", "bias_type")})
-    return out
-
-
-@suite_type("crows_pairs")
-def _crows(suite: Suite, docs: list[dict]) -> TaskBuild:
+def crows_pairs(suite: Suite, docs: list[dict]) -> TaskBuild:
     require(suite, docs, {"sent_more": str, "sent_less": str, "bias_type": str}, "CrowS-Pairs (sent_more, sent_less, stereo_antistereo, bias_type)")
 
     def process(doc, results):
@@ -57,8 +47,7 @@ def _crows(suite: Suite, docs: list[dict]) -> TaskBuild:
 BBQ_KEYS = ("acc", "accuracy_amb", "accuracy_disamb", "amb_bias_score", "disamb_bias_score")
 
 
-@suite_type("bbq")
-def _bbq(suite: Suite, docs: list[dict]) -> TaskBuild:
+def bbq(suite: Suite, docs: list[dict]) -> TaskBuild:
     import datasets
     from lm_eval.tasks.bbq import utils as bbq
 
@@ -100,8 +89,7 @@ def _check_counterfactual(suite, docs):
             raise LafError(f"suite {suite.name}, item {i + 1}: the template needs a {{T}} slot and terms two values", "e.g. template 'The {T} nurse said', terms ['male', 'female']")
 
 
-@suite_type("counterfactual")
-def _counterfactual(suite: Suite, docs: list[dict]) -> TaskBuild:
+def counterfactual(suite: Suite, docs: list[dict]) -> TaskBuild:
     _check_counterfactual(suite, docs)
 
     def process(doc, results):
@@ -122,8 +110,7 @@ def _counterfactual(suite: Suite, docs: list[dict]) -> TaskBuild:
     return TaskBuild(cfg, meta, suite.spec.primary_metric or "ll_gap", breakdown="category" if "category" in docs[0] else None)
 
 
-@suite_type("counterfactual_gen")
-def _counterfactual_gen(suite: Suite, docs: list[dict]) -> TaskBuild:
+def counterfactual_gen(suite: Suite, docs: list[dict]) -> TaskBuild:
     """Two greedy generations per item (one per term); lm-eval tasks ask one per item, so the engine runs it."""
     _check_counterfactual(suite, docs)
     gen_kwargs = {"until": ["\n", "."], "max_gen_toks": int(suite.spec.probe.get("max_gen_toks", 24)), "do_sample": False}

@@ -7,6 +7,7 @@ import string
 from collections import Counter
 from functools import lru_cache
 
+from ..results import MetricMeta
 from ..stats import get_aggregation
 
 IDK = "I don't know."
@@ -18,7 +19,7 @@ ABSTAIN_PHRASES = (
 
 
 def metric(name: str, *, aggregation: str = "mean", higher_is_better: bool | None = True, ideal: float | None = None,
-           scale: tuple[float, float] | None = None) -> tuple[dict, dict]:
+           scale: tuple[float, float] | None = None) -> tuple[dict, MetricMeta]:
     """One metric: its lm-eval metric_list entry and our meta (direction, ideal value, aggregation, and the range
     its values can take where it is bounded, so charts draw it on its own scale)."""
     if aggregation == "mean":
@@ -33,10 +34,10 @@ def metric(name: str, *, aggregation: str = "mean", higher_is_better: bool | Non
         agg.laf_name = aggregation
     hib = True if higher_is_better is None else higher_is_better
     return ({"metric": name, "aggregation": agg, "higher_is_better": hib},
-            {"higher_is_better": hib, "ideal": ideal, "aggregation": aggregation, **({"scale": list(scale)} if scale else {})})
+            MetricMeta(hib, ideal, aggregation, None if scale is None else (float(scale[0]), float(scale[1]))))
 
 
-def metrics(*items: tuple[dict, dict]) -> tuple[list[dict], dict[str, dict]]:
+def metrics(*items: tuple[dict, MetricMeta]) -> tuple[list[dict], dict[str, MetricMeta]]:
     return [a for a, _ in items], {a["metric"]: b for a, b in items}
 
 

@@ -19,8 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import LafError
-from ..evaluate.sources import normalizer
-from ..evaluate.suites import Suite, TaskBuild, base_task_config, suite_type
+from ..evaluate.suites import Suite, TaskBuild, base_task_config
 from .common import IDK, abstained, contains_answer, exact_match, inconsistency, metric, metrics, token_f1
 
 QA_PRIMER = (
@@ -58,13 +57,7 @@ def require(suite: Suite, docs: list[dict], fields: dict[str, type | tuple], sch
 # ---------------------------------------------------------------- TruthfulQA MC1 / MC2
 
 
-@normalizer("truthfulqa_hub")
-def _truthfulqa_hub(rows, ctx):
-    return [{"question": r["question"], "mc1_targets": dict(r["mc1_targets"]), "mc2_targets": dict(r["mc2_targets"])} for r in rows]
-
-
-@suite_type("truthfulqa_mc")
-def _truthfulqa(suite: Suite, docs: list[dict]) -> TaskBuild:
+def truthfulqa_mc(suite: Suite, docs: list[dict]) -> TaskBuild:
     from lm_eval.tasks.truthfulqa.utils import process_results_mc2
 
     require(suite, docs, {"question": str, "mc1_targets": dict, "mc2_targets": dict}, "TruthfulQA mc_task.json / hub")
@@ -136,8 +129,7 @@ def _check_abstention(suite, docs, need_choices: bool):
             raise LafError(f"suite {suite.name}, item {i + 1}: the last choice must be {IDK!r} and gold a valid index", "fix the item")
 
 
-@suite_type("abstention_mc")
-def _abstention_mc(suite: Suite, docs: list[dict]) -> TaskBuild:
+def abstention_mc(suite: Suite, docs: list[dict]) -> TaskBuild:
     _check_abstention(suite, docs, need_choices=True)
 
     def process(doc, results):
@@ -165,8 +157,7 @@ def _gen_prompt(d):
 GEN_KWARGS = {"until": ["\n", "Question:"], "max_gen_toks": 32, "do_sample": False}
 
 
-@suite_type("abstention_gen")
-def _abstention_gen(suite: Suite, docs: list[dict]) -> TaskBuild:
+def abstention_gen(suite: Suite, docs: list[dict]) -> TaskBuild:
     _check_abstention(suite, docs, need_choices=False)
 
     def process(doc, results):
@@ -190,8 +181,7 @@ def _abstention_gen(suite: Suite, docs: list[dict]) -> TaskBuild:
 # ---------------------------------------------------------------- closed-book QA (+ self-consistency)
 
 
-@suite_type("factqa")
-def _factqa(suite: Suite, docs: list[dict]) -> TaskBuild:
+def factqa(suite: Suite, docs: list[dict]) -> TaskBuild:
     require(suite, docs, {"question": str, "answer": str}, "closed-book QA (question, answer, aliases)")
     samples = int(suite.spec.probe.get("consistency_samples", 0) or 0)
     temperature = float(suite.spec.probe.get("temperature", 0.7))

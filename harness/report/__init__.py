@@ -28,6 +28,8 @@ def render_markdown(d: dict) -> str:
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, fmt: str = "html", candidate: str | None = None, curation: str | Path | None = None) -> Path:
+    """Write the report of ``run_dir`` (a `laf eval` output folder) as one self-contained HTML file, Markdown or JSON
+    (default path: ``RUN_DIR/report.<format>``); ``candidate`` picks the model reported on, ``curation`` a manifest."""
     d = gather(run_dir, candidate, curation)
     suffix = {"html": ".html", "md": ".md", "json": ".json"}[fmt]
     out = Path(out) if out else Path(run_dir) / f"report{suffix}"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ..env import now_iso
 from ..errors import LafError
-from ..evaluate.store import load_run
-from ..io import read_json
+from ..io import BadLine, read_json, scan_jsonl
+from ..results import BASE, ItemRecord, MetricMeta, ResultsDoc, SuiteMeta, load_run
 
 MAX_TEXT = 800  # characters of a prompt / choice / generation kept per item
 ITEM_BUDGET = 3_200_000  # bytes of per-item JSON in the report (keeps 10k-item runs under 5 MB)
@@ -27,16 +27,6 @@ def _clip(s, n=MAX_TEXT):
         return [_clip(x, n) for x in s]
     s = str(s)
     return s if len(s) <= n else s[:n] + f"… [{len(s) - n} more characters]"
-
-
-def _num(v):
-    if isinstance(v, bool):
-        return int(v)
-    if isinstance(v, (int, float)):
-        return v
-    if isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, float)) for x in v):
-        return [float(x) for x in v]
-    return None
 
 
 def _score(rec, metric, aggregation: str = "mean"):
@@ -53,23 +43,23 @@ def _score(rec, metric, aggregation: str = "mean"):
     return None
 
 
-def _pick_models(results: dict, verdict: dict | None, candidate: str | None) -> tuple[str, str | None]:
-    models = list(results["models"])
+def _pick_models(results: ResultsDoc, verdict: dict | None, candidate: str | None) -> tuple[str, str | None]:
+    models = list(results.models)
     if candidate:
         if candidate not in models:
             raise LafError(f"this run has no model '{candidate}' (it has {', '.join(models)})", "pass one of them to --candidate")
-        base = "base" if "base" in models and candidate != "base" else models[0]
+        base = BASE if BASE in models and candidate != BASE else models[0]
         return base, candidate
     if verdict:
         b, c = verdict["baseline"]["model"], verdict["candidate"]["model"]
         if b in models and c in models:
             return b, c
-    adapters = [m for m in models if m != "base"]
-    base = "base" if "base" in models else models[0]
+    adapters = results.adapters
+    base = BASE if BASE in models else models[0]
     return base, (adapters[0] if adapters else None)
 
 
-def _items(records, base: str, cand: str | None, suites: dict) -> tuple[list, dict]:
+def _items(records: list[ItemRecord], base: str, cand: str | None, suites: dict[str, SuiteMeta]) -> tuple[list, dict]:
     by_key: dict = {}
     for r in records:
         if r.model in (base, cand):
@@ -82,15 +72,13 @@ def _items(records, base: str, cand: str | None, suites: dict) -> tuple[list, di
         c = pair.get(cand) if cand else None
         if b is None:
             continue
-        metric = suites.get(suite, {}).get("primary_metric")
-        meta = suites.get(suite, {}).get("metrics", {}).get(metric, {})
-        agg = meta.get("aggregation", "mean")
-        sb, sc = _score(b, metric, agg), (_score(c, metric, agg) if c else None)
+        sm = suites.get(suite)
+        metric = sm.primary_metric if sm else None
+        meta = sm.metrics.get(metric, MetricMeta()) if sm else MetricMeta()
+        sb, sc = _score(b, metric, meta.aggregation), (_score(c, metric, meta.aggregation) if c else None)
         flip = 0
         if c is not None and sb is not None and sc is not None and sb != sc:
-            better = (sc > sb) if meta.get("higher_is_better", True) else (sc < sb)
-            if meta.get("ideal") is not None:
-                better = abs(sc - meta["ideal"]) < abs(sb - meta["ideal"])
+            better = meta.better(sc, sb)
             binary = sb in (0, 1) and sc in (0, 1)
             flip = (2 if better else 1) if binary else (4 if better else 3)
         stats["items"] += 1
@@ -124,26 +112,25 @@ def _items(records, base: str, cand: str | None, suites: dict) -> tuple[list, di
     return rows, stats
 
 
-def _training(results: dict, model: str | None) -> dict | None:
-    if not model:
+def _training(results: ResultsDoc, model: str | None) -> dict | None:
+    info = results.models[model].adapter if model in results.models else None
+    if info is None or not info.manifest:
         return None
-    info = results["models"].get(model, {}).get("adapter") or {}
-    manifest = info.get("manifest")
-    if not manifest:
-        return None
+    manifest = info.manifest
     curve = []
-    path = Path(info.get("path", "")) / "metrics.jsonl"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                m = json.loads(line)
-                curve.append({k: m.get(k) for k in ("step", "loss", "eval_loss", "lr", "tokens_per_s")})
+    path = Path(info.path or "") / "metrics.jsonl"
+    if path.is_file():  # the training curve is a nicety: unreadable lines are left out, never fail the report
+        for item in scan_jsonl(path):
+            if not isinstance(item, BadLine) and isinstance(item[1], dict):
+                curve.append({k: item[1].get(k) for k in ("step", "loss", "eval_loss", "lr", "tokens_per_s")})
     keys = ("created", "kind", "trainable_parameters", "total_parameters", "trainable_percent", "steps", "tokens_seen", "supervised_tokens_seen",
             "wall_time_s", "train_time_s", "peak_memory_mb", "final_train_loss", "final_eval_loss", "seed", "data", "config", "base_model", "load", "packages", "hardware", "files", "command")
-    return {"ref": info.get("ref"), "curve": curve, **{k: manifest.get(k) for k in keys}}
+    return {"ref": info.ref, "curve": curve, **{k: manifest.get(k) for k in keys}}
 
 
 def gather(run_dir: str | Path, candidate: str | None = None, curation: str | Path | None = None) -> dict:
+    """Everything the report shows about ``run_dir`` as one plain dict (also the ``--format json`` output):
+    results, the verdict and comparison if present, the candidate's training, the curation, and the items."""
     run_dir = Path(run_dir)
     results, records = load_run(run_dir)
     verdict = read_json(run_dir / "verdict.json") if (run_dir / "verdict.json").exists() else None
@@ -155,26 +142,25 @@ def gather(run_dir: str | Path, candidate: str | None = None, curation: str | Pa
         verdict = None  # a verdict about another model does not describe this one
     summaries = verdict["summaries"] if verdict else None
     if summaries is None and cand:
+        from ..gate.deltas import summaries as compute_summaries
         from ..gate.policy import Policy
         from ..gate.runs import load_side
-        from ..gate.verdict import summaries as compute_summaries
 
         a = load_side(f"{run_dir}#{base}", "baseline", True)
         b = load_side(f"{run_dir}#{cand}", "candidate", False)
         summaries = compute_summaries(a, b, Policy(rules=[{"category": "general", "max_drop": 0.0}]))
-    items, item_stats = _items(records, base, cand, results["suites"])
+    items, item_stats = _items(records, base, cand, results.suites)
     return {
         "schema": "laf.report/1",
         "generated": now_iso(),
         "run_dir": str(run_dir),
         "baseline": base,
         "candidate": cand,
-        "models": {m: {k: v for k, v in info.items() if k != "adapter"} | {"adapter": None if not info.get("adapter") else {k: v for k, v in info["adapter"].items() if k != "manifest"}}
-                   for m, info in results["models"].items()},
-        "suites": results["suites"],
-        "results": results["results"],
-        "provenance": results["provenance"],
-        "spec": results.get("spec"),
+        "models": {m: info.to_dict(with_manifest=False) for m, info in results.models.items()},
+        "suites": {s: meta.to_dict() for s, meta in results.suites.items()},
+        "results": results.results,
+        "provenance": results.provenance.to_dict(),
+        "spec": results.spec,
         "verdict": verdict,
         "summaries": summaries,
         "compare": compare,

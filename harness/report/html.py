@@ -8,6 +8,7 @@ import json
 from html import escape
 from importlib import resources
 
+from ..results import MetricMeta, fmt_value, is_proportion
 from . import svg
 
 CATEGORY_ORDER = ("domain", "general", "hallucination", "bias")
@@ -60,17 +61,7 @@ def _json_island(obj) -> str:
 
 
 def _fmt(v, prop: bool = False) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, (int, float)):
-        return f"{100 * v:.1f}%" if prop else f"{v:.4g}"
-    return _e(str(v))
-
-
-def _is_prop(metric: str, *vals) -> bool:
-    from ..gate.verdict import PROPORTION_METRICS
-
-    return metric in PROPORTION_METRICS and all(v is None or (isinstance(v, (int, float)) and 0 <= v <= 1) for v in vals)
+    return fmt_value(v, prop) if v is None or isinstance(v, (int, float)) else _e(str(v))
 
 
 def _kv(rows: list[tuple[str, object]]) -> str:
@@ -123,9 +114,9 @@ def _found_lost(d: dict) -> str:
         statuses.setdefault(r["suite"], r["status"])
     order = sorted(s["suites"].items(), key=lambda kv: (CATEGORY_ORDER.index(kv[1]["category"]) if kv[1]["category"] in CATEGORY_ORDER else 9, kv[0]))
     for name, st in order:
-        meta = d["suites"][name]["metrics"][st["metric"]]
-        row = {"label": name, "sublabel": f"{st['category']} · {st['metric']}" + (f" (ideal {_nt(meta['ideal'], 'g')})" if meta.get("ideal") is not None else ""), "status": statuses.get(name)}
-        if _is_prop(st["metric"], st["base"], st["candidate"]):
+        meta = MetricMeta.from_dict(d["suites"][name]["metrics"][st["metric"]])
+        row = {"label": name, "sublabel": f"{st['category']} · {st['metric']}" + (f" (ideal {_nt(meta.ideal, 'g')})" if meta.ideal is not None else ""), "status": statuses.get(name)}
+        if is_proportion(st["metric"], st["base"], st["candidate"]):
             prop_rows.append({**row, "value": 100 * st["improvement"], "lo": 100 * st["ci_low"], "hi": 100 * st["ci_high"]})
         elif st["base"]:
             scale = 100 / abs(st["base"])
@@ -158,24 +149,25 @@ def _probe_panels(d: dict, categories=("hallucination", "bias")) -> str:
         for n in names:
             meta = d["suites"][n]
             gauges, rows = [], []
-            for metric, mm in meta["metrics"].items():
+            for metric, raw in meta["metrics"].items():
+                mm = MetricMeta.from_dict(raw)
                 vals = [d["results"].get(m, {}).get(n, {}).get(metric, {}).get("value") for m in models]
                 if all(v is None for v in vals):
                     continue
-                direction = f"ideal {_nt(mm['ideal'], 'g')}" if mm.get("ideal") is not None else ("higher is better" if mm.get("higher_is_better", True) else "lower is better")
-                prop = _is_prop(metric, *[v for v in vals if isinstance(v, (int, float))])
+                direction = mm.direction()
+                prop = is_proportion(metric, *[v for v in vals if isinstance(v, (int, float))])
                 cells = "".join(f"<td class='num'>{_fmt(v, prop)}</td>" for v in vals)
                 rows.append(f"<tr><td>{_e(metric)}{' *' if metric == meta['primary_metric'] else ''}</td><td class='muted'>{_e(direction)}</td>{cells}</tr>")
-                if mm.get("ideal") is not None and isinstance(vals[0], (int, float)):
-                    seen = [v for v in vals if isinstance(v, (int, float))] + [mm["ideal"]]
-                    if mm.get("scale"):
-                        lo, hi = mm["scale"]
+                if mm.ideal is not None and isinstance(vals[0], (int, float)):
+                    seen = [v for v in vals if isinstance(v, (int, float))] + [mm.ideal]
+                    if mm.scale:
+                        lo, hi = mm.scale
                     elif all(0 <= v <= 1 for v in seen):
                         lo, hi = 0.0, 1.0
                     else:  # unbounded (a log-likelihood difference): a symmetric window around the ideal that holds every value
-                        r = max(abs(v - mm["ideal"]) for v in seen) * 1.2 or 1.0
-                        lo, hi = mm["ideal"] - r, mm["ideal"] + r
-                    gauges.append(f"<div class='muted'>{_e(metric)}</div>" + svg.ideal_gauge(f"{n} {metric}", mm["ideal"], vals[0], vals[1] if len(vals) > 1 else None, lo, hi))
+                        r = max(abs(v - mm.ideal) for v in seen) * 1.2 or 1.0
+                        lo, hi = mm.ideal - r, mm.ideal + r
+                    gauges.append(f"<div class='muted'>{_e(metric)}</div>" + svg.ideal_gauge(f"{n} {metric}", mm.ideal, vals[0], vals[1] if len(vals) > 1 else None, lo, hi))
             head = "".join(f"<th class='num'>{_e(m)}</th>" for m in models)
             out.append(f"<div><b>{_e(n)}</b> <span class='muted'>{_e(meta.get('description', ''))}</span>"
                        f"<table><tr><th>metric</th><th>direction</th>{head}</tr>{''.join(rows)}</table>{''.join(gauges)}</div>")
@@ -187,12 +179,12 @@ def _suite_tables(d: dict) -> str:
     out = []
     for n, meta in d["suites"].items():
         rows = []
-        for metric, mm in meta["metrics"].items():
+        for metric in meta["metrics"]:
             cells = []
             for m in models:
                 r = d["results"].get(m, {}).get(n, {}).get(metric, {})
                 v, se = r.get("value"), r.get("stderr")
-                prop = _is_prop(metric, v)
+                prop = is_proportion(metric, v)
                 cells.append(f"<td class='num'>{_fmt(v, prop)}" + (f" <span class='muted'>± {_fmt(se, prop)}</span>" if isinstance(se, (int, float)) else "") + "</td>")
             rows.append(f"<tr><td>{_e(metric)}{' *' if metric == meta['primary_metric'] else ''}</td>{''.join(cells)}</tr>")
         n_items = next(iter(d["results"].get(models[0], {}).get(n, {}).values()), {}).get("n", "")

@@ -4,7 +4,7 @@ An aggregation turns per-item values into a matrix ``X`` (items x k columns)
 and the k column *sums* of any resample into the aggregate. ``mean`` is one
 column; ratio metrics (bits per byte, perplexity) keep numerator and
 denominator columns so a resample recomputes the ratio, as lm-eval does
-over the full set. Probe metrics register their own (``harness.probes``).
+over the full set. The probes' metrics (conditional means, BBQ's bias scores) are defined here too.
 """
 
 from __future__ import annotations
@@ -46,12 +46,7 @@ register(Aggregation("weighted_perplexity", _pair_cols, lambda s, n: np.exp(-s[.
 
 
 def get(name: str) -> Aggregation:
-    if name not in AGGREGATIONS:
-        import importlib
-
-        importlib.import_module("harness.probes")  # probe aggregations register on import
-    if name not in AGGREGATIONS:
-        raise KeyError(name)
+    """The aggregation called ``name`` (KeyError for an unknown one)."""
     return AGGREGATIONS[name]
 
 

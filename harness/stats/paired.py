@@ -59,6 +59,7 @@ def orient(base: np.ndarray, cand: np.ndarray, higher_is_better: bool, ideal: fl
 
 
 def mcnemar_exact(base_only: int, cand_only: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant pairs (baseline-only and candidate-only successes)."""
     n = base_only + cand_only
     if n == 0:
         return 1.0
@@ -94,6 +95,13 @@ def paired_delta(
     n_resamples: int = 10_000,
     seed: int = 0,
 ) -> PairedDelta:
+    """The paired change from baseline to candidate on the same items, aggregated by ``agg``.
+
+    ``improvement`` is oriented so that positive is better (``higher_is_better``, or closer to ``ideal``);
+    the two-sided interval and the one-sided bounds are at ``confidence``. Binary per-item values get
+    McNemar's exact test and a multinomial bootstrap; anything else a seeded paired item bootstrap of
+    ``n_resamples`` resamples.
+    """
     if len(base_values) != len(cand_values):
         raise ValueError("paired statistics need the same items on both sides")
     n = len(base_values)

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..errors import LafError
-from ..io import atomic_write_json, atomic_write_text, read_json
+from ..io import atomic_write_json, atomic_write_text, read_json, read_jsonl
+from .document import ResultsDoc
 from .records import ItemRecord
 
 RESULTS = "results.json"
@@ -95,18 +96,34 @@ class ResultsStore:
         self.conn = sqlite3.connect(str(final), timeout=60, isolation_level=None)
 
 
-def write_results(folder: Path, results: dict) -> Path:
-    return atomic_write_json(Path(folder) / RESULTS, results)
+def write_results(folder: str | Path, doc: ResultsDoc) -> Path:
+    """Write ``results.json`` atomically."""
+    return atomic_write_json(Path(folder) / RESULTS, doc.to_dict())
 
 
-def load_run(folder: str | Path) -> tuple[dict, list[ItemRecord]]:
-    """Read a finished run: ``results.json`` and every per-item record."""
+def read_records_jsonl(path: Path) -> list[ItemRecord]:
+    """The per-item records of a ``records.jsonl`` export."""
+    rows = read_jsonl(path, "re-run the evaluation to rewrite it")
+    bad = next((i for i, r in enumerate(rows, 1) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise LafError(f"{path}: record {bad} is not a JSON object", "re-run the evaluation to rewrite it")
+    return [ItemRecord.from_dict(r) for r in rows]
+
+
+def load_results(folder: str | Path) -> ResultsDoc:
+    """``results.json`` of a finished run, typed."""
     folder = Path(folder)
     if not folder.is_dir():
         raise LafError(f"run folder not found: {folder}", "pass the --out folder of a `laf eval` run")
     if not (folder / RESULTS).exists():
         raise LafError(f"{folder} holds no {RESULTS}: not a finished evaluation run", "run `laf eval --out` into it first (an interrupted run is finished by re-running it)")
-    results = read_json(folder / RESULTS)
+    return ResultsDoc.from_dict(read_json(folder / RESULTS), str(folder / RESULTS))
+
+
+def load_run(folder: str | Path) -> tuple[ResultsDoc, list[ItemRecord]]:
+    """Read a finished run: ``results.json`` (typed) and every per-item record (SQLite, else ``records.jsonl``)."""
+    folder = Path(folder)
+    results = load_results(folder)
     if (folder / STORE).exists():
         store = ResultsStore(folder)
         try:
@@ -114,7 +131,7 @@ def load_run(folder: str | Path) -> tuple[dict, list[ItemRecord]]:
         finally:
             store.close()
     elif (folder / RECORDS).exists():
-        records = [ItemRecord.from_dict(json.loads(line)) for line in (folder / RECORDS).read_text().splitlines() if line.strip()]
+        records = read_records_jsonl(folder / RECORDS)
     else:
         raise LafError(f"{folder} has results but no per-item records", "re-run the evaluation")
     return results, records

@@ -1,0 +1,35 @@
+"""What to evaluate and how: the settings of one ``laf eval`` run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..env import cache_dir
+
+
+@dataclass
+class EvalSpec:
+    suites: list[str]
+    model: str = "default"
+    adapters: list[str] = field(default_factory=list)
+    out: str = "reports/eval"
+    limit: int | None = None
+    precision: str = "auto"  # auto = the adapters' training precision (QLoRA-faithful), else fp32
+    compute_dtype: str | None = None
+    device: str = "auto"
+    batch_size: int = 8
+    max_length: int = 2048
+    registry: str = "adapters_registry"
+    cache: str | None = None  # default: <LAF_CACHE>/eval-cache.sqlite
+    no_cache: bool = False
+    data_dir: str | None = None
+    force_base_mismatch: bool = False
+    share_context: bool = True
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+    seed: int = 1234
+
+
+def default_cache_path() -> Path:
+    return cache_dir() / "eval-cache.sqlite"

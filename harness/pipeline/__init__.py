@@ -1,0 +1,63 @@
+"""``laf run CONFIG``: curate -> train -> evaluate -> gate -> compare -> report, each stage cached.
+
+Every stage records the fingerprint of its inputs in ``RUN_DIR/state.json``
+(the curated data's content, not the curation run, feeds training) and is
+skipped when it is unchanged, so re-running after an interruption
+continues (training resumes from its last checkpoint, evaluation from the
+response cache) and changing one input re-does only what depends on it.
+The whole config is validated before any stage starts, and every problem is
+reported together.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..io import atomic_write_json
+from .config import RunConfig, load_run_config, suite_refs, validate_run
+from .stages import RunContext, compare_stage, curate_stage, eval_stage, gate_stage, report_stage, train_stage
+from .state import RunState, StageLog
+
+__all__ = ["RunConfig", "RunState", "load_run_config", "run_pipeline", "suite_refs", "validate_run"]
+
+
+def run_pipeline(config_path: str | Path, overrides: list[str] | None = None, log: Callable[[str], None] = lambda m: None,
+                 train_progress=None, eval_progress=None) -> dict:
+    """Run the whole flow of one run config (``--set`` style ``overrides`` applied) into ``<out_root>/<name>/``.
+
+    Returns the run summary (also written to ``run.json``): the run folder, the report, the adapters, the
+    verdict and its exit code (0 when there is no gate), which stages ran and which were unchanged.
+    ``log`` receives progress lines; the library prints nothing itself.
+    """
+    from ..models import resolve_model
+
+    t0 = time.time()
+    config_path = Path(config_path)
+    cfg, base = load_run_config(config_path, overrides)
+    suites, policy = validate_run(cfg, base, config_path)
+    run_dir = Path(cfg.out_root) / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(config_path, run_dir / "config.yaml")
+    ctx = RunContext(cfg, base, run_dir, RunState(run_dir), StageLog(), resolve_model(cfg.model).fingerprint, log)
+
+    adapters = list(cfg.adapters)
+    if cfg.data is not None:
+        train_data = curate_stage(ctx, suites)
+        ref = train_stage(ctx, train_data, train_progress)
+        adapters = [ref] + [a for a in adapters if a != ref]
+    results = eval_stage(ctx, suites, adapters, eval_progress)
+    verdict = gate_stage(ctx, policy, adapters) if policy is not None else None
+    if len(adapters) > 1:
+        compare_stage(ctx, adapters)
+    report = report_stage(ctx)
+
+    summary = {
+        "run_dir": str(run_dir), "report": str(report), "adapters": adapters, "verdict": verdict.status if verdict else None,
+        "exit_code": verdict.exit_code if verdict else 0, "stages_ran": ctx.stages.ran, "stages_skipped": ctx.stages.skipped,
+        "wall_time_s": round(time.time() - t0, 1), "results": results.results,
+    }
+    atomic_write_json(run_dir / "run.json", {k: v for k, v in summary.items() if k != "results"})
+    return summary

@@ -1,0 +1,147 @@
+"""The run config of ``laf run``: its schema, loading, and every check that can run before a stage starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+
+from ..config import StrictModel, apply_overrides, load_yaml, resolve_path, validate
+from ..errors import ConfigError, LafError
+from ..train.config import DataConfig
+
+
+class RunCurate(StrictModel):
+    enabled: bool = True
+    near_duplicate_threshold: float = Field(0.8, gt=0, le=1)
+    ngram: int = Field(13, ge=4)
+    drop_contaminated: bool = True
+
+
+class RunEval(StrictModel):
+    suites: list[str | dict] = Field(min_length=1)
+    batch_size: int = Field(8, gt=0)
+    max_length: int = Field(2048, gt=0)
+    limit: int | None = Field(None, gt=0)
+    cache: str | None = None
+    data_dir: str | None = None
+
+
+class RunGate(StrictModel):
+    policy: str | dict
+    inconclusive: Literal["inconclusive", "fail", "pass"] = "inconclusive"
+
+
+class RunConfig(StrictModel):
+    name: str
+    model: str = "default"
+    precision: Literal["nf4", "bf16", "fp32"] = "nf4"
+    data: DataConfig | None = None  # the trainer's data settings (eval split etc.); the path is curated first
+    curate: RunCurate = RunCurate()
+    train: dict[str, Any] = {}
+    adapters: list[str] = []
+    eval: RunEval
+    gate: RunGate | None = None
+    registry: str = "adapters_registry"
+    out_root: str = "reports"
+
+    def policy_source(self) -> str:
+        return str(self.gate.policy) if self.gate and isinstance(self.gate.policy, str) else "inline (config gate.policy)"
+
+
+def suite_refs(cfg: RunConfig, base: Path) -> tuple[list[str], dict[str, int]]:
+    """Suite references (YAML paths resolved against the config's folder) and per-suite limits."""
+    refs, limits = [], {}
+    for s in cfg.eval.suites:
+        if isinstance(s, dict):
+            ref, lim = s.get("suite"), s.get("limit")
+        else:
+            ref, lim = s, None
+        p = resolve_path(ref, base) if ref and ref.endswith((".yaml", ".yml")) else None
+        ref = str(p) if p is not None and p.exists() else ref
+        refs.append(ref)
+        if lim:
+            limits[ref] = int(lim)
+    return refs, limits
+
+
+def load_run_config(path: str | Path, overrides: list[str] | None = None) -> tuple[RunConfig, Path]:
+    """The validated run config and the folder its relative paths resolve against."""
+    path = Path(path)
+    raw = apply_overrides(load_yaml(path), overrides)
+    try:
+        cfg = RunConfig.model_validate(raw)
+    except ValidationError:
+        validate(RunConfig, raw, path)  # raises with every problem listed
+        raise
+    return cfg, path.resolve().parent
+
+
+def validate_run(cfg: RunConfig, base: Path, config_path: Path):
+    """Everything that can be checked before a stage starts, reported together; returns (suites, policy)."""
+    from ..evaluate.suites import load_suite
+    from ..gate.policy import Policy, load_policy
+    from ..train.config import TrainConfig
+
+    problems: list[str] = []
+    if cfg.data is None and not cfg.adapters:
+        problems.append("nothing to evaluate against the base: give 'data' (to train an adapter) or 'adapters' (registered ones)")
+    if cfg.data is not None:
+        p = resolve_path(cfg.data.path, base)
+        if not p.exists():
+            problems.append(f"key 'data.path': file not found: {p}")
+        train_raw = {**cfg.train, "name": cfg.name, "model": cfg.model, "precision": cfg.precision, "data": {"path": str(p)}, "registry": cfg.registry}
+        try:
+            TrainConfig.model_validate(train_raw)
+        except ValidationError as e:
+            for err in e.errors():
+                key = ".".join(str(x) for x in err["loc"])
+                msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+                problems.append(f"key 'train.{key}': {msg}" if key not in ("name",) else f"key 'name': {msg}")
+    refs, _ = suite_refs(cfg, base)
+    suites = []
+    for ref in refs:
+        try:
+            s = load_suite(ref, cfg.eval.data_dir)
+            if not s.spec.lm_eval:
+                s.load_docs()
+            suites.append(s)
+        except LafError as e:
+            problems.append(f"key 'eval.suites': {ref}: {e.cause}")
+    if cfg.adapters:
+        from ..registry import Registry
+
+        reg = Registry(cfg.registry)
+        for a in cfg.adapters:
+            try:
+                reg.resolve(a)
+            except LafError as e:
+                problems.append(f"key 'adapters': {e.cause}")
+    policy = None
+    if cfg.gate is not None:
+        try:
+            if isinstance(cfg.gate.policy, dict):
+                policy = Policy.model_validate(cfg.gate.policy)
+            else:
+                policy = load_policy(resolve_path(cfg.gate.policy, base))
+        except ValidationError as e:
+            for err in e.errors():
+                problems.append(f"key 'gate.policy.{'.'.join(str(x) for x in err['loc'])}': {err['msg']}")
+        except LafError as e:
+            problems.append(f"key 'gate.policy': {e.cause}")
+        if policy is not None:
+            if policy.max_contamination is not None and cfg.data is None:
+                problems.append("key 'gate.policy.max_contamination': this config has no training data to check against the suites "
+                                "(give 'data', or remove max_contamination)")
+            names = {s.name for s in suites}
+            cats = {s.category for s in suites}
+            for i, rule in enumerate(policy.rules):
+                if rule.suite and rule.suite not in names:
+                    problems.append(f"key 'gate.policy.rules.{i}': suite '{rule.suite}' is not run (eval.suites has {', '.join(sorted(names))})")
+                if rule.category and rule.category not in cats:
+                    problems.append(f"key 'gate.policy.rules.{i}': no suite of category '{rule.category}' is run")
+    if problems:
+        raise ConfigError(config_path, None, f"{len(problems)} problem(s) before any stage started:\n  - " + "\n  - ".join(problems),
+                          "fix them all and run again (see the README's config reference)")
+    return suites, policy

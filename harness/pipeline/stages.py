@@ -1,0 +1,174 @@
+"""The stages of ``laf run``, one function each: curate, train, evaluate, gate, compare, report.
+
+Each stage fingerprints its inputs (content, never a path) and is skipped when
+``state.json`` holds the same fingerprint from a finished run of it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..config import resolve_path
+from ..errors import LafError
+from ..io import atomic_write_json, hash_path, read_json, sha256_json
+from ..models.fingerprint import cached_file_sha256
+from ..results import BASE, ResultsDoc, load_results
+from .config import RunConfig, suite_refs
+from .state import RunState, StageLog
+
+
+@dataclass
+class RunContext:
+    cfg: RunConfig
+    base: Path  # the config file's folder: relative paths resolve against it
+    run_dir: Path
+    state: RunState
+    stages: StageLog
+    base_fingerprint: str
+    log: Callable[[str], None]
+
+    @property
+    def curation(self) -> Path:
+        return self.run_dir / "curation.json"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.run_dir / "eval"
+
+
+def curate_stage(ctx: RunContext, suites) -> Path:
+    """Validate, deduplicate and decontaminate the training data; returns the data training should read."""
+    from ..data.curate import CurationSettings, curate, write_clean, write_manifest
+
+    cfg, log = ctx.cfg, ctx.log
+    data_path = resolve_path(cfg.data.path, ctx.base)
+    settings = CurationSettings(schema=cfg.data.schema_, file_format=cfg.data.format, model=cfg.model, max_length=int(cfg.train.get("max_length", 512)),
+                                near_duplicate_threshold=cfg.curate.near_duplicate_threshold, ngram=cfg.curate.ngram,
+                                against=[s.name if s.file is None else str(s.file) for s in suites if not s.spec.lm_eval],
+                                data_dir=cfg.eval.data_dir, drop_contaminated=cfg.curate.drop_contaminated)
+    fp = sha256_json({"data": hash_path(data_path, digest=cached_file_sha256), "settings": settings.__dict__,
+                      "suites": {s.name: s.data_sha256 for s in suites if not s.spec.lm_eval}, "enabled": cfg.curate.enabled, "base": ctx.base_fingerprint})
+    cleaned = ctx.run_dir / "train.clean.jsonl"
+    if ctx.state.done("curate", fp) and cleaned.exists() and ctx.curation.exists():
+        ctx.stages.skipped.append("curate")
+    elif cfg.curate.enabled:
+        log(f"curate: {data_path}")
+        res = curate(data_path, settings, log=lambda m: log(f"  {m}"))
+        write_clean(res, data_path, cleaned)
+        write_manifest(res, ctx.curation)
+        c = res.manifest["counts"]
+        log(f"  {c['examples']} examples, {c['kept']} kept ({res.manifest['dropped'] or 'nothing dropped'})")
+        ctx.state.finish("curate", fp, kept=c["kept"])
+        ctx.stages.ran.append("curate")
+    else:
+        if data_path.is_file():
+            shutil.copyfile(data_path, cleaned)
+        ctx.state.finish("curate", fp)
+        ctx.stages.skipped.append("curate")
+    return cleaned if cleaned.exists() else data_path
+
+
+def train_stage(ctx: RunContext, train_data: Path, train_progress=None) -> str:
+    """Train (or resume, or reuse the unchanged) adapter on ``train_data``; returns its registry ref."""
+    from ..registry import Registry
+    from ..train import TrainConfig, train
+    from ..train.loop import list_checkpoints
+
+    cfg, log, state = ctx.cfg, ctx.log, ctx.state
+    data_cfg = cfg.data.model_dump(by_alias=True) | {"path": str(train_data.resolve()), "schema": "auto", "format": "auto"}
+    tcfg = TrainConfig.model_validate({**cfg.train, "name": cfg.name, "model": cfg.model, "precision": cfg.precision, "data": data_cfg,
+                                       "registry": cfg.registry, "output_dir": str(ctx.run_dir / "train")})
+    curated = cfg.curate.enabled and ctx.curation.exists()
+    data_fp = read_json(ctx.curation)["fingerprints"]["output_content_sha256"] if curated else hash_path(train_data, digest=cached_file_sha256)
+    fp = sha256_json({"config": tcfg.math_dict() | {"data": None}, "data": data_fp, "base": ctx.base_fingerprint})
+    done = state.done("train", fp)
+    if done:
+        try:
+            if Registry(cfg.registry).verify(done["adapter"]).ok:
+                ctx.stages.skipped.append("train")
+                log(f"train: unchanged, using {done['adapter']}")
+                return done["adapter"]
+        except LafError:
+            pass
+    checkpoints = list_checkpoints(tcfg.run_dir())
+    resume = bool(checkpoints) and state.started("train_started").get("fingerprint") == fp
+    if checkpoints and not resume:
+        shutil.rmtree(tcfg.run_dir() / "checkpoints", ignore_errors=True)  # checkpoints of other settings
+    state.mark("train_started", fingerprint=fp)
+    log(f"train: {cfg.name} on {train_data.name}" + (" (resuming)" if resume else ""))
+    result = train(tcfg, config_dir=ctx.base, resume=resume, on_step=train_progress, log=lambda m: log(f"  {m}"))
+    ref = str(result.entry.ref)
+    m = result.entry.manifest
+    log(f"  registered {ref}: {m['steps']} steps, final loss {m['final_train_loss']:.3f}, held-out {m['final_eval_loss'] if m['final_eval_loss'] is None else round(m['final_eval_loss'], 3)}, {m['train_time_s']:.0f} s")
+    state.finish("train", fp, adapter=ref)
+    ctx.stages.ran.append("train")
+    return ref
+
+
+def eval_stage(ctx: RunContext, suites, adapters: list[str], eval_progress=None) -> ResultsDoc:
+    """Score the base and the adapters (the response cache makes an unchanged or interrupted evaluation cheap)."""
+    from ..evaluate import EvalSpec, run_eval
+    from ..registry import Registry
+
+    cfg, log = ctx.cfg, ctx.log
+    refs, limits = suite_refs(cfg, ctx.base)
+    spec = EvalSpec(suites=refs, model=cfg.model, adapters=adapters, out=str(ctx.eval_dir), limit=cfg.eval.limit, precision=cfg.precision,
+                    batch_size=cfg.eval.batch_size, max_length=cfg.eval.max_length, registry=cfg.registry, cache=cfg.eval.cache, data_dir=cfg.eval.data_dir)
+    fp = sha256_json({"spec": spec.__dict__, "limits": limits, "suites": {s.name: (s.data_sha256 if not s.spec.lm_eval else s.spec.lm_eval) for s in suites},
+                      "adapters": [Registry(cfg.registry).resolve(a).manifest.get("files") for a in adapters], "base": ctx.base_fingerprint})
+    if ctx.state.done("eval", fp) and (ctx.eval_dir / "results.json").exists():
+        ctx.stages.skipped.append("eval")
+        log("evaluate: unchanged")
+        results = load_results(ctx.eval_dir)
+    else:
+        log(f"evaluate: base + {', '.join(adapters)} on {len(refs)} suites")
+        for ref, s in zip(refs, suites):
+            if limits.get(ref):
+                s.spec.options.limit = limits[ref]
+        results = ResultsDoc.from_dict(run_eval(spec, progress=eval_progress, log=lambda m: log(f"  {m}"), suites_override=suites))
+        ctx.state.finish("eval", fp)
+        ctx.stages.ran.append("eval")
+    if ctx.curation.exists():
+        shutil.copyfile(ctx.curation, ctx.eval_dir / "curation.json")
+    return results
+
+
+def gate_stage(ctx: RunContext, policy, adapters: list[str]):
+    """One verdict per adapter; the first (usually the freshly trained one) is the run's verdict and exit code."""
+    from ..gate import run_gate
+
+    verdict = None
+    curation = ctx.curation if ctx.curation.exists() else None
+    for i, ref in enumerate(adapters):
+        suffix = "" if i == 0 else f"-{ref.replace('@', '-')}"
+        v, _ = run_gate(f"{ctx.eval_dir}#{BASE}", f"{ctx.eval_dir}#{ref}", policy, policy_source=ctx.cfg.policy_source(),
+                        inconclusive_as=ctx.cfg.gate.inconclusive, curation=curation,
+                        out=(ctx.eval_dir if i == 0 else ctx.run_dir) / f"verdict{suffix}.json",
+                        junit=ctx.run_dir / f"junit{suffix}.xml", summary=ctx.run_dir / f"summary{suffix}.md")
+        if i == 0:
+            verdict = v
+            shutil.copyfile(ctx.eval_dir / "verdict.json", ctx.run_dir / "verdict.json")
+    ctx.stages.ran.append("gate")
+    return verdict
+
+
+def compare_stage(ctx: RunContext, adapters: list[str]) -> None:
+    """Rank several adapters against the base (compare.json in the eval folder and the run folder)."""
+    from ..gate.compare import compare_runs
+
+    doc = compare_runs([f"{ctx.eval_dir}#{a}" for a in adapters], f"{ctx.eval_dir}#{BASE}", None, 0.95)
+    atomic_write_json(ctx.eval_dir / "compare.json", doc)
+    shutil.copyfile(ctx.eval_dir / "compare.json", ctx.run_dir / "compare.json")
+    ctx.stages.ran.append("compare")
+
+
+def report_stage(ctx: RunContext) -> Path:
+    """The self-contained HTML report of the run."""
+    from ..report import write_report
+
+    report = write_report(ctx.eval_dir, ctx.run_dir / "report.html")
+    ctx.stages.ran.append("report")
+    return report

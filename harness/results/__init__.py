@@ -1,0 +1,19 @@
+"""The results layer: per-item records, the results store and the typed results document.
+
+Torch-free by rule (tests/test_layers.py): ``laf eval`` writes through it; the
+gate, the report, the statistics, the pipeline and the CLI read through it, so
+a gate in CI or a report on a laptop needs no model stack.
+"""
+
+from .checks import ResultsFormatError
+from .document import BASE, AdapterInfo, BaseModelInfo, ModelInfo, Provenance, ResultsDoc
+from .format import fmt_change, fmt_value
+from .metrics import PROPORTION_METRICS, MetricMeta, SuiteMeta, is_proportion
+from .records import ItemRecord
+from .store import RECORDS, RESULTS, STORE, ResultsStore, load_results, load_run, write_results
+
+__all__ = [
+    "BASE", "PROPORTION_METRICS", "RECORDS", "RESULTS", "STORE", "AdapterInfo", "BaseModelInfo", "ItemRecord", "MetricMeta", "ModelInfo",
+    "Provenance", "ResultsDoc", "ResultsFormatError", "ResultsStore", "SuiteMeta", "fmt_change", "fmt_value", "is_proportion",
+    "load_results", "load_run", "write_results",
+]
