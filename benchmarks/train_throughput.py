@@ -128,7 +128,7 @@ def main() -> None:
     data = make_data(tmp / "data.jsonl", args.examples)
     from harness.models import resolve_model
 
-    resolve_model(args.model).fingerprint  # convert / hash once, outside the timings
+    _ = resolve_model(args.model).fingerprint  # convert / hash once, outside the timings
     device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     print(f"model {args.model}, {args.precision}, {args.examples} examples, max length {args.max_length}, batch 4, LoRA r=8 all-linear, {device}", flush=True)
     results = {}

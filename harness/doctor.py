@@ -55,8 +55,8 @@ def _check_device() -> Check:
 def _check_bitsandbytes() -> Check:
     """Quantize a small layer to NF4 and run it: proves the backend works, not just imports."""
     try:
-        import torch
         import bitsandbytes as bnb
+        import torch
         from bitsandbytes.functional import has_avx512bf16
 
         from .models.load import disable_avx512bf16_repack, quiet_bitsandbytes

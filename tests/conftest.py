@@ -65,8 +65,7 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
     import contextlib
     import io
 
-    from harness.cli import main
-    from harness.cli import output
+    from harness.cli import main, output
 
     out, err = io.StringIO(), io.StringIO()
     old = output.console.file, output.err_console.file

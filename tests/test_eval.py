@@ -16,7 +16,8 @@ import yaml
 
 from harness.evaluate import EvalSpec, load_run, run_eval
 from harness.evaluate.suites import load_suite
-from tests.conftest import REPO, assert_clean_error as _err, run_cli
+from tests.conftest import REPO, run_cli
+from tests.conftest import assert_clean_error as _err
 
 MC_TASK = {
     "output_type": "multiple_choice",

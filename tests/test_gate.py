@@ -13,7 +13,8 @@ from scipy import stats as sps
 from harness.gate.policy import Rule
 from harness.gate.rules import decide
 from harness.stats import get_aggregation, holm, mcnemar_exact, paired_delta
-from tests.conftest import assert_clean_error as _err, run_cli
+from tests.conftest import assert_clean_error as _err
+from tests.conftest import run_cli
 from tests.synthetic import suite_meta, write_run
 
 MEAN = get_aggregation("mean")

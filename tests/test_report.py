@@ -33,7 +33,7 @@ def gated_run(tmp_path: Path, n: int = 120, planted: bool = True) -> Path:
     if planted:  # put hostile text where model output and data go
         lines = (run / "records.jsonl").read_text().splitlines()
         out = []
-        for i, line in enumerate(lines):
+        for _i, line in enumerate(lines):
             r = json.loads(line)
             if r["doc_id"] < 3:
                 r["prompt"] = f"Question {r['doc_id']} {PLANTED[r['doc_id']]}"

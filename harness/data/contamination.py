@@ -13,8 +13,8 @@ and looked up in a set: 100,000 examples against 5,000 items take seconds.
 from __future__ import annotations
 
 import re
-from hashlib import blake2b
 from dataclasses import dataclass, field
+from hashlib import blake2b
 
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 
 
-
 @dataclass
 class NearDuplicateCluster:
     keep: int  # index of the representative (first occurrence)
@@ -105,7 +104,7 @@ def near_duplicates(texts: list[str], threshold: float = 0.8, ngram: int = 5, un
     for k in range(len(idx)):
         groups.setdefault(find(k), []).append(k)
     clusters = []
-    for root, members in sorted(groups.items()):
+    for _root, members in sorted(groups.items()):
         if len(members) < 2:
             continue
         members.sort()

@@ -193,7 +193,7 @@ def load_prediction_inputs(runs: list[str], min_items: int = DEFAULT_MIN_ITEMS) 
             g[r["model"], r["suite"]].append(r)
     recs_by = {label: {s: rs for (m, s), rs in grouped[folder].items() if m == model} for label, (folder, model) in entries}
     suite_meta: dict[str, dict] = {}
-    for folder, (results, _) in loaded.items():
+    for _folder, (results, _) in loaded.items():
         for s, meta in results["suites"].items():
             suite_meta.setdefault(s, meta)
     blocks = {s: _block(s, suite_meta[s], [lab for lab, _ in entries], {lab: grouped[f].get((m, s), []) for lab, (f, m) in entries}, min_items)

@@ -61,7 +61,7 @@ def run_eval(spec: EvalSpec, progress: ProgressCallback | None = None, log: Call
             _ = s.build  # loads data, checks fields
     resolved = resolve_model(spec.model, allow_pickle=spec.allow_pickle, trust_remote_code=spec.trust_remote_code)
     base_fp = resolved.fingerprint
-    adapters = check_adapters(spec, base_fp)
+    adapters = check_adapters(spec, base_fp, resolved)
     load = load_spec_for(spec, adapters).resolved()  # device and compute dtype are part of the identity
     tasks = build_tasks(suites)
     metas = {s.name: suite_meta(s, tasks[s.name]) for s in suites}

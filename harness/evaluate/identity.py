@@ -51,7 +51,7 @@ def model_identity(base_fp: str, load: LoadSpec, adapter: dict | None, spec: Eva
     })
 
 
-def check_adapters(spec: EvalSpec, base_fp: str) -> list[CheckedAdapter]:
+def check_adapters(spec: EvalSpec, base_fp: str, resolved=None) -> list[CheckedAdapter]:
     """Every adapter resolved, verified against its manifest and checked to be trained on this base."""
     registry = Registry(spec.registry)
     out = []
@@ -66,7 +66,8 @@ def check_adapters(spec: EvalSpec, base_fp: str) -> list[CheckedAdapter]:
             )
         trained_on = (entry.manifest.get("base_model") or {}).get("fingerprint")
         forced = False
-        if trained_on != base_fp:
+        # an adapter registered before fingerprints ignored loader flags carries the old form (``fingerprint_aliases``)
+        if trained_on != base_fp and not (resolved is not None and resolved.is_base_of(trained_on)):
             if not spec.force_base_mismatch:
                 raise LafError(
                     f"adapter {entry.ref} was trained on base {str(trained_on)[:16]}... "

@@ -40,7 +40,7 @@ def calibrate(ref_a: str, ref_b: str, confidence: float = 0.95) -> dict:
         proportion = delta_is_proportion(d)
         step = 0.005 if proportion else 10 ** (math.floor(math.log10(max(noise, mde, 1e-12))) - 1)
         margin = _round_up(max(noise, mde), step)
-        flips = None if d.base_only is None else (d.base_only + d.candidate_only) / d.n
+        flips = None if d.base_only is None or d.candidate_only is None else (d.base_only + d.candidate_only) / d.n
         suites[s] = {"category": meta.category, "metric": name, **d.to_dict(), "flip_rate": flips, "minimum_detectable_effect": mde, "suggested_margin": margin}
         kind = "min_gain" if meta.category == "domain" else ("max_drop" if m.higher_is_better and m.ideal is None else "max_increase")
         if kind != "min_gain":

@@ -10,6 +10,8 @@ every candidate's gain over the baseline is Holm-adjusted across candidates).
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..errors import LafError
 from ..results import BASE, load_results
 from ..stats import holm
@@ -47,7 +49,7 @@ def compare_runs(refs: list[str], baseline_ref: str | None, policy_path: str | N
         if c.folder.resolve() != base.folder.resolve():
             check_comparable(base, c)
     categories = sorted({m.category for m in base.suites.values()})
-    rows = []
+    rows: list[dict[str, Any]] = []
     for label, c in zip(labels, cands):
         suites = {}
         for s in base.suites:
@@ -110,6 +112,8 @@ def _pick_winner(base, cands, labels, rows, policy, confidence) -> dict:
         except LafError:
             continue
         # one-sided: is `top` better than `other`?
+        if d.p_value is None:
+            continue
         p = d.p_value / 2 if d.improvement > 0 else 1 - d.p_value / 2
         pvals[other] = min(1.0, p)
         details[other] = {"improvement": d.improvement, "ci_low": d.ci_low, "ci_high": d.ci_high, "p_one_sided": pvals[other]}

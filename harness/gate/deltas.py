@@ -27,12 +27,14 @@ def compute_delta(a: RunSide, b: RunSide, suites: list[str], metric: str | None,
     meta: MetricMeta | None = None
     for s in suites:
         n, m = a.suites[s].metric(metric)
-        if name is not None and (n != name or m.aggregation != meta.aggregation):
+        if name is not None and meta is not None and (n != name or m.aggregation != meta.aggregation):
             raise LafError(f"cannot pool suites with different metrics ({name} vs {n})", "name one metric in the rule, or drop pooled: true")
         name, meta = n, m
         ra, rb = paired_items(a, b, s)
         base_vals += _values(ra, name)
         cand_vals += _values(rb, name)
+    if meta is None or name is None:
+        raise LafError("a rule names no suite", "name at least one suite in the rule")
     if len(suites) > 1 and not meta.is_mean:
         raise LafError(f"metric {name} ({meta.aggregation}) cannot be pooled across suites", "use per-suite rules (pooled: false)")
     d = paired_delta(

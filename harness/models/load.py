@@ -116,8 +116,8 @@ def load_model(resolved: ResolvedModel, spec: LoadSpec = LoadSpec(), with_tokeni
     if spec.precision == "nf4":
         quiet_bitsandbytes()
         try:
-            from transformers import BitsAndBytesConfig
             import bitsandbytes  # noqa: F401
+            from transformers import BitsAndBytesConfig
         except ImportError as e:
             raise LafError("NF4 needs bitsandbytes, which is not installed", "pip install bitsandbytes") from e
         kwargs["quantization_config"] = BitsAndBytesConfig(

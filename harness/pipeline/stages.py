@@ -75,7 +75,7 @@ def train_stage(ctx: RunContext, train_data: Path, train_progress=None) -> str:
     """Train (or resume, or reuse the unchanged) adapter on ``train_data``; returns its registry ref."""
     from ..registry import Registry
     from ..train import TrainConfig, train
-    from ..train.loop import list_checkpoints
+    from ..train.checkpoint import list_checkpoints
 
     cfg, log, state = ctx.cfg, ctx.log, ctx.state
     data_cfg = cfg.data.model_dump(by_alias=True) | {"path": str(train_data.resolve()), "schema": "auto", "format": "auto"}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LafError
-from ..io import atomic_dir, atomic_write_json, sha256_file
+from ..io import atomic_dir, atomic_write_json, file_digests
 
 MANIFEST = "manifest.json"
 _REF = re.compile(r"^(?P<name>[^@]+?)(?:@(?P<version>\d+|latest))?$")
@@ -76,11 +76,7 @@ class VerifyResult:
 
 def hash_files(folder: Path) -> dict[str, str]:
     """sha256 of every file below ``folder`` (the manifest excluded), by POSIX relative path."""
-    return {
-        p.relative_to(folder).as_posix(): sha256_file(p)
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
-    }
+    return file_digests(folder, exclude=(MANIFEST,))
 
 
 class Registry:

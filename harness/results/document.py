@@ -104,7 +104,7 @@ class AdapterInfo:
                    get_field(d, "forced_base_mismatch", where, bool, False, optional=True), get_field(d, "manifest", where, Mapping, None, optional=True))
 
     def to_dict(self, with_manifest: bool = True) -> dict:
-        out = {"ref": self.ref, "path": self.path, "weights_sha256": self.weights_sha256, "trained_on": self.trained_on,
+        out: dict[str, Any] = {"ref": self.ref, "path": self.path, "weights_sha256": self.weights_sha256, "trained_on": self.trained_on,
                "forced_base_mismatch": self.forced_base_mismatch}
         if with_manifest:
             out["manifest"] = self.manifest

@@ -33,4 +33,5 @@ class ItemRecord:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ItemRecord":
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})
+        fields: dict[str, Any] = {k: d.get(k) for k in cls.__dataclass_fields__}
+        return cls(**fields)

@@ -76,6 +76,7 @@ def _bootstrap_sums(xa: np.ndarray, xb: np.ndarray, n_resamples: int, rng: np.ra
         r = min(chunk, n_resamples - start)
         idx = rng.integers(0, n, size=(r, n), dtype=np.int32)
         for x, out in ((xa, sa), (xb, sb)) if second else ((xa, sa),):
+            assert out is not None
             if x.shape[1] == 1:
                 out[start : start + r, 0] = x[:, 0][idx].sum(axis=1)
             else:

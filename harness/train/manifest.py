@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..env import command_line, machine_info, now_iso, package_versions
-from ..io import sha256_json
+from ..io import hash_path, sha256_json
 from ..models.fingerprint import cached_file_sha256
 from ..registry import AdapterEntry, Registry
 from .checkpoint import TrainState
@@ -26,11 +26,7 @@ METRICS = "metrics.jsonl"
 
 def data_fingerprint(path: Path, examples) -> dict:
     """The training file's (or folder's) bytes hash and the hash of the examples as read."""
-    if path.is_dir():
-        file_sha = sha256_json({p.name: cached_file_sha256(p) for p in sorted(path.rglob("*")) if p.is_file()})
-    else:
-        file_sha = cached_file_sha256(path)
-    return {"file_sha256": file_sha, "content_sha256": sha256_json([e.to_canonical() for e in examples])}
+    return {"file_sha256": hash_path(path, digest=cached_file_sha256), "content_sha256": sha256_json([e.to_canonical() for e in examples])}
 
 
 @dataclass
