@@ -530,7 +530,7 @@ BAD = [
     (dict(method="slerp", adapters=["a@1", "b@1"], t=0.5, weights=[1, 1]), ["key 'weights'", "slerp takes no weights"]),
     (dict(method="model_stock", adapters=["a@1"]), ["model_stock needs at least two"]),
     (dict(method="linear", adapters=["a@1", "b@1"], wieghts=[1, 1]), ["key 'wieghts'", "unknown key"]),
-    (dict(method="linear", adapters=["a@1", "b@1"], weights=[1, float("nan")]), ["key 'weights.1'"]),
+    (dict(method="linear", adapters=["a@1", "b@1"], weights=[1, float("nan")]), ["not a finite number", "line 9"]),
     (dict(method="linear", adapters=["a@1", "b@1"], output={"kind": "model"}), ["key 'output.path'"]),
     (dict(method="linear", adapters=[]), ["key 'adapters'"]),
     (dict(method="ties", adapters=["a@1", "b@1"], density=0.5, rescale="l1"), ["key 'rescale'", "dare_linear / dare_ties only"]),
