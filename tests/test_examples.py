@@ -270,3 +270,32 @@ def test_exit_code_when_candidates_disagree():
     assert combined_exit([v("a@1", "pass", 0), v("b@1", "inconclusive", 2)])[0] == 2
     assert combined_exit([v("a@1", "pass", 0), v("b@1", "inconclusive", 0)])[0] == 0, "inconclusive: pass counts as passing"
     assert combined_exit([]) == (0, "exit 0: no gate")
+
+
+def test_github_actions_annotates_every_candidate(workspace, compared, tmp_path, monkeypatch):
+    run_cmd = compared[-1][0]
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "step.md"))
+    with inside(workspace["dir"]):
+        code, _, err = laf(run_cmd)
+    assert code in (0, 1, 2), err[-3000:]
+    summary = json.loads((workspace["dir"] / "reports" / "compare" / "run.json").read_text())
+    notes = [line for line in err.splitlines() if line.startswith(("::error", "::warning"))]
+    for v in summary["verdicts"]:
+        mine = [n for n in notes if f"title=laf gate {v['model']} " in n]
+        assert len(mine) == len(v["failed_rules"]) and all(f"::{v['model']}: " in n for n in mine), (v, notes)
+    step = (tmp_path / "step.md").read_text()
+    assert all(f"### Candidate `{v['model']}`" in step for v in summary["verdicts"])
+    assert summary["exit_explanation"] in step
+
+
+def test_report_compare_section_is_inert():
+    from harness.report.html import _compare
+
+    bad = "<script>alert(1)</script>"
+    html = _compare({"compare": {
+        "columns": [{"key": bad, "metric": bad, "unit": bad, "shown_as": bad, "better": bad}],
+        "ranking": [{"rank": bad, "candidate": bad, "pareto": True, "domain_p_holm": bad, "verdict": bad, "failed_rules": [bad],
+                     "columns": {bad: {"change": bad, "unit": "points", "ci_low": 0.1, "ci_high": 0.2}}}],
+        "pareto_on": {"quantities": [bad, bad], "source": bad}, "winner": {"candidate": bad, "reason": bad}}})
+    assert "<script>" not in html and "&lt;script&gt;" in html

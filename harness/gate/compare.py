@@ -53,12 +53,12 @@ def change_cell(d: dict) -> dict:
     """
     hib, ideal = d.get("higher_is_better", True), d.get("ideal")
     sign = 1.0 if (ideal is None and hib) else -1.0
-    lo, hi = sorted((sign * d["ci_low"], sign * d["ci_high"])) if d.get("ci_low") is not None and d.get("ci_high") is not None else (None, None)
+    lo, hi = sorted((sign * d["ci_low"] + 0.0, sign * d["ci_high"] + 0.0)) if d.get("ci_low") is not None and d.get("ci_high") is not None else (None, None)
     better = "closer to the ideal" if ideal is not None else ("higher" if hib else "lower")
     return {
         "metric": d["metric"], "unit": metric_unit(d["metric"], d.get("base"), d.get("candidate")), "base": d.get("base"), "candidate": d.get("candidate"),
         "shown_as": f"change in distance to {ideal:g}" if ideal is not None else "change", "better": better,
-        "change": None if d.get("improvement") is None else sign * d["improvement"], "ci_low": lo, "ci_high": hi,
+        "change": None if d.get("improvement") is None else sign * d["improvement"] + 0.0, "ci_low": lo, "ci_high": hi,
         "improvement": d.get("improvement"), "improvement_ci": [d.get("ci_low"), d.get("ci_high")], "p_value": d.get("p_value"),
     }
 
