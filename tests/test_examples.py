@@ -183,6 +183,7 @@ def test_readme_compare_sequence_ranks_both_adapters_with_a_verdict_each(workspa
     # the report shows the comparison with every verdict
     html = (run / "report.html").read_text()
     assert "quickstart-small@1" in html and "distance to 0.5" in html
+    assert "This banner is the verdict of one candidate" in html, "the banner must not pass for the run's verdict"
     (workspace["dir"] / "compare-console.txt").write_text(out)
 
 

@@ -98,9 +98,15 @@ def _verdict(d: dict) -> str:
     lost = [r for r in v["rules"] if r.get("status") == "fail"]
     head = {"pass": "Ship it: every required rule passes.", "fail": f"Do not ship: {len(lost)} rule(s) failed.", "inconclusive": "Not decided: a required rule is inconclusive."}.get(
         v.get("verdict"), "The verdict file holds an unknown verdict: treat the run as not gated.")
+    others = [r for r in ((d.get("compare") or {}).get("ranking") or []) if isinstance(r, dict) and r.get("candidate") != v["candidate"]["model"]]
+    note = ""
+    if others:
+        note = ("<div>This banner is the verdict of one candidate; the other candidates' verdicts: "
+                + ", ".join(f"<b>{_e(r.get('candidate'))}</b> {_e(str(r.get('verdict') or 'not gated').upper())}" for r in others)
+                + " (see <a href='#compare'>Candidates compared</a>).</div>")
     return (f'<div class="banner {_status(v.get("verdict"))}"><div class="big">{_e(str(v.get("verdict")).upper())}</div><div>{_e(head)} '
             f'Baseline <b>{_e(v["baseline"]["model"])}</b> vs candidate <b>{_e(v["candidate"]["model"])}</b>, policy <code>{_e(v["policy"].get("source"))}</code>, '
-            f'{_n(v["policy"].get("confidence"), ".0f", 100)}% confidence.</div></div>'
+            f'{_n(v["policy"].get("confidence"), ".0f", 100)}% confidence.</div>{note}</div>'
             f'<table><tr><th>verdict</th><th>rule</th><th>numbers</th></tr>{"".join(rows)}</table>')
 
 
