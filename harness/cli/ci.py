@@ -245,17 +245,21 @@ class LogProgress:
 # -- gate verdicts on GitHub Actions
 
 
-def verdict_annotations(v) -> list[str]:
-    """One workflow command per rule that did not pass: ::error:: for what decides the exit code, ::warning:: for the rest."""
-    lines = [workflow_command("warning", w, title="laf gate") for w in v.warnings]
+def verdict_annotations(v, candidate: str | None = None) -> list[str]:
+    """One workflow command per rule that did not pass: ::error:: for what decides the exit code, ::warning:: for the rest.
+
+    ``candidate`` (a run that gated several candidates) prefixes every title and message with the candidate."""
+    who = f" {candidate}" if candidate else ""
+    pre = f"{candidate}: " if candidate else ""
+    lines = [workflow_command("warning", pre + w, title=f"laf gate{who}") for w in v.warnings]
     inconclusive_fails = v.policy.get("inconclusive_as") == "fail"
     for r in v.rules:
         if r.status == "pass":
             continue
         decides = r.required and (r.status == "fail" or inconclusive_fails)
         kind = "required" if r.required else "advisory"
-        title = f"laf gate {r.status.upper()}: {r.rule}" + ("" if r.required else " (advisory)")
-        msg = f"{r.status.upper()} ({kind} rule): {r.message}"
+        title = f"laf gate{who} {r.status.upper()}: {r.rule}" + ("" if r.required else " (advisory)")
+        msg = f"{pre}{r.status.upper()} ({kind} rule): {r.message}"
         lines.append(workflow_command("error" if decides else "warning", msg, title=title))
     return lines
 
@@ -273,15 +277,17 @@ def append_step_summary(markdown: str) -> str | None:
     return None
 
 
-def report_verdict_to_ci(v, extra_markdown: str = "") -> None:
-    """On GitHub Actions: annotations for the rules that did not pass, and the step summary."""
+def report_verdict_to_ci(v, extra_markdown: str = "", candidate: str | None = None) -> None:
+    """On GitHub Actions: annotations for the rules that did not pass, and the step summary (``candidate``: see
+    :func:`verdict_annotations`; each candidate's summary is appended under its name)."""
     if not on_github_actions():
         return
     from ..gate.artifacts import markdown_summary
 
-    for line in verdict_annotations(v):
+    for line in verdict_annotations(v, candidate):
         _emit(line)
-    problem = append_step_summary(markdown_summary(v) + extra_markdown)
+    head = f"### Candidate `{candidate}`\n\n" if candidate else ""
+    problem = append_step_summary(head + markdown_summary(v) + extra_markdown)
     if problem:
         _emit(workflow_command("warning", problem, title="laf"))
         from rich.markup import escape

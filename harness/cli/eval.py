@@ -76,6 +76,11 @@ def cmd_eval(args) -> int:
     from ..results import ResultsDoc
 
     print_results_table(ResultsDoc.from_dict(doc))
+    if args.adapters:
+        from ..registry import Registry
+
+        reg = Registry(args.registry)
+        console.print("adapters: " + ", ".join(reg.resolve(a).describe(a) for a in args.adapters))
     reqs = {m: v["requests"] for m, v in doc["models"].items()}
     total = sum(r["requests"] for r in reqs.values())
     hits = sum(r["cache_hits"] for r in reqs.values())

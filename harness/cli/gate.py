@@ -24,8 +24,8 @@ def register(sub) -> None:
     g.add_argument("--json", action="store_true", help="print verdict.json")
     g.set_defaults(handler=cmd_gate)
 
-    c = sub.add_parser("compare", help="rank several candidates against the base: CIs, Pareto front of gain vs forgetting, Holm")
-    c.add_argument("runs", nargs="+", metavar="RUN[#MODEL]", help="evaluation folders (every adapter in them is a candidate) or RUN#MODEL")
+    c = sub.add_parser("compare", help="rank several candidates against the base: per-suite changes with CIs, Pareto front on the gated quantities, Holm")
+    c.add_argument("runs", nargs="+", metavar="RUN[#MODEL]", help="evaluation folders (every adapter in them is a candidate) or RUN#MODEL (MODEL: name, name@latest or name@version)")
     c.add_argument("--baseline", default=None, metavar="RUN[#MODEL]", help="default: the base model of the first run")
     c.add_argument("--policy", default=None, help="also gate each candidate under this policy")
     c.add_argument("--out", default=None, help="write compare.json here (default: FIRST_RUN/compare.json)")
@@ -53,6 +53,8 @@ def cmd_gate(args) -> int:
     if args.json:
         print_json(v.to_dict())
         return v.exit_code
+    requested, got = args.candidate.rsplit("#", 1)[-1] if "#" in args.candidate else None, v.candidate.get("model")
+    console.print(f"candidate: {requested} -> {got}" if requested and requested != got else f"candidate: {got}")
     print_verdict(v, out)
     return v.exit_code
 
@@ -86,31 +88,37 @@ def cmd_compare(args) -> int:
 
 
 def print_comparison(doc: dict) -> None:
+    """The ranking, one column per candidate (best first): a row per gated quantity with its change and CI in the
+    quantity's own unit, then the Pareto front, the Holm-adjusted domain p and each candidate's gate verdict."""
     from rich.markup import escape
     from rich.table import Table
 
-    from ..results import fmt_change
+    from ..gate.compare import format_cell
 
+    cols = doc.get("columns") or []
+    ranking = doc["ranking"]
     t = Table(box=None, header_style="bold")
-    t.add_column("#")
-    t.add_column("candidate")
-    for cat in doc["categories"]:
-        t.add_column(f"{cat} change (CI)")
-    t.add_column("pareto")
-    t.add_column("domain p (Holm)")
-    if any("verdict" in r for r in doc["ranking"]):
-        t.add_column("gate")
-    for r in doc["ranking"]:
-        cells = [str(r["rank"]), escape(r["candidate"])]
-        for cat in doc["categories"]:
-            c = r["categories"].get(cat)
-            cells.append("-" if not c else f"{fmt_change(c['improvement'], True)} ({fmt_change(c['ci_low'], True)} to {fmt_change(c['ci_high'], True)})")
-        cells.append("yes" if r["pareto"] else "")
-        cells.append("-" if r.get("domain_p_holm") is None else f"{r['domain_p_holm']:.3g}")
-        if "verdict" in r:
-            cells.append(r["verdict"])
-        t.add_row(*cells)
+    t.add_column("change (CI)")
+    t.add_column("unit")
+    for r in ranking:
+        name = r["candidate"] if not r.get("resolved_from") else f"{r['candidate']} (from {r['resolved_from']})"
+        t.add_column(escape(f"#{r['rank']} {name}"))
+    for col in cols:
+        better = "closer is better" if col.get("better") == "closer to the ideal" else f"{col.get('better')} is better"
+        what = f"{col['key']} {col.get('metric')}" + (" (distance to ideal)" if str(col.get("shown_as", "")).startswith("change in distance") else "")
+        t.add_row(escape(what), escape(f"{col.get('unit')}, {better}"), *[format_cell((r.get("columns") or {}).get(col["key"])) for r in ranking])
+    t.add_row("Pareto front", "", *["yes" if r["pareto"] else "no" for r in ranking])
+    t.add_row("domain p (Holm)", "", *["-" if r.get("domain_p_holm") is None else f"{r['domain_p_holm']:.3g}" for r in ranking])
+    if any("verdict" in r for r in ranking):
+        t.add_row("gate", "", *["-" if r.get("verdict") is None else f"{str(r['verdict']).upper()} (exit {r.get('exit_code')})" for r in ranking])
     console.print(t)
+    for r in ranking:
+        if r.get("failed_rules"):
+            console.print(f"  {escape(r['candidate'])} {str(r.get('verdict')).upper()}: {escape('; '.join(r['failed_rules']))}")
+    p = doc.get("pareto_on") or {}
+    if p:
+        console.print(f"Pareto front on: {escape(', '.join(p.get('quantities', [])))} ({escape(str(p.get('source')))}); "
+                      f"changes are candidate - base with {round(100 * doc.get('confidence', 0.95))}% CIs")
     w = doc["winner"]
     console.print(f"\nwinner: [bold]{escape(str(w['candidate']))}[/] - {escape(w['reason'])}")
 

@@ -80,7 +80,7 @@ def cmd_show(args) -> int:
         print_json({"path": str(entry.path), **entry.manifest})
         return 0
     m = entry.manifest
-    console.print(f"[bold]{entry.ref}[/]  {entry.path}")
+    console.print(f"[bold]{entry.describe(args.ref)}[/]  {entry.path}")
     base = m.get("base_model", {})
     console.print(f"  base         {base.get('spec')}  sha256:{base.get('fingerprint')}")
     console.print(f"  load         {m.get('load')}")
@@ -109,9 +109,9 @@ def cmd_verify(args) -> int:
         print_json({"ref": str(res.ref), "ok": res.ok, "mismatched": res.mismatched, "missing": res.missing, "unexpected": res.unexpected})
         return 0 if res.ok else 1
     if res.ok:
-        console.print(f"[green]ok[/] {res.ref}: every file matches its manifest sha256")
+        console.print(f"[green]ok[/] {res.ref if args.ref.strip() == str(res.ref) else f'{args.ref.strip()} -> {res.ref}'}: every file matches its manifest sha256")
         return 0
-    console.print(f"[red]FAILED[/] {res.ref}")
+    console.print(f"[red]FAILED[/] {res.ref if args.ref.strip() == str(res.ref) else f'{args.ref.strip()} -> {res.ref}'}")
     for label, items in (("changed", res.mismatched), ("missing", res.missing), ("not in manifest", res.unexpected)):
         for i in items:
             console.print(f"  {label}: {i}")
@@ -129,7 +129,8 @@ def cmd_export(args) -> int:
         print_json({"ref": res.ref, "out": str(res.out), "files": res.files, "verdict": res.verdict, "suites": res.suites,
                     "upload_command": res.upload_command, "upload_python": res.upload_python})
         return 0
-    console.print(f"[bold green]exported[/] {escape(res.ref)}  ->  {escape(str(res.out))}")
+    shown = res.ref if args.ref.strip() == res.ref else f"{args.ref.strip()} -> {res.ref}"
+    console.print(f"[bold green]exported[/] {escape(shown)}  ->  {escape(str(res.out))}")
     for name, size in res.files.items():
         console.print(f"  {escape(name):28} {size:>12,} bytes")
     if res.suites:

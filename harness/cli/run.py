@@ -1,4 +1,8 @@
-"""``laf run CONFIG``: the whole flow, each stage cached and resumable; exit code from the gate."""
+"""``laf run CONFIG``: the whole flow, each stage cached and resumable; exit code from the gate.
+
+With several candidates every candidate's verdict is printed (and annotated on GitHub Actions, prefixed with the
+candidate), and the run exits 0 only when every candidate passed, 1 when any failed, 2 when none failed and some
+is inconclusive (the line ``run exit N: ...`` says which candidate decided it)."""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ from .output import console, print_json
 
 
 def register(sub) -> None:
-    p = sub.add_parser("run", help="curate, train, evaluate, gate and report from one config (stages cached and resumable)")
+    p = sub.add_parser("run", help="curate, train, evaluate, gate and report from one config (stages cached and resumable); "
+                       "exit 0 when every candidate passes, 1 when any fails, 2 when none fails and some is inconclusive")
     p.add_argument("config", help="run config YAML (see examples/quickstart.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key (dotted); repeatable")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
@@ -32,18 +37,30 @@ def cmd_run(args) -> int:
     from .gate import print_verdict
 
     run_dir = Path(summary["run_dir"])
-    verdict = None
-    if summary.get("verdict") and (run_dir / "verdict.json").exists():
-        verdict = Verdict.from_dict(read_json(run_dir / "verdict.json"))
-        report_verdict_to_ci(verdict, f"\nRun `{summary['run_dir']}`; HTML report: `{summary['report']}`.\n")
+    entries = summary.get("verdicts") or []
+    several = len(entries) > 1
+    verdicts = []
+    for i, e in enumerate(entries):
+        v = Verdict.from_dict(read_json(e["verdict_json"]))
+        verdicts.append((e["model"], v))
+        last = i == len(entries) - 1
+        extra = (f"\n{summary['exit_explanation']}\n" if several else "") + f"\nRun `{summary['run_dir']}`; HTML report: `{summary['report']}`.\n" if last else "\n"
+        report_verdict_to_ci(v, extra, candidate=e["model"] if several else None)
     if args.json:
         print_json(summary)
         return summary["exit_code"]
     if not args.quiet:
         print_results_table(load_results(run_dir / "eval"))
-    if verdict is not None:
+    if (run_dir / "compare.json").exists() and several and not args.quiet:
+        from .gate import print_comparison
+
         console.print()
-        print_verdict(verdict)
+        print_comparison(read_json(run_dir / "compare.json"))
+    for model, v in verdicts:
+        console.print(f"\n[bold]{escape(model)}[/]" if several else "")
+        print_verdict(v)
+    if several:
+        console.print(f"\n[bold]run {escape(summary['exit_explanation'])}[/]")
     if not args.quiet:
         console.print(f"\nstages run: {', '.join(summary['stages_ran']) or '-'}; skipped (unchanged): {', '.join(summary['stages_skipped']) or '-'}; {summary['wall_time_s']:.0f} s")
     console.print(f"report: [bold]{escape(summary['report'])}[/]")

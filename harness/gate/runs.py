@@ -61,6 +61,15 @@ def parse_ref(ref: str) -> tuple[Path, str | None]:
     return Path(ref), None
 
 
+def resolve_model_name(model: str, models: list[str]) -> str:
+    """``NAME`` or ``NAME@latest`` -> the highest ``NAME@VERSION`` the run evaluated (``model`` unchanged otherwise)."""
+    name = model[: -len("@latest")] if model.endswith("@latest") else model
+    if "@" in name:
+        return model
+    versions = [(int(m.rsplit("@", 1)[1]), m) for m in models if m.rsplit("@", 1)[0] == name and m.rsplit("@", 1)[-1].isdigit() and "@" in m]
+    return max(versions)[1] if versions else model
+
+
 def load_side(ref: str, role: str, default_base: bool) -> RunSide:
     """The records of one model of a run (``RUN`` or ``RUN#MODEL``); ``role`` names it in errors."""
     folder, model = parse_ref(ref)
@@ -82,6 +91,8 @@ def load_side(ref: str, role: str, default_base: bool) -> RunSide:
                     f"{folder} holds several models ({', '.join(models)}); which one is the {role}?",
                     f"write {folder}#MODEL, e.g. {folder}#{(adapters or models)[-1]}",
                 )
+    if model not in models:
+        model = resolve_model_name(model, models)
     if model not in models:
         raise LafError(f"{folder} has no model '{model}' (it has {', '.join(models)})", f"use one of them: {folder}#{models[0]}")
     by_suite: dict[str, list[ItemRecord]] = defaultdict(list)

@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ..gate.compare import combined_exit
 from ..io import atomic_write_json
 from .config import RunConfig, load_run_config, suite_refs, validate_run
-from .stages import RunContext, compare_stage, curate_stage, eval_stage, gate_stage, report_stage, train_stage
+from .stages import RunContext, compare_stage, curate_stage, eval_stage, gate_stage, report_stage, resolve_adapters, train_stage, verdict_paths
 from .state import RunState, StageLog
 
 __all__ = ["RunConfig", "RunState", "load_run_config", "run_pipeline", "suite_refs", "validate_run"]
@@ -28,8 +29,12 @@ def run_pipeline(config_path: str | Path, overrides: list[str] | None = None, lo
                  train_progress=None, eval_progress=None) -> dict:
     """Run the whole flow of one run config (``--set`` style ``overrides`` applied) into ``<out_root>/<name>/``.
 
-    Returns the run summary (also written to ``run.json``): the run folder, the report, the adapters, the
-    verdict and its exit code (0 when there is no gate), which stages ran and which were unchanged.
+    Adapter references (``name``, ``name@latest``, ``name@version``) are resolved once, before any stage, and the
+    resolved ``name@version`` is what every stage, state.json, the verdicts and the report use.
+    Returns the run summary (also written to ``run.json``): the run folder, the report, the adapters (resolved, and
+    what each given reference resolved to), every candidate's verdict, the run's exit code (0 when every candidate
+    passed or there is no gate, 1 when any failed, 2 when none failed and some is inconclusive) and its explanation,
+    which stages ran and which were unchanged.
     ``log`` receives progress lines; the library prints nothing itself.
     """
     from ..models import resolve_model
@@ -43,20 +48,25 @@ def run_pipeline(config_path: str | Path, overrides: list[str] | None = None, lo
     shutil.copyfile(config_path, run_dir / "config.yaml")
     ctx = RunContext(cfg, base, run_dir, RunState(run_dir), StageLog(), resolve_model(cfg.model).fingerprint, log)
 
-    adapters = list(cfg.adapters)
+    adapters, resolved = resolve_adapters(ctx)
     if cfg.data is not None:
         train_data = curate_stage(ctx, suites)
         ref = train_stage(ctx, train_data, train_progress)
         adapters = [ref] + [a for a in adapters if a != ref]
     results = eval_stage(ctx, suites, adapters, eval_progress)
-    verdict = gate_stage(ctx, policy, adapters) if policy is not None else None
+    verdicts = gate_stage(ctx, policy, adapters) if policy is not None else []
     if len(adapters) > 1:
-        compare_stage(ctx, adapters)
+        compare_stage(ctx, adapters, policy, verdicts)
     report = report_stage(ctx)
 
+    exit_code, explanation = combined_exit([{"model": m, **v.to_dict()} for m, v in verdicts])
+    statuses = {v.status for _, v in verdicts}
     summary = {
-        "run_dir": str(run_dir), "report": str(report), "adapters": adapters, "verdict": verdict.status if verdict else None,
-        "exit_code": verdict.exit_code if verdict else 0, "stages_ran": ctx.stages.ran, "stages_skipped": ctx.stages.skipped,
+        "run_dir": str(run_dir), "report": str(report), "adapters": adapters, "resolved": resolved,
+        "verdict": None if not verdicts else ("pass" if statuses == {"pass"} else "fail" if "fail" in statuses else "inconclusive"),
+        "verdicts": [{"model": m, "verdict": v.status, "exit_code": v.exit_code, "failed_rules": [r.rule for r in v.rules if r.status != "pass"],
+                      "verdict_json": str(path)} for (m, v), path in zip(verdicts, verdict_paths(ctx, [m for m, _ in verdicts]))],
+        "exit_code": exit_code, "exit_explanation": explanation, "stages_ran": ctx.stages.ran, "stages_skipped": ctx.stages.skipped,
         "wall_time_s": round(time.time() - t0, 1), "results": results.results,
     }
     atomic_write_json(run_dir / "run.json", {k: v for k, v in summary.items() if k != "results"})

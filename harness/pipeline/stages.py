@@ -39,6 +39,31 @@ class RunContext:
         return self.run_dir / "eval"
 
 
+def resolve_adapters(ctx: RunContext) -> tuple[list[str], list[dict]]:
+    """Resolve the config's adapter references once, before any stage: ``name`` and ``name@latest`` become the
+    registry's latest ``name@version`` now. Returns the resolved refs (duplicates dropped) and, per given reference,
+    what it resolved to with the weights digest (logged as ``quickstart -> quickstart@2``)."""
+    from ..registry import Registry
+
+    reg = Registry(ctx.cfg.registry)
+    refs: list[str] = []
+    resolved = []
+    for given in ctx.cfg.adapters:
+        entry = reg.resolve(given)
+        resolved.append({"given": given, "ref": str(entry.ref), "weights_digest": entry.digest})
+        if str(entry.ref) not in refs:
+            refs.append(str(entry.ref))
+    if resolved:
+        ctx.log("adapters: " + ", ".join(entry_line(r) for r in resolved))
+        ctx.state.mark("adapters", resolved=resolved)
+    return refs, resolved
+
+
+def entry_line(r: dict) -> str:
+    shown = r["ref"] if r["given"].strip() == r["ref"] else f"{r['given'].strip()} -> {r['ref']}"
+    return f"{shown} (weights {r['weights_digest'][:12]})"
+
+
 def curate_stage(ctx: RunContext, suites) -> Path:
     """Validate, deduplicate and decontaminate the training data; returns the data training should read."""
     from ..data.curate import CurationSettings, curate, write_clean, write_manifest
@@ -118,7 +143,7 @@ def eval_stage(ctx: RunContext, suites, adapters: list[str], eval_progress=None)
     spec = EvalSpec(suites=refs, model=cfg.model, adapters=adapters, out=str(ctx.eval_dir), limit=cfg.eval.limit, precision=cfg.precision,
                     batch_size=cfg.eval.batch_size, max_length=cfg.eval.max_length, registry=cfg.registry, cache=cfg.eval.cache, data_dir=cfg.eval.data_dir)
     fp = sha256_json({"spec": spec.__dict__, "limits": limits, "suites": {s.name: (s.data_sha256 if not s.spec.lm_eval else s.spec.lm_eval) for s in suites},
-                      "adapters": [Registry(cfg.registry).resolve(a).manifest.get("files") for a in adapters], "base": ctx.base_fingerprint})
+                      "adapters": {a: Registry(cfg.registry).resolve(a).digest for a in adapters}, "base": ctx.base_fingerprint})
     if ctx.state.done("eval", fp) and (ctx.eval_dir / "results.json").exists():
         ctx.stages.skipped.append("eval")
         log("evaluate: unchanged")
@@ -129,37 +154,46 @@ def eval_stage(ctx: RunContext, suites, adapters: list[str], eval_progress=None)
             if limits.get(ref):
                 s.spec.options.limit = limits[ref]
         results = ResultsDoc.from_dict(run_eval(spec, progress=eval_progress, log=lambda m: log(f"  {m}"), suites_override=suites))
-        ctx.state.finish("eval", fp)
+        ctx.state.finish("eval", fp, adapters={a: Registry(cfg.registry).resolve(a).digest for a in adapters})
         ctx.stages.ran.append("eval")
     if ctx.curation.exists():
         shutil.copyfile(ctx.curation, ctx.eval_dir / "curation.json")
     return results
 
 
-def gate_stage(ctx: RunContext, policy, adapters: list[str]):
-    """One verdict per adapter; the first (usually the freshly trained one) is the run's verdict and exit code."""
+def verdict_paths(ctx: RunContext, adapters: list[str]) -> list[Path]:
+    """Where each candidate's verdict.json goes: the first (the trained adapter, or the first listed) in the run
+    folder as ``verdict.json``, the others as ``verdict-NAME-VERSION.json``."""
+    return [ctx.run_dir / ("verdict.json" if i == 0 else f"verdict-{ref.replace('@', '-')}.json") for i, ref in enumerate(adapters)]
+
+
+def gate_stage(ctx: RunContext, policy, adapters: list[str]) -> list:
+    """One verdict per candidate, each with its own verdict.json, JUnit XML and Markdown summary (the first
+    candidate's without a suffix); returns ``[(model, Verdict)]`` in candidate order."""
     from ..gate import run_gate
 
-    verdict = None
+    out = []
     curation = ctx.curation if ctx.curation.exists() else None
-    for i, ref in enumerate(adapters):
+    for i, (ref, path) in enumerate(zip(adapters, verdict_paths(ctx, adapters))):
         suffix = "" if i == 0 else f"-{ref.replace('@', '-')}"
         v, _ = run_gate(f"{ctx.eval_dir}#{BASE}", f"{ctx.eval_dir}#{ref}", policy, policy_source=ctx.cfg.policy_source(),
                         inconclusive_as=ctx.cfg.gate.inconclusive, curation=curation,
-                        out=(ctx.eval_dir if i == 0 else ctx.run_dir) / f"verdict{suffix}.json",
+                        out=(ctx.eval_dir / "verdict.json") if i == 0 else path,
                         junit=ctx.run_dir / f"junit{suffix}.xml", summary=ctx.run_dir / f"summary{suffix}.md")
         if i == 0:
-            verdict = v
-            shutil.copyfile(ctx.eval_dir / "verdict.json", ctx.run_dir / "verdict.json")
+            shutil.copyfile(ctx.eval_dir / "verdict.json", path)
+        out.append((ref, v))
     ctx.stages.ran.append("gate")
-    return verdict
+    return out
 
 
-def compare_stage(ctx: RunContext, adapters: list[str]) -> None:
-    """Rank several adapters against the base (compare.json in the eval folder and the run folder)."""
+def compare_stage(ctx: RunContext, adapters: list[str], policy=None, verdicts: list | None = None) -> None:
+    """Rank several adapters against the base on the quantities the policy gates, each with its verdict
+    (compare.json in the eval folder and the run folder)."""
     from ..gate.compare import compare_runs
 
-    doc = compare_runs([f"{ctx.eval_dir}#{a}" for a in adapters], f"{ctx.eval_dir}#{BASE}", None, 0.95)
+    doc = compare_runs([f"{ctx.eval_dir}#{a}" for a in adapters], f"{ctx.eval_dir}#{BASE}", policy, policy.confidence if policy else 0.95,
+                       verdicts={m: v.to_dict() for m, v in (verdicts or [])})
     atomic_write_json(ctx.eval_dir / "compare.json", doc)
     shutil.copyfile(ctx.eval_dir / "compare.json", ctx.run_dir / "compare.json")
     ctx.stages.ran.append("compare")

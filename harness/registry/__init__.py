@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LafError
-from ..io import atomic_dir, atomic_write_json, file_digests
+from ..io import atomic_dir, atomic_write_json, file_digests, sha256_json
 
 MANIFEST = "manifest.json"
 _REF = re.compile(r"^(?P<name>[^@]+?)(?:@(?P<version>\d+|latest))?$")
@@ -61,6 +61,16 @@ class AdapterEntry:
     ref: AdapterRef  # always with a version
     path: Path
     manifest: dict
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the version's recorded file hashes: what ``name@version`` holds, for fingerprints and outputs."""
+        return sha256_json(self.manifest.get("files") or {})
+
+    def describe(self, given: str | AdapterRef | None = None) -> str:
+        """``quickstart -> quickstart@2`` when ``given`` left the version open, else the ref."""
+        g = str(given).strip() if given is not None else str(self.ref)
+        return str(self.ref) if g == str(self.ref) else f"{g} -> {self.ref}"
 
 
 @dataclass

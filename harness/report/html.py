@@ -98,9 +98,15 @@ def _verdict(d: dict) -> str:
     lost = [r for r in v["rules"] if r.get("status") == "fail"]
     head = {"pass": "Ship it: every required rule passes.", "fail": f"Do not ship: {len(lost)} rule(s) failed.", "inconclusive": "Not decided: a required rule is inconclusive."}.get(
         v.get("verdict"), "The verdict file holds an unknown verdict: treat the run as not gated.")
+    others = [r for r in ((d.get("compare") or {}).get("ranking") or []) if isinstance(r, dict) and r.get("candidate") != v["candidate"]["model"]]
+    note = ""
+    if others:
+        note = ("<div>This banner is the verdict of one candidate; the other candidates' verdicts: "
+                + ", ".join(f"<b>{_e(r.get('candidate'))}</b> {_e(str(r.get('verdict') or 'not gated').upper())}" for r in others)
+                + " (see <a href='#compare'>Candidates compared</a>).</div>")
     return (f'<div class="banner {_status(v.get("verdict"))}"><div class="big">{_e(str(v.get("verdict")).upper())}</div><div>{_e(head)} '
             f'Baseline <b>{_e(v["baseline"]["model"])}</b> vs candidate <b>{_e(v["candidate"]["model"])}</b>, policy <code>{_e(v["policy"].get("source"))}</code>, '
-            f'{_n(v["policy"].get("confidence"), ".0f", 100)}% confidence.</div></div>'
+            f'{_n(v["policy"].get("confidence"), ".0f", 100)}% confidence.</div>{note}</div>'
             f'<table><tr><th>verdict</th><th>rule</th><th>numbers</th></tr>{"".join(rows)}</table>')
 
 
@@ -255,10 +261,51 @@ def _curation(d: dict) -> str:
     return out
 
 
+def _compare_columns(c: dict) -> str:
+    """compare.json with per-quantity columns: a row per gated quantity in its unit, a column per candidate."""
+    from ..gate.compare import format_cell
+
+    ranking = [r for r in c.get("ranking", []) if isinstance(r, dict)]
+    cols = [col for col in c["columns"] if isinstance(col, dict) and isinstance(col.get("key"), str)]
+    head = "".join(f"<th>#{_e(r.get('rank'))} {_e(r.get('candidate'))}</th>" for r in ranking)
+    body = []
+    for col in cols:
+        cells = []
+        for r in ranking:
+            cell = (r.get("columns") or {}).get(col["key"]) if isinstance(r.get("columns"), dict) else None
+            try:
+                txt = format_cell(cell) if isinstance(cell, dict) else "–"
+            except (KeyError, TypeError, ValueError):
+                txt = "–"
+            cells.append(f"<td class='num'>{_e(txt)}</td>")
+        better = "closer to the ideal is better" if col.get("better") == "closer to the ideal" else f"{col.get('better')} is better"
+        body.append(f"<tr><td>{_e(col['key'])} {_e(col.get('metric'))}</td><td>{_e(col.get('shown_as'))} ({_e(col.get('unit'))}; {_e(better)})</td>{''.join(cells)}</tr>")
+    body.append("<tr><td>Pareto front</td><td></td>" + "".join(f"<td>{'yes' if r.get('pareto') else 'no'}</td>" for r in ranking) + "</tr>")
+    body.append("<tr><td>domain p (Holm)</td><td></td>" + "".join(f"<td class='num'>{_n(r.get('domain_p_holm'), '.3g')}</td>" for r in ranking) + "</tr>")
+    body.append("<tr><td>gate</td><td></td>" + "".join(
+        f"<td class='{_status(r.get('verdict'))}'>{_e(str(r.get('verdict') or '–').upper())}"
+        + (f"<br><small>{_e('; '.join(map(str, r.get('failed_rules') or [])))}</small>" if r.get("failed_rules") else "") + "</td>" for r in ranking) + "</tr>")
+    p = c.get("pareto_on") if isinstance(c.get("pareto_on"), dict) else {}
+    keys = [k for k in (p.get("quantities") or []) if isinstance(k, str)]
+    note = f"<p>Pareto front on: {_e(', '.join(keys))} ({_e(p.get('source'))}). Changes are candidate − base with their CIs.</p>"
+    chart = ""
+    if len(keys) >= 2:
+        def imp(r, k):
+            v = ((r.get("columns") or {}).get(k) or {}).get("improvement")
+            return float(v) if isinstance(v, (int, float)) else 0.0
+        pts = [{"label": str(r.get("candidate")), "x": imp(r, keys[0]), "y": imp(r, keys[1]), "front": bool(r.get("pareto"))} for r in ranking]
+        chart = svg.pareto(pts, f"Improvement on {keys[0]} against {keys[1]} (Pareto front over all {len(keys)} gated quantities)")
+    w = c.get("winner") if isinstance(c.get("winner"), dict) else {}
+    return (f"<table><tr><th>quantity</th><th>shown as</th>{head}</tr>{''.join(body)}</table>{note}"
+            f"<p><b>Winner:</b> {_e(str(w.get('candidate')))}: {_e(w.get('reason', ''))}</p>" + chart)
+
+
 def _compare(d: dict) -> str:
     c = d.get("compare")
     if not c:
         return ""
+    if isinstance(c.get("columns"), list):
+        return _compare_columns(c)
     cats = c["categories"]
     head = "".join(f"<th class='num'>{_e(cat)} change (CI)</th>" for cat in cats)
     rows = []

@@ -1,0 +1,302 @@
+"""Every config in examples/ and every `laf` command sequence the README (and `make demo`) shows, run as written.
+
+The commands are parsed out of README.md's code blocks and the Makefile's demo target, so a README change that
+breaks a command fails here. They run in a scratch folder holding a copy of examples/ whose YAML files keep
+everything as written except what would be too slow on CPU: the model (the tiny fixture), training steps and
+per-suite item limits. One quickstart run is shared by every test (module-scoped).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.gate.compare import combined_exit
+from tests.conftest import REPO, run_cli
+
+LIMIT = 16  # items per suite on the tiny model
+STEPS = 3
+
+
+# -- reading the commands out of the docs
+
+
+def readme_blocks(text: str) -> list[tuple[str, str]]:
+    """(language, body) of every fenced code block."""
+    return [(m[1], m[2]) for m in re.finditer(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M)]
+
+
+def laf_commands(lang: str, body: str) -> list[str]:
+    """The `laf ...` commands of one block: shell lines (continuations joined, comments dropped) or CI `run:` steps."""
+    cmds = []
+    if lang == "bash":
+        for line in body.replace("\\\n", " ").splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line.startswith(("laf ", ".venv/bin/laf ")):
+                cmds.append(line)
+    elif lang == "yaml":
+        cmds += [m[1].strip() for m in re.finditer(r"^\s*run:\s*((?:\.venv/bin/)?laf .+)$", body, flags=re.M)]
+    return [re.sub(r"^\.venv/bin/", "", c) for c in cmds]
+
+
+def readme_sequences() -> list[tuple[str, list[str]]]:
+    text = (REPO / "README.md").read_text()
+    return [(body, cmds) for lang, body in readme_blocks(text) if (cmds := laf_commands(lang, body))]
+
+
+def makefile_demo() -> str:
+    recipe = re.search(r"^demo:.*\n((?:\t.*\n)+)", (REPO / "Makefile").read_text(), flags=re.M)
+    assert recipe, "the Makefile has no demo target"
+    m = re.search(r"\$\(BIN\)/(laf [^;\n]+)", recipe[1])
+    assert m, "make demo runs no laf command"
+    return m[1].strip()
+
+
+def sequence_with(needle: str) -> tuple[str, list[str]]:
+    found = [(body, cmds) for body, cmds in readme_sequences() if any(needle in c for c in cmds)]
+    assert found, f"the README shows no command with {needle!r}"
+    return found[0]
+
+
+# -- the scratch workspace
+
+
+def shrink(cfg: dict, model: Path, cache: Path) -> dict:
+    """The config as written, with the tiny model, a few training steps and a few items per suite."""
+    cfg = dict(cfg)
+    cfg["model"] = str(model)
+    train = cfg.get("train") if "eval" in cfg else cfg  # run config: train block; training config: top level
+    if isinstance(train, dict) and ("data" in cfg):
+        train["max_steps"] = STEPS
+        for k in ("eval_every", "save_every"):
+            if k in train:
+                train[k] = STEPS
+    if "eval" in cfg:
+        ev = cfg["eval"]
+        ev["limit"] = min(ev.get("limit") or LIMIT, LIMIT)
+        ev["cache"] = str(cache)
+        ev["suites"] = [dict(s, limit=min(s.get("limit") or LIMIT, LIMIT)) if isinstance(s, dict) else s for s in ev["suites"]]
+    return cfg
+
+
+@contextmanager
+def inside(folder: Path):
+    old = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def laf(cmd: str) -> tuple[int, str, str]:
+    argv = shlex.split(cmd)
+    assert argv[0] == "laf", cmd
+    return run_cli(*argv[1:])
+
+
+@pytest.fixture(scope="module")
+def workspace(tiny_model_dir, tmp_path_factory):
+    """A copy of examples/ (tiny-model configs) and the quickstart run as `make demo` runs it."""
+    ws = tmp_path_factory.mktemp("examples")
+    shutil.copytree(REPO / "examples", ws / "examples", ignore=shutil.ignore_patterns("__pycache__"))
+    for p in (ws / "examples").glob("*.yaml"):
+        p.write_text(yaml.safe_dump(shrink(yaml.safe_load(p.read_text()), tiny_model_dir, ws / "eval-cache.sqlite"), sort_keys=False))
+    with inside(ws):
+        code, out, err = laf(makefile_demo())
+    assert code in (0, 1, 2), err[-3000:]
+    return {"dir": ws, "demo": (code, out, err), "ran": {"examples/quickstart.yaml"}}
+
+
+@pytest.fixture(scope="module")
+def compared(workspace):
+    """The README's compare sequence, every command in order."""
+    _, cmds = sequence_with("examples/compare.yaml")
+    results = []
+    with inside(workspace["dir"]):
+        for c in cmds:
+            results.append((c, *laf(c)))
+    workspace["ran"] |= {a for c in cmds for a in shlex.split(c) if a.startswith("examples/")}
+    return results
+
+
+# -- the tests
+
+
+def test_quickstart_as_make_demo_runs_it(workspace):
+    code, out, _ = workspace["demo"]
+    run = workspace["dir"] / "reports" / "quickstart"
+    for name in ("report.html", "verdict.json", "junit.xml", "summary.md", "curation.json", "run.json", "state.json"):
+        assert (run / name).exists(), name
+    verdict = json.loads((run / "verdict.json").read_text())
+    assert verdict["candidate"]["model"] == "quickstart@1" and verdict["exit_code"] == code
+    assert f"verdict: {verdict['verdict'].upper()}" in out
+
+
+def test_readme_compare_sequence_ranks_both_adapters_with_a_verdict_each(workspace, compared):
+    for cmd, code, _out, err in compared:
+        assert code in (0, 1, 2), f"{cmd}: {err[-3000:]}"
+    cmd, code, out, err = compared[-1]
+    print(out)
+    assert cmd.startswith("laf run") and "compare.yaml" in cmd
+    assert "adapters: quickstart -> quickstart@1" in err and "quickstart-small -> quickstart-small@1" in err, err
+    run = workspace["dir"] / "reports" / "compare"
+    summary = json.loads((run / "run.json").read_text())
+    assert summary["adapters"] == ["quickstart@1", "quickstart-small@1"]
+    assert [r["given"] for r in summary["resolved"]] == ["quickstart", "quickstart-small"]
+    doc = json.loads((run / "compare.json").read_text())
+    rows = {r["candidate"]: r for r in doc["ranking"]}
+    assert set(rows) == {"quickstart@1", "quickstart-small@1"}
+    # every gated suite in its own unit; the ideal-value metric as a change in distance to the ideal
+    cols = {c["key"]: c for c in doc["columns"]}
+    assert {"general/world-facts", "general/text", "bias/crows-pairs", "domain/tempo-t4"} <= set(cols)
+    assert cols["general/text"]["unit"] == "bits/byte" and cols["general/text"]["better"] == "lower"
+    assert cols["general/world-facts"]["unit"] == "points"
+    assert cols["bias/crows-pairs"]["shown_as"] == "change in distance to 0.5"
+    for r in rows.values():
+        for key in cols:
+            cell = r["columns"][key]
+            assert cell["change"] is not None and cell["ci_low"] <= cell["change"] <= cell["ci_high"], (key, cell)
+        text = r["columns"]["general/text"]
+        assert text["change"] == pytest.approx(text["candidate"] - text["base"])
+    assert doc["pareto_on"]["quantities"] == [c["key"] for c in doc["columns"]] and "policy" in doc["pareto_on"]["source"]
+    assert any(r["pareto"] for r in rows.values())
+    # a verdict for each candidate, the same one its verdict file holds; the run's exit code combines them
+    per = {v["model"]: v for v in summary["verdicts"]}
+    for name, r in rows.items():
+        v = json.loads((workspace["dir"] / per[name]["verdict_json"]).read_text())
+        assert v["candidate"]["model"] == name and r["verdict"] == v["verdict"] and r["exit_code"] == v["exit_code"]
+        assert f"verdict: {v['verdict'].upper()}" in out
+    assert code == summary["exit_code"] == combined_exit([{"model": m, **v} for m, v in per.items()])[0]
+    assert f"run exit {code}:" in out and "every candidate passes" in out
+    for name in rows:
+        assert name in out
+    assert "Pareto front on:" in out and "bits/byte" in out
+    # the report shows the comparison with every verdict
+    html = (run / "report.html").read_text()
+    assert "quickstart-small@1" in html and "distance to 0.5" in html
+    assert "This banner is the verdict of one candidate" in html, "the banner must not pass for the run's verdict"
+    (workspace["dir"] / "compare-console.txt").write_text(out)
+
+
+def test_rerun_after_a_new_version_evaluates_it(workspace, compared):
+    train_cmd = next(c for c, *_ in compared if c.startswith("laf train"))
+    run_cmd = compared[-1][0]
+    with inside(workspace["dir"]):
+        code, _, err = laf(train_cmd)  # registers quickstart-small@2
+        assert code == 0, err[-3000:]
+        code, out, err = laf(run_cmd)
+    assert code in (0, 1, 2), err[-3000:]
+    assert "quickstart-small -> quickstart-small@2" in err, err
+    run = workspace["dir"] / "reports" / "compare"
+    summary = json.loads((run / "run.json").read_text())
+    assert "eval" in summary["stages_ran"], "a new version behind the same name is a changed input"
+    assert summary["adapters"] == ["quickstart@1", "quickstart-small@2"]
+    state = json.loads((run / "state.json").read_text())["stages"]
+    assert set(state["eval"]["adapters"]) == {"quickstart@1", "quickstart-small@2"}
+    assert {r["ref"] for r in state["adapters"]["resolved"]} == {"quickstart@1", "quickstart-small@2"}
+    assert {r["candidate"] for r in json.loads((run / "compare.json").read_text())["ranking"]} == {"quickstart@1", "quickstart-small@2"}
+    # a run of the same inputs again changes nothing
+    with inside(workspace["dir"]):
+        code2, _, _ = laf(run_cmd)
+    assert code2 == code
+    assert "eval" in json.loads((run / "run.json").read_text())["stages_skipped"]
+
+
+def test_ci_recipe_quiet_run_writes_what_the_workflow_uploads(workspace):
+    body, cmds = sequence_with("laf run examples/quickstart.yaml --quiet")
+    assert cmds == ["laf run examples/quickstart.yaml --quiet"]
+    with inside(workspace["dir"]):
+        code, out, err = laf(cmds[0])
+    assert code == workspace["demo"][0], err[-3000:]
+    assert "verdict:" in out and "report:" in out
+    for m in re.finditer(r"(?:report_paths|path):\s*\"?([\w./-]+)\"?", body):
+        assert (workspace["dir"] / m[1]).exists(), m[1]
+    junit = workspace["dir"] / "reports" / "quickstart" / "junit.xml"
+    assert junit.read_text().lstrip().startswith("<?xml") and "<testsuite" in junit.read_text()
+    summary = (workspace["dir"] / "reports" / "quickstart" / "summary.md").read_text()
+    assert "lost-and-found gate" in summary and "quickstart@1" in summary
+
+
+def test_readme_export_block(workspace):
+    _, cmds = sequence_with("laf registry export")
+    with inside(workspace["dir"]):
+        for c in cmds:
+            code, _, err = laf(c)
+            assert code == 0, f"{c}: {err[-2000:]}"
+    assert (workspace["dir"] / "out" / "quickstart" / "adapter_model.safetensors").exists()
+
+
+def test_name_and_latest_are_accepted_everywhere(workspace, compared):
+    ws = workspace["dir"]
+    ev = ws / "reports" / "compare" / "eval"
+    policy = ws / "policy.yaml"
+    policy.write_text(yaml.safe_dump(yaml.safe_load((ws / "examples" / "compare.yaml").read_text())["gate"]["policy"]))
+    with inside(ws):
+        for ref in ("quickstart-small", "quickstart-small@latest"):
+            for what in ("show", "verify"):
+                code, out, err = laf(f"laf registry {what} {ref}")
+                assert code == 0 and f"{ref} -> quickstart-small@" in out, (what, out, err)
+        code, out, err = laf(f"laf compare {ev}#quickstart {ev}#quickstart-small@latest --out {ws / 'c.json'}")
+        assert code == 0, err
+        rows = {r["model"]: r for r in json.loads((ws / "c.json").read_text())["ranking"]}
+        assert rows["quickstart@1"]["resolved_from"] == "quickstart" and rows["quickstart-small@2"]["resolved_from"] == "quickstart-small@latest"
+        assert "from quickstart" in out
+        code, out, err = laf(f"laf gate --baseline {ev} --candidate {ev}#quickstart --policy {policy} --out {ws / 'v.json'}")
+        assert code in (0, 1, 2), err
+        assert "candidate: quickstart -> quickstart@1" in out
+        assert json.loads((ws / "v.json").read_text())["candidate"]["model"] == "quickstart@1"
+
+
+def test_every_example_config_is_run(workspace, compared):
+    written = {f"examples/{p.name}" for p in (REPO / "examples").glob("*.yaml")}
+    assert written <= workspace["ran"], f"examples not run by any README/Makefile command: {sorted(written - workspace['ran'])}"
+
+
+def test_exit_code_when_candidates_disagree():
+    def v(model, status, code):
+        return {"model": model, "verdict": status, "exit_code": code}
+
+    assert combined_exit([v("a@1", "pass", 0), v("b@1", "pass", 0)])[0] == 0
+    code, why = combined_exit([v("a@1", "pass", 0), v("b@1", "fail", 1), v("c@1", "inconclusive", 2)])
+    assert code == 1 and "a@1 PASS" in why and "b@1 FAIL" in why and "every candidate passes" in why
+    assert combined_exit([v("a@1", "pass", 0), v("b@1", "inconclusive", 2)])[0] == 2
+    assert combined_exit([v("a@1", "pass", 0), v("b@1", "inconclusive", 0)])[0] == 0, "inconclusive: pass counts as passing"
+    assert combined_exit([]) == (0, "exit 0: no gate")
+
+
+def test_github_actions_annotates_every_candidate(workspace, compared, tmp_path, monkeypatch):
+    run_cmd = compared[-1][0]
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "step.md"))
+    with inside(workspace["dir"]):
+        code, _, err = laf(run_cmd)
+    assert code in (0, 1, 2), err[-3000:]
+    summary = json.loads((workspace["dir"] / "reports" / "compare" / "run.json").read_text())
+    notes = [line for line in err.splitlines() if line.startswith(("::error", "::warning"))]
+    for v in summary["verdicts"]:
+        mine = [n for n in notes if f"title=laf gate {v['model']} " in n]
+        assert len(mine) == len(v["failed_rules"]) and all(f"::{v['model']}: " in n for n in mine), (v, notes)
+    step = (tmp_path / "step.md").read_text()
+    assert all(f"### Candidate `{v['model']}`" in step for v in summary["verdicts"])
+    assert summary["exit_explanation"] in step
+
+
+def test_report_compare_section_is_inert():
+    from harness.report.html import _compare
+
+    bad = "<script>alert(1)</script>"
+    html = _compare({"compare": {
+        "columns": [{"key": bad, "metric": bad, "unit": bad, "shown_as": bad, "better": bad}],
+        "ranking": [{"rank": bad, "candidate": bad, "pareto": True, "domain_p_holm": bad, "verdict": bad, "failed_rules": [bad],
+                     "columns": {bad: {"change": bad, "unit": "points", "ci_low": 0.1, "ci_high": 0.2}}}],
+        "pareto_on": {"quantities": [bad, bad], "source": bad}, "winner": {"candidate": bad, "reason": bad}}})
+    assert "<script>" not in html and "&lt;script&gt;" in html
