@@ -167,21 +167,27 @@ def _suite_file(tmp_path, items, probe=None, name="ff", **extra):
     return f
 
 
-def test_process_results_scores_an_answer_with_the_shipped_metrics(tmp_path):
+def test_the_suite_build_reads_its_options_and_references(tmp_path):
+    from harness.evaluate.freeform import _render, references
     from harness.evaluate.suites import load_suite
 
     items = [{"question": "Which problem is reported by code E03?", "answers": ["Boiler relay stuck open.", "Error E03 on the Tempo T4 means: boiler relay stuck open."]},
-             {"q": "x", "question": "What is the warranty?", "answer": "four years", "aliases": ["4 years"]}]
+             {"question": "What is the warranty?", "answer": "four years", "aliases": ["4 years"]}]
     s = load_suite(str(_suite_file(tmp_path, items, {"metrics": ["token_f1", "exact_match", "rouge_l", "chrf"], "metric_args": {"rouge_l": {"use_stemmer": True}}})))
     b = s.build
-    assert b.primary == "token_f1" and b.metrics["chrf"].scale == (0.0, 100.0) and b.metrics["exact_match"].higher_is_better
-    assert b.config["doc_to_text"](items[0]) == "### Instruction:\nWhich problem is reported by code E03?\n\n### Response:\n"
-    got = b.config["process_results"](s.load_docs()[0], ["The boiler relay is stuck open"])
-    refs = items[0]["answers"]
-    assert got["token_f1"] == pytest.approx(max(squad_f1(r, "The boiler relay is stuck open") for r in refs))
-    assert got["exact_match"] == 0.0
-    assert 0 < got["rouge_l"] < 1 and 0 < got["chrf"] < 100
-    assert b.config["process_results"](s.load_docs()[1], ["4 years."]) ["exact_match"] == 1.0  # aliases count
+    assert b.primary == "token_f1" and b.native is not None and b.output_type == "generate_until"
+    assert b.metrics["chrf"].scale == (0.0, 100.0) and b.metrics["token_f1"].scale == (0.0, 1.0) and b.metrics["exact_match"].higher_is_better
+    assert _render("### Instruction:\n{{question}}\n\n### Response:\n", items[0]) == "### Instruction:\nWhich problem is reported by code E03?\n\n### Response:\n"
+    assert references(items[0]) == items[0]["answers"] and references(items[1]) == ["four years", "4 years"]
+
+
+def test_one_batched_compute_gives_the_per_item_numbers(modules):
+    """The suite scores all answers in one compute(use_aggregator=False) per metric: the same numbers as item by item."""
+    preds, refs = [c[0] for c in CASES], [c[1] for c in CASES]
+    for name, m in modules.items():
+        batched = m.compute(predictions=preds, references=refs, use_aggregator=False)[name]
+        single = [m.compute(predictions=[p], references=[r])[name] for p, r in CASES]
+        assert batched == pytest.approx(single, abs=1e-12) and len(batched) == len(CASES), name
 
 
 @pytest.mark.parametrize("probe, items, needles", [

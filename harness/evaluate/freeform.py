@@ -32,7 +32,7 @@ from .. import metrics as shipped
 from ..config import StrictModel, validate
 from ..errors import ConfigError, LafError
 from ..results import MetricMeta
-from .suites import Suite, TaskBuild, base_task_config
+from .suites import Suite, TaskBuild
 
 DEFAULT_PROMPT = "### Instruction:\n{{question}}\n\n### Response:\n"  # the training template (harness.data.template)
 _FIELD = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -106,23 +106,11 @@ def freeform(suite: Suite, docs: list[dict]) -> TaskBuild:
         modules[name] = shipped.load(name)
         args = opts.metric_args.get(name, {})
         try:
-            modules[name].compute(predictions=["a b"], references=[["a b c"]], **args)
+            modules[name].compute(predictions=["a b"], references=[["a b c"]], use_aggregator=False, **args)
         except (TypeError, ValueError) as e:
             raise ConfigError(where, f"probe.metric_args.{name}", f"rejected by the metric ({type(e).__name__}: {e})",
                               f"see evaluate.load(harness.metrics.path({name!r})).inputs_description") from None
 
-    def process(doc, results):
-        answer = results[0]
-        refs = references(doc)
-        out = {}
-        for name, module in modules.items():
-            value = float(module.compute(predictions=[answer], references=[refs], **opts.metric_args.get(name, {}))[name])
-            if not math.isfinite(value):
-                raise LafError(f"suite {suite.name}: metric {name} gave {value} (answer {answer[:80]!r})", "report this: the shipped metrics are bounded")
-            out[name] = value
-        return out
-
-    metric_list = [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in opts.metrics]
     meta = {m: MetricMeta(True, None, "mean", shipped.METRICS[m].scale) for m in opts.metrics}
     for name, o in suite.spec.metrics.items():  # a suite file's corrections, as for every type
         if name not in meta:
@@ -130,15 +118,32 @@ def freeform(suite: Suite, docs: list[dict]) -> TaskBuild:
         m = meta[name]
         meta[name] = MetricMeta(m.higher_is_better if o.higher_is_better is None else o.higher_is_better,
                                 m.ideal if o.ideal is None else o.ideal, m.aggregation, m.scale)
-    cfg = {
-        "output_type": "generate_until",
-        "doc_to_text": lambda d: _render(opts.prompt, d),
-        "doc_to_target": lambda d: references(d)[0],
-        "generation_kwargs": {"until": list(opts.until), "max_gen_toks": opts.max_gen_toks, "do_sample": False},
-        "process_results": process,
-        "metric_list": metric_list,
-        **base_task_config(suite, docs),
-    }
+    gen_kwargs = {"until": list(opts.until), "max_gen_toks": opts.max_gen_toks, "do_sample": False}
+
+    def run(lm, items: list[dict]) -> list[dict]:
+        """Generate every answer, then score them all with one ``compute`` call per metric (evaluate's per-call
+        overhead, tens of milliseconds, paid once per suite instead of once per item)."""
+        from lm_eval.api.instance import Instance
+
+        from ..io import sha256_json
+
+        reqs = [Instance("generate_until", d, (_render(opts.prompt, d), dict(gen_kwargs)), 0, (suite.task_name, i, 1)) for i, d in enumerate(items)]
+        answers = [str(a) for a in lm.generate_until(reqs)]
+        refs = [references(d) for d in items]
+        scores = {}
+        for name, module in modules.items():
+            values = module.compute(predictions=answers, references=refs, use_aggregator=False, **opts.metric_args.get(name, {}))[name]
+            bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+            if len(values) != len(items) or bad:
+                raise LafError(f"suite {suite.name}: metric {name} gave {len(values)} scores for {len(items)} answers"
+                               + (f", item {bad[0] + 1} not finite" if bad else ""), "report this: the shipped metrics give one bounded score per answer")
+            scores[name] = values
+        return [{
+            "doc_id": i, "doc": d, "doc_hash": sha256_json(d), "prompt_hash": sha256_json(r.args[0]),
+            "arguments": [r.args], "resps": [[a]], "filtered_resps": [a], "target": refs[i][0],
+            "metrics": list(modules), **{name: scores[name][i] for name in modules},
+        } for i, (d, r, a) in enumerate(zip(items, reqs, answers))]
+
     breakdown = "kind" if all(isinstance(d.get("kind"), str) for d in docs) else None
-    return TaskBuild(cfg, meta, primary, breakdown=breakdown)
+    return TaskBuild({}, meta, primary, breakdown=breakdown, native=run, output_type="generate_until")
 

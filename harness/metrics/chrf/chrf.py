@@ -26,8 +26,10 @@ Args:
     word_order: word n-gram order (default 0; 2 gives chrF++).
     beta: recall weight (default 2).
     lowercase: compare case-insensitively (default False).
+    use_aggregator: True (default) for the mean over items; False for one score per item (a list), as
+        the hub's `rouge` metric does.
 Returns:
-    chrf: the mean sentence chrF over items, in [0, 100].
+    chrf: the mean sentence chrF over items (with use_aggregator=False, a list of item scores), in [0, 100].
 Examples:
     >>> chrf = evaluate.load(harness.metrics.path("chrf"))
     >>> round(chrf.compute(predictions=["Boiler relay stuck open"], references=[["Boiler relay stuck open."]])["chrf"], 2)
@@ -58,7 +60,7 @@ class Chrf(evaluate.Metric):
             reference_urls=["https://github.com/mjpost/sacrebleu"],
         )
 
-    def _compute(self, predictions, references, char_order=6, word_order=0, beta=2, lowercase=False):
+    def _compute(self, predictions, references, char_order=6, word_order=0, beta=2, lowercase=False, use_aggregator=True):
         if not predictions:
             raise ValueError("no predictions to score")
         chrf = CHRF(char_order=int(char_order), word_order=int(word_order), beta=int(beta), lowercase=bool(lowercase))
@@ -69,4 +71,6 @@ class Chrf(evaluate.Metric):
             if not refs:
                 raise ValueError("every prediction needs at least one reference answer")
             scores.append(chrf.sentence_score(p, list(refs)).score)
+        if not use_aggregator:
+            return {"chrf": [float(x) for x in scores]}
         return {"chrf": float(sum(scores) / len(scores))}

@@ -24,8 +24,10 @@ Args:
     predictions: list of generated answers (strings).
     references: list of reference answers, one entry per prediction: a string or a list of strings
         (any of them counts).
+    use_aggregator: True (default) for the mean over items; False for one score per item (a list), as
+        the hub's `rouge` metric does.
 Returns:
-    exact_match: the mean over items, in [0, 1].
+    exact_match: the mean over items (with use_aggregator=False, a list of item scores), in [0, 1].
 Examples:
     >>> em = evaluate.load(harness.metrics.path("exact_match"))
     >>> em.compute(predictions=["The Eiffel Tower."], references=[["eiffel tower", "Tour Eiffel"]])
@@ -74,8 +76,10 @@ class ExactMatch(evaluate.Metric):
             reference_urls=["https://rajpurkar.github.io/SQuAD-explorer/"],
         )
 
-    def _compute(self, predictions, references):
+    def _compute(self, predictions, references, use_aggregator=True):
         if not predictions:
             raise ValueError("no predictions to score")
         scores = [item_score(p, r) for p, r in zip(predictions, references)]
-        return {"exact_match": sum(scores) / len(scores)}
+        if not use_aggregator:
+            return {"exact_match": [float(x) for x in scores]}
+        return {"exact_match": float(sum(scores) / len(scores))}

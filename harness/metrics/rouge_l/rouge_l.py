@@ -23,8 +23,10 @@ Args:
     predictions: list of generated answers (strings).
     references: list of reference answers, one entry per prediction: a string or a list of strings.
     use_stemmer: Porter-stem tokens before matching (default False).
+    use_aggregator: True (default) for the mean over items; False for one score per item (a list), as
+        the hub's `rouge` metric does.
 Returns:
-    rouge_l: the mean F-measure over items, in [0, 1].
+    rouge_l: the mean F-measure over items (with use_aggregator=False, a list of item scores), in [0, 1].
 Examples:
     >>> rl = evaluate.load(harness.metrics.path("rouge_l"))
     >>> round(rl.compute(predictions=["the relay is stuck open"], references=[["Boiler relay stuck open."]])["rouge_l"], 4)
@@ -55,7 +57,7 @@ class RougeL(evaluate.Metric):
             reference_urls=["https://github.com/google-research/google-research/tree/master/rouge"],
         )
 
-    def _compute(self, predictions, references, use_stemmer=False):
+    def _compute(self, predictions, references, use_stemmer=False, use_aggregator=True):
         if not predictions:
             raise ValueError("no predictions to score")
         scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=bool(use_stemmer))
@@ -66,4 +68,6 @@ class RougeL(evaluate.Metric):
             if not refs:
                 raise ValueError("every prediction needs at least one reference answer")
             scores.append(scorer.score_multi(list(refs), p)["rougeL"].fmeasure)
+        if not use_aggregator:
+            return {"rouge_l": [float(x) for x in scores]}
         return {"rouge_l": float(sum(scores) / len(scores))}

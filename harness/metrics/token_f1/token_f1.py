@@ -27,12 +27,16 @@ Args:
     predictions: list of generated answers (strings).
     references: list of reference answers, one entry per prediction: a string or a list of strings
         (the best-matching one counts).
+    use_aggregator: True (default) for the mean over items; False for one score per item (a list), as
+        the hub's `rouge` metric does.
 Returns:
-    token_f1: the mean over items, in [0, 1].
+    token_f1: the mean over items (with use_aggregator=False, a list of item scores), in [0, 1].
 Examples:
     >>> f1 = evaluate.load(harness.metrics.path("token_f1"))
     >>> f1.compute(predictions=["the boiler relay is stuck"], references=[["Boiler relay stuck open."]])
     {'token_f1': 0.75}
+    >>> f1.compute(predictions=["relay stuck open", "no idea"], references=["Boiler relay stuck open.", "Four years."], use_aggregator=False)
+    {'token_f1': [0.8571428571428571, 0.0]}
 """
 
 _CITATION = """\
@@ -87,8 +91,10 @@ class TokenF1(evaluate.Metric):
             reference_urls=["https://rajpurkar.github.io/SQuAD-explorer/"],
         )
 
-    def _compute(self, predictions, references):
+    def _compute(self, predictions, references, use_aggregator=True):
         if not predictions:
             raise ValueError("no predictions to score")
         scores = [item_score(p, r) for p, r in zip(predictions, references)]
-        return {"token_f1": sum(scores) / len(scores)}
+        if not use_aggregator:
+            return {"token_f1": [float(x) for x in scores]}
+        return {"token_f1": float(sum(scores) / len(scores))}
