@@ -263,3 +263,14 @@ def test_laf_eval_on_the_builtin_freeform_suite_records_metrics_the_gate_pairs(t
     (rule,) = verdict["rules"]
     assert rule["status"] == "pass" and rule["suite"] == "echo" and rule["metric"] == "token_f1", rule
     assert rule["stats"]["n"] == n and rule["stats"]["delta"] == 0.0
+
+
+def test_the_example_suite_data_is_what_the_quickstart_generator_writes():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quickstart_generate", REPO / "examples" / "quickstart" / "generate.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    shipped_rows = [json.loads(line) for line in (REPO / "harness" / "suites_builtin" / "domain" / "tempo-t4-freeform.jsonl").read_text().splitlines()]
+    assert shipped_rows == gen.freeform_items()
+    assert len({r["question"] for r in shipped_rows}) == len(shipped_rows) == sum(len(t) for t in gen.TABLES.values())
