@@ -40,6 +40,7 @@ def test_wheel_holds_the_built_in_suites_and_report_assets(wheel):
     shipped = {p.relative_to(REPO).as_posix() for p in (REPO / "harness" / "suites_builtin").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
     assert shipped and shipped <= names, sorted(shipped - names)
     assert {"harness/report/assets/report.css", "harness/report/assets/report.js"} <= names
+    assert {f"harness/metrics/{m}/{m}.py" for m in ("exact_match", "token_f1", "rouge_l", "chrf")} <= names  # evaluate.load(path) scripts
     assert not any(n.startswith(("suites/", "tests/")) for n in names)
 
 

@@ -11,6 +11,10 @@ an adapter learns is unmistakable. From one table of facts this script writes
   held-out phrasings no training example uses (the contamination check
   against the suite comes out clean), distractors drawn from the same kind
   of fact.
+* ``../../harness/suites_builtin/domain/tempo-t4-freeform.jsonl``: the same
+  facts asked open-ended in the first held-out phrasing, with the two answer
+  styles of the training data (terse, full sentence) as reference answers, for
+  the ``freeform`` suite type (exact match, token F1, ROUGE-L).
 
 Deterministic (fixed seed). Run: python examples/quickstart/generate.py
 """
@@ -162,7 +166,19 @@ def main() -> None:
     (HERE / "manual.md").write_text(manual() + "\n")
     SUITE.mkdir(parents=True, exist_ok=True)
     (SUITE / "tempo-t4.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in suite))
-    print(f"wrote {len(train)} training pairs, {len(suite)} held-out suite items, the manual")
+    freeform = freeform_items()
+    (SUITE / "tempo-t4-freeform.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in freeform))
+    print(f"wrote {len(train)} training pairs, {len(suite)} held-out suite items, {len(freeform)} free-form items, the manual")
+
+
+def freeform_items() -> list[dict]:
+    """One open question per fact in its first held-out phrasing; references: the terse and the full training answer."""
+    out = []
+    for kind, k, v in facts():
+        _, eval_t, full = KINDS[kind]
+        q = eval_t[0].format(k=k, p=P)
+        out.append({"question": q[0].upper() + q[1:], "answers": [v[0].upper() + v[1:] + ".", full.format(k=k, p=P, v=v)], "kind": kind})
+    return out
 
 
 if __name__ == "__main__":

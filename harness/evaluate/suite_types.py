@@ -51,6 +51,7 @@ class SuiteType:
 BUILTIN: dict[str, SuiteType] = {t.name: t for t in (
     SuiteType("lm_eval", "harness.evaluate.suites:lm_eval_type"),
     SuiteType("perplexity", "harness.evaluate.suites:perplexity_type"),
+    SuiteType("freeform", "harness.evaluate.freeform:freeform", "domain"),  # generated answers vs references, harness.metrics
     SuiteType("truthfulqa_mc", "harness.probes.hallucination:truthfulqa_mc", "hallucination", "truthfulqa_mc_json"),
     SuiteType("abstention_mc", "harness.probes.hallucination:abstention_mc", "hallucination"),
     SuiteType("abstention_gen", "harness.probes.hallucination:abstention_gen", "hallucination"),
