@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from harness.report import write_report
-from tests.conftest import run_cli
+from tests.conftest import assert_clean_error, run_cli
 from tests.synthetic import suite_meta, write_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -264,18 +264,17 @@ def planted_run(real: Path, ref: str, dest_parent: Path) -> Path:
     p = results["provenance"]
     p["base_model"].update(spec=_payload(5, "base spec / model folder path"), source=_payload(6, "base source"), fingerprint=_payload(7, "fingerprint"))
     p.update(cache=_payload(8, "cache path"), command=_payload(9, "command"), time=_payload(0, "time"), scoring_version=_payload(1, "scoring"),
-             batch_size=_payload(2, "batch size"), share_context=_payload(3, "share context"))
+             )  # batch_size / share_context are typed: a string there is refused (test_typed_provenance_fields_refuse_text)
     p["machine"] = {"hostname": _payload(4, "hostname"), _payload(5, "machine key"): _payload(6, "machine value")}
     p["packages"] = {**p.get("packages", {}), _payload(7, "package name"): _payload(8, "package version")}
     p["load"] = {**p["load"], "device": _payload(9, "device")}
     # suites
     for meta in results["suites"].values():
-        meta.update(description=_payload(0, "suite description"), source=_payload(1, "suite source"), data_sha256=_payload(2, "suite data sha"),
-                    seed=_payload(3, "suite seed"), n_docs=_payload(4, "suite n_docs"))
+        meta.update(description=_payload(0, "suite description"), source=_payload(1, "suite source"), data_sha256=_payload(2, "suite data sha"))  # n_docs is typed (an int): text there is refused like provenance.batch_size
     for per_suite in results["results"].values():
         for metrics in per_suite.values():
             for r in metrics.values():
-                r["n"] = _payload(5, "item count")
+                r["stderr_note"] = _payload(5, "extra result field")  # n, value, stderr are typed numbers
     # the adapter: identity, weights, what it was trained on, its manifest (name, notes, base model, data path, config)
     cand = names[ref]
     info = results["models"][cand]
@@ -333,7 +332,8 @@ JS_URL_ATTR = re.compile(r"""(href|src|action|formaction|srcdoc)\s*=\s*["']?\s*(
 def _assert_inert(html: str) -> None:
     """No markup from data: every payload is text, and the only scripts are ours."""
     assert "<img" not in html and "<iframe" not in html and "<math" not in html
-    assert len(re.findall(r"<a\s", html, re.I)) == len(re.findall(r'<a href="#[a-z-]+">', html))  # only the table of contents
+    # only our own in-page links (the table of contents, the banner's pointer to the comparison)
+    assert len(re.findall(r"<a\s", html, re.I)) == len(re.findall(r"""<a href=["']#[a-z-]+["']>""", html))
     assert not TAG_WITH_HANDLER.search(html), TAG_WITH_HANDLER.search(html).group(0)
     assert not JS_URL_ATTR.search(html)
     assert len(re.findall(r"<script", html)) == 2 and len(re.findall(r"<style", html)) == 1
@@ -400,6 +400,18 @@ def escape_html(s: str) -> str:
     return escape(s, quote=True)
 
 
+def test_typed_provenance_fields_refuse_text(real_tiny_run, tmp_path):
+    """A number field holding markup is not rendered at all: the report refuses the document, naming the field."""
+    real, _ = real_tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(real, run)
+    doc = json.loads((run / "results.json").read_text())
+    doc["provenance"]["batch_size"] = PAYLOADS[0]
+    (run / "results.json").write_text(json.dumps(doc))
+    assert_clean_error(run_cli("report", str(run), "-o", str(tmp_path / "r.html")), "provenance.batch_size")
+    assert not (tmp_path / "r.html").exists()
+
+
 def test_report_of_a_planted_real_run_is_inert(real_tiny_run, tmp_path):
     run = planted_run(*real_tiny_run, tmp_path)
     code, _, err = run_cli("report", str(run))
@@ -408,7 +420,7 @@ def test_report_of_a_planted_real_run_is_inert(real_tiny_run, tmp_path):
     _assert_inert(html)
     for field in ("adapter name", "suite name", "cache path", "base spec / model folder path", "training data path", "adapter ref", "target module",
                   "train package", "hardware", "rule name", "verdict sentence", "rule status", "verdict status", "policy path", "policy field", "curation count",
-                  "curation input path", "contaminated suite", "category", "hostname", "winner reason", "compare candidate", "item count"):
+                  "curation input path", "contaminated suite", "category", "hostname", "winner reason", "compare candidate"):
         assert f"[{field}]" in html.lower(), f"the planted field {field!r} is not rendered, so the test does not cover it"
     assert "[suite description]" not in html  # shown only for probe suites (hallucination, bias); this suite is general
 

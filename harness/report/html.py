@@ -103,7 +103,7 @@ def _verdict(d: dict) -> str:
     if others:
         note = ("<div>This banner is the verdict of one candidate; the other candidates' verdicts: "
                 + ", ".join(f"<b>{_e(r.get('candidate'))}</b> {_e(str(r.get('verdict') or 'not gated').upper())}" for r in others)
-                + " (see <a href='#compare'>Candidates compared</a>).</div>")
+                + ' (see <a href="#compare">Candidates compared</a>).</div>')
     return (f'<div class="banner {_status(v.get("verdict"))}"><div class="big">{_e(str(v.get("verdict")).upper())}</div><div>{_e(head)} '
             f'Baseline <b>{_e(v["baseline"]["model"])}</b> vs candidate <b>{_e(v["candidate"]["model"])}</b>, policy <code>{_e(v["policy"].get("source"))}</code>, '
             f'{_n(v["policy"].get("confidence"), ".0f", 100)}% confidence.</div>{note}</div>'

@@ -17,7 +17,7 @@ PROPORTION_METRICS = frozenset({
 
 def is_proportion(metric: str, *values: float | None) -> bool:
     """Whether ``metric`` is a share of items and every given value lies in [0, 1] (shown in percent and points)."""
-    return metric in PROPORTION_METRICS and all(v is None or 0.0 <= v <= 1.0 for v in values)
+    return metric in PROPORTION_METRICS and all(v is None or (isinstance(v, (int, float)) and 0.0 <= v <= 1.0) for v in values)
 
 
 @dataclass(frozen=True)
