@@ -165,3 +165,28 @@ def test_bad_inputs_end_in_one_message(pworld, fp32_parity, tmp_path):
     assert_clean_error(run_cli("parity", "a@1", "--out", str(out), *common), "not empty")
     assert_clean_error(run_cli("parity", "a@1", "--out", str(tmp_path / "z"), "--form", "merged_original", *common), "same model as merged")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_report_has_a_parity_panel_with_every_value_escaped(fp32_parity, tmp_path):
+    import shutil
+
+    from harness.report import write_report
+
+    out, doc = fp32_parity
+    run = tmp_path / "run"
+    shutil.copytree(out / "forms" / "on_the_fly", run)
+    hostile = json.loads(json.dumps(doc))
+    hostile["adapter"] = "<script>alert(1)</script>"
+    hostile["pairs"][0]["form"] = "<img src=x onerror=alert(2)>"
+    hostile["merge"]["merged"]["base_weights"] = "<b>x</b>"
+    (run / "parity").mkdir()
+    (run / "parity" / "parity.json").write_text(json.dumps(hostile))
+    html = write_report(run).read_text()
+    assert "Export parity" in html and "KL mean" in html
+    assert "<script>alert(1)" not in html and "<img src=x" not in html and "<b>x</b>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    nf4 = _pair(doc, "merged_nf4")
+    assert format(nf4["kl_mean"], ".3g") in html
+    # no parity.json: no panel
+    shutil.rmtree(run / "parity")
+    assert "Export parity" not in write_report(run).read_text()
