@@ -23,6 +23,7 @@ def pworld(tmp_path_factory, tiny_model_dir):
     other = build_tiny_model(root / "other-base", seed=1)
     refs = {
         "a": make_adapter(reg, "a", tiny_model_dir, 1),
+        "b": make_adapter(reg, "b", tiny_model_dir, 2),
         "q": make_adapter(reg, "q", tiny_model_dir, 4, precision="nf4"),
         "other": make_adapter(reg, "other", other, 6),
     }
@@ -190,3 +191,58 @@ def test_report_has_a_parity_panel_with_every_value_escaped(fp32_parity, tmp_pat
     # no parity.json: no panel
     shutil.rmtree(run / "parity")
     assert "Export parity" not in write_report(run).read_text()
+
+
+def test_run_merge_stage_registers_the_merged_adapter_evaluates_it_and_gates_parity(pworld, tmp_path):
+    import yaml
+
+    from harness.pipeline import run_pipeline
+    from harness.registry import Registry
+
+    reg = tmp_path / "registry"
+    import shutil
+
+    shutil.copytree(pworld["registry"], reg)
+    cfg = {
+        "name": "pm", "model": str(pworld["model"]), "precision": "fp32", "adapters": ["a@1"], "registry": str(reg), "out_root": str(tmp_path / "reports"),
+        "merge": [{"name": "ab", "method": "linear", "adapters": ["a@1", "b@1"], "output": {"rank": "exact"}}],
+        "eval": {"batch_size": 4, "max_length": 128, "cache": pworld["cache"], "suites": [{"suite": SUITE, "limit": 12}]},
+        "parity": {"adapter": "a@1", "forms": ["merged"]},
+        "gate": {"policy": {"min_items": 1, "rules": [{"suite": SUITE, "max_drop": 1.0}, {"parity": "merged", "max_kl": 1e-6}]}},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    s = run_pipeline(path)
+    assert s["adapters"] == ["a@1", "ab@1"]
+    assert "merge-0" in s["stages_ran"] and "parity" in s["stages_ran"]
+    assert set(s["results"]) == {"base", "a@1", "ab@1"}
+    lineage = Registry(reg).resolve("ab@1").manifest["lineage"]
+    assert [p["ref"] for p in lineage["parents"]] == ["a@1", "b@1"]
+    run = tmp_path / "reports" / "pm"
+    verdict = json.loads((run / "verdict.json").read_text())
+    assert verdict["verdict"] == "pass", verdict["rules"]
+    assert [r["kind"] for r in verdict["rules"]] == ["max_drop", "max_kl"]
+    assert (run / "eval" / "parity" / "parity.json").is_file()
+    assert "Export parity" in (run / "report.html").read_text()
+    # the merged adapter's own verdict: the parity rule measured another adapter, so it is inconclusive, not a pass
+    other = json.loads((run / "verdict-ab-1.json").read_text())
+    assert other["rules"][1]["status"] == "inconclusive"
+    # unchanged: nothing merged or measured again, no new version
+    s2 = run_pipeline(path)
+    assert "merge-0" in s2["stages_skipped"] and "parity" in s2["stages_skipped"]
+    assert Registry(reg).versions("ab") == [1] and s2["adapters"] == ["a@1", "ab@1"]
+
+
+def test_run_config_merge_problems_are_reported_before_any_stage(pworld, tmp_path):
+    import yaml
+
+    cfg = {
+        "name": "pm2", "model": str(pworld["model"]), "precision": "fp32", "registry": str(pworld["registry"]), "out_root": str(tmp_path / "r"),
+        "merge": [{"name": "x", "method": "slerp", "adapters": ["a@1", "b@1"], "t": 1.5}, {"name": "y", "method": "linear", "adapters": ["a@1"],
+                  "output": {"kind": "model", "path": "m"}}],
+        "eval": {"suites": [SUITE]},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert_clean_error(run_cli("run", str(path)), "merge[0]", "t must lie in [0, 1]", "merge.1.output.kind")
+    assert not (tmp_path / "r").exists()

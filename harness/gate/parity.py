@@ -40,7 +40,7 @@ def _mean_abs_dll(ra, rb) -> float | None:
 
 def compare_records(a: RunSide, b: RunSide, *, confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> dict:
     """Flips, mean |Δ log-likelihood| and every metric's paired delta of form ``b`` against form ``a``, per suite."""
-    policy = Policy.model_construct(resamples=resamples, seed=seed)
+    policy = Policy.model_construct(rules=[], resamples=resamples, seed=seed)
     suites: dict = {}
     items = flips = 0
     dll: list[float] = []
@@ -101,8 +101,9 @@ def parity_pair(doc: dict, form: str, reference: str = REFERENCE) -> dict | None
     return next((p for p in doc["pairs"] if p["reference"] == reference and p["form"] == form), None)
 
 
-def decide_parity(rule: Rule, doc: dict | None, source: str) -> RuleResult:
-    """pass when the measured drift is at most the bound, fail above it; inconclusive when nothing was measured."""
+def decide_parity(rule: Rule, doc: dict | None, source: str, candidate: str | None = None) -> RuleResult:
+    """pass when the measured drift is at most the bound, fail above it; inconclusive when nothing was measured
+    (or parity.json measured another adapter than ``candidate``)."""
     form = str(rule.parity)
     kind = rule.kind
     label = rule.label()
@@ -118,7 +119,10 @@ def decide_parity(rule: Rule, doc: dict | None, source: str) -> RuleResult:
     value = pair.get(metric)
     n = pair.get("positions" if kind == "max_kl" else "items") or 0
     what = "mean next-token KL per scored position" if kind == "max_kl" else "share of items whose prediction flips"
-    if value is None or n == 0:
+    if candidate is not None and doc.get("adapter") not in (None, candidate):
+        status = "inconclusive"
+        msg = f"parity.json measured {doc.get('adapter')}, not the candidate {candidate}. INCONCLUSIVE."
+    elif value is None or n == 0:
         status = "inconclusive"
         msg = f"{form} vs {REFERENCE}: {what} was not measured (no scored positions or items). INCONCLUSIVE."
     else:

@@ -88,7 +88,7 @@ def evaluate_gate(a: RunSide, b: RunSide, policy: Policy, policy_source: str, in
         parity_source = str(parity_path) if parity_path is not None else f"looked in {b.folder} and {b.folder / 'parity'}"
     for rule in policy.rules:
         if rule.parity is not None:
-            results.append(decide_parity(rule, parity_doc, parity_source))
+            results.append(decide_parity(rule, parity_doc, parity_source, b.model))
             continue
         conf = rule.confidence or policy.confidence
         min_items = rule.min_items or policy.min_items
