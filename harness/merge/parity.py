@@ -19,6 +19,7 @@ the multiple-choice items come from scoring all forms in lockstep
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -97,14 +98,24 @@ def _merge(entry, resolved, target: Path, spec: ParitySpec, base_weights: str, l
 
 def run_parity(spec: ParitySpec, log: Callable[[str], None] = lambda s: None, progress=None) -> dict:
     """Score the forms of ``spec.adapter``, compare each pair, write and return ``OUT/parity.json``."""
+    started = time.time()
+    entry, resolved = _check(spec)
+    out = Path(spec.out)
+    fresh = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(spec, entry, resolved, out, started, log, progress)
+    except BaseException:
+        if fresh:  # a failed run leaves nothing behind that would block the next one
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _run(spec: ParitySpec, entry, resolved, out: Path, started: float, log, progress) -> dict:
     from ..evaluate.engine import EvalSpec, run_eval
     from ..gate.parity import compare_records
     from ..gate.runs import load_side
 
-    started = time.time()
-    entry, resolved = _check(spec)
-    out = Path(spec.out)
-    out.mkdir(parents=True, exist_ok=True)
     trained = entry.manifest.get("load") or {}
     ref = str(entry.ref)
 
