@@ -21,6 +21,7 @@ def register(sub) -> None:
     g.add_argument("--out", default=None, help="verdict.json path (default: CANDIDATE_RUN/verdict.json)")
     g.add_argument("--inconclusive", choices=["inconclusive", "fail", "pass"], default="inconclusive", help="what an inconclusive verdict exits as (default: exit 2)")
     g.add_argument("--curation", default=None, help="curation.json from `laf data check --against` (for max_contamination)")
+    g.add_argument("--parity", default=None, help="parity.json from `laf parity` (for parity rules; default: the candidate run's parity.json or parity/parity.json)")
     g.add_argument("--json", action="store_true", help="print verdict.json")
     g.set_defaults(handler=cmd_gate)
 
@@ -45,7 +46,7 @@ def register(sub) -> None:
 def cmd_gate(args) -> int:
     from ..gate import run_gate
 
-    v, out = run_gate(args.baseline, args.candidate, args.policy, inconclusive_as=args.inconclusive, curation=args.curation,
+    v, out = run_gate(args.baseline, args.candidate, args.policy, inconclusive_as=args.inconclusive, curation=args.curation, parity=args.parity,
                       out=args.out, junit=args.junit, summary=args.summary)
     from .ci import report_verdict_to_ci
 

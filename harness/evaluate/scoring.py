@@ -19,13 +19,17 @@ log-likelihoods match plain lm-eval within 1e-4 in fp32 (tests/test_eval.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
 from ..models.heads import body_and_head, head_logits
 
 HEAD_CHUNK = 256
+
+# opt-in hook: called once per batch with [(request index, first row, n positions)] and the
+# [positions, vocab] float32 log-softmax at every scored position (harness.evaluate.parity)
+CaptureFn = Callable[[list[tuple[int, int, int]], torch.Tensor], None]
 
 
 @dataclass
@@ -98,7 +102,7 @@ def _masks(model, seg: torch.Tensor, pos: torch.Tensor):
     return full[:, None]
 
 
-def _forward_rows(model, rows: list[_Row], pad_id: int, device) -> list[tuple[int, float, bool]]:
+def _forward_rows(model, rows: list[_Row], pad_id: int, device, capture: CaptureFn | None = None) -> list[tuple[int, float, bool]]:
     width = max(r.length for r in rows)
     B = len(rows)
     ids = torch.full((B, width), pad_id, dtype=torch.long)
@@ -127,20 +131,25 @@ def _forward_rows(model, rows: list[_Row], pad_id: int, device) -> list[tuple[in
     hidden = hidden.reshape(B * width, -1)
     flat_pos = torch.tensor([p for _, ps, _ in where for p in ps], device=hidden.device)
     targets = torch.tensor([t for _, _, ts in where for t in ts], device=hidden.device)
-    lps, greedy = [], []
+    lps, greedy, kept = [], [], []
     for i in range(0, flat_pos.numel(), HEAD_CHUNK):
         logits = head_logits(head, softcap, hidden[flat_pos[i : i + HEAD_CHUNK]])
         logp = torch.log_softmax(logits, dim=-1)
+        if capture is not None:
+            kept.append(logp.float().cpu())
         tgt = targets[i : i + HEAD_CHUNK]
         lps.append(logp.gather(1, tgt[:, None]).squeeze(1))
         greedy.append(logp.argmax(-1) == tgt)
     lp = torch.cat(lps).double().cpu()
     gr = torch.cat(greedy).cpu()
-    out, k = [], 0
+    out, spans, k = [], [], 0
     for index, ps, _ in where:
         n = len(ps)
         out.append((index, float(lp[k : k + n].sum()), bool(gr[k : k + n].all())))
+        spans.append((index, k, n))
         k += n
+    if capture is not None:
+        capture(spans, torch.cat(kept))
     return out
 
 
@@ -154,9 +163,15 @@ def score_loglikelihood(
     device,
     share_context: bool = True,
     row_budget: int = 512,
+    capture: CaptureFn | None = None,
 ) -> Iterator[list[tuple[int, float, bool]]]:
-    """Yield, batch by batch, ``(request index, log-likelihood, is_greedy)`` for every request."""
+    """Yield, batch by batch, ``(request index, log-likelihood, is_greedy)`` for every request.
+
+    ``capture`` (opt-in, off in evaluation) receives each batch's full next-token log-softmax at the scored
+    positions before the batch is yielded. The batches depend only on the requests and the settings, so two
+    models scored in lockstep (``zip`` of two generators) see the same batches: that is how ``laf parity``
+    compares their distributions without storing them."""
     rows = plan_rows(requests, max_length, row_budget, share_context)
     with torch.no_grad():
         for i in range(0, len(rows), batch_size):
-            yield _forward_rows(model, rows[i : i + batch_size], pad_id, device)
+            yield _forward_rows(model, rows[i : i + batch_size], pad_id, device, capture)

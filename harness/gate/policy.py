@@ -9,6 +9,11 @@
       - {suite: bias/crows-pairs, metric: pct_stereotype, max_increase: 0.03, required: false}
     max_contamination: 0.01   # optional: share of eval items contaminated by training data
 
+Export parity rules (``laf parity``'s parity.json; see :mod:`harness.gate.parity`)::
+
+      - {parity: merged_nf4, max_kl: 0.01}      # mean next-token KL vs the adapter on the fly, nats
+      - {parity: merged_nf4, max_flips: 0.01}   # share of items whose prediction flips
+
 Margins are in the metric's units (0.02 = 2 points of accuracy, or 0.02 bits
 per byte). ``max_drop`` and ``max_increase`` both bound how much worse the
 candidate may be; which way is worse comes from the metric (higher-is-better,
@@ -26,15 +31,21 @@ from pydantic import Field, model_validator
 
 from ..config import StrictModel, load_yaml, validate
 
+PARITY_BOUNDS = ("max_kl", "max_flips")
+BOUNDS = ("min_gain", "max_drop", "max_increase", *PARITY_BOUNDS)
+
 
 class Rule(StrictModel):
     name: str | None = None
     category: str | None = None
     suite: str | None = None
+    parity: str | None = None  # a form of laf parity (merged, merged_nf4, merged_original), compared with the adapter on the fly
     metric: str | None = None  # default: the suite's primary metric
     min_gain: float | None = Field(None, ge=0)
     max_drop: float | None = Field(None, ge=0)
     max_increase: float | None = Field(None, ge=0)
+    max_kl: float | None = Field(None, ge=0)
+    max_flips: float | None = Field(None, ge=0, le=1)
     confidence: float | None = Field(None, gt=0.5, lt=1)
     min_items: int | None = Field(None, ge=1)
     required: bool = True
@@ -42,16 +53,21 @@ class Rule(StrictModel):
 
     @model_validator(mode="after")
     def _one_target_one_bound(self):
-        if (self.category is None) == (self.suite is None):
-            raise ValueError("a rule needs exactly one of 'category' or 'suite'")
-        bounds = [k for k in ("min_gain", "max_drop", "max_increase") if getattr(self, k) is not None]
-        if len(bounds) != 1:
-            raise ValueError("a rule needs exactly one of min_gain, max_drop, max_increase")
+        if sum(x is not None for x in (self.category, self.suite, self.parity)) != 1:
+            raise ValueError("a rule needs exactly one of 'category', 'suite' or 'parity'")
+        bounds = [k for k in BOUNDS if getattr(self, k) is not None]
+        if self.parity is not None:
+            if len(bounds) != 1 or bounds[0] not in PARITY_BOUNDS:
+                raise ValueError("a parity rule needs exactly one of max_kl, max_flips")
+            if self.metric is not None or self.pooled:
+                raise ValueError("a parity rule takes no metric or pooled")
+        elif len(bounds) != 1 or bounds[0] in PARITY_BOUNDS:
+            raise ValueError("a rule needs exactly one of min_gain, max_drop, max_increase (max_kl / max_flips go with parity:)")
         return self
 
     @property
     def kind(self) -> str:
-        return next(k for k in ("min_gain", "max_drop", "max_increase") if getattr(self, k) is not None)
+        return next(k for k in BOUNDS if getattr(self, k) is not None)
 
     @property
     def margin(self) -> float:
@@ -60,7 +76,7 @@ class Rule(StrictModel):
     def label(self) -> str:
         if self.name:
             return self.name
-        target = self.suite or f"{self.category} suites"
+        target = self.suite or (f"parity {self.parity}" if self.parity else f"{self.category} suites")
         return f"{target}: {self.kind.replace('_', ' ')} {self.margin:g}"
 
 

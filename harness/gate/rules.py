@@ -15,9 +15,12 @@ else pass. Advisory rules are reported and never change the exit code.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..errors import LafError
 from ..stats import PairedDelta, minimum_detectable_effect
 from .deltas import compute_delta, summaries
+from .parity import decide_parity, find_parity, load_parity
 from .policy import Policy, Rule
 from .runs import RunSide, check_comparable
 from .sentences import contamination_sentence, rule_sentence
@@ -55,6 +58,8 @@ def validate_policy_against(policy: Policy, a: RunSide) -> None:
     """Unknown suites, categories and metrics, all reported together before any statistics."""
     problems = []
     for i, rule in enumerate(policy.rules):
+        if rule.parity is not None:
+            continue  # checked against parity.json when decided
         try:
             for _, suites in _expand(rule, a):
                 for s in suites:
@@ -65,16 +70,26 @@ def validate_policy_against(policy: Policy, a: RunSide) -> None:
         raise LafError("the policy does not fit these runs:\n  " + "\n  ".join(problems), "fix the policy (see the README's gate policy reference)")
 
 
-def evaluate_gate(a: RunSide, b: RunSide, policy: Policy, policy_source: str, inconclusive_as: str = "inconclusive", contamination: dict | None = None) -> Verdict:
+def evaluate_gate(a: RunSide, b: RunSide, policy: Policy, policy_source: str, inconclusive_as: str = "inconclusive", contamination: dict | None = None,
+                  parity: str | Path | None = None) -> Verdict:
     """The verdict of candidate ``b`` against baseline ``a`` under ``policy``: every rule's paired delta, decision and
     sentence, the summaries, and the overall status and exit code (``inconclusive_as`` maps an inconclusive verdict
     to ``fail`` or ``pass`` where CI wants that). ``contamination``: the curation manifest's contamination block,
-    needed when the policy sets ``max_contamination``."""
+    needed when the policy sets ``max_contamination``; ``parity``: a parity.json for parity rules (default: the one in
+    the candidate's run folder, see :func:`harness.gate.parity.find_parity`)."""
     if a.folder.resolve() != b.folder.resolve():
         check_comparable(a, b)
     validate_policy_against(policy, a)
     results: list[RuleResult] = []
+    parity_doc, parity_source = None, ""
+    if any(r.parity is not None for r in policy.rules):
+        parity_path = Path(parity) if parity is not None else find_parity(b.folder)
+        parity_doc = load_parity(parity_path) if parity_path is not None else None
+        parity_source = str(parity_path) if parity_path is not None else f"looked in {b.folder} and {b.folder / 'parity'}"
     for rule in policy.rules:
+        if rule.parity is not None:
+            results.append(decide_parity(rule, parity_doc, parity_source, b.model))
+            continue
         conf = rule.confidence or policy.confidence
         min_items = rule.min_items or policy.min_items
         for target, suites in _expand(rule, a):

@@ -33,6 +33,16 @@ class RunGate(StrictModel):
     inconclusive: Literal["inconclusive", "fail", "pass"] = "inconclusive"
 
 
+class RunParity(StrictModel):
+    """``parity:``: ``laf parity`` on one candidate (default: the first) into ``eval/parity/`` before the gate."""
+
+    adapter: str | None = None
+    forms: list[Literal["merged", "merged_nf4", "merged_original"]] = Field(default_factory=lambda: ["merged", "merged_nf4"], min_length=1)
+    limit: int | None = Field(None, gt=0)
+    dtype: Literal["fp32", "bf16"] = "fp32"
+    base_weights: Literal["auto", "original", "nf4_dequantized"] = "auto"
+
+
 class RunConfig(StrictModel):
     name: str
     model: str = "default"
@@ -41,7 +51,9 @@ class RunConfig(StrictModel):
     curate: RunCurate = RunCurate()
     train: dict[str, Any] = {}
     adapters: list[str] = []
+    merge: list[dict[str, Any]] = []  # laf merge configs (adapter outputs); each merged adapter joins the candidates
     eval: RunEval
+    parity: RunParity | None = None
     gate: RunGate | None = None
     registry: str = "adapters_registry"
     out_root: str = "reports"
@@ -85,7 +97,7 @@ def validate_run(cfg: RunConfig, base: Path, config_path: Path):
     from ..train.config import TrainConfig
 
     problems: list[str] = []
-    if cfg.data is None and not cfg.adapters:
+    if cfg.data is None and not cfg.adapters and not cfg.merge:
         problems.append("nothing to evaluate against the base: give 'data' (to train an adapter) or 'adapters' (registered ones)")
     if cfg.data is not None:
         p = resolve_path(cfg.data.path, base)
@@ -118,6 +130,19 @@ def validate_run(cfg: RunConfig, base: Path, config_path: Path):
                 reg.resolve(a)
             except LafError as e:
                 problems.append(f"key 'adapters': {e.cause}")
+    from ..merge.config import MergeConfig, check_method_params
+
+    for i, m in enumerate(cfg.merge):
+        try:
+            mc = MergeConfig.model_validate({"registry": cfg.registry, **m})
+            check_method_params(mc, f"{config_path} (merge[{i}])")
+            if mc.output.kind != "adapter":
+                problems.append(f"key 'merge.{i}.output.kind': a run's merge makes a candidate adapter; use `laf merge` for a model folder")
+        except ValidationError as e:
+            for err in e.errors():
+                problems.append(f"key 'merge.{i}.{'.'.join(str(x) for x in err['loc'])}': {err['msg']}")
+        except LafError as e:
+            problems.append(f"key 'merge.{i}': {e.cause}")
     policy = None
     if cfg.gate is not None:
         try:

@@ -161,6 +161,70 @@ def eval_stage(ctx: RunContext, suites, adapters: list[str], eval_progress=None)
     return results
 
 
+def merge_stage(ctx: RunContext) -> list[str]:
+    """Merge registered adapters (``merge:``, each a ``laf merge`` config) into new candidates; an unchanged merge
+    (same config, same parents' files) reuses its registered adapter."""
+    from ..merge import MergeConfig, merge_adapters
+    from ..registry import Registry
+
+    cfg, log = ctx.cfg, ctx.log
+    reg = Registry(cfg.registry)
+    refs = []
+    for i, raw in enumerate(cfg.merge):
+        mc = MergeConfig.model_validate({"registry": cfg.registry, **raw})
+        parents = [reg.resolve(a.ref) for a in mc.inputs()]
+        fp = sha256_json({"config": mc.model_dump(mode="json", by_alias=True), "parents": [[str(p.ref), p.manifest.get("files")] for p in parents],
+                          "base": ctx.base_fingerprint})
+        key = f"merge-{i}"
+        done = ctx.state.done(key, fp)
+        if done:
+            try:
+                if reg.verify(done["adapter"]).ok:
+                    ctx.stages.skipped.append(key)
+                    log(f"merge: unchanged, using {done['adapter']}")
+                    refs.append(done["adapter"])
+                    continue
+            except LafError:
+                pass
+        log(f"merge: {mc.method} of {', '.join(str(p.ref) for p in parents)}")
+        res = merge_adapters(mc, source=f"merge[{i}]", log=lambda m: log(f"  {m}"))
+        ref = str(res.ref)
+        log(f"  registered {ref} ({res.seconds:.2f} s)")
+        ctx.state.finish(key, fp, adapter=ref)
+        ctx.stages.ran.append(key)
+        refs.append(ref)
+    return refs
+
+
+def parity_stage(ctx: RunContext, adapters: list[str]) -> Path:
+    """``laf parity`` of one candidate (``parity.adapter``, default the first) into ``eval/parity/``, where the gate's
+    parity rules and the report find it."""
+    from ..merge.parity import ParitySpec, run_parity
+    from ..registry import Registry
+
+    cfg, log = ctx.cfg, ctx.log
+    p = cfg.parity
+    assert p is not None
+    ref = str(Registry(cfg.registry).resolve(p.adapter or adapters[0]).ref)
+    refs, _ = suite_refs(cfg, ctx.base)
+    out = ctx.eval_dir / "parity"
+    spec = ParitySpec(adapter=ref, suites=refs, out=str(out), model=cfg.model, registry=cfg.registry, forms=list(p.forms),
+                      limit=p.limit or cfg.eval.limit, dtype=p.dtype, base_weights=p.base_weights, batch_size=cfg.eval.batch_size,
+                      max_length=cfg.eval.max_length, cache=cfg.eval.cache, data_dir=cfg.eval.data_dir)
+    fp = sha256_json({"spec": {k: v for k, v in spec.__dict__.items() if k != "out"}, "adapter": Registry(cfg.registry).resolve(ref).manifest.get("files"),
+                      "base": ctx.base_fingerprint})
+    if ctx.state.done("parity", fp) and (out / "parity.json").exists():
+        ctx.stages.skipped.append("parity")
+        log("parity: unchanged")
+        return out / "parity.json"
+    shutil.rmtree(out, ignore_errors=True)  # our own output of other settings
+    log(f"parity: {ref} on the fly vs {', '.join(p.forms)}")
+    run_parity(spec, log=lambda m: log(f"  {m}"))
+    ctx.state.finish("parity", fp)
+    ctx.stages.ran.append("parity")
+    return out / "parity.json"
+
+
 def verdict_paths(ctx: RunContext, adapters: list[str]) -> list[Path]:
     """Where each candidate's verdict.json goes: the first (the trained adapter, or the first listed) in the run
     folder as ``verdict.json``, the others as ``verdict-NAME-VERSION.json``."""

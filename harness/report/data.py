@@ -128,6 +128,14 @@ def _training(results: ResultsDoc, model: str | None) -> dict | None:
     return {"ref": info.ref, "curve": curve, **{k: manifest.get(k) for k in keys}}
 
 
+def _parity(run_dir: Path) -> dict | None:
+    """``parity.json`` of ``laf parity`` (in the run folder or its ``parity/``), checked; None when there is none."""
+    from ..gate.parity import find_parity, load_parity
+
+    path = find_parity(run_dir)
+    return load_parity(path) if path is not None else None
+
+
 def gather(run_dir: str | Path, candidate: str | None = None, curation: str | Path | None = None) -> dict:
     """Everything the report shows about ``run_dir`` as one plain dict (also the ``--format json`` output):
     results, the verdict and comparison if present, the candidate's training, the curation, and the items."""
@@ -166,6 +174,7 @@ def gather(run_dir: str | Path, candidate: str | None = None, curation: str | Pa
         "compare": compare,
         "training": _training(results, cand),
         "curation": cur,
+        "parity": _parity(run_dir),
         "items": items,
         "item_stats": item_stats,
     }

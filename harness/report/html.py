@@ -322,6 +322,35 @@ def _compare(d: dict) -> str:
             f"<p><b>Winner:</b> {_e(str(w.get('candidate')))}: {_e(w.get('reason', ''))}</p>" + svg.pareto(pts, "Domain gain against general change (Pareto front dashed)"))
 
 
+def _parity(d: dict) -> str:
+    """Export parity (``laf parity``): each pair of forms' next-token drift, flips and metric changes."""
+    p = d.get("parity")
+    if not p:
+        return ""
+    merges = "".join(f"<li>{_e(name)}: {_e(m.get('dtype'))} weights merged into the {_e(m.get('base_weights'))} base weights</li>"
+                     for name, m in (p.get("merge") or {}).items() if isinstance(m, dict))
+    rows, metric_rows = [], []
+    for r in p["pairs"]:
+        pair = f"{r['reference']} → {r['form']}"
+        rows.append(f"<tr><td>{_e(pair)}</td><td class='num'>{_n(r.get('kl_mean'), '.3g')}</td><td class='num'>{_n(r.get('kl_p99'), '.3g')}</td>"
+                    f"<td class='num'>{_n(r.get('top1_agreement'), '.2f', 100)}%</td><td class='num'>{_n(r.get('mean_abs_delta_ll'), '.3g')}</td>"
+                    f"<td class='num'>{_e(r.get('flips'))} / {_e(r.get('items'))}</td></tr>")
+        for s, v in (r.get("suites") or {}).items():
+            for m, x in ((v or {}).get("metrics") or {}).items():
+                if isinstance(x, dict):
+                    metric_rows.append(f"<tr><td>{_e(pair)}</td><td>{_e(s)}</td><td>{_e(m)}</td><td class='num'>{_n(x.get('base'), '.4g')}</td>"
+                                       f"<td class='num'>{_n(x.get('candidate'), '.4g')}</td><td class='num'>{_n(x.get('delta'), '+.4g')}</td>"
+                                       f"<td class='num'>{_n(x.get('ci_low'), '+.4g')} to {_n(x.get('ci_high'), '+.4g')}</td></tr>")
+    out = (f"<p>Adapter {_e(p.get('adapter'))} scored on the same items in each form; KL(reference ‖ form) of the next-token "
+           f"distributions at every scored position, in nats.</p>" + (f"<ul>{merges}</ul>" if merges else "")
+           + "<table><tr><th>pair</th><th class='num'>KL mean</th><th class='num'>KL p99</th><th class='num'>top-1 agreement</th>"
+           f"<th class='num'>mean |Δ log-lik.|</th><th class='num'>flips</th></tr>{''.join(rows)}</table>")
+    if metric_rows:
+        out += ("<h3>Metric changes (paired, with CI of the improvement)</h3><table><tr><th>pair</th><th>suite</th><th>metric</th>"
+                f"<th class='num'>reference</th><th class='num'>form</th><th class='num'>Δ</th><th class='num'>CI</th></tr>{''.join(metric_rows)}</table>")
+    return out
+
+
 def _audit(d: dict) -> str:
     p = d["provenance"]
     rows = [
@@ -369,6 +398,7 @@ def render_html(d: dict) -> str:
         ("training", "Training", _training(d)),
         ("curation", "Data curation", _curation(d)),
         ("compare", "Candidates compared", _compare(d)),
+        ("parity", "Export parity", _parity(d)),
         ("audit", "Audit trail", _audit(d)),
     ]
     toc = "".join(f'<a href="#{i}">{_e(t)}</a>' for i, t, b in sections if b)
