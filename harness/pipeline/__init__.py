@@ -19,8 +19,7 @@ from typing import Callable
 from ..gate.compare import combined_exit
 from ..io import atomic_write_json
 from .config import RunConfig, load_run_config, suite_refs, validate_run
-from .stages import (RunContext, compare_stage, curate_stage, eval_stage, gate_stage, merge_stage, parity_stage, report_stage,
-                     resolve_adapters, train_stage, verdict_paths)
+from .stages import RunContext, compare_stage, curate_stage, eval_stage, gate_stage, merge_stage, parity_stage, report_stage, resolve_adapters, train_stage, verdict_paths
 from .state import RunState, StageLog
 
 __all__ = ["RunConfig", "RunState", "load_run_config", "run_pipeline", "suite_refs", "validate_run"]
