@@ -37,6 +37,12 @@ def fp32_parity(pworld):
     out = pworld["root"] / "parity-a"
     doc = run_parity(ParitySpec(adapter="a@1", suites=[SUITE], out=str(out), registry=str(pworld["registry"]), limit=16,
                                 device="cpu", batch_size=4, max_length=128, cache=pworld["cache"]))
+    import gc
+
+    import torch
+
+    gc.collect()  # a scorer generator left suspended would switch gradients off when collected
+    assert torch.is_grad_enabled(), "laf parity left autograd switched off for the rest of the process"
     return out, doc
 
 

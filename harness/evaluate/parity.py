@@ -64,26 +64,35 @@ def next_token_drift(models: dict[str, object], pairs: list[tuple[str, str]], re
     gens = {name: score_loglikelihood(m, requests, batch_size=batch_size, max_length=max_length, pad_id=pad_id, device=device,
                                       capture=keeper(name)) for name, m in models.items()}
     out = {p: PairDrift(*p) for p in pairs}
-    for _ in zip(*gens.values()):
-        for (r, f), drift in out.items():
-            spans, lr = captured[r]
-            spans_f, lf = captured[f]
-            if spans != spans_f:  # the plan is deterministic; a difference would be a scorer bug
-                raise RuntimeError("forms were scored in different batches")
-            kl = (lr.exp() * (lr - lf)).sum(-1).clamp_min(0.0).double()
-            agree = lr.argmax(-1) == lf.argmax(-1)
-            if not torch.isfinite(kl).all():
-                raise ValueError(f"non-finite KL between {r} and {f}")
-            for index, start, n in spans:
-                k = kl[start : start + n]
-                a = agree[start : start + n]
-                drift.kl += k.tolist()
-                drift.agree += a.tolist()
-                acc = drift.per_item.setdefault(owners[index], [0.0, 0, 0])
-                acc[0] += float(k.sum())
-                acc[1] += int(a.sum())
-                acc[2] += n
-        captured.clear()
+    # The scorers are generators that each hold torch.no_grad() while suspended; zip leaves all but the first
+    # unfinished, and closing one later would restore *its* saved grad mode. Close them all here and restore ours,
+    # so the caller's grad mode is what it was (a training run in the same process must still get gradients).
+    grad_mode = torch.is_grad_enabled()
+    try:
+        for _ in zip(*gens.values()):
+            for (r, f), drift in out.items():
+                spans, lr = captured[r]
+                spans_f, lf = captured[f]
+                if spans != spans_f:  # the plan is deterministic; a difference would be a scorer bug
+                    raise RuntimeError("forms were scored in different batches")
+                kl = (lr.exp() * (lr - lf)).sum(-1).clamp_min(0.0).double()
+                agree = lr.argmax(-1) == lf.argmax(-1)
+                if not torch.isfinite(kl).all():
+                    raise ValueError(f"non-finite KL between {r} and {f}")
+                for index, start, n in spans:
+                    k = kl[start : start + n]
+                    a = agree[start : start + n]
+                    drift.kl += k.tolist()
+                    drift.agree += a.tolist()
+                    acc = drift.per_item.setdefault(owners[index], [0.0, 0, 0])
+                    acc[0] += float(k.sum())
+                    acc[1] += int(a.sum())
+                    acc[2] += n
+            captured.clear()
+    finally:
+        for g in gens.values():
+            g.close()
+        torch.set_grad_enabled(grad_mode)
     for d in out.values():
         if any(not math.isfinite(x) for x in d.kl):
             raise ValueError("non-finite KL")
