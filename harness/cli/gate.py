@@ -22,6 +22,7 @@ def register(sub) -> None:
     g.add_argument("--inconclusive", choices=["inconclusive", "fail", "pass"], default="inconclusive", help="what an inconclusive verdict exits as (default: exit 2)")
     g.add_argument("--curation", default=None, help="curation.json from `laf data check --against` (for max_contamination)")
     g.add_argument("--json", action="store_true", help="print verdict.json")
+    g.add_argument("--allow-modified", action="store_true", help="read run folders whose files fail their integrity check (integrity.json); the verdict says so")
     g.set_defaults(handler=cmd_gate)
 
     c = sub.add_parser("compare", help="rank several candidates against the base: CIs, Pareto front of gain vs forgetting, Holm")
@@ -45,7 +46,7 @@ def register(sub) -> None:
 def cmd_gate(args) -> int:
     from ..gate import run_gate
 
-    v, out = run_gate(args.baseline, args.candidate, args.policy, inconclusive_as=args.inconclusive, curation=args.curation,
+    v, out = run_gate(args.baseline, args.candidate, args.policy, inconclusive_as=args.inconclusive, curation=args.curation, allow_modified=args.allow_modified,
                       out=args.out, junit=args.junit, summary=args.summary)
     from .ci import report_verdict_to_ci
 
