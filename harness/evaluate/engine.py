@@ -59,6 +59,9 @@ def _run_locked(spec: EvalSpec, started: float, progress, log, suites_override) 
     # -- validate everything before any model is loaded
     suites = suites_override if suites_override is not None else [load_suite(s, spec.data_dir) for s in spec.suites]
     names = [s.name for s in suites]
+    for s in suites:
+        if "replaces the built-in" in s.origin:
+            log(f"warning: suite {s.name} is {s.origin}; results.json records that file")
     if len(set(names)) != len(names):
         raise LafError(f"a suite is listed twice: {', '.join(sorted({n for n in names if names.count(n) > 1}))}", "list each suite once")
     for s in suites:

@@ -104,6 +104,7 @@ class Suite:
     file: Path | None
     data_root: Path | None = None
     source: str = ""
+    origin: str = ""  # for a suite found by name: suite_origin()
     _docs: list[dict] | None = field(default=None, repr=False)
 
     @property
@@ -200,6 +201,18 @@ def available_suites() -> dict[str, Path]:
     return found
 
 
+def suite_origin(name: str, path: Path) -> str:
+    """Where a suite found by name comes from, said plainly: ``built-in``, or ``yours: PATH`` with
+    ``(replaces the built-in)`` when a file in ./suites or LAF_SUITES has a built-in suite's name."""
+    try:
+        path.resolve().relative_to(REPO_SUITES.resolve())
+        return "built-in"
+    except ValueError:
+        pass
+    shadowed = (REPO_SUITES / name).with_suffix(".yaml").exists()
+    return f"yours: {path}" + (" (replaces the built-in)" if shadowed else "")
+
+
 def load_suite_file(path: Path, name: str | None = None, data_root: Path | None = None) -> Suite:
     raw = load_yaml(path)
     spec = validate(SuiteSpec, raw, path)
@@ -236,7 +249,9 @@ def load_suite(ref: str, data_root: str | Path | None = None) -> Suite:
         return load_suite_file(p, None, root)
     known = available_suites()
     if ref in known:
-        return load_suite_file(known[ref], ref, root)
+        suite = load_suite_file(known[ref], ref, root)
+        suite.origin = suite_origin(ref, known[ref])
+        return suite
     close = difflib.get_close_matches(ref, list(known), n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise LafError(f"unknown suite '{ref}'", f"{hint}see `laf suites list`, pass a YAML path, or lm_eval:<task>")
