@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.evaluate.templates import check_templates, install_sandbox
 from harness.errors import ConfigError
-from tests.conftest import assert_clean_error, run_cli  # noqa: F401
+from harness.evaluate.templates import check_templates, install_sandbox
+from tests.conftest import assert_clean_error, run_cli
 
 ISSUE_PAYLOAD = "{{ cycler.__init__.__globals__.os.popen('id > pwned.txt').read() }}{{q}}"
 
