@@ -265,7 +265,7 @@ def seal_run(folder: str | Path) -> dict:
     folder = Path(folder)
     digests: dict[str, str] = {"schema": INTEGRITY_SCHEMA, RESULTS: _sha256_text((folder / RESULTS).read_text("utf-8"))}
     if (folder / RECORDS).exists():
-        digests[RECORDS] = _sha256_text((folder / RECORDS).read_text("utf-8"))
+        digests[RECORDS] = hashlib.sha256((folder / RECORDS).read_bytes()).hexdigest()
     if (folder / STORE).exists():
         s = ResultsStore(folder, readonly=True)
         try:
@@ -351,9 +351,11 @@ def load_run(folder: str | Path, allow_modified: bool = False) -> tuple[ResultsD
                 records = list(store.records())
             finally:
                 store.close()
+            if (folder / RECORDS).exists():  # the export is checked too: other tools read it
+                found[RECORDS] = hashlib.sha256((folder / RECORDS).read_bytes()).hexdigest()
         elif (folder / RECORDS).exists():
             records = read_records_jsonl(folder / RECORDS)
-            found[RECORDS] = _sha256_text((folder / RECORDS).read_text("utf-8"))
+            found[RECORDS] = hashlib.sha256((folder / RECORDS).read_bytes()).hexdigest()
         else:
             raise LafError(f"{folder} has results but no per-item records", "re-run the evaluation")
         problem = check_integrity(folder, found)
