@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.errors import LafError
 from harness.evaluate import EvalSpec, load_run, run_eval
 from harness.evaluate.suites import load_suite
 from tests.conftest import REPO, run_cli
@@ -365,9 +366,9 @@ def test_a_failed_rerun_leaves_the_previous_results_whole(tiny_model_dir, tmp_pa
     run_eval(spec(tmp_path, tiny_model_dir, [first, second]))
     before = [r.to_dict() for r in load_run(tmp_path / "out")[1]]
     rows = [json.loads(x) for x in (tmp_path / "b" / "second.jsonl").read_text().splitlines()]
-    del rows[5]["choices"]  # breaks while the second suite is scored, after the first was written
+    del rows[5]["choices"]  # a broken item in the second suite
     (tmp_path / "b" / "second.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(TypeError):  # lm-eval's own error on a row without choices (not yet turned into a LafError)
+    with pytest.raises(LafError, match="doc_to_choice"):  # now refused before scoring (suite checks render every item)
         run_eval(spec(tmp_path, tiny_model_dir, [first, second]))
-    assert (tmp_path / "out" / "results.sqlite.partial").exists()
     assert [r.to_dict() for r in load_run(tmp_path / "out")[1]] == before
+    # a failure while scoring (kill -9 mid-write): tests/test_trust_locking.py

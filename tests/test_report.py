@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from harness.report import write_report
+from harness.results import seal_run
 from tests.conftest import assert_clean_error, run_cli
 from tests.synthetic import suite_meta, write_run
 
@@ -41,6 +42,7 @@ def gated_run(tmp_path: Path, n: int = 120, planted: bool = True) -> Path:
                 r["generation"] = PLANTED[(r["doc_id"] + 2) % 3]
             out.append(json.dumps(r))
         (run / "records.jsonl").write_text("\n".join(out) + "\n")
+        seal_run(run)  # the planted text stands in for what a model wrote
     policy = tmp_path / "gate.yaml"
     policy.write_text(yaml.safe_dump({"rules": [{"category": "domain", "min_gain": 0.1}, {"category": "general", "max_drop": 0.02},
                                                 {"suite": "bias/crows", "max_increase": 0.05, "required": False}]}))
@@ -78,6 +80,7 @@ def test_ten_thousand_items_make_a_report_under_5_mb(tmp_path):
     lines = (run / "records.jsonl").read_text().splitlines()
     long_prompt = "A fairly long question about the support manual of a router, with context. " * 6
     (run / "records.jsonl").write_text("\n".join(json.dumps({**json.loads(x), "prompt": long_prompt + json.loads(x)["prompt"]}) for x in lines) + "\n")
+    seal_run(run)
     path = write_report(run)
     size = path.stat().st_size
     assert size < 5 * 2**20, f"{size / 2**20:.1f} MB"
@@ -300,6 +303,7 @@ def planted_run(real: Path, ref: str, dest_parent: Path) -> Path:
         r.update(prompt=_payload(i, "prompt"), choices=[_payload(i + 1, "choice"), _payload(i + 2, "choice 2"), "none"],
                  target=_payload(i + 3, "target"), generation=_payload(i + 4, "generation"))
     (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    seal_run(run)  # planted as if the evaluation had written it
     # the verdict: status, sentences, rule names, policy
     verdict["verdict"] = _payload(6, "verdict status")
     for j, rule in enumerate(verdict["rules"]):

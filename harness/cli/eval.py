@@ -114,25 +114,28 @@ def print_results_table(doc) -> None:
 
 
 def cmd_suites_list(args) -> int:
-    from ..evaluate.suites import available_suites, load_suite_file
+    from rich.markup import escape
+
+    from ..evaluate.suites import available_suites, load_suite_file, suite_origin
 
     rows = []
     for name, path in available_suites().items():
+        origin = suite_origin(name, path)
         try:
             s = load_suite_file(path, name)
-            rows.append({"name": name, "category": s.category, "type": s.spec.type, "description": s.spec.description, "file": str(path)})
+            rows.append({"name": name, "category": s.category, "type": s.spec.type, "description": s.spec.description, "file": str(path), "source": origin})
         except Exception as e:  # list everything, flag the broken ones
-            rows.append({"name": name, "category": "?", "type": "?", "description": f"INVALID: {e}", "file": str(path)})
+            rows.append({"name": name, "category": "?", "type": "?", "description": f"INVALID: {e}", "file": str(path), "source": origin})
     if args.json:
         print_json(rows)
         return 0
     from rich.table import Table
 
     t = Table(box=None, header_style="bold")
-    for c in ("suite", "category", "type", "description"):
+    for c in ("suite", "category", "type", "source", "description"):
         t.add_column(c)
     for r in rows:
-        t.add_row(r["name"], r["category"], r["type"], r["description"])
+        t.add_row(escape(r["name"]), r["category"], r["type"], escape(r["source"]), escape(r["description"]))
     console.print(t)
     console.print("\nalso: lm_eval:<task> for any task registered in lm-eval (hub data)")
     return 0

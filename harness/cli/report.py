@@ -12,13 +12,14 @@ def register(sub) -> None:
     p.add_argument("--format", choices=["html", "md", "json"], default="html")
     p.add_argument("--candidate", default=None, help="the model to report on (default: the gated candidate, else the run's first adapter)")
     p.add_argument("--curation", default=None, help="curation.json to include (default: RUN_DIR/curation.json if present)")
+    p.add_argument("--allow-modified", action="store_true", help="report on a run folder that fails its integrity check (integrity.json); the report says so")
     p.set_defaults(handler=cmd_report)
 
 
 def cmd_report(args) -> int:
     from ..report import write_report
 
-    path = write_report(args.run, args.output, args.format, args.candidate, args.curation)
+    path = write_report(args.run, args.output, args.format, args.candidate, args.curation, args.allow_modified)
     size = path.stat().st_size
     console.print(f"wrote {path} ({size / 1024:.0f} KB)")
     return 0

@@ -45,6 +45,11 @@ def breakdown(records: list[ItemRecord], field: str, metrics: dict[str, MetricMe
     return out
 
 
+def _finite(value):
+    """A number, or None where lm-eval gives none or an undefined one (the stderr of one item is NaN)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+
+
 def suite_aggregates(agg: dict, n: int) -> dict:
     """lm-eval's ``{'acc,none': v, 'acc_stderr,none': se}`` -> ``{acc: {value, filter, stderr, n}}``."""
     out: dict[str, dict] = {}
@@ -53,9 +58,9 @@ def suite_aggregates(agg: dict, n: int) -> dict:
             continue
         metric, filt = key.split(",", 1)
         if metric.endswith("_stderr"):
-            out.setdefault(metric[: -len("_stderr")], {})["stderr"] = value if isinstance(value, (int, float)) else None
+            out.setdefault(metric[: -len("_stderr")], {})["stderr"] = _finite(value)
         else:
-            out.setdefault(metric, {})["value"] = value if isinstance(value, (int, float)) else None
+            out.setdefault(metric, {})["value"] = _finite(value)
             out[metric]["filter"] = filt
     for v in out.values():
         v["n"] = n

@@ -12,6 +12,7 @@ batch is committed as soon as it is scored, so a killed run (even
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 from pathlib import Path
@@ -29,6 +30,25 @@ CREATE TABLE IF NOT EXISTS responses (
 """
 
 
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def valid_value(kind: str, v) -> bool:
+    """A cached (or about to be cached) response of ``kind`` has the shape and finite values scoring produces."""
+    if kind == "loglikelihood":
+        return isinstance(v, list) and len(v) == 2 and _finite(v[0]) and v[0] <= 0 and isinstance(v[1], bool)
+    if kind == "loglikelihood_rolling":
+        return _finite(v) and v <= 0
+    if kind == "generate_until":
+        return isinstance(v, str)
+    return False
+
+
+def _reject_constant(name: str):
+    raise ValueError(name)
+
+
 def request_key(identity: str, kind: str, args) -> str:
     return sha256_json({"model": identity, "kind": kind, "args": args})
 
@@ -42,25 +62,45 @@ class ResponseCache:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.executescript(SCHEMA)
+            cols = {r[1] for r in self.conn.execute("PRAGMA table_info(responses)")}
+            if not {"key", "kind", "value", "created"} <= cols:
+                raise sqlite3.DatabaseError(f"its 'responses' table has other columns ({', '.join(sorted(cols))}): not a laf response cache")
+            self.conn.execute("SELECT key, kind, value FROM responses LIMIT 1").fetchall()
         except (OSError, sqlite3.Error) as e:
-            raise LafError(f"cannot open the response cache {self.path}: {e}", "pass --cache with a writable path, or --no-cache") from e
+            raise LafError(f"cannot use the response cache {self.path}: {e}",
+                           "delete or move that file (it is only a cache), pass --cache with another path, or --no-cache") from None
+        self.bad_rows = 0  # rows that failed validation on read (treated as misses, re-scored)
 
     def get_many(self, keys: list[str]) -> dict[str, object]:
         out: dict[str, object] = {}
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
-            q = f"SELECT key, value FROM responses WHERE key IN ({','.join('?' * len(chunk))})"
-            for k, v in self.conn.execute(q, chunk):
-                out[k] = json.loads(v)
+            q = f"SELECT key, kind, value FROM responses WHERE key IN ({','.join('?' * len(chunk))})"
+            try:
+                rows = self.conn.execute(q, chunk).fetchall()
+            except sqlite3.Error as e:
+                raise LafError(f"the response cache {self.path} cannot be read ({e})",
+                               "delete or move that file (it is only a cache), or pass --no-cache") from None
+            for k, kind, v in rows:
+                try:
+                    value = json.loads(v, parse_constant=_reject_constant) if isinstance(v, str) else None
+                except ValueError:
+                    value = None
+                if valid_value(kind, value):
+                    out[k] = value
+                else:
+                    self.bad_rows += 1  # a miss: the request is scored again and the row overwritten
         return out
 
     def put_many(self, items: list[tuple[str, str, object]]) -> None:
         now = time.time()
-        with self.conn:  # one transaction per batch
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO responses (key, kind, value, created) VALUES (?, ?, ?, ?)",
-                [(k, kind, json.dumps(v), now) for k, kind, v in items],
-            )
+        rows = [(k, kind, json.dumps(v), now) for k, kind, v in items if valid_value(kind, v)]  # never cache a broken score
+        try:
+            with self.conn:  # one transaction per batch
+                self.conn.executemany("INSERT OR REPLACE INTO responses (key, kind, value, created) VALUES (?, ?, ?, ?)", rows)
+        except sqlite3.Error as e:
+            raise LafError(f"cannot write to the response cache {self.path} ({e})",
+                           "free disk space or fix permissions, delete the cache file, or pass --no-cache") from None
 
     def __len__(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
@@ -73,6 +113,7 @@ class NullCache:
     """``--no-cache``: same interface, remembers nothing."""
 
     path = None
+    bad_rows = 0
 
     def get_many(self, keys):
         return {}

@@ -19,13 +19,13 @@ from typing import Callable
 from ..env import provenance, reduce_malloc_fragmentation
 from ..errors import LafError
 from ..models import resolve_model
-from ..results import BASE, AdapterInfo, BaseModelInfo, ModelInfo, Provenance, ResultsDoc, ResultsStore, write_results
+from ..results import BASE, AdapterInfo, BaseModelInfo, ModelInfo, Provenance, ResultsDoc, ResultsStore, RunLock, commit_run
 from .aggregation import breakdown, suite_aggregates
 from .cache import NullCache, ResponseCache
 from .identity import SCORING_VERSION, CheckedAdapter, check_adapters, load_spec_for, model_identity
 from .lm import CachedLM, RequestStats
 from .pool import ModelPool, ModelRun
-from .records import from_lm_eval_sample
+from .records import from_lm_eval_sample, nonfinite_items
 from .spec import EvalSpec, default_cache_path
 from .suites import Suite, load_suite
 from .tasks import build_tasks, evaluate_suite, suite_meta
@@ -51,9 +51,17 @@ def run_eval(spec: EvalSpec, progress: ProgressCallback | None = None, log: Call
         raise LafError("no suites to evaluate", "pass at least one --suite (see `laf suites list`)")
     if spec.batch_size <= 0:
         raise LafError(f"--batch-size must be positive (got {spec.batch_size})", "use e.g. --batch-size 8")
+    with RunLock(spec.out, "laf eval"):  # held for the whole run: a second run into this folder fails at once
+        return _run_locked(spec, started, progress, log, suites_override)
+
+
+def _run_locked(spec: EvalSpec, started: float, progress, log, suites_override) -> dict:
     # -- validate everything before any model is loaded
     suites = suites_override if suites_override is not None else [load_suite(s, spec.data_dir) for s in spec.suites]
     names = [s.name for s in suites]
+    for s in suites:
+        if "replaces the built-in" in s.origin:
+            log(f"warning: suite {s.name} is {s.origin}; results.json records that file")
     if len(set(names)) != len(names):
         raise LafError(f"a suite is listed twice: {', '.join(sorted({n for n in names if names.count(n) > 1}))}", "list each suite once")
     for s in suites:
@@ -70,6 +78,12 @@ def run_eval(spec: EvalSpec, progress: ProgressCallback | None = None, log: Call
     runs += [ModelRun(str(a.entry.ref), model_identity(base_fp, load, a.identity, spec), a.entry) for a in adapters]
     if len({r.label for r in runs}) != len(runs):
         raise LafError("an adapter is listed twice", "list each adapter once")
+    return _score_and_publish(spec, suites, resolved, adapters, load, tasks, metas, runs, started, progress, log)
+
+
+def _score_and_publish(spec, suites, resolved, adapters, load, tasks, metas, runs, started, progress, log) -> dict:
+    """The run itself, under the output folder's lock."""
+    base_fp = resolved.fingerprint
     cache = NullCache() if spec.no_cache else ResponseCache(spec.cache or default_cache_path())
     store = ResultsStore(spec.out, partial=True)
 
@@ -89,18 +103,27 @@ def run_eval(spec: EvalSpec, progress: ProgressCallback | None = None, log: Call
                 before = RequestStats(**asdict(lm.stats))
                 limit = spec.limit or suite.spec.options.limit
                 samples, aggregated = evaluate_suite(lm, suite, tasks[suite.name], limit, suite.spec.options.seed)
+                bad = nonfinite_items(samples)
+                if bad:
+                    raise LafError(
+                        f"model {run.label}: {len(bad)} of {len(samples)} items of suite {suite.name} got non-finite scores "
+                        f"(NaN or infinite log-likelihoods or metrics; first doc ids: {', '.join(map(str, bad[:5]))}) -- "
+                        "its weights or activations are broken, so it has no valid score",
+                        "check the adapter's weights (retrain it; `laf registry verify`), or score in fp32 if this happens only in half precision")
                 records = [from_lm_eval_sample(s, model=run.label, suite=suite.name, category=suite.category, output_type=meta.output_type) for s in samples]
                 store.write(records)
                 results[run.label][suite.name] = suite_aggregates(aggregated, len(records))
                 if meta.breakdown:
                     breakdowns.setdefault(run.label, {})[suite.name] = {"field": meta.breakdown, "groups": breakdown(records, meta.breakdown, meta.metrics)}
                 run.stats.add(RequestStats(*(getattr(lm.stats, f) - getattr(before, f) for f in asdict(before))))
+    except BaseException:
+        store.close()
+        raise
     finally:
         lm.progress = None
+        if getattr(cache, "bad_rows", 0):
+            log(f"response cache: {cache.bad_rows} invalid cached row(s) ignored and re-scored")
         cache.close()
-    store.publish()
-    store.export_jsonl()
-    store.close()
 
     # -- results.json
     doc = ResultsDoc(
@@ -117,7 +140,7 @@ def run_eval(spec: EvalSpec, progress: ProgressCallback | None = None, log: Call
         results=results,
         breakdowns=breakdowns,
     )
-    write_results(Path(spec.out), doc)
+    commit_run(store, doc)
     return doc.to_dict()
 
 

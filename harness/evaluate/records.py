@@ -67,3 +67,29 @@ def from_lm_eval_sample(sample: dict, *, model: str, suite: str, category: str, 
         metrics=metrics,
         doc=_plain(sample.get("doc") or {}),
     )
+
+
+def _nonfinite(v) -> bool:
+    if isinstance(v, float):
+        return not math.isfinite(v)
+    if hasattr(v, "item") and callable(v.item) and getattr(v, "size", 1) == 1:
+        try:
+            return _nonfinite(float(v.item()))
+        except (TypeError, ValueError):
+            return False
+    if isinstance(v, dict):
+        return any(_nonfinite(x) for x in v.values())
+    if isinstance(v, (list, tuple)):
+        return any(_nonfinite(x) for x in v)
+    return False
+
+
+def nonfinite_items(samples: list[dict]) -> list[int]:
+    """Doc ids of the samples whose scores (responses or per-item metrics) hold NaN or infinity: a model that
+    produces them has no valid score, and all-NaN log-likelihoods would otherwise "pick" choice 0."""
+    out = []
+    for s in samples:
+        values = [s.get("filtered_resps"), s.get("resps")] + [s.get(m) for m in s.get("metrics", [])]
+        if any(_nonfinite(v) for v in values):
+            out.append(int(s.get("doc_id", -1)))
+    return out

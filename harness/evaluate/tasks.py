@@ -13,6 +13,9 @@ def build_tasks(suites: list[Suite]) -> dict[str, object]:
     """lm-eval Task objects, built once and reused for every model (None: a suite the engine runs natively)."""
     from lm_eval.tasks import TaskManager
 
+    from .templates import check_templates, install_sandbox
+
+    install_sandbox()  # every template lm-eval renders from here on runs sandboxed
     tasks = {}
     plain = TaskManager(include_defaults=False)
     registered = None
@@ -25,6 +28,7 @@ def build_tasks(suites: list[Suite]) -> dict[str, object]:
             loaded = registered.load([s.spec.lm_eval])
             task = next(iter(loaded["tasks"].values()))
         else:
+            check_templates(s.build.config, s.file or s.name)
             loaded = plain.load([s.build.config])
             task = loaded["tasks"][s.task_name]
         if task.get_config("num_fewshot") is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from ..errors import LafError
 from ..results import MetricMeta
 from ..stats import PairedDelta, get_aggregation, minimum_detectable_effect, paired_delta
@@ -9,12 +11,33 @@ from .policy import Policy
 from .runs import RunSide, paired_items
 
 
+def _nonfinite(v) -> bool:
+    if v is None:
+        return True
+    if isinstance(v, float):
+        return not math.isfinite(v)
+    if isinstance(v, (list, tuple)):
+        return any(isinstance(x, float) and not math.isfinite(x) for x in v)
+    return False
+
+
 def _values(records, metric: str) -> list:
+    """The per-item values of ``metric``; a missing or non-finite one (NaN, infinity, null) is an error for the
+    whole comparison, never a number that could let a broken model pass."""
     out = []
+    bad = []
     for r in records:
         if metric not in r.metrics:
             raise LafError(f"item {r.doc_id} of suite {r.suite} has no per-item value for '{metric}'", "re-run the evaluation")
-        out.append(r.metrics[metric])
+        v = r.metrics[metric]
+        if _nonfinite(v) or (r.loglikelihoods and any(not isinstance(x, (int, float)) or not math.isfinite(x) for x in r.loglikelihoods)):
+            bad.append(r)
+        out.append(v)
+    if bad:
+        r = bad[0]
+        raise LafError(f"model {r.model}: {len(bad)} of {len(records)} items of suite {r.suite} have a non-finite or missing '{metric}' "
+                       f"or log-likelihood (first: item {r.doc_id}); such a model has no valid score and cannot be gated",
+                       "re-evaluate it; if it scores NaN again its weights are broken (retrain it)")
     return out
 
 

@@ -21,16 +21,18 @@ def contamination_from(curation: str | Path | None) -> dict | None:
 
 def run_gate(baseline: str, candidate: str, policy: Policy | str | Path, *, policy_source: str | None = None,
              inconclusive_as: str = "inconclusive", curation: str | Path | None = None, out: str | Path | None = None,
-             junit: str | Path | None = None, summary: str | Path | None = None, parity: str | Path | None = None) -> tuple[Verdict, Path]:
+             junit: str | Path | None = None, summary: str | Path | None = None, parity: str | Path | None = None,
+             allow_modified: bool = False) -> tuple[Verdict, Path]:
     """Gate ``candidate`` (``RUN[#MODEL]``, default model: the run's only adapter) against ``baseline`` (default
     model: base) under ``policy`` (a Policy or a YAML path), with the contamination record of ``curation`` when
-    given, and the parity.json of ``parity`` (default: found in the candidate's run folder) for parity rules. Writes ``verdict.json`` (default: in the candidate's run folder), and JUnit XML / a Markdown summary
+    given, and the parity.json of ``parity`` (default: found in the candidate's run folder) for parity rules.
+    ``allow_modified``: read run folders that fail their integrity check (said in the verdict). Writes ``verdict.json`` (default: in the candidate's run folder), and JUnit XML / a Markdown summary
     where paths are given; returns the verdict and the verdict.json path."""
     if not isinstance(policy, Policy):
         policy_source = policy_source or str(policy)
         policy = load_policy(policy)
-    a = load_side(baseline, "baseline", default_base=True)
-    b = load_side(candidate, "candidate", default_base=False)
+    a = load_side(baseline, "baseline", default_base=True, allow_modified=allow_modified)
+    b = load_side(candidate, "candidate", default_base=False, allow_modified=allow_modified)
     v = evaluate_gate(a, b, policy, policy_source or "inline", inconclusive_as, contamination_from(curation), parity)
     verdict_path = Path(out) if out else b.folder / "verdict.json"
     write_artifacts(v, verdict_path, Path(junit) if junit else None, Path(summary) if summary else None)

@@ -40,6 +40,7 @@ class RunSide:
         return {
             "ref": self.ref,
             "run": str(self.folder),
+            "integrity": self.results.integrity,
             "model": self.model,
             "kind": model.kind,
             "adapter": None if model.adapter is None else model.adapter.to_dict(with_manifest=False),
@@ -70,12 +71,13 @@ def resolve_model_name(model: str, models: list[str]) -> str:
     return max(versions)[1] if versions else model
 
 
-def load_side(ref: str, role: str, default_base: bool) -> RunSide:
-    """The records of one model of a run (``RUN`` or ``RUN#MODEL``); ``role`` names it in errors."""
+def load_side(ref: str, role: str, default_base: bool, allow_modified: bool = False) -> RunSide:
+    """The records of one model of a run (``RUN`` or ``RUN#MODEL``); ``role`` names it in errors. The run folder
+    must pass its integrity check unless ``allow_modified`` (then the side's ``integrity`` says what failed)."""
     folder, model = parse_ref(ref)
     if folder.is_dir() and not any(folder.iterdir()):
         raise LafError(f"the {role} run folder {folder} is empty", "pass the --out folder of a finished `laf eval`")
-    results, records = load_run(folder)
+    results, records = load_run(folder, allow_modified=allow_modified)
     models = list(results.models)
     if model is None:
         if default_base and BASE in models:

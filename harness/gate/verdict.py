@@ -74,6 +74,10 @@ class Verdict:
         """Things a reader must know before trusting the numbers (shown above the rules everywhere)."""
         out = []
         for name, side in (("baseline", self.baseline), ("candidate", self.candidate)):
+            integrity = str(side.get("integrity") or "")
+            if integrity.startswith("modified"):
+                out.append(f"the {name} run folder {side.get('run')} failed its integrity check and was read only because of "
+                           f"--allow-modified ({integrity[len('modified: '):]}): its records may not be what the evaluation wrote")
             a = side.get("adapter") or {}
             if a.get("forced_base_mismatch"):
                 out.append(f"the {name} adapter {a.get('ref')} was trained on another base model (fingerprint {str(a.get('trained_on'))[:12]}...) "

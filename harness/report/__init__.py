@@ -27,16 +27,19 @@ def render_markdown(d: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None, fmt: str = "html", candidate: str | None = None, curation: str | Path | None = None) -> Path:
+def write_report(run_dir: str | Path, out: str | Path | None = None, fmt: str = "html", candidate: str | None = None, curation: str | Path | None = None,
+                 allow_modified: bool = False) -> Path:
     """Write the report of ``run_dir`` (a `laf eval` output folder) as one self-contained HTML file, Markdown or JSON
     (default path: ``RUN_DIR/report.<format>``); ``candidate`` picks the model reported on, ``curation`` a manifest."""
-    d = gather(run_dir, candidate, curation)
+    d = gather(run_dir, candidate, curation, allow_modified)
     suffix = {"html": ".html", "md": ".md", "json": ".json"}[fmt]
     out = Path(out) if out else Path(run_dir) / f"report{suffix}"
     if fmt == "html":
         text = render_html(d)
     elif fmt == "md":
         text = render_markdown(d)
+        if str(d.get("integrity") or "").startswith("modified"):
+            text = f"> **Warning:** this run folder failed its integrity check, shown only because of --allow-modified ({d['integrity'][len('modified: '):]})\n\n" + text
     else:
         text = json.dumps(d, indent=1, ensure_ascii=False, default=str)
     return atomic_write_text(out, text)

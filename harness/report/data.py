@@ -136,11 +136,11 @@ def _parity(run_dir: Path) -> dict | None:
     return load_parity(path) if path is not None else None
 
 
-def gather(run_dir: str | Path, candidate: str | None = None, curation: str | Path | None = None) -> dict:
+def gather(run_dir: str | Path, candidate: str | None = None, curation: str | Path | None = None, allow_modified: bool = False) -> dict:
     """Everything the report shows about ``run_dir`` as one plain dict (also the ``--format json`` output):
     results, the verdict and comparison if present, the candidate's training, the curation, and the items."""
     run_dir = Path(run_dir)
-    results, records = load_run(run_dir)
+    results, records = load_run(run_dir, allow_modified=allow_modified)
     verdict = read_json(run_dir / "verdict.json") if (run_dir / "verdict.json").exists() else None
     compare = read_json(run_dir / "compare.json") if (run_dir / "compare.json").exists() else None
     cur_path = Path(curation) if curation else run_dir / "curation.json"
@@ -154,14 +154,15 @@ def gather(run_dir: str | Path, candidate: str | None = None, curation: str | Pa
         from ..gate.policy import Policy
         from ..gate.runs import load_side
 
-        a = load_side(f"{run_dir}#{base}", "baseline", True)
-        b = load_side(f"{run_dir}#{cand}", "candidate", False)
+        a = load_side(f"{run_dir}#{base}", "baseline", True, allow_modified)
+        b = load_side(f"{run_dir}#{cand}", "candidate", False, allow_modified)
         summaries = compute_summaries(a, b, Policy(rules=[{"category": "general", "max_drop": 0.0}]))
     items, item_stats = _items(records, base, cand, results.suites)
     return {
         "schema": "laf.report/1",
         "generated": now_iso(),
         "run_dir": str(run_dir),
+        "integrity": results.integrity,
         "baseline": base,
         "candidate": cand,
         "models": {m: info.to_dict(with_manifest=False) for m, info in results.models.items()},

@@ -81,6 +81,10 @@ def _warnings(d: dict) -> str:
             out.append(f'<div class="banner inconclusive"><b>Warning:</b> adapter <b>{_e(m)}</b> was trained on another base model '
                        f'(fingerprint <code>{_e(str(a.get("trained_on"))[:12])}…</code>) and was scored on this one only because the '
                        f'evaluation was forced (<code>--force-base-mismatch</code>): its numbers do not describe the model it was trained as.</div>')
+    integrity = str(d.get("integrity") or "")
+    if integrity.startswith("modified"):
+        out.append(f'<div class="banner fail"><b>Warning:</b> this run folder failed its integrity check and is shown only because of '
+                   f'<code>--allow-modified</code> ({_e(integrity[len("modified: "):])}): its records may not be what the evaluation wrote.</div>')
     return "".join(out)
 
 
@@ -363,6 +367,7 @@ def _audit(d: dict) -> str:
         ("command", p.get("command")),
         ("machine", json.dumps(p.get("machine"))),
         ("response cache", p.get("cache")),
+        ("integrity", d.get("integrity")),
     ]
     for m, info in d["models"].items():
         a = info.get("adapter")

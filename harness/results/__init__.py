@@ -10,10 +10,10 @@ from .document import BASE, AdapterInfo, BaseModelInfo, ModelInfo, Provenance, R
 from .format import fmt_change, fmt_value
 from .metrics import PROPORTION_METRICS, MetricMeta, SuiteMeta, is_proportion
 from .records import ItemRecord
-from .store import RECORDS, RESULTS, STORE, ResultsStore, load_results, load_run, write_results
+from .store import INTEGRITY, RECORDS, RESULTS, STORE, ResultsStore, RunLock, commit_run, dumps_strict, load_results, load_run, seal_run, write_results
 
 __all__ = [
-    "BASE", "PROPORTION_METRICS", "RECORDS", "RESULTS", "STORE", "AdapterInfo", "BaseModelInfo", "ItemRecord", "MetricMeta", "ModelInfo",
-    "Provenance", "ResultsDoc", "ResultsFormatError", "ResultsStore", "SuiteMeta", "fmt_change", "fmt_value", "is_proportion",
-    "load_results", "load_run", "write_results",
+    "BASE", "INTEGRITY", "PROPORTION_METRICS", "RECORDS", "RESULTS", "STORE", "AdapterInfo", "BaseModelInfo", "ItemRecord", "MetricMeta", "ModelInfo",
+    "Provenance", "ResultsDoc", "ResultsFormatError", "ResultsStore", "RunLock", "SuiteMeta", "commit_run", "dumps_strict", "fmt_change", "fmt_value",
+    "is_proportion", "load_results", "load_run", "seal_run", "write_results",
 ]

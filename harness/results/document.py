@@ -144,6 +144,7 @@ class ResultsDoc:
     spec: dict | None = None  # the evaluation's settings (EvalSpec)
     out: str | None = None
     schema: str = SCHEMA
+    integrity: str | None = None  # set by load_run: "verified" or "modified: ..." (never written into results.json)
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "results.json") -> "ResultsDoc":

@@ -1,26 +1,47 @@
 """The results store of one evaluation run: ``DIR/results.sqlite`` (+ ``results.json``, ``records.jsonl``).
 
-Per-item records go into SQLite suite by suite as they finish; ``results.json``
-(aggregates and provenance) and the JSONL export are written atomically at
-the end, so a reader never sees a half-written file.
+Per-item records go into ``results.sqlite.partial`` suite by suite as they
+finish. At the end :func:`commit_run` publishes the three files as one unit:
+``.publishing`` is created and ``integrity.json`` removed, the three files
+are renamed into place, and ``integrity.json`` (the digests of all three) is
+written last, then ``.publishing`` removed. A reader (:func:`load_run`)
+checks the digests, so it sees either a whole run or a clear error ("being
+written or interrupted"), never a mix of two runs. A writer holds
+:class:`RunLock` (``DIR/.lock``) for the life of the run, so two runs never
+write one folder at once.
+
+``integrity.json`` proves that the files are the ones the run wrote, against
+accidental and naive edits (a changed record, a truncated export). It is not a
+signature: whoever can rewrite the files can rewrite the digests too.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
 import json
+import math
 import os
+import socket
 import sqlite3
+import time
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from ..errors import LafError
-from ..io import atomic_write_json, atomic_write_text, read_json, read_jsonl
+from ..io import atomic_write_text, read_jsonl
 from .document import ResultsDoc
 from .records import ItemRecord
 
 RESULTS = "results.json"
 RECORDS = "records.jsonl"
 STORE = "results.sqlite"
+INTEGRITY = "integrity.json"
+LOCK = ".lock"
+PUBLISHING = ".publishing"
+INTEGRITY_SCHEMA = "laf.integrity/1"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -34,18 +55,111 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE INDEX IF NOT EXISTS items_by_hash ON items (suite, doc_hash);
 """
 
+_MODIFIED_FIX = "re-run `laf eval` into this folder; to read it anyway, pass --allow-modified (the verdict and report then say so)"
+
+
+def dumps_strict(obj: Any, **kw) -> str:
+    """JSON without bare NaN/Infinity (not JSON): a non-finite number here is a bug upstream, said plainly."""
+    try:
+        return json.dumps(obj, allow_nan=False, ensure_ascii=False, **kw)
+    except ValueError as e:
+        raise LafError(f"refusing to write a non-finite number (NaN or infinity) into a results file: {e}",
+                       "this is a bug: non-finite scores must be reported as an error before they are written") from None
+
+
+def _has_nonfinite(v: Any) -> bool:
+    if isinstance(v, float):
+        return not math.isfinite(v)
+    if isinstance(v, dict):
+        return any(_has_nonfinite(x) for x in v.values())
+    if isinstance(v, (list, tuple)):
+        return any(_has_nonfinite(x) for x in v)
+    return False
+
+
+# ---------------------------------------------------------------- the lock
+
+
+class RunLock:
+    """An exclusive lock on an output folder for the life of a run (``DIR/.lock``, ``flock``).
+
+    The lock file holds who took it (pid, host, start time) so a second run can name the holder. The kernel
+    drops the lock when the holder exits, even on ``kill -9``; a stale file alone never blocks anyone."""
+
+    def __init__(self, folder: str | Path, what: str = "laf eval"):
+        self.folder = Path(folder)
+        self.what = what
+        self.fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise LafError(f"cannot create output folder {self.folder}: {e.strerror or e}", "choose a writable --out") from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise LafError(
+                f"{self.folder} is in use by another run ({holder}); two runs into one folder would mix their results",
+                "wait for that run to finish, or pass another --out",
+            ) from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": self.what}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, 0)
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode("utf-8", "replace") or "{}")
+        return f"{info.get('command', 'laf')}, pid {info.get('pid')} on {info.get('host')}, started {info.get('started')}"
+    except (OSError, ValueError, AttributeError):
+        return "holder unknown"
+
+
+# ---------------------------------------------------------------- the store
+
+
+def _connect_ro(path: Path) -> sqlite3.Connection:
+    """Read-only, never creating anything beside the file (works on a read-only folder)."""
+    from urllib.parse import quote
+
+    return sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro&immutable=1", uri=True)
+
 
 class ResultsStore:
-    """``partial=True``: a new run writes ``results.sqlite.partial`` and :meth:`publish` renames it over the
-    old store at the end, so an earlier run's results stay whole until the new ones are complete."""
+    """``partial=True``: a new run writes ``results.sqlite.partial``; :func:`commit_run` publishes it with the
+    other two files, so an earlier run's results stay whole until the new ones are complete. ``readonly=True``:
+    open a finished store for reading only (no write access needed)."""
 
-    def __init__(self, folder: str | Path, partial: bool = False):
+    def __init__(self, folder: str | Path, partial: bool = False, readonly: bool = False):
         self.folder = Path(folder)
+        self.path = self.folder / (STORE + ".partial" if partial else STORE)
+        if readonly:
+            try:
+                self.conn = _connect_ro(self.path)
+                self.conn.execute("SELECT model, suite, doc_id, doc_hash, record FROM items LIMIT 1").fetchall()
+            except sqlite3.Error as e:
+                with contextlib.suppress(Exception):
+                    self.conn.close()
+                raise LafError(f"{self.path} is not a readable results store ({e})", "re-run `laf eval` into this folder") from None
+            return
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise LafError(f"cannot create output folder {self.folder}: {e.strerror or e}", "choose a writable --out") from e
-        self.path = self.folder / (STORE + ".partial" if partial else STORE)
         if partial:
             for suffix in ("", "-wal", "-shm"):
                 Path(str(self.path) + suffix).unlink(missing_ok=True)  # a crashed run's leftovers
@@ -57,11 +171,11 @@ class ResultsStore:
         with self.conn:
             self.conn.executemany(
                 "INSERT OR REPLACE INTO items (model, suite, doc_id, doc_hash, record) VALUES (?, ?, ?, ?, ?)",
-                [(r.model, r.suite, r.doc_id, r.doc_hash, json.dumps(r.to_dict(), ensure_ascii=False)) for r in records],
+                [(r.model, r.suite, r.doc_id, r.doc_hash, dumps_strict(r.to_dict())) for r in records],
             )
 
-    def records(self, model: str | None = None, suite: str | None = None) -> Iterator[ItemRecord]:
-        q, args = "SELECT record FROM items", []
+    def _rows(self, model: str | None = None, suite: str | None = None) -> Iterator[tuple[str, str, int, str]]:
+        q, args = "SELECT model, suite, doc_id, record FROM items", []
         where = []
         if model is not None:
             where.append("model = ?")
@@ -72,33 +186,102 @@ class ResultsStore:
         if where:
             q += " WHERE " + " AND ".join(where)
         q += " ORDER BY model, suite, doc_id"
-        for (rec,) in self.conn.execute(q, args):
-            yield ItemRecord.from_dict(json.loads(rec))
+        try:
+            yield from self.conn.execute(q, args)
+        except sqlite3.Error as e:
+            raise LafError(f"{self.path}: cannot read the records ({e})", "re-run `laf eval` into this folder") from None
+
+    def records(self, model: str | None = None, suite: str | None = None) -> Iterator[ItemRecord]:
+        for _m, _s, _d, rec in self._rows(model, suite):
+            yield ItemRecord.from_dict(_record_json(rec, self.path))
+
+    def content_digest(self) -> str:
+        """sha256 over every row's key and record text, in key order (independent of the file's page layout)."""
+        h = hashlib.sha256()
+        for m, s, d, rec in self._rows():
+            h.update(json.dumps([m, s, d, rec], ensure_ascii=False).encode("utf-8") + b"\n")
+        return h.hexdigest()
+
+    def jsonl_text(self) -> str:
+        return "".join(dumps_strict(r.to_dict()) + "\n" for r in self.records())
 
     def export_jsonl(self, path: Path | None = None) -> Path:
-        path = path or self.folder / RECORDS
-        atomic_write_text(path, "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in self.records()))
-        return path
+        return atomic_write_text(path or self.folder / RECORDS, self.jsonl_text())
 
     def close(self) -> None:
         self.conn.close()
 
-    def publish(self) -> None:
-        """Fold the write-ahead log in, close, and rename the partial store into place."""
-        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self.conn.close()
-        final = self.folder / STORE
-        for suffix in ("-wal", "-shm"):
-            Path(str(final) + suffix).unlink(missing_ok=True)
-            Path(str(self.path) + suffix).unlink(missing_ok=True)
-        os.replace(self.path, final)
-        self.path = final
-        self.conn = sqlite3.connect(str(final), timeout=60, isolation_level=None)
+
+def _record_json(text: str, where) -> dict:
+    try:
+        d = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as e:
+        raise LafError(f"{where}: a record is not valid JSON ({e})", "re-run `laf eval` into this folder") from None
+    if not isinstance(d, dict):
+        raise LafError(f"{where}: a record is not a JSON object", "re-run `laf eval` into this folder")
+    return d
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"bare {name} is not JSON")
+
+
+# ---------------------------------------------------------------- publishing a run as one unit
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def commit_run(store: ResultsStore, doc: ResultsDoc) -> dict:
+    """Publish ``results.sqlite``, ``records.jsonl`` and ``results.json`` as one unit and seal them with
+    ``integrity.json`` (see the module doc). ``store`` is the run's partial store; it is closed."""
+    folder = store.folder
+    results_text = dumps_strict(doc.to_dict(), indent=2) + "\n"
+    records_text = store.jsonl_text()
+    digests = {"schema": INTEGRITY_SCHEMA, RESULTS: _sha256_text(results_text), RECORDS: _sha256_text(records_text),
+               STORE: store.content_digest()}
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.conn.execute("PRAGMA journal_mode=DELETE")
+    store.close()
+    staged = [atomic_write_text(folder / f".{RECORDS}.staged", records_text), atomic_write_text(folder / f".{RESULTS}.staged", results_text)]
+    (folder / PUBLISHING).write_text(str(os.getpid()))
+    (folder / INTEGRITY).unlink(missing_ok=True)
+    final = folder / STORE
+    for suffix in ("-wal", "-shm"):
+        Path(str(final) + suffix).unlink(missing_ok=True)
+    os.replace(store.path, final)
+    os.replace(staged[0], folder / RECORDS)
+    os.replace(staged[1], folder / RESULTS)
+    atomic_write_text(folder / INTEGRITY, json.dumps(digests, indent=2) + "\n")
+    (folder / PUBLISHING).unlink(missing_ok=True)
+    store.path = final
+    return digests
+
+
+def seal_run(folder: str | Path) -> dict:
+    """Write ``integrity.json`` for a run folder whose files were written otherwise (tests' synthetic runs,
+    imports). Only for files you trust: it declares the present content to be the run's."""
+    folder = Path(folder)
+    digests: dict[str, str] = {"schema": INTEGRITY_SCHEMA, RESULTS: _sha256_text((folder / RESULTS).read_text("utf-8"))}
+    if (folder / RECORDS).exists():
+        digests[RECORDS] = hashlib.sha256((folder / RECORDS).read_bytes()).hexdigest()
+    if (folder / STORE).exists():
+        s = ResultsStore(folder, readonly=True)
+        try:
+            digests[STORE] = s.content_digest()
+        finally:
+            s.close()
+    atomic_write_text(folder / INTEGRITY, json.dumps(digests, indent=2) + "\n")
+    return digests
 
 
 def write_results(folder: str | Path, doc: ResultsDoc) -> Path:
-    """Write ``results.json`` atomically."""
-    return atomic_write_json(Path(folder) / RESULTS, doc.to_dict())
+    """Write ``results.json`` atomically (strict JSON). A run's results are published by :func:`commit_run`."""
+    return atomic_write_text(Path(folder) / RESULTS, dumps_strict(doc.to_dict(), indent=2) + "\n")
+
+
+# ---------------------------------------------------------------- reading
 
 
 def read_records_jsonl(path: Path) -> list[ItemRecord]:
@@ -113,25 +296,80 @@ def read_records_jsonl(path: Path) -> list[ItemRecord]:
 def load_results(folder: str | Path) -> ResultsDoc:
     """``results.json`` of a finished run, typed."""
     folder = Path(folder)
+    doc, _ = _read_results(folder)
+    return doc
+
+
+def _read_results(folder: Path) -> tuple[ResultsDoc, str]:
     if not folder.is_dir():
         raise LafError(f"run folder not found: {folder}", "pass the --out folder of a `laf eval` run")
     if not (folder / RESULTS).exists():
         raise LafError(f"{folder} holds no {RESULTS}: not a finished evaluation run", "run `laf eval --out` into it first (an interrupted run is finished by re-running it)")
-    return ResultsDoc.from_dict(read_json(folder / RESULTS), str(folder / RESULTS))
+    try:
+        text = (folder / RESULTS).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise LafError(f"cannot read {folder / RESULTS}: {e}", "re-run the evaluation") from None
+    try:
+        raw = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as e:
+        raise LafError(f"{folder / RESULTS} is not valid JSON ({e})", "re-run the evaluation to rewrite it") from None
+    return ResultsDoc.from_dict(raw, str(folder / RESULTS)), text
 
 
-def load_run(folder: str | Path) -> tuple[ResultsDoc, list[ItemRecord]]:
-    """Read a finished run: ``results.json`` (typed) and every per-item record (SQLite, else ``records.jsonl``)."""
+def check_integrity(folder: Path, found: dict[str, str]) -> str | None:
+    """None when ``found`` (file -> digest) matches ``integrity.json``; else what is wrong, in words."""
+    if (folder / PUBLISHING).exists():
+        return "an evaluation is publishing into this folder now, or was killed while publishing"
+    path = folder / INTEGRITY
+    if not path.exists():
+        return f"it has no {INTEGRITY} (written by an older laf, by hand, or the run was interrupted)"
+    try:
+        sealed = json.loads(path.read_text("utf-8"))
+        if not isinstance(sealed, dict):
+            raise ValueError("not an object")
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        return f"its {INTEGRITY} is unreadable ({e})"
+    changed = [name for name, digest in found.items() if sealed.get(name) != digest]
+    if changed:
+        return f"{', '.join(changed)} changed after the run wrote {'them' if len(changed) > 1 else 'it'} (the digests in {INTEGRITY} do not match)"
+    return None
+
+
+def load_run(folder: str | Path, allow_modified: bool = False) -> tuple[ResultsDoc, list[ItemRecord]]:
+    """Read a finished run: ``results.json`` (typed) and every per-item record (SQLite, else ``records.jsonl``),
+    checked against ``integrity.json``. A mismatch is an error unless ``allow_modified`` (then the returned
+    document's ``integrity`` says what was wrong). Needs no write access to the folder."""
     folder = Path(folder)
-    results = load_results(folder)
-    if (folder / STORE).exists():
-        store = ResultsStore(folder)
-        try:
-            records = list(store.records())
-        finally:
-            store.close()
-    elif (folder / RECORDS).exists():
-        records = read_records_jsonl(folder / RECORDS)
+    problem = None
+    for attempt in range(3):  # a run publishing at this moment: read again
+        results, results_text = _read_results(folder)
+        found = {RESULTS: _sha256_text(results_text)}
+        if (folder / STORE).exists():
+            store = ResultsStore(folder, readonly=True)
+            try:
+                found[STORE] = store.content_digest()
+                records = list(store.records())
+            finally:
+                store.close()
+            if (folder / RECORDS).exists():  # the export is checked too: other tools read it
+                found[RECORDS] = hashlib.sha256((folder / RECORDS).read_bytes()).hexdigest()
+        elif (folder / RECORDS).exists():
+            records = read_records_jsonl(folder / RECORDS)
+            found[RECORDS] = hashlib.sha256((folder / RECORDS).read_bytes()).hexdigest()
+        else:
+            raise LafError(f"{folder} has results but no per-item records", "re-run the evaluation")
+        problem = check_integrity(folder, found)
+        if problem is None or not (folder / PUBLISHING).exists():
+            break
+        time.sleep(0.5 * (attempt + 1))
+    if problem is not None:
+        if not allow_modified:
+            raise LafError(f"run folder {folder} failed its integrity check: {problem}", _MODIFIED_FIX)
+        results = dataclasses.replace(results, integrity="modified: " + problem)
     else:
-        raise LafError(f"{folder} has results but no per-item records", "re-run the evaluation")
+        results = dataclasses.replace(results, integrity="verified")
+    bad = sum(1 for r in records if _has_nonfinite(r.loglikelihoods) or _has_nonfinite(r.metrics))
+    if bad:
+        raise LafError(f"{folder}: {bad} per-item record(s) hold non-finite numbers (NaN or infinity)",
+                       "re-run the evaluation; a model that produces non-finite scores is broken")
     return results, records
