@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -181,3 +182,76 @@ def read_jsonl(path: str | os.PathLike, fix: str = "fix that line or regenerate 
             raise LafError(f"{path}, line {item.line}: {item.message}", fix)
         out.append(item[1])
     return out
+
+
+# ---------------------------------------------------------------- names that become paths
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME_RULE = (
+    "1-64 characters of letters, digits, '_', '-', '.', starting with a letter or digit, "
+    "with no path separators, no '..' and not absolute"
+)
+
+
+def check_name(name: object, what: str = "name") -> str:
+    """The one check for every user-given name that becomes a folder or file name (run, adapter, merge, train
+    names): a plain component, never a path. Raises ``ValueError`` (pydantic turns it into a config error)."""
+    if not isinstance(name, str):
+        raise ValueError(f"{what} must be a string")
+    if "/" in name or "\\" in name or "\x00" in name or ".." in name or os.path.isabs(name) or not NAME_PATTERN.match(name):
+        shown = name if len(name) <= 80 else name[:80] + "..."
+        raise ValueError(f"{what} {shown!r} is not allowed: must be {NAME_RULE}")
+    return name
+
+
+# ---------------------------------------------------------------- one writer per output folder
+
+LOCK_FILE = ".laf.lock"
+
+
+def _lock_holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8")[:4096] or "{}")
+    except (OSError, ValueError):
+        return "another process (no details recorded)"
+    if not isinstance(info, dict):
+        return "another process"
+    return f"pid {info.get('pid')} on {info.get('host')}, started {info.get('started')}: {str(info.get('command'))[:200]}"
+
+
+@contextlib.contextmanager
+def exclusive_lock(folder: str | os.PathLike, what: str) -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` for the life of a run (``what`` names the run in the error).
+
+    The lock is an ``fcntl.flock`` on ``folder/.laf.lock``, so it dies with its process (``kill -9`` leaves no
+    stale lock); the file records the holder's pid, host, command and start time for the error a second run
+    gets at once (``LafError``, exit 3) instead of interleaving its files with ours.
+    """
+    import fcntl
+    import socket
+    import sys
+    from datetime import datetime, timezone
+
+    folder = Path(folder)
+    _check_writable_dir(folder)
+    path = folder / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    except OSError as e:
+        raise LafError(f"cannot create the lock file {path}: {e.strerror or e}", "choose a writable output folder") from e
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise LafError(
+                f"{folder} is in use by another {what} ({_lock_holder(path)})",
+                "wait for it to finish, or choose another output folder",
+            ) from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)[:1000],
+                "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "what": what}
+        with contextlib.suppress(OSError):  # the details are a courtesy; the flock is the lock
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode("utf-8"), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the flock; the file stays (removing it would race a waiting locker)
