@@ -133,12 +133,12 @@ def cmd_verify(args) -> int:
                     "mismatched": res.mismatched, "missing": res.missing, "unexpected": res.unexpected})
         return 0 if ok else 1
     if ok:
-        console.print(f"[green]ok[/] {res.ref}: every file matches its manifest sha256 and the manifest matches its own digest")
+        console.print(f"[green]ok[/] {res.ref}: every file matches its manifest sha256 and the manifest matches its own digest", soft_wrap=True)
         return 0
     if res.ok and res.manifest == "not covered":
         console.print(f"[yellow]NOT COVERED[/] {res.ref}: every file matches its manifest, but the manifest is not covered "
                       "(registered before manifests carried their own digest), so edits to it cannot be detected; "
-                      "re-register or retrain to cover it")
+                      "re-register or retrain to cover it", soft_wrap=True)
         return 1
     console.print(f"[red]FAILED[/] {res.ref}")
     for label, items in (("changed", res.mismatched), ("missing", res.missing), ("not in manifest", res.unexpected)):
