@@ -198,7 +198,7 @@ def check_name(name: object, what: str = "name") -> str:
     names): a plain component, never a path. Raises ``ValueError`` (pydantic turns it into a config error)."""
     if not isinstance(name, str):
         raise ValueError(f"{what} must be a string")
-    if "/" in name or "\\" in name or "\x00" in name or ".." in name or os.path.isabs(name) or not NAME_PATTERN.match(name):
+    if "/" in name or "\\" in name or "\x00" in name or ".." in name or os.path.isabs(name) or not NAME_PATTERN.fullmatch(name):
         shown = name if len(name) <= 80 else name[:80] + "..."
         raise ValueError(f"{what} {shown!r} is not allowed: must be {NAME_RULE}")
     return name

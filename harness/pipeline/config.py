@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from ..config import StrictModel, apply_overrides, load_yaml, resolve_path, validate
 from ..errors import ConfigError, LafError
@@ -45,6 +45,25 @@ class RunConfig(StrictModel):
     gate: RunGate | None = None
     registry: str = "adapters_registry"
     out_root: str = "reports"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        from ..io import check_name
+
+        return check_name(v, "the run name")  # the run folder is out_root/<name>: never a path
+
+    @field_validator("adapters")
+    @classmethod
+    def _adapters(cls, v: list[str]) -> list[str]:
+        from ..registry import AdapterRef
+
+        for ref in v:
+            try:
+                AdapterRef.parse(ref)
+            except LafError as e:
+                raise ValueError(e.cause) from None
+        return v
 
     def policy_source(self) -> str:
         return str(self.gate.policy) if self.gate and isinstance(self.gate.policy, str) else "inline (config gate.policy)"

@@ -27,7 +27,7 @@ MAX_MANIFEST_BYTES = 16 << 20
 def check_registry_name(name: str) -> str:
     """Registry names become folder names: one component, no separators, no '..', nothing hidden
     (the rule of ``io.check_name``, shared by every command that turns a name into a path)."""
-    if not isinstance(name, str) or "/" in name or "\\" in name or ".." in name or not NAME_RE.match(name):
+    if not isinstance(name, str) or "/" in name or "\\" in name or ".." in name or not NAME_RE.fullmatch(name):
         raise ValueError(f"must be {NAME_RULE}")
     return name
 
