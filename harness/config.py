@@ -165,7 +165,7 @@ def parse_yaml(text: str | bytes):
 class StrictModel(BaseModel):
     """The base of every config model: an unknown key is an error naming it, never silently ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf/NaN are never a valid setting
 
 
 def load_yaml(path: str | Path) -> dict:

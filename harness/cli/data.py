@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .argtypes import MAX_TOKENS, float_range, int_range
 from .output import console, err_console, print_json
 
 
@@ -14,10 +15,10 @@ def _common(p) -> None:
     p.add_argument("--format", dest="file_format", default="auto", choices=["auto", "jsonl", "json", "csv", "parquet", "datasets"])
     p.add_argument("--strict", action="store_true", help="the first malformed row is an error (default: skip and count)")
     p.add_argument("--model", default="default", help="base model whose tokenizer measures lengths ('none' to skip)")
-    p.add_argument("--max-length", type=int, default=512, help="training max length for the truncation checks")
-    p.add_argument("--near-dup-threshold", type=float, default=0.8, help="Jaccard on character 5-gram shingles (default 0.8)")
-    p.add_argument("--shingle-size", type=int, default=5)
-    p.add_argument("--ngram", type=int, default=13, help="n-gram size for contamination (default 13)")
+    p.add_argument("--max-length", type=int_range(8, MAX_TOKENS), default=512, help="training max length for the truncation checks")
+    p.add_argument("--near-dup-threshold", type=float_range(0, 1, lo_open=True), default=0.8, help="Jaccard on character 5-gram shingles, in (0, 1] (default 0.8)")
+    p.add_argument("--shingle-size", type=int_range(1, 64), default=5, help="characters per shingle, 1..64 (default 5)")
+    p.add_argument("--ngram", type=int_range(4, 1000), default=13, help="n-gram size for contamination, 4..1000 (default 13)")
     p.add_argument("--data-dir", default=None, help="local copies of benchmark data for --against")
     p.add_argument("--out", default=None, help="output folder (default reports/data/<name>)")
     p.add_argument("--json", action="store_true", help="print curation.json")

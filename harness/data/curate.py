@@ -41,6 +41,25 @@ class CurationSettings:
     drop_contaminated: bool = True
     examples_per_rule: int = 5
 
+    def check(self) -> None:
+        """Every number in range (a library caller gets the same refusal as the CLI): ``LafError`` naming the
+        setting and its allowed range. Out of range, these silently dropped most data (threshold 0, shingle or
+        n-gram size 0 mark everything a duplicate or contaminated; max_length 1 truncates every example)."""
+        import math
+
+        checks = [
+            ("max_length", self.max_length, 8, 1 << 20),
+            ("shingle_size", self.shingle_size, 1, 64),
+            ("ngram", self.ngram, 4, 1000),
+            ("examples_per_rule", self.examples_per_rule, 0, 10_000),
+        ]
+        for key, v, lo, hi in checks:
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise LafError(f"curation setting {key} = {str(v)[:40]} is out of range (allowed: {lo}..{hi})", f"set {key} within {lo}..{hi}")
+        t = self.near_duplicate_threshold
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 < t <= 1:
+            raise LafError(f"curation setting near_duplicate_threshold = {str(t)[:40]} is out of range (allowed: (0, 1])", "set a Jaccard threshold above 0 and at most 1, e.g. 0.8")
+
 
 @dataclass
 class CurationResult:
@@ -92,6 +111,7 @@ def curate(path: str | Path, s: CurationSettings, log=lambda m: None) -> Curatio
     normalise, validate (token lengths under the base tokenizer), drop exact and near duplicates and items that
     overlap the suites in ``s.against``. Returns the curation manifest and the kept examples; writes nothing."""
     path = Path(path)
+    s.check()
     read = read_examples(path, schema=s.schema, file_format=s.file_format, strict=s.strict)
     examples = [normalize_example(e) for e in read.examples]
     changed = sum(1 for a, b in zip(read.examples, examples) if a.messages != b.messages)

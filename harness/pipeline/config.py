@@ -15,15 +15,31 @@ from ..train.config import DataConfig
 class RunCurate(StrictModel):
     enabled: bool = True
     near_duplicate_threshold: float = Field(0.8, gt=0, le=1)
-    ngram: int = Field(13, ge=4)
+    ngram: int = Field(13, ge=4, le=1000)
     drop_contaminated: bool = True
 
 
 class RunEval(StrictModel):
     suites: list[str | dict] = Field(min_length=1)
-    batch_size: int = Field(8, gt=0)
-    max_length: int = Field(2048, gt=0)
-    limit: int | None = Field(None, gt=0)
+
+    @field_validator("suites")
+    @classmethod
+    def _suites(cls, v: list) -> list:
+        for i, s in enumerate(v):
+            if not isinstance(s, dict):
+                continue
+            extra = sorted(set(s) - {"suite", "limit"})
+            if extra:
+                raise ValueError(f"entry {i}: unknown key(s) {', '.join(map(str, extra))} (allowed: suite, limit)")
+            if not isinstance(s.get("suite"), str) or not s["suite"]:
+                raise ValueError(f"entry {i}: 'suite' must be a suite name or file")
+            lim = s.get("limit")
+            if lim is not None and (isinstance(lim, bool) or not isinstance(lim, int) or not 1 <= lim <= 10**9):
+                raise ValueError(f"entry {i}: 'limit' must be a whole number in 1..1000000000, got {str(lim)[:40]}")
+        return v
+    batch_size: int = Field(8, gt=0, le=4096)
+    max_length: int = Field(2048, ge=8, le=1 << 20)
+    limit: int | None = Field(None, gt=0, le=10**9)
     cache: str | None = None
     data_dir: str | None = None
 
