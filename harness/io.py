@@ -153,11 +153,34 @@ class BadLine:
     text: str
 
 
-def scan_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any] | BadLine]:
+def _lines(f, max_line: int | None) -> Iterator[tuple[bytes, bool]]:
+    """``(line, too_long)`` of a binary file; with ``max_line`` a longer line is skipped in blocks (its first
+    bytes are returned with ``too_long``), so one huge line never sits in memory."""
+    if max_line is None:
+        for raw in f:
+            yield raw, False
+        return
+    while raw := f.readline(max_line + 1):
+        if len(raw) <= max_line or raw.endswith(b"\n"):
+            yield raw, False
+            continue
+        head = raw[:160]
+        while raw and not raw.endswith(b"\n"):
+            raw = f.readline(_BLOCK)
+        yield head, True
+
+
+def scan_jsonl(path: str | os.PathLike, max_line: int | None = None) -> Iterator[tuple[int, Any] | BadLine]:
     """``(line number, value)`` for every non-blank line of a JSONL file, or a :class:`BadLine` for one that
-    cannot be read; the caller decides whether a bad line is an error or a counted problem."""
+    cannot be read; the caller decides whether a bad line is an error or a counted problem. A UTF-8 byte
+    order mark on the first line is dropped; with ``max_line`` a longer line is a ``BadLine`` (``kind="size"``)."""
     with open(path, "rb") as f:
-        for i, raw in enumerate(f, 1):
+        for i, (raw, too_long) in enumerate(_lines(f, max_line), 1):
+            if i == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if too_long:
+                yield BadLine(i, "size", f"line longer than {max_line:,} bytes", raw.decode("utf-8", "replace"))
+                continue
             if not raw.strip():
                 continue
             try:
@@ -168,7 +191,9 @@ def scan_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any] | BadLine]:
             try:
                 yield i, json.loads(text)
             except json.JSONDecodeError as e:
-                yield BadLine(i, "json", f"not valid JSON: {e.msg} (column {e.colno})", text.strip())
+                yield BadLine(i, "json", f"not valid JSON: {e.msg} (column {e.colno})", text.strip()[:160])
+            except RecursionError:
+                yield BadLine(i, "json", "JSON nested too deeply", text.strip()[:160])
 
 
 def read_jsonl(path: str | os.PathLike, fix: str = "fix that line or regenerate the file") -> list:

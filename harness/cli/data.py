@@ -51,15 +51,16 @@ def settings_from_args(args):
 def cmd_data(args) -> int:
     from rich.markup import escape
 
-    from ..data.curate import curate, write_clean, write_manifest
+    from ..data.curate import check_outputs, curate, write_clean, write_manifest
 
     data = Path(args.data)
     out = Path(args.out) if args.out else Path("reports") / "data" / data.stem
+    target = (Path(args.output) if args.output else out / f"{data.stem}.clean.jsonl") if args.clean else None
+    check_outputs(data, [out / "curation.json"] + ([target] if target else []))
     result = curate(data, settings_from_args(args), log=lambda m: err_console.print(f"[dim]{escape(m)}[/]"))
-    if args.clean:
-        target = Path(args.output) if args.output else out / f"{data.stem}.clean.jsonl"
+    if target is not None:
         write_clean(result, data, target)
-    manifest_path = write_manifest(result, out / "curation.json")
+    manifest_path = write_manifest(result, out / "curation.json", data)
     m = result.manifest
     if args.json:
         print_json(m)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,14 +233,34 @@ def curate(path: str | Path, s: CurationSettings, log=lambda m: None) -> Curatio
     return CurationResult(manifest, kept)
 
 
+def _same_or_inside(out: Path, input_path: Path) -> bool:
+    out, input_path = out.resolve(), input_path.resolve()
+    if out == input_path or (input_path.is_dir() and input_path in out.parents):
+        return True
+    try:
+        return out.exists() and os.path.samefile(out, input_path)  # a hard link or another name of the input
+    except OSError:
+        return False
+
+
+def check_outputs(input_path: Path, outputs: list[Path]) -> None:
+    """Refuse before any work when an output (curation.json, the cleaned file) would replace the input or land
+    inside an input folder: `laf data` never touches its input."""
+    for out in outputs:
+        if _same_or_inside(Path(out), Path(input_path)):
+            raise LafError(f"refusing to write {out}: it would overwrite or go inside the input {input_path}",
+                           "choose another --out folder (or -o file) than the input's")
+
+
 def write_clean(result: CurationResult, input_path: Path, out: Path) -> Path:
-    if out.resolve() == Path(input_path).resolve():
-        raise LafError(f"refusing to overwrite the input {input_path}", "write the cleaned data to another path (-o)")
+    check_outputs(input_path, [out])
     text = "".join(json.dumps(e.to_canonical(), ensure_ascii=False) + "\n" for e in result.kept)
     atomic_write_text(out, text)
     result.manifest["output"] = {"path": str(out), "format": "jsonl", "data_schema": "chat", "sha256": sha256_file(out), "examples": len(result.kept)}
     return out
 
 
-def write_manifest(result: CurationResult, path: Path) -> Path:
+def write_manifest(result: CurationResult, path: Path, input_path: Path | None = None) -> Path:
+    if input_path is not None:
+        check_outputs(input_path, [path])
     return atomic_write_json(path, result.manifest)
