@@ -15,7 +15,6 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from ..config import StrictModel as Strict  # one strict base for every config model
 from ..registry import check_registry_name
 
-
 MAX_STEPS = 10_000_000  # optimizer steps: far beyond any LoRA run, small enough to count
 MAX_SEED = 2**32 - 1
 

@@ -35,7 +35,7 @@ from .checkpoint import TrainState, clear_checkpoints, list_checkpoints, load_ch
 from .config import TrainConfig
 from .lora import attach_lora
 from .loss import supervised_loss_sum
-from .manifest import METRICS, RunFacts, build_manifest, data_fingerprint, register_adapter
+from .manifest import METRICS, WRITE_ERRORS, RunFacts, build_manifest, data_fingerprint, register_adapter
 from .schedule import count_steps, make_optimizer, make_scheduler
 
 __all__ = ["StepEvent", "TrainResult", "TrainState", "TrainingDiverged", "list_checkpoints", "train"]
@@ -334,10 +334,10 @@ def _output_errors(run_dir: Path):
     checkpoints already written stay (they are written whole or not at all)."""
     try:
         yield
-    except OSError as e:
+    except WRITE_ERRORS as e:
         ckpts = list_checkpoints(run_dir)
         kept = f"the last checkpoint {ckpts[-1].name} is kept (resume with --resume)" if ckpts else "no checkpoint had been written yet"
-        raise LafError(f"writing the training output in {run_dir} failed: {e.strerror or e}; {kept}",
+        raise LafError(f"writing the training output in {run_dir} failed: {getattr(e, 'strerror', None) or e}; {kept}",
                        "free disk space (or fix the folder's permissions) and run again") from e
 
 
