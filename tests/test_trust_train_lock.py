@@ -155,3 +155,28 @@ def test_concurrent_registrations_of_one_name_get_distinct_complete_versions(tmp
         res = reg.verify(r)
         assert res.ok and res.manifest == "ok"
     assert not [p for p in (tmp_path / "reg" / "race").iterdir() if p.name.startswith(".")]  # no partial version left
+
+
+def test_a_second_laf_run_of_one_name_fails_at_once_naming_the_holder(tmp_path):
+    """`laf run` locks reports/<name>/ before any stage: a holder in another process makes it exit 3 at once."""
+    from tests.conftest import assert_clean_error, run_cli
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "adapter_model.safetensors").write_bytes(b"\0" * 16)
+    (src / "adapter_config.json").write_text("{}")
+    Registry(tmp_path / "reg").register("held", src, {"kind": "lora"})
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({"name": "busy", "adapters": ["held@1"], "registry": str(tmp_path / "reg"),
+                                   "eval": {"suites": ["general/world-facts"]}, "out_root": str(tmp_path / "reports")}))
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=_hold, args=(str(tmp_path / "reports" / "busy"), ready, release))
+    p.start()
+    try:
+        assert ready.wait(120)
+        assert_clean_error(run_cli("run", str(cfg), "--quiet"), "in use by another laf run", f"pid {p.pid}")
+        assert sorted(x.name for x in (tmp_path / "reports" / "busy").iterdir()) == [".laf.lock"]  # no stage started
+    finally:
+        release.set()
+        p.join(60)

@@ -24,7 +24,7 @@ from ..io import BadLine, scan_jsonl, sha256_json
 SCHEMAS: tuple[str, ...] = ("alpaca", "prompt_completion", "chat")
 FILE_FORMATS = ("jsonl", "json", "csv", "parquet", "datasets")
 ROLES = ("system", "user", "assistant")
-MAX_LINE_BYTES = 8 << 20  # one JSONL line or CSV row: far above any training example, far below the memory
+MAX_LINE_BYTES = 16 << 20  # one JSONL line or CSV row: far above any training example, far below the memory
 MAX_JSON_BYTES = 256 << 20  # a .json file is parsed whole; bigger data belongs in JSONL (streamed line by line)
 SCHEMA_HELP = (
     "expected one of: {instruction, input?, output} (alpaca), {prompt, completion} (prompt_completion), "

@@ -8,6 +8,7 @@ two writers racing for the same number both end up with their own version.
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 import shutil
@@ -130,10 +131,11 @@ class Registry:
         """Every readable version of every adapter (``scan`` also says which are broken and why)."""
         return self.scan()[0]
 
-    def scan(self) -> tuple[list[AdapterEntry], list[tuple[str, str]]]:
+    def scan(self) -> tuple[builtins.list[AdapterEntry], builtins.list[tuple[str, str]]]:
         """``(entries, broken)``: every version that resolves, and ``(ref, reason)`` for each that does not,
         so one damaged manifest never hides the others."""
-        entries, broken = [], []
+        entries: builtins.list[AdapterEntry] = []
+        broken: builtins.list[tuple[str, str]] = []
         for n in self.names():
             try:
                 vs = self.versions(n)
