@@ -18,11 +18,13 @@ from tests.conftest import assert_clean_error, run_cli
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = [{"instruction": f"What is item {i}?", "output": f"Item {i} is Z{i}."} for i in range(6)]
 
+# VmHWM is the peak of this process image (ru_maxrss would carry over the forking test runner's peak)
 MEASURE = """
-import resource, sys
+import sys
 from harness.cli import main
 rc = main(sys.argv[1:])
-print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+hwm = [ln.split()[1] for ln in open("/proc/self/status") if ln.startswith("VmHWM:")][0]
+print("MAXRSS_KB", hwm, file=sys.stderr)
 sys.exit(rc)
 """
 

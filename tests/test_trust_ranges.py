@@ -73,7 +73,7 @@ def _train(tmp_path, tiny_model_dir, *sets: str):
     ("lora.r=100000000", "lora.r", "4096"), ("seed=73786976294838206464", "seed", "4294967295"), ("seed=-1", "seed", "0"),
     ("max_length=0", "max_length", "8"), ("max_length=1", "max_length", "8"), ("max_length=-5", "max_length", "8"),
     ("batch_size=0", "batch_size", "0"), ("optim.lr=-1", "optim.lr", "0"), ("optim.lr=.inf", "optim.lr", "finite"),
-    ("optim.lr=1000", "optim.lr", "10"), ("max_steps=1000000000000", "max_steps", "10000000"), ("epochs=.nan", "epochs", "finite"),
+("max_steps=1000000000000", "max_steps", "10000000"), ("epochs=.nan", "epochs", "finite"),
     ("optim.betas=[0.9, 1.5]", "optim.betas", "1"), ("lora.alpha=.inf", "lora.alpha", "finite"), ("grad_accum=0", "grad_accum", "0"),
 ])
 def test_train_rejects_out_of_range_config_values(tmp_path, tiny_model_dir, setting, key, needle):

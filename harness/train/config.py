@@ -41,7 +41,7 @@ class LoraSettings(Strict):
 
 
 class OptimSettings(Strict):
-    lr: float = Field(2e-4, gt=0, le=10)
+    lr: float = Field(2e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0, le=10)
     betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0, le=1)
