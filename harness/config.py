@@ -245,6 +245,8 @@ def validate(model: type[M], data: Any, path: str | Path) -> M:
             if err["type"] == "extra_forbidden":
                 allowed = _allowed_keys(model, err["loc"][:-1])
                 msg = "unknown key" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+            elif "input" in err and _reads_as_non_finite(err["input"]):  # e.g. 'inf' against a bounded float
+                msg = "is not a finite number"
             elif "input" in err and err["type"] not in ("missing",):
                 msg += f" (got {short_repr(err['input'], 80)})"  # bounded BEFORE formatting: the input may be huge
             lines.append(f"key '{key}': {msg}")
@@ -257,6 +259,15 @@ def validate(model: type[M], data: Any, path: str | Path) -> M:
     if bad is not None:  # pydantic turns the strings "inf", "nan" and "1e999" into floats without a word
         raise ConfigError(path, bad, "is not a finite number", "write a finite number (NaN and infinity are never valid settings)")
     return obj
+
+
+def _reads_as_non_finite(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (str, float)) or (isinstance(value, str) and len(value) > 40):
+        return False
+    try:
+        return not math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def _non_finite(value: Any, where: str = "") -> str | None:

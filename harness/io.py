@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -81,17 +82,22 @@ def _umask() -> int:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     _check_writable_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(e, OSError):  # disk full, file too large, read-only: one clear error, the old file untouched
+            raise LafError(f"writing {path} failed: {e.strerror or e}; any earlier {path.name} is unchanged",
+                           "free disk space (or choose a writable location) and run again") from e
         raise
     return path
 
@@ -152,11 +158,34 @@ class BadLine:
     text: str
 
 
-def scan_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any] | BadLine]:
+def _lines(f, max_line: int | None) -> Iterator[tuple[bytes, bool]]:
+    """``(line, too_long)`` of a binary file; with ``max_line`` a longer line is skipped in blocks (its first
+    bytes are returned with ``too_long``), so one huge line never sits in memory."""
+    if max_line is None:
+        for raw in f:
+            yield raw, False
+        return
+    while raw := f.readline(max_line + 1):
+        if len(raw) <= max_line or raw.endswith(b"\n"):
+            yield raw, False
+            continue
+        head = raw[:160]
+        while raw and not raw.endswith(b"\n"):
+            raw = f.readline(_BLOCK)
+        yield head, True
+
+
+def scan_jsonl(path: str | os.PathLike, max_line: int | None = None) -> Iterator[tuple[int, Any] | BadLine]:
     """``(line number, value)`` for every non-blank line of a JSONL file, or a :class:`BadLine` for one that
-    cannot be read; the caller decides whether a bad line is an error or a counted problem."""
+    cannot be read; the caller decides whether a bad line is an error or a counted problem. A UTF-8 byte
+    order mark on the first line is dropped; with ``max_line`` a longer line is a ``BadLine`` (``kind="size"``)."""
     with open(path, "rb") as f:
-        for i, raw in enumerate(f, 1):
+        for i, (raw, too_long) in enumerate(_lines(f, max_line), 1):
+            if i == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if too_long:
+                yield BadLine(i, "size", f"line longer than {max_line:,} bytes", raw.decode("utf-8", "replace"))
+                continue
             if not raw.strip():
                 continue
             try:
@@ -167,7 +196,9 @@ def scan_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any] | BadLine]:
             try:
                 yield i, json.loads(text)
             except json.JSONDecodeError as e:
-                yield BadLine(i, "json", f"not valid JSON: {e.msg} (column {e.colno})", text.strip())
+                yield BadLine(i, "json", f"not valid JSON: {e.msg} (column {e.colno})", text.strip()[:160])
+            except RecursionError:
+                yield BadLine(i, "json", "JSON nested too deeply", text.strip()[:160])
 
 
 def read_jsonl(path: str | os.PathLike, fix: str = "fix that line or regenerate the file") -> list:
@@ -181,3 +212,76 @@ def read_jsonl(path: str | os.PathLike, fix: str = "fix that line or regenerate 
             raise LafError(f"{path}, line {item.line}: {item.message}", fix)
         out.append(item[1])
     return out
+
+
+# ---------------------------------------------------------------- names that become paths
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME_RULE = (
+    "1-64 characters of letters, digits, '_', '-', '.', starting with a letter or digit, "
+    "with no path separators, no '..' and not absolute"
+)
+
+
+def check_name(name: object, what: str = "name") -> str:
+    """The one check for every user-given name that becomes a folder or file name (run, adapter, merge, train
+    names): a plain component, never a path. Raises ``ValueError`` (pydantic turns it into a config error)."""
+    if not isinstance(name, str):
+        raise ValueError(f"{what} must be a string")
+    if "/" in name or "\\" in name or "\x00" in name or ".." in name or os.path.isabs(name) or not NAME_PATTERN.fullmatch(name):
+        shown = name if len(name) <= 80 else name[:80] + "..."
+        raise ValueError(f"{what} {shown!r} is not allowed: must be {NAME_RULE}")
+    return name
+
+
+# ---------------------------------------------------------------- one writer per output folder
+
+LOCK_FILE = ".laf.lock"
+
+
+def _lock_holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8")[:4096] or "{}")
+    except (OSError, ValueError):
+        return "another process (no details recorded)"
+    if not isinstance(info, dict):
+        return "another process"
+    return f"pid {info.get('pid')} on {info.get('host')}, started {info.get('started')}: {str(info.get('command'))[:200]}"
+
+
+@contextlib.contextmanager
+def exclusive_lock(folder: str | os.PathLike, what: str) -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` for the life of a run (``what`` names the run in the error).
+
+    The lock is an ``fcntl.flock`` on ``folder/.laf.lock``, so it dies with its process (``kill -9`` leaves no
+    stale lock); the file records the holder's pid, host, command and start time for the error a second run
+    gets at once (``LafError``, exit 3) instead of interleaving its files with ours.
+    """
+    import fcntl
+    import socket
+    import sys
+    from datetime import datetime, timezone
+
+    folder = Path(folder)
+    _check_writable_dir(folder)
+    path = folder / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    except OSError as e:
+        raise LafError(f"cannot create the lock file {path}: {e.strerror or e}", "choose a writable output folder") from e
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise LafError(
+                f"{folder} is in use by another {what} ({_lock_holder(path)})",
+                "wait for it to finish, or choose another output folder",
+            ) from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)[:1000],
+                "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "what": what}
+        with contextlib.suppress(OSError):  # the details are a courtesy; the flock is the lock
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode("utf-8"), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the flock; the file stays (removing it would race a waiting locker)

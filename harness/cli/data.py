@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .argtypes import MAX_TOKENS, float_range, int_range
 from .output import console, err_console, print_json
 
 
@@ -14,10 +15,10 @@ def _common(p) -> None:
     p.add_argument("--format", dest="file_format", default="auto", choices=["auto", "jsonl", "json", "csv", "parquet", "datasets"])
     p.add_argument("--strict", action="store_true", help="the first malformed row is an error (default: skip and count)")
     p.add_argument("--model", default="default", help="base model whose tokenizer measures lengths ('none' to skip)")
-    p.add_argument("--max-length", type=int, default=512, help="training max length for the truncation checks")
-    p.add_argument("--near-dup-threshold", type=float, default=0.8, help="Jaccard on character 5-gram shingles (default 0.8)")
-    p.add_argument("--shingle-size", type=int, default=5)
-    p.add_argument("--ngram", type=int, default=13, help="n-gram size for contamination (default 13)")
+    p.add_argument("--max-length", type=int_range(8, MAX_TOKENS), default=512, help="training max length for the truncation checks")
+    p.add_argument("--near-dup-threshold", type=float_range(0, 1, lo_open=True), default=0.8, help="Jaccard on character 5-gram shingles, in (0, 1] (default 0.8)")
+    p.add_argument("--shingle-size", type=int_range(1, 64), default=5, help="characters per shingle, 1..64 (default 5)")
+    p.add_argument("--ngram", type=int_range(4, 1000), default=13, help="n-gram size for contamination, 4..1000 (default 13)")
     p.add_argument("--data-dir", default=None, help="local copies of benchmark data for --against")
     p.add_argument("--out", default=None, help="output folder (default reports/data/<name>)")
     p.add_argument("--json", action="store_true", help="print curation.json")
@@ -50,15 +51,16 @@ def settings_from_args(args):
 def cmd_data(args) -> int:
     from rich.markup import escape
 
-    from ..data.curate import curate, write_clean, write_manifest
+    from ..data.curate import check_outputs, curate, write_clean, write_manifest
 
     data = Path(args.data)
     out = Path(args.out) if args.out else Path("reports") / "data" / data.stem
+    target = (Path(args.output) if args.output else out / f"{data.stem}.clean.jsonl") if args.clean else None
+    check_outputs(data, [out / "curation.json"] + ([target] if target else []))
     result = curate(data, settings_from_args(args), log=lambda m: err_console.print(f"[dim]{escape(m)}[/]"))
-    if args.clean:
-        target = Path(args.output) if args.output else out / f"{data.stem}.clean.jsonl"
+    if target is not None:
         write_clean(result, data, target)
-    manifest_path = write_manifest(result, out / "curation.json")
+    manifest_path = write_manifest(result, out / "curation.json", data)
     m = result.manifest
     if args.json:
         print_json(m)

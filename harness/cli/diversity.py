@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .argtypes import int_range
 from .output import console, print_json
 
 
@@ -19,9 +20,9 @@ def register(sub) -> None:
     d.add_argument("--adapters", nargs="+", default=[], metavar="REF", help="registered adapters (name@version) for weight- and function-space measures")
     d.add_argument("--registry", default="adapters_registry", help="adapter registry folder (default: adapters_registry)")
     d.add_argument("--out", default=None, help="folder for diversity.json (default: the first RUN, else reports/diversity)")
-    d.add_argument("--min-items", type=int, default=20, help="refuse a suite with fewer items answered by every candidate (default 20)")
+    d.add_argument("--min-items", type=int_range(1, 10**9), default=20, help="refuse a suite with fewer items answered by every candidate (default 20)")
     d.add_argument("--probe-suite", default=None, help="suite whose first items are the probe set for CKA, KL and the merge-vs-ensemble gap")
-    d.add_argument("--probe-n", type=int, default=32, help="probe items (default 32)")
+    d.add_argument("--probe-n", type=int_range(1, 100_000), default=32, help="probe items (default 32)")
     d.add_argument("--model", default="default", help="base model for the function-space measures (default: default)")
     d.add_argument("--device", default="auto", help="device for the function-space measures (auto | cpu | cuda)")
     d.add_argument("--no-per-module", action="store_true", help="leave the per-module weight matrices out of diversity.json")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from .argtypes import MAX_TOKENS, int_range
 from .output import console, print_json
 
 
@@ -18,11 +19,11 @@ def register(sub) -> None:
     p.add_argument("--model", default="default", help="base model: default, a HF folder, a .gguf file or a hub id")
     p.add_argument("--adapter", dest="adapters", action="append", default=[], metavar="NAME[@VERSION]", help="registered adapter to score (repeatable)")
     p.add_argument("--suite", dest="suites", action="append", default=[], metavar="SUITE", help="suite name, YAML path, or lm_eval:<task> (repeatable)")
-    p.add_argument("--limit", type=int, default=None, help="score only the first N items of each suite")
+    p.add_argument("--limit", type=int_range(1, 10**9), default=None, help="score only the first N items of each suite")
     p.add_argument("--out", default="reports/eval", help="output folder (results.json, results.sqlite, records.jsonl)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "nf4"], help="base precision; auto = the adapters' training precision (QLoRA-faithful), else fp32")
-    p.add_argument("--batch-size", type=int, default=8, help="rows per forward pass, identical for every model (default 8)")
-    p.add_argument("--max-length", type=int, default=2048, help="context window for scoring (default 2048)")
+    p.add_argument("--batch-size", type=int_range(1, 4096), default=8, help="rows per forward pass, identical for every model (default 8)")
+    p.add_argument("--max-length", type=int_range(8, MAX_TOKENS), default=2048, help="context window for scoring (default 2048)")
     p.add_argument("--device", default="auto")
     p.add_argument("--registry", default="adapters_registry")
     p.add_argument("--cache", default=None, help="response cache file (default: $LAF_CACHE/eval-cache.sqlite)")

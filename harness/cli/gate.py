@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .argtypes import float_range
 from .output import console, print_json
 
 
@@ -31,13 +32,13 @@ def register(sub) -> None:
     c.add_argument("--baseline", default=None, metavar="RUN[#MODEL]", help="default: the base model of the first run")
     c.add_argument("--policy", default=None, help="also gate each candidate under this policy")
     c.add_argument("--out", default=None, help="write compare.json here (default: FIRST_RUN/compare.json)")
-    c.add_argument("--confidence", type=float, default=0.95)
+    c.add_argument("--confidence", type=float_range(0.5, 1, lo_open=True, hi_open=True), default=0.95)
     c.add_argument("--json", action="store_true")
     c.set_defaults(handler=cmd_compare)
 
     k = sub.add_parser("calibrate", help="measure run-to-run noise between two runs of the same model and suggest margins")
     k.add_argument("runs", nargs=2, metavar="RUN[#MODEL]", help="two runs that should agree (e.g. batch sizes 4 and 8, or two training seeds)")
-    k.add_argument("--confidence", type=float, default=0.95)
+    k.add_argument("--confidence", type=float_range(0.5, 1, lo_open=True, hi_open=True), default=0.95)
     k.add_argument("--out", default=None, help="write calibration.json here")
     k.add_argument("--policy-out", default=None, help="write a suggested policy YAML here")
     k.add_argument("--json", action="store_true")

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,25 @@ class CurationSettings:
     data_dir: str | None = None
     drop_contaminated: bool = True
     examples_per_rule: int = 5
+
+    def check(self) -> None:
+        """Every number in range (a library caller gets the same refusal as the CLI): ``LafError`` naming the
+        setting and its allowed range. Out of range, these silently dropped most data (threshold 0, shingle or
+        n-gram size 0 mark everything a duplicate or contaminated; max_length 1 truncates every example)."""
+        import math
+
+        checks = [
+            ("max_length", self.max_length, 8, 1 << 20),
+            ("shingle_size", self.shingle_size, 1, 64),
+            ("ngram", self.ngram, 4, 1000),
+            ("examples_per_rule", self.examples_per_rule, 0, 10_000),
+        ]
+        for key, v, lo, hi in checks:
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise LafError(f"curation setting {key} = {str(v)[:40]} is out of range (allowed: {lo}..{hi})", f"set {key} within {lo}..{hi}")
+        t = self.near_duplicate_threshold
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 < t <= 1:
+            raise LafError(f"curation setting near_duplicate_threshold = {str(t)[:40]} is out of range (allowed: (0, 1])", "set a Jaccard threshold above 0 and at most 1, e.g. 0.8")
 
 
 @dataclass
@@ -92,6 +112,7 @@ def curate(path: str | Path, s: CurationSettings, log=lambda m: None) -> Curatio
     normalise, validate (token lengths under the base tokenizer), drop exact and near duplicates and items that
     overlap the suites in ``s.against``. Returns the curation manifest and the kept examples; writes nothing."""
     path = Path(path)
+    s.check()
     read = read_examples(path, schema=s.schema, file_format=s.file_format, strict=s.strict)
     examples = [normalize_example(e) for e in read.examples]
     changed = sum(1 for a, b in zip(read.examples, examples) if a.messages != b.messages)
@@ -212,14 +233,34 @@ def curate(path: str | Path, s: CurationSettings, log=lambda m: None) -> Curatio
     return CurationResult(manifest, kept)
 
 
+def _same_or_inside(out: Path, input_path: Path) -> bool:
+    out, input_path = out.resolve(), input_path.resolve()
+    if out == input_path or (input_path.is_dir() and input_path in out.parents):
+        return True
+    try:
+        return out.exists() and os.path.samefile(out, input_path)  # a hard link or another name of the input
+    except OSError:
+        return False
+
+
+def check_outputs(input_path: Path, outputs: list[Path]) -> None:
+    """Refuse before any work when an output (curation.json, the cleaned file) would replace the input or land
+    inside an input folder: `laf data` never touches its input."""
+    for out in outputs:
+        if _same_or_inside(Path(out), Path(input_path)):
+            raise LafError(f"refusing to write {out}: it would overwrite or go inside the input {input_path}",
+                           "choose another --out folder (or -o file) than the input's")
+
+
 def write_clean(result: CurationResult, input_path: Path, out: Path) -> Path:
-    if out.resolve() == Path(input_path).resolve():
-        raise LafError(f"refusing to overwrite the input {input_path}", "write the cleaned data to another path (-o)")
+    check_outputs(input_path, [out])
     text = "".join(json.dumps(e.to_canonical(), ensure_ascii=False) + "\n" for e in result.kept)
     atomic_write_text(out, text)
     result.manifest["output"] = {"path": str(out), "format": "jsonl", "data_schema": "chat", "sha256": sha256_file(out), "examples": len(result.kept)}
     return out
 
 
-def write_manifest(result: CurationResult, path: Path) -> Path:
+def write_manifest(result: CurationResult, path: Path, input_path: Path | None = None) -> Path:
+    if input_path is not None:
+        check_outputs(input_path, [path])
     return atomic_write_json(path, result.manifest)

@@ -25,13 +25,15 @@ class NearDuplicateCluster:
     similarity: dict[int, float]  # member -> Jaccard with the representative
 
 
+MAX_SHINGLE_CHARS = 1 << 17  # near duplicates are judged on an example's first 128K characters: bounded memory per example
+
+
 def shingles(text: str, n: int = 5, unit: str = "char") -> set[int]:
+    text = text[:MAX_SHINGLE_CHARS]
     if unit == "word":
         toks = text.split()
-        grams = [" ".join(toks[i : i + n]) for i in range(max(1, len(toks) - n + 1))]
-    else:
-        grams = [text[i : i + n] for i in range(max(1, len(text) - n + 1))]
-    return {zlib.crc32(g.encode("utf-8")) for g in grams}
+        return {zlib.crc32(" ".join(toks[i : i + n]).encode("utf-8")) for i in range(max(1, len(toks) - n + 1))}
+    return {zlib.crc32(text[i : i + n].encode("utf-8")) for i in range(max(1, len(text) - n + 1))}
 
 
 def minhash_signatures(sets: list[set[int]], num_perm: int = 128, seed: int = 1) -> np.ndarray:

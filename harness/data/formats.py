@@ -14,7 +14,6 @@ strict mode the first one is an error.
 from __future__ import annotations
 
 import csv
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,8 @@ from ..io import BadLine, scan_jsonl, sha256_json
 SCHEMAS: tuple[str, ...] = ("alpaca", "prompt_completion", "chat")
 FILE_FORMATS = ("jsonl", "json", "csv", "parquet", "datasets")
 ROLES = ("system", "user", "assistant")
+MAX_LINE_BYTES = 16 << 20  # one JSONL line or CSV row: far above any training example, far below the memory
+MAX_JSON_BYTES = 256 << 20  # a .json file is parsed whole; bigger data belongs in JSONL (streamed line by line)
 SCHEMA_HELP = (
     "expected one of: {instruction, input?, output} (alpaca), {prompt, completion} (prompt_completion), "
     "{messages: [{role, content}]} (chat)"
@@ -93,14 +94,18 @@ def _snippet(obj) -> str:
 def _iter_raw(path: Path, file_format: str):
     """Yield (line, record-or-Problem)."""
     if file_format == "jsonl":
-        for item in scan_jsonl(path):
+        for item in scan_jsonl(path, max_line=MAX_LINE_BYTES):
             if isinstance(item, BadLine):
                 yield item.line, Problem(item.line, "encoding" if item.kind == "encoding" else "malformed", item.message, _snippet(item.text))
             else:
                 yield item
     elif file_format == "json":
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise LafError(f"{path} is {size:,} bytes; a .json data file is read whole and may hold at most {MAX_JSON_BYTES:,}",
+                           "write the data as JSONL (one record per line), which is streamed")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_bytes().decode("utf-8-sig"))
         except UnicodeDecodeError as e:
             raise LafError(f"{path} is not valid UTF-8 ({e.reason} at byte {e.start})", "re-save the file as UTF-8") from e
         except json.JSONDecodeError as e:
@@ -108,6 +113,8 @@ def _iter_raw(path: Path, file_format: str):
                 f"{path} is not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}",
                 "fix the file; for one object per line name it .jsonl",
             ) from e
+        except RecursionError:
+            raise LafError(f"{path}: JSON nested too deeply to be training data", "write flat records: {instruction, output} and the like") from None
         if isinstance(data, dict):
             for key in ("data", "examples", "rows", "train"):
                 if isinstance(data.get(key), list):
@@ -117,16 +124,7 @@ def _iter_raw(path: Path, file_format: str):
             raise LafError(f"{path}: a JSON data file must hold a list of records", "wrap the records in [ ... ] or use JSONL")
         yield from enumerate(data, 1)
     elif file_format == "csv":
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as e:
-            raise LafError(f"{path} is not valid UTF-8 ({e.reason} at byte {e.start})", "re-save the file as UTF-8") from e
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        for row in reader:
-            if None in row:  # more fields than the header
-                yield reader.line_num, Problem(reader.line_num, "malformed", "more fields than the header has columns", _snippet(row))
-                continue
-            yield reader.line_num, {k: v for k, v in row.items() if v is not None and v != ""}
+        yield from _iter_csv(path)
     elif file_format == "parquet":
         import pyarrow.parquet as pq
 
@@ -149,6 +147,36 @@ def _iter_raw(path: Path, file_format: str):
         yield from enumerate(ds, 1)
     else:  # pragma: no cover - guarded by callers
         raise ValueError(file_format)
+
+
+def _bounded_text_lines(f, path: Path):
+    """The lines of a text file, each at most ``MAX_LINE_BYTES`` characters read (a longer one is an error:
+    a CSV row cannot be skipped without its quoting context)."""
+    while line := f.readline(MAX_LINE_BYTES + 1):
+        if len(line) > MAX_LINE_BYTES and not line.endswith("\n"):
+            raise LafError(f"{path}: a CSV line is longer than {MAX_LINE_BYTES:,} characters", "split the field, or write the data as JSONL")
+        yield line
+
+
+def _iter_csv(path: Path):
+    """Stream a CSV file (UTF-8, a byte order mark dropped) with every field and line bounded."""
+    old_limit = csv.field_size_limit()
+    csv.field_size_limit(MAX_LINE_BYTES)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(_bounded_text_lines(f, path))
+            try:
+                for row in reader:
+                    if None in row:  # more fields than the header
+                        yield reader.line_num, Problem(reader.line_num, "malformed", "more fields than the header has columns", _snippet(row))
+                        continue
+                    yield reader.line_num, {k: v for k, v in row.items() if v is not None and v != ""}
+            except UnicodeDecodeError as e:
+                raise LafError(f"{path} is not valid UTF-8 ({e.reason}, after line {reader.line_num})", "re-save the file as UTF-8") from None
+            except csv.Error as e:
+                raise LafError(f"{path}, line {reader.line_num}: not readable as CSV: {str(e)[:200]}", "fix that line (quoting, field size), or write the data as JSONL") from None
+    finally:
+        csv.field_size_limit(old_limit)
 
 
 def detect_schema(record: dict) -> str | None:
@@ -218,6 +246,8 @@ def read_examples(path: str | Path, *, schema: str = "auto", file_format: str = 
     path = Path(path)
     if not path.exists():
         raise LafError(f"data file not found: {path}", "check the path (relative paths resolve from the current folder or the config file)")
+    if not path.is_dir() and not path.is_file():  # a FIFO would block forever, /dev/zero never ends
+        raise LafError(f"{path} is not a regular file (a pipe, device or socket)", "save the data to a file and pass its path")
     fmt = detect_file_format(path) if file_format == "auto" else file_format
     if fmt not in FILE_FORMATS:
         raise LafError(f"cannot tell the format of {path}", f"use one of .jsonl .json .csv .parquet or a datasets folder, or set format: ({', '.join(FILE_FORMATS)})")

@@ -19,6 +19,10 @@ from .formats import Example
 from .template import segments
 
 IGNORE = -100
+# No token of a real tokenizer spans more characters than this, so a segment cut to max_length * this many
+# characters tokenizes to the same first max_length tokens: a 5 MB field costs what a 32 KB one does.
+MAX_CHARS_PER_TOKEN = 64
+MEASURE_TOKENS = 1 << 16  # lengths are measured up to this many tokens (curation reports "at least" beyond)
 
 
 @dataclass
@@ -54,7 +58,11 @@ def tokenize_example(example: Example, tokenizer, max_length: int, use_chat_temp
         return None, "empty response (nothing to learn but EOS)", False
     ids: list[int] = []
     labels: list[int] = []
+    max_chars = min(max_length, MEASURE_TOKENS) * MAX_CHARS_PER_TOKEN
     for i, (text, supervised) in enumerate(segments(example, tokenizer, use_chat_template)):
+        if len(ids) > max_length:
+            break  # everything after is cut by the truncation below: never tokenize it
+        text = text[:max_chars]  # bounded work and memory, whatever one field holds
         add_special = i == 0 and not (tokenizer.bos_token and text.startswith(tokenizer.bos_token))
         toks = tokenizer(text, add_special_tokens=add_special)["input_ids"]
         ids.extend(toks)

@@ -83,8 +83,8 @@ class Rule(StrictModel):
 class Policy(StrictModel):
     confidence: float = Field(0.95, gt=0.5, lt=1)
     min_items: int = Field(30, ge=1)
-    resamples: int = Field(10_000, ge=100)
-    seed: int = 0
+    resamples: int = Field(10_000, ge=100, le=1_000_000)  # 1e9 resamples would run for days
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     rules: list[Rule] = Field(min_length=1)
     max_contamination: float | None = Field(None, ge=0, le=1)
 

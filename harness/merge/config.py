@@ -73,8 +73,8 @@ class OutputConfig(Strict):
     @field_validator("rank")
     @classmethod
     def _rank(cls, v):
-        if isinstance(v, int) and v <= 0:
-            raise ValueError("must be a positive integer or 'exact'")
+        if isinstance(v, int) and not 0 < v <= 65536:
+            raise ValueError("must be an integer in 1..65536 or 'exact'")
         return v
 
 
@@ -88,7 +88,7 @@ class MergeConfig(Strict):
     t: TSetting | None = None
     density: float | None = None
     rescale: Literal["density", "l1", "none"] = "density"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     registry: str = "adapters_registry"
     model: str | None = Field(None, description="where the base is for model outputs (default: the spec the parents recorded); its fingerprint must match")
     output: OutputConfig = OutputConfig()

@@ -11,13 +11,12 @@ reported together.
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Callable
 
 from ..gate.compare import combined_exit
-from ..io import atomic_write_json
+from ..io import atomic_write_bytes, atomic_write_json, exclusive_lock
 from .config import RunConfig, load_run_config, suite_refs, validate_run
 from .stages import RunContext, compare_stage, curate_stage, eval_stage, gate_stage, merge_stage, parity_stage, report_stage, resolve_adapters, train_stage, verdict_paths
 from .state import RunState, StageLog
@@ -37,15 +36,19 @@ def run_pipeline(config_path: str | Path, overrides: list[str] | None = None, lo
     which stages ran and which were unchanged.
     ``log`` receives progress lines; the library prints nothing itself.
     """
-    from ..models import resolve_model
-
     t0 = time.time()
     config_path = Path(config_path)
     cfg, base = load_run_config(config_path, overrides)
     suites, policy = validate_run(cfg, base, config_path)
     run_dir = Path(cfg.out_root) / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(config_path, run_dir / "config.yaml")
+    with exclusive_lock(run_dir, "laf run"):  # a second `laf run` of this name fails at once, naming this one
+        return _run_locked(cfg, base, config_path, suites, policy, run_dir, t0, log, train_progress, eval_progress)
+
+
+def _run_locked(cfg, base: Path, config_path: Path, suites, policy, run_dir: Path, t0: float, log, train_progress, eval_progress) -> dict:
+    from ..models import resolve_model
+
+    atomic_write_bytes(run_dir / "config.yaml", config_path.read_bytes())
     ctx = RunContext(cfg, base, run_dir, RunState(run_dir), StageLog(), resolve_model(cfg.model).fingerprint, log)
 
     adapters, resolved = resolve_adapters(ctx)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from ..config import StrictModel, apply_overrides, load_yaml, resolve_path, validate
 from ..errors import ConfigError, LafError
@@ -15,15 +15,31 @@ from ..train.config import DataConfig
 class RunCurate(StrictModel):
     enabled: bool = True
     near_duplicate_threshold: float = Field(0.8, gt=0, le=1)
-    ngram: int = Field(13, ge=4)
+    ngram: int = Field(13, ge=4, le=1000)
     drop_contaminated: bool = True
 
 
 class RunEval(StrictModel):
     suites: list[str | dict] = Field(min_length=1)
-    batch_size: int = Field(8, gt=0)
-    max_length: int = Field(2048, gt=0)
-    limit: int | None = Field(None, gt=0)
+
+    @field_validator("suites")
+    @classmethod
+    def _suites(cls, v: list) -> list:
+        for i, s in enumerate(v):
+            if not isinstance(s, dict):
+                continue
+            extra = sorted(set(s) - {"suite", "limit"})
+            if extra:
+                raise ValueError(f"entry {i}: unknown key(s) {', '.join(map(str, extra))} (allowed: suite, limit)")
+            if not isinstance(s.get("suite"), str) or not s["suite"]:
+                raise ValueError(f"entry {i}: 'suite' must be a suite name or file")
+            lim = s.get("limit")
+            if lim is not None and (isinstance(lim, bool) or not isinstance(lim, int) or not 1 <= lim <= 10**9):
+                raise ValueError(f"entry {i}: 'limit' must be a whole number in 1..1000000000, got {str(lim)[:40]}")
+        return v
+    batch_size: int = Field(8, gt=0, le=4096)
+    max_length: int = Field(2048, ge=8, le=1 << 20)
+    limit: int | None = Field(None, gt=0, le=10**9)
     cache: str | None = None
     data_dir: str | None = None
 
@@ -57,6 +73,25 @@ class RunConfig(StrictModel):
     gate: RunGate | None = None
     registry: str = "adapters_registry"
     out_root: str = "reports"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        from ..io import check_name
+
+        return check_name(v, "the run name")  # the run folder is out_root/<name>: never a path
+
+    @field_validator("adapters")
+    @classmethod
+    def _adapters(cls, v: list[str]) -> list[str]:
+        from ..registry import AdapterRef
+
+        for ref in v:
+            try:
+                AdapterRef.parse(ref)
+            except LafError as e:
+                raise ValueError(e.cause) from None
+        return v
 
     def policy_source(self) -> str:
         return str(self.gate.policy) if self.gate and isinstance(self.gate.policy, str) else "inline (config gate.policy)"

@@ -8,6 +8,7 @@ two writers racing for the same number both end up with their own version.
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 import shutil
@@ -15,21 +16,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LafError
-from ..io import atomic_dir, atomic_write_json, file_digests, sha256_json
+from ..io import LOCK_FILE, NAME_PATTERN, NAME_RULE, atomic_dir, atomic_write_json, file_digests, sha256_json
 
 MANIFEST = "manifest.json"
-_REF = re.compile(r"^(?P<name>[^@]+?)(?:@(?P<version>\d+|latest))?$")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MANIFEST_DIGEST = "manifest_sha256"  # sha256 of the canonical manifest without this key (io.sha256_json)
+_REF = re.compile(r"^(?P<name>[^@]{1,200}?)(?:@(?P<version>\d{1,9}|latest))?$")
+NAME_RE = NAME_PATTERN
+MAX_MANIFEST_BYTES = 16 << 20
 
 
 def check_registry_name(name: str) -> str:
-    """Registry names become folder names: no separators, no '..', nothing hidden."""
-    if "/" in name or "\\" in name or ".." in name or not NAME_RE.match(name):
-        raise ValueError(
-            "must be 1-64 characters of letters, digits, '_', '-', '.', starting with a letter or digit, "
-            "with no path separators or '..'"
-        )
+    """Registry names become folder names: one component, no separators, no '..', nothing hidden
+    (the rule of ``io.check_name``, shared by every command that turns a name into a path)."""
+    if not isinstance(name, str) or "/" in name or "\\" in name or ".." in name or not NAME_RE.fullmatch(name):
+        raise ValueError(f"must be {NAME_RULE}")
     return name
+
+
+def manifest_digest(manifest: dict) -> str:
+    """The digest a manifest stores of itself: sha256 over its canonical JSON without the digest key."""
+    return sha256_json({k: v for k, v in manifest.items() if k != MANIFEST_DIGEST})
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,7 @@ class VerifyResult:
     mismatched: list[str]
     missing: list[str]
     unexpected: list[str]
+    manifest: str = "ok"  # "ok" (digest matches), "changed" (edited since registration), "not covered" (registered before the digest)
 
 
 def hash_files(folder: Path) -> dict[str, str]:
@@ -120,15 +127,37 @@ class Registry:
         if version not in versions:
             raise LafError(f"adapter {ref.name} has no version {version} (versions: {', '.join(map(str, versions))})", f"use one of them, e.g. {ref.name}@{versions[-1]}")
         path = self.root / ref.name / str(version)
-        try:
-            manifest = json.loads((path / MANIFEST).read_text())
-        except (OSError, ValueError) as e:
-            raise LafError(f"{path / MANIFEST} is unreadable: {e}", f"run `laf registry verify {ref.name}@{version}`") from e
+        manifest = read_manifest(path / MANIFEST, f"{ref.name}@{version}")
+        if not (path / SAFETENSORS).is_file() and any((path / b).is_file() for b in PICKLE_WEIGHTS):
+            raise LafError(
+                f"adapter {ref.name}@{version} holds pickle weights ({', '.join(b for b in PICKLE_WEIGHTS if (path / b).is_file())}) and no {SAFETENSORS}; "
+                "loading a pickle runs code from the file, so only safetensors adapters are accepted",
+                "convert it where you trust the file: PeftModel.from_pretrained(base, FOLDER).save_pretrained(OUT, safe_serialization=True), "
+                "then register OUT again (or retrain)",
+            )
         return AdapterEntry(AdapterRef(ref.name, version), path, manifest)
 
     def list(self) -> list[AdapterEntry]:
-        """Every version of every adapter."""
-        return [self.resolve(AdapterRef(n, v)) for n in self.names() for v in self.versions(n)]
+        """Every readable version of every adapter (``scan`` also says which are broken and why)."""
+        return self.scan()[0]
+
+    def scan(self) -> tuple[builtins.list[AdapterEntry], builtins.list[tuple[str, str]]]:
+        """``(entries, broken)``: every version that resolves, and ``(ref, reason)`` for each that does not,
+        so one damaged manifest never hides the others."""
+        entries: builtins.list[AdapterEntry] = []
+        broken: builtins.list[tuple[str, str]] = []
+        for n in self.names():
+            try:
+                vs = self.versions(n)
+            except OSError as e:
+                broken.append((n, f"unreadable: {e.strerror or e}"))
+                continue
+            for v in vs:
+                try:
+                    entries.append(self.resolve(AdapterRef(n, v)))
+                except LafError as e:
+                    broken.append((f"{n}@{v}", e.cause))
+        return entries, broken
 
     def register(self, name: str, source: Path, manifest: dict) -> AdapterEntry:
         """Copy the files of ``source`` into the next version of ``name`` with ``manifest``; return its entry.
@@ -145,6 +174,9 @@ class Registry:
         except OSError as e:
             raise LafError(f"cannot create {parent}: {e.strerror or e}", "choose a writable registry folder") from e
         files = sorted(p for p in source.rglob("*") if p.is_file())
+        if not (source / SAFETENSORS).is_file() and any((source / b).is_file() for b in PICKLE_WEIGHTS):
+            raise LafError(f"{source} holds pickle weights and no {SAFETENSORS}; only safetensors adapters are registered",
+                           "save the adapter with save_pretrained(..., safe_serialization=True)")
         try:
             version = 0
             for _ in range(1000):
@@ -159,6 +191,9 @@ class Registry:
                             dst.parent.mkdir(parents=True, exist_ok=True)
                             shutil.copyfile(p, dst)
                         full = {**manifest, "name": name, "version": version, "ref": f"{name}@{version}", "files": hash_files(tmp)}
+                        full.pop(MANIFEST_DIGEST, None)
+                        full = json.loads(json.dumps(full, default=str))  # the digest is of what a reader will load
+                        full[MANIFEST_DIGEST] = manifest_digest(full)
                         atomic_write_json(tmp / MANIFEST, full)
                 except LafError:
                     if final.exists():  # another writer took this version: never overwrite, take the next
@@ -170,12 +205,51 @@ class Registry:
             raise LafError(f"writing adapter {name} to {parent} failed: {e.strerror or e}; nothing was registered", "free disk space or fix permissions, then retry (or resume training)") from e
 
     def verify(self, ref: AdapterRef | str) -> VerifyResult:
-        """Re-hash a version's files against its manifest (``ok`` only when all match and some were recorded)."""
+        """Re-hash a version's files against its manifest and the manifest against its own digest.
+
+        ``ok`` only when every file matches, some were recorded and the manifest is unchanged. A version
+        registered before the manifest digest (``manifest == "not covered"``) stays ``ok`` so it still loads;
+        ``laf registry verify`` reports it. This detects accidental and naive edits; it is not a signature:
+        whoever can write the folder can recompute every digest.
+        """
         entry = self.resolve(ref)
-        recorded: dict = entry.manifest.get("files", {})
+        recorded = entry.manifest.get("files")
+        if not isinstance(recorded, dict) or not all(isinstance(v, str) for v in recorded.values()):
+            recorded = {}
         actual = hash_files(entry.path)
         mismatched = sorted(k for k in recorded if k in actual and actual[k] != recorded[k])
         missing = sorted(k for k in recorded if k not in actual)
-        unexpected = sorted(k for k in actual if k not in recorded)
+        unexpected = sorted(k for k in actual if k not in recorded and k != LOCK_FILE)
+        stored = entry.manifest.get(MANIFEST_DIGEST)
+        if stored is None:
+            manifest_state = "not covered"
+        elif stored != manifest_digest(entry.manifest):
+            manifest_state = "changed"
+            mismatched.insert(0, MANIFEST)
+        else:
+            manifest_state = "ok"
         ok = not (mismatched or missing or unexpected) and bool(recorded)
-        return VerifyResult(entry.ref, ok, mismatched, missing, unexpected)
+        return VerifyResult(entry.ref, ok, mismatched, missing, unexpected, manifest_state)
+
+
+SAFETENSORS = "adapter_model.safetensors"
+PICKLE_WEIGHTS = ("adapter_model.bin", "adapter_model.pt", "adapter_model.pth")
+
+
+def read_manifest(path: Path, label: str) -> dict:
+    """A version's manifest: a JSON object of bounded size, or a ``LafError`` naming the problem."""
+    fix = f"run `laf registry verify {label}`; restore the manifest from a backup or retrain the adapter"
+    try:
+        size = path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise LafError(f"{path} is {size:,} bytes; a manifest is at most {MAX_MANIFEST_BYTES:,}", fix)
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except LafError:
+        raise
+    except RecursionError:
+        raise LafError(f"{path} is nested too deeply to be a manifest", fix) from None
+    except (OSError, ValueError) as e:
+        raise LafError(f"{path} is unreadable: {e}", fix) from None
+    if not isinstance(manifest, dict):
+        raise LafError(f"{path} is not a JSON object (got {type(manifest).__name__})", fix)
+    return manifest

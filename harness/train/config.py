@@ -8,12 +8,15 @@ the current folder.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ..config import StrictModel as Strict  # one strict base for every config model
 from ..registry import check_registry_name
+
+MAX_STEPS = 10_000_000  # optimizer steps: far beyond any LoRA run, small enough to count
+MAX_SEED = 2**32 - 1
 
 
 class DataConfig(Strict):
@@ -22,14 +25,14 @@ class DataConfig(Strict):
     format: Literal["auto", "jsonl", "json", "csv", "parquet", "datasets"] = "auto"
     eval_path: str | None = None
     eval_fraction: float = Field(0.05, ge=0.0, lt=1.0)
-    eval_max: int = Field(200, ge=0)
+    eval_max: int = Field(200, ge=0, le=1_000_000)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class LoraSettings(Strict):
-    r: int = Field(8, gt=0, description="LoRA rank")
-    alpha: float = Field(16, gt=0)
+    r: int = Field(8, gt=0, le=4096, description="LoRA rank")
+    alpha: float = Field(16, gt=0, le=1e6)
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
     target_modules: str | list[str] = "all-linear"
     rslora: bool = False
@@ -39,14 +42,14 @@ class LoraSettings(Strict):
 
 class OptimSettings(Strict):
     lr: float = Field(2e-4, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(0.0, ge=0, le=10)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0, le=1)
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup_steps: int | None = Field(None, ge=0)
+    warmup_steps: int | None = Field(None, ge=0, le=MAX_STEPS)
     warmup_ratio: float = Field(0.03, ge=0, le=1)
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
-    grad_clip: float | None = Field(1.0, gt=0)
+    grad_clip: float | None = Field(1.0, gt=0, le=1e6)
     paged: Literal["auto", True, False] = "auto"
 
 
@@ -59,19 +62,19 @@ class TrainConfig(Strict):
     allow_pickle: bool = False
     trust_remote_code: bool = False
     data: DataConfig
-    max_length: int = Field(512, ge=8)
+    max_length: int = Field(512, ge=8, le=1 << 20)
     packing: bool = True
     chat_template: Literal["auto", True, False] = "auto"
     lora: LoraSettings = LoraSettings()
     optim: OptimSettings = OptimSettings()
-    batch_size: int = Field(4, gt=0)
-    grad_accum: int = Field(1, gt=0)
-    max_steps: int | None = Field(None, gt=0)
-    epochs: float = Field(1.0, gt=0)
-    eval_every: int = Field(50, ge=0)
-    save_every: int = Field(50, ge=0)
-    keep_checkpoints: int = Field(2, ge=1)
-    seed: int = 0
+    batch_size: int = Field(4, gt=0, le=4096)
+    grad_accum: int = Field(1, gt=0, le=65536)
+    max_steps: int | None = Field(None, gt=0, le=MAX_STEPS)
+    epochs: float = Field(1.0, gt=0, le=10_000)
+    eval_every: int = Field(50, ge=0, le=MAX_STEPS)
+    save_every: int = Field(50, ge=0, le=MAX_STEPS)
+    keep_checkpoints: int = Field(2, ge=1, le=1000)
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # torch generators take 64 bits; the split adds to it
     gradient_checkpointing: Literal["auto", True, False] = "auto"
     mixed_precision: Literal["auto", "bf16", "fp16", "no"] = "auto"
     registry: str = "adapters_registry"

@@ -12,7 +12,9 @@ the data position, so ``--resume`` continues bit for bit (on CPU).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import resource
 import time
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ from ..data.formats import Example, ReadResult, read_examples
 from ..data.tokenize import TokenizedData, tokenize_examples
 from ..env import reduce_malloc_fragmentation
 from ..errors import LafError
-from ..io import sha256_json
+from ..io import atomic_write_text, exclusive_lock, sha256_json
 from ..models import LoadSpec, load_model, resolve_model
 from ..registry import AdapterEntry
 from .batching import Batch, epoch_order, make_batches
@@ -33,7 +35,7 @@ from .checkpoint import TrainState, clear_checkpoints, list_checkpoints, load_ch
 from .config import TrainConfig
 from .lora import attach_lora
 from .loss import supervised_loss_sum
-from .manifest import METRICS, RunFacts, build_manifest, data_fingerprint, register_adapter
+from .manifest import METRICS, WRITE_ERRORS, RunFacts, build_manifest, data_fingerprint, register_adapter
 from .schedule import count_steps, make_optimizer, make_scheduler
 
 __all__ = ["StepEvent", "TrainResult", "TrainState", "TrainingDiverged", "list_checkpoints", "train"]
@@ -80,9 +82,16 @@ def train(
     example with a supervised token, unknown LoRA targets...) and
     :class:`TrainingDiverged` when the loss or gradient norm becomes non-finite.
     """
+    run_dir = cfg.run_dir()
+    # one run per output folder: a second `laf train` into it fails at once naming this one, instead of
+    # interleaving its steps into our metrics.jsonl (and so into the registered adapter)
+    with exclusive_lock(run_dir, "training run"):
+        return _train_locked(cfg, run_dir, config_dir=config_dir, resume=resume, on_step=on_step, log=log)
+
+
+def _train_locked(cfg: TrainConfig, run_dir: Path, *, config_dir: Path, resume: bool, on_step, log) -> TrainResult:
     t_start = time.perf_counter()
     reduce_malloc_fragmentation()
-    run_dir = cfg.run_dir()
     existing = list_checkpoints(run_dir)
     if existing and not resume:
         raise LafError(
@@ -118,15 +127,30 @@ def train(
 
     # -- fresh start or resume
     math_hash = sha256_json({"config": cfg.math_dict(), "base": resolved.fingerprint, "data": data_fingerprint(data_path, read.examples), "spec": spec.as_dict()})
-    run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / METRICS
     state = TrainState()
-    if resume and existing:
-        state = load_checkpoint(existing[-1], model, opt, sched, math_hash)
-        log(f"resumed from {existing[-1].name}")
-        _truncate_metrics(metrics_path, state.step)
-    else:
-        metrics_path.write_text("")
+    with _output_errors(run_dir):
+        if resume and existing:
+            state = load_checkpoint(existing[-1], model, opt, sched, math_hash)
+            log(f"resumed from {existing[-1].name}")
+            _truncate_metrics(metrics_path, state.step)
+        else:
+            atomic_write_text(metrics_path, "")
+    with _output_errors(run_dir):
+        _loop(model, tok, cfg, data, held, state, total_steps, params, opt, sched, device, autocast, run_dir, metrics_path, math_hash, on_step)
+
+    # -- register (never non-finite weights: a NaN adapter would score as confidently right)
+    check_finite_weights(model, run_dir, state)
+    facts = RunFacts(n_trainable, n_total, time.perf_counter() - t_start, peak_memory_mb(device))
+    manifest = build_manifest(cfg, resolved, spec.as_dict(), data_path, read, data, held, state, facts, run_dir)
+    entry = register_adapter(model, cfg, resolved.spec, manifest, metrics_path)
+    clear_checkpoints(run_dir)  # the registered adapter supersedes them
+    return TrainResult(entry, run_dir, state, data.drop_summary())
+
+
+def _loop(model, tok, cfg: TrainConfig, data, held, state: TrainState, total_steps: int, params, opt, sched, device: str, autocast,
+          run_dir: Path, metrics_path: Path, math_hash: str, on_step) -> None:
+    """The optimizer steps from ``state`` to ``total_steps``: metrics line per step, eval and checkpoints every N."""
 
     # -- the loop
     pad_id = tok.pad_token_id
@@ -187,13 +211,6 @@ def train(
                 save_checkpoint(run_dir, model, opt, sched, state, math_hash, cfg.keep_checkpoints)
             if on_step:
                 on_step(StepEvent(state.step, total_steps, m))
-
-    # -- register
-    facts = RunFacts(n_trainable, n_total, time.perf_counter() - t_start, peak_memory_mb(device))
-    manifest = build_manifest(cfg, resolved, spec.as_dict(), data_path, read, data, held, state, facts, run_dir)
-    entry = register_adapter(model, cfg, resolved.spec, manifest, metrics_path)
-    clear_checkpoints(run_dir)  # the registered adapter supersedes them
-    return TrainResult(entry, run_dir, state, data.drop_summary())
 
 
 # ---------------------------------------------------------------- the steps of train()
@@ -256,8 +273,14 @@ def _truncate_metrics(metrics_path: Path, step: int) -> None:
     """Drop metrics lines written after the checkpoint being resumed."""
     kept = []
     if metrics_path.exists():
-        kept = [ln for ln in metrics_path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    metrics_path.write_text("".join(ln + "\n" for ln in kept))
+        for ln in metrics_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(ln)
+            except ValueError:
+                continue  # a line torn by a crash mid-write
+            if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+                kept.append(ln)
+    atomic_write_text(metrics_path, "".join(ln + "\n" for ln in kept))
 
 
 class EpochBatches:
@@ -303,6 +326,32 @@ def peak_memory_mb(device: str) -> float:
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextlib.contextmanager
+def _output_errors(run_dir: Path):
+    """A failed write into the run folder (disk full, file too large, read-only) is one clear error; the
+    checkpoints already written stay (they are written whole or not at all)."""
+    try:
+        yield
+    except WRITE_ERRORS as e:
+        ckpts = list_checkpoints(run_dir)
+        kept = f"the last checkpoint {ckpts[-1].name} is kept (resume with --resume)" if ckpts else "no checkpoint had been written yet"
+        raise LafError(f"writing the training output in {run_dir} failed: {getattr(e, 'strerror', None) or e}; {kept}",
+                       "free disk space (or fix the folder's permissions) and run again") from e
+
+
+def check_finite_weights(model, run_dir: Path, state: TrainState) -> None:
+    """Refuse to register LoRA weights holding NaN or inf (raises :class:`TrainingDiverged`, nothing registered)."""
+    bad = [n for n, p in model.named_parameters() if p.requires_grad and not bool(torch.isfinite(p.detach()).all())]
+    eval_loss = state.last_eval_loss
+    if not bad and (eval_loss is None or math.isfinite(eval_loss)) and (state.last_loss is None or math.isfinite(state.last_loss)):
+        return
+    what = f"{len(bad)} LoRA tensors hold NaN/inf (first: {bad[0]})" if bad else f"the final eval loss is {eval_loss}"
+    ckpts = list_checkpoints(run_dir)
+    kept = f"the last good checkpoint {ckpts[-1].name} is kept (resume with --resume after fixing the settings)" if ckpts else "no checkpoint had been written"
+    raise TrainingDiverged(f"training produced non-finite weights at step {state.step}: {what}; nothing was registered, {kept}",
+                           "lower optim.lr (or raise warmup), check the data for extreme examples, and retry")
 
 
 def _diverged(run_dir: Path, state: TrainState, what: str, value: float):

@@ -14,7 +14,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 from ..env import command_line, machine_info, now_iso, package_versions
+from ..errors import LafError
 from ..io import hash_path, sha256_json
 from ..models.fingerprint import cached_file_sha256
 from ..registry import AdapterEntry, Registry
@@ -22,6 +25,7 @@ from .checkpoint import TrainState
 from .config import TrainConfig
 
 METRICS = "metrics.jsonl"
+WRITE_ERRORS: tuple[type[BaseException], ...] = (OSError, SafetensorError)  # safetensors reports I/O errors as its own type
 
 
 def data_fingerprint(path: Path, examples) -> dict:
@@ -81,6 +85,14 @@ def build_manifest(cfg: TrainConfig, resolved, load: dict, data_path: Path, read
 
 def register_adapter(model, cfg: TrainConfig, base_spec: str, manifest: dict, metrics_path: Path) -> AdapterEntry:
     """Save the PEFT adapter with its metrics and register it as the next version of ``cfg.name``."""
+    try:
+        return _register(model, cfg, base_spec, manifest, metrics_path)
+    except WRITE_ERRORS as e:  # the staging copy in the temp folder: disk full, file too large
+        raise LafError(f"saving adapter {cfg.name} failed: {getattr(e, 'strerror', None) or e}; nothing was registered and the run folder {cfg.run_dir()} is kept",
+                       "free disk space (or set TMPDIR to a folder with room) and run again") from e
+
+
+def _register(model, cfg: TrainConfig, base_spec: str, manifest: dict, metrics_path: Path) -> AdapterEntry:
     with tempfile.TemporaryDirectory(prefix="laf-adapter-") as tmp_name:
         tmp = Path(tmp_name)
         model.save_pretrained(tmp, safe_serialization=True)
