@@ -24,7 +24,7 @@ def _eval_cmd(model, suite, out, cache, *extra):
 def _wait_for_lock(out: Path, proc, timeout=120) -> dict:
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
-        lock = out / ".lock"
+        lock = out / ".laf.lock"
         if lock.exists():
             try:
                 info = json.loads(lock.read_text() or "null")
@@ -69,7 +69,7 @@ def test_a_second_run_into_the_same_folder_fails_at_once_naming_the_holder(tiny_
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    # the kernel dropped the killed holder's lock: a new run takes the folder (the stale .lock file blocks nobody)
+    # the kernel dropped the killed holder's lock: a new run takes the folder (the stale .laf.lock file blocks nobody)
     third = subprocess.run(_eval_cmd(tiny_model_dir, small, out, tmp_path / "c3.sqlite"), cwd=REPO, capture_output=True, text=True, timeout=600)
     assert third.returncode == 0, third.stderr
     results, records = load_run(out)

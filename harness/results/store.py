@@ -7,7 +7,7 @@ are renamed into place, and ``integrity.json`` (the digests of all three) is
 written last, then ``.publishing`` removed. A reader (:func:`load_run`)
 checks the digests, so it sees either a whole run or a clear error ("being
 written or interrupted"), never a mix of two runs. A writer holds
-:class:`RunLock` (``DIR/.lock``) for the life of the run, so two runs never
+:class:`RunLock` (``DIR/.laf.lock``) for the life of the run, so two runs never
 write one folder at once.
 
 ``integrity.json`` proves that the files are the ones the run wrote, against
@@ -19,19 +19,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import math
 import os
-import socket
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ..errors import LafError
-from ..io import atomic_write_text, read_jsonl
+from ..io import atomic_write_text, exclusive_lock, read_jsonl
 from .document import ResultsDoc
 from .records import ItemRecord
 
@@ -39,7 +37,6 @@ RESULTS = "results.json"
 RECORDS = "records.jsonl"
 STORE = "results.sqlite"
 INTEGRITY = "integrity.json"
-LOCK = ".lock"
 PUBLISHING = ".publishing"
 INTEGRITY_SCHEMA = "laf.integrity/1"
 
@@ -80,53 +77,10 @@ def _has_nonfinite(v: Any) -> bool:
 # ---------------------------------------------------------------- the lock
 
 
-class RunLock:
-    """An exclusive lock on an output folder for the life of a run (``DIR/.lock``, ``flock``).
-
-    The lock file holds who took it (pid, host, start time) so a second run can name the holder. The kernel
-    drops the lock when the holder exits, even on ``kill -9``; a stale file alone never blocks anyone."""
-
-    def __init__(self, folder: str | Path, what: str = "laf eval"):
-        self.folder = Path(folder)
-        self.what = what
-        self.fd: int | None = None
-
-    def __enter__(self) -> "RunLock":
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise LafError(f"cannot create output folder {self.folder}: {e.strerror or e}", "choose a writable --out") from e
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise LafError(
-                f"{self.folder} is in use by another run ({holder}); two runs into one folder would mix their results",
-                "wait for that run to finish, or pass another --out",
-            ) from None
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": self.what}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
-        self.fd = fd
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, 0)
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-
-
-def _read_holder(fd: int) -> str:
-    try:
-        info = json.loads(os.pread(fd, 4096, 0).decode("utf-8", "replace") or "{}")
-        return f"{info.get('command', 'laf')}, pid {info.get('pid')} on {info.get('host')}, started {info.get('started')}"
-    except (OSError, ValueError, AttributeError):
-        return "holder unknown"
+def RunLock(folder: str | Path, what: str = "laf eval"):
+    """An exclusive lock on an output folder for the life of a run: :func:`harness.io.exclusive_lock` (one lock
+    helper for eval, train and run folders; the kernel drops it when the holder exits, even on ``kill -9``)."""
+    return exclusive_lock(folder, what)
 
 
 # ---------------------------------------------------------------- the store
