@@ -21,6 +21,7 @@ from .contamination import contamination, item_pieces
 from .dedupe import near_duplicates
 from .formats import Example, read_examples
 from .normalize import dedupe_key, normalize_example, normalize_text
+from .preference import check_pairs, peek_is_preference
 
 DROP_RULES = ("malformed", "encoding", "schema", "empty_prompt", "empty_response", "no_supervised_tokens", "exact_duplicate", "near_duplicate", "contaminated")
 
@@ -92,6 +93,11 @@ def curate(path: str | Path, s: CurationSettings, log=lambda m: None) -> Curatio
     normalise, validate (token lengths under the base tokenizer), drop exact and near duplicates and items that
     overlap the suites in ``s.against``. Returns the curation manifest and the kept examples; writes nothing."""
     path = Path(path)
+    if peek_is_preference(path, s.file_format):  # {prompt, chosen, rejected} pairs: the checks preference training needs
+        report, pairs = check_pairs(path, file_format=s.file_format, strict=s.strict, model=s.model, max_length=s.max_length,
+                                    examples_per_rule=s.examples_per_rule)
+        report.update({"schema": "laf.curation/1", "created": now_iso(), "settings": dict(s.__dict__)})
+        return CurationResult(report, pairs)  # type: ignore[arg-type]
     read = read_examples(path, schema=s.schema, file_format=s.file_format, strict=s.strict)
     examples = [normalize_example(e) for e in read.examples]
     changed = sum(1 for a, b in zip(read.examples, examples) if a.messages != b.messages)

@@ -240,3 +240,72 @@ def tokenize_pairs(pairs: list[PreferencePair], tokenizer, max_length: int, use_
         else:
             out.examples.append(tok)
     return out
+
+
+# ---------------------------------------------------------------- laf data check on a preference file
+
+
+def check_pairs(path: str | Path, *, file_format: str = "auto", strict: bool = False, model: str | None = "default", max_length: int = 512,
+                use_chat_template: bool | None = None, examples_per_rule: int = 5) -> tuple[dict, list[PreferencePair]]:
+    """Validate a preference file the way training will see it; return ``(report, kept pairs)``.
+
+    Rules: malformed rows, empty prompt / chosen / rejected, identical chosen and rejected, exact duplicate pairs,
+    and (with a tokenizer) truncation of either side under the training template and a prompt that leaves no
+    completion token within ``max_length``. Mixed SFT and preference rows are an error (from :func:`read_pairs`).
+    """
+    read = read_pairs(path, file_format=file_format, strict=strict)
+    findings: dict[str, list[dict]] = {r: [] for r in ("malformed", "empty_prompt", "empty_chosen", "empty_rejected", "identical", "exact_duplicate", "no_completion_tokens", "truncated")}
+    drop: dict[int, str] = {}
+
+    def note(rule: str, i: int | None, detail: str, line: int | None = None, drops: bool = True) -> None:
+        findings[rule].append({"line": line if line is not None else read.examples[i].line, "detail": detail})  # type: ignore[index]
+        if drops and i is not None and i not in drop:
+            drop[i] = rule
+
+    for p in read.problems:
+        note("malformed", None, p.message, p.line)
+    seen: dict[str, int] = {}
+    for i, pair in enumerate(read.examples):
+        why = pair_problem(pair)
+        if why:
+            rule = {"empty prompt": "empty_prompt", "empty chosen answer": "empty_chosen", "empty rejected answer": "empty_rejected"}.get(why, "identical")
+            note(rule, i, why)
+            continue
+        k = sha256_json(pair.to_canonical())
+        if k in seen:
+            note("exact_duplicate", i, f"same pair as line {read.examples[seen[k]].line}")
+        seen.setdefault(k, i)
+    lengths: list[int] = []
+    if model:
+        from ..models import load_tokenizer, resolve_model
+
+        tok = load_tokenizer(resolve_model(model))
+        for i, pair in enumerate(read.examples):
+            if i in drop:
+                continue
+            full, reason, truncated = tokenize_pair(pair, tok, 10**9, use_chat_template)
+            if full is None:
+                note("no_completion_tokens", i, reason or "")
+                continue
+            lengths.append(max(len(full.chosen_ids), len(full.rejected_ids)))
+            if truncated or max(len(full.chosen_ids), len(full.rejected_ids)) > max_length:
+                cut, reason, _ = tokenize_pair(pair, tok, max_length, use_chat_template)
+                longest = max(len(full.chosen_ids), len(full.rejected_ids))
+                note("truncated", i, f"{longest} tokens > max_length {max_length}", drops=False)
+                if cut is None:
+                    note("no_completion_tokens", i, reason or "")
+    kept = [p for i, p in enumerate(read.examples) if i not in drop]
+    srt = sorted(lengths)
+    report = {
+        "kind": "preference",
+        "counts": {"input_rows": read.raw_count, "examples": len(read.examples), "kept": len(kept), **{r: len(v) for r, v in findings.items()}},
+        "dropped": dict(Counter(drop.values())),
+        "examples": {r: v[:examples_per_rule] for r, v in findings.items() if v},
+        "tokens": {"model": model, "max_length": max_length, "count": len(srt), "max": srt[-1] if srt else 0,
+                   **{f"p{q}": srt[min(len(srt) - 1, int(round(q / 100 * (len(srt) - 1))))] if srt else 0 for q in (50, 90, 99)},
+                   "truncated": len(findings["truncated"]), "truncated_share": round(len(findings["truncated"]) / max(1, len(srt)), 4)} if model else None,
+        "input": {"path": str(path), "format": read.file_format, "data_schema": "preference"},
+        "fingerprints": {"input_content_sha256": sha256_json([p.to_canonical() for p in read.examples]),
+                         "output_content_sha256": sha256_json([p.to_canonical() for p in kept])},
+    }
+    return report, kept
