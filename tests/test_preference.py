@@ -388,3 +388,51 @@ def test_data_check_reports_preference_problems(tiny_model_dir, tmp_path):
     assert (c["examples"], c["kept"], c["identical"], c["empty_prompt"], c["exact_duplicate"], c["no_completion_tokens"], c["truncated"]) == (7, 3, 1, 1, 1, 1, 1)
     mixed = write_jsonl(tmp_path / "mixed.jsonl", ROWS[:2] + [{"instruction": "Do.", "output": "Done."}])
     assert_clean_error(run_cli("data", "check", str(mixed), "--model", "none", "--out", str(tmp_path / "chk2")), "mixed SFT and preference rows")
+
+
+# ---------------------------------------------------------------- the preference suite type
+
+
+def test_preference_suite_scores_pairs_with_per_item_records(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness.data.template import plain_prompt
+    from harness.evaluate import EvalSpec, load_run, run_eval
+    from harness.evaluate.suites import load_suite
+
+    doc = run_eval(EvalSpec(suites=["domain/tempo-t4-pref"], model=str(tiny_model_dir), precision="fp32", out=str(tmp_path / "o"), limit=10, batch_size=4, no_cache=True))
+    records = load_run(tmp_path / "o")[1]
+    docs = load_suite("domain/tempo-t4-pref").load_docs()
+    assert len(records) == 10
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+
+    def ll(context: str, cont: str) -> float:  # lm-eval's split: encode(context + cont) minus encode(context)
+        whole, ctx = tok(context + cont)["input_ids"], tok(context)["input_ids"]
+        ids = torch.tensor([whole])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
+        return float(sum(logp[i - 1, whole[i]] for i in range(len(ctx), len(whole))))
+
+    accs, margins = [], []
+    for r in records:
+        d = docs[r.doc_id]
+        c, j = ll(plain_prompt(d["prompt"]), d["chosen"]), ll(plain_prompt(d["prompt"]), d["rejected"])
+        assert r.metrics["margin"] == pytest.approx(c - j, abs=1e-3)
+        assert r.metrics["pref_acc"] == float(c > j)
+        n_c, n_r = len(d["chosen"].encode()), len(d["rejected"].encode())
+        assert r.metrics["pref_acc_norm"] == float(c / n_c > j / n_r)
+        accs.append(r.metrics["pref_acc"])
+        margins.append(r.metrics["margin"])
+    res = doc["results"]["base"]["domain/tempo-t4-pref"]
+    assert res["pref_acc"]["value"] == pytest.approx(sum(accs) / 10) and res["margin"]["value"] == pytest.approx(sum(margins) / 10)
+
+
+def test_quickstart_preference_files_are_valid_and_held_out(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    train_pairs = read_pairs(root / "examples" / "quickstart" / "preference.jsonl").examples
+    held = read_pairs(root / "harness" / "suites_builtin" / "domain" / "tempo-t4-pref.jsonl").examples
+    assert len(train_pairs) >= 200 and len(held) >= 100
+    assert not {p.prompt for p in train_pairs} & {p.prompt for p in held}, "held-out pairs use prompts no training pair uses"
+    kinds = [json.loads(x)["kind"] for x in (root / "examples" / "quickstart" / "preference.jsonl").read_text().splitlines()]
+    assert sum(k.startswith("abstain_") for k in kinds) >= 40 and sum(k.startswith("wrong_") for k in kinds) >= 150
