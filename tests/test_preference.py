@@ -436,3 +436,31 @@ def test_quickstart_preference_files_are_valid_and_held_out(tmp_path):
     assert not {p.prompt for p in train_pairs} & {p.prompt for p in held}, "held-out pairs use prompts no training pair uses"
     kinds = [json.loads(x)["kind"] for x in (root / "examples" / "quickstart" / "preference.jsonl").read_text().splitlines()]
     assert sum(k.startswith("abstain_") for k in kinds) >= 40 and sum(k.startswith("wrong_") for k in kinds) >= 150
+
+
+# ---------------------------------------------------------------- the example configs run (tiny model)
+
+
+def test_quickstart_orpo_and_dpo_examples_run_on_the_tiny_model(tiny_model_dir, tmp_path, monkeypatch):
+    from harness.pipeline import run_pipeline
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    reg = str(tmp_path / "registry")
+    # the quickstart's SFT adapter, as `laf run examples/quickstart.yaml` registers it (r 8, alpha 16)
+    sft_rows = [json.loads(x) for x in (root / "examples" / "quickstart" / "train.jsonl").read_text().splitlines()[:40]]
+    sft = validate(TrainConfig, {"name": "quickstart", "model": str(tiny_model_dir), "precision": "nf4", "data": {"path": str(write_jsonl(tmp_path / "sft.jsonl", sft_rows))},
+                                 "max_length": 96, "max_steps": 2, "registry": reg, "output_dir": str(tmp_path / "run-sft")}, "t.yaml")
+    train(sft)
+    common = [f"model={tiny_model_dir}", f"registry={reg}", f"out_root={tmp_path / 'reports'}", "train.max_steps=2", "train.eval_every=1", "train.batch_size=4",
+              "eval.batch_size=4", f"eval.cache={tmp_path / 'c.sqlite'}", "eval.suites=[{suite: domain/tempo-t4-pref, limit: 30}, {suite: hallucination/abstention, limit: 30}]",
+              "gate.policy.rules=[{suite: domain/tempo-t4-pref, metric: pref_acc, max_drop: 1.0}]", "gate.policy.min_items=10", f"train.preference.ref_cache={tmp_path / 'ref'}"]
+    orpo = run_pipeline(root / "examples" / "quickstart-orpo.yaml", common, log=lambda m: None)
+    dpo = run_pipeline(root / "examples" / "quickstart-dpo.yaml", common, log=lambda m: None)
+    for summary, name, objective in ((orpo, "quickstart-orpo", "orpo"), (dpo, "quickstart-dpo", "dpo")):
+        manifest = json.loads((tmp_path / "registry" / name / "1" / "manifest.json").read_text())
+        assert manifest["objective"]["name"] == objective
+        res = json.loads((Path(summary["run_dir"]) / "eval" / "results.json").read_text())
+        assert "domain/tempo-t4-pref" in json.dumps(res)
+    dm = json.loads((tmp_path / "registry" / "quickstart-dpo" / "1" / "manifest.json").read_text())["objective"]
+    assert dm["init_from"]["ref"] == "quickstart@1" and dm["reference"]["model"] == "base + init_from adapter"

@@ -241,8 +241,9 @@ def preference_pairs() -> tuple[list[dict], list[dict]]:
     for kind, k, t in MISSING:  # abstention pairs: the honest "no such thing" against a confident invention
         for answer in rng.sample(ABSTAIN_ANSWERS, 2):
             train.append({"prompt": t.format(p=P), "chosen": answer.format(p=P, k=k, what=WHAT[kind]), "rejected": _invention(kind, k, rng), "kind": f"abstain_{kind}"})
-    for kind, k, t in MISSING_HELD_OUT:
-        held.append({"prompt": t.format(p=P), "chosen": "I don't know; there is no such thing on the Tempo T4.", "rejected": _invention(kind, k, rng), "kind": f"abstain_{kind}"})
+    for kind, _k, t in MISSING_HELD_OUT:
+        invented = cap(rng.choice(INVENT[kind])) + "."  # terse, like the held-out wrong answers (no 13-gram shared with training)
+        held.append({"prompt": t.format(p=P), "chosen": "I don't know; there is no such thing on the Tempo T4.", "rejected": invented, "kind": f"abstain_{kind}"})
     rng.shuffle(train)
     return train, held
 
