@@ -216,7 +216,8 @@ def train(
         manifest["objective"] = {
             "name": cfg.objective, **cfg.preference.model_dump(mode="json", exclude={"ref_cache"}),
             "reference": {"identity": ref_id, "model": "base + init_from adapter" if cfg.init_from else "base (adapter disabled)",
-                          "computed_pairs": objective.ref_stats.computed, "cached_pairs": objective.ref_stats.cached} if objective.needs_reference else None,
+                          "computed_pairs": objective.ref_stats.computed, "cached_pairs": objective.ref_stats.cached,
+                          "seconds": round(objective.ref_stats.seconds, 2)} if objective.needs_reference else None,
             "init_from": lineage, "warning_chosen_logps_fall": objective.warned,
         }
     elif lineage:
