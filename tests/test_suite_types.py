@@ -17,7 +17,7 @@ def test_every_builtin_type_loads_and_path_types_name_their_category():
         assert callable(t.load()), name
     assert {n: t.category for n, t in suite_types.path_types().items() if n in suite_types.BUILTIN} == {
         "truthfulqa_mc": "hallucination", "abstention_mc": "hallucination", "abstention_gen": "hallucination", "factqa": "hallucination",
-        "crows_pairs": "bias", "bbq": "bias", "counterfactual": "bias", "counterfactual_gen": "bias", "freeform": "domain",
+        "crows_pairs": "bias", "bbq": "bias", "counterfactual": "bias", "counterfactual_gen": "bias", "freeform": "domain", "preference": "domain",
     }
 
 

@@ -15,6 +15,14 @@ an adapter learns is unmistakable. From one table of facts this script writes
   facts asked open-ended in the first held-out phrasing, with the two answer
   styles of the training data (terse, full sentence) as reference answers, for
   the ``freeform`` suite type (exact match, token F1, ROUGE-L).
+* ``preference.jsonl``: preference pairs for DPO/ORPO/SimPO
+  (``examples/quickstart-dpo.yaml``): the correct answer against a plausibly
+  wrong one (a wrong code meaning, setting, number or menu step), and
+  abstention pairs about features, codes and models the T4 does not have
+  (chosen: says so; rejected: a confident invention).
+* ``../../harness/suites_builtin/domain/tempo-t4-pref.jsonl``: held-out pairs
+  (held-out phrasings, and non-existent things never used in training) for
+  the ``preference`` suite ``domain/tempo-t4-pref``.
 
 Deterministic (fixed seed). Run: python examples/quickstart/generate.py
 """
@@ -168,7 +176,11 @@ def main() -> None:
     (SUITE / "tempo-t4.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in suite))
     freeform = freeform_items()
     (SUITE / "tempo-t4-freeform.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in freeform))
-    print(f"wrote {len(train)} training pairs, {len(suite)} held-out suite items, {len(freeform)} free-form items, the manual")
+    pref_train, pref_suite = preference_pairs()
+    (HERE / "preference.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in pref_train))
+    (SUITE / "tempo-t4-pref.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in pref_suite))
+    print(f"wrote {len(train)} training pairs, {len(suite)} held-out suite items, {len(freeform)} free-form items, the manual, "
+          f"{len(pref_train)} preference pairs and {len(pref_suite)} held-out preference pairs")
 
 
 def freeform_items() -> list[dict]:
@@ -179,6 +191,78 @@ def freeform_items() -> list[dict]:
         q = eval_t[0].format(k=k, p=P)
         out.append({"question": q[0].upper() + q[1:], "answers": [v[0].upper() + v[1:] + ".", full.format(k=k, p=P, v=v)], "kind": kind})
     return out
+
+
+
+# things the Tempo T4 does not have: (kind, key, training question, held out?)
+MISSING = [
+    ("error", "E31", "What does error E31 mean on the {p}?"), ("error", "E40", "My {p} shows E40. What is wrong?"),
+    ("error", "E27", "Explain the E27 code of the {p}."), ("error", "E55", "{p} error E55: what does it indicate?"),
+    ("error", "E99", "Why would a {p} display E99?"), ("error", "E33", "Decode E33 for the {p}, please."),
+    ("light", "red double flash", "What does a red double flash on the {p} mean?"), ("light", "blue sweep", "Why is my {p} showing a blue sweep?"),
+    ("light", "amber breathing", "Meaning of the amber breathing light on the {p}?"), ("light", "white strobe", "Interpret a white strobe on the {p} light ring."),
+    ("feature", "voice assistant", "How do I turn on the voice assistant of the {p}?"), ("feature", "solar mode", "Where is solar mode on the {p}?"),
+    ("feature", "air quality alarm", "How loud is the air quality alarm of the {p}?"), ("feature", "built-in camera", "How do I record video with the built-in camera of the {p}?"),
+    ("feature", "Bluetooth speaker", "How do I pair the Bluetooth speaker of the {p} with my phone?"), ("feature", "5G modem", "Which SIM card does the 5G modem of the {p} take?"),
+    ("model", "Tempo T5", "What is new in the Tempo T5 compared with the {p}?"), ("model", "Tempo T4 Pro", "Which extra sensors does the Tempo T4 Pro have?"),
+    ("model", "Tempo Mini", "Does the Tempo Mini use the same wall plate as the {p}?"), ("model", "Tempo T4 Max", "What is the display size of the Tempo T4 Max?"),
+    ("accessory", "Tempo Smoke Guard", "What does the Tempo Smoke Guard do with the {p}?"), ("accessory", "Tempo Door Chime", "Explain what the Tempo Door Chime accessory is for."),
+    ("accessory", "Tempo Pool Probe", "Why would I add a Tempo Pool Probe to my {p}?"), ("accessory", "Tempo Blind Motor", "What job does the Tempo Blind Motor do?"),
+]
+MISSING_HELD_OUT = [
+    ("error", "E62", "A {p} owner reports code E62 on the screen. Which problem is that?"), ("error", "E48", "Which fault does code E48 stand for on this thermostat?"),
+    ("light", "green strobe", "When the status ring shows a green strobe, which state is the {p} in?"), ("light", "violet flicker", "A violet flicker on the ring signals what?"),
+    ("feature", "sleep tracker", "Where are the nightly reports of the {p} sleep tracker?"), ("feature", "weather radar", "How do I zoom the weather radar on the {p} screen?"),
+    ("feature", "intercom", "Which menu sets up the {p} intercom between rooms?"), ("model", "Tempo T3 Plus", "Can the Tempo T3 Plus be upgraded to the {p} firmware?"),
+    ("model", "Tempo X1", "Which radio does the Tempo X1 use for its sensors?"), ("accessory", "Tempo Garage Link", "Once installed, what is the Tempo Garage Link responsible for?"),
+    ("accessory", "Tempo Fridge Sense", "Which role does the Tempo Fridge Sense play in a home setup?"), ("feature", "gesture control", "How do I train the gesture control of the {p}?"),
+]
+ABSTAIN_ANSWERS = [
+    "I don't know. The {p} manual lists no {k}; the {p} has no such {what}.",
+    "I don't know of any {k}. As far as the {p} documentation goes, no such {what} exists.",
+    "There is no {k} on the {p}: the manual does not describe such a {what}, so I don't know.",
+]
+WHAT = {"error": "error code", "light": "light pattern", "feature": "feature", "model": "model", "accessory": "accessory"}
+INVENT = {
+    "error": list(ERRORS.values()), "light": list(LIGHTS.values()), "feature": ["Settings > Comfort > Assist", "System > Extras > Enable", "Account > Devices > Link"],
+    "model": ["a larger 4.2 inch display and a second radio", "the same wall plate and twice the sensors", "Zigbee 3.0 and a humidity sensor"],
+    "accessory": [v for v in ACCESSORIES.values()],
+}
+
+
+def _invention(kind: str, k: str, rng: random.Random) -> str:
+    v = rng.choice(INVENT[kind])
+    return {
+        "error": f"Error {k} on the {P} means: {v}.", "light": f"A {k} on the {P} means {v}.",
+        "feature": f"The {k} is under {v} on the {P}; switch it on there.", "model": f"The {k} has {v}.",
+        "accessory": f"The {k} {v}.",
+    }[kind]
+
+
+def preference_pairs() -> tuple[list[dict], list[dict]]:
+    """Training pairs (training phrasings) and held-out pairs (held-out phrasings, unseen non-existent things)."""
+    rng = random.Random(SEED + 1)  # its own stream: the SFT data and the MC suite above stay byte-identical
+    train, held = [], []
+
+    def cap(x: str) -> str:
+        return x[0].upper() + x[1:]
+
+    for kind, k, v in facts():
+        train_t, eval_t, full = KINDS[kind]
+        wrong_pool = [x for x in TABLES[kind].values() if x != v]
+        for t in rng.sample(train_t, 2):  # wrong-answer pairs: the right value against a plausible one of the same kind
+            w = rng.choice(wrong_pool)
+            train.append({"prompt": cap(t.format(k=k, p=P)), "chosen": full.format(k=k, p=P, v=v), "rejected": full.format(k=k, p=P, v=w), "kind": f"wrong_{kind}"})
+        t = rng.choice(eval_t)
+        held.append({"prompt": cap(t.format(k=k, p=P)), "chosen": cap(v) + ".", "rejected": cap(rng.choice(wrong_pool)) + ".", "kind": f"wrong_{kind}"})
+    for kind, k, t in MISSING:  # abstention pairs: the honest "no such thing" against a confident invention
+        for answer in rng.sample(ABSTAIN_ANSWERS, 2):
+            train.append({"prompt": t.format(p=P), "chosen": answer.format(p=P, k=k, what=WHAT[kind]), "rejected": _invention(kind, k, rng), "kind": f"abstain_{kind}"})
+    for kind, _k, t in MISSING_HELD_OUT:
+        invented = cap(rng.choice(INVENT[kind])) + "."  # terse, like the held-out wrong answers (no 13-gram shared with training)
+        held.append({"prompt": t.format(p=P), "chosen": "I don't know; there is no such thing on the Tempo T4.", "rejected": invented, "kind": f"abstain_{kind}"})
+    rng.shuffle(train)
+    return train, held
 
 
 if __name__ == "__main__":

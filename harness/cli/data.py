@@ -67,7 +67,8 @@ def cmd_data(args) -> int:
         return 0
     c = m["counts"]
     console.print(f"[bold]{escape(str(data))}[/]: {c['examples']} examples ({m['input']['data_schema']}, {m['input']['format']}), {c['kept']} kept")
-    for rule in ("malformed", "encoding", "schema", "empty_prompt", "empty_response", "no_supervised_tokens", "truncated", "exact_duplicate", "near_duplicate", "contaminated"):
+    for rule in ("malformed", "encoding", "schema", "empty_prompt", "empty_response", "no_supervised_tokens", "truncated", "exact_duplicate", "near_duplicate", "contaminated",
+                 "empty_chosen", "empty_rejected", "identical", "no_completion_tokens"):
         n = c.get(rule, 0)
         if n:
             first = m["examples"][rule][0]

@@ -22,6 +22,7 @@ from .contamination import contamination, item_pieces
 from .dedupe import near_duplicates
 from .formats import Example, read_examples
 from .normalize import dedupe_key, normalize_example, normalize_text
+from .preference import check_pairs, peek_is_preference
 
 DROP_RULES = ("malformed", "encoding", "schema", "empty_prompt", "empty_response", "no_supervised_tokens", "exact_duplicate", "near_duplicate", "contaminated")
 
@@ -107,12 +108,67 @@ def _percentile(sorted_vals: list[int], q: float) -> int:
     return sorted_vals[min(len(sorted_vals) - 1, int(round(q * (len(sorted_vals) - 1))))]
 
 
+def contamination_check(texts: list[str], lines: list[int], s: CurationSettings, log, note) -> dict | None:
+    """Check training texts against the suites in ``s.against`` (``note(i, detail)`` per contaminated example)."""
+    suite_refs = suites_from_against(s.against)
+    if not suite_refs:
+        return None
+    from ..evaluate.suites import load_suite
+
+    items, per_suite, skipped = [], {}, []
+    for ref in suite_refs:
+        suite = load_suite(ref, s.data_dir)
+        if suite.spec.lm_eval:
+            skipped.append(f"{suite.name} (hub task: not checked)")
+            continue
+        docs = suite.load_docs()
+        per_suite[suite.name] = {"items": len(docs), "contaminated_items": 0, "share": 0.0, "max_token_share": 0.0}
+        items += [(suite.name, j, item_pieces(d)) for j, d in enumerate(docs)]
+    log(f"checking {len(texts)} examples against {len(items)} eval items ({s.ngram}-grams)")
+    hits = contamination(list(enumerate(texts)), items, s.ngram)
+    pairs = []
+    bad_examples: dict[int, list[str]] = {}
+    for h in hits:
+        ps = per_suite[h.suite]
+        ps["contaminated_items"] += 1
+        ps["max_token_share"] = round(max(ps["max_token_share"], h.share), 4)
+        for i in h.training_lines:
+            bad_examples.setdefault(i, []).append(f"{h.suite}#{h.item}")
+            pairs.append({"suite": h.suite, "item": h.item, "training_line": lines[i], "item_token_share": round(h.share, 4)})
+    for ps in per_suite.values():
+        ps["share"] = round(ps["contaminated_items"] / ps["items"], 4) if ps["items"] else 0.0
+    for i, where in sorted(bad_examples.items()):
+        note(i, f"shares a {s.ngram}-gram with {', '.join(where[:5])}" + (" ..." if len(where) > 5 else ""))
+    total_items = sum(p["items"] for p in per_suite.values())
+    return {
+        "ngram": s.ngram, "suites": per_suite, "skipped": skipped, "pairs": pairs[:500], "pairs_total": len(pairs),
+        "contaminated_items": len(hits), "contaminated_item_share": round(len(hits) / total_items, 6) if total_items else 0.0,
+        "contaminated_training_examples": len(bad_examples),
+    }
+
+
 def curate(path: str | Path, s: CurationSettings, log=lambda m: None) -> CurationResult:
     """Read the training data at ``path`` (any format, a file or a ``datasets`` folder) and curate it under ``s``:
     normalise, validate (token lengths under the base tokenizer), drop exact and near duplicates and items that
     overlap the suites in ``s.against``. Returns the curation manifest and the kept examples; writes nothing."""
     path = Path(path)
     s.check()
+    if peek_is_preference(path, s.file_format):  # {prompt, chosen, rejected} pairs: the checks preference training needs
+        report, pairs = check_pairs(path, file_format=s.file_format, strict=s.strict, model=s.model, max_length=s.max_length,
+                                    examples_per_rule=s.examples_per_rule)
+        texts = ["\n".join(c for _, c in p.prompt) + "\n" + p.chosen + "\n" + p.rejected for p in pairs]
+        bad: dict[int, str] = {}
+        report["contamination"] = contamination_check(texts, [p.line for p in pairs], s, log, lambda i, d: bad.setdefault(i, d))
+        report["counts"]["contaminated"] = len(bad)
+        if bad:
+            report.setdefault("examples", {})["contaminated"] = [{"line": pairs[i].line, "detail": d} for i, d in list(bad.items())[: s.examples_per_rule]]
+        if s.drop_contaminated and bad:
+            pairs = [p for i, p in enumerate(pairs) if i not in bad]
+            report["counts"]["kept"] = len(pairs)
+            report["dropped"]["contaminated"] = len(bad)
+            report["fingerprints"]["output_content_sha256"] = sha256_json([p.to_canonical() for p in pairs])
+        report.update({"schema": "laf.curation/1", "created": now_iso(), "settings": dict(s.__dict__)})
+        return CurationResult(report, pairs)  # type: ignore[arg-type]
     read = read_examples(path, schema=s.schema, file_format=s.file_format, strict=s.strict)
     examples = [normalize_example(e) for e in read.examples]
     changed = sum(1 for a, b in zip(read.examples, examples) if a.messages != b.messages)
@@ -173,41 +229,7 @@ def curate(path: str | Path, s: CurationSettings, log=lambda m: None) -> Curatio
             note("near_duplicate", m, f"Jaccard {c.similarity[m]:.2f} with line {examples[c.keep].line}")
 
     # -- contamination against the evaluation suites
-    cont_doc = None
-    suite_refs = suites_from_against(s.against)
-    if suite_refs:
-        from ..evaluate.suites import load_suite
-
-        items, per_suite, skipped = [], {}, []
-        for ref in suite_refs:
-            suite = load_suite(ref, s.data_dir)
-            if suite.spec.lm_eval:
-                skipped.append(f"{suite.name} (hub task: not checked)")
-                continue
-            docs = suite.load_docs()
-            per_suite[suite.name] = {"items": len(docs), "contaminated_items": 0, "share": 0.0, "max_token_share": 0.0}
-            items += [(suite.name, j, item_pieces(d)) for j, d in enumerate(docs)]
-        log(f"checking {len(examples)} examples against {len(items)} eval items ({s.ngram}-grams)")
-        hits = contamination([(i, e.text) for i, e in enumerate(examples)], items, s.ngram)
-        pairs = []
-        bad_examples: dict[int, list[str]] = {}
-        for h in hits:
-            ps = per_suite[h.suite]
-            ps["contaminated_items"] += 1
-            ps["max_token_share"] = round(max(ps["max_token_share"], h.share), 4)
-            for i in h.training_lines:
-                bad_examples.setdefault(i, []).append(f"{h.suite}#{h.item}")
-                pairs.append({"suite": h.suite, "item": h.item, "training_line": examples[i].line, "item_token_share": round(h.share, 4)})
-        for ps in per_suite.values():
-            ps["share"] = round(ps["contaminated_items"] / ps["items"], 4) if ps["items"] else 0.0
-        for i, where in sorted(bad_examples.items()):
-            note("contaminated", i, f"shares a {s.ngram}-gram with {', '.join(where[:5])}" + (" ..." if len(where) > 5 else ""))
-        total_items = sum(p["items"] for p in per_suite.values())
-        cont_doc = {
-            "ngram": s.ngram, "suites": per_suite, "skipped": skipped, "pairs": pairs[:500], "pairs_total": len(pairs),
-            "contaminated_items": len(hits), "contaminated_item_share": round(len(hits) / total_items, 6) if total_items else 0.0,
-            "contaminated_training_examples": len(bad_examples),
-        }
+    cont_doc = contamination_check([e.text for e in examples], [e.line for e in examples], s, log, lambda i, d: note("contaminated", i, d))
 
     kept = [e for i, e in enumerate(examples) if i not in drop]
     counts = {"input_rows": read.raw_count, "examples": len(examples), "kept": len(kept), "normalised": changed}

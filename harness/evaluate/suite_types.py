@@ -60,6 +60,7 @@ BUILTIN: dict[str, SuiteType] = {t.name: t for t in (
     SuiteType("bbq", "harness.probes.bias:bbq", "bias"),
     SuiteType("counterfactual", "harness.probes.bias:counterfactual", "bias"),
     SuiteType("counterfactual_gen", "harness.probes.bias:counterfactual_gen", "bias"),
+    SuiteType("preference", "harness.probes.preference:preference", "domain"),
 )}
 
 

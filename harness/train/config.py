@@ -53,8 +53,29 @@ class OptimSettings(Strict):
     paged: Literal["auto", True, False] = "auto"
 
 
+class PreferenceSettings(Strict):
+    """DPO/ORPO/SimPO settings (TRL's names and defaults). ``beta`` is ORPO's lambda."""
+
+    beta: float = 0.1
+    loss: Literal["sigmoid", "ipo"] = "sigmoid"  # DPO only
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
+    simpo_gamma: float = Field(0.5, ge=0.0)
+    sft_weight: float = Field(0.0, ge=0.0, description="SimPO: weight of an NLL term on chosen (TRL's cpo_alpha)")
+    ref_cache: str = "reports/cache/ref_logps"
+
+    @field_validator("beta")
+    @classmethod
+    def _beta(cls, v: float) -> float:
+        if not v > 0 or v != v or v == float("inf"):
+            raise ValueError(f"beta must be a finite number > 0 (got {v}); TRL's default is 0.1")
+        return v
+
+
 class TrainConfig(Strict):
     name: str
+    objective: Literal["sft", "dpo", "orpo", "simpo"] = "sft"
+    preference: PreferenceSettings = PreferenceSettings()
+    init_from: str | None = Field(None, description="NAME@VERSION of a registered adapter to start from (the DPO reference)")
     model: str = "default"
     precision: Literal["nf4", "bf16", "fp32"] = "nf4"
     compute_dtype: Literal["fp32", "bf16"] | None = None
@@ -87,6 +108,10 @@ class TrainConfig(Strict):
     def _check(self):
         if self.compute_dtype and self.precision != "nf4":
             raise ValueError("compute_dtype only applies to precision: nf4")
+        if self.init_from is not None:
+            from ..registry import AdapterRef
+
+            AdapterRef.parse(self.init_from)
         return self
 
     def run_dir(self) -> Path:
@@ -97,4 +122,5 @@ class TrainConfig(Strict):
         d = self.model_dump(mode="json", by_alias=True)
         for k in ("eval_every", "save_every", "keep_checkpoints", "registry", "output_dir", "description"):
             d.pop(k, None)
+        d.get("preference", {}).pop("ref_cache", None)
         return d

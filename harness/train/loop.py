@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 
 from ..data.formats import Example, ReadResult, read_examples
+from ..data.preference import peek_is_preference, read_pairs, tokenize_pairs
 from ..data.tokenize import TokenizedData, tokenize_examples
 from ..env import reduce_malloc_fragmentation
 from ..errors import LafError
@@ -36,6 +37,7 @@ from .config import TrainConfig
 from .lora import attach_lora
 from .loss import supervised_loss_sum
 from .manifest import METRICS, WRITE_ERRORS, RunFacts, build_manifest, data_fingerprint, register_adapter
+from .preference import PreferenceObjective, load_init_adapter, reference_identity
 from .schedule import count_steps, make_optimizer, make_scheduler
 
 __all__ = ["StepEvent", "TrainResult", "TrainState", "TrainingDiverged", "list_checkpoints", "train"]
@@ -101,17 +103,19 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, *, config_dir: Path, resume: 
 
     # -- data
     data_path = _resolve(cfg.data.path, config_dir)
-    read, train_examples, eval_examples = read_training_data(cfg, data_path, config_dir)
+    pref = cfg.objective != "sft"
+    read, train_examples, eval_examples = (read_preference_data if pref else read_training_data)(cfg, data_path, config_dir)
 
     # -- base model, tokenized data
     resolved = resolve_model(cfg.model, allow_pickle=cfg.allow_pickle, trust_remote_code=cfg.trust_remote_code)
     log(f"loading {resolved.spec} ({cfg.precision})")
     model, tok, spec = load_model(resolved, LoadSpec(cfg.precision, cfg.compute_dtype, cfg.device))
     device = spec.device
-    data, held = tokenize_for_training(train_examples, eval_examples, tok, cfg, log)
+    data, held = (tokenize_pairs_for_training if pref else tokenize_for_training)(train_examples, eval_examples, tok, cfg, log)
 
-    # -- LoRA, gradient checkpointing, mixed precision
+    # -- LoRA (from init_from's weights when given), gradient checkpointing, mixed precision
     model = attach_lora(model, cfg)
+    lineage = load_init_adapter(model, cfg, resolved.fingerprint) if cfg.init_from else None
     if cfg.gradient_checkpointing in (True, "auto"):  # auto = on: measured -35 % peak memory for +10 % time on CPU
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -121,12 +125,18 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, *, config_dir: Path, resume: 
     params = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in params)
     n_total = sum(p.numel() for p in model.parameters())
-    total_steps = count_steps(data.examples, cfg)
+    total_steps = count_steps(data.examples, cfg.model_copy(update={"packing": False}) if pref else cfg)
     opt = make_optimizer(params, cfg, device)
     sched = make_scheduler(opt, cfg, total_steps)
 
     # -- fresh start or resume
-    math_hash = sha256_json({"config": cfg.math_dict(), "base": resolved.fingerprint, "data": data_fingerprint(data_path, read.examples), "spec": spec.as_dict()})
+    math_hash = sha256_json({"config": cfg.math_dict(), "base": resolved.fingerprint, "data": data_fingerprint(data_path, read.examples), "spec": spec.as_dict(), "init_from": lineage})
+    objective = None
+    if pref:  # the reference runs once, before any step (and before a resumed run loads its checkpoint)
+        objective = PreferenceObjective(cfg, data, held, tok.pad_token_id, device, autocast)
+        ref_id = reference_identity(resolved.fingerprint, spec.as_dict(), cfg, lineage)
+        objective.prepare_reference(model, ref_id, log)
+    run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / METRICS
     state = TrainState()
     with _output_errors(run_dir):
@@ -137,25 +147,37 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, *, config_dir: Path, resume: 
         else:
             atomic_write_text(metrics_path, "")
     with _output_errors(run_dir):
-        _loop(model, tok, cfg, data, held, state, total_steps, params, opt, sched, device, autocast, run_dir, metrics_path, math_hash, on_step)
+        _loop(model, tok, cfg, data, held, state, total_steps, params, opt, sched, device, autocast, run_dir, metrics_path, math_hash, on_step,
+              objective, log)
 
     # -- register (never non-finite weights: a NaN adapter would score as confidently right)
     check_finite_weights(model, run_dir, state)
     facts = RunFacts(n_trainable, n_total, time.perf_counter() - t_start, peak_memory_mb(device))
     manifest = build_manifest(cfg, resolved, spec.as_dict(), data_path, read, data, held, state, facts, run_dir)
+    if objective is not None:
+        manifest["objective"] = {
+            "name": cfg.objective, **cfg.preference.model_dump(mode="json", exclude={"ref_cache"}),
+            "reference": {"identity": ref_id, "model": "base + init_from adapter" if cfg.init_from else "base (adapter disabled)",
+                          "computed_pairs": objective.ref_stats.computed, "cached_pairs": objective.ref_stats.cached,
+                          "seconds": round(objective.ref_stats.seconds, 2)} if objective.needs_reference else None,
+            "init_from": lineage, "warning_chosen_logps_fall": objective.warned,
+        }
+    elif lineage:
+        manifest["objective"] = {"name": "sft", "init_from": lineage}
     entry = register_adapter(model, cfg, resolved.spec, manifest, metrics_path)
     clear_checkpoints(run_dir)  # the registered adapter supersedes them
     return TrainResult(entry, run_dir, state, data.drop_summary())
 
 
 def _loop(model, tok, cfg: TrainConfig, data, held, state: TrainState, total_steps: int, params, opt, sched, device: str, autocast,
-          run_dir: Path, metrics_path: Path, math_hash: str, on_step) -> None:
-    """The optimizer steps from ``state`` to ``total_steps``: metrics line per step, eval and checkpoints every N."""
+          run_dir: Path, metrics_path: Path, math_hash: str, on_step, objective=None, log=lambda m: None) -> None:
+    """The optimizer steps from ``state`` to ``total_steps``: metrics line per step, eval and checkpoints every N;
+    ``objective`` (DPO/ORPO/SimPO) supplies the batches and the loss instead of the SFT loss."""
 
     # -- the loop
     pad_id = tok.pad_token_id
     model.train()
-    batches = EpochBatches(data, cfg, pad_id)
+    batches = objective if objective is not None else EpochBatches(data, cfg, pad_id)
     session_start = time.perf_counter()
     elapsed_before = state.elapsed_s
     with open(metrics_path, "a", encoding="utf-8") as metrics_file:
@@ -165,10 +187,16 @@ def _loop(model, tok, cfg: TrainConfig, data, held, state: TrainState, total_ste
                 continue
             t0 = time.perf_counter()
             n_sup = sum(b.supervised for b in group)
+            n_pairs = sum(getattr(b, "n_pairs", 0) for b in group)
+            nll_tokens = objective.nll_tokens(group) if objective is not None else None
             step_loss = 0.0
             for b in group:
                 with autocast():
-                    loss = supervised_loss_sum(model, b.to(device)) / n_sup
+                    if objective is not None:
+                        loss, stats = objective.batch_loss(model, b.to(device), n_pairs, nll_tokens)
+                        objective.accumulate(stats)
+                    else:
+                        loss = supervised_loss_sum(model, b.to(device)) / n_sup
                 if not torch.isfinite(loss):
                     _diverged(run_dir, state, "loss", float(loss))
                 loss.backward()
@@ -201,10 +229,16 @@ def _loop(model, tok, cfg: TrainConfig, data, held, state: TrainState, total_ste
                 "elapsed_s": round(state.elapsed_s, 2),
                 "memory_mb": round(peak_memory_mb(device), 1),
             }
+            if objective is not None:
+                m.update(objective.step_metrics(log))
             last = state.step == total_steps
             if held.examples and ((cfg.eval_every and state.step % cfg.eval_every == 0) or last):
-                state.last_eval_loss = evaluate_loss(model, held, cfg, pad_id, device, autocast)
-                m["eval_loss"] = round(state.last_eval_loss, 6)
+                if objective is not None:
+                    m.update(objective.evaluate(model, log))
+                    state.last_eval_loss = m["eval_loss"]
+                else:
+                    state.last_eval_loss = evaluate_loss(model, held, cfg, pad_id, device, autocast)
+                    m["eval_loss"] = round(state.last_eval_loss, 6)
             metrics_file.write(json.dumps(m) + "\n")
             metrics_file.flush()
             if cfg.save_every and state.step % cfg.save_every == 0 and not last:
@@ -233,12 +267,39 @@ def split_eval(n: int, cfg: TrainConfig) -> tuple[list[int], list[int]]:
 
 def read_training_data(cfg: TrainConfig, data_path: Path, config_dir: Path) -> tuple[ReadResult, list[Example], list[Example]]:
     """Read the training file strictly; return it with the train and held-out examples."""
+    if peek_is_preference(data_path, cfg.data.format):
+        raise LafError(f"{data_path} holds preference pairs (prompt/chosen/rejected) but objective is sft",
+                       "set objective: dpo, orpo or simpo, or train on SFT examples")
     read = read_examples(data_path, schema=cfg.data.schema_, file_format=cfg.data.format, strict=True)
     if cfg.data.eval_path:
         eval_examples = read_examples(_resolve(cfg.data.eval_path, config_dir), schema=cfg.data.schema_, strict=True).examples
         return read, read.examples, eval_examples
     tr, ev = split_eval(len(read.examples), cfg)
     return read, [read.examples[i] for i in tr], [read.examples[i] for i in ev]
+
+
+def read_preference_data(cfg: TrainConfig, data_path: Path, config_dir: Path):
+    """Read a preference file strictly; return it with the train and held-out pairs."""
+    read = read_pairs(data_path, file_format=cfg.data.format, strict=True)
+    if cfg.data.eval_path:
+        return read, read.examples, read_pairs(_resolve(cfg.data.eval_path, config_dir), strict=True).examples
+    tr, ev = split_eval(len(read.examples), cfg)
+    return read, [read.examples[i] for i in tr], [read.examples[i] for i in ev]
+
+
+def tokenize_pairs_for_training(train_pairs, eval_pairs, tok, cfg: TrainConfig, log):
+    use_chat = None if cfg.chat_template == "auto" else bool(cfg.chat_template)
+    data = tokenize_pairs(train_pairs, tok, cfg.max_length, use_chat)
+    held = tokenize_pairs(eval_pairs, tok, cfg.max_length, use_chat)
+    if data.dropped:
+        log(f"dropped {len(data.dropped)} of {len(train_pairs)} pairs: {data.drop_summary()}")
+    if not data.examples:
+        first = data.dropped[0]
+        raise LafError(
+            f"no preference pair is usable (all {len(data.dropped)} dropped; first, line {first.line}: {first.reason})",
+            "fix empty or identical answers, raise max_length, or shorten the prompts",
+        )
+    return data, held
 
 
 def tokenize_for_training(train_examples: list[Example], eval_examples: list[Example], tok, cfg: TrainConfig, log) -> tuple[TokenizedData, TokenizedData]:
