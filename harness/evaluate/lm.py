@@ -143,6 +143,21 @@ class CachedLM(LM):
         self._done += len(batch)
         self._report()
 
+    def _as_cached(self, kind: str, keys, results, todo) -> None:
+        """Identical requests in one run (e.g. a choice repeated within an item) are computed in different batch
+        positions and can differ in the last bits. Every copy takes the first one's value, and the cache keeps that
+        value, so a fresh run, a run without cache and a cached re-run give the same records bit for bit."""
+        first: dict[str, object] = {}
+        repeated = set()
+        for i in todo:
+            if keys[i] in first:
+                repeated.add(keys[i])
+                results[i] = first[keys[i]]
+            else:
+                first[keys[i]] = results[i]
+        if repeated:
+            self.cache.put_many([(k, kind, first[k]) for k in sorted(repeated)])
+
     # -- the three request types
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
@@ -154,6 +169,7 @@ class CachedLM(LM):
                 lm.loglikelihood([requests[i] for i in todo])
             finally:
                 lm.on_batch = None
+            self._as_cached("loglikelihood", keys, results, todo)
         return [(float(r[0]), bool(r[1])) for r in results]
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
@@ -164,6 +180,7 @@ class CachedLM(LM):
                 chunk = list(range(start, min(start + self.batch_size, len(todo))))
                 values = lm.loglikelihood_rolling([requests[todo[j]] for j in chunk])
                 self._commit("loglikelihood_rolling", keys, results, todo, list(zip(chunk, values)))
+            self._as_cached("loglikelihood_rolling", keys, results, todo)
         return [float(r) for r in results]
 
     def generate_until(self, requests, disable_tqdm: bool = False):
