@@ -256,9 +256,16 @@ def test_name_and_latest_are_accepted_everywhere(workspace, compared):
         assert json.loads((ws / "v.json").read_text())["candidate"]["model"] == "quickstart@1"
 
 
+# examples whose flow needs more than the README's command sequence (a registered SFT adapter first, then
+# preference training), run end to end by another test; that test must name the file
+RUN_ELSEWHERE = {"examples/quickstart-dpo.yaml": "tests/test_preference.py", "examples/quickstart-orpo.yaml": "tests/test_preference.py"}
+
+
 def test_every_example_config_is_run(workspace, compared):
     written = {f"examples/{p.name}" for p in (REPO / "examples").glob("*.yaml")}
-    assert written <= workspace["ran"], f"examples not run by any README/Makefile command: {sorted(written - workspace['ran'])}"
+    elsewhere = {e for e, test in RUN_ELSEWHERE.items() if Path(e).name in (REPO / test).read_text()}
+    missing = written - workspace["ran"] - elsewhere
+    assert not missing, f"examples not run by any README/Makefile command or named test: {sorted(missing)}"
 
 
 def test_exit_code_when_candidates_disagree():
