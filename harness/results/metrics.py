@@ -11,7 +11,7 @@ from .checks import ResultsFormatError, as_mapping, finite_number, get_field
 # metrics that are shares of items (shown in percent and points); anything else keeps its own units
 PROPORTION_METRICS = frozenset({
     "acc", "acc_norm", "exact_match", "em", "f1", "mc1", "mc2", "pct_stereotype", "hallucination_rate", "abstention_rate", "answer_rate",
-    "answer_accuracy", "accuracy_amb", "accuracy_disamb", "answer_changed",
+    "answer_accuracy", "accuracy_amb", "accuracy_disamb", "answer_changed", "pref_acc", "pref_acc_norm",
 })
 
 
