@@ -25,7 +25,7 @@ POLICY = {"confidence": 0.95, "min_items": 10, "rules": [
     {"category": "general", "max_drop": 0.05, "min_items": 100000},
     {"category": "bias", "min_gain": 0.5, "required": False},
 ]}
-INTERVAL = 0.5
+INTERVAL = 0.1  # the tiny model scores a few hundred requests a second: lines must come faster than a suite ends
 PROGRESS = re.compile(r"^\[ *\S+\] (train|evaluate): .* (\d+)/(\d+) \(\d+%\)")
 
 
@@ -34,7 +34,7 @@ def ci_config(tmp_path: Path, model_dir: Path, name: str) -> Path:
     cfg = yaml.safe_load(path.read_text())
     cfg["train"].update(max_steps=4, eval_every=2, save_every=0)
     cfg["eval"] = {"batch_size": 4, "cache": str(tmp_path / "cache.sqlite"),
-                   "suites": [{"suite": "domain/tempo-t4", "limit": 24}, {"suite": "general/world-facts", "limit": 40}, {"suite": "bias/crows-pairs", "limit": 12}]}
+                   "suites": [{"suite": "domain/tempo-t4", "limit": 24}, {"suite": "general/world-facts", "limit": 300}, {"suite": "bias/crows-pairs", "limit": 12}]}
     cfg["gate"] = {"policy": POLICY}
     path.write_text(yaml.safe_dump(cfg))
     return path

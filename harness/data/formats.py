@@ -241,13 +241,18 @@ def _looks_binary(path: Path) -> bool:
     return b"\x00" in head
 
 
+def check_readable_data_path(path: Path) -> None:
+    """A data path must exist and be a regular file or folder: a FIFO would block forever, /dev/zero never ends."""
+    if not path.exists():
+        raise LafError(f"data file not found: {path}", "check the path (relative paths resolve from the current folder or the config file)")
+    if not path.is_dir() and not path.is_file():
+        raise LafError(f"{path} is not a regular file (a pipe, device or socket)", "save the data to a file and pass its path")
+
+
 def read_examples(path: str | Path, *, schema: str = "auto", file_format: str = "auto", strict: bool = True) -> ReadResult:
     """Read and canonicalise a data file. ``strict``: the first bad row is an error (with its line)."""
     path = Path(path)
-    if not path.exists():
-        raise LafError(f"data file not found: {path}", "check the path (relative paths resolve from the current folder or the config file)")
-    if not path.is_dir() and not path.is_file():  # a FIFO would block forever, /dev/zero never ends
-        raise LafError(f"{path} is not a regular file (a pipe, device or socket)", "save the data to a file and pass its path")
+    check_readable_data_path(path)
     fmt = detect_file_format(path) if file_format == "auto" else file_format
     if fmt not in FILE_FORMATS:
         raise LafError(f"cannot tell the format of {path}", f"use one of .jsonl .json .csv .parquet or a datasets folder, or set format: ({', '.join(FILE_FORMATS)})")

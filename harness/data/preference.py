@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import LafError
 from ..io import sha256_json
-from .formats import FILE_FORMATS, ROLES, Example, Problem, _iter_raw, _snippet, detect_file_format, detect_schema
+from .formats import FILE_FORMATS, ROLES, check_readable_data_path, Example, Problem, _iter_raw, _snippet, detect_file_format, detect_schema
 from .tokenize import IGNORE, tokenize_example
 
 PREFERENCE_KEYS = ("prompt", "chosen", "rejected")
@@ -110,6 +110,8 @@ def to_pair(record, line: int) -> PreferencePair:
 def peek_is_preference(path: str | Path, file_format: str = "auto") -> bool:
     """Whether the first record of a data file is a preference row (``laf data check`` picks its checks by it)."""
     path = Path(path)
+    if not path.exists() or (not path.is_dir() and not path.is_file()):
+        return False  # the reader that follows names the problem
     fmt = detect_file_format(path) if file_format == "auto" else file_format
     if fmt not in FILE_FORMATS or (path.is_file() and path.stat().st_size == 0):
         return False
@@ -123,8 +125,7 @@ def peek_is_preference(path: str | Path, file_format: str = "auto") -> bool:
 def read_pairs(path: str | Path, *, file_format: str = "auto", strict: bool = True) -> PreferenceRead:
     """Read a preference file; mixed SFT/preference rows are an error (with the line)."""
     path = Path(path)
-    if not path.exists():
-        raise LafError(f"data file not found: {path}", "check the path (relative paths resolve from the config file's folder)")
+    check_readable_data_path(path)
     fmt = detect_file_format(path) if file_format == "auto" else file_format
     if fmt not in FILE_FORMATS:
         raise LafError(f"cannot tell the format of {path}", f"use one of .jsonl .json .csv .parquet or a datasets folder, or set format: ({', '.join(FILE_FORMATS)})")
