@@ -278,6 +278,26 @@ def test_compare_ranks_finds_pareto_front_and_applies_holm(tmp_path):
     assert all(r["domain_p_holm"] is not None for r in doc["ranking"])
 
 
+def test_compare_with_a_policy_exits_by_the_combined_rule(tmp_path):
+    """`laf compare --policy`: 0 only when every candidate passes, 1 when any fails (the same rule as `laf run`)."""
+    rng = np.random.default_rng(7)
+    n = 400
+    base = values(rng, n)
+    strong = dict(base, **{"domain/support": (rng.random(n) < 0.9).astype(int).tolist()})
+    weak = dict(base, **{"domain/support": list(base["domain/support"])})
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump({"rules": [{"category": "domain", "min_gain": 0.05}]}))
+    both = write_run(tmp_path / "both", SUITES, {"base": base, "strong@1": strong, "weak@1": weak})
+    code, out, err = run_cli("compare", str(both), "--policy", str(policy))
+    assert code == 1, out + err
+    assert "weak@1 FAIL" in " ".join(out.split()) and "1 when any fails" in " ".join(out.split())
+    one = write_run(tmp_path / "one", SUITES, {"base": base, "strong@1": strong})
+    code, out, err = run_cli("compare", str(one), "--policy", str(policy))
+    assert code == 0, out + err
+    code, out, err = run_cli("compare", str(both))
+    assert code == 0 and "nothing was gated" in " ".join(out.split()), out + err
+
+
 def test_calibrate_suggests_margins_above_the_noise(tmp_path):
     rng = np.random.default_rng(9)
     a = values(rng, 300)

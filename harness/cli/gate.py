@@ -77,18 +77,20 @@ def print_verdict(v, out: Path | None = None) -> None:
 
 
 def cmd_compare(args) -> int:
-    from ..gate.compare import compare_runs
+    from ..gate.compare import combined_exit, compare_runs
     from ..io import atomic_write_json
 
     doc = compare_runs(args.runs, args.baseline, args.policy, args.confidence)
     out = Path(args.out) if args.out else Path(args.runs[0].split("#")[0]) / "compare.json"
     atomic_write_json(out, doc)
+    gated = [{"model": r["candidate"], "verdict": r["verdict"], "exit_code": r.get("exit_code", 0)} for r in doc["ranking"] if r.get("verdict") is not None]
+    code, why = combined_exit(gated) if gated else (0, "exit 0: no policy, so nothing was gated")
     if args.json:
         print_json(doc)
     else:
         print_comparison(doc)
-        console.print(f"\n-> {out}")
-    return 0
+        console.print(f"\n-> {out}\n{why}")
+    return code
 
 
 def print_comparison(doc: dict) -> None:
