@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import LafError
 from ..io import sha256_json
-from .formats import FILE_FORMATS, ROLES, check_readable_data_path, Example, Problem, _iter_raw, _snippet, detect_file_format, detect_schema
+from .formats import FILE_FORMATS, ROLES, Example, Problem, _iter_raw, _snippet, check_readable_data_path, detect_file_format, detect_schema
 from .tokenize import IGNORE, tokenize_example
 
 PREFERENCE_KEYS = ("prompt", "chosen", "rejected")
