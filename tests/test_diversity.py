@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.results import seal_run
 from tests.conftest import REPO, assert_clean_error, run_cli
 from tests.synthetic import PROVENANCE, suite_meta
 
@@ -46,6 +47,7 @@ def write_pred_run(folder: Path, preds: dict[str, dict[str, list[int]]], gold: d
     }
     (folder / "results.json").write_text(json.dumps(doc))
     (folder / "records.jsonl").write_text("\n".join(lines) + "\n")
+    seal_run(folder)  # as `laf eval` seals its runs: diversity reads through the results layer's integrity check
     return folder
 
 
@@ -162,8 +164,11 @@ def test_one_candidate_is_a_clear_error(tmp_path):
     assert_clean_error(run_cli("diversity", str(tmp_path / "nope")), "run folder not found")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "results.json").write_text(json.dumps({"models": {}, "suites": {}}))
-    (tmp_path / "broken" / "records.jsonl").write_text("{not json\n")
-    assert_clean_error(run_cli("diversity", str(tmp_path / "broken")), "line 1", "not valid JSON")
+    assert_clean_error(run_cli("diversity", str(tmp_path / "broken")), "results.json", "models")
+    broken = write_pred_run(tmp_path / "broken2", {"a@1": {"dom": [0] * 30}, "b@1": {"dom": [1] * 30}}, gold, {"dom": "domain"})
+    (broken / "records.jsonl").write_text("{not json\n")
+    seal_run(broken)
+    assert_clean_error(run_cli("diversity", str(broken)), "line 1")
     assert_clean_error(run_cli("diversity"), "nothing to compare")
 
 
@@ -173,7 +178,32 @@ def test_non_finite_metric_is_an_error(tmp_path):
     lines = (run / "records.jsonl").read_text().splitlines()
     lines[3] = lines[3].replace('"acc": 1.0', '"acc": NaN')
     (run / "records.jsonl").write_text("\n".join(lines) + "\n")
-    assert_clean_error(run_cli("diversity", str(run)), "not a finite number")
+    seal_run(run)  # sealed as it is: the non-finite number itself must be refused, not only the changed digest
+    assert_clean_error(run_cli("diversity", str(run)), "non-finite")
+
+
+def test_a_tampered_run_folder_is_refused_like_everywhere_else(three_model_run, tmp_path):
+    """read_run goes through harness.results.load_run: an edited records file fails the integrity check with the
+    same message the gate and the report give, and --allow-modified reads it with a warning in diversity.json."""
+    from harness.errors import LafError
+    from harness.results import load_run
+
+    run, _, _ = three_model_run
+    import re
+
+    lines = (run / "records.jsonl").read_text().splitlines()
+    lines[5] = re.sub(r'"prediction": (\d)', lambda m: f'"prediction": {(int(m.group(1)) + 1) % 4}', lines[5])
+    (run / "records.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(LafError) as ref:
+        load_run(run)
+    assert "failed its integrity check" in ref.value.cause and "records.jsonl changed" in ref.value.cause
+    code, out, err = run_cli("diversity", str(run), "--out", str(tmp_path / "o"))
+    assert_clean_error((code, out, err), "failed its integrity check", "records.jsonl changed", "--allow-modified")
+    assert not (tmp_path / "o" / "diversity.json").exists()
+    code, out, err = run_cli("diversity", str(run), "--out", str(tmp_path / "o"), "--allow-modified")
+    assert code == 0, err
+    doc = json.loads((tmp_path / "o" / "diversity.json").read_text())
+    assert any("failed its integrity check" in w and "--allow-modified" in w for w in doc["warnings"])
 
 
 def test_clustering_recovers_planted_groups(tmp_path):

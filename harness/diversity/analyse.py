@@ -32,7 +32,7 @@ DEFINITIONS = {
 
 
 def analyse(runs: list[str], adapters: list[str] | None = None, registry: str | Path = "adapters_registry", probe=None,
-            min_items: int = DEFAULT_MIN_ITEMS, per_module: bool = True) -> dict:
+            min_items: int = DEFAULT_MIN_ITEMS, per_module: bool = True, allow_modified: bool = False) -> dict:
     """Every measure the inputs allow: prediction space from RUNs, weight space from adapters, function space from a probe."""
     adapters = list(adapters or [])
     if not runs and not adapters:
@@ -48,7 +48,7 @@ def analyse(runs: list[str], adapters: list[str] | None = None, registry: str | 
                  "warnings": [], "definitions": DEFINITIONS}
     inp = None
     if runs:
-        inp = load_prediction_inputs(runs, min_items)
+        inp = load_prediction_inputs(runs, min_items, allow_modified)
         doc["warnings"] += inp.warnings
         doc["candidates"] = [c["label"] for c in inp.candidates]
         doc["candidate_runs"] = inp.candidates

@@ -150,8 +150,9 @@ def _unique_labels(entries: list[tuple[str, str]]) -> list[str]:
     return [m if names.count(m) == 1 else f"{run}#{m}" for run, m in entries]
 
 
-def load_prediction_inputs(runs: list[str], min_items: int = DEFAULT_MIN_ITEMS) -> PredictionInputs:
-    """Read the runs, pick the candidates (every adapter; ``RUN#MODEL`` picks one) and the base, pair items."""
+def load_prediction_inputs(runs: list[str], min_items: int = DEFAULT_MIN_ITEMS, allow_modified: bool = False) -> PredictionInputs:
+    """Read the runs (through the results layer's integrity check), pick the candidates (every adapter;
+    ``RUN#MODEL`` picks one) and the base, pair items."""
     if min_items < 1:
         raise LafError(f"--min-items must be at least 1 (got {min_items})", "pass a positive number")
     loaded: dict[str, tuple[dict, list[dict]]] = {}
@@ -160,7 +161,7 @@ def load_prediction_inputs(runs: list[str], min_items: int = DEFAULT_MIN_ITEMS) 
     for ref in runs:
         folder, _, model = ref.partition("#")
         if folder not in loaded:
-            loaded[folder] = read_run(folder)
+            loaded[folder] = read_run(folder, allow_modified)
         results = loaded[folder][0]
         models = list(results["models"])
         if model:
@@ -181,7 +182,8 @@ def load_prediction_inputs(runs: list[str], min_items: int = DEFAULT_MIN_ITEMS) 
     entries = list(zip(labels, chosen))
     if base_from is not None:
         entries.append(("base", (base_from, "base")))
-    warnings = []
+    warnings = [f"run folder {f} failed its integrity check and is read only because of --allow-modified ({r['integrity'][len('modified: '):]})"
+                for f, (r, _) in loaded.items() if str(r.get("integrity") or "").startswith("modified")]
     fps = {f: ((r.get("provenance") or {}).get("base_model") or {}).get("fingerprint") for f, (r, _) in loaded.items()}
     if len(set(fps.values())) > 1:
         warnings.append("the runs were scored on different base models (" + "; ".join(f"{f}: {str(v)[:16]}" for f, v in fps.items())
