@@ -20,8 +20,9 @@ from tests.synthetic import PROVENANCE, suite_meta
 
 
 def write_pred_run(folder: Path, preds: dict[str, dict[str, list[int]]], gold: dict[str, list[int]], categories: dict[str, str],
-                   offset: dict[str, int] | None = None, fingerprint: str | None = None) -> Path:
-    """A finished run whose records hold ``preds[model][suite]`` (choice indices); acc = prediction == gold."""
+                   offset: dict[str, int] | None = None, fingerprint: str | None = None, manifests: dict[str, dict] | None = None) -> Path:
+    """A finished run whose records hold ``preds[model][suite]`` (choice indices); acc = prediction == gold; results.json holds
+    the mean acc per model and suite and ``manifests[model]`` as that adapter's manifest (merge lineage)."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
     for model, per_suite in preds.items():
@@ -41,9 +42,11 @@ def write_pred_run(folder: Path, preds: dict[str, dict[str, list[int]]], gold: d
         prov["base_model"]["fingerprint"] = fingerprint
     doc = {
         "schema": "laf.results/1", "provenance": prov,
-        "models": {m: {"kind": "base" if m == "base" else "adapter", "identity": m, "adapter": None if m == "base" else {"ref": m}} for m in preds},
+        "models": {m: {"kind": "base" if m == "base" else "adapter", "identity": m,
+                       "adapter": None if m == "base" else {"ref": m, "manifest": (manifests or {}).get(m)}} for m in preds},
         "suites": {s: {**suite_meta(c), "name": s} for s, c in categories.items()},
-        "results": {},
+        "results": {m: {s: {"acc": {"value": float(np.mean(np.asarray(p) == np.asarray(gold[s]))), "stderr": None, "n": len(p)}}
+                        for s, p in per_suite.items()} for m, per_suite in preds.items()},
     }
     (folder / "results.json").write_text(json.dumps(doc))
     (folder / "records.jsonl").write_text("\n".join(lines) + "\n")
@@ -550,3 +553,162 @@ def test_linear_cka_equals_the_hsic_formula():
     Q, _ = np.linalg.qr(rng.normal(size=(7, 7)))
     assert linear_cka(X, 3 * X @ Q + 1.0) == pytest.approx(1.0)  # invariant to rotation, scale and shift
     assert linear_cka(np.ones((5, 3)), X[:5, :3]) is None
+
+
+# ---------------------------------------------------------------- predicted vs observed merges
+
+
+def _merge_manifest(method: str, *parents: str) -> dict:
+    return {"kind": "merge", "lineage": {"method": method, "params": {}, "parents": [{"ref": p} for p in parents]}}
+
+
+def _with_accuracy(rng, gold: np.ndarray, acc: float, template: np.ndarray | None = None, share: float = 0.0) -> np.ndarray:
+    """Predictions right on exactly round(acc * n) items; a ``share`` of the answers copied from ``template`` first."""
+    n = len(gold)
+    p = (gold + 1) % 4
+    right = rng.permutation(n)[: round(acc * n)]
+    p[right] = gold[right]
+    if template is not None:
+        idx = rng.permutation(n)[: round(share * n)]
+        p[idx] = template[idx]
+        wrong_now = np.flatnonzero(p != gold)
+        need = round(acc * n) - int(np.sum(p == gold))
+        if need > 0:
+            p[wrong_now[:need]] = gold[wrong_now[:need]]
+    return p
+
+
+def test_merged_candidates_are_checked_against_the_prediction(tmp_path):
+    """A run with a base, three parents and their three linear merges (lineage in the manifests) plus one SLERP merge:
+    the observed retained gains, the table and Spearman's rho equal an independent computation; the CLI prints the
+    verdict, diversity.json holds it, and `laf report` shows the predicted-vs-observed table."""
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(21)
+    n = 200
+    gold = np.array(rng.integers(0, 4, n))
+    base = _with_accuracy(rng, gold, 0.30)
+    a = _with_accuracy(rng, gold, 0.60)
+    b = _with_accuracy(rng, gold, 0.60, a, 0.7)  # b answers much like a: the a+b pair gets the highest kappa
+    c = _with_accuracy(rng, gold, 0.50)
+    merged_acc = {"ab@1": 0.58, "ac@1": 0.40, "bc@1": 0.48, "abs@1": 0.55}
+    preds = {"base": {"dom": base}, "a@1": {"dom": a}, "b@1": {"dom": b}, "c@1": {"dom": c}}
+    preds |= {m: {"dom": _with_accuracy(rng, gold, v)} for m, v in merged_acc.items()}
+    manifests = {"ab@1": _merge_manifest("linear", "a@1", "b@1"), "ac@1": _merge_manifest("linear", "a@1", "c@1"),
+                 "bc@1": _merge_manifest("linear", "b@1", "c@1"), "abs@1": _merge_manifest("slerp", "a@1", "b@1")}
+    run = write_pred_run(tmp_path / "run", preds, {"dom": list(gold)}, {"dom": "domain"}, manifests=manifests)
+    code, out, err = run_cli("diversity", str(run), "--out", str(tmp_path / "o"))
+    assert code == 0, err
+    doc = json.loads((tmp_path / "o" / "diversity.json").read_text())
+    check = doc["prediction_check"]
+    acc = {m: float(np.mean(p["dom"] == gold)) for m, p in preds.items()}
+    gain = {m: acc[m] - acc["base"] for m in acc}
+    linear = check["methods"]["linear"]
+    rows = {r["merged"]: r for r in linear["merges"]}
+    expect = {}
+    for m, (p, q) in {"ab@1": ("a@1", "b@1"), "ac@1": ("a@1", "c@1"), "bc@1": ("b@1", "c@1")}.items():
+        expect[m] = gain[m] / ((gain[p] + gain[q]) / 2)
+        assert rows[m]["retained_gain"] == pytest.approx(expect[m], abs=1e-6)
+        assert rows[m]["parents"] == [p, q] and rows[m]["gain_scope"] == "domain suites"
+        kappa = _val(doc["kappa"]["all"], p, q)
+        assert rows[m]["predicted"] == pytest.approx((1 + kappa) / 2, abs=1e-5)  # records only: the score is the kappa component
+    x = [rows[m]["predicted"] for m in expect]
+    y = [expect[m] for m in expect]
+    assert linear["check"]["spearman"] == pytest.approx(spearmanr(x, y).statistic, abs=1e-6)
+    assert linear["check"]["n"] == 3 and len(linear["check"]["ci"]) == 2
+    # one SLERP merge: its row is shown, and why there is no correlation is said
+    slerp = check["methods"]["slerp"]
+    assert slerp["merges"][0]["retained_gain"] == pytest.approx(gain["abs@1"] / ((gain["a@1"] + gain["b@1"]) / 2), abs=1e-6)
+    assert "at least 3" in slerp["skipped"] and "check" not in slerp
+    assert "predicted vs observed merges" in out and "linear:" in out and "slerp: no verdict" in " ".join(out.split())
+    # the report of that run folder shows the table
+    code, out, err = run_cli("diversity", str(run))
+    assert code == 0, err
+    code, out, err = run_cli("report", str(run), "--out", str(tmp_path / "r.html"))
+    assert code == 0, err
+    html = (tmp_path / "r.html").read_text()
+    assert 'id="diversity"' in html and "Predicted vs observed merges" in html and "ab@1" in html
+    assert html.count("<svg") >= 3
+
+
+def test_merge_check_says_why_when_a_gain_is_undefined(tmp_path):
+    rng = np.random.default_rng(5)
+    gold = np.array(rng.integers(0, 4, 60))
+    base = _with_accuracy(rng, gold, 0.5)
+    preds = {"base": {"dom": base}, "a@1": {"dom": _with_accuracy(rng, gold, 0.4)}, "b@1": {"dom": _with_accuracy(rng, gold, 0.45)},
+             "m@1": {"dom": _with_accuracy(rng, gold, 0.5)}, "x@1": {"dom": _with_accuracy(rng, gold, 0.5)}}
+    manifests = {"m@1": _merge_manifest("ties", "a@1", "b@1"), "x@1": _merge_manifest("ties", "a@1", "zz@3")}
+    run = write_pred_run(tmp_path / "run", preds, {"dom": list(gold)}, {"dom": "domain"}, manifests=manifests)
+    from harness.diversity import analyse
+
+    doc = analyse([str(run)])
+    rows = {r["merged"]: r for r in doc["prediction_check"]["methods"]["ties"]["merges"]}
+    assert "gained nothing" in rows["m@1"]["reason"] and "retained_gain" not in rows["m@1"]
+    assert "zz@3" in rows["x@1"]["reason"] and "not a candidate" in rows["x@1"]["reason"]
+    json.dumps(doc, allow_nan=False)
+    plain = analyse([str(write_pred_run(tmp_path / "plain", {k: preds[k] for k in ("base", "a@1", "b@1")}, {"dom": list(gold)}, {"dom": "domain"}))])
+    assert "no merged candidate" in plain["prediction_check"]["skipped"]
+
+
+# ---------------------------------------------------------------- the diversity stage of laf run
+
+
+def test_laf_run_diversity_stage_on_the_tiny_model(tiny_model_dir, tiny_adapters, tmp_path):
+    """Two tiny adapters and their linear merge through `laf run`: the stage writes diversity.json and the SVGs, the
+    merged candidate is recognised from its lineage, the report shows the section, an unchanged re-run skips the
+    stage, and switching it off removes what it wrote."""
+    import yaml
+
+    reg, refs = tiny_adapters
+    cfg = {"name": "div", "model": str(tiny_model_dir), "precision": "fp32", "adapters": list(refs),
+           "merge": [{"name": "tinymix", "method": "linear", "adapters": list(refs)}],
+           "eval": {"batch_size": 8, "cache": str(tmp_path / "c.sqlite"), "suites": [{"suite": "domain/tempo-t4", "limit": 24}]},
+           "diversity": {"enabled": True, "weight_space": True, "function_space": False},
+           "registry": str(reg), "out_root": str(tmp_path / "reports")}
+    config = tmp_path / "div.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    code, out, err = run_cli("run", str(config), "--quiet")
+    assert code == 0, err
+    run_dir = tmp_path / "reports" / "div"
+    summary = json.loads((run_dir / "run.json").read_text())
+    assert "diversity" in summary["stages_ran"]
+    doc = json.loads((run_dir / "eval" / "diversity.json").read_text())
+    assert json.loads((run_dir / "diversity.json").read_text()) == doc
+    merged = next(a for a in summary["adapters"] if a.startswith("tinymix@"))
+    assert doc["candidates"] == [*refs, merged] and doc["base"] == "base"
+    assert doc["weight_cosine"]["overall"]["labels"] == [*refs, merged]
+    for r in refs:  # the average of two task vectors points between them
+        assert _val(doc["weight_cosine"]["overall"], merged, r) > 0.5
+    row = doc["prediction_check"]["methods"]["linear"]["merges"][0]
+    assert row["merged"] == merged and row["pair"] == list(refs)
+    assert "at least 3" in doc["prediction_check"]["methods"]["linear"]["skipped"]
+    svgs = sorted(p.name for p in (run_dir / "eval" / "diversity").glob("*.svg"))
+    assert {"kappa.svg", "weight_cosine.svg", "clusters-weight.svg"} <= set(svgs)
+    html = (run_dir / "report.html").read_text()
+    assert 'id="diversity"' in html and "task-vector cosine" in html and "Predicted vs observed merges" in html
+    # unchanged: skipped
+    code, out, err = run_cli("run", str(config), "--quiet")
+    assert code == 0, err
+    assert "diversity" in json.loads((run_dir / "run.json").read_text())["stages_skipped"]
+    # switched off: what the stage wrote is gone, and so is the report section
+    code, out, err = run_cli("run", str(config), "--quiet", "--set", "diversity.enabled=false")
+    assert code == 0, err
+    assert not (run_dir / "eval" / "diversity.json").exists() and not (run_dir / "diversity.json").exists()
+    assert not (run_dir / "eval" / "diversity").exists()
+    assert 'id="diversity"' not in (run_dir / "report.html").read_text()
+
+
+def test_laf_run_diversity_config_needs_two_candidates(tiny_model_dir, tiny_adapters, tmp_path):
+    import yaml
+
+    reg, refs = tiny_adapters
+    cfg = {"name": "div1", "model": str(tiny_model_dir), "adapters": [refs[0]],
+           "eval": {"suites": ["domain/tempo-t4"]}, "diversity": {"probe_suite": "general/nope", "probe_n": 2},
+           "registry": str(reg), "out_root": str(tmp_path / "reports")}
+    config = tmp_path / "div1.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    assert_clean_error(run_cli("run", str(config)), "diversity.probe_n")
+    cfg["diversity"].pop("probe_n")
+    config.write_text(yaml.safe_dump(cfg))
+    assert_clean_error(run_cli("run", str(config)), "key 'diversity': it compares candidates, and this run has 1", "diversity.probe_suite")
+    assert not (tmp_path / "reports" / "div1" / "eval").exists()

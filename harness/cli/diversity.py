@@ -81,3 +81,6 @@ def print_summary(doc: dict) -> None:
         console.print("\n[bold]predicted mergeability[/] (score: mean of the measured signals, see diversity.json 'rule')")
         for r in scored[:10]:
             console.print(f"  {escape(' + '.join(r['pair'])):50} {r['score']:.3f}  {r['prediction']}")
+    check = doc.get("prediction_check") or {}
+    if check.get("summary"):
+        console.print(f"\n[bold]predicted vs observed merges[/]: {escape(check['summary'])}")

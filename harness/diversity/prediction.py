@@ -143,6 +143,7 @@ class PredictionInputs:
     warnings: list[str] = field(default_factory=list)
     suite_meta: dict[str, dict] = field(default_factory=dict)
     records: dict[str, dict[str, list[dict]]] = field(default_factory=dict)  # label -> suite -> records (for probe prompts)
+    results: dict[str, dict] = field(default_factory=dict)  # run folder -> results.json (as a dict)
 
 
 def _unique_labels(entries: list[tuple[str, str]]) -> list[str]:
@@ -206,7 +207,7 @@ def load_prediction_inputs(runs: list[str], min_items: int = DEFAULT_MIN_ITEMS, 
                        f"evaluate the candidates on the same suite data (at least {min_items} common items; --min-items lowers the floor)")
     return PredictionInputs([lab for lab, _ in entries], "base" if base_from else None,
                             [{"label": lab, "run": f, "model": m} for lab, (f, m) in entries if lab != "base"],
-                            blocks, warnings, suite_meta, recs_by)
+                            blocks, warnings, suite_meta, recs_by, {f: r for f, (r, _) in loaded.items()})
 
 
 def _keyed(records: list[dict]) -> dict:
