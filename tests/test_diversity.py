@@ -712,3 +712,75 @@ def test_laf_run_diversity_config_needs_two_candidates(tiny_model_dir, tiny_adap
     config.write_text(yaml.safe_dump(cfg))
     assert_clean_error(run_cli("run", str(config)), "key 'diversity': it compares candidates, and this run has 1", "diversity.probe_suite")
     assert not (tmp_path / "reports" / "div1" / "eval").exists()
+
+
+# ---------------------------------------------------------------- the vectorised pairing against a plain one
+
+
+def _plain_pairing(records: list[dict], models: list[str], suite: str):
+    """The straightforward way: a dict per model keyed by doc hash ((doc hash, occurrence) in doc-id order when a
+    model's suite repeats a document), the common keys, then row lists."""
+    keyed = {}
+    for m in models:
+        rs = [r for r in records if r["model"] == m and r["suite"] == suite]
+        if len({r["doc_hash"] for r in rs}) == len(rs):
+            keyed[m] = {r["doc_hash"]: r for r in rs}
+        else:
+            seen: dict = {}
+            keyed[m] = {}
+            for r in sorted(rs, key=lambda r: r["doc_id"]):
+                keyed[m][(r["doc_hash"], seen.get(r["doc_hash"], 0))] = r
+                seen[r["doc_hash"]] = seen.get(r["doc_hash"], 0) + 1
+    common = set.intersection(*(set(k) for k in keyed.values()))
+    keys = sorted(common, key=str)
+    return {m: [keyed[m][k] for k in keys] for m in models}, {m: len(keyed[m]) - len(common) for m in models}
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_vectorised_pairing_equals_a_plain_dict_pairing(tmp_path, shuffled):
+    """Different item sets per model, identical documents within a suite, mixed prediction types (1, 1.0, True, "1",
+    lists) and records in any order (grouped, as the results store writes them, or shuffled): every count and measure
+    equals the plain computation."""
+    from harness.diversity import analyse
+    from harness.diversity.prediction import _canon
+
+    rng = np.random.default_rng(31)
+    models = ["a@1", "b@1", "c@1"]
+    suites = {"dom": "domain", "gen": "general"}
+    records = []
+    for m in models:
+        for s in suites:
+            n = 1100
+            skip = set(rng.choice(n, 40, replace=False).tolist())  # each model misses its own 40 items
+            for i in range(n):
+                if i in skip:
+                    continue
+                h = hashlib.sha256(f"{s}/{i % 1000}".encode()).hexdigest()  # items 1000..1099 repeat 0..99: identical documents
+                choice = int(rng.integers(0, 4))
+                pred = [choice, float(choice), bool(choice % 2), str(choice), [choice]][int(rng.integers(0, 5))] if s == "gen" else choice
+                acc = float(rng.random() < 0.6)
+                records.append({"model": m, "suite": s, "category": suites[s], "doc_id": i, "doc_hash": h, "prompt_hash": h, "prompt": "q",
+                                "choices": None, "target": 0, "loglikelihoods": None, "is_greedy": None, "generation": None,
+                                "prediction": pred, "metrics": {"acc": acc}, "doc": {}})
+    if shuffled:
+        records = [records[i] for i in rng.permutation(len(records))]
+    run = tmp_path / "run"
+    run.mkdir()
+    doc = {"schema": "laf.results/1", "provenance": PROVENANCE, "suites": {s: {**suite_meta(c), "name": s} for s, c in suites.items()},
+           "models": {m: {"kind": "adapter", "identity": m, "adapter": {"ref": m}} for m in models}, "results": {}}
+    (run / "results.json").write_text(json.dumps(doc))
+    (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    seal_run(run)
+    out = analyse([str(run)])
+    for s in suites:
+        rows, dropped = _plain_pairing(records, models, s)
+        assert out["items"][s]["paired"] == len(rows["a@1"]) and out["items"][s]["dropped"] == dropped
+        for i, a in enumerate(models):
+            for b in models[i + 1:]:
+                pa = [_canon(r["prediction"]) for r in rows[a]]
+                pb = [_canon(r["prediction"]) for r in rows[b]]
+                assert _val(out["agreement"]["by_suite"][s], a, b) == pytest.approx(np.mean([x == y for x, y in zip(pa, pb)]), abs=1e-6)
+                ea = np.array([1 - r["metrics"]["acc"] for r in rows[a]])
+                eb = np.array([1 - r["metrics"]["acc"] for r in rows[b]])
+                assert _val(out["double_fault"]["by_suite"][s], a, b) == pytest.approx(np.mean(ea * eb), abs=1e-6)
+                assert _val(out["error_correlation"]["by_suite"][s], a, b) == pytest.approx(np.corrcoef(ea, eb)[0, 1], abs=1e-6)

@@ -149,7 +149,7 @@ def check_finite(obj, path: str = "diversity") -> None:
     import json
 
     try:
-        json.dumps(obj, allow_nan=False, default=str)  # C speed; the walk below only runs to name the culprit
+        json.dumps(obj, allow_nan=False, check_circular=False, default=str)  # C speed; the walk below only runs to name the culprit
         return
     except ValueError:
         pass
