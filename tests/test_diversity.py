@@ -784,3 +784,17 @@ def test_vectorised_pairing_equals_a_plain_dict_pairing(tmp_path, shuffled):
                 eb = np.array([1 - r["metrics"]["acc"] for r in rows[b]])
                 assert _val(out["double_fault"]["by_suite"][s], a, b) == pytest.approx(np.mean(ea * eb), abs=1e-6)
                 assert _val(out["error_correlation"]["by_suite"][s], a, b) == pytest.approx(np.corrcoef(ea, eb)[0, 1], abs=1e-6)
+
+
+def test_report_refuses_a_malformed_diversity_json(three_model_run, tmp_path):
+    """diversity.json in a run folder is untrusted input to `laf report`: a wrong schema, a wrong shape or a non-finite
+    number is one clear error naming the file, never a traceback or a broken page."""
+    run, _, _ = three_model_run
+    assert run_cli("diversity", str(run))[0] == 0
+    good = json.loads((run / "diversity.json").read_text())
+    for bad, needle in (({"schema": "x"}, "is not a laf.diversity/1 document"),
+                        ({**good, "predictions": {"pairs": [{"pair": ["a", "b"], "score": "high", "signals": {}}]}}, "shape of a diversity.json"),
+                        ({**good, "kappa": {"all": {"labels": ["a"], "values": [[1e999]]}}}, "non-finite")):
+        (run / "diversity.json").write_text(json.dumps(bad))
+        assert_clean_error(run_cli("report", str(run), "--out", str(tmp_path / "r.html")), "diversity.json", needle)
+    assert not (tmp_path / "r.html").exists()
