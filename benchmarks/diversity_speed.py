@@ -55,10 +55,11 @@ def make_records(n_models: int, n_items: int, seed: int = 0) -> tuple[dict, list
                 h = hashlib.sha1(f"{s}/{i}".encode()).hexdigest()
                 recs.append({"model": name, "suite": s, "category": SUITES[s], "doc_id": i, "doc_hash": h, "prompt": "", "choices": None,
                              "target": int(g[i]), "prediction": int(pred[i]), "metrics": {"acc": float(pred[i] == g[i])}})
-    models = {("base" if m == 0 else f"cand{m}@1"): {"kind": "base" if m == 0 else "adapter"} for m in range(n_models)}
+    models = {("base" if m == 0 else f"cand{m}@1"): {"kind": "base" if m == 0 else "adapter", "identity": f"m{m}"} for m in range(n_models)}
     suites = {s: {"category": c, "primary_metric": "acc", "metrics": {"acc": {"higher_is_better": True, "ideal": None, "aggregation": "mean"}}}
               for s, c in SUITES.items()}
-    return {"models": models, "suites": suites, "provenance": {"base_model": {"fingerprint": "f" * 64}}}, recs
+    provenance = {"base_model": {"spec": "synthetic", "fingerprint": "f" * 64}, "load": {"precision": "nf4"}, "batch_size": 8, "max_length": 2048}
+    return {"schema": "laf.results/1", "models": models, "suites": suites, "provenance": provenance, "results": {}}, recs
 
 
 def pandas_sklearn(records: list[dict]) -> dict:
@@ -90,6 +91,7 @@ def pandas_sklearn(records: list[dict]) -> dict:
 def prediction_bench(n_models: int, n_items: int, reference: bool = True) -> None:
     import harness.diversity.prediction as pred_mod
     from harness.diversity.analyse import analyse
+    from harness.results import seal_run
 
     results, records = make_records(n_models, n_items)
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,11 +99,12 @@ def prediction_bench(n_models: int, n_items: int, reference: bool = True) -> Non
         run.mkdir()
         (run / "results.json").write_text(json.dumps(results))
         (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        seal_run(run)  # read through the results layer's integrity check, as a real `laf eval` folder
         t0 = time.perf_counter()
         loaded = pred_mod.read_run(run)
         t_read = time.perf_counter() - t0
         real = pred_mod.read_run
-        pred_mod.read_run = lambda folder: loaded  # time the analysis on records already in memory, as the competitor gets them
+        pred_mod.read_run = lambda *a, **k: loaded  # time the analysis on records already in memory, as the competitor gets them
         try:
             t0, c0 = time.perf_counter(), time.process_time()
             doc = analyse([str(run)])
@@ -111,7 +114,7 @@ def prediction_bench(n_models: int, n_items: int, reference: bool = True) -> Non
     cands = n_models - 1
     print(f"prediction space: {cands} candidates + base x {n_items:,} items ({len(SUITES)} suites, 2 categories, pooled), every pair")
     print(f"  ours (analyse: pairing, 5 measures x 7 scopes, vs base, clusters): {t_ours:8.3f} s wall, {c_ours:.3f} s CPU")
-    print(f"  reading records.jsonl ({len(records):,} lines), the same for both: {t_read:.2f} s")
+    print(f"  reading the run (records.jsonl, {len(records):,} lines, through the results layer's integrity check): {t_read:.2f} s")
     if not reference:
         return
     t0 = time.perf_counter()

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.results import seal_run
 from tests.conftest import REPO, assert_clean_error, run_cli
 from tests.synthetic import PROVENANCE, suite_meta
 
@@ -19,8 +20,9 @@ from tests.synthetic import PROVENANCE, suite_meta
 
 
 def write_pred_run(folder: Path, preds: dict[str, dict[str, list[int]]], gold: dict[str, list[int]], categories: dict[str, str],
-                   offset: dict[str, int] | None = None, fingerprint: str | None = None) -> Path:
-    """A finished run whose records hold ``preds[model][suite]`` (choice indices); acc = prediction == gold."""
+                   offset: dict[str, int] | None = None, fingerprint: str | None = None, manifests: dict[str, dict] | None = None) -> Path:
+    """A finished run whose records hold ``preds[model][suite]`` (choice indices); acc = prediction == gold; results.json holds
+    the mean acc per model and suite and ``manifests[model]`` as that adapter's manifest (merge lineage)."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
     for model, per_suite in preds.items():
@@ -40,12 +42,15 @@ def write_pred_run(folder: Path, preds: dict[str, dict[str, list[int]]], gold: d
         prov["base_model"]["fingerprint"] = fingerprint
     doc = {
         "schema": "laf.results/1", "provenance": prov,
-        "models": {m: {"kind": "base" if m == "base" else "adapter", "identity": m, "adapter": None if m == "base" else {"ref": m}} for m in preds},
+        "models": {m: {"kind": "base" if m == "base" else "adapter", "identity": m,
+                       "adapter": None if m == "base" else {"ref": m, "manifest": (manifests or {}).get(m)}} for m in preds},
         "suites": {s: {**suite_meta(c), "name": s} for s, c in categories.items()},
-        "results": {},
+        "results": {m: {s: {"acc": {"value": float(np.mean(np.asarray(p) == np.asarray(gold[s]))), "stderr": None, "n": len(p)}}
+                        for s, p in per_suite.items()} for m, per_suite in preds.items()},
     }
     (folder / "results.json").write_text(json.dumps(doc))
     (folder / "records.jsonl").write_text("\n".join(lines) + "\n")
+    seal_run(folder)  # as `laf eval` seals its runs: diversity reads through the results layer's integrity check
     return folder
 
 
@@ -162,8 +167,11 @@ def test_one_candidate_is_a_clear_error(tmp_path):
     assert_clean_error(run_cli("diversity", str(tmp_path / "nope")), "run folder not found")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "results.json").write_text(json.dumps({"models": {}, "suites": {}}))
-    (tmp_path / "broken" / "records.jsonl").write_text("{not json\n")
-    assert_clean_error(run_cli("diversity", str(tmp_path / "broken")), "line 1", "not valid JSON")
+    assert_clean_error(run_cli("diversity", str(tmp_path / "broken")), "results.json", "models")
+    broken = write_pred_run(tmp_path / "broken2", {"a@1": {"dom": [0] * 30}, "b@1": {"dom": [1] * 30}}, gold, {"dom": "domain"})
+    (broken / "records.jsonl").write_text("{not json\n")
+    seal_run(broken)
+    assert_clean_error(run_cli("diversity", str(broken)), "line 1")
     assert_clean_error(run_cli("diversity"), "nothing to compare")
 
 
@@ -173,7 +181,32 @@ def test_non_finite_metric_is_an_error(tmp_path):
     lines = (run / "records.jsonl").read_text().splitlines()
     lines[3] = lines[3].replace('"acc": 1.0', '"acc": NaN')
     (run / "records.jsonl").write_text("\n".join(lines) + "\n")
-    assert_clean_error(run_cli("diversity", str(run)), "not a finite number")
+    seal_run(run)  # sealed as it is: the non-finite number itself must be refused, not only the changed digest
+    assert_clean_error(run_cli("diversity", str(run)), "non-finite")
+
+
+def test_a_tampered_run_folder_is_refused_like_everywhere_else(three_model_run, tmp_path):
+    """read_run goes through harness.results.load_run: an edited records file fails the integrity check with the
+    same message the gate and the report give, and --allow-modified reads it with a warning in diversity.json."""
+    from harness.errors import LafError
+    from harness.results import load_run
+
+    run, _, _ = three_model_run
+    import re
+
+    lines = (run / "records.jsonl").read_text().splitlines()
+    lines[5] = re.sub(r'"prediction": (\d)', lambda m: f'"prediction": {(int(m.group(1)) + 1) % 4}', lines[5])
+    (run / "records.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(LafError) as ref:
+        load_run(run)
+    assert "failed its integrity check" in ref.value.cause and "records.jsonl changed" in ref.value.cause
+    code, out, err = run_cli("diversity", str(run), "--out", str(tmp_path / "o"))
+    assert_clean_error((code, out, err), "failed its integrity check", "records.jsonl changed", "--allow-modified")
+    assert not (tmp_path / "o" / "diversity.json").exists()
+    code, out, err = run_cli("diversity", str(run), "--out", str(tmp_path / "o"), "--allow-modified")
+    assert code == 0, err
+    doc = json.loads((tmp_path / "o" / "diversity.json").read_text())
+    assert any("failed its integrity check" in w and "--allow-modified" in w for w in doc["warnings"])
 
 
 def test_clustering_recovers_planted_groups(tmp_path):
@@ -520,3 +553,248 @@ def test_linear_cka_equals_the_hsic_formula():
     Q, _ = np.linalg.qr(rng.normal(size=(7, 7)))
     assert linear_cka(X, 3 * X @ Q + 1.0) == pytest.approx(1.0)  # invariant to rotation, scale and shift
     assert linear_cka(np.ones((5, 3)), X[:5, :3]) is None
+
+
+# ---------------------------------------------------------------- predicted vs observed merges
+
+
+def _merge_manifest(method: str, *parents: str) -> dict:
+    return {"kind": "merge", "lineage": {"method": method, "params": {}, "parents": [{"ref": p} for p in parents]}}
+
+
+def _with_accuracy(rng, gold: np.ndarray, acc: float, template: np.ndarray | None = None, share: float = 0.0) -> np.ndarray:
+    """Predictions right on exactly round(acc * n) items; a ``share`` of the answers copied from ``template`` first."""
+    n = len(gold)
+    p = (gold + 1) % 4
+    right = rng.permutation(n)[: round(acc * n)]
+    p[right] = gold[right]
+    if template is not None:
+        idx = rng.permutation(n)[: round(share * n)]
+        p[idx] = template[idx]
+        wrong_now = np.flatnonzero(p != gold)
+        need = round(acc * n) - int(np.sum(p == gold))
+        if need > 0:
+            p[wrong_now[:need]] = gold[wrong_now[:need]]
+    return p
+
+
+def test_merged_candidates_are_checked_against_the_prediction(tmp_path):
+    """A run with a base, three parents and their three linear merges (lineage in the manifests) plus one SLERP merge:
+    the observed retained gains, the table and Spearman's rho equal an independent computation; the CLI prints the
+    verdict, diversity.json holds it, and `laf report` shows the predicted-vs-observed table."""
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(21)
+    n = 200
+    gold = np.array(rng.integers(0, 4, n))
+    base = _with_accuracy(rng, gold, 0.30)
+    a = _with_accuracy(rng, gold, 0.60)
+    b = _with_accuracy(rng, gold, 0.60, a, 0.7)  # b answers much like a: the a+b pair gets the highest kappa
+    c = _with_accuracy(rng, gold, 0.50)
+    merged_acc = {"ab@1": 0.58, "ac@1": 0.40, "bc@1": 0.48, "abs@1": 0.55}
+    preds = {"base": {"dom": base}, "a@1": {"dom": a}, "b@1": {"dom": b}, "c@1": {"dom": c}}
+    preds |= {m: {"dom": _with_accuracy(rng, gold, v)} for m, v in merged_acc.items()}
+    manifests = {"ab@1": _merge_manifest("linear", "a@1", "b@1"), "ac@1": _merge_manifest("linear", "a@1", "c@1"),
+                 "bc@1": _merge_manifest("linear", "b@1", "c@1"), "abs@1": _merge_manifest("slerp", "a@1", "b@1")}
+    run = write_pred_run(tmp_path / "run", preds, {"dom": list(gold)}, {"dom": "domain"}, manifests=manifests)
+    code, out, err = run_cli("diversity", str(run), "--out", str(tmp_path / "o"))
+    assert code == 0, err
+    doc = json.loads((tmp_path / "o" / "diversity.json").read_text())
+    check = doc["prediction_check"]
+    acc = {m: float(np.mean(p["dom"] == gold)) for m, p in preds.items()}
+    gain = {m: acc[m] - acc["base"] for m in acc}
+    linear = check["methods"]["linear"]
+    rows = {r["merged"]: r for r in linear["merges"]}
+    expect = {}
+    for m, (p, q) in {"ab@1": ("a@1", "b@1"), "ac@1": ("a@1", "c@1"), "bc@1": ("b@1", "c@1")}.items():
+        expect[m] = gain[m] / ((gain[p] + gain[q]) / 2)
+        assert rows[m]["retained_gain"] == pytest.approx(expect[m], abs=1e-6)
+        assert rows[m]["parents"] == [p, q] and rows[m]["gain_scope"] == "domain suites"
+        kappa = _val(doc["kappa"]["all"], p, q)
+        assert rows[m]["predicted"] == pytest.approx((1 + kappa) / 2, abs=1e-5)  # records only: the score is the kappa component
+    x = [rows[m]["predicted"] for m in expect]
+    y = [expect[m] for m in expect]
+    assert linear["check"]["spearman"] == pytest.approx(spearmanr(x, y).statistic, abs=1e-6)
+    assert linear["check"]["n"] == 3 and len(linear["check"]["ci"]) == 2
+    # one SLERP merge: its row is shown, and why there is no correlation is said
+    slerp = check["methods"]["slerp"]
+    assert slerp["merges"][0]["retained_gain"] == pytest.approx(gain["abs@1"] / ((gain["a@1"] + gain["b@1"]) / 2), abs=1e-6)
+    assert "at least 3" in slerp["skipped"] and "check" not in slerp
+    assert "predicted vs observed merges" in out and "linear:" in out and "slerp: no verdict" in " ".join(out.split())
+    # the report of that run folder shows the table
+    code, out, err = run_cli("diversity", str(run))
+    assert code == 0, err
+    code, out, err = run_cli("report", str(run), "--out", str(tmp_path / "r.html"))
+    assert code == 0, err
+    html = (tmp_path / "r.html").read_text()
+    assert 'id="diversity"' in html and "Predicted vs observed merges" in html and "ab@1" in html
+    assert html.count("<svg") >= 3
+
+
+def test_merge_check_says_why_when_a_gain_is_undefined(tmp_path):
+    rng = np.random.default_rng(5)
+    gold = np.array(rng.integers(0, 4, 60))
+    base = _with_accuracy(rng, gold, 0.5)
+    preds = {"base": {"dom": base}, "a@1": {"dom": _with_accuracy(rng, gold, 0.4)}, "b@1": {"dom": _with_accuracy(rng, gold, 0.45)},
+             "m@1": {"dom": _with_accuracy(rng, gold, 0.5)}, "x@1": {"dom": _with_accuracy(rng, gold, 0.5)}}
+    manifests = {"m@1": _merge_manifest("ties", "a@1", "b@1"), "x@1": _merge_manifest("ties", "a@1", "zz@3")}
+    run = write_pred_run(tmp_path / "run", preds, {"dom": list(gold)}, {"dom": "domain"}, manifests=manifests)
+    from harness.diversity import analyse
+
+    doc = analyse([str(run)])
+    rows = {r["merged"]: r for r in doc["prediction_check"]["methods"]["ties"]["merges"]}
+    assert "gained nothing" in rows["m@1"]["reason"] and "retained_gain" not in rows["m@1"]
+    assert "zz@3" in rows["x@1"]["reason"] and "not a candidate" in rows["x@1"]["reason"]
+    json.dumps(doc, allow_nan=False)
+    plain = analyse([str(write_pred_run(tmp_path / "plain", {k: preds[k] for k in ("base", "a@1", "b@1")}, {"dom": list(gold)}, {"dom": "domain"}))])
+    assert "no merged candidate" in plain["prediction_check"]["skipped"]
+
+
+# ---------------------------------------------------------------- the diversity stage of laf run
+
+
+def test_laf_run_diversity_stage_on_the_tiny_model(tiny_model_dir, tiny_adapters, tmp_path):
+    """Two tiny adapters and their linear merge through `laf run`: the stage writes diversity.json and the SVGs, the
+    merged candidate is recognised from its lineage, the report shows the section, an unchanged re-run skips the
+    stage, and switching it off removes what it wrote."""
+    import yaml
+
+    reg, refs = tiny_adapters
+    cfg = {"name": "div", "model": str(tiny_model_dir), "precision": "fp32", "adapters": list(refs),
+           "merge": [{"name": "tinymix", "method": "linear", "adapters": list(refs)}],
+           "eval": {"batch_size": 8, "cache": str(tmp_path / "c.sqlite"), "suites": [{"suite": "domain/tempo-t4", "limit": 24}]},
+           "diversity": {"enabled": True, "weight_space": True, "function_space": False},
+           "registry": str(reg), "out_root": str(tmp_path / "reports")}
+    config = tmp_path / "div.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    code, out, err = run_cli("run", str(config), "--quiet")
+    assert code == 0, err
+    run_dir = tmp_path / "reports" / "div"
+    summary = json.loads((run_dir / "run.json").read_text())
+    assert "diversity" in summary["stages_ran"]
+    doc = json.loads((run_dir / "eval" / "diversity.json").read_text())
+    assert json.loads((run_dir / "diversity.json").read_text()) == doc
+    merged = next(a for a in summary["adapters"] if a.startswith("tinymix@"))
+    assert doc["candidates"] == [*refs, merged] and doc["base"] == "base"
+    assert doc["weight_cosine"]["overall"]["labels"] == [*refs, merged]
+    for r in refs:  # the average of two task vectors points between them
+        assert _val(doc["weight_cosine"]["overall"], merged, r) > 0.5
+    row = doc["prediction_check"]["methods"]["linear"]["merges"][0]
+    assert row["merged"] == merged and row["pair"] == list(refs)
+    assert "at least 3" in doc["prediction_check"]["methods"]["linear"]["skipped"]
+    svgs = sorted(p.name for p in (run_dir / "eval" / "diversity").glob("*.svg"))
+    assert {"kappa.svg", "weight_cosine.svg", "clusters-weight.svg"} <= set(svgs)
+    html = (run_dir / "report.html").read_text()
+    assert 'id="diversity"' in html and "task-vector cosine" in html and "Predicted vs observed merges" in html
+    # unchanged: skipped
+    code, out, err = run_cli("run", str(config), "--quiet")
+    assert code == 0, err
+    assert "diversity" in json.loads((run_dir / "run.json").read_text())["stages_skipped"]
+    # switched off: what the stage wrote is gone, and so is the report section
+    code, out, err = run_cli("run", str(config), "--quiet", "--set", "diversity.enabled=false")
+    assert code == 0, err
+    assert not (run_dir / "eval" / "diversity.json").exists() and not (run_dir / "diversity.json").exists()
+    assert not (run_dir / "eval" / "diversity").exists()
+    assert 'id="diversity"' not in (run_dir / "report.html").read_text()
+
+
+def test_laf_run_diversity_config_needs_two_candidates(tiny_model_dir, tiny_adapters, tmp_path):
+    import yaml
+
+    reg, refs = tiny_adapters
+    cfg = {"name": "div1", "model": str(tiny_model_dir), "adapters": [refs[0]],
+           "eval": {"suites": ["domain/tempo-t4"]}, "diversity": {"probe_suite": "general/nope", "probe_n": 2},
+           "registry": str(reg), "out_root": str(tmp_path / "reports")}
+    config = tmp_path / "div1.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    assert_clean_error(run_cli("run", str(config)), "diversity.probe_n")
+    cfg["diversity"].pop("probe_n")
+    config.write_text(yaml.safe_dump(cfg))
+    assert_clean_error(run_cli("run", str(config)), "key 'diversity': it compares candidates, and this run has 1", "diversity.probe_suite")
+    assert not (tmp_path / "reports" / "div1" / "eval").exists()
+
+
+# ---------------------------------------------------------------- the vectorised pairing against a plain one
+
+
+def _plain_pairing(records: list[dict], models: list[str], suite: str):
+    """The straightforward way: a dict per model keyed by doc hash ((doc hash, occurrence) in doc-id order when a
+    model's suite repeats a document), the common keys, then row lists."""
+    keyed = {}
+    for m in models:
+        rs = [r for r in records if r["model"] == m and r["suite"] == suite]
+        if len({r["doc_hash"] for r in rs}) == len(rs):
+            keyed[m] = {r["doc_hash"]: r for r in rs}
+        else:
+            seen: dict = {}
+            keyed[m] = {}
+            for r in sorted(rs, key=lambda r: r["doc_id"]):
+                keyed[m][(r["doc_hash"], seen.get(r["doc_hash"], 0))] = r
+                seen[r["doc_hash"]] = seen.get(r["doc_hash"], 0) + 1
+    common = set.intersection(*(set(k) for k in keyed.values()))
+    keys = sorted(common, key=str)
+    return {m: [keyed[m][k] for k in keys] for m in models}, {m: len(keyed[m]) - len(common) for m in models}
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_vectorised_pairing_equals_a_plain_dict_pairing(tmp_path, shuffled):
+    """Different item sets per model, identical documents within a suite, mixed prediction types (1, 1.0, True, "1",
+    lists) and records in any order (grouped, as the results store writes them, or shuffled): every count and measure
+    equals the plain computation."""
+    from harness.diversity import analyse
+    from harness.diversity.prediction import _canon
+
+    rng = np.random.default_rng(31)
+    models = ["a@1", "b@1", "c@1"]
+    suites = {"dom": "domain", "gen": "general"}
+    records = []
+    for m in models:
+        for s in suites:
+            n = 1100
+            skip = set(rng.choice(n, 40, replace=False).tolist())  # each model misses its own 40 items
+            for i in range(n):
+                if i in skip:
+                    continue
+                h = hashlib.sha256(f"{s}/{i % 1000}".encode()).hexdigest()  # items 1000..1099 repeat 0..99: identical documents
+                choice = int(rng.integers(0, 4))
+                pred = [choice, float(choice), bool(choice % 2), str(choice), [choice]][int(rng.integers(0, 5))] if s == "gen" else choice
+                acc = float(rng.random() < 0.6)
+                records.append({"model": m, "suite": s, "category": suites[s], "doc_id": i, "doc_hash": h, "prompt_hash": h, "prompt": "q",
+                                "choices": None, "target": 0, "loglikelihoods": None, "is_greedy": None, "generation": None,
+                                "prediction": pred, "metrics": {"acc": acc}, "doc": {}})
+    if shuffled:
+        records = [records[i] for i in rng.permutation(len(records))]
+    run = tmp_path / "run"
+    run.mkdir()
+    doc = {"schema": "laf.results/1", "provenance": PROVENANCE, "suites": {s: {**suite_meta(c), "name": s} for s, c in suites.items()},
+           "models": {m: {"kind": "adapter", "identity": m, "adapter": {"ref": m}} for m in models}, "results": {}}
+    (run / "results.json").write_text(json.dumps(doc))
+    (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    seal_run(run)
+    out = analyse([str(run)])
+    for s in suites:
+        rows, dropped = _plain_pairing(records, models, s)
+        assert out["items"][s]["paired"] == len(rows["a@1"]) and out["items"][s]["dropped"] == dropped
+        for i, a in enumerate(models):
+            for b in models[i + 1:]:
+                pa = [_canon(r["prediction"]) for r in rows[a]]
+                pb = [_canon(r["prediction"]) for r in rows[b]]
+                assert _val(out["agreement"]["by_suite"][s], a, b) == pytest.approx(np.mean([x == y for x, y in zip(pa, pb)]), abs=1e-6)
+                ea = np.array([1 - r["metrics"]["acc"] for r in rows[a]])
+                eb = np.array([1 - r["metrics"]["acc"] for r in rows[b]])
+                assert _val(out["double_fault"]["by_suite"][s], a, b) == pytest.approx(np.mean(ea * eb), abs=1e-6)
+                assert _val(out["error_correlation"]["by_suite"][s], a, b) == pytest.approx(np.corrcoef(ea, eb)[0, 1], abs=1e-6)
+
+
+def test_report_refuses_a_malformed_diversity_json(three_model_run, tmp_path):
+    """diversity.json in a run folder is untrusted input to `laf report`: a wrong schema, a wrong shape or a non-finite
+    number is one clear error naming the file, never a traceback or a broken page."""
+    run, _, _ = three_model_run
+    assert run_cli("diversity", str(run))[0] == 0
+    good = json.loads((run / "diversity.json").read_text())
+    for bad, needle in (({"schema": "x"}, "is not a laf.diversity/1 document"),
+                        ({**good, "predictions": {"pairs": [{"pair": ["a", "b"], "score": "high", "signals": {}}]}}, "shape of a diversity.json"),
+                        ({**good, "kappa": {"all": {"labels": ["a"], "values": [[1e999]]}}}, "non-finite")):
+        (run / "diversity.json").write_text(json.dumps(bad))
+        assert_clean_error(run_cli("report", str(run), "--out", str(tmp_path / "r.html")), "diversity.json", needle)
+    assert not (tmp_path / "r.html").exists()

@@ -26,6 +26,7 @@ def register(sub) -> None:
     d.add_argument("--model", default="default", help="base model for the function-space measures (default: default)")
     d.add_argument("--device", default="auto", help="device for the function-space measures (auto | cpu | cuda)")
     d.add_argument("--no-per-module", action="store_true", help="leave the per-module weight matrices out of diversity.json")
+    d.add_argument("--allow-modified", action="store_true", help="read run folders that fail their integrity check (diversity.json then warns)")
     d.add_argument("--json", action="store_true", help="print diversity.json")
     d.set_defaults(handler=cmd_diversity)
 
@@ -38,7 +39,8 @@ def cmd_diversity(args) -> int:
         from ..diversity.function import ProbeSpec
 
         probe = ProbeSpec(args.probe_suite, args.probe_n, args.model, args.device)
-    doc = analyse(args.runs, args.adapters, args.registry, probe, args.min_items, per_module=not args.no_per_module)
+    doc = analyse(args.runs, args.adapters, args.registry, probe, args.min_items, per_module=not args.no_per_module,
+                  allow_modified=args.allow_modified)
     out = Path(args.out) if args.out else (Path(args.runs[0].split("#")[0]) if args.runs else Path("reports") / "diversity")
     path = write_diversity(doc, out)
     if args.json:
@@ -79,3 +81,6 @@ def print_summary(doc: dict) -> None:
         console.print("\n[bold]predicted mergeability[/] (score: mean of the measured signals, see diversity.json 'rule')")
         for r in scored[:10]:
             console.print(f"  {escape(' + '.join(r['pair'])):50} {r['score']:.3f}  {r['prediction']}")
+    check = doc.get("prediction_check") or {}
+    if check.get("summary"):
+        console.print(f"\n[bold]predicted vs observed merges[/]: {escape(check['summary'])}")

@@ -7,10 +7,11 @@ is imported only when a probe set is asked for. Nothing imported here loads
 torch, transformers, peft or lm_eval.
 """
 
-from .analyse import FILE, SCHEMA, analyse, write_diversity
+from .analyse import FILE, SCHEMA, DiversityOptions, analyse, analyse_run, write_diversity
 from .cluster import cluster, cluster_matrix
+from .observed import observed_merges, prediction_check
 from .predict import check_predictions, mergeability
 from .render import dendrogram_svg, heatmap_svg, render_diversity_section
 
-__all__ = ["FILE", "SCHEMA", "analyse", "check_predictions", "cluster", "cluster_matrix", "dendrogram_svg", "heatmap_svg",
-           "mergeability", "render_diversity_section", "write_diversity"]
+__all__ = ["FILE", "SCHEMA", "DiversityOptions", "analyse", "analyse_run", "check_predictions", "cluster", "cluster_matrix", "dendrogram_svg", "heatmap_svg",
+           "mergeability", "observed_merges", "prediction_check", "render_diversity_section", "write_diversity"]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import LafError
-from ..io import atomic_write_json
+from ..io import atomic_write_json, atomic_write_text
 from .cluster import cluster_matrix
+from .observed import observed_merges, prediction_check
 from .predict import mergeability
 from .prediction import DEFAULT_MIN_ITEMS, MEASURES, load_prediction_inputs, prediction_space
 
@@ -28,11 +30,13 @@ DEFINITIONS = {
     "cka": "linear CKA (Kornblith et al. 2019) of hidden states at the last prompt token over the probe set, per layer and averaged",
     "kl": "KL divergence between next-token distributions on the probe continuations",
     "merge_ensemble_gap": "parameter-averaged pair vs the ensemble of the two parents: KL(ensemble || average) and the gold-token log-likelihood difference",
+    "prediction_check": "merged candidates in the runs (adapter lineage): observed retained gain = gain(merge) / mean(gain(parents)) against the base "
+                        "on the domain suites, against the predicted mergeability of the parents' pair; Spearman's rho with a bootstrap CI per merge method",
 }
 
 
 def analyse(runs: list[str], adapters: list[str] | None = None, registry: str | Path = "adapters_registry", probe=None,
-            min_items: int = DEFAULT_MIN_ITEMS, per_module: bool = True) -> dict:
+            min_items: int = DEFAULT_MIN_ITEMS, per_module: bool = True, allow_modified: bool = False, weight_space: bool = True) -> dict:
     """Every measure the inputs allow: prediction space from RUNs, weight space from adapters, function space from a probe."""
     adapters = list(adapters or [])
     if not runs and not adapters:
@@ -48,7 +52,7 @@ def analyse(runs: list[str], adapters: list[str] | None = None, registry: str | 
                  "warnings": [], "definitions": DEFINITIONS}
     inp = None
     if runs:
-        inp = load_prediction_inputs(runs, min_items)
+        inp = load_prediction_inputs(runs, min_items, allow_modified)
         doc["warnings"] += inp.warnings
         doc["candidates"] = [c["label"] for c in inp.candidates]
         doc["candidate_runs"] = inp.candidates
@@ -62,20 +66,24 @@ def analyse(runs: list[str], adapters: list[str] | None = None, registry: str | 
         for m in (*MEASURES, "vs_base"):
             doc[m] = {"skipped": "no evaluation runs given"}
     loaded = []
-    if adapters:
-        from .weights import load_registered, weight_space
+    if adapters and weight_space:
+        from .weights import load_registered
+        from .weights import weight_space as weight_measures
 
         loaded = load_registered(adapters, registry)
-        w = weight_space(loaded, per_module=per_module)
+        w = weight_measures(loaded, per_module=per_module)
         for k in ("weight_cosine", "weight_norm", "norm_ratio", "effective_rank", "subspace_overlap"):
             doc[k] = w[k]
         doc["weight"] = {"adapters": w["adapters"], "base_fingerprint": w["base_fingerprint"], "modules": w["modules"]}
     else:
         for k in ("weight_cosine", "weight_norm", "norm_ratio", "effective_rank", "subspace_overlap"):
-            doc[k] = {"skipped": "no --adapters given"}
+            doc[k] = {"skipped": "no --adapters given" if not adapters else "weight space switched off"}
     if probe is not None:
         from ..registry import Registry
         from .function import function_space, probe_items
+        from .weights import load_registered
+
+        loaded = loaded or load_registered(adapters, registry)
 
         source = "base" if inp.base else inp.candidates[0]["label"]
         if probe.suite not in inp.suite_meta:
@@ -94,6 +102,11 @@ def analyse(runs: list[str], adapters: list[str] | None = None, registry: str | 
         doc["cka"], doc["kl"], doc["merge_ensemble_gap"] = ({"skipped": reason} for _ in range(3))
     doc["clusters"] = _clusters(doc)
     doc["predictions"] = _predictions(doc, inp, adapters)
+    if inp is not None:
+        label_of = {(c["run"], c["model"]): c["label"] for c in inp.candidates}
+        doc["prediction_check"] = prediction_check(doc["predictions"], observed_merges(inp.results, label_of))
+    else:
+        doc["prediction_check"] = {"skipped": "no evaluation runs given (observed merge results come from a run's scores)"}
     check_finite(doc)
     return doc
 
@@ -136,7 +149,7 @@ def check_finite(obj, path: str = "diversity") -> None:
     import json
 
     try:
-        json.dumps(obj, allow_nan=False, default=str)  # C speed; the walk below only runs to name the culprit
+        json.dumps(obj, allow_nan=False, check_circular=False, default=str)  # C speed; the walk below only runs to name the culprit
         return
     except ValueError:
         pass
@@ -154,6 +167,65 @@ def _walk(obj, path: str) -> None:
             _walk(v, f"{path}[{i}]")
 
 
+SVG_DIR = "diversity"
+
+
 def write_diversity(doc: dict, out: str | Path) -> Path:
+    """``OUT/diversity.json`` and every chart as ``OUT/diversity/NAME.svg`` (charts of an earlier analysis that this one
+    has no data for are removed, so the folder always matches the JSON); returns the JSON's path."""
+    from .render import diversity_charts
+
     check_finite(doc)
-    return atomic_write_json(Path(out) / FILE, doc)
+    out = Path(out)
+    charts = diversity_charts(doc)
+    svg_dir = out / SVG_DIR
+    if charts:
+        for name, svg in charts:
+            atomic_write_text(svg_dir / f"{name}.svg", svg)
+    keep = {f"{name}.svg" for name, _ in charts}
+    if svg_dir.is_dir():
+        for old in svg_dir.glob("*.svg"):
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
+    return atomic_write_json(out / FILE, doc)
+
+
+@dataclass(frozen=True)
+class DiversityOptions:
+    """What :func:`analyse_run` measures (``laf run``'s ``diversity:`` block, and ``laf sweep``'s)."""
+
+    weight_space: bool = True  # task-vector measures of the adapters (reads their safetensors; no model)
+    function_space: bool = False  # CKA, KL, merge-vs-ensemble gap on a probe set (loads the base model)
+    probe_suite: str | None = None  # default: the first domain suite of the run (else its first suite)
+    probe_n: int = 32
+    min_items: int = DEFAULT_MIN_ITEMS
+    per_module: bool = False  # per-module weight matrices in diversity.json (large for many modules)
+    model: str = "default"
+    device: str = "auto"
+    allow_modified: bool = False
+
+
+def analyse_run(run_dir: str | Path, adapters: list[str] | None = None, options: DiversityOptions | None = None,
+                registry: str | Path = "adapters_registry", out: str | Path | None = None) -> Path:
+    """Analyse one finished evaluation run (every adapter in it a candidate) and write ``diversity.json`` and its
+    charts into ``out`` (default: the run folder); returns the JSON's path.
+
+    Prediction space always (records only); weight space on ``adapters`` (registered refs, normally the run's
+    candidates) when ``options.weight_space``; function space when ``options.function_space``. Merged candidates in
+    the run (adapter lineage) are checked against the prediction (``prediction_check``)."""
+    options = options or DiversityOptions()
+    run_dir = Path(run_dir)
+    adapters = list(adapters or [])
+    probe = None
+    if options.function_space:
+        from ..results import load_results
+        from .function import ProbeSpec
+
+        suite = options.probe_suite
+        if suite is None:
+            suites = load_results(run_dir).suites
+            suite = next((s for s, m in suites.items() if m.category == "domain"), next(iter(suites)))
+        probe = ProbeSpec(suite, options.probe_n, options.model, options.device)
+    doc = analyse([str(run_dir)], adapters, registry, probe, options.min_items, per_module=options.per_module,
+                  allow_modified=options.allow_modified, weight_space=options.weight_space)
+    return write_diversity(doc, out or run_dir)

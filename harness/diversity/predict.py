@@ -38,29 +38,37 @@ SOURCES = [
 ]
 
 
-def _lookup(matrix: dict | None, a: str, b: str):
-    if not matrix or "labels" not in matrix or a not in matrix["labels"] or b not in matrix["labels"]:
-        return None
-    return matrix["values"][matrix["labels"].index(a)][matrix["labels"].index(b)]
+class _Lookup:
+    """A labelled matrix of diversity.json, indexed once (pairs are looked up many times)."""
+
+    def __init__(self, matrix: dict | None):
+        ok = bool(matrix) and "labels" in matrix
+        self.values = matrix["values"] if ok else []
+        self.index = {lab: i for i, lab in enumerate(matrix["labels"])} if ok else {}
+
+    def __call__(self, a: str, b: str):
+        i, j = self.index.get(a), self.index.get(b)
+        return None if i is None or j is None else self.values[i][j]
 
 
 def mergeability(pairs: list[tuple[str, str]], *, weight_cosine: dict | None = None, kappa: dict | None = None,
                  merge_gap_kl: dict | None = None, kappa_scope: str = "all") -> dict:
     """Score every pair from whichever signals exist for it."""
     rows = []
+    cos_of, kappa_of, gap_of = _Lookup(weight_cosine), _Lookup(kappa), _Lookup(merge_gap_kl)
     for a, b in pairs:
         comps = {}
-        c = _lookup(weight_cosine, a, b)
+        c = cos_of(a, b)
         if c is not None:
             comps["weight_cosine"] = {"value": c, "component": (1 + c) / 2}
-        k = _lookup(kappa, a, b)
+        k = kappa_of(a, b)
         if k is not None:
             comps["kappa"] = {"value": k, "component": (1 + k) / 2, "scope": kappa_scope}
-        g = _lookup(merge_gap_kl, a, b)
+        g = gap_of(a, b)
         if g is not None:
             comps["merge_ensemble_gap"] = {"value": g, "component": math.exp(-g)}
         if comps:
-            score = float(np.mean([v["component"] for v in comps.values()]))
+            score = math.fsum(v["component"] for v in comps.values()) / len(comps)
             label = "likely" if score >= 0.75 else "uncertain" if score >= 0.5 else "unlikely"
             rows.append({"pair": [a, b], "score": round(score, 6), "prediction": label,
                          "signals": {k: {kk: round(vv, 6) if isinstance(vv, float) else vv for kk, vv in v.items()} for k, v in comps.items()}})

@@ -14,9 +14,11 @@ document hash, like the gate):
   (Kuncheva & Whitaker 2003's oracle disagreement; 1 - agreement is the
   prediction-level counterpart).
 
-Everything is computed with a handful of matrix products over an
-integer-coded (models x items) table, so 50 candidates x 10,000 items take
-milliseconds (benchmarks/diversity_speed.py).
+The records become columns in a few C-speed passes (no Python loop per
+record), items are paired by one sort and a scatter per suite, and every
+measure is a handful of matrix products over an integer-coded (models x
+items) table: 50 candidates x 10,000 items take about 0.65 s of CPU, most of
+it turning 510,000 record dicts into columns (benchmarks/diversity_speed.py).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -142,7 +146,8 @@ class PredictionInputs:
     blocks: dict[str, SuiteBlock]
     warnings: list[str] = field(default_factory=list)
     suite_meta: dict[str, dict] = field(default_factory=dict)
-    records: dict[str, dict[str, list[dict]]] = field(default_factory=dict)  # label -> suite -> records (for probe prompts)
+    records: Any = None  # label -> suite -> records (for probe prompts), built on demand
+    results: dict[str, dict] = field(default_factory=dict)  # run folder -> results.json (as a dict)
 
 
 def _unique_labels(entries: list[tuple[str, str]]) -> list[str]:
@@ -150,8 +155,9 @@ def _unique_labels(entries: list[tuple[str, str]]) -> list[str]:
     return [m if names.count(m) == 1 else f"{run}#{m}" for run, m in entries]
 
 
-def load_prediction_inputs(runs: list[str], min_items: int = DEFAULT_MIN_ITEMS) -> PredictionInputs:
-    """Read the runs, pick the candidates (every adapter; ``RUN#MODEL`` picks one) and the base, pair items."""
+def load_prediction_inputs(runs: list[str], min_items: int = DEFAULT_MIN_ITEMS, allow_modified: bool = False) -> PredictionInputs:
+    """Read the runs (through the results layer's integrity check), pick the candidates (every adapter;
+    ``RUN#MODEL`` picks one) and the base, pair items."""
     if min_items < 1:
         raise LafError(f"--min-items must be at least 1 (got {min_items})", "pass a positive number")
     loaded: dict[str, tuple[dict, list[dict]]] = {}
@@ -160,7 +166,7 @@ def load_prediction_inputs(runs: list[str], min_items: int = DEFAULT_MIN_ITEMS) 
     for ref in runs:
         folder, _, model = ref.partition("#")
         if folder not in loaded:
-            loaded[folder] = read_run(folder)
+            loaded[folder] = read_run(folder, allow_modified)
         results = loaded[folder][0]
         models = list(results["models"])
         if model:
@@ -181,22 +187,19 @@ def load_prediction_inputs(runs: list[str], min_items: int = DEFAULT_MIN_ITEMS) 
     entries = list(zip(labels, chosen))
     if base_from is not None:
         entries.append(("base", (base_from, "base")))
-    warnings = []
+    warnings = [f"run folder {f} failed its integrity check and is read only because of --allow-modified ({r['integrity'][len('modified: '):]})"
+                for f, (r, _) in loaded.items() if str(r.get("integrity") or "").startswith("modified")]
     fps = {f: ((r.get("provenance") or {}).get("base_model") or {}).get("fingerprint") for f, (r, _) in loaded.items()}
     if len(set(fps.values())) > 1:
         warnings.append("the runs were scored on different base models (" + "; ".join(f"{f}: {str(v)[:16]}" for f, v in fps.items())
                         + "): their agreement mixes base and adapter differences")
-    grouped: dict[str, dict[tuple[str, str], list[dict]]] = {}  # run -> (model, suite) -> records, one pass over each run
-    for folder, (_, recs) in loaded.items():
-        g = grouped[folder] = defaultdict(list)
-        for r in recs:
-            g[r["model"], r["suite"]].append(r)
-    recs_by = {label: {s: rs for (m, s), rs in grouped[folder].items() if m == model} for label, (folder, model) in entries}
+    hash_codes: dict[str, int] = {}  # one item-key space over every run, so items pair across runs
+    grouped = {folder: _Grouped(recs, hash_codes) for folder, (_, recs) in loaded.items()}
     suite_meta: dict[str, dict] = {}
     for _folder, (results, _) in loaded.items():
         for s, meta in results["suites"].items():
             suite_meta.setdefault(s, meta)
-    blocks = {s: _block(s, suite_meta[s], [lab for lab, _ in entries], {lab: grouped[f].get((m, s), []) for lab, (f, m) in entries}, min_items)
+    blocks = {s: _block(s, suite_meta[s], [lab for lab, _ in entries], {lab: grouped[f].rows(m, s) for lab, (f, m) in entries}, min_items)
               for s in sorted(suite_meta)}
     if not any(b.skipped is None and (b.codes is not None or b.errors is not None) for b in blocks.values()):
         detail = "; ".join(f"{s}: {b.skipped or b.no_predictions}" for s, b in blocks.items())
@@ -204,20 +207,76 @@ def load_prediction_inputs(runs: list[str], min_items: int = DEFAULT_MIN_ITEMS) 
                        f"evaluate the candidates on the same suite data (at least {min_items} common items; --min-items lowers the floor)")
     return PredictionInputs([lab for lab, _ in entries], "base" if base_from else None,
                             [{"label": lab, "run": f, "model": m} for lab, (f, m) in entries if lab != "base"],
-                            blocks, warnings, suite_meta, recs_by)
+                            blocks, warnings, suite_meta, _LabelRecords(grouped, dict(entries)), {f: r for f, (r, _) in loaded.items()})
 
 
-def _keyed(records: list[dict]) -> dict:
-    """Key each item by its doc hash; when a suite holds identical documents, by (doc hash, occurrence) in doc-id order, as in the gate."""
-    out = {r["doc_hash"]: r for r in records}
-    if len(out) == len(records):
-        return out
-    out, seen = {}, defaultdict(int)
-    for r in sorted(records, key=lambda r: r["doc_id"]):
-        k = (r["doc_hash"], seen[r["doc_hash"]])
-        seen[r["doc_hash"]] += 1
-        out[k] = r
-    return out
+def _factorize(values: list, codes: dict) -> np.ndarray:
+    """Integer codes of hashable values, equal values equal codes (``codes`` grows; dict and map run at C speed)."""
+    for v in dict.fromkeys(values):
+        if v not in codes:
+            codes[v] = len(codes)
+    return np.fromiter(map(codes.__getitem__, values), dtype=np.int64, count=len(values))
+
+
+class _Grouped:
+    """One run's records as columns (model/suite groups as index arrays, item keys as integer codes, predictions and
+    metrics as object arrays): a few C-speed passes over the records, then numpy."""
+
+    def __init__(self, recs: list[dict], hash_codes: dict[str, int]):
+        self.recs = recs
+        n = len(recs)
+        mo = np.fromiter(map(itemgetter("model"), recs), dtype=object, count=n)
+        so = np.fromiter(map(itemgetter("suite"), recs), dtype=object, count=n)
+        # records come grouped by (model, suite) from the results store: find the segments by comparing neighbours
+        starts = np.flatnonzero(np.r_[True, (mo[1:] != mo[:-1]) | (so[1:] != so[:-1])]) if n else np.empty(0, dtype=np.int64)
+        self.groups: dict[tuple[str, str], np.ndarray] = {}
+        if len(starts) <= 4 * 1024:
+            segments: dict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
+            for a, b in zip(starts.tolist(), np.r_[starts[1:], n].tolist()):
+                segments[mo[a], so[a]].append(np.arange(a, b))
+            self.groups = {k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in segments.items()}
+        else:  # interleaved records: group by codes
+            models: dict = {}
+            suites: dict = {}
+            m, s = _factorize(mo.tolist(), models), _factorize(so.tolist(), suites)
+            gid = m * len(suites) + s
+            order = np.argsort(gid, kind="stable")
+            sg = gid[order]
+            cut = np.flatnonzero(np.r_[True, sg[1:] != sg[:-1]])
+            model_of, suite_of = list(models), list(suites)
+            self.groups = {(model_of[sg[a] // len(suites)], suite_of[sg[a] % len(suites)]): order[a:b]
+                           for a, b in zip(cut.tolist(), np.r_[cut[1:], n].tolist())}
+        self.item = _factorize(list(map(itemgetter("doc_hash"), recs)), hash_codes)
+        self.pred = np.fromiter(map(itemgetter("prediction"), recs), dtype=object, count=n)
+        self.metrics = np.fromiter(map(itemgetter("metrics"), recs), dtype=object, count=n)
+
+    def rows(self, model: str, suite: str) -> tuple["_Grouped", np.ndarray]:
+        return self, self.groups.get((model, suite), np.empty(0, dtype=np.int64))
+
+
+class _LabelRecords:
+    """label -> suite -> that model's records, built only when asked for (the probe prompts of function space)."""
+
+    def __init__(self, grouped: dict[str, _Grouped], entries: dict[str, tuple[str, str]]):
+        self.grouped, self.entries = grouped, entries
+
+    def __getitem__(self, label: str) -> dict[str, list[dict]]:
+        folder, model = self.entries[label]
+        g = self.grouped[folder]
+        return {s: [g.recs[i] for i in idx] for (m, s), idx in g.groups.items() if m == model}
+
+
+def _occurrence_keys(g: _Grouped, idx: np.ndarray, offset: int) -> np.ndarray:
+    """Item keys when a suite holds identical documents: (doc hash, occurrence in doc-id order) as one integer, as in
+    the gate; ``offset`` puts them past every plain doc-hash code, so the two kinds never meet."""
+    codes = g.item[idx]
+    doc_ids = np.fromiter((g.recs[i]["doc_id"] for i in idx), dtype=np.int64, count=len(idx))
+    order = np.lexsort((doc_ids, codes))  # by hash, then doc id
+    sc = codes[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sc)) + 1]
+    occ = np.empty(len(idx), dtype=np.int64)
+    occ[order] = np.arange(len(sc)) - np.repeat(starts, np.diff(np.r_[starts, len(sc)]))
+    return offset + codes * (len(idx) + 1) + occ
 
 
 def _canon(v):
@@ -227,22 +286,37 @@ def _canon(v):
     return ("json", json.dumps(v, sort_keys=True, ensure_ascii=False, default=str))
 
 
-def _block(suite: str, meta: dict, labels: list[str], recs_by: dict[str, list[dict]], min_items: int) -> SuiteBlock:
-    """``recs_by``: this suite's records of each model."""
+def _block(suite: str, meta: dict, labels: list[str], rows_by: dict[str, tuple[_Grouped, np.ndarray]], min_items: int) -> SuiteBlock:
+    """``rows_by``: each model's (run columns, indices of its records of this suite)."""
     category = str(meta.get("category", "unknown"))
-    keyed = {lab: _keyed(recs_by[lab]) for lab in labels}
-    missing = [lab for lab in labels if not keyed[lab]]
+    missing = [lab for lab in labels if not len(rows_by[lab][1])]
     if missing:
         return SuiteBlock(suite, category, 0, {}, skipped=f"not evaluated for {', '.join(missing)}")
-    common = set.intersection(*(set(k) for k in keyed.values()))
-    dropped = {lab: len(keyed[lab]) - len(common) for lab in labels}
+    keys = [rows_by[lab][0].item[rows_by[lab][1]] for lab in labels]
+    for _ in range(2):
+        # one sort per suite: every model's item keys as columns 0..K-1, then presence and record position by scatter
+        uniq, inv = np.unique(np.concatenate(keys), return_inverse=True)
+        bounds = np.cumsum([0] + [len(k) for k in keys])
+        present = np.zeros((len(labels), len(uniq)), dtype=bool)
+        where = np.empty((len(labels), len(uniq)), dtype=np.int64)
+        for row, lab in enumerate(labels):
+            col = inv[bounds[row]:bounds[row + 1]]
+            present[row, col] = True
+            where[row, col[::-1]] = rows_by[lab][1][::-1]  # a repeated key keeps its first record
+        repeated = [row for row in range(len(labels)) if present[row].sum() < len(keys[row])]
+        if not repeated:
+            break
+        offset = max(len(g.item) for g, _ in rows_by.values()) + int(max(int(k.max()) for k in keys if len(k))) + 1
+        for row in repeated:  # identical documents: key by (doc hash, occurrence) instead
+            keys[row] = _occurrence_keys(*rows_by[labels[row]], offset)
+    common = np.flatnonzero(present.all(axis=0))
+    dropped = {lab: int(present[row].sum()) - len(common) for row, lab in enumerate(labels)}
     if len(common) < min_items:
         return SuiteBlock(suite, category, len(common), dropped,
                           skipped=f"only {len(common)} items answered by every model (minimum {min_items})")
-    keys = sorted(common, key=str)
-    block = SuiteBlock(suite, category, len(keys), dropped)
-    rows = [[keyed[lab][k] for k in keys] for lab in labels]
-    block.codes = _codes([[r.get("prediction") for r in row] for row in rows])
+    block = SuiteBlock(suite, category, len(common), dropped)
+    sel = [(rows_by[lab][0], where[row, common]) for row, lab in enumerate(labels)]  # per model: its record of each common item
+    block.codes = _codes_of(np.stack([g.pred[i] for g, i in sel]))
     if block.codes is None:
         block.no_predictions = "no per-item predictions (a log-likelihood or perplexity suite)"
     metric = meta.get("primary_metric")
@@ -254,12 +328,13 @@ def _block(suite: str, meta: dict, labels: list[str], recs_by: dict[str, list[di
         block.no_errors = f"{metric} has an ideal value, not a right or wrong answer"
         return block
     try:  # the common case at C speed: plain numbers; anything else is diagnosed item by item below
-        values = np.array([[r["metrics"].get(metric) for r in row] for row in rows], dtype=np.float64)
+        get = itemgetter(metric)
+        values = np.stack([np.fromiter(map(get, g.metrics[i]), dtype=np.float64, count=len(i)) for g, i in sel])
         fast = bool(np.all(np.isfinite(values)))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, KeyError):
         fast = False
     if not fast:
-        values = _checked_values(suite, metric, labels, rows, block)
+        values = _checked_values(suite, metric, labels, [[g.recs[j] for j in i] for g, i in sel], block)
         if values is None:
             return block
     if not np.all((values == 0) | (values == 1)):
@@ -270,10 +345,21 @@ def _block(suite: str, meta: dict, labels: list[str], recs_by: dict[str, list[di
     return block
 
 
+def _codes_of(preds: np.ndarray) -> np.ndarray | None:
+    """``preds``: (models, items) object array of predictions -> integer labels (see :func:`_codes`), at C speed when every
+    prediction has one plain type."""
+    kinds = set(map(type, preds.ravel()))
+    if len(kinds) == 1 and kinds <= {int, str}:
+        arr = preds.astype(np.int64 if kinds == {int} else str)
+        return np.unique(arr, return_inverse=True)[1].reshape(arr.shape).astype(np.int64)
+    return _codes(preds.tolist())
+
+
 def _codes(preds: list[list]) -> np.ndarray | None:
     """Integer labels for the predictions, equal values equal labels; None when no item has a prediction."""
-    try:
-        arr = np.array(preds)
+    kinds = {type(p) for row in preds for p in row}
+    try:  # numpy only when every prediction has one plain type (so 1, 1.0 and True never share a label)
+        arr = np.array(preds) if len(kinds) == 1 and kinds <= {int, str, float} else None
     except (TypeError, ValueError):
         arr = None
     if arr is not None and arr.ndim == 2 and (arr.dtype.kind in "iU" or (arr.dtype.kind == "f" and np.all(np.isfinite(arr)))):

@@ -104,9 +104,39 @@ def _skipped(name: str, obj) -> str:
     return f'<p class="sub">{escape(name)}: {escape(reason or "not measured")}</p>'
 
 
-def render_diversity_section(doc: dict) -> str:
-    """The report's "Diversity and mergeability" section as one HTML fragment (all data text escaped)."""
-    h = ['<section id="diversity"><h2>Diversity and mergeability</h2>']
+CHARTS = [
+    ("kappa", "all", "Cohen's kappa of the predictions (all paired items)", -1.0, 1.0),
+    ("error_correlation", "all", "error correlation (phi)", -1.0, 1.0),
+    ("double_fault", "all", "double-fault rate", 0.0, 1.0),
+    ("weight_cosine", "overall", "task-vector cosine (whole adapter)", -1.0, 1.0),
+    ("subspace_overlap", "overall", "subspace overlap of the B factors", 0.0, 1.0),
+    ("cka", "mean", "linear CKA of hidden states (mean over layers)", 0.0, 1.0),
+]
+
+
+def diversity_charts(doc: dict) -> list[tuple[str, str]]:
+    """``(name, svg)`` of every heatmap and dendrogram diversity.json has data for (the report shows them; the run
+    folder keeps them as files)."""
+    out = []
+    for key, sub, title, lo, hi in CHARTS:
+        obj = doc.get(key) or {}
+        m = obj.get(sub) if isinstance(obj, dict) else None
+        if isinstance(m, dict) and "values" in m:
+            out.append((key, heatmap_svg(m["labels"], m["values"], title, lo, hi)))
+    gap = (doc.get("merge_ensemble_gap") or {}).get("kl")
+    if isinstance(gap, dict) and "values" in gap:
+        vmax = max([v for row in gap["values"] for v in row if v is not None] + [1e-9])
+        out.append(("merge_ensemble_gap", heatmap_svg(gap["labels"], gap["values"], "merge-vs-ensemble gap, KL(ensemble || average), nats", 0.0, vmax, "{:.3f}")))
+    for space, c in (doc.get("clusters") or {}).items():
+        if isinstance(c, dict) and "linkage" in c:
+            out.append((f"clusters-{space}", dendrogram_svg(c, f"clusters, {space} space")))
+    return out
+
+
+def render_diversity_section(doc: dict, wrap: bool = True) -> str:
+    """The report's "Diversity and mergeability" section as one HTML fragment (all data text escaped); ``wrap=False``
+    leaves out the ``<section>`` and its heading (the report adds its own)."""
+    h = ['<section id="diversity"><h2>Diversity and mergeability</h2>'] if wrap else []
     for w in doc.get("warnings", []):
         h.append(f'<p class="warn">{escape(str(w))}</p>')
     items = doc.get("items")
@@ -118,30 +148,21 @@ def render_diversity_section(doc: dict) -> str:
             h.append(f"<tr><td>{escape(s)}</td><td>{escape(str(v.get('category')))}</td><td>{int(v.get('paired', 0))}</td>"
                      f"<td>{escape(dropped)}</td><td>{escape(note)}</td></tr>")
         h.append("</tbody></table>")
-    charts = [
-        ("kappa", "all", "Cohen's kappa of the predictions (all paired items)", -1.0, 1.0),
-        ("error_correlation", "all", "error correlation (phi)", -1.0, 1.0),
-        ("double_fault", "all", "double-fault rate", 0.0, 1.0),
-        ("weight_cosine", "overall", "task-vector cosine (whole adapter)", -1.0, 1.0),
-        ("subspace_overlap", "overall", "subspace overlap of the B factors", 0.0, 1.0),
-        ("cka", "mean", "linear CKA of hidden states (mean over layers)", 0.0, 1.0),
-    ]
-    for key, sub, title, lo, hi in charts:
+    charts = dict(diversity_charts(doc))
+    for key, sub, title, _lo, _hi in CHARTS:
         obj = doc.get(key) or {}
         m = obj.get(sub) if isinstance(obj, dict) else None
-        if isinstance(m, dict) and "values" in m:
-            h.append(heatmap_svg(m["labels"], m["values"], title, lo, hi))
+        if key in charts:
+            h.append(charts[key])
             for u in m.get("undefined", []):
                 h.append(f'<p class="sub">{escape(" / ".join(map(str, u["pair"])))}: undefined ({escape(str(u["reason"]))})</p>')
         else:
             h.append(_skipped(title, m if isinstance(m, dict) else obj))
-    gap = (doc.get("merge_ensemble_gap") or {}).get("kl")
-    if isinstance(gap, dict) and "values" in gap:
-        vmax = max([v for row in gap["values"] for v in row if v is not None] + [1e-9])
-        h.append(heatmap_svg(gap["labels"], gap["values"], "merge-vs-ensemble gap, KL(ensemble || average), nats", 0.0, vmax, "{:.3f}"))
+    if "merge_ensemble_gap" in charts:
+        h.append(charts["merge_ensemble_gap"])
     for space, c in (doc.get("clusters") or {}).items():
-        if isinstance(c, dict) and "linkage" in c:
-            h.append(dendrogram_svg(c, f"clusters, {space} space"))
+        if f"clusters-{space}" in charts:
+            h.append(charts[f"clusters-{space}"])
             groups = "; ".join("{" + ", ".join(map(str, g)) + "}" for g in c["clusters"])
             h.append(f'<p class="sub">{escape(space)} clusters ({escape(c["cut"]["rule"])}): {escape(groups)}</p>')
         else:
@@ -156,8 +177,35 @@ def render_diversity_section(doc: dict) -> str:
             h.append(f"<tr><td>{escape(' + '.join(map(str, r['pair'])))}</td><td>{score}</td><td>{escape(str(r.get('prediction') or r.get('reason', '')))}</td><td>{escape(sig)}</td></tr>")
         h.append("</tbody></table>")
         h.append('<p class="sub">sources: ' + escape("; ".join(pred.get("sources", []))) + "</p>")
-    check = doc.get("prediction_check")
-    if isinstance(check, dict) and check.get("summary"):
-        h.append(f"<p>{escape(check['summary'])}</p>")
-    h.append("</section>")
+    h.append(_prediction_check(doc.get("prediction_check")))
+    if wrap:
+        h.append("</section>")
+    return "".join(h)
+
+
+def _num(v, fmt: str = "{:+.3f}") -> str:
+    return fmt.format(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else "n/a"
+
+
+def _prediction_check(check) -> str:
+    """Predicted mergeability against the observed retained gain of the merges in the run, per merge method."""
+    if not isinstance(check, dict):
+        return ""
+    h = ["<h3>Predicted vs observed merges</h3>"]
+    if "methods" not in check:
+        return h[0] + _skipped("merged candidates", check)
+    h.append(f'<p class="sub">{escape(str(check.get("observed", "")))}</p>')
+    for method, entry in (check.get("methods") or {}).items():
+        res = entry.get("check") or {}
+        verdict = res.get("summary") or entry.get("skipped") or ""
+        h.append(f"<p><b>{escape(str(method))}</b>: {escape(str(verdict))}</p>")
+        h.append('<table><thead><tr><th>merge</th><th>parents</th><th>predicted score</th><th>merge gain</th><th>parents\' gains</th>'
+                 '<th>retained gain</th><th>note</th></tr></thead><tbody>')
+        for r in entry.get("merges", []):
+            pg = r.get("parent_gains") or []
+            h.append(f"<tr><td>{escape(str(r.get('merged')))}</td><td>{escape(' + '.join(map(str, r.get('parents', []))))}</td>"
+                     f"<td>{_num(r.get('predicted'), '{:.3f}')}</td><td>{_num(r.get('merged_gain'))}</td>"
+                     f"<td>{escape(', '.join(_num(g) for g in pg))}</td><td>{_num(r.get('retained_gain'), '{:.3f}')}</td>"
+                     f"<td>{escape(str(r.get('reason', '')))}</td></tr>")
+        h.append("</tbody></table>")
     return "".join(h)

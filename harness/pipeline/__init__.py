@@ -1,4 +1,4 @@
-"""``laf run CONFIG``: curate -> train -> merge -> evaluate -> parity -> gate -> compare -> report, each stage cached.
+"""``laf run CONFIG``: curate -> train -> merge -> evaluate -> diversity -> parity -> gate -> compare -> report, each stage cached.
 
 Every stage records the fingerprint of its inputs in ``RUN_DIR/state.json``
 (the curated data's content, not the curation run, feeds training) and is
@@ -18,7 +18,7 @@ from typing import Callable
 from ..gate.compare import combined_exit
 from ..io import atomic_write_bytes, atomic_write_json, exclusive_lock
 from .config import RunConfig, load_run_config, suite_refs, validate_run
-from .stages import RunContext, compare_stage, curate_stage, eval_stage, gate_stage, merge_stage, parity_stage, report_stage, resolve_adapters, train_stage, verdict_paths
+from .stages import RunContext, compare_stage, curate_stage, diversity_stage, eval_stage, gate_stage, merge_stage, parity_stage, report_stage, resolve_adapters, train_stage, verdict_paths
 from .state import RunState, StageLog
 
 __all__ = ["RunConfig", "RunState", "load_run_config", "run_pipeline", "suite_refs", "validate_run"]
@@ -59,6 +59,7 @@ def _run_locked(cfg, base: Path, config_path: Path, suites, policy, run_dir: Pat
     if cfg.merge:
         adapters += [m for m in merge_stage(ctx) if m not in adapters]
     results = eval_stage(ctx, suites, adapters, eval_progress)
+    diversity_stage(ctx, adapters)
     if cfg.parity is not None:
         parity_stage(ctx, adapters)
     verdicts = gate_stage(ctx, policy, adapters) if policy is not None else []

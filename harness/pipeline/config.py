@@ -59,6 +59,19 @@ class RunParity(StrictModel):
     base_weights: Literal["auto", "original", "nf4_dequantized"] = "auto"
 
 
+class RunDiversity(StrictModel):
+    """``diversity:``: after evaluation, how alike the candidates are and which pairs should merge well (``laf diversity``
+    on the run's records), into ``eval/diversity.json`` and the report. Prediction space is always measured."""
+
+    enabled: bool = True
+    weight_space: bool = True  # task-vector cosines etc. of the candidates' adapter files (no model load)
+    function_space: bool = False  # CKA / KL / merge-vs-ensemble gap on a probe set (loads the base once)
+    probe_suite: str | None = None  # default: the first domain suite run
+    probe_n: int = Field(32, ge=4, le=100_000)
+    min_items: int = Field(20, ge=1, le=10**9)
+    per_module: bool = False
+
+
 class RunConfig(StrictModel):
     name: str
     model: str = "default"
@@ -70,6 +83,7 @@ class RunConfig(StrictModel):
     merge: list[dict[str, Any]] = []  # laf merge configs (adapter outputs); each merged adapter joins the candidates
     eval: RunEval
     parity: RunParity | None = None
+    diversity: RunDiversity | None = None
     gate: RunGate | None = None
     registry: str = "adapters_registry"
     out_root: str = "reports"
@@ -178,6 +192,14 @@ def validate_run(cfg: RunConfig, base: Path, config_path: Path):
                 problems.append(f"key 'merge.{i}.{'.'.join(str(x) for x in err['loc'])}': {err['msg']}")
         except LafError as e:
             problems.append(f"key 'merge.{i}': {e.cause}")
+    if cfg.diversity is not None and cfg.diversity.enabled:
+        n_cand = (cfg.data is not None) + len(dict.fromkeys(cfg.adapters)) + len(cfg.merge)
+        if n_cand < 2:
+            problems.append(f"key 'diversity': it compares candidates, and this run has {n_cand} (train, list or merge at least two, "
+                            "or set diversity.enabled: false)")
+        probe = cfg.diversity.probe_suite
+        if probe is not None and probe not in {s.name for s in suites}:
+            problems.append(f"key 'diversity.probe_suite': suite '{probe}' is not run (eval.suites has {', '.join(sorted(s.name for s in suites))})")
     policy = None
     if cfg.gate is not None:
         try:

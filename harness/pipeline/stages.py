@@ -225,6 +225,48 @@ def parity_stage(ctx: RunContext, adapters: list[str]) -> Path:
     return out / "parity.json"
 
 
+def diversity_stage(ctx: RunContext, adapters: list[str]) -> Path | None:
+    """``laf diversity`` on the run's evaluation (every candidate; weight space on their adapter files) into
+    ``eval/diversity.json`` + ``eval/diversity/*.svg``, where the report finds it; a copy of the JSON in the run folder.
+    Skipped when the records, the candidates' files and the options are unchanged. A switched-off stage removes
+    what it wrote before (so the report never shows a stale analysis)."""
+    from ..diversity import FILE, SCHEMA, DiversityOptions, analyse_run
+    from ..diversity.analyse import SVG_DIR
+    from ..registry import Registry
+    from ..results import INTEGRITY
+
+    cfg, log = ctx.cfg, ctx.log
+    d = cfg.diversity
+    if d is None or not d.enabled:
+        if ctx.state.started("diversity").get("finished"):
+            (ctx.eval_dir / FILE).unlink(missing_ok=True)
+            (ctx.run_dir / FILE).unlink(missing_ok=True)
+            shutil.rmtree(ctx.eval_dir / SVG_DIR, ignore_errors=True)
+            ctx.state.mark("diversity", finished=False, removed=True)
+        return None
+    options = DiversityOptions(weight_space=d.weight_space, function_space=d.function_space, probe_suite=d.probe_suite, probe_n=d.probe_n,
+                               min_items=d.min_items, per_module=d.per_module, model=cfg.model)
+    reg = Registry(cfg.registry)
+    integrity = ctx.eval_dir / INTEGRITY
+    fp = sha256_json({"schema": SCHEMA, "options": options.__dict__, "records": integrity.read_text("utf-8") if integrity.exists() else None,
+                      "adapters": {a: reg.resolve(a).digest for a in adapters} if (d.weight_space or d.function_space) else sorted(adapters),
+                      "base": ctx.base_fingerprint})
+    out = ctx.eval_dir / FILE
+    if ctx.state.done("diversity", fp) and out.exists():
+        ctx.stages.skipped.append("diversity")
+        log("diversity: unchanged")
+        return out
+    log(f"diversity: {len(adapters)} candidates" + (", weight space" if d.weight_space else "") + (", function space" if d.function_space else ""))
+    path = analyse_run(ctx.eval_dir, adapters if (d.weight_space or d.function_space) else [], options, registry=cfg.registry)
+    shutil.copyfile(path, ctx.run_dir / FILE)
+    summary = (read_json(path).get("prediction_check") or {}).get("summary")
+    if summary:
+        log(f"  predicted vs observed merges: {summary}")
+    ctx.state.finish("diversity", fp)
+    ctx.stages.ran.append("diversity")
+    return path
+
+
 def verdict_paths(ctx: RunContext, adapters: list[str]) -> list[Path]:
     """Where each candidate's verdict.json goes: the first (the trained adapter, or the first listed) in the run
     folder as ``verdict.json``, the others as ``verdict-NAME-VERSION.json``."""

@@ -136,6 +136,27 @@ def _parity(run_dir: Path) -> dict | None:
     return load_parity(path) if path is not None else None
 
 
+def _diversity(run_dir: Path) -> dict | None:
+    """``diversity.json`` (``laf diversity`` or the run's diversity stage) when the run folder holds one, checked to be
+    one this laf can show; None when there is none."""
+    from ..diversity import FILE, SCHEMA, render_diversity_section
+    from ..diversity.analyse import check_finite
+
+    path = run_dir / FILE
+    if not path.exists():
+        return None
+    fix = "re-run `laf diversity` on this run (or the run's diversity stage), or remove the file"
+    doc = read_json(path)
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise LafError(f"{path} is not a {SCHEMA} document", fix)
+    check_finite(doc, str(path))
+    try:
+        render_diversity_section(doc)  # the shapes the report reads, checked here: a bad file is one clear error
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise LafError(f"{path} does not have the shape of a diversity.json ({type(e).__name__}: {e})", fix) from None
+    return doc
+
+
 def gather(run_dir: str | Path, candidate: str | None = None, curation: str | Path | None = None, allow_modified: bool = False) -> dict:
     """Everything the report shows about ``run_dir`` as one plain dict (also the ``--format json`` output):
     results, the verdict and comparison if present, the candidate's training, the curation, and the items."""
@@ -176,6 +197,7 @@ def gather(run_dir: str | Path, candidate: str | None = None, curation: str | Pa
         "training": _training(results, cand),
         "curation": cur,
         "parity": _parity(run_dir),
+        "diversity": _diversity(run_dir),
         "items": items,
         "item_stats": item_stats,
     }

@@ -391,6 +391,14 @@ def _audit(d: dict) -> str:
     return _kv(rows)
 
 
+def _diversity(d: dict) -> str:
+    if not d.get("diversity"):
+        return ""
+    from ..diversity import render_diversity_section
+
+    return render_diversity_section(d["diversity"], wrap=False)
+
+
 def render_html(d: dict) -> str:
     title = f"lost-and-found report: {d['candidate'] or d['baseline']}"
     island = {"items": d["items"], "suites": list(d["suites"]), "models": {"base": d["baseline"], "candidate": d["candidate"]}}
@@ -404,6 +412,7 @@ def render_html(d: dict) -> str:
         ("curation", "Data curation", _curation(d)),
         ("compare", "Candidates compared", _compare(d)),
         ("parity", "Export parity", _parity(d)),
+        ("diversity", "Diversity and mergeability", _diversity(d)),
         ("audit", "Audit trail", _audit(d)),
     ]
     toc = "".join(f'<a href="#{i}">{_e(t)}</a>' for i, t, b in sections if b)
