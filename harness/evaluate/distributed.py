@@ -11,8 +11,8 @@ exactly as the single-process engine scores it (the same lm-eval requests in one
 the batch composition is the scorer's, never Ray's), into an empty collector (as a fresh run computes every
 request). Splitting a suite's items across workers would change which requests share a batch, and with it
 the last bits of fp32 scores (and up to 0.25 nats in bf16), so a unit never splits a suite. The driver stores
-the rows as they come, so a killed worker loses only its unit in flight (Ray restarts the actor and the
-driver resubmits the unit), and a resume with another worker count finds every finished unit in the cache.
+the rows as they come, so a killed worker loses only its unit in flight (Ray restarts the actor and retries
+the unit on it; past Ray's retries the driver sends the unit again), and a resume with another worker count finds every finished unit in the cache.
 
 Nothing here imports Ray at module level: ``laf sweep`` without ``--workers``/``--ray-address`` never loads it.
 """
@@ -184,7 +184,7 @@ def prefill_cache(spec: EvalSpec, suites, workers: int, log: Callable[[str], Non
         resubmitted = 0
         if todo:
             limits = {s.name: s.spec.options.limit for s in suites}
-            actor_cls = ray.remote(num_cpus=0 if num_gpus else 1, num_gpus=num_gpus, max_restarts=3, max_task_retries=0)(EvalWorker)
+            actor_cls = ray.remote(num_cpus=0 if num_gpus else 1, num_gpus=num_gpus, max_restarts=3, max_task_retries=3)(EvalWorker)
             actors = [actor_cls.remote(spec, limits) for _ in range(max(1, min(workers, len(todo))))]
             if on_actors is not None:
                 on_actors(actors)
@@ -212,7 +212,8 @@ def prefill_cache(spec: EvalSpec, suites, workers: int, log: Callable[[str], Non
                                        "look at the Ray worker logs (/tmp/ray/session_latest/logs); a unit that kills its worker every time needs fixing, not retrying") from None
                     log(f"worker died during {unit.model} x {unit.suite}: sent again")
                     resubmitted += 1
-                    queue.insert(0, unit)  # Ray restarts the actor (max_restarts); the unit goes to the next free one
+                    time.sleep(min(2.0 * attempts[unit.key], 10.0))  # the actor is restarting (max_restarts): give it time
+                    queue.insert(0, unit)
                     submit(actor)
                     continue
                 except ray.exceptions.RayTaskError as e:
@@ -231,8 +232,9 @@ def prefill_cache(spec: EvalSpec, suites, workers: int, log: Callable[[str], Non
         cache.close()
 
 
-def connect(workers: int | None, address: str | None, connect_timeout: float = 5.0) -> object:
-    """Start a local Ray cluster of ``workers`` CPU slots (or join ``address``); returns the ray module.
+def connect(workers: int | None, address: str | None, connect_timeout: float = 5.0) -> bool:
+    """Start a local Ray cluster of ``workers`` CPU slots (or join ``address``); returns whether this call started
+    the connection (an already initialised Ray is used as it is, and left running).
 
     Ray not installed: an error naming the extra. An address that does not answer: an error within
     ``connect_timeout`` seconds (a TCP connect to it first; Ray itself would retry for minutes)."""
@@ -241,6 +243,8 @@ def connect(workers: int | None, address: str | None, connect_timeout: float = 5
     except ImportError:
         raise LafError("Ray is not installed, and --workers/--ray-address need it",
                        "pip install 'lost-and-found[scale]' (or pip install 'ray==2.60.*'), or run without --workers/--ray-address") from None
+    if ray.is_initialized():  # the caller's own cluster (a notebook, a test): use it, and leave it running
+        return False
     if address:
         _check_reachable(address, connect_timeout)
         try:
@@ -253,7 +257,7 @@ def connect(workers: int | None, address: str | None, connect_timeout: float = 5
 
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray.init(num_cpus=int(workers or 1), include_dashboard=False, log_to_driver=False, configure_logging=False)
-    return ray
+    return True
 
 
 def _check_reachable(address: str, timeout: float) -> None:

@@ -54,15 +54,16 @@ def run_sweep(config_path: str | Path, overrides: list[str] | None = None, *, wo
     run_dir = Path(cfg.out_root) / cfg.name
     with exclusive_lock(run_dir, "laf sweep"):  # a second sweep into this folder fails at once, naming this one
         use_ray = workers is not None or ray_address is not None
+        started = False
         if use_ray:
             from ..evaluate.distributed import connect
 
-            connect(workers, ray_address)
+            started = connect(workers, ray_address)
         try:
             return _sweep_locked(cfg, base, config_path, points, suites, policy, run_dir, t0, log, train_progress, eval_progress,
                                  use_ray, workers, on_actors)
         finally:
-            if use_ray:
+            if started:
                 from ..evaluate.distributed import shutdown
 
                 shutdown()
