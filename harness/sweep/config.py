@@ -82,9 +82,10 @@ class Point:
 def _fmt(v: Any) -> str:
     if isinstance(v, bool):
         return "1" if v else "0"
-    if isinstance(v, float):
-        s = f"{v:g}"
-        return re.sub(r"e([+-])0*(\d)", lambda m: "e" + ("-" if m.group(1) == "-" else "") + m.group(2), s)
+    if isinstance(v, float):  # the shortest exact spelling: 0.5, 1e-3, 3e-4, 2.5e-5
+        forms = [f"{v:g}", *(f"{v:.{k}e}" for k in range(0, 17))]
+        forms = [re.sub(r"e([+-])0*(\d)", lambda m: "e" + ("-" if m.group(1) == "-" else "") + m.group(2), f) for f in forms]
+        return min((f for f in forms if float(f) == v), key=len, default=repr(v))
     if isinstance(v, (list, tuple)):
         return "+".join(_fmt(x) for x in v)
     return str(v)
