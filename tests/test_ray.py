@@ -99,3 +99,19 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_records_are_unchanged(clust
     assert rep.computed == 6
     run_eval(spec, suites_override=suites())
     assert records(world["root"] / "killed") == reference
+
+
+def test_sweep_on_ray_trains_points_as_tasks_and_resumes_with_one_worker(cluster, tiny_model_dir, tmp_path):
+    from harness.sweep import run_sweep
+    from tests.test_sweep import example_config
+
+    config = example_config(tmp_path, tiny_model_dir, sweep={"lora.r": [2, 4]})
+    s = run_sweep(config, workers=2)
+    assert [p["name"] for p in s["points"]] == ["sweep-rank-r2", "sweep-rank-r4"]
+    assert s["distributed"]["computed"] == s["distributed"]["units"] == 3 * 3 and s["distributed"]["workers"] == 2
+    assert all(p["cost"]["eval_time_s"] > 0 for p in s["points"]) and s["recommendation"]["sentence"]
+    assert ray.is_initialized(), "a cluster the caller started is left running"
+    # the same sweep with one worker: every point registered, the evaluation unchanged
+    again = run_sweep(config, workers=1)
+    assert again["stages_skipped"] == ["curate", "train:sweep-rank-r2", "train:sweep-rank-r4", "eval"]
+    assert [p["cost"]["eval_time_s"] for p in again["points"]] == [p["cost"]["eval_time_s"] for p in s["points"]]
