@@ -256,12 +256,17 @@ def connect(workers: int | None, address: str | None, connect_timeout: float = 5
         import os
 
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        try:
-            ray.init(num_cpus=int(workers or 1), include_dashboard=False, log_to_driver=False, configure_logging=False)
-        except Exception as e:  # ray raises a bare Exception when its processes do not come up in time
-            raise LafError(f"could not start a local Ray cluster: {str(e).splitlines()[0][:300] if str(e) else type(e).__name__}",
-                           "retry when the machine is less loaded (Ray's start-up has a timeout), look at /tmp/ray/session_latest/logs, "
-                           "or run without --workers") from None
+        for attempt in (1, 2):  # Ray gives its raylet a fixed 30 s to register; a loaded machine can miss that once
+            try:
+                ray.init(num_cpus=int(workers or 1), include_dashboard=False, log_to_driver=False, configure_logging=False)
+                return True
+            except Exception as e:  # ray raises a bare Exception when its processes do not come up in time
+                ray.shutdown()
+                if attempt == 1:
+                    continue
+                raise LafError(f"could not start a local Ray cluster: {str(e).splitlines()[0][:300] if str(e) else type(e).__name__}",
+                               "retry when the machine is less loaded (Ray's start-up has a timeout), look at /tmp/ray/session_latest/logs, "
+                               "or run without --workers") from None
     return True
 
 
