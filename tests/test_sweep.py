@@ -146,6 +146,7 @@ def test_unknown_and_empty_axes_are_refused_naming_the_known_keys(tiny_model_dir
     assert_clean_error(run_cli("sweep", str(_write(tmp_path, tiny_model_dir, sweep={"lora.r": [0, 4]}))), "point sweep-rank-r0", "lora.r")
     assert_clean_error(run_cli("sweep", str(_write(tmp_path, tiny_model_dir, sweep={"data.limit": [1.5]}))), "data.limit", "fraction")
     assert_clean_error(run_cli("sweep", str(_write(tmp_path, tiny_model_dir, sweep={"merge.t": [0.5]}))), "no 'merge:' entries")
+    assert_clean_error(run_cli("run", str(_write(tmp_path, tiny_model_dir))), "laf sweep")
     with pytest.raises(SystemExit) as e:  # argparse: a bad argument exits 2 with its message
         run_cli("sweep", str(_write(tmp_path, tiny_model_dir)), "--workers", "0")
     assert e.value.code == 2
