@@ -50,7 +50,8 @@ def run(config: Path, root: Path, name: str, extra: list[str]) -> dict:
                        env={**os.environ, "PYTHONPATH": str(REPO)})
     wall = time.perf_counter() - t0
     if p.returncode not in (0, 1, 2):
-        raise SystemExit(f"{name} failed:\n{p.stderr[-3000:]}")
+        print(f"{name} failed after {wall:.1f} s: {p.stderr.strip().splitlines()[-2:]}", flush=True)
+        return {"wall_s": wall, "eval_s": float("nan"), "records": None}
     out = p.stdout
     start = out.find("\n{") + 1 if not out.startswith("{") else 0  # anything a library printed before the JSON
     if not out.strip():
@@ -75,12 +76,15 @@ def main() -> None:
 
             model = str(build_tiny_model(root / "tiny"))
         config = write_config(root, model, [int(r) for r in a.ranks.split(",")], a.steps, a.limit)
-        res = {name: run(config, root, name, extra) for name, extra in (("no Ray", []), ("Ray, 1 worker", ["--workers", "1"]), ("Ray, 2 workers", ["--workers", "2"]))}
+        res = {}
+        for name, extra in (("no Ray", []), ("Ray, 1 worker", ["--workers", "1"]), ("Ray, 2 workers", ["--workers", "2"])):
+            res[name] = run(config, root, name, extra)
+            print(f"{name}: {res[name]['wall_s']:.1f} s wall", flush=True)
     ref = res["no Ray"]
     print(f"sweep of r in {{{a.ranks}}}, {a.steps} steps, {a.limit} items x 2 suites, model {a.model}, {os.cpu_count()} CPUs")
     print(f"{'variant':<16} {'wall s':>8} {'x no Ray':>9} {'eval s (points)':>16} {'records identical':>18}")
     for name, r in res.items():
-        print(f"{name:<16} {r['wall_s']:8.1f} {r['wall_s'] / ref['wall_s']:9.2f} {r['eval_s']:16.1f} {str(r['records'] == ref['records']):>18}")
+        print(f"{name:<16} {r['wall_s']:8.1f} {r['wall_s'] / ref['wall_s']:9.2f} {r['eval_s']:16.1f} {'-' if r['records'] is None else str(r['records'] == ref['records']):>18}")
 
 
 if __name__ == "__main__":
