@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = ("doctor", "models", "train", "merge", "parity", "registry", "eval", "gate", "report", "data", "run", "diversity")
+MODULES = ("doctor", "models", "train", "merge", "parity", "registry", "eval", "gate", "report", "data", "run", "sweep", "diversity")
 
 
 def register_all(sub) -> None:

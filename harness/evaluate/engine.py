@@ -64,6 +64,14 @@ def _run_locked(spec: EvalSpec, started: float, progress, log, suites_override) 
             log(f"warning: suite {s.name} is {s.origin}; results.json records that file")
     if len(set(names)) != len(names):
         raise LafError(f"a suite is listed twice: {', '.join(sorted({n for n in names if names.count(n) > 1}))}", "list each suite once")
+    resolved, adapters, load, tasks, metas, runs = plan_runs(spec, suites)
+    return _score_and_publish(spec, suites, resolved, adapters, load, tasks, metas, runs, started, progress, log)
+
+
+def plan_runs(spec: EvalSpec, suites: list[Suite]):
+    """Everything checked and decided before a model is loaded: the resolved base, the checked adapters, the load
+    spec, lm-eval tasks and suite metadata, and one :class:`ModelRun` (label, identity) per model, base first.
+    The distributed path (``evaluate/distributed.py``) plans with this same function."""
     for s in suites:
         if not s.spec.lm_eval:
             _ = s.build  # loads data, checks fields
@@ -78,7 +86,7 @@ def _run_locked(spec: EvalSpec, started: float, progress, log, suites_override) 
     runs += [ModelRun(str(a.entry.ref), model_identity(base_fp, load, a.identity, spec), a.entry) for a in adapters]
     if len({r.label for r in runs}) != len(runs):
         raise LafError("an adapter is listed twice", "list each adapter once")
-    return _score_and_publish(spec, suites, resolved, adapters, load, tasks, metas, runs, started, progress, log)
+    return resolved, adapters, load, tasks, metas, runs
 
 
 def _score_and_publish(spec, suites, resolved, adapters, load, tasks, metas, runs, started, progress, log) -> dict:

@@ -131,6 +131,9 @@ def load_run_config(path: str | Path, overrides: list[str] | None = None) -> tup
     """The validated run config and the folder its relative paths resolve against."""
     path = Path(path)
     raw = apply_overrides(load_yaml(path), overrides)
+    if isinstance(raw, dict) and "sweep" in raw:
+        raise ConfigError(path, "sweep", "this config has a 'sweep:' block of axes, which `laf run` does not expand",
+                          f"run it with `laf sweep {path}` (every point trained, evaluated, gated and costed)")
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError:

@@ -96,52 +96,82 @@ def curate_stage(ctx: RunContext, suites) -> Path:
     return cleaned if cleaned.exists() else data_path
 
 
-def train_stage(ctx: RunContext, train_data: Path, train_progress=None) -> str:
-    """Train (or resume, or reuse the unchanged) adapter on ``train_data``; returns its registry ref."""
+@dataclass
+class TrainJob:
+    """A training run the train stage decided to do: its config, input fingerprint, state key and whether it resumes."""
+
+    key: str
+    tcfg: object  # TrainConfig
+    fingerprint: str
+    resume: bool
+
+
+def train_plan(ctx: RunContext, train_data: Path, key: str = "train", work: Path | None = None, data_fp: str | None = None) -> TrainJob | str:
+    """What the train stage would do for ``ctx.cfg`` on ``train_data``: the registered ref when an adapter of the same
+    inputs is registered and intact (state key ``key``), else the :class:`TrainJob` to run (checkpoints of other
+    settings in its folder removed). ``work``: the training folder (default ``RUN_DIR/train``); ``data_fp``: the
+    data's fingerprint (default: the curated content, or the file's hash)."""
     from ..registry import Registry
-    from ..train import TrainConfig, train
+    from ..train import TrainConfig
     from ..train.checkpoint import list_checkpoints
 
     cfg, log, state = ctx.cfg, ctx.log, ctx.state
     data_cfg = cfg.data.model_dump(by_alias=True) | {"path": str(train_data.resolve()), "schema": "auto", "format": "auto"}
     tcfg = TrainConfig.model_validate({**cfg.train, "name": cfg.name, "model": cfg.model, "precision": cfg.precision, "data": data_cfg,
-                                       "registry": cfg.registry, "output_dir": str(ctx.run_dir / "train")})
-    curated = cfg.curate.enabled and ctx.curation.exists()
-    data_fp = read_json(ctx.curation)["fingerprints"]["output_content_sha256"] if curated else hash_path(train_data, digest=cached_file_sha256)
+                                       "registry": cfg.registry, "output_dir": str(work or ctx.run_dir / "train")})
+    if data_fp is None:
+        curated = cfg.curate.enabled and ctx.curation.exists()
+        data_fp = read_json(ctx.curation)["fingerprints"]["output_content_sha256"] if curated else hash_path(train_data, digest=cached_file_sha256)
     fp = sha256_json({"config": tcfg.math_dict() | {"data": None}, "data": data_fp, "base": ctx.base_fingerprint})
-    done = state.done("train", fp)
+    done = state.done(key, fp)
     if done:
         try:
             if Registry(cfg.registry).verify(done["adapter"]).ok:
-                ctx.stages.skipped.append("train")
+                ctx.stages.skipped.append(key)
                 log(f"train: unchanged, using {done['adapter']}")
-                return done["adapter"]
+                return str(done["adapter"])
         except LafError:
             pass
     checkpoints = list_checkpoints(tcfg.run_dir())
-    resume = bool(checkpoints) and state.started("train_started").get("fingerprint") == fp
+    resume = bool(checkpoints) and state.started(f"{key}_started").get("fingerprint") == fp
     if checkpoints and not resume:
         shutil.rmtree(tcfg.run_dir() / "checkpoints", ignore_errors=True)  # checkpoints of other settings
-    state.mark("train_started", fingerprint=fp)
-    log(f"train: {cfg.name} on {train_data.name}" + (" (resuming)" if resume else ""))
-    result = train(tcfg, config_dir=ctx.base, resume=resume, on_step=train_progress, log=lambda m: log(f"  {m}"))
-    ref = str(result.entry.ref)
-    m = result.entry.manifest
-    log(f"  registered {ref}: {m['steps']} steps, final loss {m['final_train_loss']:.3f}, held-out {m['final_eval_loss'] if m['final_eval_loss'] is None else round(m['final_eval_loss'], 3)}, {m['train_time_s']:.0f} s")
-    state.finish("train", fp, adapter=ref)
-    ctx.stages.ran.append("train")
+    state.mark(f"{key}_started", fingerprint=fp)
+    return TrainJob(key, tcfg, fp, resume)
+
+
+def train_finish(ctx: RunContext, job: TrainJob, entry) -> str:
+    """Record a finished training run (its registry entry) in state.json; returns its ref."""
+    ref = str(entry.ref)
+    m = entry.manifest
+    ctx.log(f"  registered {ref}: {m['steps']} steps, final loss {m['final_train_loss']:.3f}, held-out {m['final_eval_loss'] if m['final_eval_loss'] is None else round(m['final_eval_loss'], 3)}, {m['train_time_s']:.0f} s")
+    ctx.state.finish(job.key, job.fingerprint, adapter=ref)
+    ctx.stages.ran.append(job.key)
     return ref
 
 
-def eval_stage(ctx: RunContext, suites, adapters: list[str], eval_progress=None) -> ResultsDoc:
-    """Score the base and the adapters (the response cache makes an unchanged or interrupted evaluation cheap)."""
-    from ..evaluate import EvalSpec, run_eval
+def train_stage(ctx: RunContext, train_data: Path, train_progress=None, key: str = "train", work: Path | None = None, data_fp: str | None = None) -> str:
+    """Train (or resume, or reuse the unchanged) adapter on ``train_data``; returns its registry ref."""
+    from ..train import train
+
+    job = train_plan(ctx, train_data, key, work, data_fp)
+    if isinstance(job, str):
+        return job
+    ctx.log(f"train: {ctx.cfg.name} on {train_data.name}" + (" (resuming)" if job.resume else ""))
+    result = train(job.tcfg, config_dir=ctx.base, resume=job.resume, on_step=train_progress, log=lambda m: ctx.log(f"  {m}"))
+    return train_finish(ctx, job, result.entry)
+
+
+def eval_stage(ctx: RunContext, suites, adapters: list[str], eval_progress=None, prefill=None) -> ResultsDoc:
+    """Score the base and the adapters (the response cache makes an unchanged or interrupted evaluation cheap).
+    ``prefill(spec, suites)``, when given, runs before the evaluation when it is not unchanged (``laf sweep`` fills
+    the response cache from Ray workers there; the evaluation then reads every response from the cache)."""
+    from ..evaluate import run_eval
     from ..registry import Registry
 
     cfg, log = ctx.cfg, ctx.log
     refs, limits = suite_refs(cfg, ctx.base)
-    spec = EvalSpec(suites=refs, model=cfg.model, adapters=adapters, out=str(ctx.eval_dir), limit=cfg.eval.limit, precision=cfg.precision,
-                    batch_size=cfg.eval.batch_size, max_length=cfg.eval.max_length, registry=cfg.registry, cache=cfg.eval.cache, data_dir=cfg.eval.data_dir)
+    spec = eval_spec(ctx, adapters)
     fp = sha256_json({"spec": spec.__dict__, "limits": limits, "suites": {s.name: (s.data_sha256 if not s.spec.lm_eval else s.spec.lm_eval) for s in suites},
                       "adapters": {a: Registry(cfg.registry).resolve(a).digest for a in adapters}, "base": ctx.base_fingerprint})
     if ctx.state.done("eval", fp) and (ctx.eval_dir / "results.json").exists():
@@ -150,15 +180,33 @@ def eval_stage(ctx: RunContext, suites, adapters: list[str], eval_progress=None)
         results = load_results(ctx.eval_dir)
     else:
         log(f"evaluate: base + {', '.join(adapters)} on {len(refs)} suites")
-        for ref, s in zip(refs, suites):
-            if limits.get(ref):
-                s.spec.options.limit = limits[ref]
+        apply_limits(ctx, suites)
+        if prefill is not None:
+            prefill(spec, suites)
         results = ResultsDoc.from_dict(run_eval(spec, progress=eval_progress, log=lambda m: log(f"  {m}"), suites_override=suites))
         ctx.state.finish("eval", fp, adapters={a: Registry(cfg.registry).resolve(a).digest for a in adapters})
         ctx.stages.ran.append("eval")
     if ctx.curation.exists():
         shutil.copyfile(ctx.curation, ctx.eval_dir / "curation.json")
     return results
+
+
+def apply_limits(ctx: RunContext, suites) -> None:
+    """The config's per-suite limits onto the loaded suites (in ``eval.suites`` order)."""
+    refs, limits = suite_refs(ctx.cfg, ctx.base)
+    for ref, s in zip(refs, suites):
+        if limits.get(ref):
+            s.spec.options.limit = limits[ref]
+
+
+def eval_spec(ctx: RunContext, adapters: list[str]):
+    """The evaluation's EvalSpec from the run config."""
+    from ..evaluate import EvalSpec
+
+    cfg = ctx.cfg
+    refs, _ = suite_refs(cfg, ctx.base)
+    return EvalSpec(suites=refs, model=cfg.model, adapters=adapters, out=str(ctx.eval_dir), limit=cfg.eval.limit, precision=cfg.precision,
+                    batch_size=cfg.eval.batch_size, max_length=cfg.eval.max_length, registry=cfg.registry, cache=cfg.eval.cache, data_dir=cfg.eval.data_dir)
 
 
 def merge_stage(ctx: RunContext) -> list[str]:

@@ -194,6 +194,7 @@ def gather(run_dir: str | Path, candidate: str | None = None, curation: str | Pa
         "verdict": verdict,
         "summaries": summaries,
         "compare": compare,
+        "sweep": read_json(run_dir / "sweep.json") if (run_dir / "sweep.json").exists() else None,  # laf sweep
         "training": _training(results, cand),
         "curation": cur,
         "parity": _parity(run_dir),

@@ -304,6 +304,14 @@ def _compare_columns(c: dict) -> str:
             f"<p><b>Winner:</b> {_e(str(w.get('candidate')))}: {_e(w.get('reason', ''))}</p>" + chart)
 
 
+def _sweep(d: dict) -> str:
+    if not d.get("sweep"):
+        return ""
+    from .sweep import render
+
+    return render(d["sweep"])
+
+
 def _compare(d: dict) -> str:
     c = d.get("compare")
     if not c:
@@ -410,6 +418,7 @@ def render_html(d: dict) -> str:
         ("items", "Items that flipped", _drilldown(d)),
         ("training", "Training", _training(d)),
         ("curation", "Data curation", _curation(d)),
+        ("sweep", "Sweep", _sweep(d)),
         ("compare", "Candidates compared", _compare(d)),
         ("parity", "Export parity", _parity(d)),
         ("diversity", "Diversity and mergeability", _diversity(d)),

@@ -1,0 +1,276 @@
+"""``laf sweep CONFIG``: a grid of candidates trained, scored on the same items, gated, compared, costed, and one
+recommended.
+
+    validate the config and every point -> lock the run folder -> curate once
+    -> train each point (skipped when registered with the same inputs; Ray tasks with --workers/--ray-address)
+    -> merge points -> ONE evaluation of the base and every point (Ray actors fill the response cache first)
+    -> gate each point against the base -> compare (CIs, Pareto front, Holm) -> cost per point
+    -> the recommendation -> sweep.json and the report (with its sweep section)
+
+A thin orchestration over ``laf run``'s stages (``harness.pipeline.stages``): the same fingerprints in
+``state.json`` (one ``train:POINT`` entry per point), so an interrupted or extended sweep redoes only what changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..errors import ConfigError, LafError
+from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text, exclusive_lock, hash_path
+from .config import MERGE_AXES, TRAIN_AXES, Point, SweepConfig, count_points, expand, load_sweep_config, point_name
+
+__all__ = ["MERGE_AXES", "TRAIN_AXES", "Point", "SweepConfig", "count_points", "expand", "load_sweep_config", "point_name", "run_sweep"]
+
+
+def run_sweep(config_path: str | Path, overrides: list[str] | None = None, *, workers: int | None = None, ray_address: str | None = None,
+              cache: str | None = None, max_points: int | None = None, log: Callable[[str], None] = lambda m: None,
+              train_progress=None, eval_progress=None, on_actors=None) -> dict:
+    """Run the sweep of ``config_path`` into ``<out_root>/<name>/``; returns the summary (also ``sweep.json``).
+
+    ``workers``: start a local Ray cluster with that many CPU slots; ``ray_address``: join a running cluster;
+    neither: one process, Ray never imported. ``cache``: the response cache (default: the config's
+    ``eval.cache``, else the user cache). ``max_points``: allow a grid larger than 1,000 points.
+    """
+    t0 = time.time()
+    config_path = Path(config_path)
+    cfg, base = load_sweep_config(config_path, overrides)
+    if cache:
+        cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"cache": cache})})
+    points = expand(cfg, max_points)
+    from ..pipeline.config import validate_run
+
+    suites, policy = validate_run(cfg, base, config_path)
+    _validate_points(cfg, points, config_path)
+    if workers is not None or ray_address is not None:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise LafError("Ray is not installed, and --workers/--ray-address need it",
+                           "pip install 'lost-and-found[scale]' (or pip install 'ray==2.60.*'), or run without --workers/--ray-address") from None
+    run_dir = Path(cfg.out_root) / cfg.name
+    with exclusive_lock(run_dir, "laf sweep"):  # a second sweep into this folder fails at once, naming this one
+        use_ray = workers is not None or ray_address is not None
+        started = False
+        if use_ray:
+            from ..evaluate.distributed import connect
+
+            started = connect(workers, ray_address)
+        try:
+            return _sweep_locked(cfg, base, config_path, points, suites, policy, run_dir, t0, log, train_progress, eval_progress,
+                                 use_ray, workers, on_actors)
+        finally:
+            if started:
+                from ..evaluate.distributed import shutdown
+
+                shutdown()
+
+
+def _validate_points(cfg: SweepConfig, points: list[Point], config_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from ..merge.config import MergeConfig, check_method_params
+    from ..train import TrainConfig
+
+    problems = []
+    for p in points:
+        try:
+            if p.kind == "train":
+                TrainConfig.model_validate({**p.train, "name": p.name, "model": cfg.model, "precision": cfg.precision, "data": {"path": "x"},
+                                            "registry": cfg.registry})
+            else:
+                mc = MergeConfig.model_validate({"registry": cfg.registry, **(p.merge or {})})
+                check_method_params(mc, f"{config_path} (point {p.name})")
+        except ValidationError as e:
+            for err in e.errors():
+                problems.append(f"point {p.name}: key '{'.'.join(str(x) for x in err['loc'])}': {err['msg']}")
+        except LafError as e:
+            problems.append(f"point {p.name}: {e.cause}")
+    if problems:
+        raise ConfigError(config_path, "sweep", f"{len(problems)} point(s) are invalid:\n  - " + "\n  - ".join(problems[:20]),
+                          "fix the axis values they come from")
+
+
+def _subset(train_data: Path, limit: int | float, seed: int, out_dir: Path) -> Path:
+    """The first ``limit`` examples (a count, or a fraction) of a seeded shuffle of the training data (JSON lines)."""
+    lines = [x for x in train_data.read_bytes().splitlines(keepends=True) if x.strip()]
+    if not train_data.name.endswith(".jsonl") and train_data.suffix != ".jsonl":
+        raise LafError(f"data.limit needs JSON-lines training data; {train_data.name} is not", "convert the data to JSONL, or drop the data.limit axis")
+    k = max(1, round(limit * len(lines))) if isinstance(limit, float) else int(limit)
+    if k > len(lines):
+        raise LafError(f"data.limit {limit} asks for {k} examples; the (curated) data has {len(lines)}", f"use a count of at most {len(lines)}")
+    order = list(range(len(lines)))
+    random.Random(seed).shuffle(order)
+    path = out_dir / f"limit-{k}.jsonl"
+    atomic_write_bytes(path, b"".join(lines[i] for i in sorted(order[:k])))
+    return path
+
+
+def _sweep_locked(cfg: SweepConfig, base: Path, config_path: Path, points: list[Point], suites, policy, run_dir: Path, t0: float, log,
+                  train_progress, eval_progress, use_ray: bool, workers: int | None, on_actors) -> dict:
+    from ..models import resolve_model
+    from ..pipeline.stages import RunContext, compare_stage, curate_stage, eval_stage, gate_stage, merge_stage, report_stage, resolve_adapters
+    from ..pipeline.state import RunState, StageLog
+    from ..registry import Registry
+
+    atomic_write_bytes(run_dir / "config.yaml", config_path.read_bytes())
+    ctx = RunContext(cfg, base, run_dir, RunState(run_dir), StageLog(), resolve_model(cfg.model).fingerprint, log)
+    extra, _ = resolve_adapters(ctx)
+    log(f"sweep {cfg.name}: {len(points)} point(s) over {', '.join(cfg.sweep)}" + (" on Ray" if use_ray else ""))
+
+    refs: dict[str, str] = {}
+    train_points = [p for p in points if p.kind == "train"]
+    if train_points:
+        train_data = curate_stage(ctx, suites)
+        refs.update(_train_points(ctx, train_points, train_data, use_ray, train_progress))
+    merge_points = [p for p in points if p.kind == "merge"]
+    if merge_points:
+        mctx = dataclasses.replace(ctx, cfg=cfg.model_copy(update={"merge": [p.merge for p in merge_points]}))
+        refs.update(zip((p.name for p in merge_points), merge_stage(mctx)))
+    adapters = [refs[p.name] for p in points] + [a for a in extra if a not in refs.values()]
+
+    # -- one evaluation of the base and every point
+    times: dict[str, list[float]] = {}
+
+    def timed(model, suite, done, total, hits):
+        now = time.perf_counter()
+        t = times.setdefault(model, [now, now])
+        t[1] = now
+        if eval_progress:
+            eval_progress(model, suite, done, total, hits)
+
+    prefilled: dict = {}
+
+    def prefill(spec, loaded):
+        import ray
+
+        from ..evaluate.distributed import prefill_cache
+
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+        n = int(ray.cluster_resources().get("GPU" if gpus else "CPU", 1))
+        rep = prefill_cache(spec, loaded, workers or n, log=lambda m: log(f"  {m}"), num_gpus=gpus, on_actors=on_actors)
+        prefilled["report"] = rep
+
+    results = eval_stage(ctx, suites, adapters, timed, prefill=prefill if use_ray else None)
+    rep = prefilled.get("report")
+    if rep is not None:
+        eval_seconds = dict(rep.seconds_by_model)
+        distributed = dataclasses.asdict(rep)
+    else:
+        eval_seconds = {m: t[1] - t[0] for m, t in times.items()}
+        distributed = None
+    if "eval" in ctx.stages.ran and (rep is None or rep.computed):
+        ctx.state.mark("eval_times", seconds=eval_seconds)
+    else:
+        eval_seconds = ctx.state.started("eval_times").get("seconds") or eval_seconds
+
+    verdicts = gate_stage(ctx, policy, adapters) if policy is not None else []
+    compare_stage(ctx, adapters, policy, verdicts)
+    from ..io import read_json
+
+    compare = read_json(run_dir / "compare.json")
+    rows = {r["model"]: r for r in compare["ranking"]}
+    by_model = {m: v for m, v in verdicts}
+
+    from .cost import METHOD, point_cost
+    from .recommend import recommend
+
+    reg = Registry(cfg.registry)
+    total_hint = None
+    table = []
+    for p in points:
+        ref = refs[p.name]
+        entry = reg.resolve(ref)
+        c = point_cost(entry, eval_seconds.get(ref), total_hint)
+        total_hint = total_hint or c.get("total_parameters")
+        row = rows.get(ref, {})
+        v = by_model.get(ref)
+        table.append({"name": p.name, "kind": p.kind, "params": p.params, "model": ref, "cost": c,
+                      "domain": _cell(row.get("categories", {}).get("domain")), "general": _cell(row.get("categories", {}).get("general")),
+                      "columns": row.get("columns", {}), "pareto": row.get("pareto"), "rank": row.get("rank"),
+                      "verdict": None if v is None else v.status, "failed_rules": [] if v is None else [r.rule for r in v.rules if r.status != "pass"]})
+    for p in table:  # a merged adapter records no total: the sweep's base is the same model
+        c = p["cost"]
+        if c.get("total_parameters") is None and total_hint and c.get("trainable_parameters"):
+            c["total_parameters"] = total_hint
+            c["trainable_percent"] = round(100 * c["trainable_parameters"] / total_hint, 4)
+    rec = recommend(ctx.eval_dir, table, cfg.recommend.margin, policy, gated=policy is not None)
+    doc = {
+        "schema": "laf.sweep/1", "name": cfg.name, "axes": cfg.sweep, "points": table, "recommendation": rec,
+        "base_eval_time_s": None if eval_seconds.get("base") is None else round(eval_seconds["base"], 2),
+        "cost_method": METHOD, "eval_time_method": ("seconds of the Ray work units of each model (summed over its suites)" if distributed
+                                                    else "seconds between a model's first and last scoring event (the base's include loading it)"),
+        "distributed": distributed, "winner": compare.get("winner"), "compare": "compare.json",
+    }
+    atomic_write_json(ctx.eval_dir / "sweep.json", doc)
+    atomic_write_json(run_dir / "sweep.json", doc)
+    report = report_stage(ctx)
+    atomic_write_text(run_dir / "recommendation.txt", rec["sentence"] + "\n")
+    from ..gate.compare import combined_exit
+
+    exit_code, explanation = combined_exit([{"model": m, **v.to_dict()} for m, v in verdicts])
+    return {"run_dir": str(run_dir), "report": str(report), "sweep_json": str(run_dir / "sweep.json"), "points": table, "recommendation": rec,
+            "exit_code": exit_code, "exit_explanation": explanation, "stages_ran": ctx.stages.ran, "stages_skipped": ctx.stages.skipped,
+            "distributed": distributed, "wall_time_s": round(time.time() - t0, 1), "results": results.results}
+
+
+def _cell(d: dict | None) -> dict | None:
+    if not d:
+        return None
+    return {"improvement": d.get("improvement"), "ci_low": d.get("ci_low"), "ci_high": d.get("ci_high"), "p_value": d.get("p_value"),
+            "base": d.get("base"), "candidate": d.get("candidate")}
+
+
+def _train_points(ctx, points: list[Point], train_data: Path, use_ray: bool, train_progress) -> dict[str, str]:
+    """Train (or reuse) every training point; on Ray, the points that need training run as tasks at once."""
+    from ..pipeline.stages import train_finish, train_plan
+    from ..registry import Registry
+
+    cfg = ctx.cfg
+    refs: dict[str, str] = {}
+    jobs = []
+    for p in points:
+        pcfg = cfg.model_copy(update={"name": p.name, "train": p.train})
+        pctx = dataclasses.replace(ctx, cfg=pcfg)
+        data, data_fp = train_data, None
+        if p.data_limit is not None:
+            data = _subset(train_data, p.data_limit, int(p.train.get("seed", 0)), ctx.run_dir / "data")
+            data_fp = hash_path(data)
+        job = train_plan(pctx, data, key=f"train:{p.name}", work=ctx.run_dir / "points" / p.name, data_fp=data_fp)
+        if isinstance(job, str):
+            refs[p.name] = job
+        else:
+            jobs.append((p, pctx, data, job))
+    if not jobs:
+        return refs
+    if not use_ray:
+        from ..train import train
+
+        for p, pctx, data, job in jobs:
+            ctx.log(f"train: {p.name} on {data.name}" + (" (resuming)" if job.resume else ""))
+            res = train(job.tcfg, config_dir=ctx.base, resume=job.resume, on_step=train_progress, log=lambda m: ctx.log(f"  {m}"))
+            refs[p.name] = train_finish(pctx, job, res.entry)
+        return refs
+    import ray
+
+    from .scale import train_task
+
+    gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    remote = ray.remote(num_cpus=0 if gpus else 1, num_gpus=gpus, max_retries=1)(train_task)
+    ctx.log(f"train: {len(jobs)} point(s) as Ray tasks ({'one GPU' if gpus else 'one CPU slot'} each)")
+    pending = {remote.remote(job.tcfg, str(ctx.base), job.resume): (p, pctx, job) for p, pctx, data, job in jobs}
+    reg = Registry(cfg.registry)
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        p, pctx, job = pending.pop(ready[0])
+        try:
+            ref = ray.get(ready[0])
+        except ray.exceptions.RayTaskError as e:
+            if isinstance(getattr(e, "cause", None), LafError):
+                raise e.cause from None
+            raise
+        refs[p.name] = train_finish(pctx, job, reg.resolve(ref))
+    return refs

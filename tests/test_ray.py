@@ -1,0 +1,117 @@
+"""The evaluation on Ray (real Ray, a 2-CPU local cluster, the tiny fixture): records bit for bit equal to the
+single-process engine, a worker killed mid-run, a resume with another worker count, and a sweep on Ray."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from harness.evaluate import EvalSpec, run_eval  # noqa: E402
+from harness.evaluate.distributed import prefill_cache  # noqa: E402
+from harness.evaluate.suites import load_suite  # noqa: E402
+from harness.results import load_run  # noqa: E402
+from tests.test_merge import make_adapter  # noqa: E402
+
+SUITES = {"domain/tempo-t4": 24, "general/world-facts": 24}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, tiny_model_dir):
+    root = tmp_path_factory.mktemp("ray")
+    reg = root / "registry"
+    refs = [make_adapter(reg, "a", tiny_model_dir, 1), make_adapter(reg, "b", tiny_model_dir, 2, r=2, alpha=4)]
+    return {"root": root, "registry": reg, "model": tiny_model_dir, "refs": refs}
+
+
+def spec_for(world, out: Path, cache: Path | None) -> EvalSpec:
+    return EvalSpec(suites=list(SUITES), model=str(world["model"]), adapters=world["refs"], out=str(out), precision="fp32", batch_size=4,
+                    registry=str(world["registry"]), cache=None if cache is None else str(cache), no_cache=cache is None)
+
+
+def suites():
+    out = []
+    for name, limit in SUITES.items():
+        s = load_suite(name)
+        s.spec.options.limit = limit
+        out.append(s)
+    return out
+
+
+def records(folder: Path) -> list[dict]:
+    return sorted((r.to_dict() for r in load_run(folder)[1]), key=lambda r: (r["model"], r["suite"], str(r["doc_id"])))
+
+
+@pytest.fixture(scope="module")
+def reference(world):
+    """The single-process engine, no cache: every request computed in one process."""
+    out = world["root"] / "reference"
+    run_eval(spec_for(world, out, None), suites_override=suites())
+    return records(out)
+
+
+def test_two_workers_give_the_single_process_records_bit_for_bit(cluster, world, reference):
+    cache = world["root"] / "two.sqlite"
+    spec = spec_for(world, world["root"] / "two", cache)
+    rep = prefill_cache(spec, suites(), workers=2)
+    assert rep.units == 6 and rep.computed == 6 and rep.cached == 0
+    doc = run_eval(spec, suites_override=suites())
+    assert sum(m["requests"]["computed"] for m in doc["models"].values()) == 0, "the driver's evaluation read everything from the cache"
+    got = records(world["root"] / "two")
+    assert len(got) == len(reference) == 3 * sum(SUITES.values())
+    assert got == reference  # floats compared exactly: the same log-likelihoods bit for bit
+
+    # a resume with ONE worker after the 2-worker run computes nothing
+    rep1 = prefill_cache(spec, suites(), workers=1)
+    assert rep1.cached == 6 and rep1.computed == 0
+
+
+def test_a_worker_killed_mid_run_is_replaced_and_the_records_are_unchanged(cluster, world, reference):
+    cache = world["root"] / "killed.sqlite"
+    spec = spec_for(world, world["root"] / "killed", cache)
+    killed: list[int] = []
+
+    def kill_one(actors):
+        def go():
+            pid = ray.get(actors[0].getpid.remote())  # the actor is up; its first unit is loading the base / scoring
+            time.sleep(0.3)
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+        threading.Thread(target=go, daemon=True).start()
+
+    rep = prefill_cache(spec, suites(), workers=2, on_actors=kill_one)
+    assert killed, "the worker was killed"
+    assert rep.computed == 6
+    run_eval(spec, suites_override=suites())
+    assert records(world["root"] / "killed") == reference
+
+
+def test_sweep_on_ray_trains_points_as_tasks_and_resumes_with_one_worker(cluster, tiny_model_dir, tmp_path):
+    from harness.sweep import run_sweep
+    from tests.test_sweep import example_config
+
+    config = example_config(tmp_path, tiny_model_dir, sweep={"lora.r": [2, 4]})
+    s = run_sweep(config, workers=2)
+    assert [p["name"] for p in s["points"]] == ["sweep-rank-r2", "sweep-rank-r4"]
+    assert s["distributed"]["computed"] == s["distributed"]["units"] == 3 * 3 and s["distributed"]["workers"] == 2
+    assert all(p["cost"]["eval_time_s"] > 0 for p in s["points"]) and s["recommendation"]["sentence"]
+    assert ray.is_initialized(), "a cluster the caller started is left running"
+    # the same sweep with one worker: every point registered, the evaluation unchanged
+    again = run_sweep(config, workers=1)
+    assert again["stages_skipped"] == ["curate", "train:sweep-rank-r2", "train:sweep-rank-r4", "eval"]
+    assert [p["cost"]["eval_time_s"] for p in again["points"]] == [p["cost"]["eval_time_s"] for p in s["points"]]
