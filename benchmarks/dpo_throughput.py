@@ -12,7 +12,14 @@ batch 4 pairs, gradient checkpointing (non-reentrant) on both sides.
 Prints pair tokens per second (prompt + chosen + prompt + rejected, no padding; the same count for
 every side), peak RSS (or GPU memory on CUDA), and the ratios. TRL is needed: pip install -e '.[bench]'.
 
-Usage: python benchmarks/dpo_throughput.py [--model default] [--precision nf4|fp32] [--pairs 48] [--max-length 128]
+--random-init trains a randomly initialised model of the gemma-3-270m architecture (vocabulary 262,144; built by
+benchmarks/gpu_train.py with the test fixture's small tokenizer) instead of --model: speed and memory do not depend
+on the weights, and nothing is downloaded. Pair texts are shortened to the tokenizer (about as many tokens per pair
+as the default model's tokenizer gives), so nothing is truncated away. --steps N trains N steps of 4 pairs (4N pairs).
+A side that runs past --side-timeout is stopped; the steps it finished are then reported per step.
+
+Usage: python benchmarks/dpo_throughput.py [--model default | --random-init] [--precision nf4|fp32] [--pairs 48 | --steps N]
+       [--max-length 128] [--sides ours,trl,trl+precompute] [--side-timeout 3600]
 """
 
 from __future__ import annotations
@@ -34,14 +41,22 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
-def make_pairs(path: Path, n: int, seed: int = 0) -> Path:
+WORDS = "router firmware reset button light status cable port signal network device setting manual warranty".split()
+
+
+def make_pairs(path: Path, n: int, seed: int = 0, scale: float = 1.0) -> Path:
+    """``n`` pairs; ``scale`` < 1 shortens every text (for a tokenizer that spends more tokens per word)."""
     rng = random.Random(seed)
-    words = "router firmware reset button light status cable port signal network device setting manual warranty".split()
+    words = WORDS
+
+    def span(lo: int, hi: int) -> int:
+        return rng.randint(max(1, round(lo * scale)), max(1, round(hi * scale)))
+
     rows = []
     for i in range(n):
-        q = " ".join(rng.choice(words) for _ in range(rng.randint(8, 40)))
-        a = " ".join(rng.choice(words) for _ in range(rng.randint(6, 40)))
-        b = " ".join(rng.choice(words) for _ in range(rng.randint(6, 40)))
+        q = " ".join(rng.choice(words) for _ in range(span(8, 40)))
+        a = " ".join(rng.choice(words) for _ in range(span(6, 40)))
+        b = " ".join(rng.choice(words) for _ in range(span(6, 40)))
         rows.append({"prompt": f"Question {i}: {q}?", "chosen": f"Answer: {a}.", "rejected": f"Answer: {b}!"})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -63,6 +78,27 @@ def pair_tokens(args, data: Path) -> int:
     return sum(p.tokens for p in tokenize_pairs(read_pairs(data).examples, tok, args.max_length, use_chat_template=False).examples)
 
 
+def words_scale(model: str) -> float:
+    """Shorten texts for a tokenizer that needs more than the default model's ~1.3 tokens per word of WORDS."""
+    from harness.models import load_tokenizer, resolve_model
+
+    tok = load_tokenizer(resolve_model(model))
+    text = " ".join(WORDS)
+    per_word = len(tok(text, add_special_tokens=False)["input_ids"]) / len(WORDS)
+    return min(1.0, 1.3 / per_word)
+
+
+def progress(side: str, out: Path) -> list[float]:
+    """Seconds of each finished optimizer step of a side (from its metrics), for a side stopped by the timeout."""
+    path = out / "run" / "metrics.jsonl" if side == "ours" else out / "steps.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    if side == "ours":
+        return [r["tokens"] / r["tokens_per_s"] for r in rows if r.get("tokens_per_s")]
+    return [r["seconds"] for r in rows]
+
+
 def run_ours(args, data: Path, out: Path) -> dict:
     from harness.config import validate
     from harness.train import TrainConfig, train
@@ -82,6 +118,7 @@ def run_trl(args, data: Path, out: Path, precompute: bool) -> dict:
     import datasets
     import torch
     from peft import LoraConfig
+    from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
     from harness.data.preference import read_pairs
@@ -99,8 +136,21 @@ def run_trl(args, data: Path, out: Path, precompute: bool) -> dict:
         disable_tqdm=True, precompute_ref_log_probs=precompute,
     )
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    steps_log = out / "steps.jsonl"
+    steps_log.parent.mkdir(parents=True, exist_ok=True)
+
+    class StepTimes(TrainerCallback):  # per-step seconds, so a side stopped by --side-timeout still reports its steps
+        last = 0.0
+
+        def on_step_begin(self, *a, **k):
+            self.last = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            with open(steps_log, "a") as f:
+                f.write(json.dumps({"seconds": time.perf_counter() - self.last}) + "\n")
+
     t0 = time.perf_counter()
-    trainer = DPOTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok, peft_config=lora)
+    trainer = DPOTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok, peft_config=lora, callbacks=[StepTimes()])
     result = trainer.train()
     dt = time.perf_counter() - t0
     return {"seconds": dt, "steps": result.global_step, "peak_mb": peak_mb(), "final_loss": result.training_loss}
@@ -116,7 +166,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
     ap.add_argument("--precision", default="nf4", choices=["nf4", "fp32", "bf16"])
+    ap.add_argument("--random-init", action="store_true", help="a random-init model of the gemma-3-270m architecture instead of --model")
     ap.add_argument("--pairs", type=int, default=48)
+    ap.add_argument("--steps", type=int, default=None, help="train this many steps of 4 pairs (sets --pairs to 4 x steps)")
+    ap.add_argument("--side-timeout", type=float, default=3600.0, help="seconds before a side is stopped (its finished steps are reported)")
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--sides", default="ours,trl,trl+precompute")
     ap.add_argument("--side", default=None, help=argparse.SUPPRESS)
@@ -128,15 +181,28 @@ def main() -> None:
     import torch
 
     tmp = Path(tempfile.mkdtemp(prefix="laf-dpo-bench-"))
-    data = make_pairs(tmp / "pairs.jsonl", args.pairs)
+    if args.steps:
+        args.pairs = 4 * args.steps
+    if args.random_init:
+        from benchmarks.gpu_train import build
+
+        args.model = str(build(tmp / "gemma3-270m-random", smoke=False, with_tokenizer=True))
+    data = make_pairs(tmp / "pairs.jsonl", args.pairs, scale=words_scale(args.model))
     tokens = pair_tokens(args, data)
     device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f})"
-    print(f"model {args.model}, {args.precision}, {args.pairs} pairs ({tokens} pair tokens), max length {args.max_length}, batch 4, LoRA r=8 all-linear, {device}", flush=True)
+    name = "random-init gemma-3-270m architecture (vocab 262,144, test tokenizer)" if args.random_init else args.model
+    print(f"model {name}, {args.precision}, {args.pairs} pairs ({tokens} pair tokens), max length {args.max_length}, batch 4, LoRA r=8 all-linear, {device}", flush=True)
     results = {}
     for side in args.sides.split(","):
         cmd = [sys.executable, __file__, "--side", side, "--model", args.model, "--precision", args.precision, "--pairs", str(args.pairs),
                "--max-length", str(args.max_length), "--child-out", str(tmp / side), "--child-data", str(data)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=args.side_timeout)
+        except subprocess.TimeoutExpired:
+            done = progress(side, tmp / side)
+            per = f"{sum(done) / len(done):.1f} s per step, {tokens / args.pairs * 4 / (sum(done) / len(done)):.1f} tokens/s" if done else "no step finished"
+            print(f"  {side:16} stopped after {args.side_timeout:.0f} s: {len(done)} steps done, {per}", flush=True)
+            continue
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode != 0 or not line:
             print(f"  {side}: FAILED\n{proc.stderr[-3000:]}")

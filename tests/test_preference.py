@@ -196,6 +196,59 @@ def test_simpo_loss_and_gradients_equal_trl_cpo(tiny_model_dir, tmp_path):
     _assert_grads_equal(ours_grads, theirs_grads)
 
 
+def _separate_forward_logps(model, b):
+    """The plain computation: each side on its own through the full model, full-vocabulary log-softmax."""
+    sums, nll = [], torch.zeros(())
+    for i in range(b.input_ids.shape[0]):
+        n = int(b.attention_mask[i].sum())
+        ids = b.input_ids[i : i + 1, :n]
+        logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1).gather(1, ids[0, 1:, None]).squeeze(1)
+        sums.append(logp[b.labels[i, 1:n] != -100].sum())
+        if i < b.n_pairs:
+            nll = nll - logp.sum()
+    return torch.stack(sums), nll
+
+
+@pytest.mark.parametrize("softcap", [None, 3.0])
+def test_shared_prompt_rows_and_fused_head_equal_separate_forwards(tiny_model_dir, softcap):
+    """One body pass with each prompt once (pairs sharing rows, a 4D mask with the sliding window) and the fused head
+    give every side's log-probs, ORPO's NLL and every LoRA gradient of the plain per-side full-logits computation."""
+    from harness.train.preference import shared_rows
+
+    model, tok = _policy(tiny_model_dir)
+    model.get_base_model().config.final_logit_softcapping = softcap
+    rows = [
+        {"prompt": "Which code does the catalogue list for item 41?", "chosen": "Code Z287, on the top shelf.",
+         "rejected": "Code Q124 I believe."},
+        {"prompt": "Code 2?", "chosen": "Z2.", "rejected": "Q5, maybe."},
+        {"prompt": "Code 3?", "chosen": "Code Z3", "rejected": "Code Q9"},  # the answers share a prefix too
+    ]
+    pairs = tokenize_pairs(read_pairs(write_jsonl(Path(tok.name_or_path) / "shared.jsonl", rows)).examples, tok, 96, use_chat_template=False)
+    assert len(pairs.examples) == 3
+    b = pair_batch(pairs.examples, tok.pad_token_id)
+    assert b.input_ids.shape[1] > 32  # longer than the sliding window
+    lay = shared_rows(b, full_chosen=True)
+    assert lay.input_ids.shape[0] < b.n_pairs  # the two short pairs share a row
+    weights = torch.linspace(0.5, 1.5, 2 * b.n_pairs)
+
+    theirs_sums, theirs_nll = _separate_forward_logps(model, b)
+    ((theirs_sums * weights).sum() + 0.1 * theirs_nll).backward()
+    theirs_grads = _grads(model)
+    head = model.get_base_model().get_output_embeddings()
+    for trained_head in (False, True):  # fused head; the checkpointed log-softmax any other head takes
+        head.weight.requires_grad_(trained_head)
+        lp = sequence_logps(model, b, full_chosen=True, chunk=7)
+        ((lp.sums * weights).sum() + 0.1 * lp.nll_sum).backward()
+        ours_grads = {k: v for k, v in _grads(model).items() if "lora_" in k}
+        head.weight.requires_grad_(False)
+        torch.testing.assert_close(lp.sums.detach(), theirs_sums.detach(), atol=1e-5, rtol=1e-6)
+        torch.testing.assert_close(lp.nll_sum.detach(), theirs_nll.detach(), atol=1e-4, rtol=1e-6)
+        assert lp.nll_count == int(b.attention_mask[: b.n_pairs, 1:].sum())
+        _assert_grads_equal(ours_grads, theirs_grads)
+    with torch.no_grad():
+        torch.testing.assert_close(sequence_logps(model, b).sums, theirs_sums.detach(), atol=1e-5, rtol=1e-6)
+
+
 # ---------------------------------------------------------------- training: reference cache, resume, manifest
 
 

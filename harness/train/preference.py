@@ -124,8 +124,69 @@ def pair_batch(pairs: list[TokenizedPair], pad_id: int) -> PairBatch:
     return PairBatch(ids, mask, labels, [p.key() for p in pairs])
 
 
+class _FusedHeadLogp(torch.autograd.Function):
+    """Per-row ``log softmax(head(h))[y]`` in chunks, with d logp / d h computed in the same pass.
+
+    The gradient of one token's log-prob with respect to its hidden state is ``(onehot(y) - softmax) @ W``
+    (times ``1 - tanh^2`` under a logit softcap), a ``[d]`` vector. Computing it while the chunk's logits
+    are alive costs one more matmul and keeps ``[n, d]``; the backward is then a broadcast multiply.
+    Activation checkpointing of the head would instead run the ``[chunk, V]`` projection a third time
+    (forward, recompute, backward). At most one chunk of fp32 logits is alive at a time.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, y, softcap, chunk, need_grad):  # type: ignore[override]
+        out = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
+        grads = torch.empty_like(h) if need_grad else None
+        for i in range(0, h.shape[0], chunk):
+            hc, yc = h[i : i + chunk], y[i : i + chunk]
+            logits = F.linear(hc, weight, bias).float()
+            t = None
+            if softcap:
+                t = torch.tanh(logits / softcap)
+                logits = t * softcap
+            lse = torch.logsumexp(logits, dim=-1)
+            picked = logits.gather(1, yc[:, None]).squeeze(1)
+            out[i : i + chunk] = picked - lse
+            if need_grad:
+                g = logits.sub_(lse[:, None]).exp_().neg_()  # -softmax, in place
+                g.scatter_add_(1, yc[:, None], torch.ones_like(picked)[:, None])  # onehot - softmax
+                if t is not None:
+                    g.mul_(1 - t * t)
+                grads[i : i + chunk] = (g.to(weight.dtype) @ weight).to(h.dtype)  # type: ignore[index]
+            del logits, t
+        if need_grad:
+            ctx.save_for_backward(grads)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        (grads,) = ctx.saved_tensors
+        return grads * grad_out.to(grads.dtype)[:, None], None, None, None, None, None, None
+
+
 def _head_logp(head, softcap, h, y):
     return torch.log_softmax(head_logits(head, softcap, h), dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
+
+
+def token_logps(head, softcap, h: torch.Tensor, y: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``log p(y | h)`` for every row of ``h`` ([n, d]), fp32, never a [n, V] tensor at once.
+
+    A plain ``nn.Linear`` head that is not trained (LoRA leaves the tied head frozen) takes the fused path;
+    any other head (trained, quantised, wrapped) runs the chunked log-softmax under activation checkpointing."""
+    if h.shape[0] == 0:
+        return h.new_zeros(0, dtype=torch.float32)
+    w = getattr(head, "weight", None)
+    b = getattr(head, "bias", None)
+    plain = type(head) is torch.nn.Linear and w is not None and w.is_floating_point() and not w.requires_grad and (b is None or not b.requires_grad)
+    need_grad = torch.is_grad_enabled() and h.requires_grad
+    if plain:
+        return _FusedHeadLogp.apply(h, w, b, y, softcap, chunk, need_grad)
+    parts = []
+    for i in range(0, h.shape[0], chunk):
+        hc, yc = h[i : i + chunk], y[i : i + chunk]
+        parts.append(checkpoint(_head_logp, head, softcap, hc, yc, use_reentrant=False) if need_grad else _head_logp(head, softcap, hc, yc))
+    return torch.cat(parts)
 
 
 @dataclass
@@ -140,40 +201,126 @@ class Logps:
         return self.sums / self.counts.clamp(min=1)
 
 
-def sequence_logps(model, batch: PairBatch, *, full_chosen: bool = False, chunk: int | None = None) -> Logps:
-    """Summed completion log-probs of every row; with ``full_chosen`` also the NLL of the chosen rows' whole text."""
-    body, head, softcap = body_and_head(model)
-    position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp_min(0)
-    out = body(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=position_ids, use_cache=False)
-    hidden = out.last_hidden_state[:, :-1]
-    targets = batch.labels[:, 1:]
-    completion = targets != IGNORE
-    select = completion
-    if full_chosen:
-        whole = batch.attention_mask[:, 1:].bool().clone()
-        whole[batch.n_pairs :] = False
-        select = completion | whole
-    rows = torch.arange(select.shape[0], device=select.device).unsqueeze(1).expand_as(select)[select]
-    is_completion = completion[select]
-    is_whole = whole[select] if full_chosen else None
-    h = hidden[select]
-    y = batch.input_ids[:, 1:][select]
-    chunk = chunk or head_chunk(h.device)
-    parts = []
-    for i in range(0, h.shape[0], chunk):
-        hc, yc = h[i : i + chunk], y[i : i + chunk]
-        if torch.is_grad_enabled():
-            parts.append(checkpoint(_head_logp, head, softcap, hc, yc, use_reentrant=False))
+@dataclass
+class SharedRows:
+    """A pair batch laid out so that each pair's shared prefix runs once::
+
+        tokens     p0 .. pS-1 | chosen tail | rejected tail | next pair ...
+        positions  0  .. S-1  | S .. Lc-1   | S .. Lr-1     | 0 ..
+
+    (S: the longest common prefix of the two sides, at least the prompt). The chosen tail sees the prefix
+    and itself, the rejected tail the prefix and itself; pairs share rows (first-fit, longest first) and
+    never see each other. ``flat``/``targets``/``owner`` list every position whose next token is scored:
+    the flat index of the hidden state that predicts it, the token, and the side row (0..2B-1) it belongs to.
+    """
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    segments: torch.Tensor  # 3 * pair + part (0 prefix, 1 chosen tail, 2 rejected tail); -1 padding
+    flat: torch.Tensor
+    targets: torch.Tensor
+    owner: torch.Tensor
+    completion: torch.Tensor  # bool: the target is a completion token (else: prompt, scored only for ORPO's NLL)
+
+
+def shared_rows(batch: "PairBatch", full_chosen: bool = False, pad_id: int = 0) -> SharedRows:
+    B = batch.n_pairs
+    ids = batch.input_ids.tolist()
+    lens = batch.attention_mask.sum(1).tolist()
+    labels = batch.labels.tolist()
+    sides = [ids[i][: lens[i]] for i in range(2 * B)]
+    pairs = []
+    for k in range(B):
+        c, r = sides[k], sides[B + k]
+        S = 0
+        while S < min(len(c), len(r)) and c[S] == r[S]:
+            S += 1
+        pairs.append((k, S, len(c) + len(r) - S))
+    budget = max(w for _, _, w in pairs)
+    rows: list[list[tuple[int, int, int]]] = []
+    used: list[int] = []
+    for pr in sorted(pairs, key=lambda x: (-x[2], x[0])):
+        for j in range(len(rows)):
+            if used[j] + pr[2] <= budget:
+                rows[j].append(pr)
+                used[j] += pr[2]
+                break
         else:
-            parts.append(_head_logp(head, softcap, hc, yc))
-    tok = torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
-    n = select.shape[0]
-    sums = tok.new_zeros(n).index_add(0, rows[is_completion], tok[is_completion])
-    counts = completion.sum(1)
+            rows.append([pr])
+            used.append(pr[2])
+    W = budget
+    toks = [[pad_id] * W for _ in rows]
+    pos = [list(range(W)) for _ in rows]
+    seg = [[-1] * W for _ in rows]
+    flat, targets, owner, completion = [], [], [], []
+    for j, row in enumerate(rows):
+        at = 0
+        for k, S, w in row:
+            c, r = sides[k], sides[B + k]
+            Lc = len(c)
+            toks[j][at : at + w] = c + r[S:]
+            pos[j][at : at + w] = list(range(Lc)) + list(range(S, len(r)))
+            seg[j][at : at + w] = [3 * k] * S + [3 * k + 1] * (Lc - S) + [3 * k + 2] * (len(r) - S)
+            for side, seq in ((k, c), (B + k, r)):
+                lab = labels[side]
+                for t in range(1, len(seq)):
+                    comp = lab[t] != IGNORE
+                    if not (comp or (full_chosen and side < B)):
+                        continue
+                    src = t - 1
+                    idx = at + src if (side < B or src < S) else at + Lc + src - S
+                    flat.append(j * W + idx)
+                    targets.append(seq[t])
+                    owner.append(side)
+                    completion.append(comp)
+            at += w
+        pos[j][at:] = list(range(W - at))
+    dev = batch.input_ids.device
+    t = lambda x, dt=torch.long: torch.tensor(x, dtype=dt, device=dev)  # noqa: E731
+    return SharedRows(t(toks), t(pos), t(seg), t(flat), t(targets), t(owner), t(completion, torch.bool))
+
+
+def shared_masks(config, seg: torch.Tensor, pos: torch.Tensor):
+    """Boolean [R, 1, W, W] masks (True = attend) for :class:`SharedRows`; a dict per layer type for hybrid models
+    (the sliding window counted in positions, as the model counts it)."""
+    q_seg, k_seg = seg[:, :, None], seg[:, None, :]
+    q_pos, k_pos = pos[:, :, None], pos[:, None, :]
+    same_pair = torch.div(q_seg, 3, rounding_mode="floor") == torch.div(k_seg, 3, rounding_mode="floor")
+    visible = same_pair & ((k_seg % 3 == 0) | (k_seg == q_seg)) & (k_pos <= q_pos) & (k_seg >= 0) & (q_seg >= 0)
+    eye = torch.eye(seg.shape[1], dtype=torch.bool, device=seg.device)[None]
+    pad_self = eye & (q_seg < 0)  # padding attends to itself only (no empty softmax rows)
+    full = visible | pad_self
+    layer_types = getattr(config, "layer_types", None)
+    window = getattr(config, "sliding_window", None)
+    if layer_types and window and "sliding_attention" in layer_types:
+        sliding = (visible & ((q_pos - k_pos) < window)) | pad_self
+        return {"full_attention": full[:, None], "sliding_attention": sliding[:, None]}
+    return full[:, None]
+
+
+def sequence_logps(model, batch: PairBatch, *, full_chosen: bool = False, chunk: int | None = None) -> Logps:
+    """Summed completion log-probs of every row; with ``full_chosen`` also the NLL of the chosen rows' whole text.
+
+    One body pass over :func:`shared_rows` (each pair's prompt once, chosen and rejected as two tails),
+    then the head only at the scored positions (:func:`token_logps`)."""
+    body, head, softcap = body_and_head(model)
+    lay = shared_rows(batch, full_chosen)
+    config = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
+    out = body(input_ids=lay.input_ids, attention_mask=shared_masks(config, lay.segments, lay.position_ids),
+               position_ids=lay.position_ids, use_cache=False)
+    hidden = out.last_hidden_state
+    h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, lay.flat)
+    chunk = chunk or head_chunk(h.device)
+    tok = token_logps(head, softcap, h, lay.targets, chunk)
+    n = 2 * batch.n_pairs
+    comp = lay.completion
+    sums = tok.new_zeros(n).index_add(0, lay.owner[comp], tok[comp])
+    counts = (batch.labels[:, 1:] != IGNORE).sum(1)
     res = Logps(sums, counts)
     if full_chosen:
-        res.nll_sum = -tok[is_whole].sum()
-        res.nll_count = int(is_whole.sum())
+        whole = lay.owner < batch.n_pairs
+        res.nll_sum = -tok[whole].sum()
+        res.nll_count = int(whole.sum())
     return res
 
 
