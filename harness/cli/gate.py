@@ -120,7 +120,7 @@ def print_comparison(doc: dict) -> None:
     console.print(t)
     for r in ranking:
         if r.get("failed_rules"):
-            console.print(f"  {escape(r['candidate'])} {str(r.get('verdict')).upper()}: {escape('; '.join(r['failed_rules']))}")
+            console.print(f"  {escape(r['candidate'])} {str(r.get('verdict')).upper()}, rules not passed: {escape('; '.join(r['failed_rules']))}")
     p = doc.get("pareto_on") or {}
     if p:
         console.print(f"Pareto front on: {escape(', '.join(p.get('quantities', [])))} ({escape(str(p.get('source')))}); "

@@ -99,7 +99,9 @@ def _quantity(base: RunSide, cand: RunSide, q: dict, policy: Policy) -> dict:
 
 
 def _verdict_cells(v: dict) -> dict:
-    failed = [f"{r['rule']} [{r.get('suite')}]" if r.get("suite") else r["rule"] for r in v.get("rules", []) if r.get("status") != "pass"]
+    # every rule that did not pass, with its status: an inconclusive rule is not a failed one, though it fails a verdict under inconclusive: fail
+    failed = [(f"{r['rule']} [{r.get('suite')}]" if r.get("suite") else r["rule"]) + ("" if r.get("status") == "fail" else f" ({r.get('status')})")
+              for r in v.get("rules", []) if r.get("status") != "pass"]
     return {"verdict": v.get("verdict"), "exit_code": v.get("exit_code"), "failed_rules": failed}
 
 
