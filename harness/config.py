@@ -163,9 +163,10 @@ def parse_yaml(text: str | bytes):
 
 
 class StrictModel(BaseModel):
-    """The base of every config model: an unknown key is an error naming it, never silently ignored."""
+    """The base of every config model: an unknown key is an error naming it, never silently ignored; a float setting
+    must be finite (YAML reads ``1e999`` as a string that would otherwise parse to infinity)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def load_yaml(path: str | Path) -> dict:

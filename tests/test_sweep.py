@@ -145,6 +145,8 @@ def test_unknown_and_empty_axes_are_refused_naming_the_known_keys(tiny_model_dir
     assert_clean_error(run_cli("sweep", str(_write(tmp_path, tiny_model_dir, sweep={}))), "sweep")
     assert_clean_error(run_cli("sweep", str(_write(tmp_path, tiny_model_dir, sweep={"lora.r": [0, 4]}))), "point sweep-rank-r0", "lora.r")
     assert_clean_error(run_cli("sweep", str(_write(tmp_path, tiny_model_dir, sweep={"data.limit": [1.5]}))), "data.limit", "fraction")
+    # YAML reads 1e999 as a string that pydantic would parse to infinity: refused before any point trains
+    assert_clean_error(run_cli("sweep", str(_write(tmp_path, tiny_model_dir, sweep={"optim.lr": ["1e999", 1e-3]}))), "point sweep-rank-lr1e999", "finite")
     assert_clean_error(run_cli("sweep", str(_write(tmp_path, tiny_model_dir, sweep={"merge.t": [0.5]}))), "no 'merge:' entries")
     assert_clean_error(run_cli("run", str(_write(tmp_path, tiny_model_dir))), "laf sweep")
     with pytest.raises(SystemExit) as e:  # argparse: a bad argument exits 2 with its message
