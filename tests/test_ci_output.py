@@ -173,3 +173,27 @@ def test_workflow_command_escaping():
     assert escape_property("a: b, c%") == "a%3A b%2C c%25"
     assert workflow_command("warning", "x\ny", title="t:1") == "::warning title=t%3A1::x%0Ay"
     assert workflow_command("group", "train: 3 steps") == "::group::train: 3 steps"
+
+
+def test_each_training_of_a_sweep_measures_its_own_rate(monkeypatch):
+    """A sweep trains its points one after another in one process: the second point's s/step and ETA come from its
+    own start (they used to include the first point's whole training), and each point prints its own 'done in'."""
+    import io
+
+    from harness.cli import output
+    from harness.cli.ci import LogProgress
+    from harness.train.loop import StepEvent
+
+    buf = io.StringIO()
+    monkeypatch.setattr(output.err_console, "file", buf)
+    with LogProgress(interval=0.01) as p:
+        for point, pause in (("r2", 0.3), ("r4", 0.02)):
+            p.log(f"train: {point} on train.jsonl")
+            for step in (1, 2, 3):
+                time.sleep(pause)
+                p.train_update(StepEvent(step, 3, {"loss": 1.0, "lr": 1e-3, "tokens_per_s": 10.0}))
+    text = buf.getvalue()
+    second = text.split("train: r4 on train.jsonl", 1)[1].splitlines()
+    rates = [float(m.group(1)) for x in second if (m := re.search(r"([0-9.]+) s/step", x))]
+    assert rates and max(rates) < 0.2, second  # the first point's 0.3 s steps are not in the second point's rate
+    assert text.count("step 3/3 (100%)") >= 2 and text.count("done in") >= 2, text

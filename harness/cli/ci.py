@@ -165,6 +165,9 @@ class LogProgress:
                 self.stage = msg.split(":", 1)[0].strip() or msg
                 self.stage_t0 = time.monotonic()
                 self.current = None
+                # a new stage (a sweep trains one point after another under the same key) measures its own rate
+                self.started.clear()
+                self.finished.clear()
                 if self.groups:
                     self._close_group()
                     self._write(workflow_command("group", msg))

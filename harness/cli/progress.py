@@ -38,6 +38,8 @@ class StageProgress:
         return self.progress.__exit__(*exc)
 
     def log(self, msg: str) -> None:
+        if not msg[:1].isspace():  # a new stage: the next training (a sweep's next point) gets its own bar, time and ETA
+            self.train_task = None
         if self.enabled:
             self.progress.console.print(escape(msg))
 
