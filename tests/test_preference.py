@@ -517,3 +517,8 @@ def test_quickstart_orpo_and_dpo_examples_run_on_the_tiny_model(tiny_model_dir, 
         assert "domain/tempo-t4-pref" in json.dumps(res)
     dm = json.loads((tmp_path / "registry" / "quickstart-dpo" / "1" / "manifest.json").read_text())["objective"]
     assert dm["init_from"]["ref"] == "quickstart@1" and dm["reference"]["model"] == "base + init_from adapter"
+    # the DPO run tells the whole story: SFT, ORPO, DPO and SLERP(SFT, DPO), each scored and gated against the base
+    assert dpo["adapters"] == ["quickstart-dpo@1", "quickstart@1", "quickstart-orpo@1", "quickstart-dpo-slerp@1"]
+    assert [v["model"] for v in dpo["verdicts"]] == dpo["adapters"]
+    merged = json.loads((tmp_path / "registry" / "quickstart-dpo-slerp" / "1" / "manifest.json").read_text())
+    assert [p["ref"] for p in merged["lineage"]["parents"]] == ["quickstart@1", "quickstart-dpo@1"] and merged["lineage"]["method"] == "slerp"
