@@ -11,8 +11,8 @@
 Rewards are TRL's: DPO ``beta * (pi - ref)``, ORPO/SimPO ``beta * pi`` (length-averaged).
 
 The body runs once on ``[chosen..., rejected...]`` rows; the LM head runs only on
-completion positions (plus the chosen prompt for ORPO's NLL), in chunks under
-activation checkpointing as in :mod:`harness.train.loss`.
+completion positions (plus the chosen prompt for ORPO's NLL), in chunks, through
+:func:`harness.train.loss.token_logps` as the SFT loss does.
 
 The DPO reference is the starting model: the base with the adapter switched off,
 or with ``init_from`` the base plus that adapter (the policy starts from its
@@ -31,17 +31,16 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from ..data.preference import TokenizedPair, TokenizedPairs
 from ..data.tokenize import IGNORE
 from ..errors import LafError
 from ..io import atomic_write_json, sha256_json
-from ..models.heads import body_and_head, head_logits
+from ..models.heads import body_and_head
 from .batching import epoch_order
 from .checkpoint import TrainState
 from .config import TrainConfig
-from .loss import head_chunk
+from .loss import head_chunk, token_logps
 
 METRIC_NAMES = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected")
 
@@ -122,71 +121,6 @@ def pair_batch(pairs: list[TokenizedPair], pad_id: int) -> PairBatch:
         labels[i, : len(s)] = torch.tensor(lab)
         mask[i, : len(s)] = 1
     return PairBatch(ids, mask, labels, [p.key() for p in pairs])
-
-
-class _FusedHeadLogp(torch.autograd.Function):
-    """Per-row ``log softmax(head(h))[y]`` in chunks, with d logp / d h computed in the same pass.
-
-    The gradient of one token's log-prob with respect to its hidden state is ``(onehot(y) - softmax) @ W``
-    (times ``1 - tanh^2`` under a logit softcap), a ``[d]`` vector. Computing it while the chunk's logits
-    are alive costs one more matmul and keeps ``[n, d]``; the backward is then a broadcast multiply.
-    Activation checkpointing of the head would instead run the ``[chunk, V]`` projection a third time
-    (forward, recompute, backward). At most one chunk of fp32 logits is alive at a time.
-    """
-
-    @staticmethod
-    def forward(ctx, h, weight, bias, y, softcap, chunk, need_grad):  # type: ignore[override]
-        out = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
-        grads = torch.empty_like(h) if need_grad else None
-        for i in range(0, h.shape[0], chunk):
-            hc, yc = h[i : i + chunk], y[i : i + chunk]
-            logits = F.linear(hc, weight, bias).float()
-            t = None
-            if softcap:
-                t = torch.tanh(logits / softcap)
-                logits = t * softcap
-            lse = torch.logsumexp(logits, dim=-1)
-            picked = logits.gather(1, yc[:, None]).squeeze(1)
-            out[i : i + chunk] = picked - lse
-            if need_grad:
-                g = logits.sub_(lse[:, None]).exp_().neg_()  # -softmax, in place
-                g.scatter_add_(1, yc[:, None], torch.ones_like(picked)[:, None])  # onehot - softmax
-                if t is not None:
-                    g.mul_(1 - t * t)
-                grads[i : i + chunk] = (g.to(weight.dtype) @ weight).to(h.dtype)  # type: ignore[index]
-            del logits, t
-        if need_grad:
-            ctx.save_for_backward(grads)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
-        (grads,) = ctx.saved_tensors
-        return grads * grad_out.to(grads.dtype)[:, None], None, None, None, None, None, None
-
-
-def _head_logp(head, softcap, h, y):
-    return torch.log_softmax(head_logits(head, softcap, h), dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
-
-
-def token_logps(head, softcap, h: torch.Tensor, y: torch.Tensor, chunk: int) -> torch.Tensor:
-    """``log p(y | h)`` for every row of ``h`` ([n, d]), fp32, never a [n, V] tensor at once.
-
-    A plain ``nn.Linear`` head that is not trained (LoRA leaves the tied head frozen) takes the fused path;
-    any other head (trained, quantised, wrapped) runs the chunked log-softmax under activation checkpointing."""
-    if h.shape[0] == 0:
-        return h.new_zeros(0, dtype=torch.float32)
-    w = getattr(head, "weight", None)
-    b = getattr(head, "bias", None)
-    plain = type(head) is torch.nn.Linear and w is not None and w.is_floating_point() and not w.requires_grad and (b is None or not b.requires_grad)
-    need_grad = torch.is_grad_enabled() and h.requires_grad
-    if plain:
-        return _FusedHeadLogp.apply(h, w, b, y, softcap, chunk, need_grad)
-    parts = []
-    for i in range(0, h.shape[0], chunk):
-        hc, yc = h[i : i + chunk], y[i : i + chunk]
-        parts.append(checkpoint(_head_logp, head, softcap, hc, yc, use_reentrant=False) if need_grad else _head_logp(head, softcap, hc, yc))
-    return torch.cat(parts)
 
 
 @dataclass
