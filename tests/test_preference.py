@@ -297,6 +297,37 @@ def test_dpo_reference_is_computed_once_and_resume_is_exact(tiny_model_dir, tmp_
         assert all(np_finite(x[key]) for x in mf)
 
 
+def test_an_interrupted_reference_pass_keeps_what_it_computed(tiny_model_dir, tmp_path, monkeypatch):
+    """The reference pass over every pair can take minutes on the real model: it logs how far it is and saves its cache
+    as it goes, so a kill during the pass loses at most one interval's pairs and the rerun computes only the rest."""
+    import harness.train.preference as P
+
+    monkeypatch.setattr(P, "REF_PROGRESS_S", 0.0)
+    real = P.sequence_logps
+    calls = {"n": 0}
+
+    def dies_on_the_third_batch(model, b, *a, **k):
+        if not model.training:  # the no-grad reference pass (training steps run in train mode)
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
+        return real(model, b, *a, **k)
+
+    monkeypatch.setattr(P, "sequence_logps", dies_on_the_third_batch)
+    cfg = make_config(tmp_path, tiny_model_dir)
+    lines: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, log=lines.append)
+    assert any(x.startswith("reference log-probs: 4/") and "saved" in x for x in lines), lines
+    assert any(x.startswith("reference log-probs: 8/") for x in lines), lines
+    monkeypatch.setattr(P, "sequence_logps", real)
+    lines.clear()
+    done = train(cfg, log=lines.append)
+    assert f"reference log-probs: computing {len(ROWS) - 8} pairs (8 cached)" in lines, lines
+    ref = done.entry.manifest["objective"]["reference"]
+    assert ref["computed_pairs"] == len(ROWS) - 8 and ref["cached_pairs"] == 8
+
+
 def np_finite(x) -> bool:
     return x == x and abs(x) != float("inf")
 

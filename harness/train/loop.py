@@ -287,34 +287,28 @@ def read_preference_data(cfg: TrainConfig, data_path: Path, config_dir: Path):
     return read, [read.examples[i] for i in tr], [read.examples[i] for i in ev]
 
 
-def tokenize_pairs_for_training(train_pairs, eval_pairs, tok, cfg: TrainConfig, log):
+def _tokenize_split(tokenize, train_rows, eval_rows, tok, cfg: TrainConfig, log, noun: str, none_usable: str, fix: str):
+    """Tokenize the training and held-out rows under the config's template and length; drops are logged, and a
+    training split with nothing left is one clear error naming the first drop."""
     use_chat = None if cfg.chat_template == "auto" else bool(cfg.chat_template)
-    data = tokenize_pairs(train_pairs, tok, cfg.max_length, use_chat)
-    held = tokenize_pairs(eval_pairs, tok, cfg.max_length, use_chat)
+    data = tokenize(train_rows, tok, cfg.max_length, use_chat)
+    held = tokenize(eval_rows, tok, cfg.max_length, use_chat)
     if data.dropped:
-        log(f"dropped {len(data.dropped)} of {len(train_pairs)} pairs: {data.drop_summary()}")
+        log(f"dropped {len(data.dropped)} of {len(train_rows)} {noun}: {data.drop_summary()}")
     if not data.examples:
         first = data.dropped[0]
-        raise LafError(
-            f"no preference pair is usable (all {len(data.dropped)} dropped; first, line {first.line}: {first.reason})",
-            "fix empty or identical answers, raise max_length, or shorten the prompts",
-        )
+        raise LafError(f"{none_usable} (all {len(data.dropped)} dropped; first, line {first.line}: {first.reason})", fix)
     return data, held
+
+
+def tokenize_pairs_for_training(train_pairs, eval_pairs, tok, cfg: TrainConfig, log):
+    return _tokenize_split(tokenize_pairs, train_pairs, eval_pairs, tok, cfg, log, "pairs", "no preference pair is usable",
+                           "fix empty or identical answers, raise max_length, or shorten the prompts")
 
 
 def tokenize_for_training(train_examples: list[Example], eval_examples: list[Example], tok, cfg: TrainConfig, log) -> tuple[TokenizedData, TokenizedData]:
-    use_chat = None if cfg.chat_template == "auto" else bool(cfg.chat_template)
-    data = tokenize_examples(train_examples, tok, cfg.max_length, use_chat)
-    held = tokenize_examples(eval_examples, tok, cfg.max_length, use_chat)
-    if data.dropped:
-        log(f"dropped {len(data.dropped)} of {len(train_examples)} examples: {data.drop_summary()}")
-    if not data.examples:
-        first = data.dropped[0]
-        raise LafError(
-            f"no training example keeps a supervised token (all {len(data.dropped)} dropped; first, line {first.line}: {first.reason})",
-            "raise max_length, shorten the prompts, or fix empty responses",
-        )
-    return data, held
+    return _tokenize_split(tokenize_examples, train_examples, eval_examples, tok, cfg, log, "examples", "no training example keeps a supervised token",
+                           "raise max_length, shorten the prompts, or fix empty responses")
 
 
 def make_autocast(cfg: TrainConfig, device: str) -> Callable[[], torch.autocast]:

@@ -42,6 +42,8 @@ from .checkpoint import TrainState
 from .config import TrainConfig
 from .loss import head_chunk, token_logps
 
+REF_PROGRESS_S = 30.0  # the reference pass logs its progress and saves its cache at most this often
+
 METRIC_NAMES = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected")
 
 
@@ -341,7 +343,7 @@ class PreferenceObjective:
         todo = [p for k, p in pairs.items() if cache.get(k) is None]
         self.ref_stats.cached = len(pairs) - len(todo)
         if todo:
-            t0 = time.perf_counter()
+            t0 = last = time.perf_counter()
             log(f"reference log-probs: computing {len(todo)} pairs ({self.ref_stats.cached} cached)")
             was_training = model.training
             model.eval()
@@ -360,6 +362,12 @@ class PreferenceObjective:
                     n = len(chunk)
                     for j, p in enumerate(chunk):
                         cache.put(p.key(), float(s[j]), float(s[n + j]))
+                    done = i + n
+                    if done < len(todo) and time.perf_counter() - last >= REF_PROGRESS_S:
+                        # a long pass says how far it is, and a kill loses at most this interval's pairs
+                        cache.save()
+                        last = time.perf_counter()
+                        log(f"reference log-probs: {done}/{len(todo)} pairs ({done / (last - t0):.1f} pairs/s, saved)")
             if was_training:
                 model.train()
             cache.save()
