@@ -342,3 +342,24 @@ def test_register_takes_the_next_version_when_another_writer_wins_the_race(tmp_p
     assert (ours.path / "a.safetensors").read_text() == "weights"
     assert sorted(p.name for p in (tmp_path / "reg" / "x").iterdir()) == ["1", "2"]
     assert reg.verify("x@1").ok and reg.verify("x@2").ok
+
+
+def test_qlora_keeps_the_frozen_embedding_in_a_half_compute_dtype(tiny_model_dir):
+    """PEFT's prepare_model_for_kbit_training upcasts the frozen (tied) embedding to fp32; with a bf16 compute dtype
+    (the default on CUDA) it is cast back, as TRL does, so the LM head does not run and sit in fp32. Norms stay fp32,
+    the LoRA weights train in fp32, and the tie between embedding and head survives."""
+    from harness.models import LoadSpec
+    from harness.train.lora import attach_lora
+
+    cfg = TrainConfig(name="t", precision="nf4", data={"path": "-"})
+    for compute, want in ((torch.bfloat16, torch.bfloat16), (None, torch.float32)):
+        model, _, _ = load_model(resolve_model(str(tiny_model_dir)), LoadSpec("nf4", "bf16", "cpu"), with_tokenizer=False)
+        tied = model.get_input_embeddings().weight is model.get_output_embeddings().weight
+        peft = attach_lora(model, cfg, compute)
+        emb, head = peft.get_input_embeddings().weight, peft.get_output_embeddings().weight
+        assert emb.dtype == want and head.dtype == want and not emb.requires_grad and not head.requires_grad
+        assert (emb is head) == tied
+        norms = [p for n, p in peft.named_parameters() if "norm" in n]
+        assert norms and all(p.dtype == torch.float32 for p in norms)
+        lora = [p for p in peft.parameters() if p.requires_grad]
+        assert lora and all(p.dtype == torch.float32 for p in lora)

@@ -114,7 +114,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, *, config_dir: Path, resume: 
     data, held = (tokenize_pairs_for_training if pref else tokenize_for_training)(train_examples, eval_examples, tok, cfg, log)
 
     # -- LoRA (from init_from's weights when given), gradient checkpointing, mixed precision
-    model = attach_lora(model, cfg)
+    model = attach_lora(model, cfg, {"bf16": torch.bfloat16}.get(spec.compute_dtype or ""))
     lineage = load_init_adapter(model, cfg, resolved.fingerprint) if cfg.init_from else None
     if cfg.gradient_checkpointing in (True, "auto"):  # auto = on: measured -35 % peak memory for +10 % time on CPU
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

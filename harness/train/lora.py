@@ -38,13 +38,39 @@ def target_modules(model, cfg: TrainConfig) -> str | list[str]:
     return wanted
 
 
-def attach_lora(model, cfg: TrainConfig):
-    """Wrap ``model`` in a PEFT LoRA model; the adapter's initial weights depend only on ``cfg.seed``."""
+def keep_frozen_embeddings_in(model, dtype: torch.dtype) -> int:
+    """Cast the frozen input and output embeddings back to ``dtype``; returns the bytes saved.
+
+    PEFT's ``prepare_model_for_kbit_training`` upcasts every non-quantised weight to fp32 for stability. That is
+    right for the norms (small) but not for a frozen embedding: gemma-3-270m's tied 262,144 x 640 matrix is
+    168 M parameters, 671 MB in fp32 against 335 MB in bf16, and as the LM head it then ran in fp32 on every
+    chunk. On an H200 this made our QLoRA step use 3.7x TRL's peak GPU memory. TRL keeps these weights in the
+    compute dtype (``peft_module_casting_to_bf16``); so do we. Norms stay fp32, trained weights are untouched."""
+    saved = 0
+    seen: set[int] = set()
+    for m in (model.get_input_embeddings(), model.get_output_embeddings()):
+        w = getattr(m, "weight", None)
+        if w is None or id(w) in seen or not w.is_floating_point() or w.requires_grad or w.dtype == dtype:
+            continue
+        seen.add(id(w))
+        before = w.numel() * w.element_size()
+        m.to(dtype)
+        saved += before - m.weight.numel() * m.weight.element_size()
+    return saved
+
+
+def attach_lora(model, cfg: TrainConfig, compute_dtype: torch.dtype | None = None):
+    """Wrap ``model`` in a PEFT LoRA model; the adapter's initial weights depend only on ``cfg.seed``.
+
+    ``compute_dtype``: the NF4 matmul dtype the model was loaded with; when it is a half type, the frozen
+    embeddings stay in it after PEFT's fp32 upcast (:func:`keep_frozen_embeddings_in`)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     targets = target_modules(model, cfg)
     if cfg.precision == "nf4":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        if compute_dtype in (torch.bfloat16, torch.float16):
+            keep_frozen_embeddings_in(model, compute_dtype)
     lora = LoraConfig(
         r=cfg.lora.r,
         lora_alpha=cfg.lora.alpha,
