@@ -197,22 +197,3 @@ def test_each_training_of_a_sweep_measures_its_own_rate(monkeypatch):
     rates = [float(m.group(1)) for x in second if (m := re.search(r"([0-9.]+) s/step", x))]
     assert rates and max(rates) < 0.2, second  # the first point's 0.3 s steps are not in the second point's rate
     assert text.count("step 3/3 (100%)") >= 2 and text.count("done in") >= 2, text
-
-
-def test_piped_output_is_laid_out_wide(monkeypatch):
-    """A CI log is not a terminal: rich's 80 columns squeezed the comparison table into 'quickst…' names, so piped
-    output gets 160 columns; a terminal, or COLUMNS, keeps rich's own choice."""
-    import io
-
-    from harness.cli.output import PIPED_WIDTH, _width
-
-    class Tty(io.StringIO):
-        def isatty(self):
-            return True
-
-    monkeypatch.delenv("COLUMNS", raising=False)
-    assert _width(io.StringIO()) == PIPED_WIDTH == 160
-    assert _width(Tty()) is None
-    assert _width(object()) == PIPED_WIDTH  # a stream without isatty is not a terminal
-    monkeypatch.setenv("COLUMNS", "100")
-    assert _width(io.StringIO()) is None
