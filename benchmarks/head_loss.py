@@ -27,6 +27,10 @@ def main() -> None:
     args = ap.parse_args()
     if min(args.positions, args.chunk, args.threads, args.repeats) < 1:
         ap.error("every number must be at least 1")
+    # bounds keep a typo from asking for unbounded memory or time: a chunk holds chunk x 262,144 fp32 logits
+    for name, value, most in (("positions", args.positions, 65_536), ("chunk", args.chunk, 4_096), ("threads", args.threads, 1_024), ("repeats", args.repeats, 100)):
+        if value > most:
+            ap.error(f"--{name} {value} is over {most:,}; pass at most {most:,}")
 
     import torch
     import torch.nn.functional as F
