@@ -147,6 +147,32 @@ def contamination_check(texts: list[str], lines: list[int], s: CurationSettings,
     }
 
 
+def replay_contamination(texts: list[str], against: list[str] | None, ngram: int = 13, data_dir: str | None = None) -> tuple[list[int], dict]:
+    """The replay texts that share no ``ngram``-gram with an item of the suites ``against`` (default: every suite found,
+    built-in and yours; hub-only suites are listed as not checked): ``(indices kept, contamination report)``."""
+    unavailable = []
+    if against is None:  # every suite whose data is here (a hub-only benchmark offline cannot be read, so it is listed)
+        from ..evaluate.suites import available_suites, load_suite
+
+        against = []
+        for name in sorted(available_suites()):
+            try:
+                suite = load_suite(name, data_dir)
+                if not suite.spec.lm_eval:
+                    suite.load_docs()
+                against.append(name)
+            except LafError:
+                unavailable.append(name)
+    s = CurationSettings(against=list(against), ngram=ngram, data_dir=data_dir)
+    bad: set[int] = set()
+    report = contamination_check(texts, list(range(1, len(texts) + 1)), s, lambda m: None, lambda i, detail: bad.add(i))
+    if report is not None:
+        report = {k: v for k, v in report.items() if k != "pairs"}
+        report["against"] = list(against)
+        report["not_checked_no_data"] = unavailable
+    return [i for i in range(len(texts)) if i not in bad], report or {"against": [], "note": "no suite to check against"}
+
+
 def curate(path: str | Path, s: CurationSettings, log=lambda m: None) -> CurationResult:
     """Read the training data at ``path`` (any format, a file or a ``datasets`` folder) and curate it under ``s``:
     normalise, validate (token lengths under the base tokenizer), drop exact and near duplicates and items that

@@ -30,6 +30,7 @@ class TokenizedExample:
     input_ids: list[int]
     labels: list[int]
     line: int
+    replay: bool = False  # a general-purpose replay sequence (preserve.replay), not domain data
 
     @property
     def supervised(self) -> int:

@@ -52,12 +52,21 @@ def _run_locked(cfg, base: Path, config_path: Path, suites, policy, run_dir: Pat
     ctx = RunContext(cfg, base, run_dir, RunState(run_dir), StageLog(), resolve_model(cfg.model).fingerprint, log)
 
     adapters, resolved = resolve_adapters(ctx)
+    split = None
+    if cfg.select is not None:
+        from .select import make_split, subset_suites
+
+        split = make_split(cfg, base, policy, suites, config_path)
+        atomic_write_json(run_dir / "select" / "split.json", split)
     if cfg.data is not None:
         train_data = curate_stage(ctx, suites)
-        ref = train_stage(ctx, train_data, train_progress)
+        ref = train_stage(ctx, train_data, train_progress, select=(suites, policy, split) if split else None, eval_progress=eval_progress,
+                          suites=suites)
         adapters = [ref] + [a for a in adapters if a != ref]
     if cfg.merge:
         adapters += [m for m in merge_stage(ctx) if m not in adapters]
+    if split:  # every stage from here sees the confirmation split only: the items that chose never certify
+        suites = subset_suites(suites, split, "confirmation", cfg, base)
     results = eval_stage(ctx, suites, adapters, eval_progress)
     diversity_stage(ctx, adapters)
     if cfg.parity is not None:

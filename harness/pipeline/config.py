@@ -72,6 +72,16 @@ class RunDiversity(StrictModel):
     per_module: bool = False
 
 
+class RunSelect(StrictModel):
+    """``select:``: checkpoint selection on one split of the gated suites, the verdict on the other
+    (``harness/pipeline/select.py``)."""
+
+    every: int = Field(gt=0, le=10_000_000, description="steps between candidate snapshots (the last step is always one)")
+    fraction: float = Field(0.4, gt=0, lt=1, description="share of each gated suite's items in the selection split")
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    split: str | None = Field(None, description="a JSON file {suite: {selection: [index...], confirmation: [index...]}} instead of a seeded split")
+
+
 class RunConfig(StrictModel):
     name: str
     model: str = "default"
@@ -85,6 +95,7 @@ class RunConfig(StrictModel):
     parity: RunParity | None = None
     diversity: RunDiversity | None = None
     gate: RunGate | None = None
+    select: RunSelect | None = None
     registry: str = "adapters_registry"
     out_root: str = "reports"
 
@@ -226,6 +237,21 @@ def validate_run(cfg: RunConfig, base: Path, config_path: Path):
                     problems.append(f"key 'gate.policy.rules.{i}': suite '{rule.suite}' is not run (eval.suites has {', '.join(sorted(names))})")
                 if rule.category and rule.category not in cats:
                     problems.append(f"key 'gate.policy.rules.{i}': no suite of category '{rule.category}' is run")
+    if cfg.select is not None:
+        if cfg.data is None:
+            problems.append("key 'select': it chooses among checkpoints of a training run, and this config trains nothing (give 'data')")
+        if policy is None:
+            problems.append("key 'select': it chooses by the gate's rules; add a 'gate:' policy")
+        steps = cfg.train.get("max_steps") if isinstance(cfg.train, dict) else None
+        if isinstance(steps, int) and cfg.select.every > steps:
+            problems.append(f"key 'select.every': {cfg.select.every} is more than max_steps {steps}: there would be one candidate only")
+        if policy is not None and cfg.data is not None and not problems:
+            from .select import make_split
+
+            try:
+                make_split(cfg, base, policy, suites, config_path)
+            except LafError as e:
+                problems.append(f"key 'select': {e.cause}")
     if problems:
         raise ConfigError(config_path, None, f"{len(problems)} problem(s) before any stage started:\n  - " + "\n  - ".join(problems),
                           "fix them all and run again (see the README's config reference)")

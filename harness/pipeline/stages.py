@@ -106,7 +106,8 @@ class TrainJob:
     resume: bool
 
 
-def train_plan(ctx: RunContext, train_data: Path, key: str = "train", work: Path | None = None, data_fp: str | None = None) -> TrainJob | str:
+def train_plan(ctx: RunContext, train_data: Path, key: str = "train", work: Path | None = None, data_fp: str | None = None,
+               split: dict | None = None) -> TrainJob | str:
     """What the train stage would do for ``ctx.cfg`` on ``train_data``: the registered ref when an adapter of the same
     inputs is registered and intact (state key ``key``), else the :class:`TrainJob` to run (checkpoints of other
     settings in its folder removed). ``work``: the training folder (default ``RUN_DIR/train``); ``data_fp``: the
@@ -122,7 +123,8 @@ def train_plan(ctx: RunContext, train_data: Path, key: str = "train", work: Path
     if data_fp is None:
         curated = cfg.curate.enabled and ctx.curation.exists()
         data_fp = read_json(ctx.curation)["fingerprints"]["output_content_sha256"] if curated else hash_path(train_data, digest=cached_file_sha256)
-    fp = sha256_json({"config": tcfg.math_dict() | {"data": None}, "data": data_fp, "base": ctx.base_fingerprint})
+    fp = sha256_json({"config": tcfg.math_dict() | {"data": None}, "data": data_fp, "base": ctx.base_fingerprint,
+                      **({"select": [ctx.cfg.select.model_dump(mode="json"), sha256_json(split)]} if split else {})})
     done = state.done(key, fp)
     if done:
         try:
@@ -150,16 +152,42 @@ def train_finish(ctx: RunContext, job: TrainJob, entry) -> str:
     return ref
 
 
-def train_stage(ctx: RunContext, train_data: Path, train_progress=None, key: str = "train", work: Path | None = None, data_fp: str | None = None) -> str:
-    """Train (or resume, or reuse the unchanged) adapter on ``train_data``; returns its registry ref."""
+def replay_filter(ctx: RunContext, suites):
+    """The contamination check of replay texts against the run's own eval suites (as the curate stage checks data)."""
+    from ..data.curate import replay_contamination
+
+    r = ctx.cfg.train.get("preserve", {}).get("replay") if isinstance(ctx.cfg.train.get("preserve"), dict) else None
+    ngram = int(r.get("ngram", ctx.cfg.curate.ngram)) if isinstance(r, dict) else ctx.cfg.curate.ngram
+    against = [s.name if s.file is None else str(s.file) for s in suites if not s.spec.lm_eval]
+    return lambda texts: replay_contamination(texts, against, ngram, ctx.cfg.eval.data_dir)
+
+
+def train_stage(ctx: RunContext, train_data: Path, train_progress=None, key: str = "train", work: Path | None = None, data_fp: str | None = None,
+                select=None, eval_progress=None, suites=None) -> str:
+    """Train (or resume, or reuse the unchanged) adapter on ``train_data``; returns its registry ref. ``select``:
+    ``(suites, policy, split)``: snapshots every ``select.every`` steps, the registered one chosen on the selection
+    split (``harness/pipeline/select.py``)."""
     from ..train import train
 
-    job = train_plan(ctx, train_data, key, work, data_fp)
+    job = train_plan(ctx, train_data, key, work, data_fp, split=select[2] if select else None)
     if isinstance(job, str):
         return job
     ctx.log(f"train: {ctx.cfg.name} on {train_data.name}" + (" (resuming)" if job.resume else ""))
-    result = train(job.tcfg, config_dir=ctx.base, resume=job.resume, on_step=train_progress, log=lambda m: ctx.log(f"  {m}"))
-    return train_finish(ctx, job, result.entry)
+    all_suites = select[0] if select else suites
+    result = train(job.tcfg, config_dir=ctx.base, resume=job.resume, on_step=train_progress, log=lambda m: ctx.log(f"  {m}"),
+                   replay_filter=replay_filter(ctx, all_suites) if all_suites is not None else None,
+                   snapshot_every=ctx.cfg.select.every if select else 0)
+    if not select:
+        return train_finish(ctx, job, result.entry)
+    from .select import select_checkpoint
+
+    ref, doc = select_checkpoint(ctx, job, result, select[0], select[1], select[2], eval_progress)
+    ctx.state.mark(f"select:{key}", curve=doc["curve"], chosen_step=doc["chosen_step"], adapter=ref)
+    shutil.copyfile(ctx.run_dir / "select" / "selection.json", ctx.run_dir / f"selection{'' if key == 'train' else '-' + key.split(':', 1)[-1]}.json")
+    ctx.log(f"  registered {ref} (step {doc['chosen_step']} of {result.state.step}, chosen on the selection split)")
+    ctx.state.finish(job.key, job.fingerprint, adapter=ref)
+    ctx.stages.ran.append(job.key)
+    return ref
 
 
 def eval_stage(ctx: RunContext, suites, adapters: list[str], eval_progress=None, prefill=None) -> ResultsDoc:

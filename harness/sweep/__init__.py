@@ -122,10 +122,17 @@ def _sweep_locked(cfg: SweepConfig, base: Path, config_path: Path, points: list[
     log(f"sweep {cfg.name}: {len(points)} point(s) over {', '.join(cfg.sweep)}" + (" on Ray" if use_ray else ""))
 
     refs: dict[str, str] = {}
+    split = None
+    if cfg.select is not None:
+        from ..pipeline.select import make_split
+
+        split = make_split(cfg, base, policy, suites, config_path)
+        atomic_write_json(run_dir / "select" / "split.json", split)
     train_points = [p for p in points if p.kind == "train"]
     if train_points:
         train_data = curate_stage(ctx, suites)
-        refs.update(_train_points(ctx, train_points, train_data, use_ray, train_progress))
+        refs.update(_train_points(ctx, train_points, train_data, use_ray, train_progress, (suites, policy, split) if split else None, eval_progress,
+                                  suites))
     merge_points = [p for p in points if p.kind == "merge"]
     if merge_points:
         mctx = dataclasses.replace(ctx, cfg=cfg.model_copy(update={"merge": [p.merge for p in merge_points]}))
@@ -154,6 +161,10 @@ def _sweep_locked(cfg: SweepConfig, base: Path, config_path: Path, points: list[
         rep = prefill_cache(spec, loaded, workers or n, log=lambda m: log(f"  {m}"), num_gpus=gpus, on_actors=on_actors)
         prefilled["report"] = rep
 
+    if split:  # the points were chosen on the selection split: they are scored and gated on the confirmation split only
+        from ..pipeline.select import subset_suites
+
+        suites = subset_suites(suites, split, "confirmation", cfg, base)
     results = eval_stage(ctx, suites, adapters, timed, prefill=prefill if use_ray else None)
     rep = prefilled.get("report")
     if rep is not None:
@@ -224,9 +235,11 @@ def _cell(d: dict | None) -> dict | None:
             "base": d.get("base"), "candidate": d.get("candidate")}
 
 
-def _train_points(ctx, points: list[Point], train_data: Path, use_ray: bool, train_progress) -> dict[str, str]:
-    """Train (or reuse) every training point; on Ray, the points that need training run as tasks at once."""
-    from ..pipeline.stages import train_finish, train_plan
+def _train_points(ctx, points: list[Point], train_data: Path, use_ray: bool, train_progress, select=None, eval_progress=None,
+                  suites=None) -> dict[str, str]:
+    """Train (or reuse) every training point; on Ray, the points that need training run as tasks at once. ``select``:
+    ``(suites, policy, split)``: each point's registered adapter is chosen among its snapshots on the selection split."""
+    from ..pipeline.stages import replay_filter, train_finish, train_plan
     from ..registry import Registry
 
     cfg = ctx.cfg
@@ -239,20 +252,33 @@ def _train_points(ctx, points: list[Point], train_data: Path, use_ray: bool, tra
         if p.data_limit is not None:
             data = _subset(train_data, p.data_limit, int(p.train.get("seed", 0)), ctx.run_dir / "data")
             data_fp = hash_path(data)
-        job = train_plan(pctx, data, key=f"train:{p.name}", work=ctx.run_dir / "points" / p.name, data_fp=data_fp)
+        job = train_plan(pctx, data, key=f"train:{p.name}", work=ctx.run_dir / "points" / p.name, data_fp=data_fp, split=select[2] if select else None)
         if isinstance(job, str):
             refs[p.name] = job
         else:
             jobs.append((p, pctx, data, job))
     if not jobs:
         return refs
-    if not use_ray:
+    if not use_ray or select:
         from ..train import train
 
+        if use_ray:
+            ctx.log("train: select: scores each point's snapshots as it finishes, so the points train in this process, one after another")
         for p, pctx, data, job in jobs:
             ctx.log(f"train: {p.name} on {data.name}" + (" (resuming)" if job.resume else ""))
-            res = train(job.tcfg, config_dir=ctx.base, resume=job.resume, on_step=train_progress, log=lambda m: ctx.log(f"  {m}"))
-            refs[p.name] = train_finish(pctx, job, res.entry)
+            res = train(job.tcfg, config_dir=ctx.base, resume=job.resume, on_step=train_progress, log=lambda m: ctx.log(f"  {m}"),
+                        replay_filter=replay_filter(pctx, suites) if suites is not None else None, snapshot_every=ctx.cfg.select.every if select else 0)
+            if select:
+                from ..pipeline.select import select_checkpoint
+
+                pctx_sel = dataclasses.replace(pctx, run_dir=ctx.run_dir / "points" / p.name)
+                ref, doc = select_checkpoint(pctx_sel, job, res, select[0], select[1], select[2], eval_progress)
+                ctx.state.mark(f"select:{p.name}", curve=doc["curve"], chosen_step=doc["chosen_step"], adapter=ref)
+                ctx.state.finish(job.key, job.fingerprint, adapter=ref)
+                ctx.stages.ran.append(job.key)
+                refs[p.name] = ref
+            else:
+                refs[p.name] = train_finish(pctx, job, res.entry)
         return refs
     import ray
 

@@ -37,6 +37,8 @@ TRAIN_AXES: dict[str, str] = {
     "optim.lr": "lr", "optim.weight_decay": "wd", "optim.warmup_steps": "wu", "optim.scheduler": "sch", "optim.min_lr_ratio": "minlr",
     "max_steps": "steps", "epochs": "ep", "batch_size": "bs", "grad_accum": "ga", "max_length": "len", "packing": "pack",
     "objective": "", "seed": "seed", "preference.beta": "beta", "data.limit": "n",
+    "preserve.replay.ratio": "rp", "preserve.replay.source": "rsrc", "preserve.kl.weight": "kl", "preserve.kl.on": "klon",
+    "preserve.self_distill": "sd",
 }
 MERGE_AXES: dict[str, str] = {"merge.t": "t", "merge.weights": "w", "merge.density": "d", "merge.lambda": "lam"}
 

@@ -38,6 +38,11 @@ class Batch:
         return int((self.labels[:, 1:] != IGNORE).sum())
 
     _real: int = 0
+    replay: torch.Tensor | None = None  # [B, L] bool: the token belongs to a replay sequence (preserve.replay)
+
+    @property
+    def replay_tokens(self) -> int:
+        return 0 if self.replay is None else int(self.replay.sum())
 
     def to(self, device) -> "Batch":
         return Batch(
@@ -47,6 +52,7 @@ class Batch:
             None if self.attention_mask is None else self.attention_mask.to(device),
             self.n_examples,
             self._real,
+            None if self.replay is None else self.replay.to(device),
         )
 
 
@@ -74,14 +80,17 @@ def pack_rows(examples: list[TokenizedExample], order: list[int], max_length: in
 
 def _packed_batch(examples: list[TokenizedExample], rows: list[list[int]], pad_id: int) -> Batch:
     seqs = []
+    flags = []
     for row in rows:
-        ids, labels, pos = [], [], []
+        ids, labels, pos, rep = [], [], [], []
         for i in row:
             ex = examples[i]
             ids += ex.input_ids
             labels += ex.labels
             pos += list(range(len(ex.input_ids)))
+            rep += [ex.replay] * len(ex.input_ids)
         seqs.append((ids, labels, pos))
+        flags.append(rep)
     width = max(len(s[0]) for s in seqs)
     real = sum(len(s[0]) for s in seqs)
     B = len(seqs)
@@ -95,7 +104,12 @@ def _packed_batch(examples: list[TokenizedExample], rows: list[list[int]], pad_i
         position_ids[b, :n] = torch.tensor(pos)
         # padding is its own segment (positions restart at 0) so nothing attends to it
         position_ids[b, n:] = torch.arange(width - n)
-    return Batch(input_ids, labels, position_ids, None, sum(len(r) for r in rows), real)
+    replay = None
+    if any(any(f) for f in flags):
+        replay = torch.zeros((B, width), dtype=torch.bool)
+        for b, f in enumerate(flags):
+            replay[b, : len(f)] = torch.tensor(f, dtype=torch.bool)
+    return Batch(input_ids, labels, position_ids, None, sum(len(r) for r in rows), real, replay)
 
 
 def _padded_batch(examples: list[TokenizedExample], idx: list[int], pad_id: int) -> Batch:
@@ -111,7 +125,13 @@ def _padded_batch(examples: list[TokenizedExample], idx: list[int], pad_id: int)
         labels[b, :n] = torch.tensor(ex.labels)
         mask[b, :n] = 1
     position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
-    return Batch(input_ids, labels, position_ids, mask, B, int(mask.sum()))
+    replay = None
+    if any(examples[i].replay for i in idx):
+        replay = torch.zeros((B, width), dtype=torch.bool)
+        for b, i in enumerate(idx):
+            if examples[i].replay:
+                replay[b, : len(examples[i].input_ids)] = True
+    return Batch(input_ids, labels, position_ids, mask, B, int(mask.sum()), replay)
 
 
 def make_batches(

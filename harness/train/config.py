@@ -71,6 +71,53 @@ class PreferenceSettings(Strict):
         return v
 
 
+class ReplaySettings(Strict):
+    """``preserve.replay``: general-purpose sequences mixed into the training stream at ``ratio`` of its tokens
+    (loss on every replay token). ``source: self`` has the base model write them (continuations sampled from the
+    base on the package's pool of neutral openings, cached per base, precision, pool, sampling settings and count);
+    a path takes the user's own general text (``.txt``: one passage per paragraph; ``.jsonl`` with a ``text``
+    field) or instruction file (prompt and response both trained on)."""
+
+    source: str = Field("self", min_length=1, max_length=4096)
+    ratio: float = Field(0.25, ge=0.0, le=0.9, description="share of the training tokens that are replay")
+    count: int = Field(128, ge=1, le=100_000, description="self: sequences generated (each used as often as the ratio needs)")
+    max_new_tokens: int = Field(80, ge=8, le=2048)
+    temperature: float = Field(1.0, gt=0, le=10)
+    top_p: float = Field(0.95, gt=0, le=1)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    against: list[str] | None = Field(None, description="suites the replay is checked against (laf run: its eval suites; default: every known suite)")
+    ngram: int = Field(13, ge=4, le=1000)
+
+
+class KLSettings(Strict):
+    """``preserve.kl``: ``weight * KL(p_base || p_adapted)`` per token, the base being the same model with the
+    adapter switched off (no second copy), on the replay tokens, the training tokens, or all supervised tokens."""
+
+    weight: float = Field(ge=0.0, le=1e4)
+    on: Literal["replay", "train", "all"] = "all"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, v):
+        # YAML 1.1 reads a bare `on:` key as the boolean True; the key is still meant as "on"
+        if isinstance(v, dict) and True in v and "on" not in v:
+            v = {("on" if k is True else k): x for k, x in v.items()}
+        return v
+
+
+class PreserveSettings(Strict):
+    """``preserve:``: forgetting control, every part off by default and recorded in the adapter's identity."""
+
+    replay: ReplaySettings | None = None
+    self_distill: bool = False
+    distill_max_new_tokens: int = Field(160, ge=8, le=4096)
+    kl: KLSettings | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.replay is not None or self.self_distill or (self.kl is not None and self.kl.weight > 0))
+
+
 class TrainConfig(Strict):
     name: str
     objective: Literal["sft", "dpo", "orpo", "simpo"] = "sft"
@@ -88,6 +135,7 @@ class TrainConfig(Strict):
     chat_template: Literal["auto", True, False] = "auto"
     lora: LoraSettings = LoraSettings()
     optim: OptimSettings = OptimSettings()
+    preserve: PreserveSettings = PreserveSettings()
     batch_size: int = Field(4, gt=0, le=4096)
     grad_accum: int = Field(1, gt=0, le=65536)
     max_steps: int | None = Field(None, gt=0, le=MAX_STEPS)
@@ -112,6 +160,13 @@ class TrainConfig(Strict):
             from ..registry import AdapterRef
 
             AdapterRef.parse(self.init_from)
+        p = self.preserve
+        if p.active and self.objective != "sft":
+            what = "self_distill (it rewrites SFT responses)" if p.self_distill else "replay and kl"
+            raise ValueError(f"preserve.{what.split(' ')[0]}: {what} work with objective: sft; objective is {self.objective}. "
+                             "Train the SFT adapter with preserve:, then run the preference objective from it (init_from)")
+        if p.kl is not None and p.kl.on == "replay" and (p.replay is None or p.replay.ratio == 0):
+            raise ValueError("preserve.kl.on: replay needs replay tokens: set preserve.replay (ratio > 0) or kl.on: train/all")
         return self
 
     def run_dir(self) -> Path:
@@ -123,4 +178,8 @@ class TrainConfig(Strict):
         for k in ("eval_every", "save_every", "keep_checkpoints", "registry", "output_dir", "description"):
             d.pop(k, None)
         d.get("preference", {}).pop("ref_cache", None)
+        if not self.preserve.active:
+            d.pop("preserve", None)  # adapters trained before preserve: existed keep their identity
+        elif d["preserve"].get("replay"):
+            d["preserve"]["replay"].pop("against", None)  # what it is checked against is recorded in the manifest
         return d

@@ -35,9 +35,10 @@ from .batching import Batch, epoch_order, make_batches
 from .checkpoint import TrainState, clear_checkpoints, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .lora import attach_lora
-from .loss import supervised_loss_sum
+from .loss import preserve_loss_sums, supervised_loss_sum
 from .manifest import METRICS, WRITE_ERRORS, RunFacts, build_manifest, data_fingerprint, register_adapter
 from .preference import PreferenceObjective, load_init_adapter, reference_identity
+from .preserve import PreserveData, ReplayFilter, ReplayMix, build_replay, self_distill
 from .schedule import count_steps, make_optimizer, make_scheduler
 
 __all__ = ["StepEvent", "TrainResult", "TrainState", "TrainingDiverged", "list_checkpoints", "train"]
@@ -71,6 +72,8 @@ def train(
     resume: bool = False,
     on_step: Callable[[StepEvent], None] | None = None,
     log: Callable[[str], None] = lambda s: None,
+    replay_filter: ReplayFilter | None = None,
+    snapshot_every: int = 0,
 ) -> TrainResult:
     """Train a LoRA/QLoRA adapter as ``cfg`` says and register it; return the registry entry.
 
@@ -78,7 +81,9 @@ def train(
     from the newest checkpoint in ``cfg.run_dir()`` (refused if the settings
     changed); without it a run folder that holds checkpoints is an error, never
     overwritten. ``on_step`` receives a :class:`StepEvent` after every optimizer
-    step; ``log`` receives progress lines (the library never prints).
+    step; ``log`` receives progress lines (the library never prints). ``replay_filter``: the contamination check
+    of ``preserve.replay`` texts (``laf run`` passes its eval suites; default: every known suite). ``snapshot_every``:
+    save the adapter as ``RUN_DIR/snapshots/step-N`` every N steps and at the last (checkpoint selection, ``select:``).
 
     Raises :class:`~harness.errors.LafError` for bad input (unreadable data, no
     example with a supervised token, unknown LoRA targets...) and
@@ -88,10 +93,11 @@ def train(
     # one run per output folder: a second `laf train` into it fails at once naming this one, instead of
     # interleaving its steps into our metrics.jsonl (and so into the registered adapter)
     with exclusive_lock(run_dir, "training run"):
-        return _train_locked(cfg, run_dir, config_dir=config_dir, resume=resume, on_step=on_step, log=log)
+        return _train_locked(cfg, run_dir, config_dir=config_dir, resume=resume, on_step=on_step, log=log, replay_filter=replay_filter,
+                             snapshot_every=snapshot_every)
 
 
-def _train_locked(cfg: TrainConfig, run_dir: Path, *, config_dir: Path, resume: bool, on_step, log) -> TrainResult:
+def _train_locked(cfg: TrainConfig, run_dir: Path, *, config_dir: Path, resume: bool, on_step, log, replay_filter=None, snapshot_every: int = 0) -> TrainResult:
     t_start = time.perf_counter()
     reduce_malloc_fragmentation()
     existing = list_checkpoints(run_dir)
@@ -111,7 +117,13 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, *, config_dir: Path, resume: 
     log(f"loading {resolved.spec} ({cfg.precision})")
     model, tok, spec = load_model(resolved, LoadSpec(cfg.precision, cfg.compute_dtype, cfg.device))
     device = spec.device
+    # -- forgetting control data, made by the base before any adapter exists (cached: free the second time)
+    distill_info = None
+    if cfg.preserve.self_distill:
+        train_examples, distill_info = self_distill(train_examples, model, tok, cfg, resolved.fingerprint, cfg.precision, log)
+    preserve = build_replay(cfg, model, tok, resolved.fingerprint, cfg.precision, config_dir, replay_filter, log) if not pref else PreserveData()
     data, held = (tokenize_pairs_for_training if pref else tokenize_for_training)(train_examples, eval_examples, tok, cfg, log)
+    mix = ReplayMix(data.examples, preserve.replay, cfg.preserve.replay.ratio if cfg.preserve.replay else 0.0, cfg.seed)
 
     # -- LoRA (from init_from's weights when given), gradient checkpointing, mixed precision
     model = attach_lora(model, cfg, {"bf16": torch.bfloat16}.get(spec.compute_dtype or ""))
@@ -125,12 +137,13 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, *, config_dir: Path, resume: 
     params = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in params)
     n_total = sum(p.numel() for p in model.parameters())
-    total_steps = count_steps(data.examples, cfg.model_copy(update={"packing": False}) if pref else cfg)
+    total_steps = count_steps(mix.rows(0), cfg.model_copy(update={"packing": False}) if pref else cfg)
     opt = make_optimizer(params, cfg, device)
     sched = make_scheduler(opt, cfg, total_steps)
 
     # -- fresh start or resume
-    math_hash = sha256_json({"config": cfg.math_dict(), "base": resolved.fingerprint, "data": data_fingerprint(data_path, read.examples), "spec": spec.as_dict(), "init_from": lineage})
+    math_hash = sha256_json({"config": cfg.math_dict(), "base": resolved.fingerprint, "data": data_fingerprint(data_path, read.examples), "spec": spec.as_dict(), "init_from": lineage,
+                             **({"replay": preserve.digest, "distill": distill_info and distill_info["cache_key"]} if cfg.preserve.active else {})})
     objective = None
     if pref:  # the reference runs once, before any step (and before a resumed run loads its checkpoint)
         objective = PreferenceObjective(cfg, data, held, tok.pad_token_id, device, autocast)
@@ -148,7 +161,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, *, config_dir: Path, resume: 
             atomic_write_text(metrics_path, "")
     with _output_errors(run_dir):
         _loop(model, tok, cfg, data, held, state, total_steps, params, opt, sched, device, autocast, run_dir, metrics_path, math_hash, on_step,
-              objective, log)
+              objective, log, mix, snapshot_every)
 
     # -- register (never non-finite weights: a NaN adapter would score as confidently right)
     check_finite_weights(model, run_dir, state)
@@ -164,20 +177,25 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, *, config_dir: Path, resume: 
         }
     elif lineage:
         manifest["objective"] = {"name": "sft", "init_from": lineage}
+    if cfg.preserve.active:
+        manifest["preserve"] = {**cfg.preserve.model_dump(mode="json"), "replay_data": preserve.info or None, "self_distill_data": distill_info,
+                                "replay_digest": preserve.digest}
     entry = register_adapter(model, cfg, resolved.spec, manifest, metrics_path)
     clear_checkpoints(run_dir)  # the registered adapter supersedes them
     return TrainResult(entry, run_dir, state, data.drop_summary())
 
 
 def _loop(model, tok, cfg: TrainConfig, data, held, state: TrainState, total_steps: int, params, opt, sched, device: str, autocast,
-          run_dir: Path, metrics_path: Path, math_hash: str, on_step, objective=None, log=lambda m: None) -> None:
+          run_dir: Path, metrics_path: Path, math_hash: str, on_step, objective=None, log=lambda m: None, mix: ReplayMix | None = None,
+          snapshot_every: int = 0) -> None:
     """The optimizer steps from ``state`` to ``total_steps``: metrics line per step, eval and checkpoints every N;
     ``objective`` (DPO/ORPO/SimPO) supplies the batches and the loss instead of the SFT loss."""
 
     # -- the loop
     pad_id = tok.pad_token_id
     model.train()
-    batches = objective if objective is not None else EpochBatches(data, cfg, pad_id)
+    batches = objective if objective is not None else EpochBatches(data, cfg, pad_id, mix)
+    kl = cfg.preserve.kl if cfg.preserve.kl is not None and cfg.preserve.kl.weight > 0 else None
     session_start = time.perf_counter()
     elapsed_before = state.elapsed_s
     with open(metrics_path, "a", encoding="utf-8") as metrics_file:
@@ -189,12 +207,18 @@ def _loop(model, tok, cfg: TrainConfig, data, held, state: TrainState, total_ste
             n_sup = sum(b.supervised for b in group)
             n_pairs = sum(getattr(b, "n_pairs", 0) for b in group)
             nll_tokens = objective.nll_tokens(group) if objective is not None else None
-            step_loss = 0.0
+            n_anchor = sum(anchored_count(b, kl.on) for b in group) if kl is not None else 0
+            step_loss, step_nll, step_kl = 0.0, 0.0, 0.0
             for b in group:
                 with autocast():
                     if objective is not None:
                         loss, stats = objective.batch_loss(model, b.to(device), n_pairs, nll_tokens)
                         objective.accumulate(stats)
+                    elif kl is not None:
+                        nll, kl_sum, _ = preserve_loss_sums(model, b.to(device), kl.on)
+                        step_nll += float(nll.detach()) / n_sup
+                        step_kl += float(kl_sum.detach()) / max(1, n_anchor)
+                        loss = nll / n_sup + kl.weight * kl_sum / max(1, n_anchor)
                     else:
                         loss = supervised_loss_sum(model, b.to(device)) / n_sup
                 if not torch.isfinite(loss):
@@ -231,6 +255,10 @@ def _loop(model, tok, cfg: TrainConfig, data, held, state: TrainState, total_ste
             }
             if objective is not None:
                 m.update(objective.step_metrics(log))
+            if mix is not None and mix.replay:
+                m["replay_tokens"] = sum(b.replay_tokens for b in group)
+            if kl is not None:
+                m.update(nll=round(step_nll, 6), kl=round(step_kl, 6), kl_tokens=n_anchor)
             last = state.step == total_steps
             if held.examples and ((cfg.eval_every and state.step % cfg.eval_every == 0) or last):
                 if objective is not None:
@@ -241,6 +269,8 @@ def _loop(model, tok, cfg: TrainConfig, data, held, state: TrainState, total_ste
                     m["eval_loss"] = round(state.last_eval_loss, 6)
             metrics_file.write(json.dumps(m) + "\n")
             metrics_file.flush()
+            if snapshot_every and (state.step % snapshot_every == 0 or last):
+                save_snapshot(model, run_dir, state.step, m)
             if cfg.save_every and state.step % cfg.save_every == 0 and not last:
                 save_checkpoint(run_dir, model, opt, sched, state, math_hash, cfg.keep_checkpoints)
             if on_step:
@@ -338,11 +368,46 @@ def _truncate_metrics(metrics_path: Path, step: int) -> None:
     atomic_write_text(metrics_path, "".join(ln + "\n" for ln in kept))
 
 
-class EpochBatches:
-    """The batches of the current epoch (a seeded order, so a resumed run rebuilds the same ones)."""
+SNAPSHOTS = "snapshots"
 
-    def __init__(self, data: TokenizedData, cfg: TrainConfig, pad_id: int):
-        self.data, self.cfg, self.pad_id = data, cfg, pad_id
+
+def save_snapshot(model, run_dir: Path, step: int, metrics: dict) -> Path:
+    """The adapter as it is after ``step`` (PEFT files + the step's metrics), written whole or not at all: a
+    candidate for checkpoint selection (``select:`` in a run config)."""
+    from ..io import atomic_dir
+
+    final = run_dir / SNAPSHOTS / f"step-{step:06d}"
+    if final.exists():
+        import shutil
+
+        shutil.rmtree(final)  # a resumed run re-reaches this step with the same weights (bit-exact resume)
+    with atomic_dir(final) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "README.md").unlink(missing_ok=True)
+        atomic_write_text(tmp / "step.json", json.dumps({"step": step, "metrics": metrics}) + "\n")
+    return final
+
+
+def list_snapshots(run_dir: Path) -> list[Path]:
+    d = run_dir / SNAPSHOTS
+    return sorted(p for p in d.iterdir() if p.is_dir() and p.name.startswith("step-") and not p.is_symlink()) if d.is_dir() else []
+
+
+def anchored_count(batch: Batch, on: str) -> int:
+    """Positions the KL anchor covers in ``batch`` (``on``: replay, train or all supervised positions)."""
+    keep = batch.labels[:, 1:] != -100
+    if on == "all":
+        return int(keep.sum())
+    rep = batch.replay[:, 1:] if batch.replay is not None else torch.zeros_like(keep)
+    return int((keep & rep).sum() if on == "replay" else (keep & ~rep).sum())
+
+
+class EpochBatches:
+    """The batches of the current epoch (a seeded order, so a resumed run rebuilds the same ones); with replay, each
+    epoch's rows are the domain examples plus that epoch's replay draw (:class:`ReplayMix`)."""
+
+    def __init__(self, data: TokenizedData, cfg: TrainConfig, pad_id: int, mix: ReplayMix | None = None):
+        self.data, self.cfg, self.pad_id, self.mix = data, cfg, pad_id, mix
         self._epoch: int | None = None
         self._batches: list[Batch] = []
 
@@ -350,8 +415,9 @@ class EpochBatches:
         """The ``grad_accum`` micro-batches of the next optimizer step; ``None`` (and ``state`` moved to the next epoch) at an epoch's end."""
         cfg = self.cfg
         if self._epoch != state.epoch:
-            order = epoch_order(len(self.data.examples), cfg.seed, state.epoch)
-            self._batches = make_batches(self.data.examples, order, batch_size=cfg.batch_size, max_length=cfg.max_length, packing=cfg.packing, pad_id=self.pad_id)
+            rows = self.mix.rows(state.epoch) if self.mix is not None else self.data.examples
+            order = epoch_order(len(rows), cfg.seed, state.epoch)
+            self._batches = make_batches(rows, order, batch_size=cfg.batch_size, max_length=cfg.max_length, packing=cfg.packing, pad_id=self.pad_id)
             self._epoch = state.epoch
         if state.batch_in_epoch >= len(self._batches):
             state.epoch += 1

@@ -110,3 +110,120 @@ def supervised_loss_sum(model, batch: Batch, chunk: int | None = None) -> torch.
     keep = targets != IGNORE
     h = hidden[keep]
     return -token_logps(head, softcap, h, targets[keep], chunk or head_chunk(h.device)).sum()
+
+
+# ---------------------------------------------------------------- the KL anchor to the base (preserve.kl)
+
+
+class _FusedHeadLogpKL(torch.autograd.Function):
+    """Per row: ``log q(y)`` and, where ``mask``, ``KL(p || q)`` with ``q = softmax(head(h))`` (the adapted model) and
+    ``p = softmax(head(h_base))`` (the base, no gradient), in chunks, with both gradients w.r.t. ``h`` computed while
+    the chunk's logits are alive (as :class:`_FusedHeadLogp`): d log q(y)/dz = onehot(y) - q and d KL/dz = q - p,
+    times ``1 - tanh^2`` under a logit softcap. At most one chunk of logits per side is alive at a time."""
+
+    @staticmethod
+    def forward(ctx, h, hb, mask, weight, bias, y, softcap, chunk, need_grad):  # type: ignore[override]
+        n = h.shape[0]
+        logp = torch.empty(n, dtype=torch.float32, device=h.device)
+        kl = torch.zeros(n, dtype=torch.float32, device=h.device)
+        g_nll = torch.empty_like(h) if need_grad else None
+        g_kl = torch.zeros_like(h) if need_grad else None
+        for i in range(0, n, chunk):
+            hc, yc, mc = h[i : i + chunk], y[i : i + chunk], mask[i : i + chunk]
+            z = F.linear(hc, weight, bias).float()
+            t = None
+            if softcap:
+                t = torch.tanh(z / softcap)
+                z = t * softcap
+            logq = torch.log_softmax(z, dim=-1)
+            del z
+            logp[i : i + chunk] = logq.gather(1, yc[:, None]).squeeze(1)
+            sel = mc.nonzero().squeeze(1)
+            p = None
+            if sel.numel():
+                zb = F.linear(hb[i : i + chunk][sel], weight, bias).float()
+                if softcap:
+                    zb = torch.tanh(zb / softcap) * softcap
+                logpb = torch.log_softmax(zb, dim=-1)
+                del zb
+                p = logpb.exp()
+                kl[i + sel] = (p * (logpb - logq[sel])).sum(-1)
+                del logpb
+            if need_grad:
+                q = logq.exp_()  # in place: logq is not needed any more
+                deriv = None if t is None else (1 - t * t)
+                if p is not None:
+                    gk = q[sel] - p
+                    if deriv is not None:
+                        gk.mul_(deriv[sel])
+                    g_kl[i + sel] = (gk.to(weight.dtype) @ weight).to(h.dtype)  # type: ignore[index]
+                    del gk
+                g = q.neg_()
+                g.scatter_add_(1, yc[:, None], torch.ones_like(yc, dtype=g.dtype)[:, None])
+                if deriv is not None:
+                    g.mul_(deriv)
+                g_nll[i : i + chunk] = (g.to(weight.dtype) @ weight).to(h.dtype)  # type: ignore[index]
+                del g, q
+            del logq, p, t
+        if need_grad:
+            ctx.save_for_backward(g_nll, g_kl)
+        return logp, kl
+
+    @staticmethod
+    def backward(ctx, go_logp, go_kl):  # type: ignore[override]
+        g_nll, g_kl = ctx.saved_tensors
+        grad = g_nll * go_logp.to(g_nll.dtype)[:, None] + g_kl * go_kl.to(g_kl.dtype)[:, None]
+        return grad, None, None, None, None, None, None, None, None
+
+
+def _head_logp_kl(head, softcap, h, hb, y, mask):
+    logq = torch.log_softmax(head_logits(head, softcap, h), dim=-1)
+    logpb = torch.log_softmax(head_logits(head, softcap, hb), dim=-1)
+    kl = (logpb.exp() * (logpb - logq)).sum(-1) * mask
+    return logq.gather(-1, y.unsqueeze(-1)).squeeze(-1), kl
+
+
+def token_logps_and_kl(head, softcap, h: torch.Tensor, hb: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, chunk: int):
+    """``(log q(y|h), KL(p_base || q))`` per row of ``h`` ([n, d]); the KL is 0 where ``mask`` is False. ``hb``: the
+    base's hidden states at the same positions (no gradient). Never a [n, V] tensor at once."""
+    if h.shape[0] == 0:
+        z = h.new_zeros(0, dtype=torch.float32)
+        return z, z
+    w = getattr(head, "weight", None)
+    b = getattr(head, "bias", None)
+    plain = type(head) is torch.nn.Linear and w is not None and w.is_floating_point() and not w.requires_grad and (b is None or not b.requires_grad)
+    need_grad = torch.is_grad_enabled() and h.requires_grad
+    hb = hb.detach()
+    if plain:
+        return _FusedHeadLogpKL.apply(h, hb, mask, w, b, y, softcap, chunk, need_grad)
+    lps, kls = [], []
+    m = mask.to(torch.float32)
+    for i in range(0, h.shape[0], chunk):
+        args = (head, softcap, h[i : i + chunk], hb[i : i + chunk], y[i : i + chunk], m[i : i + chunk])
+        lp, k = checkpoint(_head_logp_kl, *args, use_reentrant=False) if need_grad else _head_logp_kl(*args)
+        lps.append(lp)
+        kls.append(k)
+    return torch.cat(lps), torch.cat(kls)
+
+
+def preserve_loss_sums(model, batch: Batch, kl_on: str | None, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``(NLL sum over supervised positions, KL sum over the anchored ones, anchored count)``.
+
+    ``kl_on``: ``None`` (no anchor: the KL sum is 0), ``"replay"`` (replay tokens), ``"train"`` (the domain's
+    response tokens) or ``"all"``. The base's distribution is the same model inside ``disable_adapter()`` under
+    ``no_grad``, on the same batch: no second copy of the weights."""
+    if kl_on is None:
+        loss = supervised_loss_sum(model, batch, chunk)
+        return loss, loss.new_zeros(()), 0
+    body, head, softcap = body_and_head(model)
+    kwargs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids, use_cache=False)
+    targets = batch.labels[:, 1:]
+    keep = targets != IGNORE
+    replay = batch.replay[:, 1:] if batch.replay is not None else torch.zeros_like(keep)
+    anchored = {"all": keep, "replay": keep & replay, "train": keep & ~replay}[kl_on]
+    with torch.no_grad(), model.disable_adapter():
+        hb = body(**kwargs).last_hidden_state[:, :-1][keep]
+    h = body(**kwargs).last_hidden_state[:, :-1][keep]
+    mask = anchored[keep]
+    logp, kl = token_logps_and_kl(head, softcap, h, hb, targets[keep], mask, chunk or head_chunk(h.device))
+    return -logp.sum(), kl.sum(), int(mask.sum())
