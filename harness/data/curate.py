@@ -151,18 +151,26 @@ def replay_contamination(texts: list[str], against: list[str] | None, ngram: int
     """The replay texts that share no ``ngram``-gram with an item of the suites ``against`` (default: every suite found,
     built-in and yours; hub-only suites are listed as not checked): ``(indices kept, contamination report)``."""
     unavailable = []
-    if against is None:  # every suite whose data is here (a hub-only benchmark offline cannot be read, so it is listed)
+    if against is None:  # every suite whose data is on this machine; a benchmark whose data is only on the hub is listed
         from ..evaluate.suites import available_suites, load_suite
 
         against = []
-        for name in sorted(available_suites()):
-            try:
-                suite = load_suite(name, data_dir)
-                if not suite.spec.lm_eval:
-                    suite.load_docs()
-                against.append(name)
-            except LafError:
-                unavailable.append(name)
+        saved = os.environ.get("LAF_OFFLINE")
+        os.environ["LAF_OFFLINE"] = "1"  # never download a data set just to check replay text against it
+        try:
+            for name in sorted(available_suites()):
+                try:
+                    suite = load_suite(name, data_dir)
+                    if not suite.spec.lm_eval:
+                        suite.load_docs()
+                    against.append(name)
+                except LafError:
+                    unavailable.append(name)
+        finally:
+            if saved is None:
+                os.environ.pop("LAF_OFFLINE", None)
+            else:
+                os.environ["LAF_OFFLINE"] = saved
     s = CurationSettings(against=list(against), ngram=ngram, data_dir=data_dir)
     bad: set[int] = set()
     report = contamination_check(texts, list(range(1, len(texts) + 1)), s, lambda m: None, lambda i, detail: bad.add(i))

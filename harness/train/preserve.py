@@ -137,6 +137,7 @@ def self_replay_texts(model, tok, s: ReplaySettings, base_fp: str, precision: st
     texts = [p + c for p, c in zip(prompts, conts)]
     secs = round(time.perf_counter() - t0, 2)
     _write_cache(path, key, texts, {"base": base_fp, "precision": precision, "sampling": sampling}, log)
+    log(f"replay: {len(texts)} sequences written in {secs:.0f} s")
     return texts, {**info, "cached": False, "seconds": secs}
 
 
@@ -296,6 +297,7 @@ def self_distill(examples: list[Example], model, tok, cfg: TrainConfig, base_fp:
         log(f"self-distill: the base rewrites {len(prompts)} responses (once; cached in {path.parent})")
         cached = [_clean_rewrite(t) for t in generate(model, tok, prompts, max_new_tokens=max_new, sample=False, log=log, what="rewrites")]
         _write_cache(path, key, cached, {"base": base_fp, "precision": precision}, log)
+        log(f"self-distill: {len(cached)} rewrites in {time.perf_counter() - t0:.0f} s")
         from_cache = False
     else:
         log(f"self-distill: {len(prompts)} rewrites from the cache")
