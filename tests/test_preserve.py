@@ -184,7 +184,7 @@ def test_select_chooses_on_one_split_and_certifies_on_the_other(tiny_model_dir, 
     split = json.loads((run / "select" / "split.json").read_text())
     sel = json.loads((run / "selection.json").read_text())
     assert set(split) == {"domain/tempo-t4", "general/world-facts"}  # the required rules' suites; bias is advisory
-    for name, sp in split.items():
+    for sp in split.values():
         assert not set(sp["selection"]) & set(sp["confirmation"])
         assert sorted(sp["selection"] + sp["confirmation"]) == list(range(sp["n"]))
     assert [c["step"] for c in sel["curve"]] == [2, 4, 6]
@@ -246,7 +246,7 @@ def test_winners_curse_selecting_and_certifying_on_the_same_items_passes_null_ch
         random.Random(int(rng.integers(1 << 30))).shuffle(order)
         sel_idx, conf_idx = order[: n * 2 // 5], order[n * 2 // 5:]
 
-        def gain(c, idx):
+        def gain(c, idx, base=base):
             return float(np.mean(c[idx]) - np.mean(base[idx]))
 
         best_all = max(cands, key=lambda c: gain(c, slice(None)))

@@ -66,6 +66,17 @@ def cmd_sweep(args) -> int:
                   f"{_pts(d.get('improvement'))} ({_pts(d.get('ci_low'))}..{_pts(d.get('ci_high'))})",
                   f"{_pts(g.get('improvement'))} ({_pts(g.get('ci_low'))}..{_pts(g.get('ci_high'))})", str(p.get("verdict") or "–"))
     console.print(t)
+    front = summary.get("frontier")
+    if front:
+        f, lo = front["found"], front["lost"]
+        ft = Table(title=f"found vs lost: {f['suite']} {f['metric']} gain (pass >= {f['margin']}) and {lo['suite']} {lo['metric']} loss (pass <= {lo['margin']})")
+        for col in ("point", "found (95 % CI)", "lost (95 % CI)", "Pareto", "verdict"):
+            ft.add_column(col)
+        for r in front["points"]:
+            a, b = r["found"], r["lost"]
+            ft.add_row(escape(str(r["name"])), f"{a['value']:+.3f} ({a['ci_low']:+.3f}..{a['ci_high']:+.3f})",
+                       f"{b['value']:+.3f} ({b['ci_low']:+.3f}..{b['ci_high']:+.3f})", "yes" if r["pareto"] else "", str(r["verdict"]))
+        console.print(ft)
     console.print(f"\n[bold]{escape(summary['recommendation']['sentence'])}[/]")
     if not args.quiet:
         console.print(f"\nstages run: {', '.join(summary['stages_ran']) or '-'}; skipped (unchanged): {', '.join(summary['stages_skipped']) or '-'}; "

@@ -68,10 +68,22 @@ def _run_locked(cfg, base: Path, config_path: Path, suites, policy, run_dir: Pat
     if split:  # every stage from here sees the confirmation split only: the items that chose never certify
         suites = subset_suites(suites, split, "confirmation", cfg, base)
     results = eval_stage(ctx, suites, adapters, eval_progress)
+    import shutil
+
+    selection = run_dir / "selection.json"
+    if split and selection.exists():  # the report shows the curve the checkpoint was chosen on
+        shutil.copyfile(selection, ctx.eval_dir / "selection.json")
+    elif not split:
+        (ctx.eval_dir / "selection.json").unlink(missing_ok=True)
     diversity_stage(ctx, adapters)
     if cfg.parity is not None:
         parity_stage(ctx, adapters)
     verdicts = gate_stage(ctx, policy, adapters) if policy is not None else []
+    if split and selection.exists() and (run_dir / "summary.md").exists():
+        from ..io import atomic_write_text, read_json
+        from .select import selection_markdown
+
+        atomic_write_text(run_dir / "summary.md", (run_dir / "summary.md").read_text("utf-8") + selection_markdown(read_json(selection)))
     if len(adapters) > 1:
         compare_stage(ctx, adapters, policy, verdicts)
     report = report_stage(ctx)

@@ -229,3 +229,27 @@ def _register(reg, name: str, snap: Path, metrics_path: Path, manifest: dict):
             shutil.copyfile(metrics_path, tmp / metrics_path.name)
         clean = {k: v for k, v in manifest.items() if k not in ("name", "version", "ref", "files", "manifest_sha256")}
         return reg.register(name, tmp, clean)
+
+
+def selection_markdown(doc: dict) -> str:
+    """The found-vs-lost curve over the snapshots as a Markdown table (appended to the run's summary.md)."""
+    curve = doc.get("curve") or []
+    if not curve:
+        return ""
+    labels = [r["target"] + " " + r["metric"] for r in curve[0]["rules"]]
+    out = ["", f"### Checkpoint selection: {doc.get('adapter')} is step {doc.get('chosen_step')} (chosen on the selection split; "
+           "the verdict above is on the confirmation split)", "",
+           "| step | " + " | ".join(f"{x} change (95 % CI)" for x in labels) + " | rules passed | |",
+           "|---|" + "---|" * len(labels) + "---|---|"]
+    for c in curve:
+        cells = []
+        for r in c["rules"]:
+            d, imp = r.get("delta"), r.get("improvement")
+            if d is None or imp is None or r.get("ci_low") is None:
+                cells.append("–")
+                continue
+            sign = 1.0 if abs(d - imp) <= 1e-12 else -1.0  # the CI is of the oriented improvement; shown as the metric's own change
+            a, b = sorted((sign * r["ci_low"], sign * r["ci_high"]))
+            cells.append(f"{d:+.3f} ({a:+.3f} to {b:+.3f})")
+        out.append(f"| {c['step']} | " + " | ".join(cells) + f" | {c['rules_passed']}/{len(c['rules'])} | {'**chosen**' if c['step'] == doc.get('chosen_step') else ''} |")
+    return "\n".join(out) + "\n"

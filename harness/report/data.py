@@ -195,6 +195,7 @@ def gather(run_dir: str | Path, candidate: str | None = None, curation: str | Pa
         "summaries": summaries,
         "compare": compare,
         "sweep": read_json(run_dir / "sweep.json") if (run_dir / "sweep.json").exists() else None,  # laf sweep
+        "selection": _safe_json(run_dir / "selection.json"),  # laf run with select:
         "training": _training(results, cand),
         "curation": cur,
         "parity": _parity(run_dir),
@@ -202,3 +203,11 @@ def gather(run_dir: str | Path, candidate: str | None = None, curation: str | Pa
         "items": items,
         "item_stats": item_stats,
     }
+
+
+def _safe_json(path: Path):
+    """An optional JSON file of the run folder: ``None`` when absent or unreadable (a report never fails on it)."""
+    try:
+        return read_json(path) if path.is_file() else None
+    except Exception:  # untrusted file: a broken one is left out, never a traceback
+        return None

@@ -304,6 +304,21 @@ def _compare_columns(c: dict) -> str:
             f"<p><b>Winner:</b> {_e(str(w.get('candidate')))}: {_e(w.get('reason', ''))}</p>" + chart)
 
 
+def _selection(d: dict) -> str:
+    sel = d.get("selection")
+    if not isinstance(sel, dict) or not isinstance(sel.get("curve"), list):
+        return ""
+    from .sweep import selection_section
+
+    name = str(sel.get("adapter") or "candidate")
+    step = sel.get("chosen_step")
+    sizes = sel.get("suites") if isinstance(sel.get("suites"), dict) else {}
+    split = ", ".join(f"{_e(str(k))}: {_e(str(v.get('selection')))} chose / {_e(str(v.get('confirmation')))} certify"
+                      for k, v in sizes.items() if isinstance(v, dict))
+    return (f"<p>Registered <b>{_e(name)}</b> = step {_e(str(step))}, chosen on the selection split ({split}).</p>"
+            + selection_section({name: sel["curve"]}, {name: step}))
+
+
 def _sweep(d: dict) -> str:
     if not d.get("sweep"):
         return ""
@@ -416,7 +431,7 @@ def render_html(d: dict) -> str:
         ("probes", "Truthfulness and fairness", _probe_panels(d)),
         ("suites", "Per-suite results", _suite_tables(d)),
         ("items", "Items that flipped", _drilldown(d)),
-        ("training", "Training", _training(d)),
+        ("training", "Training", _training(d) + _selection(d)),
         ("curation", "Data curation", _curation(d)),
         ("sweep", "Sweep", _sweep(d)),
         ("compare", "Candidates compared", _compare(d)),

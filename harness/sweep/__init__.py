@@ -209,13 +209,23 @@ def _sweep_locked(cfg: SweepConfig, base: Path, config_path: Path, points: list[
             c["total_parameters"] = total_hint
             c["trainable_percent"] = round(100 * c["trainable_parameters"] / total_hint, 4)
     rec = recommend(ctx.eval_dir, table, cfg.recommend.margin, policy, gated=policy is not None)
+    from .frontier import frontier, markdown
+
+    front = frontier(table, {m: v.to_dict() for m, v in verdicts})
+    selection = {p.name: {k: ctx.state.started(f"select:{p.name}").get(k) for k in ("curve", "chosen_step", "adapter")}
+                 for p in points if ctx.state.started(f"select:{p.name}")}
     doc = {
         "schema": "laf.sweep/1", "name": cfg.name, "axes": cfg.sweep, "points": table, "recommendation": rec,
         "base_eval_time_s": None if eval_seconds.get("base") is None else round(eval_seconds["base"], 2),
         "cost_method": METHOD, "eval_time_method": ("seconds of the Ray work units of each model (summed over its suites)" if distributed
                                                     else "seconds between a model's first and last scoring event (the base's include loading it)"),
         "distributed": distributed, "winner": compare.get("winner"), "compare": "compare.json",
+        "frontier": front, "selection": selection or None,
+        "select": None if cfg.select is None else {**cfg.select.model_dump(mode="json"), "note": "each point's checkpoint was chosen on the selection "
+                                                   "split; every figure here is on the confirmation split"},
     }
+    if front:
+        atomic_write_text(run_dir / "frontier.md", markdown(front))
     atomic_write_json(ctx.eval_dir / "sweep.json", doc)
     atomic_write_json(run_dir / "sweep.json", doc)
     report = report_stage(ctx)
@@ -224,6 +234,7 @@ def _sweep_locked(cfg: SweepConfig, base: Path, config_path: Path, points: list[
 
     exit_code, explanation = combined_exit([{"model": m, **v.to_dict()} for m, v in verdicts])
     return {"run_dir": str(run_dir), "report": str(report), "sweep_json": str(run_dir / "sweep.json"), "points": table, "recommendation": rec,
+            "frontier": front,
             "exit_code": exit_code, "exit_explanation": explanation, "stages_ran": ctx.stages.ran, "stages_skipped": ctx.stages.skipped,
             "distributed": distributed, "wall_time_s": round(time.time() - t0, 1), "results": results.results}
 
