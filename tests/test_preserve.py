@@ -207,6 +207,7 @@ def test_select_chooses_on_one_split_and_certifies_on_the_other(tiny_model_dir, 
 
     m = Registry(tmp_path / "registry").resolve(sel["adapter"]).manifest
     assert m["selection"]["chosen_step"] == sel["chosen_step"] and m["steps"] == sel["chosen_step"]
+    assert Registry(tmp_path / "registry").versions("sel") == [1]  # only the chosen snapshot is registered in the run's registry
     # unchanged: a second run skips training and selection
     s2 = run_pipeline(cfgp)
     assert "train" in s2["stages_skipped"] and s2["adapters"][0] == sel["adapter"]
@@ -258,3 +259,42 @@ def test_winners_curse_selecting_and_certifying_on_the_same_items_passes_null_ch
     se = (alpha * (1 - alpha) / trials) ** 0.5
     assert same / trials > 4 * alpha, same
     assert split / trials <= alpha + 2.5 * se, split
+
+
+def test_preserve_example_sweep_selects_each_point_and_draws_the_frontier(tiny_model_dir, tmp_path, isolated_cache):
+    """examples/quickstart-preserve.yaml as written, on the tiny fixture (6 steps, small suites): every point chosen on
+    the selection split, scored on the confirmation split, placed on the frontier, in sweep.json, frontier.md and
+    the report."""
+    from harness.sweep import run_sweep
+    from tests.conftest import REPO
+
+    cfg = yaml.safe_load((REPO / "examples" / "quickstart-preserve.yaml").read_text())
+    rows = (REPO / "examples" / "quickstart" / "train.jsonl").read_text().splitlines()[:120]
+    (tmp_path / "train.jsonl").write_text("\n".join(rows) + "\n")
+    cfg["model"] = str(tiny_model_dir)
+    cfg["data"]["path"] = "train.jsonl"
+    cfg["train"].update(max_steps=4, eval_every=2, save_every=2, max_length=96, batch_size=4)
+    cfg["train"]["preserve"]["replay"].update(count=8, max_new_tokens=12)
+    cfg["select"]["every"] = 2
+    cfg["eval"].update(cache=str(tmp_path / "cache.sqlite"), batch_size=4,
+                       suites=[{"suite": "domain/tempo-t4", "limit": 50}, {"suite": "general/world-facts", "limit": 50}, {"suite": "general/text", "limit": 50}])
+    cfg["gate"]["policy"]["min_items"] = 10
+    cfg.update(registry=str(tmp_path / "registry"), out_root=str(tmp_path / "reports"))
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    s = run_sweep(tmp_path / "p.yaml")
+    run = tmp_path / "reports" / "quickstart-preserve"
+    doc = json.loads((run / "sweep.json").read_text())
+    names = [p["name"] for p in doc["points"]]
+    assert names == ["quickstart-preserve-rp0-kl0", "quickstart-preserve-rp0-kl1", "quickstart-preserve-rp0.5-kl0", "quickstart-preserve-rp0.5-kl1"]
+    assert set(doc["selection"]) == set(names) and all(v["chosen_step"] in (2, 4) for v in doc["selection"].values())
+    front = doc["frontier"]
+    assert [p["name"] for p in front["points"]] == names and front["lost"]["suite"] == "general/text" and front["found"]["margin"] == 0.1
+    assert front["pareto"] and all(p["found"]["n"] == 30 for p in front["points"])  # 60 % of 50 items certify
+    assert (run / "frontier.md").read_text().startswith("### Found vs lost")
+    html = (run / "report.html").read_text()
+    assert "Found vs lost" in html and "Checkpoint selection" in html
+    assert s["frontier"] == front
+    from harness.registry import Registry
+
+    m = Registry(tmp_path / "registry").resolve(doc["points"][3]["model"]).manifest
+    assert m["preserve"]["kl"]["weight"] == 1.0 and m["preserve"]["replay"]["ratio"] == 0.5 and m["selection"]["chosen_step"] in (2, 4)

@@ -174,7 +174,10 @@ def train_stage(ctx: RunContext, train_data: Path, train_progress=None, key: str
         return job
     ctx.log(f"train: {ctx.cfg.name} on {train_data.name}" + (" (resuming)" if job.resume else ""))
     all_suites = select[0] if select else suites
-    result = train(job.tcfg, config_dir=ctx.base, resume=job.resume, on_step=train_progress, log=lambda m: ctx.log(f"  {m}"),
+    tcfg = job.tcfg
+    if select:  # the trained run registers into the selection's own registry; only the chosen snapshot reaches the run's
+        tcfg = tcfg.model_copy(update={"registry": str(ctx.run_dir / "select" / "registry")})
+    result = train(tcfg, config_dir=ctx.base, resume=job.resume, on_step=train_progress, log=lambda m: ctx.log(f"  {m}"),
                    replay_filter=replay_filter(ctx, all_suites) if all_suites is not None else None,
                    snapshot_every=ctx.cfg.select.every if select else 0)
     if not select:

@@ -277,7 +277,10 @@ def _train_points(ctx, points: list[Point], train_data: Path, use_ray: bool, tra
             ctx.log("train: select: scores each point's snapshots as it finishes, so the points train in this process, one after another")
         for p, pctx, data, job in jobs:
             ctx.log(f"train: {p.name} on {data.name}" + (" (resuming)" if job.resume else ""))
-            res = train(job.tcfg, config_dir=ctx.base, resume=job.resume, on_step=train_progress, log=lambda m: ctx.log(f"  {m}"),
+            tcfg = job.tcfg
+            if select:  # the trained run registers into the point's selection registry; only the chosen snapshot reaches the sweep's
+                tcfg = tcfg.model_copy(update={"registry": str(ctx.run_dir / "points" / p.name / "select" / "registry")})
+            res = train(tcfg, config_dir=ctx.base, resume=job.resume, on_step=train_progress, log=lambda m: ctx.log(f"  {m}"),
                         replay_filter=replay_filter(pctx, suites) if suites is not None else None, snapshot_every=ctx.cfg.select.every if select else 0)
             if select:
                 from ..pipeline.select import select_checkpoint

@@ -159,6 +159,9 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, *, config_dir: Path, resume: 
             _truncate_metrics(metrics_path, state.step)
         else:
             atomic_write_text(metrics_path, "")
+            import shutil
+
+            shutil.rmtree(run_dir / SNAPSHOTS, ignore_errors=True)  # snapshots of an earlier run are not this run's candidates
     with _output_errors(run_dir):
         _loop(model, tok, cfg, data, held, state, total_steps, params, opt, sched, device, autocast, run_dir, metrics_path, math_hash, on_step,
               objective, log, mix, snapshot_every)

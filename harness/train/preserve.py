@@ -236,7 +236,8 @@ class ReplayMix:
 
     def __init__(self, domain: list[TokenizedExample], replay: list[TokenizedExample], ratio: float, seed: int):
         self.domain, self.replay, self.ratio, self.seed = domain, replay, ratio, seed
-        self.domain_tokens = sum(len(e.input_ids) for e in domain)
+        # preference pairs carry no replay (refused at config time) and have no single input_ids
+        self.domain_tokens = sum(len(e.input_ids) for e in domain) if replay and ratio > 0 else 0
 
     def rows(self, epoch: int) -> list[TokenizedExample]:
         if not self.replay or self.ratio <= 0:
