@@ -9,7 +9,7 @@ from harness.sweep.frontier import frontier, markdown
 def _verdict(status, gain, gain_ci, loss, loss_ci):
     """A verdict with the quickstart's two gated quantities: domain gain (min_gain 0.10) and prose bits per byte
     (max_increase 0.10; improvement = -increase)."""
-    return {"status": status, "rules": [
+    return {"verdict": status, "rules": [
         {"rule": "domain suites: min gain 0.1", "kind": "min_gain", "margin": 0.1, "required": True, "suite": "domain/tempo-t4", "category": "domain",
          "metric": "acc", "status": "pass" if gain_ci[0] >= 0.1 else "fail", "stats": {"improvement": gain, "ci_low": gain_ci[0], "ci_high": gain_ci[1], "n": 110}},
         {"rule": "general/text: max increase 0.1", "kind": "max_increase", "margin": 0.1, "required": True, "suite": "general/text", "category": "general",
@@ -38,21 +38,27 @@ def test_frontier_marks_the_pareto_front_and_the_passing_points():
     assert doc["passing"] == ["both"] and doc["closest"]["name"] == "both"
     assert doc["found"]["suite"] == "domain/tempo-t4" and doc["lost"]["metric"] == "bits_per_byte"
     md = markdown(doc)
-    assert "| both | +0.140 (+0.110 to +0.190) | +0.040 (+0.020 to +0.060) | yes | PASS |" in md.splitlines()
+    assert doc["found"]["unit"] == "points" and doc["found"]["scale"] == 100.0 and doc["lost"]["unit"] == "bits_per_byte"
+    assert "| both | +14.0 (+11.0 to +19.0) | +0.040 (+0.020 to +0.060) | yes | PASS |  |" in md.splitlines()
+    assert by["naive"]["failed_rules"] == ["general/text: max increase 0.1"] and doc["sentence"] == "Passing: both."
 
 
 def test_frontier_says_how_close_the_best_point_comes_when_none_passes():
     verdicts = {k: v for k, v in VERDICTS.items() if k != "both@1"}
     doc = frontier([p for p in POINTS if p["name"] != "both"], verdicts)
     assert doc["passing"] == []
-    # distance in units of each margin: kl is 0.02 short of +0.10 found (0.2 margins), replay 0.10 over on lost (1 margin)
-    assert doc["closest"]["name"] == "kl"
-    assert abs(doc["closest"]["found_short_by"] - 0.02) < 1e-9 and doc["closest"]["lost_over_by"] == 0.0
-    assert "No point passes; the closest, kl" in markdown(doc)
+    # distance in margins, on the bounds the gate uses: kl's gain lower bound 0.01 is 0.09 short (0.9 margins);
+    # replay is 0.03 short and its loss upper bound 0.23 is 0.13 over (1.6 margins); naive 6.4 margins over on lost
+    c = doc["closest"]
+    assert c["name"] == "kl" and abs(c["found_short_by"] - 0.09) < 1e-9 and c["lost_over_by"] == 0.0
+    assert abs(c["estimate_found_short_by"] - 0.02) < 1e-9 and c["estimate_lost_over_by"] == 0.0 and c["other_failed_rules"] == []
+    assert doc["sentence"] == ("No point passes. The closest is kl: its domain/tempo-t4 gain's lower bound +1.0 is 9.0 points short of the "
+                               "10.0 margin.")
+    assert doc["sentence"] in markdown(doc)
 
 
 def test_frontier_without_a_lost_rule_is_none():
-    v = {"a@1": {"status": "pass", "rules": VERDICTS["naive@1"]["rules"][:1]}}
+    v = {"a@1": {"verdict": "pass", "rules": VERDICTS["naive@1"]["rules"][:1]}}
     assert frontier([{"name": "a", "model": "a@1"}], v) is None
 
 

@@ -68,15 +68,16 @@ def cmd_sweep(args) -> int:
     console.print(t)
     front = summary.get("frontier")
     if front:
+        from ..sweep.frontier import cell
+
         f, lo = front["found"], front["lost"]
-        ft = Table(title=f"found vs lost: {f['suite']} {f['metric']} gain (pass >= {f['margin']}) and {lo['suite']} {lo['metric']} loss (pass <= {lo['margin']})")
+        ft = Table(title=f"found vs lost: {f['suite']} {f['metric']} gain in {f['unit']} and {lo['suite']} {lo['metric']} increase in {lo['unit']}")
         for col in ("point", "found (95 % CI)", "lost (95 % CI)", "Pareto", "verdict"):
             ft.add_column(col)
         for r in front["points"]:
-            a, b = r["found"], r["lost"]
-            ft.add_row(escape(str(r["name"])), f"{a['value']:+.3f} ({a['ci_low']:+.3f}..{a['ci_high']:+.3f})",
-                       f"{b['value']:+.3f} ({b['ci_low']:+.3f}..{b['ci_high']:+.3f})", "yes" if r["pareto"] else "", str(r["verdict"]))
+            ft.add_row(escape(str(r["name"])), cell(r["found"], f), cell(r["lost"], lo), "yes" if r["pareto"] else "", str(r["verdict"]))
         console.print(ft)
+        console.print(escape(str(front.get("sentence") or "")))
     console.print(f"\n[bold]{escape(summary['recommendation']['sentence'])}[/]")
     if not args.quiet:
         console.print(f"\nstages run: {', '.join(summary['stages_ran']) or '-'}; skipped (unchanged): {', '.join(summary['stages_skipped']) or '-'}; "

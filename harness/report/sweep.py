@@ -189,20 +189,21 @@ def frontier_section(front) -> str:
             rows.append((str(p.get("name")), x, y, str(p.get("verdict")), bool(p.get("pareto"))))
     if not rows:
         return ""
-    fx, fy = f"{f.get('suite')} {f.get('metric')} gain", f"{lo.get('suite')} {lo.get('metric')} increase"
-    chart = _scatter(rows, fx, fy, (_num(f.get("margin")), _num(lo.get("margin"))), "found vs lost frontier")
-    body = "".join(f"<tr><td>{escape(n)}</td><td class='num'>{x[0]:+.3f} ({x[1]:+.3f} to {x[2]:+.3f})</td>"
-                   f"<td class='num'>{y[0]:+.3f} ({y[1]:+.3f} to {y[2]:+.3f})</td><td>{'yes' if fr else ''}</td><td>{escape(v.upper())}</td></tr>"
-                   for n, x, y, v, fr in rows)
-    close = front.get("closest") if isinstance(front.get("closest"), dict) else None
-    passing = [str(x) for x in front.get("passing") or [] if isinstance(x, str)]
-    sentence = (f"Passing: {escape(', '.join(passing))}." if passing else
-                f"No point passes; the closest, {escape(str(close.get('name')))}, is {_fmt(close.get('found_short_by'), '.3f')} short on found and "
-                f"{_fmt(close.get('lost_over_by'), '.3f')} over on lost." if close else "No point passes.")
+    sf, sl = (_num(f.get("scale")) or 1.0), (_num(lo.get("scale")) or 1.0)
+    fx = f"{f.get('suite')} {f.get('metric')} gain ({f.get('unit') or f.get('metric')})"
+    fy = f"{lo.get('suite')} {lo.get('metric')} increase ({lo.get('unit') or lo.get('metric')})"
+    scaled = [(n, tuple(v * sf for v in x), tuple(v * sl for v in y), v, fr) for n, x, y, v, fr in rows]
+    fm, lm = _num(f.get("margin")), _num(lo.get("margin"))
+    chart = _scatter(scaled, fx, fy, (None if fm is None else fm * sf, None if lm is None else lm * sl), "found vs lost frontier")
+    ff, fl = (".1f" if sf != 1.0 else ".3f"), (".1f" if sl != 1.0 else ".3f")
+    body = "".join(f"<tr><td>{escape(n)}</td><td class='num'>{x[0]:+{ff}} ({x[1]:+{ff}} to {x[2]:+{ff}})</td>"
+                   f"<td class='num'>{y[0]:+{fl}} ({y[1]:+{fl}} to {y[2]:+{fl}})</td><td>{'yes' if fr else ''}</td><td>{escape(v.upper())}</td></tr>"
+                   for n, x, y, v, fr in scaled)
+    sentence = escape(str(front.get("sentence") or ""))
     return (f"<h3>Found vs lost</h3><p class='verdict-sentence'>{sentence}</p>{chart}"
             f"<table><tr><th>point</th><th class='num'>found: {escape(fx)} (95 % CI)</th><th class='num'>lost: {escape(fy)} (95 % CI)</th>"
             f"<th>Pareto</th><th>gate</th></tr>{body}</table>"
-            "<p class='muted'>Green region: the gate's margins on the point estimates; a point passes only when its CI bounds clear them too.</p>")
+            "<p class='muted'>Green region: the gate's margins; a point passes only when its CI bounds clear them (and its other rules pass).</p>")
 
 
 def _curve_axes(curve: list) -> list[tuple[str, tuple, tuple, str, bool]]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 
+from ..results import is_proportion
+
 
 def _num(v):
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
@@ -64,32 +66,78 @@ def frontier(points: list[dict], verdicts: dict[str, dict]) -> dict | None:
         if f is None or lo is None:
             continue
         rows.append({"name": p.get("name"), "model": p.get("model"), "params": p.get("params"), "found": f, "lost": lo,
-                     "verdict": v.get("status"), "failed_rules": [r.get("rule") for r in v.get("rules") or [] if isinstance(r, dict) and r.get("status") != "pass"]})
+                     "verdict": v.get("verdict") or v.get("status"), "failed_rules": [r.get("rule") for r in v.get("rules") or [] if isinstance(r, dict) and r.get("status") != "pass"]})
     for r in rows:  # on the front when no other point finds at least as much and loses at most as much, one of them strictly
         x, y = r["found"]["value"], r["lost"]["value"]
         r["pareto"] = not any(q is not r and q["found"]["value"] >= x and q["lost"]["value"] <= y
                               and (q["found"]["value"] > x or q["lost"]["value"] < y) for q in rows)
     found_margin = _num(found_rule.get("margin"))
     lost_margin = _num(lost_rule.get("margin"))
+    axes = {}
+    for key, rule, margin, meaning in (("found", found_rule, found_margin, "gain, oriented (positive = better)"),
+                                       ("lost", lost_rule, lost_margin, "loss, oriented (positive = worse)")):
+        vals = [v for r in rows for v in (r[key]["value"], r[key]["ci_low"], r[key]["ci_high"])]
+        points = is_proportion(str(rule.get("metric")), *vals) if vals else False
+        axes[key] = {"rule": rule.get("rule"), "suite": rule.get("suite"), "metric": rule.get("metric"), "margin": margin,
+                     "unit": "points" if points else str(rule.get("metric")), "scale": 100.0 if points else 1.0,
+                     "meaning": meaning + ", in the metric's units (shown times scale, in unit)"}
     closest = None
     if rows and found_margin is not None and lost_margin is not None:
-        # how far each point is from the pass region, in units of each margin: 0 inside it
+        # how far each point is from passing, in units of each margin, on the bounds the gate decides on (the lower
+        # CI bound of the gain, the upper CI bound of the loss): 0 when both clear their margins
         def gap(r):
-            return max(0.0, (found_margin - r["found"]["value"]) / (found_margin or 1)) + max(0.0, (r["lost"]["value"] - lost_margin) / (lost_margin or 1))
+            return (max(0.0, (found_margin - r["found"]["ci_low"]) / (abs(found_margin) or 1))
+                    + max(0.0, (r["lost"]["ci_high"] - lost_margin) / (abs(lost_margin) or 1)))
 
         best = min(rows, key=gap)
-        closest = {"name": best["name"], "found_short_by": max(0.0, found_margin - best["found"]["value"]),
-                   "lost_over_by": max(0.0, best["lost"]["value"] - lost_margin)}
-    return {
-        "found": {"rule": found_rule.get("rule"), "suite": found_rule.get("suite"), "metric": found_rule.get("metric"), "margin": found_margin,
-                  "meaning": "gain, oriented (positive = better), in the metric's units"},
-        "lost": {"rule": lost_rule.get("rule"), "suite": lost_rule.get("suite"), "metric": lost_rule.get("metric"), "margin": lost_margin,
-                 "meaning": "loss, oriented (positive = worse), in the metric's units"},
+        closest = {"name": best["name"], "found_short_by": max(0.0, found_margin - best["found"]["ci_low"]),
+                   "lost_over_by": max(0.0, best["lost"]["ci_high"] - lost_margin),
+                   "estimate_found_short_by": max(0.0, found_margin - best["found"]["value"]),
+                   "estimate_lost_over_by": max(0.0, best["lost"]["value"] - lost_margin),
+                   "other_failed_rules": [x for x in best["failed_rules"] if x not in (found_rule.get("rule"), lost_rule.get("rule"))]}
+    doc = {
+        "found": axes["found"], "lost": axes["lost"],
         "pass_region": {"found_at_least": found_margin, "lost_at_most": lost_margin,
-                        "note": "the point estimates inside it; the gate also needs the CI bounds inside (its verdict is shown per point)"},
+                        "note": "the gate needs the gain's lower CI bound at or above found_at_least and the loss's upper CI bound at or below "
+                                "lost_at_most (and every other required rule)"},
         "points": rows, "pareto": [r["name"] for r in rows if r["pareto"]], "passing": [r["name"] for r in rows if r["verdict"] == "pass"],
         "closest": closest,
     }
+    doc["sentence"] = sentence(doc)
+    return doc
+
+
+def shown(value: float | None, axis: dict, signed: bool = True) -> str:
+    """A value of an axis in its display unit (points, one decimal, for shares of items; else three decimals)."""
+    if value is None:
+        return "–"
+    scale = axis.get("scale") or 1.0
+    return f"{value * scale:{'+' if signed else ''}{'.1f' if scale != 1.0 else '.3f'}}"
+
+
+def cell(c: dict, axis: dict) -> str:
+    return f"{shown(c['value'], axis)} ({shown(c['ci_low'], axis)} to {shown(c['ci_high'], axis)})"
+
+
+def sentence(doc: dict) -> str:
+    """What the frontier says, with its numbers: which points pass, or how close the closest comes."""
+    f, lo = doc["found"], doc["lost"]
+    if doc["passing"]:
+        return f"Passing: {', '.join(map(str, doc['passing']))}."
+    c = doc.get("closest")
+    if not c:
+        return "No point passes."
+    by = {r["name"]: r for r in doc["points"]}[c["name"]]
+    parts = []
+    if c["found_short_by"] > 0:
+        parts.append(f"its {f['suite']} gain's lower bound {shown(by['found']['ci_low'], f)} is {shown(c['found_short_by'], f, False)} {f['unit']} "
+                     f"short of the {shown(f['margin'], f, False)} margin")
+    if c["lost_over_by"] > 0:
+        parts.append(f"its {lo['suite']} loss's upper bound {shown(by['lost']['ci_high'], lo)} is {shown(c['lost_over_by'], lo, False)} {lo['unit']} "
+                     f"over the {shown(lo['margin'], lo, False)} margin")
+    if c["other_failed_rules"]:
+        parts.append("it also fails or is inconclusive on " + ", ".join(map(str, c["other_failed_rules"])))
+    return f"No point passes. The closest is {c['name']}: " + ("; ".join(parts) or "its other rules decide") + "."
 
 
 def markdown(doc: dict | None) -> str:
@@ -98,14 +146,11 @@ def markdown(doc: dict | None) -> str:
         return ""
     f, lo = doc["found"], doc["lost"]
     out = [f"### Found vs lost ({f['suite']} {f['metric']} gain; {lo['suite']} {lo['metric']} loss)", "",
-           f"| point | found: {f['metric']} gain (95 % CI) | lost: {lo['metric']} (95 % CI) | Pareto | verdict |", "|---|---|---|---|---|"]
+           f"| point | found: {f['suite']} gain, {f['unit']} (95 % CI) | lost: {lo['suite']} {lo['metric']} increase, {lo['unit']} (95 % CI) | Pareto | verdict | failed or inconclusive |",
+           "|---|---|---|---|---|---|"]
     for r in doc["points"]:
-        a, b = r["found"], r["lost"]
-        out.append(f"| {str(r['name']).replace('|', '/')} | {a['value']:+.3f} ({a['ci_low']:+.3f} to {a['ci_high']:+.3f}) | "
-                   f"{b['value']:+.3f} ({b['ci_low']:+.3f} to {b['ci_high']:+.3f}) | {'yes' if r['pareto'] else ''} | {str(r['verdict']).upper()} |")
-    out.append("")
-    out.append(f"Pass region: found >= {f['margin']}, lost <= {lo['margin']}. " + (
-        f"Passing: {', '.join(doc['passing'])}." if doc["passing"] else
-        (f"No point passes; the closest, {doc['closest']['name']}, is {doc['closest']['found_short_by']:.3f} short on found and "
-         f"{doc['closest']['lost_over_by']:.3f} over on lost." if doc.get("closest") else "No point passes.")))
+        out.append(f"| {str(r['name']).replace('|', '/')} | {cell(r['found'], f)} | {cell(r['lost'], lo)} | {'yes' if r['pareto'] else ''} | "
+                   f"{str(r['verdict']).upper()} | {', '.join(map(str, r['failed_rules'])).replace('|', '/')} |")
+    out += ["", f"Pass region: gain's lower bound >= {shown(f['margin'], f, False)} {f['unit']}, loss's upper bound <= {shown(lo['margin'], lo, False)} {lo['unit']}. "
+            + doc.get("sentence", sentence(doc))]
     return "\n".join(out) + "\n"
