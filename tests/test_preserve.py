@@ -285,7 +285,8 @@ def test_preserve_example_sweep_selects_each_point_and_draws_the_frontier(tiny_m
     run = tmp_path / "reports" / "quickstart-preserve"
     doc = json.loads((run / "sweep.json").read_text())
     names = [p["name"] for p in doc["points"]]
-    assert names == ["quickstart-preserve-rp0-kl0", "quickstart-preserve-rp0-kl1", "quickstart-preserve-rp0.5-kl0", "quickstart-preserve-rp0.5-kl1"]
+    assert names == ["quickstart-preserve-rp0-kl0", "quickstart-preserve-rp0-kl0.2", "quickstart-preserve-rp0-kl1",
+                     "quickstart-preserve-rp0.5-kl0", "quickstart-preserve-rp0.5-kl0.2", "quickstart-preserve-rp0.5-kl1"]
     assert set(doc["selection"]) == set(names) and all(v["chosen_step"] in (2, 4) for v in doc["selection"].values())
     front = doc["frontier"]
     assert [p["name"] for p in front["points"]] == names and front["lost"]["suite"] == "general/text" and front["found"]["margin"] == 0.1
@@ -296,5 +297,6 @@ def test_preserve_example_sweep_selects_each_point_and_draws_the_frontier(tiny_m
     assert s["frontier"] == front
     from harness.registry import Registry
 
-    m = Registry(tmp_path / "registry").resolve(doc["points"][3]["model"]).manifest
+    assert all(p["verdict"] in ("pass", "fail", "inconclusive") for p in front["points"]) and front["sentence"]
+    m = Registry(tmp_path / "registry").resolve(doc["points"][5]["model"]).manifest
     assert m["preserve"]["kl"]["weight"] == 1.0 and m["preserve"]["replay"]["ratio"] == 0.5 and m["selection"]["chosen_step"] in (2, 4)

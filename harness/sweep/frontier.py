@@ -77,7 +77,7 @@ def frontier(points: list[dict], verdicts: dict[str, dict]) -> dict | None:
     for key, rule, margin, meaning in (("found", found_rule, found_margin, "gain, oriented (positive = better)"),
                                        ("lost", lost_rule, lost_margin, "loss, oriented (positive = worse)")):
         vals = [v for r in rows for v in (r[key]["value"], r[key]["ci_low"], r[key]["ci_high"])]
-        points = is_proportion(str(rule.get("metric")), *vals) if vals else False
+        points = is_proportion(str(rule.get("metric"))) and all(-1.0 <= v <= 1.0 for v in vals)  # changes of a share lie in [-1, 1]
         axes[key] = {"rule": rule.get("rule"), "suite": rule.get("suite"), "metric": rule.get("metric"), "margin": margin,
                      "unit": "points" if points else str(rule.get("metric")), "scale": 100.0 if points else 1.0,
                      "meaning": meaning + ", in the metric's units (shown times scale, in unit)"}
