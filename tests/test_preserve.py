@@ -189,6 +189,12 @@ def test_select_chooses_on_one_split_and_certifies_on_the_other(tiny_model_dir, 
         assert sorted(sp["selection"] + sp["confirmation"]) == list(range(sp["n"]))
     assert [c["step"] for c in sel["curve"]] == [2, 4, 6]
     assert sel["chosen_step"] in (2, 4, 6) and s["adapters"][0] == sel["adapter"]
+    from harness.pipeline.select import choose, pass_chance
+
+    assert sel["by"] == "pass_chance" and all(0.0 <= c["pass_chance"] <= 1.0 for c in sel["curve"])
+    assert choose(sel["curve"])["step"] == sel["chosen_step"]  # the registered snapshot is the one the rule picks from the recorded curve
+    for c in sel["curve"]:
+        assert c["pass_chance"] == pytest.approx(pass_chance(c["rules"], 0.95))
     for c in sel["curve"]:
         assert {r["target"] for r in c["rules"]} == set(split) and all(r["n"] == len(split[r["target"]]["selection"]) for r in c["rules"])
     # the final evaluation holds exactly the confirmation items of the gated suites, the full advisory suite
@@ -211,6 +217,49 @@ def test_select_chooses_on_one_split_and_certifies_on_the_other(tiny_model_dir, 
     # unchanged: a second run skips training and selection
     s2 = run_pipeline(cfgp)
     assert "train" in s2["stages_skipped"] and s2["adapters"][0] == sel["adapter"]
+
+
+def _rule(imp, lo, hi, thr, n=80, n_conf=120, kind="min_gain"):
+    return {"improvement": imp, "ci_low": lo, "ci_high": hi, "threshold": thr, "n": n, "confirmation_n": n_conf, "kind": kind}
+
+
+def test_pass_chance_is_the_normal_formula_on_the_confirmation_scale():
+    """One rule: estimate 0.20, 95 % CI 0.10..0.30 on 80 selection items, threshold 0.10, 120 confirmation items:
+    se_sel = 0.1 / 1.96, se_conf = se_sel * sqrt(80/120), P = Phi((0.20 - 0.10) / se_conf - 1.96)."""
+    from statistics import NormalDist
+
+    from harness.pipeline.select import pass_chance
+
+    nd = NormalDist()
+    z = nd.inv_cdf(0.975)
+    se = 0.1 / z * (80 / 120) ** 0.5
+    assert pass_chance([_rule(0.20, 0.10, 0.30, 0.10)], 0.95) == pytest.approx(nd.cdf(0.10 / se - z), rel=1e-9)
+    # two rules multiply; a rule with no estimate (no data) can never be chosen as likely to pass
+    two = [_rule(0.20, 0.10, 0.30, 0.10), _rule(-0.01, -0.03, 0.01, -0.05, kind="max_drop")]
+    assert pass_chance(two, 0.95) == pytest.approx(pass_chance(two[:1], 0.95) * pass_chance(two[1:], 0.95))
+    assert pass_chance([_rule(None, None, None, 0.1)], 0.95) == 0.0
+    assert pass_chance([_rule(0.2, 0.2, 0.2, 0.1)], 0.95) == 1.0 and pass_chance([_rule(0.05, 0.05, 0.05, 0.1)], 0.95) == 0.0
+
+
+def test_pass_chance_does_not_reward_an_early_snapshot_that_only_passes_the_general_rules():
+    """Step 10: nothing has moved, the general rules pass and the domain gain is small (2/3 rules pass). Step 30: the domain
+    passes, and prose sits inside its margin with a CI touching it (2/3 pass). Counting passes ties them and the earlier
+    (or the noisier) wins; the predicted chance to pass prefers the one that can actually pass."""
+    from harness.pipeline.select import choose
+
+    def snap(step, dom, prose, passed):
+        rules = [_rule(dom, dom - 0.09, dom + 0.09, 0.10), _rule(-prose, -prose - 0.012, -prose + 0.012, -0.10, kind="max_increase"),
+                 _rule(-0.01, -0.03, 0.01, -0.05, kind="max_drop")]
+        from harness.pipeline.select import pass_chance
+
+        return {"step": step, "verdict": "inconclusive", "rules_passed": passed, "primary_gain": dom, "pass_chance": pass_chance(rules, 0.95), "rules": rules}
+
+    early, late = snap(10, 0.12, 0.03, 2), snap(30, 0.24, 0.092, 2)
+    early["primary_gain"] = 0.25  # the noisy selection split happened to see a large gain at step 10 on a wide CI
+    early["rules"][0].update(improvement=0.12)
+    assert choose([early, late], "rules")["step"] == 10
+    assert choose([early, late])["step"] == 30
+    assert late["pass_chance"] > early["pass_chance"]
 
 
 def test_select_refuses_splits_too_small_or_overlapping(tiny_model_dir, tmp_path):

@@ -80,6 +80,9 @@ class RunSelect(StrictModel):
     fraction: float = Field(0.4, gt=0, lt=1, description="share of each gated suite's items in the selection split")
     seed: int = Field(0, ge=0, le=2**32 - 1)
     split: str | None = Field(None, description="a JSON file {suite: {selection: [index...], confirmation: [index...]}} instead of a seeded split")
+    by: Literal["pass_chance", "rules"] = Field(
+        "pass_chance", description="pass_chance: the snapshot most likely to pass every required rule on the confirmation split, predicted "
+        "from its selection-split estimates and CIs; rules: most required rules passing on the selection split, then the largest primary gain")
 
 
 class RunConfig(StrictModel):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import shutil
 import tempfile
@@ -183,30 +184,76 @@ def select_checkpoint(ctx, job, result, suites, policy, split: dict, eval_progre
         rules = [{"rule": r.rule, "target": r.suite, "metric": r.metric, "kind": r.kind, "status": r.status,
                   "delta": r.delta.delta if r.delta else None, "base": r.delta.base if r.delta else None, "ci_low": r.delta.ci_low if r.delta else None,
                   "ci_high": r.delta.ci_high if r.delta else None, "improvement": r.delta.improvement if r.delta else None,
-                  "n": r.delta.n if r.delta else None} for r in v.rules]
+                  "n": r.delta.n if r.delta else None, "threshold": r.margin if r.kind == "min_gain" else -r.margin,
+                  "confirmation_n": len(split[r.suite]["confirmation"]) if r.suite in split else None} for r in v.rules]
         primary = next((x["improvement"] for x in rules if x["kind"] == "min_gain" and x["improvement"] is not None), None)
         curve.append({"step": step, "snapshot": ref, "verdict": v.status, "rules_passed": sum(x["status"] == "pass" for x in rules),
-                      "primary_gain": primary, "rules": rules, "train_loss": _loss_at(refs[ref][1])})
-    best = choose(curve)
+                      "primary_gain": primary, "pass_chance": pass_chance(rules, policy.confidence), "rules": rules,
+                      "train_loss": _loss_at(refs[ref][1])})
+    best = choose(curve, cfg.select.by)
     step, snap = refs[best["snapshot"]]
     entry = _register(Registry(cfg.registry), cfg.name, snap, metrics_path,
                       {**manifest, "steps": step, "final_train_loss": _loss_at(snap),
                        "selection": {"chosen_step": step, "from_steps": [c["step"] for c in curve], "split_digest": sha256_json(split),
-                                     "rule": "most required rules passing on the selection split, then the largest primary gain"}})
-    doc = {"schema": "laf.selection/1", "adapter": str(entry.ref), "chosen_step": step, "curve": curve, "fraction": cfg.select.fraction,
+                                     "by": cfg.select.by, "rule": CHOICE_RULES[cfg.select.by]}})
+    doc = {"schema": "laf.selection/1", "adapter": str(entry.ref), "chosen_step": step, "curve": curve, "by": cfg.select.by, "rule": CHOICE_RULES[cfg.select.by],
+           "fraction": cfg.select.fraction,
            "seed": cfg.select.seed, "suites": {k: {"selection": len(v["selection"]), "confirmation": len(v["confirmation"]), "n": v["n"]} for k, v in split.items()},
            "gated": gated, "policy_rules": [r.label() for r in required]}
     atomic_write_json(work / SELECTION_FILE, doc)
     log(f"  chose step {step} ({best['rules_passed']}/{len(required)} required rules pass on the selection split"
-        + (f", primary gain {100 * best['primary_gain']:+.1f} points" if best["primary_gain"] is not None else "") + f"): registered {entry.ref}")
+        + (f", primary gain {100 * best['primary_gain']:+.1f} points" if best["primary_gain"] is not None else "")
+        + (f", predicted chance to pass on the confirmation split {100 * best['pass_chance']:.0f} %" if best.get("pass_chance") is not None else "")
+        + f"): registered {entry.ref}")
     return str(entry.ref), doc
 
 
-def choose(curve: list[dict]) -> dict:
-    """The gate's own order on the selection split: most required rules passing, a passing verdict, then the largest
-    primary gain (the first min_gain rule's oriented improvement), then the earliest step."""
-    return max(curve, key=lambda c: (c["rules_passed"], c["verdict"] == "pass",
-                                     c["primary_gain"] if c["primary_gain"] is not None else float("-inf"), -c["step"]))
+CHOICE_RULES = {
+    "pass_chance": "the largest predicted chance that every required rule passes on the confirmation split (each rule's selection-split "
+                   "estimate and standard error, the error rescaled to the confirmation split's size), then the largest primary gain",
+    "rules": "most required rules passing on the selection split, a passing verdict, then the largest primary gain",
+}
+
+
+def pass_chance(rules: list[dict], confidence: float) -> float:
+    """The predicted probability that every rule of ``rules`` (one snapshot's selection-split rows) passes on the
+    confirmation split: a rule passes when its CI's oriented bound clears its threshold, so with estimate ``I``, standard
+    error ``se`` (from the selection CI, rescaled by sqrt(n_sel / n_conf)) and ``z`` the CI's quantile, it passes with
+    probability Phi((I - threshold) / se_conf - z); the rules are taken as independent (they are on different suites).
+
+    Why not "most rules passing": at an early step the general rules pass trivially (nothing has moved) while the domain
+    rule is inconclusive, and at a late one the domain passes and a general rule sits near its margin; counting passes
+    ties them and the noisier split decides. This weighs how far each rule is from its margin, in its own noise."""
+    from statistics import NormalDist
+
+    nd = NormalDist()
+    z = nd.inv_cdf(1 - (1 - confidence) / 2)
+    p = 1.0
+    for r in rules:
+        imp, lo, hi, thr = r.get("improvement"), r.get("ci_low"), r.get("ci_high"), r.get("threshold")
+        if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in (imp, lo, hi, thr)):
+            return 0.0
+        se = (hi - lo) / (2 * z)
+        n, n_conf = r.get("n"), r.get("confirmation_n")
+        if isinstance(n, int) and isinstance(n_conf, int) and n > 0 and n_conf > 0:
+            se *= math.sqrt(n / n_conf)
+        if se <= 0:  # no spread: the bound is the estimate
+            p *= 1.0 if imp > thr else 0.0
+            continue
+        p *= nd.cdf((imp - thr) / se - z)
+    return p
+
+
+def choose(curve: list[dict], by: str = "pass_chance") -> dict:
+    """The snapshot to register. ``pass_chance``: the largest :func:`pass_chance`, then the largest primary gain (the first
+    min_gain rule's oriented improvement), then the earliest step. ``rules``: the gate's order on the selection split
+    (most required rules passing, a passing verdict, the largest primary gain, the earliest step)."""
+    def gain(c):
+        return c["primary_gain"] if c["primary_gain"] is not None else float("-inf")
+
+    if by == "rules":
+        return max(curve, key=lambda c: (c["rules_passed"], c["verdict"] == "pass", gain(c), -c["step"]))
+    return max(curve, key=lambda c: (round(c.get("pass_chance") or 0.0, 6), gain(c), -c["step"]))
 
 
 def _loss_at(snap: Path):
@@ -239,8 +286,8 @@ def selection_markdown(doc: dict) -> str:
     labels = [r["target"] + " " + r["metric"] for r in curve[0]["rules"]]
     out = ["", f"### Checkpoint selection: {doc.get('adapter')} is step {doc.get('chosen_step')} (chosen on the selection split; "
            "the verdict above is on the confirmation split)", "",
-           "| step | " + " | ".join(f"{x} change (95 % CI)" for x in labels) + " | rules passed | |",
-           "|---|" + "---|" * len(labels) + "---|---|"]
+           "| step | " + " | ".join(f"{x} change (95 % CI)" for x in labels) + " | rules passed | predicted chance to pass | |",
+           "|---|" + "---|" * len(labels) + "---|---|---|"]
     for c in curve:
         cells = []
         for r in c["rules"]:
@@ -251,5 +298,8 @@ def selection_markdown(doc: dict) -> str:
             sign = 1.0 if abs(d - imp) <= 1e-12 else -1.0  # the CI is of the oriented improvement; shown as the metric's own change
             a, b = sorted((sign * r["ci_low"], sign * r["ci_high"]))
             cells.append(f"{d:+.3f} ({a:+.3f} to {b:+.3f})")
-        out.append(f"| {c['step']} | " + " | ".join(cells) + f" | {c['rules_passed']}/{len(c['rules'])} | {'**chosen**' if c['step'] == doc.get('chosen_step') else ''} |")
+        chance = c.get("pass_chance")
+        chance_cell = f"{100 * chance:.0f} %" if isinstance(chance, (int, float)) and math.isfinite(chance) else "–"
+        out.append(f"| {c['step']} | " + " | ".join(cells) + f" | {c['rules_passed']}/{len(c['rules'])} | {chance_cell} | "
+                   f"{'**chosen**' if c['step'] == doc.get('chosen_step') else ''} |")
     return "\n".join(out) + "\n"
