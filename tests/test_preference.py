@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from harness.config import validate
 from harness.data.preference import read_pairs, tokenize_pairs
@@ -553,3 +554,68 @@ def test_quickstart_orpo_and_dpo_examples_run_on_the_tiny_model(tiny_model_dir, 
     assert [v["model"] for v in dpo["verdicts"]] == dpo["adapters"]
     merged = json.loads((tmp_path / "registry" / "quickstart-dpo-slerp" / "1" / "manifest.json").read_text())
     assert [p["ref"] for p in merged["lineage"]["parents"]] == ["quickstart@1", "quickstart-dpo@1"] and merged["lineage"]["method"] == "slerp"
+
+
+# ---------------------------------------------------------------- forgetting control with a preference objective
+
+
+def test_kl_anchor_on_chosen_completions_equals_the_formula_on_full_logits(tiny_model_dir):
+    """The preference step's anchor: KL(p_base || p_adapted) summed over the chosen completion tokens, as
+    F.kl_div on full-vocabulary logits of the same PeftModel with and without its adapter (values and gradients)."""
+    from harness.train.loss import preserve_loss_sums
+    from harness.train.preserve import chosen_rows
+
+    model, tok = _policy(tiny_model_dir)
+    b = _batch(tok, 3)
+    n = b.n_pairs
+    ids, mask, labels = b.input_ids[:n], b.attention_mask[:n], b.labels[:n]
+    logq = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float()[:, :-1], -1)
+    with torch.no_grad(), model.disable_adapter():
+        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float()[:, :-1], -1)
+    keep = labels[:, 1:] != -100
+    kl_ref = F.kl_div(logq[keep], logp[keep], log_target=True, reduction="sum")
+    kl_ref.backward()
+    g_ref = _grads(model)
+    _, kl, count = preserve_loss_sums(model, chosen_rows(b), "all", chunk=3)
+    kl.backward()
+    g = _grads(model)
+    assert count == int(keep.sum()) == chosen_rows(b).supervised > 0
+    assert float(kl_ref.detach()) > 1e-4  # the perturbed adapter moved the distribution: not 0 == 0
+    torch.testing.assert_close(kl, kl_ref, rtol=1e-4, atol=1e-5)
+    _assert_grads_equal(g, g_ref)
+
+
+def test_preference_replay_draws_the_ratio_of_pair_tokens_per_step_reproducibly():
+    from harness.data.tokenize import TokenizedExample
+    from harness.train.preserve import PreferenceReplay
+
+    pool = [TokenizedExample(list(range(5, 5 + 7 + i % 5)), list(range(5, 5 + 7 + i % 5)), -(i + 1), replay=True) for i in range(40)]
+    pr = PreferenceReplay(pool, 0.25, seed=3, batch_size=4, max_length=32, pad_id=0)
+    b3 = pr.batches(3, pair_tokens=300)
+    got = sum(b.tokens for b in b3)
+    assert 100 <= got < 100 + 12  # ratio / (1 - ratio) x 300 = 100 replay tokens, overshooting by less than one row
+    assert all(b.replay is not None and b.replay_tokens == b.tokens for b in b3)  # every real token is replay
+    again = pr.batches(3, pair_tokens=300)
+    assert [b.input_ids.tolist() for b in again] == [b.input_ids.tolist() for b in b3]  # a resumed step draws the same rows
+    assert [b.input_ids.tolist() for b in pr.batches(4, 300)] != [b.input_ids.tolist() for b in b3]
+    assert PreferenceReplay(pool, 0.0, 3, 4, 32, 0).batches(3, 300) == [] and PreferenceReplay([], 0.5, 3, 4, 32, 0).batches(3, 300) == []
+
+
+@pytest.mark.parametrize("objective", ["dpo", "orpo"])
+def test_preference_objectives_train_with_replay_and_a_kl_anchor(tiny_model_dir, tmp_path, isolated_cache, objective):
+    """DPO and ORPO with preserve: replay rows join every step (their NLL is logged), the KL anchor is logged and
+    grows from 0 (the adapter starts equal to the base), the manifest records it, and the adapter's identity changes."""
+    pres = {"replay": {"source": "self", "ratio": 0.3, "count": 8, "max_new_tokens": 12}, "kl": {"weight": 0.5, "on": "all"}}
+    res = train(make_config(tmp_path, tiny_model_dir, objective=objective, max_steps=3, eval_every=0, save_every=0, preserve=pres))
+    rows = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 3
+    assert all(r["replay_tokens"] > 0 and np_finite(r["replay_nll"]) and r["kl_tokens"] > r["replay_tokens"] for r in rows)
+    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6) and rows[-1]["kl"] > 0  # LoRA starts at B = 0: adapted == base
+    m = res.entry.manifest
+    assert m["preserve"]["kl"] == {"weight": 0.5, "on": "all"} and m["preserve"]["replay_data"]["kept"] > 0
+    (tmp_path / "plain").mkdir()
+    plain_cfg = make_config(tmp_path / "plain", tiny_model_dir, objective=objective, max_steps=3, eval_every=0, save_every=0)
+    assert plain_cfg.math_dict() != make_config(tmp_path, tiny_model_dir, objective=objective, max_steps=3, preserve=pres).math_dict()
+    plain = train(plain_cfg)
+    assert plain.entry.manifest.get("preserve") is None and plain.entry.manifest["files"] != m["files"]
+    assert "kl" not in json.loads((plain.run_dir / "metrics.jsonl").read_text().splitlines()[0])

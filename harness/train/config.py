@@ -161,10 +161,9 @@ class TrainConfig(Strict):
 
             AdapterRef.parse(self.init_from)
         p = self.preserve
-        if p.active and self.objective != "sft":
-            what = "self_distill (it rewrites SFT responses)" if p.self_distill else "replay and kl"
-            raise ValueError(f"preserve.{what.split(' ')[0]}: {what} work with objective: sft; objective is {self.objective}. "
-                             "Train the SFT adapter with preserve:, then run the preference objective from it (init_from)")
+        if p.self_distill and self.objective != "sft":
+            raise ValueError(f"preserve.self_distill rewrites SFT responses: it works with objective: sft; objective is {self.objective} (its chosen and rejected answers are the "
+                             "signal). Use preserve.replay and preserve.kl with a preference objective, or self_distill on the SFT adapter it starts from")
         if p.kl is not None and p.kl.on == "replay" and (p.replay is None or p.replay.ratio == 0):
             raise ValueError("preserve.kl.on: replay needs replay tokens: set preserve.replay (ratio > 0) or kl.on: train/all")
         return self

@@ -38,7 +38,7 @@ from .lora import attach_lora
 from .loss import preserve_loss_sums, supervised_loss_sum
 from .manifest import METRICS, WRITE_ERRORS, RunFacts, build_manifest, data_fingerprint, register_adapter
 from .preference import PreferenceObjective, load_init_adapter, reference_identity
-from .preserve import PreserveData, ReplayFilter, ReplayMix, build_replay, self_distill
+from .preserve import PreferenceReplay, ReplayFilter, ReplayMix, build_replay, chosen_rows, self_distill
 from .schedule import count_steps, make_optimizer, make_scheduler
 
 __all__ = ["StepEvent", "TrainResult", "TrainState", "TrainingDiverged", "list_checkpoints", "train"]
@@ -121,9 +121,13 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, *, config_dir: Path, resume: 
     distill_info = None
     if cfg.preserve.self_distill:
         train_examples, distill_info = self_distill(train_examples, model, tok, cfg, resolved.fingerprint, cfg.precision, log)
-    preserve = build_replay(cfg, model, tok, resolved.fingerprint, cfg.precision, config_dir, replay_filter, log) if not pref else PreserveData()
+    preserve = build_replay(cfg, model, tok, resolved.fingerprint, cfg.precision, config_dir, replay_filter, log)
     data, held = (tokenize_pairs_for_training if pref else tokenize_for_training)(train_examples, eval_examples, tok, cfg, log)
-    mix = ReplayMix(data.examples, preserve.replay, cfg.preserve.replay.ratio if cfg.preserve.replay else 0.0, cfg.seed)
+    ratio = cfg.preserve.replay.ratio if cfg.preserve.replay else 0.0
+    # SFT mixes replay rows into the packed stream; pairs cannot be packed with them, so a preference objective adds
+    # replay batches to each step (PreferenceReplay)
+    mix = ReplayMix(data.examples, [] if pref else preserve.replay, ratio, cfg.seed)
+    pref_replay = PreferenceReplay(preserve.replay, ratio, cfg.seed, cfg.batch_size, cfg.max_length, tok.pad_token_id) if pref else None
 
     # -- LoRA (from init_from's weights when given), gradient checkpointing, mixed precision
     model = attach_lora(model, cfg, {"bf16": torch.bfloat16}.get(spec.compute_dtype or ""))
@@ -164,7 +168,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, *, config_dir: Path, resume: 
             shutil.rmtree(run_dir / SNAPSHOTS, ignore_errors=True)  # snapshots of an earlier run are not this run's candidates
     with _output_errors(run_dir):
         _loop(model, tok, cfg, data, held, state, total_steps, params, opt, sched, device, autocast, run_dir, metrics_path, math_hash, on_step,
-              objective, log, mix, snapshot_every)
+              objective, log, mix, snapshot_every, pref_replay)
 
     # -- register (never non-finite weights: a NaN adapter would score as confidently right)
     check_finite_weights(model, run_dir, state)
@@ -190,9 +194,11 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, *, config_dir: Path, resume: 
 
 def _loop(model, tok, cfg: TrainConfig, data, held, state: TrainState, total_steps: int, params, opt, sched, device: str, autocast,
           run_dir: Path, metrics_path: Path, math_hash: str, on_step, objective=None, log=lambda m: None, mix: ReplayMix | None = None,
-          snapshot_every: int = 0) -> None:
+          snapshot_every: int = 0, pref_replay: PreferenceReplay | None = None) -> None:
     """The optimizer steps from ``state`` to ``total_steps``: metrics line per step, eval and checkpoints every N;
-    ``objective`` (DPO/ORPO/SimPO) supplies the batches and the loss instead of the SFT loss."""
+    ``objective`` (DPO/ORPO/SimPO) supplies the batches and the loss instead of the SFT loss. With ``preserve:`` a
+    preference step adds, per micro-batch, ``kl.weight x`` the KL to the base on the chosen completions (``kl.on``
+    train/all), and after the pairs the replay batches' mean NLL (plus their KL for ``kl.on`` replay/all)."""
 
     # -- the loop
     pad_id = tok.pad_token_id
@@ -210,13 +216,22 @@ def _loop(model, tok, cfg: TrainConfig, data, held, state: TrainState, total_ste
             n_sup = sum(b.supervised for b in group)
             n_pairs = sum(getattr(b, "n_pairs", 0) for b in group)
             nll_tokens = objective.nll_tokens(group) if objective is not None else None
-            n_anchor = sum(anchored_count(b, kl.on) for b in group) if kl is not None else 0
+            replay_batches = pref_replay.batches(state.step, sum(b.tokens for b in group)) if pref_replay else []
+            if objective is None:
+                n_anchor = sum(anchored_count(b, kl.on) for b in group) if kl is not None else 0
+            else:
+                n_anchor = sum(pref_anchored_count(b, kl.on) for b in group) + sum(anchored_count(b, kl.on) for b in replay_batches) if kl is not None else 0
+            n_replay = sum(b.supervised for b in replay_batches)
             step_loss, step_nll, step_kl = 0.0, 0.0, 0.0
             for b in group:
                 with autocast():
                     if objective is not None:
                         loss, stats = objective.batch_loss(model, b.to(device), n_pairs, nll_tokens)
                         objective.accumulate(stats)
+                        if kl is not None and kl.on != "replay":
+                            _, kl_sum, _ = preserve_loss_sums(model, chosen_rows(b).to(device), "all")
+                            step_kl += float(kl_sum.detach()) / max(1, n_anchor)
+                            loss = loss + kl.weight * kl_sum / max(1, n_anchor)
                     elif kl is not None:
                         nll, kl_sum, _ = preserve_loss_sums(model, b.to(device), kl.on)
                         step_nll += float(nll.detach()) / n_sup
@@ -224,6 +239,18 @@ def _loop(model, tok, cfg: TrainConfig, data, held, state: TrainState, total_ste
                         loss = nll / n_sup + kl.weight * kl_sum / max(1, n_anchor)
                     else:
                         loss = supervised_loss_sum(model, b.to(device)) / n_sup
+                if not torch.isfinite(loss):
+                    _diverged(run_dir, state, "loss", float(loss))
+                loss.backward()
+                step_loss += float(loss.detach())
+            for b in replay_batches:  # a preference objective's replay: mean NLL over the step's replay tokens (+ their KL)
+                with autocast():
+                    nll, kl_sum, _ = preserve_loss_sums(model, b.to(device), kl.on if kl is not None and kl.on != "train" else None)
+                    step_nll += float(nll.detach()) / max(1, n_replay)
+                    loss = nll / max(1, n_replay)
+                    if kl is not None and kl.on != "train":
+                        step_kl += float(kl_sum.detach()) / max(1, n_anchor)
+                        loss = loss + kl.weight * kl_sum / max(1, n_anchor)
                 if not torch.isfinite(loss):
                     _diverged(run_dir, state, "loss", float(loss))
                 loss.backward()
@@ -260,8 +287,12 @@ def _loop(model, tok, cfg: TrainConfig, data, held, state: TrainState, total_ste
                 m.update(objective.step_metrics(log))
             if mix is not None and mix.replay:
                 m["replay_tokens"] = sum(b.replay_tokens for b in group)
+            if replay_batches:
+                m.update(replay_tokens=sum(b.replay_tokens for b in replay_batches), replay_nll=round(step_nll, 6))
             if kl is not None:
-                m.update(nll=round(step_nll, 6), kl=round(step_kl, 6), kl_tokens=n_anchor)
+                m.update(kl=round(step_kl, 6), kl_tokens=n_anchor)
+                if objective is None:
+                    m["nll"] = round(step_nll, 6)
             last = state.step == total_steps
             if held.examples and ((cfg.eval_every and state.step % cfg.eval_every == 0) or last):
                 if objective is not None:
@@ -394,6 +425,11 @@ def save_snapshot(model, run_dir: Path, step: int, metrics: dict) -> Path:
 def list_snapshots(run_dir: Path) -> list[Path]:
     d = run_dir / SNAPSHOTS
     return sorted(p for p in d.iterdir() if p.is_dir() and p.name.startswith("step-") and not p.is_symlink()) if d.is_dir() else []
+
+
+def pref_anchored_count(b, on: str) -> int:
+    """Positions the KL anchor covers in a preference ``PairBatch``: its chosen completions, unless ``on`` is replay."""
+    return 0 if on == "replay" else chosen_rows(b).supervised
 
 
 def anchored_count(batch: Batch, on: str) -> int:

@@ -23,7 +23,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -33,6 +33,9 @@ from ..env import cache_dir
 from ..errors import LafError
 from ..io import atomic_write_json, sha256_file, sha256_json
 from .config import ReplaySettings, TrainConfig
+
+if TYPE_CHECKING:
+    from .batching import Batch
 
 OPENINGS = Path(__file__).with_name("replay_openings.txt")
 GEN_VERSION = 1  # bump when the generation procedure changes: old cache files are then never read
@@ -253,6 +256,49 @@ class ReplayMix:
                 picked.append(self.replay[i])
                 got += len(self.replay[i].input_ids)
         return self.domain + picked
+
+
+class PreferenceReplay:
+    """Replay for the preference objectives (DPO, ORPO, SimPO): pairs cannot be packed with plain sequences, so each
+    optimizer step also trains on replay rows whose tokens are ``ratio / (1 - ratio)`` x the step's pair tokens (chosen
+    and rejected), with their mean NLL added to the preference loss. The draw is seeded by (seed, step), so a resumed
+    run rebuilds the same replay batches."""
+
+    def __init__(self, replay: list[TokenizedExample], ratio: float, seed: int, batch_size: int, max_length: int, pad_id: int):
+        self.replay, self.ratio, self.seed = replay, ratio, seed
+        self.batch_size, self.max_length, self.pad_id = batch_size, max_length, pad_id
+
+    def __bool__(self) -> bool:
+        return bool(self.replay) and self.ratio > 0
+
+    def batches(self, step: int, pair_tokens: int) -> list:
+        from .batching import make_batches
+
+        if not self:
+            return []
+        want = self.ratio / (1 - self.ratio) * pair_tokens
+        g = torch.Generator().manual_seed(self.seed * 7_654_321 + 1_000_003 * (step + 1) + 29)
+        picked: list[TokenizedExample] = []
+        got = 0
+        while got < want:
+            for i in torch.randperm(len(self.replay), generator=g).tolist():
+                if got >= want:
+                    break
+                picked.append(self.replay[i])
+                got += len(self.replay[i].input_ids)
+        # replay rows are flagged (TokenizedExample.replay), so the packed batches mark their tokens for kl.on: replay
+        return make_batches(picked, list(range(len(picked))), batch_size=self.batch_size, max_length=self.max_length, packing=True, pad_id=self.pad_id)
+
+
+def chosen_rows(b) -> "Batch":
+    """The chosen rows of a preference ``PairBatch`` as a padded SFT batch (labels on the chosen completion): the
+    positions the KL anchor covers for a preference objective (``kl.on: train`` or ``all``)."""
+    from .batching import Batch
+
+    n = b.n_pairs
+    mask = b.attention_mask[:n]
+    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    return Batch(b.input_ids[:n], b.labels[:n], pos, mask, n)
 
 
 # ---------------------------------------------------------------- self-distilled targets
