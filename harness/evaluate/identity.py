@@ -30,7 +30,16 @@ class CheckedAdapter:
     forced_base_mismatch: bool  # trained on another base, scored anyway (--force-base-mismatch)
 
 
+def is_full_model(entry: AdapterEntry) -> bool:
+    """A registered full fine-tune (``method: full``): a whole model folder, scored by swapping the base's weights."""
+    return entry.manifest.get("kind") == "full"
+
+
 def adapter_identity(entry: AdapterEntry) -> dict:
+    if is_full_model(entry):  # the weights and the architecture config (its volatile keys are the loader's, not the model's)
+        config = json.loads((entry.path / "config.json").read_text())
+        return {"weights_sha256": sha256_file(entry.path / "model.safetensors"), "kind": "full",
+                "config": {k: v for k, v in sorted(config.items()) if k not in ("transformers_version", "_name_or_path")}}
     weights = entry.path / "adapter_model.safetensors"
     config = json.loads((entry.path / "adapter_config.json").read_text())
     return {
@@ -75,6 +84,10 @@ def check_adapters(spec: EvalSpec, base_fp: str, resolved=None) -> list[CheckedA
                     "evaluate it with the base it was trained on, or pass --force-base-mismatch (the results will say so)",
                 )
             forced = True
+        if is_full_model(entry) and spec.precision == "nf4":
+            raise LafError(f"{entry.ref} is a full fine-tune ({(entry.manifest.get('load') or {}).get('precision')} weights); scoring it on a 4-bit "
+                           "base would re-quantise every weight it learned",
+                           "evaluate it with --precision fp32 (or bf16, or auto), with the base at the same precision")
         out.append(CheckedAdapter(entry, adapter_identity(entry), forced))
     return out
 

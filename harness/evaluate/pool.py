@@ -23,7 +23,9 @@ class ModelRun:
 
 class ModelPool:
     """Adapters are hot-swapped onto the one base (PeftModel load_adapter / set_adapter); the base is
-    scored with no adapter attached. A run served entirely from the cache loads nothing."""
+    scored with no adapter attached. A full fine-tune (``method: full``) is a whole model: its weights are copied
+    into the loaded base's modules (the same architecture, checked), and the base's own weights are put back before
+    the base or an adapter is scored again. A run served entirely from the cache loads nothing."""
 
     def __init__(self, resolved, load: LoadSpec, spec: EvalSpec, log: Callable[[str], None]):
         self.resolved, self.load, self.spec, self.log = resolved, load, spec, log
@@ -32,6 +34,8 @@ class ModelPool:
         self.peft = None
         self.loaded_adapters: set[str] = set()
         self.current: tuple[ModelRun, int] | None = None
+        self.swapped: str | None = None  # the full fine-tune whose weights the base's modules hold now
+        self._base_weights: dict | None = None
 
     @property
     def loaded(self) -> bool:
@@ -52,10 +56,13 @@ class ModelPool:
 
     def _activate(self) -> None:
         run, index = self.current
-        if run.adapter is None:
+        full = run.adapter is not None and run.adapter.manifest.get("kind") == "full"
+        if full or run.adapter is None:
             if self.peft is not None:
                 self.peft.base_model.disable_adapter_layers()
+            self._swap_weights(str(run.adapter.path) if full else None)
             return
+        self._swap_weights(None)
         from peft import PeftModel
 
         name = f"adapter_{index}"
@@ -68,3 +75,41 @@ class ModelPool:
         self.peft.base_model.enable_adapter_layers()
         self.peft.set_adapter(name)
         self.peft.eval()
+
+    # -- full fine-tunes: the same architecture, other weights
+    def _weight_params(self) -> dict:
+        """name -> parameter of the plain model's own weights (PEFT's injected ``base_layer`` naming undone)."""
+        out = {}
+        for name, p in self.base_model.named_parameters():
+            if "lora_" in name:
+                continue
+            out.setdefault(name.replace(".base_layer.", "."), p)
+        return out
+
+    def _swap_weights(self, folder: str | None) -> None:
+        import torch
+        from safetensors.torch import load_file
+
+        from ..errors import LafError
+
+        if folder == self.swapped:
+            return
+        params = self._weight_params()
+        if self._base_weights is None and folder is not None:
+            self._base_weights = {n: p.detach().clone() for n, p in params.items()}
+        if folder is None:
+            src = self._base_weights or {}
+        else:
+            src = load_file(f"{folder}/model.safetensors")
+            tied = getattr(self.base_model.config, "tie_word_embeddings", False)
+            missing = [n for n in params if n not in src and not (tied and n.endswith("lm_head.weight"))]
+            extra = [n for n in src if n not in params]
+            wrong = [n for n in params if n in src and tuple(src[n].shape) != tuple(params[n].shape)]
+            if missing or extra or wrong:
+                raise LafError(f"the full model in {folder} does not have the base's architecture (missing {missing[:3]}, unexpected {extra[:3]}, "
+                               f"other shapes {wrong[:3]})", "score it against the base it was fine-tuned from")
+        with torch.no_grad():
+            for n, p in params.items():
+                if n in src:
+                    p.copy_(src[n].to(p.dtype))
+        self.swapped = folder

@@ -38,7 +38,7 @@ TRAIN_AXES: dict[str, str] = {
     "max_steps": "steps", "epochs": "ep", "batch_size": "bs", "grad_accum": "ga", "max_length": "len", "packing": "pack",
     "objective": "", "seed": "seed", "preference.beta": "beta", "data.limit": "n",
     "preserve.replay.ratio": "rp", "preserve.replay.source": "rsrc", "preserve.kl.weight": "kl", "preserve.kl.on": "klon",
-    "preserve.self_distill": "sd",
+    "preserve.self_distill": "sd", "method": "",
 }
 MERGE_AXES: dict[str, str] = {"merge.t": "t", "merge.weights": "w", "merge.density": "d", "merge.lambda": "lam"}
 

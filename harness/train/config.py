@@ -120,6 +120,8 @@ class PreserveSettings(Strict):
 
 class TrainConfig(Strict):
     name: str
+    method: Literal["lora", "full"] = Field("lora", description="lora: a LoRA/QLoRA adapter on the frozen base; full: every weight "
+                                            "trained (full fine-tuning, precision fp32 or bf16), registered as a whole model folder")
     objective: Literal["sft", "dpo", "orpo", "simpo"] = "sft"
     preference: PreferenceSettings = PreferenceSettings()
     init_from: str | None = Field(None, description="NAME@VERSION of a registered adapter to start from (the DPO reference)")
@@ -161,6 +163,16 @@ class TrainConfig(Strict):
 
             AdapterRef.parse(self.init_from)
         p = self.preserve
+        if self.method == "full":
+            if self.precision == "nf4":
+                raise ValueError("method: full trains every weight, and 4-bit weights cannot be trained: set precision: fp32 or bf16 "
+                                 "(nf4 is QLoRA, method: lora)")
+            if self.objective != "sft" or self.init_from:
+                raise ValueError("method: full supports objective: sft from the base (no init_from): the preference objectives' reference "
+                                 "and init_from are LoRA adapters on the frozen base")
+            if p.kl is not None and p.kl.weight > 0:
+                raise ValueError("preserve.kl reads the base by switching the adapter off; method: full changes the base's own weights, so there "
+                                 "is no adapter to switch off. Use preserve.replay with method: full")
         if p.self_distill and self.objective != "sft":
             raise ValueError(f"preserve.self_distill rewrites SFT responses: it works with objective: sft; objective is {self.objective} (its chosen and rejected answers are the "
                              "signal). Use preserve.replay and preserve.kl with a preference objective, or self_distill on the SFT adapter it starts from")
@@ -176,6 +188,10 @@ class TrainConfig(Strict):
         d = self.model_dump(mode="json", by_alias=True)
         for k in ("eval_every", "save_every", "keep_checkpoints", "registry", "output_dir", "description"):
             d.pop(k, None)
+        if self.method == "lora":
+            d.pop("method")  # adapters trained before method: existed keep their identity
+        else:
+            d.pop("lora")  # not used by full fine-tuning
         d.get("preference", {}).pop("ref_cache", None)
         if not self.preserve.active:
             d.pop("preserve", None)  # adapters trained before preserve: existed keep their identity

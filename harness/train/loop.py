@@ -36,7 +36,7 @@ from .checkpoint import TrainState, clear_checkpoints, list_checkpoints, load_ch
 from .config import TrainConfig
 from .lora import attach_lora
 from .loss import preserve_loss_sums, supervised_loss_sum
-from .manifest import METRICS, WRITE_ERRORS, RunFacts, build_manifest, data_fingerprint, register_adapter
+from .manifest import METRICS, WRITE_ERRORS, RunFacts, build_manifest, data_fingerprint, register_adapter, register_full_model, strip_quantization_config
 from .preference import PreferenceObjective, load_init_adapter, reference_identity
 from .preserve import PreferenceReplay, ReplayFilter, ReplayMix, build_replay, chosen_rows, self_distill
 from .schedule import count_steps, make_optimizer, make_scheduler
@@ -129,12 +129,18 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, *, config_dir: Path, resume: 
     mix = ReplayMix(data.examples, [] if pref else preserve.replay, ratio, cfg.seed)
     pref_replay = PreferenceReplay(preserve.replay, ratio, cfg.seed, cfg.batch_size, cfg.max_length, tok.pad_token_id) if pref else None
 
-    # -- LoRA (from init_from's weights when given), gradient checkpointing, mixed precision
-    model = attach_lora(model, cfg, {"bf16": torch.bfloat16}.get(spec.compute_dtype or ""))
-    lineage = load_init_adapter(model, cfg, resolved.fingerprint) if cfg.init_from else None
+    # -- LoRA (from init_from's weights when given) or every weight (method: full), gradient checkpointing, mixed precision
+    if cfg.method == "full":  # the reference LoRA is measured against: every weight trained, the tied embedding/head included
+        for p in model.parameters():
+            p.requires_grad_(True)
+        lineage = None
+    else:
+        model = attach_lora(model, cfg, {"bf16": torch.bfloat16}.get(spec.compute_dtype or ""))
+        lineage = load_init_adapter(model, cfg, resolved.fingerprint) if cfg.init_from else None
     if cfg.gradient_checkpointing in (True, "auto"):  # auto = on: measured -35 % peak memory for +10 % time on CPU
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
+        if cfg.method == "lora":
+            model.enable_input_require_grads()
     autocast = make_autocast(cfg, device)
 
     # -- optimizer and schedule
@@ -169,6 +175,8 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, *, config_dir: Path, resume: 
     with _output_errors(run_dir):
         _loop(model, tok, cfg, data, held, state, total_steps, params, opt, sched, device, autocast, run_dir, metrics_path, math_hash, on_step,
               objective, log, mix, snapshot_every, pref_replay)
+    if cfg.method == "full":
+        model.config.use_cache = True  # gradient checkpointing turned it off; the saved model is for inference
 
     # -- register (never non-finite weights: a NaN adapter would score as confidently right)
     check_finite_weights(model, run_dir, state)
@@ -187,7 +195,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, *, config_dir: Path, resume: 
     if cfg.preserve.active:
         manifest["preserve"] = {**cfg.preserve.model_dump(mode="json"), "replay_data": preserve.info or None, "self_distill_data": distill_info,
                                 "replay_digest": preserve.digest}
-    entry = register_adapter(model, cfg, resolved.spec, manifest, metrics_path)
+    entry = register_full_model(model, tok, cfg, manifest, metrics_path) if cfg.method == "full" else register_adapter(model, cfg, resolved.spec, manifest, metrics_path)
     clear_checkpoints(run_dir)  # the registered adapter supersedes them
     return TrainResult(entry, run_dir, state, data.drop_summary())
 
@@ -304,7 +312,7 @@ def _loop(model, tok, cfg: TrainConfig, data, held, state: TrainState, total_ste
             metrics_file.write(json.dumps(m) + "\n")
             metrics_file.flush()
             if snapshot_every and (state.step % snapshot_every == 0 or last):
-                save_snapshot(model, run_dir, state.step, m)
+                save_snapshot(model, run_dir, state.step, m, tok if cfg.method == "full" else None)
             if cfg.save_every and state.step % cfg.save_every == 0 and not last:
                 save_checkpoint(run_dir, model, opt, sched, state, math_hash, cfg.keep_checkpoints)
             if on_step:
@@ -405,9 +413,10 @@ def _truncate_metrics(metrics_path: Path, step: int) -> None:
 SNAPSHOTS = "snapshots"
 
 
-def save_snapshot(model, run_dir: Path, step: int, metrics: dict) -> Path:
+def save_snapshot(model, run_dir: Path, step: int, metrics: dict, tok=None) -> Path:
     """The adapter as it is after ``step`` (PEFT files + the step's metrics), written whole or not at all: a
-    candidate for checkpoint selection (``select:`` in a run config)."""
+    candidate for checkpoint selection (``select:`` in a run config). ``tok``: a full fine-tune's snapshot is a whole
+    model folder, with the tokenizer."""
     from ..io import atomic_dir
 
     final = run_dir / SNAPSHOTS / f"step-{step:06d}"
@@ -418,6 +427,9 @@ def save_snapshot(model, run_dir: Path, step: int, metrics: dict) -> Path:
     with atomic_dir(final) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         (tmp / "README.md").unlink(missing_ok=True)
+        if tok is not None:
+            tok.save_pretrained(tmp)
+            strip_quantization_config(tmp)
         atomic_write_text(tmp / "step.json", json.dumps({"step": step, "metrics": metrics}) + "\n")
     return final
 

@@ -47,7 +47,7 @@ def build_manifest(cfg: TrainConfig, resolved, load: dict, data_path: Path, read
     """The manifest dict of an adapter (``Registry.register`` adds name, version and file hashes)."""
     return {
         "created": now_iso(),
-        "kind": "lora" if cfg.precision != "nf4" else "qlora",
+        "kind": "full" if cfg.method == "full" else "lora" if cfg.precision != "nf4" else "qlora",
         "description": cfg.description,
         "base_model": {"spec": resolved.spec, "kind": resolved.kind, "source": resolved.source, "fingerprint": resolved.fingerprint},
         "load": load,
@@ -90,6 +90,37 @@ def register_adapter(model, cfg: TrainConfig, base_spec: str, manifest: dict, me
     except WRITE_ERRORS as e:  # the staging copy in the temp folder: disk full, file too large
         raise LafError(f"saving adapter {cfg.name} failed: {getattr(e, 'strerror', None) or e}; nothing was registered and the run folder {cfg.run_dir()} is kept",
                        "free disk space (or set TMPDIR to a folder with room) and run again") from e
+
+
+FULL_WEIGHTS = "model.safetensors"
+
+
+def strip_quantization_config(folder: Path) -> None:
+    """Drop a ``quantization_config`` (a GGUF or bitsandbytes one inherited from the base's config) from a saved full
+    model's ``config.json``: its weights are plain, and BitsAndBytes loading refuses the stale entry."""
+    p = folder / "config.json"
+    cfg = json.loads(p.read_text())
+    if cfg.pop("quantization_config", None) is not None:
+        p.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+def register_full_model(model, tok, cfg: TrainConfig, manifest: dict, metrics_path: Path) -> AdapterEntry:
+    """Save a full fine-tune (``method: full``) as a Hugging Face model folder (safetensors in the trained dtype, config,
+    tokenizer) with its metrics, and register it as the next version of ``cfg.name`` (manifest ``kind: full``)."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="laf-full-") as tmp_name:
+            tmp = Path(tmp_name)
+            model.save_pretrained(tmp, safe_serialization=True, max_shard_size="100GB")
+            tok.save_pretrained(tmp)
+            (tmp / "README.md").unlink(missing_ok=True)
+            strip_quantization_config(tmp)
+            if not (tmp / FULL_WEIGHTS).is_file():
+                raise LafError(f"saving the full model {cfg.name} wrote no {FULL_WEIGHTS}", "report this: the model's save_pretrained changed its layout")
+            shutil.copyfile(metrics_path, tmp / METRICS)
+            return Registry(cfg.registry).register(cfg.name, tmp, manifest)
+    except WRITE_ERRORS as e:
+        raise LafError(f"saving the full model {cfg.name} failed: {getattr(e, 'strerror', None) or e}; nothing was registered and the run folder "
+                       f"{cfg.run_dir()} is kept", "free disk space (or set TMPDIR to a folder with room) and run again") from e
 
 
 def _register(model, cfg: TrainConfig, base_spec: str, manifest: dict, metrics_path: Path) -> AdapterEntry:
