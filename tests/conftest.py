@@ -17,6 +17,9 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["HF_EVALUATE_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# Every gate, compare and run records into a release history (default reports/history.sqlite in the working
+# directory): tests record into a private one unless they name their own.
+os.environ["LAF_HISTORY_URL"] = os.path.join(_HF_HOME, "history.sqlite")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 # Tests that run a gate must not annotate or append to the step summary of the CI job running the tests.
 os.environ.pop("GITHUB_ACTIONS", None)
