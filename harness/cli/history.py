@@ -14,6 +14,7 @@ def register(sub) -> None:
 
     m = hs.add_parser("migrate", help="create or upgrade the history's schema to this laf's version")
     m.add_argument("--history", default=None, metavar="URL", help=HISTORY_HELP)
+    m.add_argument("--json", action="store_true")
     m.set_defaults(handler=cmd_migrate)
 
     ls = hs.add_parser("list", help="recorded runs, newest first (one row per candidate)")

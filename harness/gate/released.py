@@ -39,9 +39,14 @@ def adapter_name(model: str) -> str:
 
 def find_release(name: str, history_url: str) -> tuple[dict | None, dict | None, str]:
     """The last release of ``name`` and the recorded candidate row of its run (with per-suite fingerprints)."""
-    from ..history import HistoryStore
+    from ..history import HistoryStore, redact
+    from ..history.store import NoHistory
 
-    with HistoryStore(history_url) as store:
+    try:
+        store = HistoryStore(history_url)
+    except NoHistory:
+        return None, None, redact(history_url)
+    with store:
         rel = store.last_release(name)
         row = None if rel is None else store.candidate_row(rel["run_id"], rel["candidate"])
         return rel, row, store.shown

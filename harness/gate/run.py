@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..errors import LafError
 from ..io import read_json, sha256_json
@@ -41,7 +42,7 @@ def run_gate(baseline: str | None, candidate: str, policy: Policy | str | Path, 
         policy = load_policy(policy)
     b = load_side(candidate, "candidate", default_base=False, allow_modified=allow_modified)
     notes = list(notes or [])
-    hist = None
+    hist: dict[str, Any] = {}
     if baseline in (None, "", BASE):
         a = load_side(f"{b.folder}#{BASE}", "baseline", default_base=True, allow_modified=allow_modified)
     elif baseline == KEYWORD:
@@ -64,7 +65,7 @@ def run_gate(baseline: str | None, candidate: str, policy: Policy | str | Path, 
     else:
         a = load_side(baseline, "baseline", default_base=True, allow_modified=allow_modified)
     v = evaluate_gate(a, b, policy, policy_source or "inline", inconclusive_as, contamination_from(curation), parity)
-    v.baseline_kind, v.notes, v.history = baseline_kind, notes, hist
+    v.baseline_kind, v.notes, v.history = baseline_kind, notes, (hist or None)
     verdict_path = Path(out) if out else b.folder / "verdict.json"
     write_artifacts(v, verdict_path, Path(junit) if junit else None, Path(summary) if summary else None)
     if record and history is not None:

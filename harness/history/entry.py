@@ -8,13 +8,14 @@ same run twice (a re-run with the same inputs and the same decision) is one entr
 from __future__ import annotations
 
 import getpass
+import hashlib
 import os
 import subprocess
 from pathlib import Path
 from typing import Callable
 
 from ..env import now_iso
-from ..io import atomic_write_json, sha256_json
+from ..io import atomic_write_json, canonical_json
 
 SCHEMA = "laf.history.entry/1"
 TREND = "trend.json"
@@ -96,7 +97,7 @@ def build_entry(kind: str, verdicts: list[dict] | None = None, compare: dict | N
     from .. import __version__
 
     created = next((v.get("created") for v in verdicts or [] if v.get("created")), None)
-    return {**body, "run_id": sha256_json(body)[:32], "artifacts": artifacts or {}, "recorded_at": now_iso(), "created": created, "recorded_by": who(),
+    return {**body, "run_id": hashlib.sha256(canonical_json(body).encode("utf-8", "surrogatepass")).hexdigest()[:32], "artifacts": artifacts or {}, "recorded_at": now_iso(), "created": created, "recorded_by": who(),
             "git_commit": git_commit(), "laf_version": __version__}
 
 

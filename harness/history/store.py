@@ -75,6 +75,10 @@ def S_is_sqlite(u) -> bool:  # noqa: N802 - reads as "schema: is sqlite"
     return u.get_backend_name() == "sqlite"
 
 
+class NoHistory(LafError):
+    """Reading a history that does not exist yet (no file, or an empty database): nothing was recorded."""
+
+
 class HistoryStore:
     """One history database. ``write=True`` creates an empty store (a new SQLite file, or the tables in an empty
     PostgreSQL database); reading never creates anything. Every problem is one :class:`LafError` naming the store
@@ -89,7 +93,7 @@ class HistoryStore:
             path = Path(self._u.database)
             if not path.exists():
                 if not write:
-                    raise LafError(f"no release history at {self.shown} yet", "record one: `laf gate`, `laf compare` and `laf run` write it (or pass --history URL)")
+                    raise NoHistory(f"no release history at {self.shown} yet", "record one: `laf gate`, `laf compare` and `laf run` write it (or pass --history URL)")
                 try:
                     path.parent.mkdir(parents=True, exist_ok=True)
                 except OSError as e:
@@ -147,7 +151,7 @@ class HistoryStore:
                 raise LafError(f"the database at {self.shown} holds tables of another application ({shown}), not a lost-and-found history",
                                "point --history / LAF_HISTORY_URL at an empty database or a history file of laf's")
             if not write:
-                raise LafError(f"no release history at {self.shown} yet", "record one: `laf gate`, `laf compare` and `laf run` write it")
+                raise NoHistory(f"no release history at {self.shown} yet", "record one: `laf gate`, `laf compare` and `laf run` write it")
             return self.migrate()[1]
         if rev not in revs:
             raise LafError(f"the history store {self.shown} has schema revision {rev}, newer than this laf knows (up to {head}); "
@@ -196,8 +200,8 @@ class HistoryStore:
 
     def _write_rows(self, rows: dict) -> bool:
         with self.engine.begin() as conn:
-            res = conn.execute(self._insert(S.runs).on_conflict_do_nothing(index_elements=["run_id"]), rows["run"])
-            if res.rowcount == 0:
+            res = conn.execute(self._insert(S.runs).on_conflict_do_nothing(index_elements=["run_id"]).returning(S.runs.c.run_id), rows["run"])
+            if res.first() is None:  # recorded before (by us or a concurrent writer): one entry
                 return False
             self._children(conn, rows)
         return True
@@ -415,7 +419,11 @@ def _finite(v) -> float | None:
 def _rows(entry: dict) -> dict:
     """The table rows of one entry (see :mod:`harness.history.entry`), checked: non-finite numbers refused."""
     run_id = entry["run_id"]
-    run = {"run_id": run_id, "kind": entry["kind"], "recorded_at": entry["recorded_at"], "document": json.dumps(entry, ensure_ascii=False, allow_nan=False),
+    try:
+        document = json.dumps(entry, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise LafError("refusing to record a non-finite number (NaN or infinity) into the history", "this is a bug upstream: non-finite scores are errors") from None
+    run = {"run_id": run_id, "kind": entry["kind"], "recorded_at": entry["recorded_at"], "document": document,
            **{k: entry.get(k) for k in ("created", "recorded_by", "git_commit", "config_fingerprint", "base_fingerprint", "base_model", "precision",
                                          "run_folder", "policy_source", "verdict", "laf_version")},
            "exit_code": entry.get("exit_code")}
