@@ -466,3 +466,11 @@ def test_release_needs_a_recorded_run(tmp_path):
     assert code == 0 and json.loads(out)["candidate"] == "a@1"
 
 
+
+
+def test_run_folder_copy_of_the_config_carries_no_password():
+    from harness.pipeline import _without_password
+
+    text = b"name: x\nhistory: postgresql://laf:s3cr3t-pw@db:5432/h\n"
+    assert _without_password(text, "postgresql://laf:s3cr3t-pw@db:5432/h") == b"name: x\nhistory: postgresql://laf:***@db:5432/h\n"
+    assert _without_password(text, "reports/history.sqlite") == text

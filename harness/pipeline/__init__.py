@@ -67,11 +67,24 @@ def run_pipeline(config_path: str | Path, overrides: list[str] | None = None, lo
         return _run_locked(cfg, base, config_path, suites, policy, run_dir, t0, log, train_progress, eval_progress, history_url)
 
 
+def _without_password(text: bytes, history: str | None) -> bytes:
+    """The config's bytes with the history URL's password replaced by ``***`` (the run folder is shared; the secret is not)."""
+    if not history or "://" not in history:
+        return text
+    try:
+        from sqlalchemy.engine import make_url
+
+        password = make_url(history).password
+    except Exception:  # noqa: BLE001 - an unparsable URL is refused later, by the store, with its own message
+        return text
+    return text.replace(str(password).encode("utf-8"), b"***") if password else text
+
+
 def _run_locked(cfg, base: Path, config_path: Path, suites, policy, run_dir: Path, t0: float, log, train_progress, eval_progress,
                 history_url: str | None) -> dict:
     from ..models import resolve_model
 
-    atomic_write_bytes(run_dir / "config.yaml", config_path.read_bytes())
+    atomic_write_bytes(run_dir / "config.yaml", _without_password(config_path.read_bytes(), cfg.history))
     ctx = RunContext(cfg, base, run_dir, RunState(run_dir), StageLog(), resolve_model(cfg.model).fingerprint, log)
 
     adapters, resolved = resolve_adapters(ctx)

@@ -477,7 +477,7 @@ def history_stage(ctx: RunContext, history: str | None, verdicts: list, adapters
     artifacts = {a: {"verdict": str(p.resolve()), "report": str((ctx.run_dir / "report.html").resolve())} for a, p in zip(adapters, paths)}
     rec = record_outcome(history, "run", [v.to_dict() for _, v in verdicts] or None, compare if not verdicts else None,
                          config_fingerprint=sha256_json(ctx.cfg.model_dump(mode="json")), run_folder=ctx.eval_dir, trend_dir=ctx.eval_dir,
-                         artifacts=artifacts, log=ctx.log)
+                         artifacts=artifacts)  # `laf run` prints where it was recorded with the verdict
     ctx.stages.ran.append("history")
     return rec
 
