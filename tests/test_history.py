@@ -24,7 +24,7 @@ from harness.errors import LafError
 from harness.gate import run_gate
 from harness.history import HistoryStore, build_entry, record_outcome
 from tests.conftest import REPO, assert_clean_error, run_cli
-from tests.synthetic import suite_meta, write_run
+from tests.synthetic import PROVENANCE, suite_meta, write_run
 
 SUITES = {"domain/qa": suite_meta("domain"), "general/facts": suite_meta("general")}
 POLICY = "rules:\n  - {category: domain, min_gain: 0.05}\n  - {category: general, max_drop: 0.05}\nresamples: 500\nmin_items: 20\n"
@@ -108,6 +108,13 @@ def test_released_baseline_is_refused_when_its_records_do_not_pair(history_url, 
                                                    "sup@3": {"domain/qa": [1] * 120, "general/facts": [1] * 120}}, item_salt="changed")
     r = run_cli("gate", "--baseline", "released", "--candidate", str(other), "--policy", str(runs["policy"]), "--history", history_url)
     assert_clean_error(r, "sup@1", "other items")
+    # scored with another batch size: not paired
+    prov = dict(PROVENANCE, batch_size=2)
+    rnd = random.Random(7)
+    other_bs = write_run(tmp_path / "bs", SUITES, {"base": {"domain/qa": _vals(rnd, 0.4), "general/facts": _vals(rnd, 0.6)},
+                                                   "sup@4": {"domain/qa": _vals(rnd, 0.6), "general/facts": _vals(rnd, 0.6)}}, provenance=prov)
+    r = run_cli("gate", "--baseline", "released", "--candidate", str(other_bs), "--policy", str(runs["policy"]), "--history", history_url)
+    assert_clean_error(r, "sup@1", "scored differently", "batch_size")
     # the released run folder edited after the release: its digest no longer matches
     rec = runs["run1"] / "records.jsonl"
     rec.write_text(rec.read_text().replace('"prediction": 0', '"prediction": 1', 1))

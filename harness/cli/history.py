@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .argtypes import int_range
 from .output import console, print_json
 
 HISTORY_HELP = "the history: a SQLite path, sqlite:///PATH or postgresql://...; default: LAF_HISTORY_URL, else reports/history.sqlite"
@@ -19,7 +20,7 @@ def register(sub) -> None:
 
     ls = hs.add_parser("list", help="recorded runs, newest first (one row per candidate)")
     ls.add_argument("name", nargs="?", default=None, help="only this adapter name")
-    ls.add_argument("--limit", type=int, default=50, choices=range(1, 100_001), metavar="N", help="at most N rows (default 50)")
+    ls.add_argument("--limit", type=int_range(1, 100_000), default=50, metavar="N", help="at most N rows (default 50)")
     ls.add_argument("--history", default=None, metavar="URL", help=HISTORY_HELP)
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(handler=cmd_list)

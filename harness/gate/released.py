@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LafError
-from .runs import RunSide, item_digest, load_side, records_digest
+from .runs import COMPARABLE_KEYS, RunSide, item_digest, load_side, records_digest
 
 KEYWORD = "released"
 
@@ -100,6 +100,11 @@ def released_baseline(candidate: RunSide, history_url: str, rewritten: Path | No
                       f"{str(row.get('records_digest'))[:12]}... recorded): the folder was re-used or edited")
         return out
     mismatch = suite_mismatch(row.get("suites") or {}, candidate)
+    if mismatch is None:
+        ca, cb = side.comparable(), candidate.comparable()
+        diff = [k for k in COMPARABLE_KEYS if ca.get(k) != cb.get(k)]
+        if diff:
+            mismatch = "it was scored differently from the candidate (" + "; ".join(f"{k}: {ca.get(k)} vs {cb.get(k)}" for k in diff) + ")"
     if mismatch:
         out.reason = mismatch
         return out
