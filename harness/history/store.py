@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -59,7 +60,9 @@ def _engine(url: str):
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock now: no deadlock on a later upgrade
+            # a writer takes the write lock at once (queueing on the busy timeout), never upgrades a read lock later
+            # (which SQLite answers with "database is locked" at once); readers stay deferred and never block writers
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("laf_write") else "BEGIN")
 
         return engine
     return create_engine(u, connect_args={"connect_timeout": 10, "application_name": "lost-and-found"}, poolclass=_null_pool())
@@ -77,6 +80,15 @@ def S_is_sqlite(u) -> bool:  # noqa: N802 - reads as "schema: is sqlite"
 
 class NoHistory(LafError):
     """Reading a history that does not exist yet (no file, or an empty database): nothing was recorded."""
+
+
+@contextmanager
+def _writing(engine):
+    """A write transaction (SQLite: ``BEGIN IMMEDIATE``), committed at the end, rolled back on an error."""
+    with engine.connect() as conn:
+        conn.execution_options(laf_write=True)
+        with conn.begin():
+            yield conn
 
 
 class HistoryStore:
@@ -172,7 +184,7 @@ class HistoryStore:
         def run():
             from sqlalchemy import text
 
-            with self.engine.begin() as conn:
+            with _writing(self.engine) as conn:
                 if not self.sqlite:
                     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK})
                 before, tables = self._state(conn)
@@ -199,7 +211,7 @@ class HistoryStore:
         return self._guard(lambda: self._write_rows(rows), "write to")
 
     def _write_rows(self, rows: dict) -> bool:
-        with self.engine.begin() as conn:
+        with _writing(self.engine) as conn:
             res = conn.execute(self._insert(S.runs).on_conflict_do_nothing(index_elements=["run_id"]).returning(S.runs.c.run_id), rows["run"])
             if res.first() is None:  # recorded before (by us or a concurrent writer): one entry
                 return False
@@ -226,7 +238,7 @@ class HistoryStore:
         name, version = split_candidate(candidate)
 
         def run():
-            with self.engine.begin() as conn:
+            with _writing(self.engine) as conn:
                 c = S.candidates
                 q = select(c.c.candidate, c.c.version, c.c.run_id).join(S.runs, S.runs.c.run_id == c.c.run_id).where(c.c.name_key == S.key(name))
                 if version is not None:
