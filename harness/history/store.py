@@ -47,7 +47,7 @@ def _engine(url: str):
 
     u = sqlalchemy_url(url)
     if S_is_sqlite(u):
-        engine = create_engine(u, connect_args={"timeout": _BUSY_MS / 1000}, poolclass=_null_pool())
+        engine = create_engine(u, connect_args={"timeout": _BUSY_MS / 1000}, pool_size=1)  # one connection, reused: no PRAGMAs per record
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn, _record):
@@ -65,13 +65,8 @@ def _engine(url: str):
             conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("laf_write") else "BEGIN")
 
         return engine
-    return create_engine(u, connect_args={"connect_timeout": 10, "application_name": "lost-and-found"}, poolclass=_null_pool())
-
-
-def _null_pool():
-    from sqlalchemy.pool import NullPool
-
-    return NullPool
+    # pooled: a connection (and its scram-sha-256 login) serves every record of this process; closed by close()
+    return create_engine(u, connect_args={"connect_timeout": 10, "application_name": "lost-and-found"}, pool_size=1, pool_pre_ping=True)
 
 
 def S_is_sqlite(u) -> bool:  # noqa: N802 - reads as "schema: is sqlite"
