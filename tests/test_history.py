@@ -233,6 +233,10 @@ def test_password_never_written_into_verdict_junit_summary_report(postgres_db, r
     written = [runs["run2"] / "verdict.json", runs["run2"] / "trend.json", tmp_path / "j.xml", tmp_path / "s.md", tmp_path / "r.html"]
     for f in written:
         assert password not in f.read_text(), f
+    import xml.etree.ElementTree as ET
+
+    props = {p.get("name"): p.get("value") for p in ET.parse(tmp_path / "j.xml").getroot().iter("property")}
+    assert props["baseline_kind"] == "released" and props["baseline"].endswith("#sup@1")
     assert "laf:***@" in (runs["run2"] / "verdict.json").read_text() and "laf:***@" in (tmp_path / "r.html").read_text()
     assert password not in out + err
 
