@@ -485,3 +485,25 @@ def test_run_folder_copy_of_the_config_carries_no_password():
     text = b"name: x\nhistory: postgresql://laf:s3cr3t-pw@db:5432/h\n"
     assert _without_password(text, "postgresql://laf:s3cr3t-pw@db:5432/h") == b"name: x\nhistory: postgresql://laf:***@db:5432/h\n"
     assert _without_password(text, "reports/history.sqlite") == text
+
+
+def test_run_uses_a_verified_release_folder_and_refuses_one_it_cannot_rescore(history_url, runs, tmp_path):
+    """`laf run` with gate.baseline: released: a release recorded in another run folder is used as it is when it
+    verifies; when it does not and the adapter is not in the registry to re-score, the run stops with the reason."""
+    from types import SimpleNamespace
+
+    from harness.pipeline.stages import released_plans, verify_released
+
+    run_gate(None, str(runs["run1"]), runs["policy"], history=history_url, record=True)
+    run_cli("release", "sup@1", "--history", history_url)
+    ctx = SimpleNamespace(eval_dir=runs["run2"], cfg=SimpleNamespace(registry=str(tmp_path / "registry")))
+    plans = released_plans(ctx, ["sup@2"], history_url)
+    assert plans["sup@2"].ref == "sup@1" and plans["sup@2"].rescore is None
+    assert verify_released(ctx, plans, history_url) == [] and plans["sup@2"].folder.resolve() == runs["run1"].resolve()
+    # its own evaluation folder is about to be rewritten: re-scored, said why
+    own = released_plans(SimpleNamespace(eval_dir=runs["run1"], cfg=ctx.cfg), ["sup@2"], history_url)
+    assert "this run's evaluation folder" in own["sup@2"].rescore
+    (runs["run1"] / "records.jsonl").write_text("")
+    plans = released_plans(ctx, ["sup@2"], history_url)
+    with pytest.raises(LafError, match="cannot be re-scored here"):
+        verify_released(ctx, plans, history_url)
