@@ -17,6 +17,9 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["HF_EVALUATE_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# Every gate, compare and run records into a release history (default reports/history.sqlite in the working
+# directory): tests record into a private one unless they name their own.
+os.environ["LAF_HISTORY_URL"] = os.path.join(_HF_HOME, "history.sqlite")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 # Tests that run a gate must not annotate or append to the step summary of the CI job running the tests.
 os.environ.pop("GITHUB_ACTIONS", None)
@@ -85,3 +88,64 @@ def assert_clean_error(result: tuple[int, str, str], *needles: str) -> None:
     assert "Traceback" not in err
     for n in needles:
         assert n in err, err
+
+
+def _postgres_binaries() -> bool:
+    import glob
+
+    return bool(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server URL for the history tests: LAF_TEST_POSTGRES_URL (`.ci/run` exports it), else a throw-away
+    cluster started here with `.ci/postgres.sh` and stopped at the end of the session (also when tests fail). Without
+    a server: skipped locally, a failure under CI=true."""
+    import subprocess
+
+    url = os.environ.get("LAF_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    if not _postgres_binaries():
+        reason = "no PostgreSQL server: set LAF_TEST_POSTGRES_URL or install Debian's postgresql (.ci/run does)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(reason + " (CI=true: a missing PostgreSQL is a failure)")
+        pytest.skip(reason)
+    out = subprocess.run([str(REPO / ".ci" / "postgres.sh"), "start"], capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        msg = f"could not start a PostgreSQL cluster: {out.stderr.strip()[-500:]}"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    folder, url = out.stdout.strip().split(" ", 1)
+    try:
+        yield url
+    finally:
+        subprocess.run([str(REPO / ".ci" / "postgres.sh"), "stop", folder], capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def postgres_db(postgres_server):
+    """A fresh, empty database on the test server for one test (dropped afterwards); its URL."""
+    import uuid
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    name = f"laf_test_{uuid.uuid4().hex[:12]}"
+    admin = make_url(postgres_server)
+    dsn = dict(host=admin.host, port=admin.port, user=admin.username, password=admin.password, dbname=admin.database or "postgres")
+    with psycopg.connect(**dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield admin.set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(**dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history_url(request, tmp_path):
+    """The history test suite runs on both backends: a new SQLite file, and a new database on a real PostgreSQL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "history.sqlite")
+    return request.getfixturevalue("postgres_db")

@@ -14,7 +14,9 @@ def register(sub) -> None:
         help="paired comparison of a candidate against a baseline under a policy (exit 0 pass, 1 fail, 2 inconclusive, 3 error)",
         description="RUN is an evaluation folder, or RUN#MODEL to pick a model in it (base, or an adapter ref such as support@3).",
     )
-    g.add_argument("--baseline", required=True, metavar="RUN[#MODEL]", help="default model: base")
+    g.add_argument("--baseline", default=None, metavar="RUN[#MODEL]|base|released",
+                   help="RUN[#MODEL] (default model: base); 'base' (the default): the candidate run's base model; "
+                        "'released': the last released version of the candidate's adapter in the release history, paired on the same items")
     g.add_argument("--candidate", required=True, metavar="RUN[#MODEL]", help="default model: the run's only adapter")
     g.add_argument("--policy", required=True, help="gate policy YAML")
     g.add_argument("--junit", default=None, help="write JUnit XML here")
@@ -24,6 +26,9 @@ def register(sub) -> None:
     g.add_argument("--curation", default=None, help="curation.json from `laf data check --against` (for max_contamination)")
     g.add_argument("--parity", default=None, help="parity.json from `laf parity` (for parity rules; default: the candidate run's parity.json or parity/parity.json)")
     g.add_argument("--json", action="store_true", help="print verdict.json")
+    g.add_argument("--history", default=None, metavar="URL",
+                   help="release history to record the verdict in (and read releases from): a SQLite path, sqlite:///PATH or postgresql://...; "
+                        "default: LAF_HISTORY_URL, else reports/history.sqlite; 'off' records nothing")
     g.add_argument("--allow-modified", action="store_true", help="read run folders whose files fail their integrity check (integrity.json); the verdict says so")
     g.set_defaults(handler=cmd_gate)
 
@@ -34,6 +39,7 @@ def register(sub) -> None:
     c.add_argument("--out", default=None, help="write compare.json here (default: FIRST_RUN/compare.json)")
     c.add_argument("--confidence", type=float_range(0.5, 1, lo_open=True, hi_open=True), default=0.95)
     c.add_argument("--json", action="store_true")
+    c.add_argument("--history", default=None, metavar="URL", help="release history to record the comparison in (default: LAF_HISTORY_URL, else reports/history.sqlite; 'off': none)")
     c.set_defaults(handler=cmd_compare)
 
     k = sub.add_parser("calibrate", help="measure run-to-run noise between two runs of the same model and suggest margins")
@@ -47,10 +53,12 @@ def register(sub) -> None:
 
 def cmd_gate(args) -> int:
     from ..gate import run_gate
+    from ..history import resolve_url
 
+    history = resolve_url(args.history)
     v, out = run_gate(args.baseline, args.candidate, args.policy, inconclusive_as=args.inconclusive, curation=args.curation, parity=args.parity,
-                      allow_modified=args.allow_modified,
-                      out=args.out, junit=args.junit, summary=args.summary)
+                      allow_modified=args.allow_modified, out=args.out, junit=args.junit, summary=args.summary,
+                      history=history, record=history is not None)
     from .ci import report_verdict_to_ci
 
     report_verdict_to_ci(v)  # GitHub Actions: annotations and the step summary
@@ -60,7 +68,15 @@ def cmd_gate(args) -> int:
     requested, got = args.candidate.rsplit("#", 1)[-1] if "#" in args.candidate else None, v.candidate.get("model")
     console.print(f"candidate: {requested} -> {got}" if requested and requested != got else f"candidate: {got}")
     print_verdict(v, out)
+    print_recorded((v.history or {}).get("recorded"))
     return v.exit_code
+
+
+def print_recorded(rec: dict | None) -> None:
+    from rich.markup import escape
+
+    if rec:
+        console.print(f"history: {'recorded' if rec.get('new') else 'already recorded'} run {escape(str(rec.get('run_id')))} in {escape(str(rec.get('store')))}")
 
 
 def print_verdict(v, out: Path | None = None) -> None:
@@ -78,11 +94,14 @@ def print_verdict(v, out: Path | None = None) -> None:
 
 def cmd_compare(args) -> int:
     from ..gate.compare import combined_exit, compare_runs
-    from ..io import atomic_write_json
+    from ..history import record_outcome, resolve_url
+    from ..io import atomic_write_json, sha256_json
 
     doc = compare_runs(args.runs, args.baseline, args.policy, args.confidence)
     out = Path(args.out) if args.out else Path(args.runs[0].split("#")[0]) / "compare.json"
     atomic_write_json(out, doc)
+    rec = record_outcome(resolve_url(args.history), "compare", compare=doc, config_fingerprint=sha256_json({"runs": args.runs, "baseline": args.baseline,
+                         "policy": args.policy, "confidence": args.confidence}))
     gated = [{"model": r["candidate"], "verdict": r["verdict"], "exit_code": r.get("exit_code", 0)} for r in doc["ranking"] if r.get("verdict") is not None]
     code, why = combined_exit(gated) if gated else (0, "exit 0: no policy, so nothing was gated")
     if args.json:
@@ -90,6 +109,7 @@ def cmd_compare(args) -> int:
     else:
         print_comparison(doc)
         console.print(f"\n-> {out}\n{why}")
+        print_recorded(rec)
     return code
 
 

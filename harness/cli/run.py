@@ -16,6 +16,8 @@ def register(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key (dotted); repeatable")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.add_argument("--quiet", action="store_true", help="only the stage lines and the verdict (no progress, no results table)")
+    p.add_argument("--history", default=None, metavar="URL", help="release history to record the run in (default: the config's history:, "
+                   "else LAF_HISTORY_URL, else OUT_ROOT/history.sqlite; 'off': none)")
     p.set_defaults(handler=cmd_run)
 
 
@@ -27,7 +29,8 @@ def cmd_run(args) -> int:
 
     quiet = args.quiet or args.json
     with open_progress(quiet, stages=True) as progress:
-        summary = run_pipeline(args.config, args.overrides, log=progress.log, train_progress=progress.train_update, eval_progress=progress.eval_update)
+        summary = run_pipeline(args.config, args.overrides, log=progress.log, train_progress=progress.train_update, eval_progress=progress.eval_update,
+                               history=args.history)
     from pathlib import Path
 
     from ..gate.verdict import Verdict
@@ -63,5 +66,9 @@ def cmd_run(args) -> int:
         console.print(f"\n[bold]run {escape(summary['exit_explanation'])}[/]")
     if not args.quiet:
         console.print(f"\nstages run: {', '.join(summary['stages_ran']) or '-'}; skipped (unchanged): {', '.join(summary['stages_skipped']) or '-'}; {summary['wall_time_s']:.0f} s")
+    if summary.get("history"):
+        from .gate import print_recorded
+
+        print_recorded(summary["history"])
     console.print(f"report: [bold]{escape(summary['report'])}[/]")
     return summary["exit_code"]

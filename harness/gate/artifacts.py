@@ -29,7 +29,8 @@ def junit_xml(v: Verdict) -> str:
         "timestamp": v.created,
     })
     props = ET.SubElement(suite, "properties")
-    for k, val in (("verdict", v.status), ("baseline", v.baseline["ref"]), ("candidate", v.candidate["ref"]), ("policy", v.policy.get("source", ""))):
+    for k, val in (("verdict", v.status), ("baseline", v.baseline["ref"]), ("baseline_kind", v.baseline_kind), ("candidate", v.candidate["ref"]),
+                   ("policy", v.policy.get("source", ""))):
         ET.SubElement(props, "property", {"name": k, "value": str(val)})
     for r in cases:
         case = ET.SubElement(suite, "testcase", {"classname": f"laf.{r.category}", "name": f"{r.rule} [{r.suite} {r.metric}]"})

@@ -144,7 +144,7 @@ def compare_runs(refs: list[str], baseline_ref: str | None, policy_path: Policy 
             if members:
                 cats[cat] = {"suites": members, **pooled_delta(base, c, members, policy).to_dict()}
         requested = parse_ref(c.ref)[1]
-        row = {"candidate": label, "ref": c.ref, "model": c.model, "resolved_from": requested if requested and requested != c.model else None,
+        row = {"candidate": label, "ref": c.ref, "model": c.model, "identity": c.identity(), "resolved_from": requested if requested and requested != c.model else None,
                "columns": {q["key"]: _quantity(base, c, q, policy) for q in quantities}, "suites": suites, "categories": cats}
         given = (verdicts or {}).get(c.model)
         if given is not None:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from ..io import read_json
+from ..errors import LafError
+from ..io import read_json, sha256_json
+from ..results import BASE
 from .artifacts import write_artifacts
 from .policy import Policy, load_policy
+from .released import KEYWORD, adapter_name, refusal, released_baseline
 from .rules import evaluate_gate
 from .runs import load_side
 from .verdict import Verdict
@@ -19,21 +23,58 @@ def contamination_from(curation: str | Path | None) -> dict | None:
     return read_json(curation).get("contamination")
 
 
-def run_gate(baseline: str, candidate: str, policy: Policy | str | Path, *, policy_source: str | None = None,
+def run_gate(baseline: str | None, candidate: str, policy: Policy | str | Path, *, policy_source: str | None = None,
              inconclusive_as: str = "inconclusive", curation: str | Path | None = None, out: str | Path | None = None,
              junit: str | Path | None = None, summary: str | Path | None = None, parity: str | Path | None = None,
-             allow_modified: bool = False) -> tuple[Verdict, Path]:
-    """Gate ``candidate`` (``RUN[#MODEL]``, default model: the run's only adapter) against ``baseline`` (default
-    model: base) under ``policy`` (a Policy or a YAML path), with the contamination record of ``curation`` when
-    given, and the parity.json of ``parity`` (default: found in the candidate's run folder) for parity rules.
-    ``allow_modified``: read run folders that fail their integrity check (said in the verdict). Writes ``verdict.json`` (default: in the candidate's run folder), and JUnit XML / a Markdown summary
-    where paths are given; returns the verdict and the verdict.json path."""
+             allow_modified: bool = False, history: str | None = None, record: bool = False, baseline_kind: str = "base",
+             notes: list[str] | None = None) -> tuple[Verdict, Path]:
+    """Gate ``candidate`` (``RUN[#MODEL]``, default model: the run's only adapter) against ``baseline`` (``RUN[#MODEL]``,
+    default model: base; None or ``base``: the candidate run's base; ``released``: the last released version of the
+    candidate's adapter in the release history ``history``, see :mod:`harness.gate.released`) under ``policy`` (a
+    Policy or a YAML path), with the contamination record of ``curation`` when given, and the parity.json of
+    ``parity`` (default: found in the candidate's run folder) for parity rules.
+    ``allow_modified``: read run folders that fail their integrity check (said in the verdict). Writes ``verdict.json``
+    (default: in the candidate's run folder), and JUnit XML / a Markdown summary where paths are given; with
+    ``record``, records the verdict in ``history`` and writes the adapter's trend beside verdict.json. Returns the
+    verdict and the verdict.json path."""
     if not isinstance(policy, Policy):
         policy_source = policy_source or str(policy)
         policy = load_policy(policy)
-    a = load_side(baseline, "baseline", default_base=True, allow_modified=allow_modified)
     b = load_side(candidate, "candidate", default_base=False, allow_modified=allow_modified)
+    notes = list(notes or [])
+    hist: dict[str, Any] = {}
+    if baseline in (None, "", BASE):
+        a = load_side(f"{b.folder}#{BASE}", "baseline", default_base=True, allow_modified=allow_modified)
+    elif baseline == KEYWORD:
+        if history is None:
+            raise LafError("--baseline released reads the release history, which is switched off here",
+                           "name it with --history URL (or LAF_HISTORY_URL), or gate against a run folder")
+        rb = released_baseline(b, history)
+        hist = {"store": rb.store}
+        if rb.release is None:
+            a = load_side(f"{b.folder}#{BASE}", "baseline", default_base=True, allow_modified=allow_modified)
+            notes.append(f"no version of {adapter_name(b.model)} has been released yet (history {rb.store}): gated against the base model instead")
+        elif rb.side is None:
+            raise refusal(rb, b.model)
+        else:
+            a, baseline_kind = rb.side, "released"
+            r = rb.release
+            hist["release"] = {k: r.get(k) for k in ("candidate", "released_at", "released_by", "git_commit", "run_id")}
+            notes.append(f"baseline: the last release {rb.ref} (released {r.get('released_at')} by {r.get('released_by')}); its records in "
+                         f"{rb.folder} match the history and are paired with the candidate's on the same items")
+    else:
+        a = load_side(baseline, "baseline", default_base=True, allow_modified=allow_modified)
     v = evaluate_gate(a, b, policy, policy_source or "inline", inconclusive_as, contamination_from(curation), parity)
+    v.baseline_kind, v.notes, v.history = baseline_kind, notes, (hist or None)
     verdict_path = Path(out) if out else b.folder / "verdict.json"
     write_artifacts(v, verdict_path, Path(junit) if junit else None, Path(summary) if summary else None)
+    if record and history is not None:
+        from ..history import record_outcome
+
+        rec = record_outcome(history, "gate", [v.to_dict()], config_fingerprint=sha256_json({"policy": policy.model_dump(mode="json"), "inconclusive_as": inconclusive_as}),
+                             trend_dir=verdict_path.parent,
+                             artifacts={b.model: {"verdict": str(verdict_path.resolve()), "report": str((verdict_path.parent / "report.html").resolve())}})
+        if rec is not None:
+            v.history = {**(hist or {}), "store": rec["store"], "recorded": rec}
+            write_artifacts(v, verdict_path, None, None)
     return v, verdict_path

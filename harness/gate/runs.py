@@ -7,12 +7,16 @@ doc_hash); item sets that differ are an error, never silently aligned.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LafError
+from ..io import canonical_json, sha256_json
 from ..results import BASE, ItemRecord, ResultsDoc, SuiteMeta, load_run
+from ..stats import get_aggregation
+from ..stats.single import estimate
 
 COMPARABLE_KEYS = ("base_fingerprint", "precision", "compute_dtype", "batch_size", "max_length", "scoring_version")
 
@@ -31,6 +35,25 @@ class RunSide:
 
     def comparable(self) -> dict:
         return self.results.provenance.comparable()
+
+    def identity(self) -> dict:
+        """What the release history keeps of this side: the run folder, the model, its adapter digest, the digest of
+        its per-item records, and per suite the suite fingerprint, the item-set digest, n and the primary metric's
+        estimate with its 95% interval (``suites``)."""
+        model = self.results.models[self.model]
+        suites = {}
+        for s, meta in self.suites.items():
+            recs = self.records.get(s, [])
+            entry = {"fingerprint": meta.fingerprint(), "category": meta.category, "item_digest": item_digest(recs), "n": len(recs),
+                     "metric": meta.primary_metric, "higher_is_better": meta.primary.higher_is_better, "ideal": meta.primary.ideal}
+            try:
+                est = estimate(_metric_values(recs, meta.primary_metric), get_aggregation(meta.primary.aggregation))
+                entry.update(value=est.value, ci_low=est.ci_low, ci_high=est.ci_high)
+            except (ValueError, TypeError, IndexError, KeyError):
+                entry.update(value=None, ci_low=None, ci_high=None)  # no finite score: the history keeps no number
+            suites[s] = entry
+        return {"run": str(self.folder.resolve()), "model": self.model, "adapter_digest": None if model.adapter is None else model.adapter.weights_sha256,
+                "records_digest": records_digest(self.records), "suites": suites}
 
     def describe(self) -> dict:
         """Who this side is, for verdict.json: the model, its adapter (without the manifest) and how it was scored."""
@@ -52,7 +75,32 @@ class RunSide:
             "machine": env.get("machine"),
             "time": env.get("time"),
             "command": env.get("command"),
+            "identity": self.identity(),
         }
+
+
+def item_digest(records: list[ItemRecord]) -> str:
+    """sha256 of a suite's item set: the sorted (content hash, doc id) pairs."""
+    return sha256_json(sorted([r.doc_hash, r.doc_id] for r in records))
+
+
+def records_digest(by_suite: dict[str, list[ItemRecord]]) -> str:
+    """sha256 of one model's per-item records (canonical JSON, by suite and doc id): equal digests, equal records."""
+    h = hashlib.sha256()
+    for s in sorted(by_suite):
+        for r in sorted(by_suite[s], key=lambda r: r.doc_id):
+            h.update(canonical_json(r.to_dict()).encode("utf-8") + b"\n")
+    return h.hexdigest()
+
+
+def _metric_values(records: list[ItemRecord], metric: str) -> list:
+    out = []
+    for r in records:
+        v = r.metrics[metric]
+        if v is None:
+            raise ValueError("missing value")
+        out.append(v)
+    return out
 
 
 def parse_ref(ref: str) -> tuple[Path, str | None]:

@@ -47,6 +47,9 @@ class Verdict:
     policy: dict
     created: str = field(default_factory=now_iso)
     contamination: dict | None = None
+    baseline_kind: str = "base"  # base | released (laf gate --baseline released)
+    notes: list[str] = field(default_factory=list)  # how the baseline was found (a release, a fallback, a re-score): shown with the warnings
+    history: dict | None = None  # the release history the baseline came from (store URL with its password redacted)
 
     def to_dict(self) -> dict:
         return {
@@ -61,18 +64,22 @@ class Verdict:
             "policy": self.policy,
             "contamination": self.contamination,
             "warnings": self.warnings,
+            "baseline_kind": self.baseline_kind,
+            "notes": list(self.notes),
+            "history": self.history,
         }
 
     @classmethod
     def from_dict(cls, v: dict) -> "Verdict":
         rules = [RuleResult(r["rule"], r["kind"], r["margin"], r["required"], r["suite"], r["category"], r["metric"], r["status"], r["message"],
                             PairedDelta(**r["stats"]) if r.get("stats") else None, r.get("minimum_detectable_effect"), r.get("min_items", 0)) for r in v["rules"]]
-        return cls(v["verdict"], v["exit_code"], rules, v["summaries"], v["baseline"], v["candidate"], v["policy"], v["created"], v.get("contamination"))
+        return cls(v["verdict"], v["exit_code"], rules, v["summaries"], v["baseline"], v["candidate"], v["policy"], v["created"], v.get("contamination"),
+                   v.get("baseline_kind") or "base", list(v.get("notes") or []), v.get("history"))
 
     @property
     def warnings(self) -> list[str]:
         """Things a reader must know before trusting the numbers (shown above the rules everywhere)."""
-        out = []
+        out = list(self.notes)
         for name, side in (("baseline", self.baseline), ("candidate", self.candidate)):
             integrity = str(side.get("integrity") or "")
             if integrity.startswith("modified"):

@@ -18,14 +18,30 @@ from typing import Callable
 from ..gate.compare import combined_exit
 from ..io import atomic_write_bytes, atomic_write_json, exclusive_lock
 from .config import RunConfig, load_run_config, suite_refs, validate_run
-from .stages import RunContext, compare_stage, curate_stage, diversity_stage, eval_stage, gate_stage, merge_stage, parity_stage, report_stage, resolve_adapters, train_stage, verdict_paths
+from .stages import (
+    RunContext,
+    compare_stage,
+    curate_stage,
+    diversity_stage,
+    eval_stage,
+    gate_stage,
+    history_stage,
+    merge_stage,
+    parity_stage,
+    released_plans,
+    report_stage,
+    resolve_adapters,
+    train_stage,
+    verdict_paths,
+    verify_released,
+)
 from .state import RunState, StageLog
 
 __all__ = ["RunConfig", "RunState", "load_run_config", "run_pipeline", "suite_refs", "validate_run"]
 
 
 def run_pipeline(config_path: str | Path, overrides: list[str] | None = None, log: Callable[[str], None] = lambda m: None,
-                 train_progress=None, eval_progress=None) -> dict:
+                 train_progress=None, eval_progress=None, history: str | None = None) -> dict:
     """Run the whole flow of one run config (``--set`` style ``overrides`` applied) into ``<out_root>/<name>/``.
 
     Adapter references (``name``, ``name@latest``, ``name@version``) are resolved once, before any stage, and the
@@ -34,6 +50,9 @@ def run_pipeline(config_path: str | Path, overrides: list[str] | None = None, lo
     what each given reference resolved to), every candidate's verdict, the run's exit code (0 when every candidate
     passed or there is no gate, 1 when any failed, 2 when none failed and some is inconclusive) and its explanation,
     which stages ran and which were unchanged.
+    The run is recorded in the release history (``history``, else the config's ``history:``, else LAF_HISTORY_URL,
+    else ``<out_root>/history.sqlite``; ``off``: not recorded); with ``gate: {baseline: released}`` each candidate
+    is gated against the last release of its adapter name there.
     ``log`` receives progress lines; the library prints nothing itself.
     """
     t0 = time.time()
@@ -41,14 +60,31 @@ def run_pipeline(config_path: str | Path, overrides: list[str] | None = None, lo
     cfg, base = load_run_config(config_path, overrides)
     suites, policy = validate_run(cfg, base, config_path)
     run_dir = Path(cfg.out_root) / cfg.name
+    from ..history import resolve_url
+
+    history_url = resolve_url(history, cfg.history, default=Path(cfg.out_root) / "history.sqlite")
     with exclusive_lock(run_dir, "laf run"):  # a second `laf run` of this name fails at once, naming this one
-        return _run_locked(cfg, base, config_path, suites, policy, run_dir, t0, log, train_progress, eval_progress)
+        return _run_locked(cfg, base, config_path, suites, policy, run_dir, t0, log, train_progress, eval_progress, history_url)
 
 
-def _run_locked(cfg, base: Path, config_path: Path, suites, policy, run_dir: Path, t0: float, log, train_progress, eval_progress) -> dict:
+def _without_password(text: bytes, history: str | None) -> bytes:
+    """The config's bytes with the history URL's password replaced by ``***`` (the run folder is shared; the secret is not)."""
+    if not history or "://" not in history:
+        return text
+    try:
+        from sqlalchemy.engine import make_url
+
+        password = make_url(history).password
+    except Exception:  # noqa: BLE001 - an unparsable URL is refused later, by the store, with its own message
+        return text
+    return text.replace(str(password).encode("utf-8"), b"***") if password else text
+
+
+def _run_locked(cfg, base: Path, config_path: Path, suites, policy, run_dir: Path, t0: float, log, train_progress, eval_progress,
+                history_url: str | None) -> dict:
     from ..models import resolve_model
 
-    atomic_write_bytes(run_dir / "config.yaml", config_path.read_bytes())
+    atomic_write_bytes(run_dir / "config.yaml", _without_password(config_path.read_bytes(), cfg.history))
     ctx = RunContext(cfg, base, run_dir, RunState(run_dir), StageLog(), resolve_model(cfg.model).fingerprint, log)
 
     adapters, resolved = resolve_adapters(ctx)
@@ -67,7 +103,15 @@ def _run_locked(cfg, base: Path, config_path: Path, suites, policy, run_dir: Pat
         adapters += [m for m in merge_stage(ctx) if m not in adapters]
     if split:  # every stage from here sees the confirmation split only: the items that chose never certify
         suites = subset_suites(suites, split, "confirmation", cfg, base)
-    results = eval_stage(ctx, suites, adapters, eval_progress)
+    plans = released_plans(ctx, adapters, history_url) if policy is not None and cfg.gate and cfg.gate.baseline == "released" else {}
+    rescored = [p.ref for p in plans.values() if p.rescore is not None and p.ref is not None]
+    results = eval_stage(ctx, suites, adapters + [r for r in dict.fromkeys(rescored) if r not in adapters], eval_progress)
+    if plans and history_url is not None:
+        more = verify_released(ctx, plans, history_url)
+        if more:  # recorded records that do not pair with the candidate's: score the release here too (the rest comes from the cache)
+            rescored += more
+            log(f"gate: re-scoring {', '.join(more)} next to the candidates ({'; '.join(str(p.rescore) for p in plans.values() if p.ref in more)})")
+            results = eval_stage(ctx, suites, adapters + [r for r in dict.fromkeys(rescored) if r not in adapters], eval_progress)
     import shutil
 
     selection = run_dir / "selection.json"
@@ -78,14 +122,14 @@ def _run_locked(cfg, base: Path, config_path: Path, suites, policy, run_dir: Pat
     diversity_stage(ctx, adapters)
     if cfg.parity is not None:
         parity_stage(ctx, adapters)
-    verdicts = gate_stage(ctx, policy, adapters) if policy is not None else []
+    verdicts = gate_stage(ctx, policy, adapters, plans, history_url) if policy is not None else []
     if split and selection.exists() and (run_dir / "summary.md").exists():
         from ..io import atomic_write_text, read_json
         from .select import selection_markdown
 
         atomic_write_text(run_dir / "summary.md", (run_dir / "summary.md").read_text("utf-8") + selection_markdown(read_json(selection)))
-    if len(adapters) > 1:
-        compare_stage(ctx, adapters, policy, verdicts)
+    compare_doc = compare_stage(ctx, adapters, policy, verdicts) if len(adapters) > 1 else None
+    recorded = history_stage(ctx, history_url, verdicts, adapters, compare_doc)
     report = report_stage(ctx)
 
     exit_code, explanation = combined_exit([{"model": m, **v.to_dict()} for m, v in verdicts])
@@ -96,7 +140,7 @@ def _run_locked(cfg, base: Path, config_path: Path, suites, policy, run_dir: Pat
         "verdicts": [{"model": m, "verdict": v.status, "exit_code": v.exit_code, "failed_rules": [r.rule for r in v.rules if r.status != "pass"],
                       "verdict_json": str(path)} for (m, v), path in zip(verdicts, verdict_paths(ctx, [m for m, _ in verdicts]))],
         "exit_code": exit_code, "exit_explanation": explanation, "stages_ran": ctx.stages.ran, "stages_skipped": ctx.stages.skipped,
-        "wall_time_s": round(time.time() - t0, 1), "results": results.results,
+        "wall_time_s": round(time.time() - t0, 1), "results": results.results, "history": recorded,
     }
     atomic_write_json(run_dir / "run.json", {k: v for k, v in summary.items() if k != "results"})
     return summary

@@ -47,6 +47,9 @@ class RunEval(StrictModel):
 class RunGate(StrictModel):
     policy: str | dict
     inconclusive: Literal["inconclusive", "fail", "pass"] = "inconclusive"
+    # base: each candidate against the base model; released: against the last released version of its adapter name
+    # in the release history (re-scored next to it on the same items when its recorded records cannot be used)
+    baseline: Literal["base", "released"] = "base"
 
 
 class RunParity(StrictModel):
@@ -101,6 +104,9 @@ class RunConfig(StrictModel):
     select: RunSelect | None = None
     registry: str = "adapters_registry"
     out_root: str = "reports"
+    # the release history every run is recorded in: a SQLite path, sqlite:///PATH or postgresql://...; 'off': none.
+    # Default: LAF_HISTORY_URL, else <out_root>/history.sqlite
+    history: str | None = Field(None, min_length=1, max_length=4096)
 
     @field_validator("name")
     @classmethod

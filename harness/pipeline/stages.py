@@ -352,19 +352,110 @@ def verdict_paths(ctx: RunContext, adapters: list[str]) -> list[Path]:
     return [ctx.run_dir / ("verdict.json" if i == 0 else f"verdict-{ref.replace('@', '-')}.json") for i, ref in enumerate(adapters)]
 
 
-def gate_stage(ctx: RunContext, policy, adapters: list[str]) -> list:
+@dataclass
+class ReleasedPlan:
+    """Where one candidate's released baseline comes from (``gate: {baseline: released}``)."""
+
+    name: str
+    release: dict | None  # the last release of ``name`` (None: nothing released yet)
+    store: str
+    rescore: str | None = None  # why the release is re-scored in this run's evaluation (None: its recorded records are used)
+    folder: Path | None = None  # its recorded, verified run folder
+
+    @property
+    def ref(self) -> str | None:
+        return None if self.release is None else str(self.release["candidate"])
+
+
+def released_plans(ctx: RunContext, adapters: list[str], history: str | None) -> dict[str, ReleasedPlan]:
+    """Before the evaluation: each candidate's last release. A release whose recorded run folder is this run's own
+    evaluation folder (rewritten now) is re-scored here, next to the candidate."""
+    from ..gate.released import adapter_name, find_release
+
+    if history is None:
+        raise LafError("gate.baseline: released reads the release history, which is switched off (history: off / LAF_HISTORY_URL=off)",
+                       "name a history in the config (history: PATH or URL), or gate against the base")
+    plans: dict[str, ReleasedPlan] = {}
+    for ref in adapters:
+        name = adapter_name(ref)
+        rel, row, shown = find_release(name, history)
+        plan = ReleasedPlan(name, rel, shown)
+        if rel is not None and rel["candidate"] == ref:
+            raise LafError(f"the candidate {ref} is itself the last release of {name}", "train or list a newer version, or set gate.baseline: base")
+        if rel is not None:
+            folder = Path(str(row["run_folder"])) if row and row.get("run_folder") else None
+            if folder is None:
+                plan.rescore = "the history records no run folder for it"
+            elif folder.resolve() == ctx.eval_dir.resolve():
+                plan.rescore = f"its recorded run folder {folder} is this run's evaluation folder, which this run rewrites"
+        plans[ref] = plan
+    return plans
+
+
+def verify_released(ctx: RunContext, plans: dict[str, ReleasedPlan], history: str) -> list[str]:
+    """After the evaluation: check each release that is not re-scored against the candidate's items (digest, suite
+    fingerprints, item sets); returns the released refs that must be re-scored after all (in the registry), and
+    refuses with the reason where one is not there."""
+    from ..gate.released import ReleasedBaseline, refusal, released_baseline
+    from ..gate.runs import load_side
+    from ..registry import Registry
+
+    more = []
+    for ref, plan in plans.items():
+        if plan.release is None or plan.rescore is not None:
+            continue
+        rb = released_baseline(load_side(f"{ctx.eval_dir}#{ref}", "candidate", default_base=False), history)
+        if rb.side is not None:
+            plan.folder = rb.folder
+            continue
+        plan.rescore = rb.reason
+        more.append(plan.ref)
+    for ref in [p.ref for p in plans.values() if p.rescore is not None]:
+        try:
+            Registry(ctx.cfg.registry).resolve(ref)
+        except LafError as e:
+            plan = next(p for p in plans.values() if p.ref == ref)
+            raise LafError(refusal(ReleasedBaseline(plan.release, plan.store, reason=plan.rescore), ref).cause + f"; and it cannot be re-scored here ({e.cause})",
+                           f"register {ref} in {ctx.cfg.registry} again, or set gate.baseline: base") from None
+    return [r for r in dict.fromkeys(more) if r is not None]
+
+
+def gate_stage(ctx: RunContext, policy, adapters: list[str], plans: dict[str, ReleasedPlan] | None = None, history: str | None = None) -> list:
     """One verdict per candidate, each with its own verdict.json, JUnit XML and Markdown summary (the first
-    candidate's without a suffix); returns ``[(model, Verdict)]`` in candidate order."""
+    candidate's without a suffix), against the base or (``plans``) the candidate's last release; returns
+    ``[(model, Verdict)]`` in candidate order."""
     from ..gate import run_gate
 
     out = []
     curation = ctx.curation if ctx.curation.exists() else None
     for i, (ref, path) in enumerate(zip(adapters, verdict_paths(ctx, adapters))):
         suffix = "" if i == 0 else f"-{ref.replace('@', '-')}"
-        v, _ = run_gate(f"{ctx.eval_dir}#{BASE}", f"{ctx.eval_dir}#{ref}", policy, policy_source=ctx.cfg.policy_source(),
+        baseline, kind, notes = f"{ctx.eval_dir}#{BASE}", "base", []
+        plan = (plans or {}).get(ref)
+        if plan is not None and plan.release is None:
+            notes.append(f"no version of {plan.name} has been released yet (history {plan.store}): gated against the base model instead")
+        elif plan is not None:
+            r = plan.release or {}
+            kind = "released"
+            when = f"released {r.get('released_at')} by {r.get('released_by')}"
+            if plan.rescore is not None:
+                baseline = f"{ctx.eval_dir}#{plan.ref}"
+                notes.append(f"baseline: the last release {plan.ref} ({when}), re-scored in this run on the same items because {plan.rescore}")
+            else:
+                baseline = f"{plan.folder}#{plan.ref}"
+                notes.append(f"baseline: the last release {plan.ref} ({when}); its records in {plan.folder} match the history and are paired "
+                             "with the candidate's on the same items")
+        v, _ = run_gate(baseline, f"{ctx.eval_dir}#{ref}", policy, policy_source=ctx.cfg.policy_source(),
                         inconclusive_as=ctx.cfg.gate.inconclusive, curation=curation,
                         out=(ctx.eval_dir / "verdict.json") if i == 0 else path,
-                        junit=ctx.run_dir / f"junit{suffix}.xml", summary=ctx.run_dir / f"summary{suffix}.md")
+                        junit=ctx.run_dir / f"junit{suffix}.xml", summary=ctx.run_dir / f"summary{suffix}.md",
+                        baseline_kind=kind, notes=notes)
+        if plan is not None:
+            v.history = {"store": plan.store, **({"release": {k: (plan.release or {}).get(k) for k in ("candidate", "released_at", "released_by", "git_commit", "run_id")}}
+                                                 if plan.release else {})}
+            from ..gate.artifacts import write_artifacts
+
+            write_artifacts(v, (ctx.eval_dir / "verdict.json") if i == 0 else path, None, None)
         if i == 0:
             shutil.copyfile(ctx.eval_dir / "verdict.json", path)
         out.append((ref, v))
@@ -372,7 +463,26 @@ def gate_stage(ctx: RunContext, policy, adapters: list[str]) -> list:
     return out
 
 
-def compare_stage(ctx: RunContext, adapters: list[str], policy=None, verdicts: list | None = None) -> None:
+def history_stage(ctx: RunContext, history: str | None, verdicts: list, adapters: list[str], compare: dict | None) -> dict | None:
+    """Record the run in the release history (its verdicts; where nothing was gated, the comparison of its candidates
+    with the base) and write each candidate's trend into the evaluation folder for the report."""
+    if history is None:
+        return None
+    from ..gate.compare import compare_runs
+    from ..history import record_outcome
+
+    if not verdicts and compare is None:
+        compare = compare_runs([f"{ctx.eval_dir}#{a}" for a in adapters], f"{ctx.eval_dir}#{BASE}", None)
+    paths = verdict_paths(ctx, adapters)
+    artifacts = {a: {"verdict": str(p.resolve()), "report": str((ctx.run_dir / "report.html").resolve())} for a, p in zip(adapters, paths)}
+    rec = record_outcome(history, "run", [v.to_dict() for _, v in verdicts] or None, compare if not verdicts else None,
+                         config_fingerprint=sha256_json(ctx.cfg.model_dump(mode="json")), run_folder=ctx.eval_dir, trend_dir=ctx.eval_dir,
+                         artifacts=artifacts)  # `laf run` prints where it was recorded with the verdict
+    ctx.stages.ran.append("history")
+    return rec
+
+
+def compare_stage(ctx: RunContext, adapters: list[str], policy=None, verdicts: list | None = None) -> dict:
     """Rank several adapters against the base on the quantities the policy gates, each with its verdict
     (compare.json in the eval folder and the run folder)."""
     from ..gate.compare import compare_runs
@@ -382,6 +492,7 @@ def compare_stage(ctx: RunContext, adapters: list[str], policy=None, verdicts: l
     atomic_write_json(ctx.eval_dir / "compare.json", doc)
     shutil.copyfile(ctx.eval_dir / "compare.json", ctx.run_dir / "compare.json")
     ctx.stages.ran.append("compare")
+    return doc
 
 
 def report_stage(ctx: RunContext) -> Path:

@@ -200,9 +200,46 @@ def gather(run_dir: str | Path, candidate: str | None = None, curation: str | Pa
         "curation": cur,
         "parity": _parity(run_dir),
         "diversity": _diversity(run_dir),
+        "trend": _trend(run_dir, cand),
         "items": items,
         "item_stats": item_stats,
     }
+
+
+def _num(v):
+    import math
+
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def _trend(run_dir: Path, cand: str | None) -> dict | None:
+    """``trend.json`` (written where the history recorded this run's verdict): the candidate's adapter across its
+    versions, per gated suite. Only the fields the report draws are kept, numbers only where finite; an unreadable
+    file is left out (the history itself is the record)."""
+    doc = _safe_json(run_dir / "trend.json")
+    if not isinstance(doc, dict) or doc.get("schema") != "laf.trend/1" or not isinstance(doc.get("adapters"), list):
+        return None
+    adapters = [a for a in doc["adapters"] if isinstance(a, dict) and isinstance(a.get("versions"), list)]
+    mine = [a for a in adapters if a.get("candidate") == cand] or adapters
+    out = []
+    for a in mine[:20]:
+        suites = [str(s) for s in (a.get("suites") or []) if isinstance(s, str)][:50]
+        versions = []
+        for v in a["versions"][:500]:
+            if not isinstance(v, dict):
+                continue
+            vs = v.get("suites") if isinstance(v.get("suites"), dict) else {}
+            rel = v.get("released") if isinstance(v.get("released"), dict) else None
+            versions.append({
+                "candidate": str(v.get("candidate")), "verdict": v.get("verdict") if isinstance(v.get("verdict"), str) else None,
+                "baseline": str(v.get("baseline")), "recorded_at": str(v.get("recorded_at")), "current": v.get("current") is True,
+                "released": None if rel is None else {"released_at": str(rel.get("released_at")), "released_by": str(rel.get("released_by")), "note": str(rel.get("note") or "")},
+                "suites": {s: {"metric": str(x.get("metric")), "value": _num(x.get("value")), "ci_low": _num(x.get("ci_low")), "ci_high": _num(x.get("ci_high")),
+                               "higher_is_better": x.get("higher_is_better") is not False}
+                           for s, x in vs.items() if s in suites and isinstance(x, dict)},
+            })
+        out.append({"name": str(a.get("name")), "candidate": str(a.get("candidate")), "suites": suites, "versions": versions})
+    return {"store": str(doc.get("store")), "adapters": out}
 
 
 def _safe_json(path: Path):

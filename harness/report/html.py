@@ -422,6 +422,37 @@ def _diversity(d: dict) -> str:
     return render_diversity_section(d["diversity"], wrap=False)
 
 
+def _trend(d: dict) -> str:
+    """Each gated suite's primary metric across the adapter's recorded versions (release history), with CIs: a drift
+    that no single gate fails shows here."""
+    t = d.get("trend")
+    if not t or not t.get("adapters"):
+        return ""
+    parts = [f"<p class='muted'>From the release history {_e(t.get('store'))}: each version's latest recorded run; bars are 95% intervals, "
+             "diamonds are released versions, the blue point is this candidate.</p>"]
+    for a in t["adapters"]:
+        versions = a["versions"]
+        for s in a["suites"]:
+            metric = next((v["suites"][s]["metric"] for v in versions if s in v["suites"]), "")
+            vals = [x for v in versions if s in v["suites"] for x in (v["suites"][s]["value"], v["suites"][s]["ci_low"], v["suites"][s]["ci_high"]) if x is not None]
+            prop = is_proportion(metric, *vals)
+            better = next((v["suites"][s]["higher_is_better"] for v in versions if s in v["suites"]), True)
+            pts = [{"label": v["candidate"], "value": v["suites"].get(s, {}).get("value"), "lo": v["suites"].get(s, {}).get("ci_low"),
+                    "hi": v["suites"].get(s, {}).get("ci_high"), "released": v["released"] is not None, "current": v["current"], "verdict": v["verdict"]}
+                   for v in versions]
+            parts.append(Markup(svg.trend(pts, f"{a['name']}: {s} {metric} per version ({'higher' if better else 'lower'} is better)",
+                                          100.0 if prop else 1.0, "%" if prop else "")))
+        rows = "".join(
+            f"<tr class='{'current' if v['current'] else ''}'><td>{_e(v['candidate'])}{' (this candidate)' if v['current'] else ''}</td>"
+            f"<td>{_e(('released ' + v['released']['released_at'][:10] + ' by ' + v['released']['released_by'] + ((': ' + v['released']['note']) if v['released']['note'] else '')) if v['released'] else '')}</td>"
+            f"<td class='{_status(v['verdict'])}'>{_e(v['verdict'] or '–')}</td><td>{_e(v['baseline'])}</td>"
+            + "".join(f"<td>{_fmt(v['suites'].get(s, {}).get('value'), is_proportion(v['suites'].get(s, {}).get('metric', ''), v['suites'].get(s, {}).get('value')))}</td>" for s in a["suites"])
+            + "</tr>" for v in versions)
+        head = "".join(f"<th>{_e(s)}</th>" for s in a["suites"])
+        parts.append(f"<table><thead><tr><th>version</th><th>release</th><th>verdict</th><th>gated against</th>{head}</tr></thead><tbody>{rows}</tbody></table>")
+    return "".join(parts)
+
+
 def render_html(d: dict) -> str:
     title = f"lost-and-found report: {d['candidate'] or d['baseline']}"
     island = {"items": d["items"], "suites": list(d["suites"]), "models": {"base": d["baseline"], "candidate": d["candidate"]}}
@@ -435,6 +466,7 @@ def render_html(d: dict) -> str:
         ("curation", "Data curation", _curation(d)),
         ("sweep", "Sweep", _sweep(d)),
         ("compare", "Candidates compared", _compare(d)),
+        ("trend", "Trend across versions", _trend(d)),
         ("parity", "Export parity", _parity(d)),
         ("diversity", "Diversity and mergeability", _diversity(d)),
         ("audit", "Audit trail", _audit(d)),

@@ -147,3 +147,53 @@ def pareto(points: list[dict], title: str) -> str:
         out.append(f'<text x="{X(p["x"]) + 8:.1f}" y="{Y(p["y"]) - 8:.1f}" class="lab">{escape(p["label"])}</text>')
     out.append("</svg>")
     return "".join(out)
+
+
+def trend(points: list[dict], title: str, scale: float = 1.0, unit: str = "") -> str:
+    """A suite's metric across versions, oldest first. points: {label, value, lo, hi, released, current, verdict};
+    released versions are drawn as diamonds and labelled, the candidate of this report in blue and larger."""
+    pts = [p for p in points if p.get("value") is not None]
+    if not pts:
+        return ""
+    vals = [v * scale for p in pts for v in (p["value"], p.get("lo", p["value"]), p.get("hi", p["value"])) if v is not None]
+    y0, y1 = min(vals), max(vals)
+    pad = (y1 - y0) * 0.12 or max(abs(y1) * 0.05, 0.5)
+    y0, y1 = y0 - pad, y1 + pad
+    W, left, right, top, bottom = 760, 64, 24, 30, 58
+    H = 270
+    step = (W - left - right) / max(1, len(points))
+    X = lambda i: left + step * (i + 0.5)  # noqa: E731
+    Y = lambda v: top + (1 - (v * scale - y0) / (y1 - y0)) * (H - top - bottom)  # noqa: E731
+    out = [f'<svg class="chart" viewBox="0 0 {W} {H}" width="100%" role="img" aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">',
+           f'<text x="{left}" y="16" class="ct">{escape(title)}</text>']
+    for t in _nice_ticks(y0, y1, 4):
+        if y0 <= t <= y1:
+            yy = top + (1 - (t - y0) / (y1 - y0)) * (H - top - bottom)
+            out.append(f'<line x1="{left}" y1="{yy:.1f}" x2="{W - right}" y2="{yy:.1f}" class="grid"/><text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end" class="tick">{t:g}{escape(unit)}</text>')
+    line = [(X(i), Y(p["value"])) for i, p in enumerate(points) if p.get("value") is not None]
+    if len(line) > 1:
+        out.append('<path d="' + " ".join(f"{'M' if i == 0 else 'L'}{x:.1f},{y:.1f}" for i, (x, y) in enumerate(line)) + f'" fill="none" stroke="{GREY}" stroke-width="1" stroke-dasharray="3,3"/>')
+    for i, p in enumerate(points):
+        x = X(i)
+        out.append(f'<text x="{x:.1f}" y="{H - 36}" text-anchor="middle" class="tick">{escape(str(p["label"]))[:40]}</text>')
+        if p.get("released"):
+            out.append(f'<text x="{x:.1f}" y="{H - 22}" text-anchor="middle" class="sub">released</text>')
+        if p.get("current"):
+            out.append(f'<text x="{x:.1f}" y="{H - 8}" text-anchor="middle" class="sub">this candidate</text>')
+        if p.get("value") is None:
+            continue
+        color = BLUE if p.get("current") else ({"pass": GREEN, "fail": RED, "inconclusive": AMBER}.get(p.get("verdict"), GREY))
+        if p.get("lo") is not None and p.get("hi") is not None:
+            out.append(f'<line x1="{x:.1f}" y1="{Y(p["lo"]):.1f}" x2="{x:.1f}" y2="{Y(p["hi"]):.1f}" stroke="{color}" stroke-width="{3 if p.get("current") else 2}"/>')
+            for b in (p["lo"], p["hi"]):
+                out.append(f'<line x1="{x - 5:.1f}" y1="{Y(b):.1f}" x2="{x + 5:.1f}" y2="{Y(b):.1f}" stroke="{color}" stroke-width="1.5"/>')
+        tip = f'{escape(str(p["label"]))}: {p["value"] * scale:.4g}{escape(unit)}' + (f' ({p["lo"] * scale:.4g} to {p["hi"] * scale:.4g})' if p.get("lo") is not None else "") + \
+            (f', {escape(str(p.get("verdict")))}' if p.get("verdict") else "") + (", released" if p.get("released") else "")
+        r = 7 if p.get("current") else 5
+        y = Y(p["value"])
+        if p.get("released"):
+            out.append(f'<path d="M{x:.1f},{y - r - 1:.1f} L{x + r + 1:.1f},{y:.1f} L{x:.1f},{y + r + 1:.1f} L{x - r - 1:.1f},{y:.1f} Z" fill="{color}" class="released"><title>{tip}</title></path>')
+        else:
+            out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r}" fill="{color}"><title>{tip}</title></circle>')
+    out.append("</svg>")
+    return "".join(out)

@@ -121,6 +121,13 @@ class SuiteMeta:
             "primary_metric": self.primary_metric, "limit": self.limit, "seed": self.seed,
         }
 
+    def fingerprint(self) -> str:
+        """sha256 of what makes two runs of this suite the same measurement (its data, size, limit, seed, shots and
+        metric meanings), without where its file lay or its description: the release history pairs versions on it."""
+        from ..io import sha256_json
+
+        return sha256_json({k: v for k, v in self.to_dict().items() if k not in ("file", "description")})
+
     @property
     def primary(self) -> MetricMeta:
         return self.metric(None)[1]
