@@ -446,3 +446,29 @@ def test_bad_or_missing_stored_suite_results_fall_back_to_the_responses(tiny_mod
         c.execute("CREATE TABLE suite_results (k TEXT)")  # not ours: one clear error
     with pytest.raises(LafError, match="suite_results"):
         run_eval(spec(tmp_path, tiny_model_dir, [suite], out=str(tmp_path / "o4")))
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("cuda: Optional[str] = None\nhip: Optional[str] = None\n", False),
+    ("cuda: Optional[str] = '12.8'\nhip: Optional[str] = None\n", True),
+    ("cuda = None\nhip = '6.2.41133'\n", True),
+    ("__version__ = '2.13.0'\n", None),  # unreadable: ask torch
+])
+def test_device_auto_is_decided_without_torch_only_where_certain(tmp_path, monkeypatch, text, expected):
+    """device=auto is part of every identity: a cached run may skip importing torch only where torch could not
+    find a GPU (a CPU-only build, no GPU device node, every GPU hidden)."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    from harness.models import load
+
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "version.py").write_text(text)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: SimpleNamespace(submodule_search_locations=[str(tmp_path / "torch")]))
+    assert load._torch_build_has_gpu() is expected
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert load.cuda_certainly_absent()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    monkeypatch.setattr(load, "_GPU_NODES", (str(tmp_path / "torch" / "version.py"),))  # a GPU node that exists
+    assert load.cuda_certainly_absent() is (expected is False)
