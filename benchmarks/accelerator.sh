@@ -44,11 +44,17 @@ if [ -n "$MISSING" ]; then
     exit 3
   fi
   VENV="${LAF_ACCEL_VENV:-${TMPDIR:-/tmp}/laf-accel-venv}"
-  [ -x "$VENV/bin/python" ] || "$PY" -m venv --system-site-packages "$VENV"
-  echo "accelerator.sh: installing $MISSING from $WHEELS into $VENV" >&2
-  # shellcheck disable=SC2086  # one word per distribution
-  "$VENV/bin/python" -m pip install --quiet --no-index --find-links "$WHEELS" $MISSING
-  PY="$VENV/bin/python"
+  if [ -x "$VENV/bin/python" ] || "$PY" -m venv --system-site-packages "$VENV" 2>/dev/null; then
+    echo "accelerator.sh: installing $MISSING from $WHEELS into $VENV" >&2
+    # shellcheck disable=SC2086  # one word per distribution
+    "$VENV/bin/python" -m pip install --quiet --no-index --find-links "$WHEELS" $MISSING
+    PY="$VENV/bin/python"
+  else  # no venv module (a bare image): every wheel of the folder, as files, beside the system's packages
+    SITE="${TMPDIR:-/tmp}/laf-accel-site"
+    echo "accelerator.sh: no venv module; installing every wheel of $WHEELS into $SITE" >&2
+    "$PY" -m pip install --quiet --no-index --no-deps --target "$SITE" "$WHEELS"/*.whl
+    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+  fi
 fi
 cd "$REPO"
 exec "$PY" benchmarks/accelerator.py "${ARGS[@]+"${ARGS[@]}"}"

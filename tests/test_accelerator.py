@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 SCRIPT = REPO / "benchmarks" / "accelerator.sh"
@@ -51,3 +53,13 @@ def test_accelerator_run_refuses_bad_arguments(tmp_path):
     assert proc.returncode == 2 and "bogus" in proc.stderr
     proc = _run(tmp_path, "--wheels", timeout=60)
     assert proc.returncode == 2 and "--wheels needs a folder" in proc.stderr
+
+
+def test_accelerator_run_without_torch_says_what_to_install(tmp_path):
+    """torch is never installed by the script (a GPU machine keeps its CUDA build): without it, one clear error."""
+    bare = "/usr/bin/python3"
+    if not os.path.exists(bare) or subprocess.run([bare, "-c", "import torch"], capture_output=True).returncode == 0:
+        pytest.skip(f"no Python without torch at {bare}")
+    env = {**os.environ, "PYTHON": bare, "LAF_WHEELS": str(tmp_path / "no-wheels")}
+    proc = subprocess.run(["bash", str(SCRIPT), "--cpu", "--small"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3 and "torch is not importable" in proc.stderr and "Traceback" not in proc.stderr
