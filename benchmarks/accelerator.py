@@ -57,7 +57,7 @@ MODEL_STACK = ("torch", "transformers", "peft", "bitsandbytes", "lm_eval", "data
 def sizes(small: bool, cuda: bool, long: bool) -> dict:
     """How much work each section does; ``long``: the same at 4x the context (the second configuration)."""
     if small:
-        s = {"eval_limit": 6, "eval_batch": 4, "sft_examples": 8, "sft_len": 64, "dpo_pairs": 8, "dpo_len": 64, "kl_batch": 2, "kl_len": 32, "kl_steps": 1}
+        s = {"eval_limit": 6, "eval_batch": 4, "sft_examples": 8, "sft_len": 512, "dpo_pairs": 8, "dpo_len": 256, "kl_batch": 2, "kl_len": 32, "kl_steps": 1}
     elif cuda:
         s = {"eval_limit": 200, "eval_batch": 16, "sft_examples": 256, "sft_len": 512, "dpo_pairs": 64, "dpo_len": 256, "kl_batch": 8, "kl_len": 512, "kl_steps": 5}
     else:
