@@ -14,7 +14,7 @@ configuration it measures, side by side on the same model, data, precision and b
 Every side runs in its own process (so its peak memory is its own: ``torch.cuda.max_memory_allocated`` on a GPU, peak
 RSS on the CPU) under a share of ``--budget-s``; a side that fails or runs out of time is recorded as such, never
 silently dropped. ``--small`` (with ``--cpu``: the test that keeps this script from rotting) runs a 2-layer random
-model of the default model's architecture with the test tokenizer, a few items, all sides in this process.
+model of the default model's architecture with the test tokenizer, a few items, all sides in this process, 1 thread.
 
 Models: ``auto`` takes the default model where it resolves offline (converted, or its package installed), else a
 random-init model of its architecture with the test fixture's tokenizer (the weights cannot travel to a lent machine;
@@ -330,6 +330,9 @@ def main() -> int:
     from harness.io import atomic_write_text
 
     device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
+    if args.small:
+        # a 2-layer model has nothing to share between threads; on a busy CPU two threads made a 0.4 s SFT side 18 s
+        torch.set_num_threads(1)
     precision = "bf16" if device == "cuda" else "fp32"
     work = Path(tempfile.mkdtemp(prefix="laf-accel-"))
     model, what = pick_model(args.model, args.small, work)
