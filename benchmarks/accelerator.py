@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -327,7 +328,6 @@ def main() -> int:
     deadline = started + args.budget_s
     import torch
 
-    from harness.io import atomic_write_text
 
     device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
     if args.small:
@@ -335,6 +335,15 @@ def main() -> int:
         torch.set_num_threads(1)
     precision = "bf16" if device == "cuda" else "fp32"
     work = Path(tempfile.mkdtemp(prefix="laf-accel-"))
+    try:
+        return _run(args, sections, started, deadline, device, precision, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # built models (1 GB for the random 270m), caches, run folders
+
+
+def _run(args, sections: list[str], started: float, deadline: float, device: str, precision: str, work: Path) -> int:
+    from harness.io import atomic_write_text
+
     model, what = pick_model(args.model, args.small, work)
     configs = [("base", model, what, False)]
     if not args.small:
