@@ -2,8 +2,12 @@
 
 Prints items/s of each and the ratio for:
   cold     a first run (ours: empty cache; lm-eval: simple_evaluate with HFLM)
-  warm     an identical re-run (ours: served from the content-keyed cache, no model load)
+  warm     an identical re-run (ours: served from the content-keyed cache, no model load), in this process
+  warm CLI the same re-run as a user runs it: `laf eval` in a fresh process, interpreter start included; also
+           which model-stack packages it imported (issue 30: none, at most 1.5 s on the 2-core machine)
   4 models base + 3 adapters (ours: one process, adapters hot-swapped; lm-eval: one process per model)
+and the start-up of a cold run in a fresh process: seconds until its first batch is scored (issue 30: at most 5 s
+once the model is converted).
 
 Usage:  python benchmarks/eval_throughput.py [--model default] [--suite general/world-facts]
         [--limit 200] [--batch-size 8] [--data-dir ../shared/data/benchmarks]
@@ -28,7 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def lm_eval_plain(model_spec: str, suite_ref: str, limit: int, batch_size: int, data_dir: str | None, adapter: str | None = None) -> dict:
+def lm_eval_plain(model_spec: str, suite_ref: str, limit: int, batch_size: int, data_dir: str | None, adapter: str | None = None,
+                  precision: str = "fp32") -> dict:
     """One plain lm-eval run: load the model (and adapter), simple_evaluate with HFLM. Returns timing."""
     import logging
 
@@ -42,7 +47,7 @@ def lm_eval_plain(model_spec: str, suite_ref: str, limit: int, batch_size: int, 
 
     t0 = time.perf_counter()
     suite = load_suite(suite_ref, data_dir)
-    model, tok, _ = load_model(resolve_model(model_spec), LoadSpec("fp32"))
+    model, tok, _ = load_model(resolve_model(model_spec), LoadSpec(precision))
     if adapter:
         from peft import PeftModel
 
@@ -55,16 +60,62 @@ def lm_eval_plain(model_spec: str, suite_ref: str, limit: int, batch_size: int, 
     return {"items": n, "seconds": t2 - t0, "load_s": t1 - t0, "score_s": t2 - t1}
 
 
-def ours(model_spec, suite_ref, limit, batch_size, data_dir, cache, out, adapters=(), registry=None) -> dict:
+def ours(model_spec, suite_ref, limit, batch_size, data_dir, cache, out, adapters=(), registry=None, precision: str = "fp32") -> dict:
     from harness.evaluate import EvalSpec, run_eval
 
     spec = EvalSpec(suites=[suite_ref], model=model_spec, adapters=list(adapters), registry=registry or "adapters_registry", out=out, limit=limit,
-                    precision="fp32", batch_size=batch_size, cache=cache, data_dir=data_dir)
+                    precision=precision, batch_size=batch_size, cache=cache, data_dir=data_dir)
     t0 = time.perf_counter()
     doc = run_eval(spec)
     dt = time.perf_counter() - t0
     items = sum(r[suite_ref][next(iter(r[suite_ref]))]["n"] for r in doc["results"].values())
     return {"items": items, "seconds": dt, "requests": {m: v["requests"] for m, v in doc["models"].items()}}
+
+
+MODEL_STACK = ("torch", "transformers", "peft", "bitsandbytes", "lm_eval", "datasets", "scipy")
+
+WARM_CLI = (
+    "import json, sys, time; t0 = time.perf_counter(); from harness.cli import main; code = main(sys.argv[1:]); "
+    "print('RESULT ' + json.dumps({'code': code, 'seconds': time.perf_counter() - t0, "
+    "'modules': sorted({m.split('.')[0] for m in sys.modules} & set(%r))}))" % (MODEL_STACK,)
+)
+
+STARTUP = """
+import json, sys, time
+t0 = time.perf_counter()
+from harness.evaluate import EvalSpec, run_eval
+first = []
+def progress(model, suite, done, total, hits):
+    if done > hits and not first:
+        first.append(time.perf_counter() - t0)
+spec = EvalSpec(**json.loads(sys.argv[1]))
+run_eval(spec, progress=progress)
+print("RESULT " + json.dumps({"first_batch_s": first[0] if first else None, "seconds": time.perf_counter() - t0}))
+"""
+
+
+def _result(proc: subprocess.CompletedProcess) -> dict:
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"benchmark child failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def warm_cli(model_spec, suite_ref, limit, batch_size, data_dir, cache, out, precision: str = "fp32") -> dict:
+    """An identical re-run as a user runs it: `laf eval` in a fresh process. Wall time includes interpreter start."""
+    argv = ["eval", "--model", model_spec, "--suite", suite_ref, "--limit", str(limit), "--batch-size", str(batch_size), "--precision", precision,
+            "--cache", cache, "--out", out, "--quiet"] + (["--data-dir", data_dir] if data_dir else [])
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", WARM_CLI, *argv], cwd=REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    return {**_result(proc), "wall_s": wall}
+
+
+def startup(model_spec, suite_ref, limit, batch_size, data_dir, cache, out, precision: str = "fp32") -> dict:
+    """A cold run in a fresh process (empty cache): seconds from the interpreter's first line to the first scored batch."""
+    spec = {"suites": [suite_ref], "model": model_spec, "limit": limit, "batch_size": batch_size, "data_dir": data_dir, "cache": cache, "out": out,
+            "precision": precision}
+    return _result(subprocess.run([sys.executable, "-c", STARTUP, json.dumps(spec)], cwd=REPO, capture_output=True, text=True))
 
 
 def make_adapters(model_spec: str, n: int, registry: Path) -> list[str]:
@@ -117,6 +168,13 @@ def main() -> None:
     assert all(r["computed"] == 0 for r in warm["requests"].values()), warm
     rows.append(("warm re-run", lm["items"] / lm["seconds"], warm["items"] / warm["seconds"]))
     print(f"  ours warm: {warm['seconds']:.2f} s, {sum(r['cache_hits'] for r in warm['requests'].values())} cache hits, 0 forward passes", flush=True)
+
+    cli = warm_cli(args.model, args.suite, args.limit, args.batch_size, args.data_dir, str(tmp / "cache.sqlite"), str(tmp / "warm-cli"))
+    rows.append(("warm re-run, `laf eval`", lm["items"] / lm["seconds"], cold["items"] / cli["wall_s"]))
+    print(f"  ours warm, fresh process: {cli['wall_s']:.2f} s wall ({cli['seconds']:.2f} s after interpreter start); "
+          f"model stack imported: {', '.join(cli['modules']) or 'none'}", flush=True)
+    start = startup(args.model, args.suite, args.limit, args.batch_size, args.data_dir, str(tmp / "cache-startup.sqlite"), str(tmp / "startup"))
+    print(f"  ours cold, fresh process: first batch scored after {start['first_batch_s']:.1f} s (whole run {start['seconds']:.1f} s)", flush=True)
 
     if args.adapters:
         reg = tmp / "registry"

@@ -68,9 +68,10 @@ def machine_info() -> dict:
         "processor": platform.machine(),
         "cpu_count": os.cpu_count(),
     }
+    torch = sys.modules.get("torch")  # only when the run loaded it: a cached eval must not import it for this
+    if torch is None:
+        return info
     try:
-        import torch
-
         info["torch_threads"] = torch.get_num_threads()
         if torch.cuda.is_available():
             info["cuda"] = torch.version.cuda

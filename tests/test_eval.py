@@ -372,3 +372,103 @@ def test_a_failed_rerun_leaves_the_previous_results_whole(tiny_model_dir, tmp_pa
         run_eval(spec(tmp_path, tiny_model_dir, [first, second]))
     assert [r.to_dict() for r in load_run(tmp_path / "out")[1]] == before
     # a failure while scoring (kill -9 mid-write): tests/test_trust_locking.py
+
+
+# ---------------------------------------------------------------- the warm path: stored suite results, no model stack
+
+WARM_PROBE = """
+import json, sys, time
+t0 = time.perf_counter()
+from harness.cli import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "seconds": time.perf_counter() - t0,
+                  "modules": sorted({m.split(".")[0] for m in sys.modules} & {"torch", "transformers", "peft", "bitsandbytes", "lm_eval", "datasets", "scipy"})}))
+"""
+
+
+def _warm_cli(tmp_path, model, suites, out, *extra) -> dict:
+    argv = ["eval", "--model", str(model), *[a for s in suites for a in ("--suite", str(s))], "--limit", "10", "--out", str(out),
+            "--cache", str(tmp_path / "cache.sqlite"), "--batch-size", "4", "--quiet", *extra]
+    res = subprocess.run([sys.executable, "-c", WARM_PROBE, *argv], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_fully_cached_eval_imports_no_model_stack(tiny_model_dir, tiny_adapter, tmp_path):
+    """A re-run that needs nothing new reads the stored suite results: no lm-eval task, no model, and neither torch,
+    transformers, peft, lm-eval, datasets nor scipy imported (issue 30: about a second instead of 8 to 18 s)."""
+    from harness.models.load import cuda_certainly_absent
+
+    reg, ref = tiny_adapter
+    suites = [write_mc_suite(tmp_path / "s", n=12), "general/text"]
+    first = run_eval(spec(tmp_path, tiny_model_dir, suites, adapters=[ref], registry=str(reg), limit=10))
+    warm = _warm_cli(tmp_path, tiny_model_dir, suites, tmp_path / "warm", "--adapter", ref, "--registry", str(reg))
+    assert warm["code"] == 0
+    if cuda_certainly_absent():  # where a GPU may be present, resolving device=auto asks torch (correctly)
+        assert warm["modules"] == [], f"a fully cached eval imported {warm['modules']}"
+    doc, recs = load_run(tmp_path / "warm")
+    _, recs1 = load_run(tmp_path / "out")
+    assert [r.to_dict() for r in recs] == [r.to_dict() for r in recs1]
+    assert doc.to_dict()["results"] == first["results"]
+    assert {k: m.to_dict() for k, m in doc.suites.items()} == first["suites"]
+    for label, m in doc.models.items():
+        assert m.requests == first["models"][label]["requests"] | {"cache_hits": m.requests["requests"], "computed": 0, "forward_batches": 0}
+        assert m.identity == first["models"][label]["identity"]
+    # another limit is another suite content: scored from the responses, never served the 10-item result
+    fewer = run_eval(spec(tmp_path, tiny_model_dir, suites, adapters=[ref], registry=str(reg), limit=5, out=str(tmp_path / "five")))
+    assert fewer["results"]["base"]["toy"]["acc"]["n"] == fewer["results"][ref]["toy"]["acc"]["n"] == 5
+    assert all(m["requests"]["computed"] == 0 for m in fewer["models"].values())
+
+
+def test_bad_or_missing_stored_suite_results_fall_back_to_the_responses(tiny_model_dir, tmp_path):
+    suite = write_mc_suite(tmp_path / "s", n=10)
+    run_eval(spec(tmp_path, tiny_model_dir, [suite]))
+    want = [r.to_dict() for r in load_run(tmp_path / "out")[1]]
+    cache = tmp_path / "cache.sqlite"
+    with sqlite3.connect(cache) as c:
+        (key, value), = c.execute("SELECT key, value FROM suite_results").fetchall()
+        stored = json.loads(value)
+        stored["records"][0]["metrics"]["acc"] = 1e999  # parses to infinity: never a score
+        c.execute("UPDATE suite_results SET value = ?", (json.dumps(stored).replace("Infinity", "1e999"),))
+    logs: list[str] = []
+    doc = run_eval(spec(tmp_path, tiny_model_dir, [suite], out=str(tmp_path / "o2")), log=logs.append)
+    assert any("invalid cached row" in line for line in logs)
+    assert doc["models"]["base"]["requests"]["computed"] == 0  # the responses still serve it
+    assert [r.to_dict() for r in load_run(tmp_path / "o2")[1]] == want
+    with sqlite3.connect(cache) as c:  # the row was rewritten from the responses
+        assert json.loads(c.execute("SELECT value FROM suite_results WHERE key = ?", (key,)).fetchone()[0])["records"][0]["metrics"]["acc"] in (0, 1)
+        c.execute("DROP TABLE suite_results")  # a cache written before stored suite results existed stays valid
+    doc = run_eval(spec(tmp_path, tiny_model_dir, [suite], out=str(tmp_path / "o3")))
+    assert doc["models"]["base"]["requests"]["computed"] == 0
+    assert [r.to_dict() for r in load_run(tmp_path / "o3")[1]] == want
+    with sqlite3.connect(cache) as c:
+        c.execute("DROP TABLE suite_results")
+        c.execute("CREATE TABLE suite_results (k TEXT)")  # not ours: one clear error
+    with pytest.raises(LafError, match="suite_results"):
+        run_eval(spec(tmp_path, tiny_model_dir, [suite], out=str(tmp_path / "o4")))
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("cuda: Optional[str] = None\nhip: Optional[str] = None\n", False),
+    ("cuda: Optional[str] = '12.8'\nhip: Optional[str] = None\n", True),
+    ("cuda = None\nhip = '6.2.41133'\n", True),
+    ("__version__ = '2.13.0'\n", None),  # unreadable: ask torch
+])
+def test_device_auto_is_decided_without_torch_only_where_certain(tmp_path, monkeypatch, text, expected):
+    """device=auto is part of every identity: a cached run may skip importing torch only where torch could not
+    find a GPU (a CPU-only build, no GPU device node, every GPU hidden)."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    from harness.models import load
+
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "version.py").write_text(text)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: SimpleNamespace(submodule_search_locations=[str(tmp_path / "torch")]))
+    assert load._torch_build_has_gpu() is expected
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert load.cuda_certainly_absent()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    monkeypatch.setattr(load, "_GPU_NODES", (str(tmp_path / "torch" / "version.py"),))  # a GPU node that exists
+    assert load.cuda_certainly_absent() is (expected is False)

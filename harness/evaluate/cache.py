@@ -7,18 +7,31 @@ store can never see each other's answers (lm-eval's own cache is keyed by the
 request only: EleutherAI/lm-evaluation-harness issues 2715 and 4063). Each
 batch is committed as soon as it is scored, so a killed run (even
 ``kill -9``) loses at most the batch in flight.
+
+Beside the responses, the same file keeps each finished (model, suite): its
+records, aggregates and suite description (table ``suite_results``), keyed by
+the model identity, the suite's content and the code that turns responses into
+records (:func:`suite_result_key`). A re-run whose every (model, suite) is
+there is answered from those rows alone: no lm-eval task is built and no model
+stack is imported, so it costs about a second. A row that fails validation is
+a miss, and the run takes the response-level path (which rewrites the row).
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata as md
 import json
 import math
 import sqlite3
 import time
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from ..errors import LafError
 from ..io import sha256_json
+from ..results import SuiteMeta
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -27,7 +40,30 @@ CREATE TABLE IF NOT EXISTS responses (
   value TEXT NOT NULL,
   created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS suite_results (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL,
+  created REAL NOT NULL
+);
 """
+SUITE_RESULT_VERSION = "laf-suite-result-1"
+# packages whose code shapes a suite's records from its responses (task building, filters, metrics, templates)
+SUITE_RESULT_PACKAGES = ("lm_eval", "datasets", "evaluate", "jinja2", "numpy")
+HARNESS_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class RequestStats:
+    requests: int = 0
+    cache_hits: int = 0
+    computed: int = 0
+    forward_batches: int = 0
+
+    def add(self, other: "RequestStats") -> None:
+        self.requests += other.requests
+        self.cache_hits += other.cache_hits
+        self.computed += other.computed
+        self.forward_batches += other.forward_batches
 
 
 def _finite(x) -> bool:
@@ -53,6 +89,68 @@ def request_key(identity: str, kind: str, args) -> str:
     return sha256_json({"model": identity, "kind": kind, "args": args})
 
 
+@lru_cache(maxsize=1)
+def code_digest() -> str:
+    """sha256 of the harness's Python sources and the versions of the packages that shape records: any change
+    to the code invalidates the stored suite results (never the responses, which only scoring changes).
+    Tens of milliseconds for the whole package (143 files, 1 MB), once per process."""
+    h = hashlib.sha256(SUITE_RESULT_VERSION.encode())
+    for p in sorted(HARNESS_ROOT.rglob("*.py")):
+        h.update(p.relative_to(HARNESS_ROOT).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    for name in SUITE_RESULT_PACKAGES:
+        try:
+            version = md.version(name)
+        except md.PackageNotFoundError:
+            version = "-"
+        h.update(f"{name}={version}\0".encode())
+    return h.hexdigest()
+
+
+def suite_result_key(identity: str, suite_content: dict) -> str:
+    """The key of one (model, suite) result: the model identity (base, load, adapter, scoring settings), the
+    suite's content (its description, spec, data digest, limit and seed) and :func:`code_digest`."""
+    return sha256_json({"model": identity, "suite": suite_content, "code": code_digest()})
+
+
+def _has_nonfinite(v) -> bool:
+    if isinstance(v, float):
+        return not math.isfinite(v)
+    if isinstance(v, dict):
+        return any(_has_nonfinite(x) for x in v.values())
+    if isinstance(v, list):
+        return any(_has_nonfinite(x) for x in v)
+    return False
+
+
+_RECORD_FIELDS = {"model": str, "suite": str, "category": str, "doc_id": int, "doc_hash": str, "prompt_hash": str,
+                  "metrics": dict, "doc": dict}
+
+
+def valid_suite_result(v) -> bool:
+    """A stored suite result has the shape the engine writes, with finite numbers only (``1e999`` parses to
+    infinity, so a hand-edited row could carry one)."""
+    if not isinstance(v, dict) or set(v) != {"records", "results", "breakdown", "meta", "requests"}:
+        return False
+    records, requests = v["records"], v["requests"]
+    if not isinstance(records, list) or not records or isinstance(requests, bool) or not isinstance(requests, int) or requests < 0:
+        return False
+    if not isinstance(v["results"], dict) or not isinstance(v["meta"], dict) or not (v["breakdown"] is None or isinstance(v["breakdown"], dict)):
+        return False
+    for r in records:
+        if not isinstance(r, dict) or any(not isinstance(r.get(k), t) or (t is int and isinstance(r.get(k), bool)) for k, t in _RECORD_FIELDS.items()):
+            return False
+    for m in v["results"].values():  # {metric: {value, filter, stderr, n}} as suite_aggregates writes it
+        if not isinstance(m, dict) or not all(m.get(k) is None or (isinstance(m[k], (int, float)) and not isinstance(m[k], bool)) for k in ("value", "stderr")):
+            return False
+        if isinstance(m.get("n"), bool) or not isinstance(m.get("n"), int):
+            return False
+    try:
+        SuiteMeta.from_dict(v["meta"])
+    except LafError:
+        return False
+    return not _has_nonfinite(v)
+
+
 class ResponseCache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -65,7 +163,11 @@ class ResponseCache:
             cols = {r[1] for r in self.conn.execute("PRAGMA table_info(responses)")}
             if not {"key", "kind", "value", "created"} <= cols:
                 raise sqlite3.DatabaseError(f"its 'responses' table has other columns ({', '.join(sorted(cols))}): not a laf response cache")
+            cols = {r[1] for r in self.conn.execute("PRAGMA table_info(suite_results)")}
+            if not {"key", "value", "created"} <= cols:
+                raise sqlite3.DatabaseError(f"its 'suite_results' table has other columns ({', '.join(sorted(cols))}): not a laf response cache")
             self.conn.execute("SELECT key, kind, value FROM responses LIMIT 1").fetchall()
+            self.conn.execute("SELECT key, value FROM suite_results LIMIT 1").fetchall()
         except (OSError, sqlite3.Error) as e:
             raise LafError(f"cannot use the response cache {self.path}: {e}",
                            "delete or move that file (it is only a cache), pass --cache with another path, or --no-cache") from None
@@ -102,6 +204,42 @@ class ResponseCache:
             raise LafError(f"cannot write to the response cache {self.path} ({e})",
                            "free disk space or fix permissions, delete the cache file, or pass --no-cache") from None
 
+    def get_suite_results(self, keys: list[str]) -> dict[str, dict]:
+        """The stored (model, suite) results among ``keys`` that pass :func:`valid_suite_result`."""
+        out: dict[str, dict] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            try:
+                rows = self.conn.execute(f"SELECT key, value FROM suite_results WHERE key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+            except sqlite3.Error as e:
+                raise LafError(f"the response cache {self.path} cannot be read ({e})",
+                               "delete or move that file (it is only a cache), or pass --no-cache") from None
+            for k, v in rows:
+                try:
+                    value = json.loads(v, parse_constant=_reject_constant) if isinstance(v, str) else None
+                    ok = valid_suite_result(value)
+                except (ValueError, RecursionError):  # not JSON, or nested too deep to check
+                    ok = False
+                if ok:
+                    out[k] = value
+                else:
+                    self.bad_rows += 1  # a miss: the suite is scored from the responses and the row rewritten
+        return out
+
+    def put_suite_result(self, key: str, value: dict) -> None:
+        try:
+            if not valid_suite_result(value):
+                return
+            text = json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError, RecursionError):
+            return  # a value JSON cannot hold exactly: the response-level path serves this suite next time
+        try:
+            with self.conn:
+                self.conn.execute("INSERT OR REPLACE INTO suite_results (key, value, created) VALUES (?, ?, ?)", (key, text, time.time()))
+        except sqlite3.Error as e:
+            raise LafError(f"cannot write to the response cache {self.path} ({e})",
+                           "free disk space or fix permissions, delete the cache file, or pass --no-cache") from None
+
     def __len__(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
@@ -119,6 +257,12 @@ class NullCache:
         return {}
 
     def put_many(self, items):
+        pass
+
+    def get_suite_results(self, keys):
+        return {}
+
+    def put_suite_result(self, key, value):
         pass
 
     def __len__(self):

@@ -7,6 +7,12 @@
 Adapters are scored on the base they were trained on (QLoRA-faithful: an NF4
 adapter on the NF4 base), with one batch size, dtype and max length for all
 models, recorded in the results.
+
+A (model, suite) already finished with the same identity, suite content and
+code is read from the cache's stored suite results (``cache.py``) instead; when
+every one is there, the run builds no lm-eval task, loads no model and imports
+neither torch nor lm-eval (``lm.py``, the only module that needs them, is
+imported on the first miss).
 """
 
 from __future__ import annotations
@@ -19,16 +25,14 @@ from typing import Callable
 from ..env import provenance, reduce_malloc_fragmentation
 from ..errors import LafError
 from ..models import resolve_model
-from ..results import BASE, AdapterInfo, BaseModelInfo, ModelInfo, Provenance, ResultsDoc, ResultsStore, RunLock, commit_run
+from ..results import BASE, AdapterInfo, BaseModelInfo, ItemRecord, ModelInfo, Provenance, ResultsDoc, ResultsStore, RunLock, SuiteMeta, commit_run
 from .aggregation import breakdown, suite_aggregates
-from .cache import NullCache, ResponseCache
+from .cache import NullCache, RequestStats, ResponseCache, suite_result_key
 from .identity import SCORING_VERSION, CheckedAdapter, check_adapters, load_spec_for, model_identity
-from .lm import CachedLM, RequestStats
 from .pool import ModelPool, ModelRun
 from .records import from_lm_eval_sample, nonfinite_items
 from .spec import EvalSpec, default_cache_path
 from .suites import Suite, load_suite
-from .tasks import build_tasks, evaluate_suite, suite_meta
 
 ProgressCallback = Callable[[str, str, int, int, int], None]  # model, suite, done, total, hits
 
@@ -64,32 +68,57 @@ def _run_locked(spec: EvalSpec, started: float, progress, log, suites_override) 
             log(f"warning: suite {s.name} is {s.origin}; results.json records that file")
     if len(set(names)) != len(names):
         raise LafError(f"a suite is listed twice: {', '.join(sorted({n for n in names if names.count(n) > 1}))}", "list each suite once")
-    resolved, adapters, load, tasks, metas, runs = plan_runs(spec, suites)
-    return _score_and_publish(spec, suites, resolved, adapters, load, tasks, metas, runs, started, progress, log)
+    for s in suites:  # data problems surface before the model is resolved (and perhaps converted)
+        _ = s.data_sha256 if not s.spec.lm_eval else None
+    resolved, adapters, load, runs = plan_models(spec, suites)
+    return _score_and_publish(spec, suites, resolved, adapters, load, runs, started, progress, log)
+
+
+def plan_models(spec: EvalSpec, suites: list[Suite]):
+    """The resolved base, the checked adapters, the load spec and one :class:`ModelRun` (label, identity) per
+    model, base first. Needs no model stack (``LoadSpec.resolved`` imports torch only where a GPU may be present)."""
+    resolved = resolve_model(spec.model, allow_pickle=spec.allow_pickle, trust_remote_code=spec.trust_remote_code)
+    base_fp = resolved.fingerprint
+    adapters = check_adapters(spec, base_fp, resolved)
+    load = load_spec_for(spec, adapters).resolved()  # device and compute dtype are part of the identity
+    runs = [ModelRun(BASE, model_identity(base_fp, load, None, spec), None)]
+    runs += [ModelRun(str(a.entry.ref), model_identity(base_fp, load, a.identity, spec), a.entry) for a in adapters]
+    if len({r.label for r in runs}) != len(runs):
+        raise LafError("an adapter is listed twice", "list each adapter once")
+    return resolved, adapters, load, runs
+
+
+def build_suites(suites: list[Suite]):
+    """Every suite checked (its lm-eval config, templates, metrics) and built as an lm-eval task, with its
+    ``results.json`` description: what a run needs as soon as one (model, suite) must be scored."""
+    from .tasks import build_tasks, suite_meta
+
+    for s in suites:
+        if not s.spec.lm_eval:
+            _ = s.build  # loads data, checks fields
+    tasks = build_tasks(suites)
+    return tasks, {s.name: suite_meta(s, tasks[s.name]) for s in suites}
 
 
 def plan_runs(spec: EvalSpec, suites: list[Suite]):
     """Everything checked and decided before a model is loaded: the resolved base, the checked adapters, the load
     spec, lm-eval tasks and suite metadata, and one :class:`ModelRun` (label, identity) per model, base first.
     The distributed path (``evaluate/distributed.py``) plans with this same function."""
-    for s in suites:
-        if not s.spec.lm_eval:
-            _ = s.build  # loads data, checks fields
-    resolved = resolve_model(spec.model, allow_pickle=spec.allow_pickle, trust_remote_code=spec.trust_remote_code)
-    base_fp = resolved.fingerprint
-    adapters = check_adapters(spec, base_fp, resolved)
-    load = load_spec_for(spec, adapters).resolved()  # device and compute dtype are part of the identity
-    tasks = build_tasks(suites)
-    metas = {s.name: suite_meta(s, tasks[s.name]) for s in suites}
-
-    runs = [ModelRun(BASE, model_identity(base_fp, load, None, spec), None)]
-    runs += [ModelRun(str(a.entry.ref), model_identity(base_fp, load, a.identity, spec), a.entry) for a in adapters]
-    if len({r.label for r in runs}) != len(runs):
-        raise LafError("an adapter is listed twice", "list each adapter once")
+    tasks, metas = build_suites(suites)
+    resolved, adapters, load, runs = plan_models(spec, suites)
     return resolved, adapters, load, tasks, metas, runs
 
 
-def _score_and_publish(spec, suites, resolved, adapters, load, tasks, metas, runs, started, progress, log) -> dict:
+def suite_content(suite: Suite, limit: int | None) -> dict | None:
+    """What a suite's stored result is keyed on besides the model: everything that decides its requests and
+    records (None for a registered lm-eval task, whose data only lm-eval can load: it is always scored)."""
+    if suite.spec.lm_eval:
+        return None
+    return {"describe": suite.describe(), "spec": suite.spec.model_dump(mode="json"), "source": (suite.load_docs(), suite.source)[1],
+            "data_sha256": suite.data_sha256, "limit": limit, "seed": suite.spec.options.seed}
+
+
+def _score_and_publish(spec, suites, resolved, adapters, load, runs, started, progress, log) -> dict:
     """The run itself, under the output folder's lock."""
     base_fp = resolved.fingerprint
     cache = NullCache() if spec.no_cache else ResponseCache(spec.cache or default_cache_path())
@@ -97,20 +126,44 @@ def _score_and_publish(spec, suites, resolved, adapters, load, tasks, metas, run
 
     # -- score every model on every suite
     pool = ModelPool(resolved, load, spec, log)
-    lm = CachedLM(cache, pool.backend, spec.batch_size)
+    lm = None  # the lm-eval model (CachedLM), created at the first (model, suite) not in the stored suite results
     results: dict[str, dict] = {}
     breakdowns: dict[str, dict] = {}
     try:
+        limits = {s.name: spec.limit or s.spec.options.limit for s in suites}
+        contents = {s.name: suite_content(s, limits[s.name]) for s in suites}
+        keys = {(r.label, s.name): suite_result_key(r.identity, contents[s.name]) for r in runs for s in suites if contents[s.name] is not None}
+        found = cache.get_suite_results(list(keys.values()))
+        stored = {k: found[v] for k, v in keys.items() if v in found}
+        if len(stored) == len(runs) * len(suites):
+            metas = {s.name: SuiteMeta.from_dict(stored[(runs[0].label, s.name)]["meta"]) for s in suites}
+            tasks: dict = {}
+        else:
+            tasks, metas = build_suites(suites)
         for i, run in enumerate(runs):
             pool.select(run, i)
-            lm.identity = run.identity
             results[run.label] = {}
             for suite in suites:
                 meta = metas[suite.name]
+                entry = stored.get((run.label, suite.name))
+                if entry is not None:
+                    n = entry["requests"]
+                    if progress:
+                        progress(run.label, suite.name, n, n, n)
+                    store.write([ItemRecord.from_dict({**r, "model": run.label}) for r in entry["records"]])
+                    results[run.label][suite.name] = entry["results"]
+                    if entry["breakdown"] is not None:
+                        breakdowns.setdefault(run.label, {})[suite.name] = entry["breakdown"]
+                    run.stats.add(RequestStats(requests=n, cache_hits=n))
+                    continue
+                if lm is None:
+                    from .lm import CachedLM
+
+                    lm = CachedLM(cache, pool.backend, spec.batch_size)
+                lm.identity = run.identity
                 lm.progress = (lambda d, t, h, _m=run.label, _s=suite.name: progress(_m, _s, d, t, h)) if progress else None
                 before = RequestStats(**asdict(lm.stats))
-                limit = spec.limit or suite.spec.options.limit
-                samples, aggregated = evaluate_suite(lm, suite, tasks[suite.name], limit, suite.spec.options.seed)
+                samples, aggregated = _evaluate(lm, suite, tasks[suite.name], limits[suite.name])
                 bad = nonfinite_items(samples)
                 if bad:
                     raise LafError(
@@ -121,14 +174,22 @@ def _score_and_publish(spec, suites, resolved, adapters, load, tasks, metas, run
                 records = [from_lm_eval_sample(s, model=run.label, suite=suite.name, category=suite.category, output_type=meta.output_type) for s in samples]
                 store.write(records)
                 results[run.label][suite.name] = suite_aggregates(aggregated, len(records))
+                group = None
                 if meta.breakdown:
-                    breakdowns.setdefault(run.label, {})[suite.name] = {"field": meta.breakdown, "groups": breakdown(records, meta.breakdown, meta.metrics)}
-                run.stats.add(RequestStats(*(getattr(lm.stats, f) - getattr(before, f) for f in asdict(before))))
+                    group = {"field": meta.breakdown, "groups": breakdown(records, meta.breakdown, meta.metrics)}
+                    breakdowns.setdefault(run.label, {})[suite.name] = group
+                delta = RequestStats(*(getattr(lm.stats, f) - getattr(before, f) for f in asdict(before)))
+                run.stats.add(delta)
+                key = keys.get((run.label, suite.name))
+                if key is not None:
+                    cache.put_suite_result(key, {"records": [r.to_dict() for r in records], "results": results[run.label][suite.name],
+                                                 "breakdown": group, "meta": meta.to_dict(), "requests": delta.requests})
     except BaseException:
         store.close()
         raise
     finally:
-        lm.progress = None
+        if lm is not None:
+            lm.progress = None
         if getattr(cache, "bad_rows", 0):
             log(f"response cache: {cache.bad_rows} invalid cached row(s) ignored and re-scored")
         cache.close()
@@ -150,6 +211,12 @@ def _score_and_publish(spec, suites, resolved, adapters, load, tasks, metas, run
     )
     commit_run(store, doc)
     return doc.to_dict()
+
+
+def _evaluate(lm, suite: Suite, task, limit: int | None):
+    from .tasks import evaluate_suite
+
+    return evaluate_suite(lm, suite, task, limit, suite.spec.options.seed)
 
 
 def _model_info(run: ModelRun, checked: CheckedAdapter | None) -> ModelInfo:

@@ -8,36 +8,23 @@ the misses to :class:`HarnessLM`, which is created only when first needed.
 :class:`HarnessLM` keeps HFLM's tokenisation and generation and replaces its
 log-likelihood path with the shared-context scorer (``scoring.py``); every
 finished batch is committed to the cache at once.
+
+This module imports torch and lm-eval: the engine imports it only when a
+(model, suite) is not already in the cache's stored suite results.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from lm_eval.api.model import LM
 from lm_eval.models.huggingface import HFLM
 
-from .cache import request_key
+from .cache import RequestStats, request_key
 from .scoring import score_loglikelihood
-
-
-@dataclass
-class RequestStats:
-    requests: int = 0
-    cache_hits: int = 0
-    computed: int = 0
-    forward_batches: int = 0
-
-    def add(self, other: "RequestStats") -> None:
-        self.requests += other.requests
-        self.cache_hits += other.cache_hits
-        self.computed += other.computed
-        self.forward_batches += other.forward_batches
-
 
 ProgressFn = Callable[[int, int, int], None]  # (done, total, cache_hits)
 BatchFn = Callable[[list[tuple[int, object]]], None]  # [(index in the call's request list, result)]

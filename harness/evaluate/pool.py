@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..models import LoadSpec, load_model
 from ..registry import AdapterEntry
-from .lm import HarnessLM, RequestStats
+from .cache import RequestStats
 from .spec import EvalSpec
+
+if TYPE_CHECKING:
+    from .lm import HarnessLM
 
 
 @dataclass
@@ -48,6 +51,8 @@ class ModelPool:
 
     def backend(self) -> HarnessLM:
         if self.lm is None:
+            from .lm import HarnessLM
+
             self.log(f"loading {self.resolved.spec} ({self.load.precision})")
             self.base_model, tok, self.load = load_model(self.resolved, self.load)
             self.lm = HarnessLM(self.base_model, tok, batch_size=self.spec.batch_size, max_length=self.spec.max_length, share_context=self.spec.share_context)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..io import sha256_json
 from ..results import SuiteMeta
 from .aggregation import native_aggregates
-from .lm import HarnessLM
 from .suites import Suite, meta_from_metric_list
+
+if TYPE_CHECKING:
+    from .lm import HarnessLM
 
 
 def build_tasks(suites: list[Suite]) -> dict[str, object]:

@@ -52,12 +52,12 @@ def _check_gguf_readable(path: Path) -> None:
 
 def convert_gguf(gguf_path: Path, target: Path) -> Path:
     """Dequantize ``gguf_path`` into an fp32 safetensors folder at ``target``."""
+    if (target / "config.json").exists():  # converted: no model stack needed (a cached eval imports none)
+        return target
     import torch
     from filelock import FileLock
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if (target / "config.json").exists():
-        return target
     lock = FileLock(str(target) + ".lock")
     with lock:
         if (target / "config.json").exists():  # another process finished while we waited

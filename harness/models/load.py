@@ -29,12 +29,16 @@ class LoadSpec:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
 
     def resolved(self) -> "LoadSpec":
-        """Fill in the automatic choices so the identity records what actually ran."""
-        import torch
-
+        """Fill in the automatic choices so the identity records what actually ran. ``auto`` asks torch only
+        where a GPU may be present (:func:`cuda_certainly_absent`), so a fully cached eval never imports it."""
         device = self.device
         if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+            if cuda_certainly_absent():
+                device = "cpu"
+            else:
+                import torch
+
+                device = "cuda" if torch.cuda.is_available() else "cpu"
         compute = self.compute_dtype
         if self.precision == "nf4" and compute is None:
             compute = "bf16" if bf16_supported(device) else "fp32"
@@ -46,6 +50,46 @@ class LoadSpec:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+_GPU_NODES = ("/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg")  # NVIDIA, ROCm, WSL
+
+
+def _torch_build_has_gpu() -> bool | None:
+    """From torch's ``version.py`` (not importing torch, 1.5 s): whether the build has CUDA or ROCm; None when
+    it cannot be read."""
+    import importlib.util
+    import re
+
+    try:
+        spec = importlib.util.find_spec("torch")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        from pathlib import Path
+
+        text = (Path(next(iter(spec.submodule_search_locations))) / "version.py").read_text()
+    except (OSError, ImportError, ValueError, StopIteration):
+        return None
+    found = dict(re.findall(r"^(cuda|hip)\s*(?::[^=]*)?=\s*(.+?)\s*$", text, flags=re.M))
+    if set(found) != {"cuda", "hip"}:
+        return None
+    return any(v != "None" for v in found.values())
+
+
+def cuda_certainly_absent() -> bool:
+    """True only where ``torch.cuda.is_available()`` cannot be true: torch already says so, or its build has
+    no CUDA/ROCm, or (Linux) no GPU device node exists. False means: ask torch."""
+    import os
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return not torch.cuda.is_available()
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):  # every GPU hidden (also on ROCm)
+        return True
+    if _torch_build_has_gpu() is False:
+        return True
+    return sys.platform.startswith("linux") and not any(os.path.exists(n) for n in _GPU_NODES)
 
 
 def bf16_supported(device: str) -> bool:
