@@ -225,7 +225,8 @@ def _rule(imp, lo, hi, thr, n=80, n_conf=120, kind="min_gain"):
 
 def test_pass_chance_is_the_normal_formula_on_the_confirmation_scale():
     """One rule: estimate 0.20, 95 % CI 0.10..0.30 on 80 selection items, threshold 0.10, 120 confirmation items:
-    se_sel = 0.1 / 1.96, se_conf = se_sel * sqrt(80/120), P = Phi((0.20 - 0.10) / se_conf - 1.96)."""
+    se_sel = 0.1 / 1.96, se_conf = se_sel * sqrt(80/120), P = Phi((0.20 - 0.10) / se_conf - 1.645) (the gate's one-sided
+    bound at 95 %)."""
     from statistics import NormalDist
 
     from harness.pipeline.select import pass_chance
@@ -233,7 +234,7 @@ def test_pass_chance_is_the_normal_formula_on_the_confirmation_scale():
     nd = NormalDist()
     z = nd.inv_cdf(0.975)
     se = 0.1 / z * (80 / 120) ** 0.5
-    assert pass_chance([_rule(0.20, 0.10, 0.30, 0.10)], 0.95) == pytest.approx(nd.cdf(0.10 / se - z), rel=1e-9)
+    assert pass_chance([_rule(0.20, 0.10, 0.30, 0.10)], 0.95) == pytest.approx(nd.cdf(0.10 / se - nd.inv_cdf(0.95)), rel=1e-9)
     # two rules multiply; a rule with no estimate (no data) can never be chosen as likely to pass
     two = [_rule(0.20, 0.10, 0.30, 0.10), _rule(-0.01, -0.03, 0.01, -0.05, kind="max_drop")]
     assert pass_chance(two, 0.95) == pytest.approx(pass_chance(two[:1], 0.95) * pass_chance(two[1:], 0.95))
@@ -326,7 +327,9 @@ def test_preserve_example_sweep_selects_each_point_and_draws_the_frontier(tiny_m
     cfg["train"]["preserve"]["replay"].update(count=8, max_new_tokens=12)
     cfg["select"]["every"] = 2
     cfg["eval"].update(cache=str(tmp_path / "cache.sqlite"), batch_size=4,
-                       suites=[{"suite": "domain/tempo-t4", "limit": 50}, {"suite": "general/world-facts", "limit": 50}, {"suite": "general/text", "limit": 50}])
+                       suites=[{"suite": "domain/tempo-t4", "limit": 50}, {"suite": "general/world-facts", "limit": 50}, {"suite": "general/text", "limit": 50},
+                               {"suite": "hallucination/abstention", "limit": 20}])
+    assert [r.get("suite") for r in cfg["gate"]["policy"]["rules"]][-1] == "hallucination/abstention"  # the example's advisory rule, kept
     cfg["gate"]["policy"]["min_items"] = 10
     cfg.update(registry=str(tmp_path / "registry"), out_root=str(tmp_path / "reports"))
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -334,8 +337,8 @@ def test_preserve_example_sweep_selects_each_point_and_draws_the_frontier(tiny_m
     run = tmp_path / "reports" / "quickstart-preserve"
     doc = json.loads((run / "sweep.json").read_text())
     names = [p["name"] for p in doc["points"]]
-    assert names == ["quickstart-preserve-rp0-kl0", "quickstart-preserve-rp0-kl0.2", "quickstart-preserve-rp0-kl1",
-                     "quickstart-preserve-rp0.5-kl0", "quickstart-preserve-rp0.5-kl0.2", "quickstart-preserve-rp0.5-kl1"]
+    assert names == ["quickstart-preserve-rp0-kl0", "quickstart-preserve-rp0-kl0.3", "quickstart-preserve-rp0-kl1",
+                     "quickstart-preserve-rp0.5-kl0", "quickstart-preserve-rp0.5-kl0.3", "quickstart-preserve-rp0.5-kl1"]
     assert set(doc["selection"]) == set(names) and all(v["chosen_step"] in (2, 4) for v in doc["selection"].values())
     front = doc["frontier"]
     assert [p["name"] for p in front["points"]] == names and front["lost"]["suite"] == "general/text" and front["found"]["margin"] == 0.1

@@ -217,9 +217,11 @@ CHOICE_RULES = {
 
 def pass_chance(rules: list[dict], confidence: float) -> float:
     """The predicted probability that every rule of ``rules`` (one snapshot's selection-split rows) passes on the
-    confirmation split: a rule passes when its CI's oriented bound clears its threshold, so with estimate ``I``, standard
-    error ``se`` (from the selection CI, rescaled by sqrt(n_sel / n_conf)) and ``z`` the CI's quantile, it passes with
-    probability Phi((I - threshold) / se_conf - z); the rules are taken as independent (they are on different suites).
+    confirmation split. The gate passes a rule when its one-sided bound at ``confidence`` clears the threshold, so with
+    estimate ``I`` and standard error ``se`` (read from the selection split's two-sided CI, rescaled by
+    sqrt(n_sel / n_conf)) a rule passes with probability about Phi((I - threshold) / se_conf - z1), z1 the one-sided
+    quantile (1.645 at 95 %); the rules are taken as independent (they are on different suites). A normal
+    approximation: it orders snapshots, it certifies nothing (the confirmation split does).
 
     Why not "most rules passing": at an early step the general rules pass trivially (nothing has moved) while the domain
     rule is inconclusive, and at a late one the domain passes and a general rule sits near its margin; counting passes
@@ -227,7 +229,8 @@ def pass_chance(rules: list[dict], confidence: float) -> float:
     from statistics import NormalDist
 
     nd = NormalDist()
-    z = nd.inv_cdf(1 - (1 - confidence) / 2)
+    z = nd.inv_cdf(1 - (1 - confidence) / 2)  # the CI's (two-sided) quantile: its half-width is z x se
+    z1 = nd.inv_cdf(confidence)  # the gate's one-sided bound
     p = 1.0
     for r in rules:
         imp, lo, hi, thr = r.get("improvement"), r.get("ci_low"), r.get("ci_high"), r.get("threshold")
@@ -240,7 +243,7 @@ def pass_chance(rules: list[dict], confidence: float) -> float:
         if se <= 0:  # no spread: the bound is the estimate
             p *= 1.0 if imp > thr else 0.0
             continue
-        p *= nd.cdf((imp - thr) / se - z)
+        p *= nd.cdf((imp - thr) / se - z1)
     return p
 
 
