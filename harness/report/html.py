@@ -265,13 +265,27 @@ def _curation(d: dict) -> str:
     return out
 
 
+def _merge_tag(summary) -> str:
+    """The merge's accuracy beside a candidate's name (nothing for a trained adapter); data-merge for tests."""
+    if not isinstance(summary, dict):
+        return ""
+    from ..registry.merge_info import merge_label
+
+    try:
+        text = merge_label(summary)
+    except (KeyError, TypeError, ValueError):
+        return ""
+    cls = "fail" if summary.get("approximate") else "adv"
+    return f" <span class='pill {cls}' data-merge='{'approximate' if summary.get('approximate') else 'exact' if summary.get('exact') else 'truncated'}'>{_e(text)}</span>"
+
+
 def _compare_columns(c: dict) -> str:
     """compare.json with per-quantity columns: a row per gated quantity in its unit, a column per candidate."""
     from ..gate.compare import format_cell
 
     ranking = [r for r in c.get("ranking", []) if isinstance(r, dict)]
     cols = [col for col in c["columns"] if isinstance(col, dict) and isinstance(col.get("key"), str)]
-    head = "".join(f"<th>#{_e(r.get('rank'))} {_e(r.get('candidate'))}</th>" for r in ranking)
+    head = "".join(f"<th>#{_e(r.get('rank'))} {_e(r.get('candidate'))}{_merge_tag(r.get('merge'))}</th>" for r in ranking)
     body = []
     for col in cols:
         cells = []
@@ -341,7 +355,7 @@ def _compare(d: dict) -> str:
             (f"<td class='num'>{_n(r['categories'][cat]['improvement'], '+.1f', 100)} ({_n(r['categories'][cat]['ci_low'], '+.1f', 100)} to {_n(r['categories'][cat]['ci_high'], '+.1f', 100)})</td>"
              if cat in r["categories"] else "<td class='num'>–</td>") for cat in cats)
         p = r.get("domain_p_holm")
-        rows.append(f"<tr><td class='num'>{_e(r['rank'])}</td><td>{_e(r['candidate'])}</td>{cells}<td>{'yes' if r['pareto'] else ''}</td>"
+        rows.append(f"<tr><td class='num'>{_e(r['rank'])}</td><td>{_e(r['candidate'])}{_merge_tag(r.get('merge'))}</td>{cells}<td>{'yes' if r['pareto'] else ''}</td>"
                     f"<td class='num'>{_n(p, '.3g')}</td><td>{_e(r.get('verdict', ''))}</td></tr>")
     pts = [{"label": r["candidate"], "x": r["categories"].get("domain", {}).get("improvement", 0.0), "y": r["categories"].get("general", {}).get("improvement", 0.0), "front": r["pareto"]} for r in c["ranking"]]
     w = c["winner"]
@@ -452,7 +466,7 @@ def render_html(d: dict) -> str:
         f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{_e(title)}</title>"
         f"<style>{css}</style></head><body>"
         f"<header class='top'><h1>{_e(title)}</h1><div class='muted'>run {_e(d['run_dir'])} · baseline {_e(d['baseline'])}"
-        f"{' · candidate ' + _e(d['candidate']) if d['candidate'] else ''} · generated {_e(d['generated'])}</div><nav class='toc'>{toc}</nav></header>"
+        f"{' · candidate ' + _e(d['candidate']) + _merge_tag((d.get('merges') or {}).get(d['candidate'])) if d['candidate'] else ''} · generated {_e(d['generated'])}</div><nav class='toc'>{toc}</nav></header>"
         f"<main>{body}</main>"
         f"<script type='application/json' id='laf-data'>{_json_island(island)}</script>"
         f"<script>{js}</script></body></html>"
