@@ -36,7 +36,9 @@ def merge_summary(manifest: dict | None, label: str) -> dict | None:
     if not isinstance(manifest, dict) or manifest.get("kind") != "merge":
         return None
     lineage = manifest.get("lineage")
-    out = lineage.get("output") if isinstance(lineage, dict) else None
+    if not isinstance(lineage, dict):
+        return None
+    out = lineage.get("output")
     if not isinstance(out, dict) or out.get("kind") != "adapter":
         return None
     err = out.get("relative_error")
@@ -50,7 +52,8 @@ def merge_summary(manifest: dict | None, label: str) -> dict | None:
     if not isinstance(exact, bool):
         raise LafError(f"adapter {label}: its manifest's lineage.output.exact is {exact!r}, not true or false", f"re-run the merge that made {label}")
     if exact and worst > EXACT_TOLERANCE:
-        per = err.get("per_module") if isinstance(err.get("per_module"), dict) else {}
+        per_module = err.get("per_module")
+        per: dict = per_module if isinstance(per_module, dict) else {}
         bad = sorted((k for k, v in per.items() if isinstance(v, (int, float)) and v > EXACT_TOLERANCE), key=str)[:5]
         raise LafError(
             f"adapter {label}: its manifest claims an exact merge but records a relative error of {worst:.3g} "
