@@ -21,7 +21,8 @@ from ..errors import LafError
 from ..models import resolve_model
 from ..results import BASE, AdapterInfo, BaseModelInfo, ModelInfo, Provenance, ResultsDoc, ResultsStore, RunLock, commit_run
 from .aggregation import breakdown, suite_aggregates
-from .cache import NullCache, ResponseCache
+from .applied import PROBE_VERSION
+from .cache import NullCache, ResponseCache, request_key
 from .identity import SCORING_VERSION, CheckedAdapter, check_adapters, load_spec_for, model_identity
 from .lm import CachedLM, RequestStats
 from .pool import ModelPool, ModelRun
@@ -100,6 +101,7 @@ def _score_and_publish(spec, suites, resolved, adapters, load, tasks, metas, run
     lm = CachedLM(cache, pool.backend, spec.batch_size)
     results: dict[str, dict] = {}
     breakdowns: dict[str, dict] = {}
+    applied: dict[str, dict] = {}
     try:
         for i, run in enumerate(runs):
             pool.select(run, i)
@@ -124,6 +126,8 @@ def _score_and_publish(spec, suites, resolved, adapters, load, tasks, metas, run
                 if meta.breakdown:
                     breakdowns.setdefault(run.label, {})[suite.name] = {"field": meta.breakdown, "groups": breakdown(records, meta.breakdown, meta.metrics)}
                 run.stats.add(RequestStats(*(getattr(lm.stats, f) - getattr(before, f) for f in asdict(before))))
+            if run.adapter is not None:
+                applied[run.label] = _applied_figure(pool, cache, run)
     except BaseException:
         store.close()
         raise
@@ -143,7 +147,7 @@ def _score_and_publish(spec, suites, resolved, adapters, load, tasks, metas, run
             scoring_version=SCORING_VERSION, cache=None if spec.no_cache else str(spec.cache or default_cache_path()),
             wall_time_s=round(time.time() - started, 2), environment=provenance(),
         ),
-        models={r.label: _model_info(r, a) for r, a in zip(runs, [None, *adapters])},
+        models={r.label: _model_info(r, a, applied.get(r.label)) for r, a in zip(runs, [None, *adapters])},
         suites=metas,
         results=results,
         breakdowns=breakdowns,
@@ -152,11 +156,31 @@ def _score_and_publish(spec, suites, resolved, adapters, load, tasks, metas, run
     return doc.to_dict()
 
 
-def _model_info(run: ModelRun, checked: CheckedAdapter | None) -> ModelInfo:
+def probe_key(identity: str) -> str:
+    """The response-cache key of a model's "adapter is applied" figure (a function of the model's identity)."""
+    return request_key(identity, "adapter_probe", [PROBE_VERSION])
+
+
+def _applied_figure(pool: ModelPool, cache, run: ModelRun) -> dict:
+    """The check's figure for ``run``'s adapter: from this process's check (run when the adapter was loaded, before
+    its first item), else from the cache next to the responses it vouches for, else checked now (loads the base)."""
+    key = probe_key(run.identity)
+    figure = pool.applied.get(run.label)
+    if figure is None:
+        figure = cache.get_many([key]).get(key)
+        if figure is not None:
+            return figure  # type: ignore[return-value]
+        pool.backend()  # loading activates the current run's adapter, which runs the check
+        figure = pool.applied[run.label]
+    cache.put_many([(key, "adapter_probe", figure)])
+    return figure
+
+
+def _model_info(run: ModelRun, checked: CheckedAdapter | None, applied: dict | None = None) -> ModelInfo:
     adapter = None
     if checked is not None:
         e = checked.entry
         adapter = AdapterInfo(ref=str(e.ref), path=str(e.path), weights_sha256=checked.identity["weights_sha256"],
                               trained_on=(e.manifest.get("base_model") or {}).get("fingerprint"),
-                              forced_base_mismatch=checked.forced_base_mismatch, manifest=e.manifest)
+                              forced_base_mismatch=checked.forced_base_mismatch, manifest=e.manifest, applied=applied)
     return ModelInfo(kind="base" if checked is None else "adapter", identity=run.identity, adapter=adapter, requests=asdict(run.stats))

@@ -31,6 +31,7 @@ class ModelPool:
         self.base_model = None
         self.peft = None
         self.loaded_adapters: set[str] = set()
+        self.applied: dict[str, dict] = {}  # run label -> the "adapter is applied" figure (applied.py), checked on load
         self.current: tuple[ModelRun, int] | None = None
 
     @property
@@ -59,6 +60,11 @@ class ModelPool:
         from peft import PeftModel
 
         name = f"adapter_{index}"
+        from .applied import base_module_names, check_applied, check_files
+
+        files = None
+        if run.label not in self.applied:  # before PEFT sees the files: names that match nothing, all-zero B
+            files = check_files(run.label, run.adapter.path, base_module_names(self.peft or self.base_model))
         if self.peft is None:
             self.peft = PeftModel.from_pretrained(self.base_model, str(run.adapter.path), adapter_name=name, is_trainable=False)
             self.lm._model = self.peft
@@ -68,3 +74,5 @@ class ModelPool:
         self.peft.base_model.enable_adapter_layers()
         self.peft.set_adapter(name)
         self.peft.eval()
+        if files is not None:  # before the first item: an adapter that changes nothing is refused
+            self.applied[run.label] = check_applied(run.label, self.peft, name, files, self.lm.tokenizer, self.lm.device)
