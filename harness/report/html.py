@@ -81,6 +81,12 @@ def _warnings(d: dict) -> str:
             out.append(f'<div class="banner inconclusive"><b>Warning:</b> adapter <b>{_e(m)}</b> was trained on another base model '
                        f'(fingerprint <code>{_e(str(a.get("trained_on"))[:12])}…</code>) and was scored on this one only because the '
                        f'evaluation was forced (<code>--force-base-mismatch</code>): its numbers do not describe the model it was trained as.</div>')
+        m_sum = (d.get("merges") or {}).get(m)
+        if isinstance(m_sum, dict) and m_sum.get("approximate"):
+            out.append(f'<div class="banner inconclusive" data-merge="approximate"><b>Approximate merge:</b> adapter <b>{_e(m)}</b> is a '
+                       f'{_e(m_sum.get("method"))} merge re-factored to rank {_e(m_sum.get("rank"))}, off its method\'s update by a relative '
+                       f'error of up to {_n(m_sum.get("relative_error_max"), ".3g")} (mean {_n(m_sum.get("relative_error_mean"), ".3g")}): '
+                       f'its numbers describe that approximation.</div>')
     integrity = str(d.get("integrity") or "")
     if integrity.startswith("modified"):
         out.append(f'<div class="banner fail"><b>Warning:</b> this run folder failed its integrity check and is shown only because of '
@@ -114,18 +120,31 @@ def _verdict(d: dict) -> str:
             f'<table><tr><th>verdict</th><th>rule</th><th>numbers</th></tr>{"".join(rows)}</table>')
 
 
+def _row_verdict(rules: list[dict], suite: str, category: str, metric: str) -> str | None:
+    """The gate's verdict on one chart row: the rules that decide this suite's shown metric (the suite's own rules,
+    and a category rule pooled over it), required ones first; the worst of them (fail > inconclusive > pass).
+    None when no rule covers the row (the chart then shows the direction of its interval)."""
+    covering = [r for r in rules if r.get("metric") in (metric, None)
+                and (r.get("suite") == suite or (r.get("suite") == f"{category} (pooled)" and r.get("category") == category))]
+    decided = [r for r in covering if r.get("required")] or covering
+    statuses = {r.get("status") for r in decided}
+    for s in ("fail", "inconclusive", "pass"):
+        if s in statuses:
+            return s
+    return None
+
+
 def _found_lost(d: dict) -> str:
     s = d.get("summaries")
     if not s:
         return ""
     prop_rows, other_rows = [], []
-    statuses = {}
-    for r in (d["verdict"] or {}).get("rules", []):
-        statuses.setdefault(r["suite"], r["status"])
+    rules = [r for r in (d["verdict"] or {}).get("rules", []) if isinstance(r, dict)]
     order = sorted(s["suites"].items(), key=lambda kv: (CATEGORY_ORDER.index(kv[1]["category"]) if kv[1]["category"] in CATEGORY_ORDER else 9, kv[0]))
     for name, st in order:
         meta = MetricMeta.from_dict(d["suites"][name]["metrics"][st["metric"]])
-        row = {"label": name, "sublabel": f"{st['category']} · {st['metric']}" + (f" (ideal {_nt(meta.ideal, 'g')})" if meta.ideal is not None else ""), "status": statuses.get(name)}
+        row = {"label": name, "sublabel": f"{st['category']} · {st['metric']}" + (f" (ideal {_nt(meta.ideal, 'g')})" if meta.ideal is not None else ""),
+               "verdict": _row_verdict(rules, name, st["category"], st["metric"])}
         if is_proportion(st["metric"], st["base"], st["candidate"]):
             prop_rows.append({**row, "value": 100 * st["improvement"], "lo": 100 * st["ci_low"], "hi": 100 * st["ci_high"]})
         elif st["base"]:
