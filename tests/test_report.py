@@ -503,9 +503,10 @@ def verdict_chart_run(tmp_path: Path) -> tuple[Path, dict]:
 
 def _chart_rows_from_html(html: str) -> dict:
     rows = {}
-    for m in re.finditer(r'<g class="frow" data-label="([^"]+)" data-verdict="(\w+)">(.*?)</g>', html, re.S):
-        stroke = re.search(r'class="fbar"[^>]*stroke="(#[0-9a-f]{6})"', m.group(3)).group(1)
-        rows[m.group(1)] = (m.group(2), HEX[stroke])
+    for m in re.finditer(r'<g class="frow" data-verdict="(\w+)">(.*?)</g>', html, re.S):
+        label = re.search(r'class="lab">([^<]+)</text>', m.group(2)).group(1)
+        stroke = re.search(r'class="fbar"[^>]*stroke="(#[0-9a-f]{6})"', m.group(2)).group(1)
+        rows[label] = (m.group(1), HEX[stroke])
     return rows
 
 
@@ -524,7 +525,7 @@ def test_found_lost_bar_colours_match_the_verdicts_in_chromium(browser, tmp_path
     page.goto(write_report(run).resolve().as_uri())
     page.wait_for_selector("g.frow")
     shown = page.eval_on_selector_all("g.frow", """els => els.map(g => ({
-        label: g.getAttribute('data-label'), verdict: g.getAttribute('data-verdict'),
+        label: g.querySelector('text.lab').textContent, verdict: g.getAttribute('data-verdict'),
         text: g.querySelector('tspan.fverdict').textContent,
         bar: getComputedStyle(g.querySelector('line.fbar')).stroke, dot: getComputedStyle(g.querySelector('circle.fdot')).fill,
         word: getComputedStyle(g.querySelector('tspan.fverdict')).fill}))""")

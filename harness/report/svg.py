@@ -62,7 +62,7 @@ def forest(rows: list[dict], unit: str, title: str) -> str:
         verdict = r.get("verdict") or row_verdict(r)
         color = VERDICT_COLOURS[verdict]
         shown = VERDICT_TEXT[verdict]
-        out.append(f'<g class="frow" data-label="{escape(r["label"])}" data-verdict="{verdict}">')
+        out.append(f'<g class="frow" data-verdict="{verdict}">')  # data text only as element text, never in an attribute
         out.append(f'<text x="{left - 10}" y="{y - 2:.1f}" text-anchor="end" class="lab">{escape(r["label"])}</text>')
         out.append(f'<text x="{left - 10}" y="{y + 10:.1f}" text-anchor="end" class="sub"><tspan class="fverdict" fill="{color}">{escape(shown)}</tspan>'
                    f'{" · " + escape(r.get("sublabel", "")) if r.get("sublabel") else ""}</text>')
