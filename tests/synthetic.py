@@ -32,8 +32,10 @@ def suite_meta(category: str, metric: str = "acc", higher_is_better: bool = True
             "primary_metric": metric, "limit": None, "seed": 0}
 
 
-def write_run(folder: Path, suites: dict[str, dict], values: dict[str, dict[str, list]], provenance: dict | None = None, item_salt: str = "") -> Path:
-    """``values[model][suite]`` = per-item metric values of the suite's primary metric."""
+def write_run(folder: Path, suites: dict[str, dict], values: dict[str, dict[str, list]], provenance: dict | None = None, item_salt: str = "",
+              manifests: dict[str, dict] | None = None) -> Path:
+    """``values[model][suite]`` = per-item metric values of the suite's primary metric; ``manifests[model]``: the adapter's
+    registry manifest as results.json records it (e.g. a merge's lineage)."""
     folder.mkdir(parents=True, exist_ok=True)
     lines, results = [], {}
     for model, per_suite in values.items():
@@ -53,7 +55,8 @@ def write_run(folder: Path, suites: dict[str, dict], values: dict[str, dict[str,
     doc = {
         "schema": "laf.results/1",
         "provenance": provenance or PROVENANCE,
-        "models": {m: {"kind": "base" if m == "base" else "adapter", "identity": m, "adapter": None if m == "base" else {"ref": m}, "requests": {}} for m in values},
+        "models": {m: {"kind": "base" if m == "base" else "adapter", "identity": m,
+                       "adapter": None if m == "base" else {"ref": m, "manifest": (manifests or {}).get(m)}, "requests": {}} for m in values},
         "suites": {s: {**meta, "name": s} for s, meta in suites.items()},
         "results": results,
     }

@@ -334,7 +334,7 @@ IDS = torch.tensor([[2, 17, 99, 45, 300, 12, 7, 250, 33, 81, 140, 5]])
 
 
 def test_minimal_slerp_config_registers_m_at_1_with_lineage_and_family_tree(world, tmp_path):
-    cfg = write_config(tmp_path, world, name="m", method="slerp", adapters=["a@1", "b@1"], t=0.5)
+    cfg = write_config(tmp_path, world, name="m", method="slerp", adapters=["a@1", "b@1"], t=0.5, output={"rank": 4})
     code, out, err = run_cli("merge", str(cfg))
     assert code == 0, err
     assert "registered m@1" in out
@@ -516,7 +516,9 @@ BAD = [
     (dict(method="ties", adapters=["a@1", "b@1"], density=0.0), ["key 'density'", "(0, 1]"]),
     (dict(method="dare_ties", adapters=["a@1", "b@1"], density=1.5), ["key 'density'"]),
     (dict(method="ties", adapters=["a@1", "b@1"]), ["key 'density'", "needs density"]),
-    (dict(method="ties", adapters=["a@1", "b@1"], density=0.0001), ["keeps no entry"]),
+    (dict(method="ties", adapters=["a@1", "b@1"], density=0.0001, output={"rank": 4}), ["keeps no entry"]),
+    (dict(method="ties", adapters=["a@1", "b@1"], density=0.5), ["key 'output.rank'", "no exact LoRA form", "output.kind: model"]),
+    (dict(method="dare_linear", adapters=["a@1", "b@1"], density=0.5), ["key 'output.rank'", "no exact LoRA form"]),
     (dict(method="linear", adapters=["a@1", "b@1"], weights=[1, -1]), ["key 'weights'", "sum to zero"]),
     (dict(method="linear", adapters=["a@1", "b@1"], weights=[1]), ["key 'weights'", "1 weights for 2 adapters"]),
     (dict(method="linear", adapters=["a@1", "bad@1"]), ["bad@1", "non-finite"]),
@@ -565,7 +567,8 @@ def test_library_call_for_a_pipeline_stage(world):
     assert str(res.ref) == "lib@1" and res.manifest["lineage"]["params"]["seed"] == 0
     assert res.manifest["lineage"]["output"]["rank"] == 6
     with pytest.raises(LafError, match="density"):
-        merge_adapters(MergeConfig.model_validate({"name": "lib", "method": "ties", "adapters": ["a@1", "b@1"], "registry": str(world["registry"])}))
+        merge_adapters(MergeConfig.model_validate({"name": "lib", "method": "ties", "adapters": ["a@1", "b@1"], "registry": str(world["registry"]),
+                                                   "output": {"rank": 4}}))
 
 
 def test_randomized_svd_of_a_large_dense_merge_reaches_the_optimal_truncation():
@@ -578,3 +581,132 @@ def test_randomized_svd_of_a_large_dense_merge_reaches_the_optimal_truncation():
         assert err == pytest.approx(float(torch.linalg.norm(B @ A - dense_ties) / torch.linalg.norm(dense_ties)), rel=1e-5)
         assert optimum - 1e-6 <= err <= optimum * 1.001 + 1e-6
         assert torch.equal(refactor_dense(dense_ties, rank)[0], B)  # seeded: reproducible
+
+
+# ---------------------------------------------------------------- exact by default (issue 29, part 1)
+
+
+def merge_manifest(exact: bool, err_max: float, method: str = "slerp", rank: int = 8, **extra) -> dict:
+    """A merged adapter's manifest as `laf merge` records it (``extra`` overrides relative_error keys)."""
+    return {"kind": "merge", "lineage": {"method": method, "output": {"kind": "adapter", "rank": rank, "exact": exact,
+                                                                     "relative_error": {"max": err_max, "mean": err_max / 2, "per_module": {"m.q_proj": err_max}, **extra}}}}
+
+
+@pytest.mark.parametrize("method,kw", [("linear", dict(weights=[0.7, 0.3])), ("task_arithmetic", dict(weights=[1.0, -0.5])), ("slerp", dict(t=0.4)),
+                                       ("model_stock", {}), ("cat", {})])
+def test_combinations_are_exact_by_default_at_the_sum_of_ranks_and_the_error_is_measured(world, tmp_path, method, kw):
+    reg = Registry(world["registry"])
+    cfg = write_config(tmp_path, world, name=f"ex-{method}", method=method, adapters=["a@1", "b@1"], **kw)
+    code, out, err = run_cli("merge", str(cfg), "--json")
+    assert code == 0, err
+    o = json.loads(out)["lineage"]["output"]
+    assert o["exact"] is True and o["rank"] == 8 and o["approximate"] is False  # 4 + 4
+    assert 0 <= o["relative_error"]["max"] < 1e-5 and o["relative_error"]["overall"] < 1e-5  # measured on the stored fp32 factors
+    # the stored factors are the method's update (checked against dense float64 here, independently of the engine)
+    da, db = delta_weights(reg.resolve("a@1").path), delta_weights(reg.resolve("b@1").path)
+    dm = delta_weights(reg.resolve(f"ex-{method}@1").path)
+    for k, v in dm.items():
+        if method == "slerp":
+            want = torch.from_numpy(ref_slerp(0.4, da[k].numpy(), db[k].numpy()))
+        elif method == "model_stock":  # the two random adapters' mean cosine is clamped here, see model_stock_coefficients
+            t = json.loads(out)["lineage"]["modules"][k]["t"]
+            want = t / 2 * (da[k] + db[k])
+            if t == 0:
+                assert float(torch.linalg.norm(v)) == 0
+                continue
+        else:
+            w = kw.get("weights", [1.0, 1.0])
+            w = [x / sum(w) for x in w] if method == "linear" else w
+            want = w[0] * da[k] + w[1] * db[k]
+        rel = float(torch.linalg.norm(v - want) / torch.linalg.norm(want))
+        assert rel < (1e-4 if method == "model_stock" else 1e-5), (k, rel)  # model_stock: t is recorded to 6 decimals
+
+
+def test_the_old_default_truncation_is_what_the_exact_default_removes(world, tmp_path):
+    """SLERP at rank = max of the parents' ranks (the old default) against rank = sum (the new one), on the tiny model."""
+    seen = {}
+    for rank in (4, "exact"):
+        cfg = write_config(tmp_path, world, name=f"old-new-{rank}", method="slerp", adapters=["a@1", "b@1"], t=0.5, output={"rank": rank})
+        code, out, err = run_cli("merge", str(cfg), "--json")
+        assert code == 0, err
+        seen[rank] = json.loads(out)["lineage"]["output"]["relative_error"]
+    assert seen[4]["mean"] > 0.05 and seen[4]["max"] > 0.05  # two random rank-4 adapters: half the energy does not fit in rank 4
+    assert seen["exact"]["max"] < 1e-5
+    print(f"\ntiny slerp t=0.5: rank 4 (old default) mean {seen[4]['mean']:.3g} max {seen[4]['max']:.3g}; "
+          f"rank 8 (exact) mean {seen['exact']['mean']:.3g} max {seen['exact']['max']:.3g}")
+
+
+@pytest.mark.parametrize("method", ["linear", "slerp"])
+def test_synthetic_factors_are_exact_at_the_sum_of_ranks_not_at_the_largest(method):
+    from harness.merge.methods import factored_error
+
+    mod = module(seed=11, n=2, out_dim=640, in_dim=640, ranks=(16, 16), scales=(2.0, 2.0))
+    coeffs = merge_module(mod, MethodParams(method, weights=[0.5, 0.5], normalize=True, t=0.5)).coeffs
+    want = combine(mod, coeffs, torch.float64)
+    B, A = stack_exact(mod, coeffs)
+    exact = float(torch.linalg.norm(B.double() @ A.double() - want) / torch.linalg.norm(want))
+    diff, total = factored_error(mod, coeffs, B, A)
+    assert exact < 1e-6 and diff / total == pytest.approx(exact, abs=2e-7)  # the engine's factored figure is the dense one
+    Bt, At, err = refactor_combination(mod, coeffs, 16)
+    trunc = float(torch.linalg.norm(Bt.double() @ At.double() - want) / torch.linalg.norm(want))
+    assert trunc > 0.3 and err == pytest.approx(trunc, rel=1e-4)
+    print(f"\nsynthetic 640x640, two rank-16 inputs, {method}: rank 32 (exact) {exact:.2e}, rank 16 (old default) {trunc:.3f}")
+
+
+def test_an_approximate_merge_warns_and_records_it(world, tmp_path):
+    cfg = write_config(tmp_path, world, name="approx", method="ties", adapters=["a@1", "b@1"], density=0.5, output={"rank": 1})
+    code, out, err = run_cli("merge", str(cfg))
+    assert code == 0, err
+    assert "warning" in err and "approximate merge" in err
+    o = Registry(world["registry"]).resolve("approx@1").manifest["lineage"]["output"]
+    assert o["exact"] is False and o["approximate"] is True and o["relative_error"]["max"] > 0.05
+    from harness.registry.merge_info import merge_summary
+
+    s = merge_summary(Registry(world["registry"]).resolve("approx@1").manifest, "approx@1")
+    assert s["approximate"] is True and s["rank"] == 1 and s["relative_error_max"] == o["relative_error"]["max"]
+
+
+def test_merge_summary_reads_old_manifests_and_refuses_a_false_exact_claim():
+    from harness.merge.config import APPROXIMATE_MERGE
+    from harness.merge.methods import EXACT_TOLERANCE
+    from harness.registry import merge_info
+    from harness.registry.merge_info import merge_summary
+
+    assert (merge_info.EXACT_TOLERANCE, merge_info.APPROXIMATE_MERGE) == (EXACT_TOLERANCE, APPROXIMATE_MERGE)  # one figure everywhere
+    assert merge_summary({"kind": "lora"}, "a@1") is None
+    old_exact = merge_summary(merge_manifest(True, 0.0), "m@1")  # written before `overall`/`approximate` existed
+    assert old_exact["exact"] is True and old_exact["relative_error_overall"] is None and old_exact["approximate"] is False
+    assert merge_summary(merge_manifest(False, 0.29, rank=4), "m@1")["approximate"] is True
+    with pytest.raises(LafError, match="claims an exact merge but records a relative error of 0.29.*m.q_proj"):
+        merge_summary(merge_manifest(True, 0.29), "m@1")
+    for bad in (float("nan"), -1.0, "0.1", True):
+        with pytest.raises(LafError, match="not a finite number"):
+            merge_summary(merge_manifest(False, 0.1, max=bad), "m@1")
+    with pytest.raises(LafError, match="records no relative error"):
+        merge_summary({"kind": "merge", "lineage": {"output": {"kind": "adapter", "exact": True}}}, "m@1")
+
+
+def test_the_gate_and_compare_mark_an_approximate_merge_and_refuse_a_false_exact_claim(tmp_path):
+    from tests.synthetic import suite_meta, write_run
+
+    suites = {"domain/d": suite_meta("domain"), "general/g": suite_meta("general")}
+    rng = np.random.default_rng(0)
+    vals = {s: (rng.random(200) < 0.5).astype(int).tolist() for s in suites}
+    policy = tmp_path / "p.yaml"
+    policy.write_text(yaml.safe_dump({"rules": [{"category": "general", "max_drop": 0.05}]}))
+    run = write_run(tmp_path / "run", suites, {"base": vals, "m@1": vals, "x@1": vals},
+                    manifests={"m@1": merge_manifest(False, 0.29, rank=4), "x@1": merge_manifest(True, 0.0)})
+    code, out, err = run_cli("gate", "--baseline", str(run), "--candidate", f"{run}#m@1", "--policy", str(policy))
+    assert code == 0, err
+    v = json.loads((run / "verdict.json").read_text())
+    assert v["marks"] == ["approximate merge"] and any(w.startswith("approximate merge") for w in v["warnings"])
+    assert v["candidate"]["adapter"]["merge"]["relative_error_max"] == 0.29
+    code, out, err = run_cli("gate", "--baseline", str(run), "--candidate", f"{run}#x@1", "--policy", str(policy))
+    assert code == 0 and json.loads((run / "verdict.json").read_text())["marks"] == []
+    code, out, err = run_cli("compare", str(run), "--out", str(tmp_path / "c.json"))
+    assert code == 0, err
+    rows = {r["candidate"]: r for r in json.loads((tmp_path / "c.json").read_text())["ranking"]}
+    assert rows["m@1"]["merge"]["approximate"] is True and rows["x@1"]["merge"]["exact"] is True
+    # a manifest that claims exact but records an error: one clear error, exit 3
+    bad = write_run(tmp_path / "bad", suites, {"base": vals, "y@1": vals}, manifests={"y@1": merge_manifest(True, 0.2)})
+    assert_clean_error(run_cli("gate", "--baseline", str(bad), "--candidate", str(bad), "--policy", str(policy)), "y@1", "claims an exact merge")

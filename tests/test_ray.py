@@ -80,6 +80,22 @@ def test_two_workers_give_the_single_process_records_bit_for_bit(cluster, world,
     assert rep1.cached == 6 and rep1.computed == 0
 
 
+def test_one_worker_gives_the_two_worker_records_and_the_applied_figures_travel_with_them(cluster, world, reference):
+    """Issue 29, part 3: 1 or 2 Ray workers, the same numbers; the "adapter is applied" figure each worker measured
+    reaches results.json through the cache although the driver loads no model."""
+    cache = world["root"] / "one.sqlite"
+    spec = spec_for(world, world["root"] / "one", cache)
+    rep = prefill_cache(spec, suites(), workers=1)
+    assert rep.computed == 6 and rep.workers == 1
+    doc = run_eval(spec, suites_override=suites())
+    assert sum(m["requests"]["computed"] for m in doc["models"].values()) == 0
+    assert records(world["root"] / "one") == reference
+    single = load_run(world["root"] / "reference")[0]
+    for ref in world["refs"]:
+        fig = doc["models"][ref]["adapter"]["applied"]
+        assert fig is not None and fig == single.models[ref].adapter.applied
+
+
 def test_a_worker_killed_mid_run_is_replaced_and_the_records_are_unchanged(cluster, world, reference):
     cache = world["root"] / "killed.sqlite"
     spec = spec_for(world, world["root"] / "killed", cache)

@@ -468,3 +468,73 @@ def test_planted_payloads_never_run_in_headless_chromium(browser, real_tiny_run,
         assert p in text, f"{p!r} is not shown as text"
     assert "[verdict sentence]" in text and "[training data path]" in text and "[RULE STATUS]" in text
     page.close()
+
+
+# ---------------------------------------------------------------- the found-vs-lost chart: colour = the row's verdict (issue 29, part 5)
+
+HEX = {"#1a7f37": "green", "#cf222e": "red", "#9a6700": "amber", "#6e7781": "grey"}
+EXPECTED_COLOUR = {"pass": "green", "fail": "red", "inconclusive": "amber", "better": "green", "worse": "red", "unclear": "grey"}
+
+
+def verdict_chart_run(tmp_path: Path) -> tuple[Path, dict]:
+    """A gated run whose rows cover every case: a pass, a fail, a passing lower-is-better row whose rate went UP within its
+    margin (negative improvement, interval below zero: drawn red before), decided by a category rule pooled over it,
+    and a row no rule covers."""
+    rng = np.random.default_rng(1)
+    n = 2000
+    base = {s: (rng.random(n) < 0.5).astype(int).tolist() for s in SUITES}
+    cand = {s: list(v) for s, v in base.items()}
+    cand["domain/support"] = (rng.random(n) < 0.9).astype(int).tolist()
+    cand["general/facts"] = [x if rng.random() > 0.2 else 0 for x in base["general/facts"]]
+    cand["hallucination/abstain"] = [1 if (x == 0 and rng.random() < 0.06) else x for x in base["hallucination/abstain"]]  # ~+3 points
+    run = write_run(tmp_path / "run", SUITES, {"base": base, "cand@1": cand})
+    policy = tmp_path / "gate.yaml"
+    policy.write_text(yaml.safe_dump({"rules": [{"category": "domain", "min_gain": 0.1}, {"category": "general", "max_drop": 0.02},
+                                                {"category": "hallucination", "max_increase": 0.10, "pooled": True}]}))
+    code, _, err = run_cli("gate", "--baseline", str(run), "--candidate", str(run), "--policy", str(policy))
+    assert code == 1, err
+    v = json.loads((run / "verdict.json").read_text())
+    want = {"domain/support": "pass", "general/facts": "fail", "hallucination/abstain": "pass", "bias/crows": "unclear"}
+    got_rules = {r["suite"]: r["status"] for r in v["rules"]}
+    assert got_rules == {"domain/support": "pass", "general/facts": "fail", "hallucination (pooled)": "pass"}
+    assert v["summaries"]["suites"]["hallucination/abstain"]["ci_high"] < 0  # the rate went up: the row's interval is left of zero
+    return run, want
+
+
+def _chart_rows_from_html(html: str) -> dict:
+    rows = {}
+    for m in re.finditer(r'<g class="frow" data-verdict="(\w+)">(.*?)</g>', html, re.S):
+        label = re.search(r'class="lab">([^<]+)</text>', m.group(2)).group(1)
+        stroke = re.search(r'class="fbar"[^>]*stroke="(#[0-9a-f]{6})"', m.group(2)).group(1)
+        rows[label] = (m.group(1), HEX[stroke])
+    return rows
+
+
+def test_found_lost_rows_are_coloured_by_their_verdict(tmp_path):
+    run, want = verdict_chart_run(tmp_path)
+    rows = _chart_rows_from_html(write_report(run).read_text())
+    assert {k: v[0] for k, v in rows.items()} == want
+    for label, (verdict, colour) in rows.items():
+        assert colour == EXPECTED_COLOUR[verdict], (label, verdict, colour)
+
+
+@pytest.mark.browser
+def test_found_lost_bar_colours_match_the_verdicts_in_chromium(browser, tmp_path):
+    run, want = verdict_chart_run(tmp_path)
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(write_report(run).resolve().as_uri())
+    page.wait_for_selector("g.frow")
+    shown = page.eval_on_selector_all("g.frow", """els => els.map(g => ({
+        label: g.querySelector('text.lab').textContent, verdict: g.getAttribute('data-verdict'),
+        text: g.querySelector('tspan.fverdict').textContent,
+        bar: getComputedStyle(g.querySelector('line.fbar')).stroke, dot: getComputedStyle(g.querySelector('circle.fdot')).fill,
+        word: getComputedStyle(g.querySelector('tspan.fverdict')).fill}))""")
+    rgb = {"green": "rgb(26, 127, 55)", "red": "rgb(207, 34, 46)", "amber": "rgb(154, 103, 0)", "grey": "rgb(110, 119, 129)"}
+    words = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE", "better": "no rule: better", "worse": "no rule: worse",
+             "unclear": "no rule: no clear change"}
+    assert {r["label"]: r["verdict"] for r in shown} == want
+    for r in shown:
+        colour = rgb[EXPECTED_COLOUR[r["verdict"]]]
+        assert r["text"] == words[r["verdict"]], r  # the verdict the row shows ...
+        assert r["bar"] == r["dot"] == r["word"] == colour, r  # ... is the colour it is drawn in
+    page.close()

@@ -120,6 +120,7 @@ def print_comparison(doc: dict) -> None:
     from rich.table import Table
 
     from ..gate.compare import format_cell
+    from ..registry.merge_info import merge_label
 
     cols = doc.get("columns") or []
     ranking = doc["ranking"]
@@ -128,7 +129,8 @@ def print_comparison(doc: dict) -> None:
     t.add_column("unit")
     for r in ranking:
         name = r["candidate"] if not r.get("resolved_from") else f"{r['candidate']} (from {r['resolved_from']})"
-        t.add_column(escape(f"#{r['rank']} {name}"))
+        tag = merge_label(r.get("merge"))
+        t.add_column(escape(f"#{r['rank']} {name}" + (f" ({tag})" if tag else "")))
     for col in cols:
         better = "closer is better" if col.get("better") == "closer to the ideal" else f"{col.get('better')} is better"
         what = f"{col['key']} {col.get('metric')}" + (" (distance to ideal)" if str(col.get("shown_as", "")).startswith("change in distance") else "")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .output import console, print_json
+from .output import console, err_console, print_json
 
 
 def register(sub) -> None:
@@ -47,8 +47,17 @@ def cmd_merge(args) -> int:
     if result.kind == "adapter":
         out = lin["output"]
         console.print(f"[bold green]registered[/] {result.ref}  ->  {result.path}")
-        form = "exact (rank = sum of ranks)" if out["exact"] else f"rank {out['rank']}, relative error max {out['relative_error']['max']:.3e}, mean {out['relative_error']['mean']:.3e}"
+        err = out["relative_error"]
+        figures = f"relative error max {err['max']:.3e}, mean {err['mean']:.3e}, whole update {err['overall']:.3e}"
+        form = f"exact (rank {out['rank']} = sum of ranks; {figures})" if out["exact"] else f"truncated to rank {out['rank']}: {figures}"
         console.print(f"  {cfg.method} of {parents}: {form}")
+        if out.get("approximate"):
+            from ..merge.config import APPROXIMATE_MERGE
+
+            err_console.print(f"[yellow]warning:[/] an approximate merge: module updates are off the {cfg.method} merge by up to {err['max']:.3g} "
+                              f"(above {APPROXIMATE_MERGE:g}); its scores describe the truncation, and the gate will mark it \"approximate merge\". "
+                              + ("Leave output.rank out for the exact merge." if cfg.method in ("linear", "task_arithmetic", "slerp", "model_stock")
+                                 else "Raise output.rank, or use output.kind: model for the exact update."))
     else:
         console.print(f"[bold green]wrote[/] {Path(result.path)}  ({lin['output']['dtype']}, base weights: {lin['output']['base_weights']})")
         console.print(f"  {cfg.method} of {parents}; use it with --model {result.path}")

@@ -78,6 +78,10 @@ def valid_value(kind: str, v) -> bool:
         return _finite(v) and v <= 0
     if kind == "generate_until":
         return isinstance(v, str)
+    if kind == "adapter_probe":
+        from .applied import valid_figure
+
+        return valid_figure(v)
     return False
 
 

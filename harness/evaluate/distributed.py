@@ -142,6 +142,7 @@ class EvalWorker:
 
     def score(self, unit: WorkUnit) -> dict:
         """Score one unit from scratch; returns its cache rows and seconds."""
+        from .engine import probe_key
         from .tasks import evaluate_suite
 
         t0 = time.perf_counter()
@@ -154,6 +155,8 @@ class EvalWorker:
         lm.identity = unit.identity
         s = self.suites[unit.suite]
         evaluate_suite(lm, s, self.tasks[unit.suite], _limit(self.spec, s), s.spec.options.seed)
+        if run.label in self.pool.applied:  # the "adapter is applied" figure travels with the rows it vouches for
+            cache.put_many([(probe_key(run.identity), "adapter_probe", self.pool.applied[run.label])])
         return {"key": unit.key, "rows": cache.rows, "seconds": time.perf_counter() - t0, "computed": lm.stats.computed}
 
 

@@ -27,8 +27,8 @@ from ..errors import LafError
 from ..models import resolve_model
 from ..results import BASE, AdapterInfo, BaseModelInfo, ItemRecord, ModelInfo, Provenance, ResultsDoc, ResultsStore, RunLock, SuiteMeta, commit_run
 from .aggregation import breakdown, suite_aggregates
-from .cache import NullCache, RequestStats, ResponseCache, suite_result_key
-from .identity import SCORING_VERSION, CheckedAdapter, check_adapters, load_spec_for, model_identity
+from .cache import NullCache, RequestStats, ResponseCache, request_key, suite_result_key
+from .identity import PROBE_VERSION, SCORING_VERSION, CheckedAdapter, check_adapters, load_spec_for, model_identity
 from .pool import ModelPool, ModelRun
 from .records import from_lm_eval_sample, nonfinite_items
 from .spec import EvalSpec, default_cache_path
@@ -129,6 +129,7 @@ def _score_and_publish(spec, suites, resolved, adapters, load, runs, started, pr
     lm = None  # the lm-eval model (CachedLM), created at the first (model, suite) not in the stored suite results
     results: dict[str, dict] = {}
     breakdowns: dict[str, dict] = {}
+    applied: dict[str, dict] = {}
     try:
         limits = {s.name: spec.limit or s.spec.options.limit for s in suites}
         contents = {s.name: suite_content(s, limits[s.name]) for s in suites}
@@ -184,6 +185,8 @@ def _score_and_publish(spec, suites, resolved, adapters, load, runs, started, pr
                 if key is not None:
                     cache.put_suite_result(key, {"records": [r.to_dict() for r in records], "results": results[run.label][suite.name],
                                                  "breakdown": group, "meta": meta.to_dict(), "requests": delta.requests})
+            if run.adapter is not None and run.adapter.manifest.get("kind") != "full":  # a full fine-tune has no adapter to check
+                applied[run.label] = _applied_figure(pool, cache, run)
     except BaseException:
         store.close()
         raise
@@ -204,7 +207,7 @@ def _score_and_publish(spec, suites, resolved, adapters, load, runs, started, pr
             scoring_version=SCORING_VERSION, cache=None if spec.no_cache else str(spec.cache or default_cache_path()),
             wall_time_s=round(time.time() - started, 2), environment=provenance(),
         ),
-        models={r.label: _model_info(r, a) for r, a in zip(runs, [None, *adapters])},
+        models={r.label: _model_info(r, a, applied.get(r.label)) for r, a in zip(runs, [None, *adapters])},
         suites=metas,
         results=results,
         breakdowns=breakdowns,
@@ -219,11 +222,31 @@ def _evaluate(lm, suite: Suite, task, limit: int | None):
     return evaluate_suite(lm, suite, task, limit, suite.spec.options.seed)
 
 
-def _model_info(run: ModelRun, checked: CheckedAdapter | None) -> ModelInfo:
+def probe_key(identity: str) -> str:
+    """The response-cache key of a model's "adapter is applied" figure (a function of the model's identity)."""
+    return request_key(identity, "adapter_probe", [PROBE_VERSION])
+
+
+def _applied_figure(pool: ModelPool, cache, run: ModelRun) -> dict:
+    """The check's figure for ``run``'s adapter: from this process's check (run when the adapter was loaded, before
+    its first item), else from the cache next to the responses it vouches for, else checked now (loads the base)."""
+    key = probe_key(run.identity)
+    figure = pool.applied.get(run.label)
+    if figure is None:
+        figure = cache.get_many([key]).get(key)
+        if figure is not None:
+            return figure  # type: ignore[return-value]
+        pool.backend()  # loading activates the current run's adapter, which runs the check
+        figure = pool.applied[run.label]
+    cache.put_many([(key, "adapter_probe", figure)])
+    return figure
+
+
+def _model_info(run: ModelRun, checked: CheckedAdapter | None, applied: dict | None = None) -> ModelInfo:
     adapter = None
     if checked is not None:
         e = checked.entry
         adapter = AdapterInfo(ref=str(e.ref), path=str(e.path), weights_sha256=checked.identity["weights_sha256"],
                               trained_on=(e.manifest.get("base_model") or {}).get("fingerprint"),
-                              forced_base_mismatch=checked.forced_base_mismatch, manifest=e.manifest)
+                              forced_base_mismatch=checked.forced_base_mismatch, manifest=e.manifest, applied=applied)
     return ModelInfo(kind="base" if checked is None else "adapter", identity=run.identity, adapter=adapter, requests=asdict(run.stats))

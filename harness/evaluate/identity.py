@@ -15,9 +15,11 @@ from ..errors import LafError
 from ..io import sha256_file, sha256_json
 from ..models import LoadSpec
 from ..registry import AdapterEntry, Registry
+from ..registry.merge_info import merge_summary
 from .spec import EvalSpec
 
 SCORING_VERSION = "laf-scoring-1"
+PROBE_VERSION = "laf-probe-1"  # the "adapter is applied" check (applied.py); here, torch-free, for the cache key of its figure
 VOLATILE_ADAPTER_KEYS = ("base_model_name_or_path", "revision", "inference_mode", "peft_version")
 
 
@@ -73,6 +75,7 @@ def check_adapters(spec: EvalSpec, base_fp: str, resolved=None) -> list[CheckedA
                 f"adapter {entry.ref} does not match its manifest ({bad}): its weights changed since it was registered",
                 f"run `laf registry verify {entry.ref}`; retrain or restore the files",
             )
+        merge_summary(entry.manifest, str(entry.ref))  # a merged adapter whose manifest contradicts itself: refused before loading
         trained_on = (entry.manifest.get("base_model") or {}).get("fingerprint")
         forced = False
         # an adapter registered before fingerprints ignored loader flags carries the old form (``fingerprint_aliases``)

@@ -36,6 +36,7 @@ class ModelPool:
         self.base_model = None
         self.peft = None
         self.loaded_adapters: set[str] = set()
+        self.applied: dict[str, dict] = {}  # run label -> the "adapter is applied" figure (applied.py), checked on load
         self.current: tuple[ModelRun, int] | None = None
         self.swapped: str | None = None  # the full fine-tune whose weights the base's modules hold now
         self._base_weights: dict | None = None
@@ -71,6 +72,11 @@ class ModelPool:
         from peft import PeftModel
 
         name = f"adapter_{index}"
+        from .applied import base_module_names, check_applied, check_files
+
+        files = None
+        if run.label not in self.applied:  # before PEFT sees the files: names that match nothing, all-zero B
+            files = check_files(run.label, run.adapter.path, base_module_names(self.peft or self.base_model))
         if self.peft is None:
             self.peft = PeftModel.from_pretrained(self.base_model, str(run.adapter.path), adapter_name=name, is_trainable=False)
             self.lm._model = self.peft
@@ -80,6 +86,8 @@ class ModelPool:
         self.peft.base_model.enable_adapter_layers()
         self.peft.set_adapter(name)
         self.peft.eval()
+        if files is not None:  # before the first item: an adapter that changes nothing is refused
+            self.applied[run.label] = check_applied(run.label, self.peft, name, files, self.lm.tokenizer, self.lm.device)
 
     # -- full fine-tunes: the same architecture, other weights
     def _weight_params(self) -> dict:

@@ -102,7 +102,10 @@ def _masks(model, seg: torch.Tensor, pos: torch.Tensor):
     return full[:, None]
 
 
-def _forward_rows(model, rows: list[_Row], pad_id: int, device, capture: CaptureFn | None = None) -> list[tuple[int, float, bool]]:
+def _forward_rows(model, rows: list[_Row], pad_id: int, device, capture: CaptureFn | None = None,
+                  padding_side: str = "right") -> list[tuple[int, float, bool]]:
+    """One padded batch. ``padding_side`` moves the padding before (left) or after (right) each row; positions and
+    the mask are explicit, so the numbers do not depend on it (tests/test_validity.py holds that)."""
     width = max(r.length for r in rows)
     B = len(rows)
     ids = torch.full((B, width), pad_id, dtype=torch.long)
@@ -110,20 +113,23 @@ def _forward_rows(model, rows: list[_Row], pad_id: int, device, capture: Capture
     pos = torch.zeros((B, width), dtype=torch.long)
     where: list[tuple[int, list[int], list[int]]] = []  # (request index, flat positions, targets)
     for b, row in enumerate(rows):
+        o = width - row.length if padding_side == "left" else 0  # where the row starts
         C = len(row.context)
-        ids[b, :C] = torch.tensor(row.context)
-        seg[b, :C] = 0
-        pos[b, :C] = torch.arange(C)
-        at = C
+        ids[b, o : o + C] = torch.tensor(row.context)
+        seg[b, o : o + C] = 0
+        pos[b, o : o + C] = torch.arange(C)
+        at = o + C
         for j, m in enumerate(row.members, 1):
             n = len(m.tail)
             if n:
                 ids[b, at : at + n] = torch.tensor(m.tail)
                 seg[b, at : at + n] = j
                 pos[b, at : at + n] = torch.arange(C, C + n)
-            flat = [b * width + C - 1] + [b * width + at + t for t in range(n)]
+            flat = [b * width + o + C - 1] + [b * width + at + t for t in range(n)]
             where.append((m.index, flat, m.targets))
             at += n
+        if o:
+            pos[b, :o] = torch.arange(o)
         pos[b, at:] = torch.arange(width - at)
     ids, seg, pos = ids.to(device), seg.to(device), pos.to(device)
     body, head, softcap = body_and_head(model)
@@ -164,6 +170,7 @@ def score_loglikelihood(
     share_context: bool = True,
     row_budget: int = 512,
     capture: CaptureFn | None = None,
+    padding_side: str = "right",
 ) -> Iterator[list[tuple[int, float, bool]]]:
     """Yield, batch by batch, ``(request index, log-likelihood, is_greedy)`` for every request.
 
@@ -174,4 +181,4 @@ def score_loglikelihood(
     rows = plan_rows(requests, max_length, row_budget, share_context)
     with torch.no_grad():
         for i in range(0, len(rows), batch_size):
-            yield _forward_rows(model, rows[i : i + batch_size], pad_id, device, capture)
+            yield _forward_rows(model, rows[i : i + batch_size], pad_id, device, capture, padding_side)

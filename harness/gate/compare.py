@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import LafError
+from ..registry.merge_info import merge_summary
 from ..results import BASE, is_proportion, load_results
 from ..stats import holm
 from .deltas import compute_delta, pooled_delta
@@ -144,7 +145,9 @@ def compare_runs(refs: list[str], baseline_ref: str | None, policy_path: Policy 
             if members:
                 cats[cat] = {"suites": members, **pooled_delta(base, c, members, policy).to_dict()}
         requested = parse_ref(c.ref)[1]
+        info = c.results.models[c.model].adapter
         row = {"candidate": label, "ref": c.ref, "model": c.model, "identity": c.identity(), "resolved_from": requested if requested and requested != c.model else None,
+               "merge": None if info is None else merge_summary(info.manifest, info.ref),
                "columns": {q["key"]: _quantity(base, c, q, policy) for q in quantities}, "suites": suites, "categories": cats}
         given = (verdicts or {}).get(c.model)
         if given is not None:

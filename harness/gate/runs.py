@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import LafError
 from ..io import canonical_json, sha256_json
+from ..registry.merge_info import merge_summary
 from ..results import BASE, ItemRecord, ResultsDoc, SuiteMeta, load_run
 from ..stats import get_aggregation
 from ..stats.single import estimate
@@ -60,13 +61,17 @@ class RunSide:
         p = self.results.provenance
         model = self.results.models[self.model]
         env = p.environment
+        adapter = None
+        if model.adapter is not None:
+            adapter = model.adapter.to_dict(with_manifest=False)
+            adapter["merge"] = merge_summary(model.adapter.manifest, model.adapter.ref)
         return {
             "ref": self.ref,
             "run": str(self.folder),
             "integrity": self.results.integrity,
             "model": self.model,
             "kind": model.kind,
-            "adapter": None if model.adapter is None else model.adapter.to_dict(with_manifest=False),
+            "adapter": adapter,
             "base_model": p.base_model.to_dict(),
             "load": p.load,
             "batch_size": p.batch_size,

@@ -67,6 +67,7 @@ class Verdict:
             "baseline_kind": self.baseline_kind,
             "notes": list(self.notes),
             "history": self.history,
+            "marks": self.marks,
         }
 
     @classmethod
@@ -90,7 +91,18 @@ class Verdict:
                 out.append(f"the {name} adapter {a.get('ref')} was trained on another base model (fingerprint {str(a.get('trained_on'))[:12]}...) "
                            f"and was scored on {str(side['base_model'].get('fingerprint'))[:12]}... only because the evaluation was forced "
                            f"(--force-base-mismatch): its numbers do not describe the model it was trained as")
+            m = a.get("merge") or {}
+            if m.get("approximate"):
+                out.append(f"approximate merge: the {name} adapter {a.get('ref')} is a {m.get('method')} merge re-factored to rank {m.get('rank')}, "
+                           f"off its method's update by a relative error of up to {m.get('relative_error_max'):.3g} (mean {m.get('relative_error_mean'):.3g}): "
+                           f"its numbers describe that approximation, not the {m.get('method')} merge itself")
         return out
+
+    @property
+    def marks(self) -> list[str]:
+        """Short marks on the verdict itself (verdict.json ``marks``), e.g. 'approximate merge'."""
+        cand = self.candidate.get("adapter") or {}
+        return ["approximate merge"] if (cand.get("merge") or {}).get("approximate") else []
 
     @property
     def regressions(self) -> list[RuleResult]:

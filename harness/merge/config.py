@@ -40,6 +40,9 @@ DEFAULT_NORMALIZE = {"linear": True, "task_arithmetic": False, "ties": True, "da
 WEIGHTED = tuple(DEFAULT_NORMALIZE)
 SPARSE = ("ties", "dare_linear", "dare_ties")  # results with no low-rank structure
 COMBINATIONS = ("linear", "task_arithmetic", "slerp", "model_stock", "cat")  # results = sum_i c_i dW_i
+# Above this relative error (max over modules) a merged adapter is an approximation of its method: `laf merge`
+# warns, and the gate, compare and the report mark the candidate "approximate merge".
+APPROXIMATE_MERGE = 0.05
 
 
 class Strict(BaseModel):
@@ -64,7 +67,9 @@ class AdapterInput(Strict):
 class OutputConfig(Strict):
     kind: Literal["adapter", "model"] = "adapter"
     # adapter output
-    rank: int | Literal["exact"] | None = Field(None, description="rank of the re-factored LoRA; 'exact' keeps a linear combination exact (rank = sum of ranks)")
+    rank: int | Literal["exact"] | None = Field(None, description="'exact' (the default for linear, task_arithmetic, slerp, model_stock "
+                                                 "and cat: rank = sum of ranks, no error) or the rank of a truncated re-factoring "
+                                                 "(the relative error is recorded); ties/dare need a number")
     # model output
     path: str | None = None
     dtype: Literal["bf16", "fp32"] = "bf16"
@@ -123,6 +128,12 @@ class MergeConfig(Strict):
         if self.weights is not None:
             return list(self.weights)
         return [1.0 if w is None else w for w in per_input]
+
+    def output_rank(self) -> int | Literal["exact"]:
+        """The rank the adapter output gets: the number given, else "exact" (combinations; sparse methods
+        are refused by :func:`check_method_params` without a number)."""
+        r = self.output.rank
+        return "exact" if r is None else r
 
     def normalized(self) -> bool:
         return DEFAULT_NORMALIZE.get(self.method, False) if self.normalize is None else self.normalize
@@ -229,9 +240,10 @@ def check_method_params(cfg: MergeConfig, source: str | Path = "<merge config>")
         if m == "cat" and o.rank not in (None, "exact"):
             bad("output.rank", f"cat is exact: its rank is the sum of the input ranks, so rank {o.rank} cannot be honoured",
                 "remove output.rank, or use method: linear (weights, normalize: false) with rank to truncate")
-        if m in SPARSE and o.rank == "exact":
-            bad("output.rank", f"{m} produces an update with no low-rank structure, so it has no exact LoRA form",
-                "give a number (the re-factored rank; the relative error is recorded), or use output.kind: model")
+        if m in SPARSE and o.rank in (None, "exact"):
+            bad("output.rank", f"{m} produces an update with no low-rank structure, so it has no exact LoRA form"
+                + ("" if o.rank else " and an adapter output needs a rank"),
+                "give a number (the re-factored rank; the relative error is recorded and shown), or use output.kind: model")
     for key in ("dtype", "base_weights"):
         if key in o.model_fields_set and o.kind != "model":
             bad(f"output.{key}", f"{key} applies to model outputs only", "remove it or set output.kind: model")

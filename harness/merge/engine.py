@@ -26,8 +26,20 @@ from ..env import command_line, now_iso, package_versions
 from ..errors import LafError
 from ..registry import AdapterEntry, AdapterRef, Registry
 from .adapters import CONFIG, WEIGHTS, LoadedAdapter, adapter_config, check_compatible, load_adapter, lora_key
-from .config import COMBINATIONS, MergeConfig, check_method_params
-from .methods import LoraModule, Merged, MethodParams, combine, layer_index, merge_module, refactor_combination, refactor_dense, stack_exact
+from .config import APPROXIMATE_MERGE, COMBINATIONS, MergeConfig, check_method_params
+from .methods import (
+    EXACT_TOLERANCE,
+    LoraModule,
+    Merged,
+    MethodParams,
+    combine,
+    factored_error,
+    layer_index,
+    merge_module,
+    refactor_combination,
+    refactor_dense,
+    stack_exact,
+)
 
 
 @dataclass
@@ -182,47 +194,66 @@ def _summarise(lineage: dict, per_module: dict) -> None:
 
 
 def _adapter_output(cfg, adapters, names, params, lineage, registry: Registry, t0) -> MergeResult:
-    exact = cfg.method == "cat" or cfg.output.rank == "exact"
+    rank_setting = cfg.output_rank()
+    exact = rank_setting == "exact"
     if exact and cfg.method not in COMBINATIONS:  # also caught by check_method_params
         raise LafError(f"{cfg.method} has no exact LoRA form", "give output.rank a number")
-    rank = sum(a.rank for a in adapters) if exact else (cfg.output.rank or max(a.rank for a in adapters))
-    for n in names:
-        out_dim, in_dim = adapters[0].factors[n][1].shape[0], adapters[0].factors[n][0].shape[1]
-        if rank > min(out_dim, in_dim):
-            what = "the sum of the input ranks" if exact else "output.rank"
-            raise LafError(f"{what} ({rank}) exceeds the smaller side of module {n} ({out_dim} x {in_dim}); a LoRA of that rank is not a compression",
-                           "choose a smaller output.rank, or output.kind: model")
+    rank = sum(a.rank for a in adapters) if exact else int(rank_setting)
+    if not exact:
+        for n in names:
+            out_dim, in_dim = adapters[0].factors[n][1].shape[0], adapters[0].factors[n][0].shape[1]
+            if rank > min(out_dim, in_dim):
+                raise LafError(f"output.rank ({rank}) exceeds the smaller side of module {n} ({out_dim} x {in_dim}); a LoRA of that rank is not a compression",
+                               "choose a smaller output.rank, leave it out (exact), or output.kind: model")
+
     def one(n: str):
         mod = _module(n, adapters)
         merged = _merge_one(mod, params)
         if merged.coeffs is not None:
             if exact:
                 B, A = stack_exact(mod, merged.coeffs)
-                err = 0.0
             else:
-                B, A, err = refactor_combination(mod, merged.coeffs, rank)
+                B, A, _ = refactor_combination(mod, merged.coeffs, rank)
+            # measured on the stored factors against the float64 combination, for exact and truncated alike
+            diff, total = factored_error(mod, merged.coeffs, B, A)
         else:
             B, A, err = refactor_dense(merged.dense, rank)
+            total = float(torch.linalg.norm(merged.dense.double()))
+            diff = err * total
         if not (torch.isfinite(A).all() and torch.isfinite(B).all()):
             raise LafError(f"module {n}: the merged update is not finite", "check the weights and lambda (too large?)")
-        return n, A, B, err, merged
+        return n, A, B, diff, total, merged
 
     tensors: dict[str, torch.Tensor] = {}
     errors: dict[str, float] = {}
     per_module: dict = {}
+    sq_diff = sq_total = 0.0
     with _module_parallel() as workers, ThreadPoolExecutor(workers) as pool:
-        for n, A, B, err, merged in pool.map(one, names):
+        for n, A, B, diff, total, merged in pool.map(one, names):
             _record_module_info(per_module, n, merged)
             tensors[lora_key(n, "A")] = A
             tensors[lora_key(n, "B")] = B
-            errors[n] = round(err, 8)
+            errors[n] = float(f"{diff / total:.6g}") if total > 0 else 0.0
+            sq_diff, sq_total = sq_diff + diff * diff, sq_total + total * total
     _summarise(lineage, per_module)
     errs = list(errors.values())
+    worst = max(errs)
+    if exact and worst > EXACT_TOLERANCE:  # cannot happen unless the arithmetic is broken: never record it as exact
+        bad = max(errors, key=errors.__getitem__)
+        raise LafError(f"the exact merge of module {bad} is off by a relative error of {worst:.2e} (above {EXACT_TOLERANCE:g})",
+                       "report this as a bug; meanwhile give output.rank a number (the error is then recorded as a truncation)")
     lineage["output"] = {
         "kind": "adapter",
         "rank": rank,
         "exact": exact,
-        "relative_error": {"max": max(errs), "mean": round(sum(errs) / len(errs), 8), "per_module": errors},
+        "relative_error": {
+            "max": worst,
+            "mean": float(f"{sum(errs) / len(errs):.6g}"),
+            # the error of the whole update: sqrt(sum_m ||dW_hat_m - dW_m||^2 / sum_m ||dW_m||^2)
+            "overall": float(f"{(sq_diff / sq_total) ** 0.5:.6g}") if sq_total > 0 else 0.0,
+            "per_module": errors,
+        },
+        "approximate": worst > APPROXIMATE_MERGE,
     }
     load, load_note = _common_load(adapters)
     manifest = {

@@ -27,7 +27,12 @@ def _describe(lineage: dict) -> str:
     out = lineage.get("output") or {}
     if out.get("kind") == "adapter":
         err = (out.get("relative_error") or {}).get("max")
-        form = "exact" if out.get("exact") else f"rank {out.get('rank')}, max rel. error {err:.2e}" if err is not None else f"rank {out.get('rank')}"
+        if out.get("exact"):
+            form = f"exact, rank {out.get('rank')}" + (f", max rel. error {err:.1e}" if isinstance(err, (int, float)) and err > 0 else "")
+        else:
+            form = f"rank {out.get('rank')}, max rel. error {err:.2e}" if isinstance(err, (int, float)) else f"rank {out.get('rank')}"
+            if out.get("approximate"):
+                form += ", approximate merge"
         shown = f"{shown}; {form}" if shown else form
     return f"merge {method}" + (f" ({shown})" if shown else "")
 

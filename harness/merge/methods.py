@@ -298,6 +298,22 @@ def stack_exact(mod: LoraModule, coeffs: list[float]) -> tuple[torch.Tensor, tor
     return B.contiguous(), A.contiguous()
 
 
+# A merged adapter that claims to be exact holds its method's update to this relative error (fp32 factors of a
+# float64 combination measure ~1e-7); anything above it is a truncation or a corrupted manifest, never "exact".
+EXACT_TOLERANCE = 1e-5
+
+
+def factored_error(mod: LoraModule, coeffs: list[float], B: torch.Tensor, A: torch.Tensor) -> tuple[float, float]:
+    """(||B A - sum_i c_i dW_i||_F, ||sum_i c_i dW_i||_F) in float64 without forming a dense matrix:
+    the difference is itself a product X Y of stacked factors, and ||X Y||^2 = sum((X^T X) * (Y Y^T))."""
+    X = torch.cat([B.double()] + [mod.B[i].double() * (-c * mod.scale[i]) for i, c in enumerate(coeffs)], dim=1)
+    Y = torch.cat([A.double()] + [a.double() for a in mod.A], dim=0)
+    diff = float(((X.T @ X) * (Y @ Y.T)).sum())
+    c = torch.tensor(coeffs, dtype=torch.float64)
+    total = float(c @ mod.gram() @ c)
+    return math.sqrt(max(diff, 0.0)), math.sqrt(max(total, 0.0))
+
+
 def _split(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, float]:
     k = min(rank, S.numel())
     total = float((S.double() ** 2).sum())

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..env import now_iso
 from ..errors import LafError
 from ..io import BadLine, read_json, scan_jsonl
+from ..registry.merge_info import merge_summary
 from ..results import BASE, ItemRecord, MetricMeta, ResultsDoc, SuiteMeta, load_run
 
 MAX_TEXT = 800  # characters of a prompt / choice / generation kept per item
@@ -187,6 +188,7 @@ def gather(run_dir: str | Path, candidate: str | None = None, curation: str | Pa
         "baseline": base,
         "candidate": cand,
         "models": {m: info.to_dict(with_manifest=False) for m, info in results.models.items()},
+        "merges": {m: merge_summary(info.adapter.manifest, info.adapter.ref) for m, info in results.models.items() if info.adapter is not None},
         "suites": {s: meta.to_dict() for s, meta in results.suites.items()},
         "results": results.results,
         "provenance": results.provenance.to_dict(),

@@ -81,6 +81,12 @@ def _warnings(d: dict) -> str:
             out.append(f'<div class="banner inconclusive"><b>Warning:</b> adapter <b>{_e(m)}</b> was trained on another base model '
                        f'(fingerprint <code>{_e(str(a.get("trained_on"))[:12])}…</code>) and was scored on this one only because the '
                        f'evaluation was forced (<code>--force-base-mismatch</code>): its numbers do not describe the model it was trained as.</div>')
+        m_sum = (d.get("merges") or {}).get(m)
+        if isinstance(m_sum, dict) and m_sum.get("approximate"):
+            out.append(f'<div class="banner inconclusive" data-merge="approximate"><b>Approximate merge:</b> adapter <b>{_e(m)}</b> is a '
+                       f'{_e(m_sum.get("method"))} merge re-factored to rank {_e(m_sum.get("rank"))}, off its method\'s update by a relative '
+                       f'error of up to {_n(m_sum.get("relative_error_max"), ".3g")} (mean {_n(m_sum.get("relative_error_mean"), ".3g")}): '
+                       f'its numbers describe that approximation.</div>')
     integrity = str(d.get("integrity") or "")
     if integrity.startswith("modified"):
         out.append(f'<div class="banner fail"><b>Warning:</b> this run folder failed its integrity check and is shown only because of '
@@ -114,18 +120,31 @@ def _verdict(d: dict) -> str:
             f'<table><tr><th>verdict</th><th>rule</th><th>numbers</th></tr>{"".join(rows)}</table>')
 
 
+def _row_verdict(rules: list[dict], suite: str, category: str, metric: str) -> str | None:
+    """The gate's verdict on one chart row: the rules that decide this suite's shown metric (the suite's own rules,
+    and a category rule pooled over it), required ones first; the worst of them (fail > inconclusive > pass).
+    None when no rule covers the row (the chart then shows the direction of its interval)."""
+    covering = [r for r in rules if r.get("metric") in (metric, None)
+                and (r.get("suite") == suite or (r.get("suite") == f"{category} (pooled)" and r.get("category") == category))]
+    decided = [r for r in covering if r.get("required")] or covering
+    statuses = {r.get("status") for r in decided}
+    for s in ("fail", "inconclusive", "pass"):
+        if s in statuses:
+            return s
+    return None
+
+
 def _found_lost(d: dict) -> str:
     s = d.get("summaries")
     if not s:
         return ""
     prop_rows, other_rows = [], []
-    statuses = {}
-    for r in (d["verdict"] or {}).get("rules", []):
-        statuses.setdefault(r["suite"], r["status"])
+    rules = [r for r in (d["verdict"] or {}).get("rules", []) if isinstance(r, dict)]
     order = sorted(s["suites"].items(), key=lambda kv: (CATEGORY_ORDER.index(kv[1]["category"]) if kv[1]["category"] in CATEGORY_ORDER else 9, kv[0]))
     for name, st in order:
         meta = MetricMeta.from_dict(d["suites"][name]["metrics"][st["metric"]])
-        row = {"label": name, "sublabel": f"{st['category']} · {st['metric']}" + (f" (ideal {_nt(meta.ideal, 'g')})" if meta.ideal is not None else ""), "status": statuses.get(name)}
+        row = {"label": name, "sublabel": f"{st['category']} · {st['metric']}" + (f" (ideal {_nt(meta.ideal, 'g')})" if meta.ideal is not None else ""),
+               "verdict": _row_verdict(rules, name, st["category"], st["metric"])}
         if is_proportion(st["metric"], st["base"], st["candidate"]):
             prop_rows.append({**row, "value": 100 * st["improvement"], "lo": 100 * st["ci_low"], "hi": 100 * st["ci_high"]})
         elif st["base"]:
@@ -265,13 +284,27 @@ def _curation(d: dict) -> str:
     return out
 
 
+def _merge_tag(summary) -> str:
+    """The merge's accuracy beside a candidate's name (nothing for a trained adapter); data-merge for tests."""
+    if not isinstance(summary, dict):
+        return ""
+    from ..registry.merge_info import merge_label
+
+    try:
+        text = merge_label(summary)
+    except (KeyError, TypeError, ValueError):
+        return ""
+    cls = "fail" if summary.get("approximate") else "adv"
+    return f" <span class='pill {cls}' data-merge='{'approximate' if summary.get('approximate') else 'exact' if summary.get('exact') else 'truncated'}'>{_e(text)}</span>"
+
+
 def _compare_columns(c: dict) -> str:
     """compare.json with per-quantity columns: a row per gated quantity in its unit, a column per candidate."""
     from ..gate.compare import format_cell
 
     ranking = [r for r in c.get("ranking", []) if isinstance(r, dict)]
     cols = [col for col in c["columns"] if isinstance(col, dict) and isinstance(col.get("key"), str)]
-    head = "".join(f"<th>#{_e(r.get('rank'))} {_e(r.get('candidate'))}</th>" for r in ranking)
+    head = "".join(f"<th>#{_e(r.get('rank'))} {_e(r.get('candidate'))}{_merge_tag(r.get('merge'))}</th>" for r in ranking)
     body = []
     for col in cols:
         cells = []
@@ -341,7 +374,7 @@ def _compare(d: dict) -> str:
             (f"<td class='num'>{_n(r['categories'][cat]['improvement'], '+.1f', 100)} ({_n(r['categories'][cat]['ci_low'], '+.1f', 100)} to {_n(r['categories'][cat]['ci_high'], '+.1f', 100)})</td>"
              if cat in r["categories"] else "<td class='num'>–</td>") for cat in cats)
         p = r.get("domain_p_holm")
-        rows.append(f"<tr><td class='num'>{_e(r['rank'])}</td><td>{_e(r['candidate'])}</td>{cells}<td>{'yes' if r['pareto'] else ''}</td>"
+        rows.append(f"<tr><td class='num'>{_e(r['rank'])}</td><td>{_e(r['candidate'])}{_merge_tag(r.get('merge'))}</td>{cells}<td>{'yes' if r['pareto'] else ''}</td>"
                     f"<td class='num'>{_n(p, '.3g')}</td><td>{_e(r.get('verdict', ''))}</td></tr>")
     pts = [{"label": r["candidate"], "x": r["categories"].get("domain", {}).get("improvement", 0.0), "y": r["categories"].get("general", {}).get("improvement", 0.0), "front": r["pareto"]} for r in c["ranking"]]
     w = c["winner"]
@@ -484,7 +517,7 @@ def render_html(d: dict) -> str:
         f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{_e(title)}</title>"
         f"<style>{css}</style></head><body>"
         f"<header class='top'><h1>{_e(title)}</h1><div class='muted'>run {_e(d['run_dir'])} · baseline {_e(d['baseline'])}"
-        f"{' · candidate ' + _e(d['candidate']) if d['candidate'] else ''} · generated {_e(d['generated'])}</div><nav class='toc'>{toc}</nav></header>"
+        f"{' · candidate ' + _e(d['candidate']) + _merge_tag((d.get('merges') or {}).get(d['candidate'])) if d['candidate'] else ''} · generated {_e(d['generated'])}</div><nav class='toc'>{toc}</nav></header>"
         f"<main>{body}</main>"
         f"<script type='application/json' id='laf-data'>{_json_island(island)}</script>"
         f"<script>{js}</script></body></html>"

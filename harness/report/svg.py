@@ -26,8 +26,21 @@ def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return ticks
 
 
+# A row's colour is its verdict: the gate's decision where a rule covers it, else the direction of its interval on the
+# oriented improvement (positive = better, also for lower-is-better metrics). Each colour goes with the words shown.
+VERDICT_COLOURS = {"pass": GREEN, "fail": RED, "inconclusive": AMBER, "better": GREEN, "worse": RED, "unclear": GREY}
+VERDICT_TEXT = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE", "better": "no rule: better",
+                "worse": "no rule: worse", "unclear": "no rule: no clear change"}
+
+
+def row_verdict(r: dict) -> str:
+    """The verdict of a row without a rule: the direction its interval of the (oriented) improvement shows."""
+    return "better" if r["lo"] > 0 else "worse" if r["hi"] < 0 else "unclear"
+
+
 def forest(rows: list[dict], unit: str, title: str) -> str:
-    """rows: {label, sublabel, value, lo, hi, status}; x = improvement (positive = better)."""
+    """rows: {label, sublabel, value, lo, hi, verdict}; x = improvement (positive = better); verdict: the gate's
+    pass / fail / inconclusive for the row, or None (no rule: the direction of the interval)."""
     if not rows:
         return ""
     lo = min(min(r["lo"], r["value"], 0.0) for r in rows)
@@ -46,12 +59,16 @@ def forest(rows: list[dict], unit: str, title: str) -> str:
     out.append(f'<text x="{x(0) - 4:.1f}" y="{top - 10}" text-anchor="end" class="tick">← worse</text><text x="{x(0) + 4:.1f}" y="{top - 10}" class="tick">better →</text>')
     for i, r in enumerate(rows):
         y = top + row_h * i + row_h / 2
-        color = {"pass": GREEN, "fail": RED, "inconclusive": AMBER}.get(r.get("status"), GREEN if r["lo"] > 0 else RED if r["hi"] < 0 else GREY)
+        verdict = r.get("verdict") or row_verdict(r)
+        color = VERDICT_COLOURS[verdict]
+        shown = VERDICT_TEXT[verdict]
+        out.append(f'<g class="frow" data-verdict="{verdict}">')  # data text only as element text, never in an attribute
         out.append(f'<text x="{left - 10}" y="{y - 2:.1f}" text-anchor="end" class="lab">{escape(r["label"])}</text>')
-        out.append(f'<text x="{left - 10}" y="{y + 10:.1f}" text-anchor="end" class="sub">{escape(r.get("sublabel", ""))}</text>')
-        out.append(f'<line x1="{x(r["lo"]):.1f}" y1="{y:.1f}" x2="{x(r["hi"]):.1f}" y2="{y:.1f}" stroke="{color}" stroke-width="3"/>')
-        out.append(f'<circle cx="{x(r["value"]):.1f}" cy="{y:.1f}" r="5.5" fill="{color}"><title>{escape(r["label"])}: {r["value"]:+.3g}{escape(unit)} ({r["lo"]:+.3g} to {r["hi"]:+.3g})</title></circle>')
-        out.append(f'<text x="{W - right + 4}" y="{y + 4:.1f}" class="val" text-anchor="end">{r["value"]:+.3g}</text>')
+        out.append(f'<text x="{left - 10}" y="{y + 10:.1f}" text-anchor="end" class="sub"><tspan class="fverdict" fill="{color}">{escape(shown)}</tspan>'
+                   f'{" · " + escape(r.get("sublabel", "")) if r.get("sublabel") else ""}</text>')
+        out.append(f'<line class="fbar" x1="{x(r["lo"]):.1f}" y1="{y:.1f}" x2="{x(r["hi"]):.1f}" y2="{y:.1f}" stroke="{color}" stroke-width="3"/>')
+        out.append(f'<circle class="fdot" cx="{x(r["value"]):.1f}" cy="{y:.1f}" r="5.5" fill="{color}"><title>{escape(r["label"])}: {escape(shown)}, {r["value"]:+.3g}{escape(unit)} ({r["lo"]:+.3g} to {r["hi"]:+.3g})</title></circle>')
+        out.append(f'<text x="{W - right + 4}" y="{y + 4:.1f}" class="val" text-anchor="end">{r["value"]:+.3g}</text></g>')
     out.append("</svg>")
     return "".join(out)
 

@@ -95,17 +95,24 @@ class AdapterInfo:
     trained_on: str | None = None  # the base fingerprint in its manifest
     forced_base_mismatch: bool = False
     manifest: dict | None = None
+    # the "adapter is applied" check before scoring (evaluate/applied.py): max |delta logit| on the probe batch,
+    # tolerance, modules matched; None in results written before the check existed
+    applied: dict | None = None
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "adapter") -> "AdapterInfo":
         d = as_mapping(d, where)
+        applied = get_field(d, "applied", where, Mapping, None, optional=True)
         return cls(get_field(d, "ref", where, str), get_field(d, "path", where, str, None, optional=True),
                    get_field(d, "weights_sha256", where, str, None, optional=True), get_field(d, "trained_on", where, str, None, optional=True),
-                   get_field(d, "forced_base_mismatch", where, bool, False, optional=True), get_field(d, "manifest", where, Mapping, None, optional=True))
+                   get_field(d, "forced_base_mismatch", where, bool, False, optional=True), get_field(d, "manifest", where, Mapping, None, optional=True),
+                   None if applied is None else dict(applied))
 
     def to_dict(self, with_manifest: bool = True) -> dict:
         out: dict[str, Any] = {"ref": self.ref, "path": self.path, "weights_sha256": self.weights_sha256, "trained_on": self.trained_on,
                "forced_base_mismatch": self.forced_base_mismatch}
+        if self.applied is not None:
+            out["applied"] = self.applied
         if with_manifest:
             out["manifest"] = self.manifest
         return out
