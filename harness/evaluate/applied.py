@@ -33,11 +33,10 @@ from pathlib import Path
 import torch
 
 from ..errors import LafError
-from .identity import PROBE_VERSION
+from .identity import PROBE_TOLERANCE, PROBE_VERSION, valid_figure  # noqa: F401  (torch-free: the cache checks figures)
 
 PROBE_TEXT = "The adapter probe: a fixed sentence with numbers 1, 2, 3 and a question? Yes, it checks that the output changes."
 PROBE_MAX_TOKENS = 32
-PROBE_TOLERANCE = 1e-5  # max |delta logit| at or below this: the adapter does not change the model
 _KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.(?P<name>[^.]+))?\.weight$")
 
 
@@ -218,10 +217,3 @@ def check_applied(label: str, peft, adapter_name: str, files: dict, tokenizer, d
     }
 
 
-def valid_figure(v) -> bool:
-    """A cached figure has the shape :func:`check_applied` returns and passes the tolerance."""
-    if not isinstance(v, dict):
-        return False
-    d = v.get("max_abs_delta_logit")
-    return (isinstance(d, (int, float)) and not isinstance(d, bool) and math.isfinite(d) and d > PROBE_TOLERANCE
-            and v.get("probe") == PROBE_VERSION and isinstance(v.get("modules"), int))

@@ -79,7 +79,7 @@ def valid_value(kind: str, v) -> bool:
     if kind == "generate_until":
         return isinstance(v, str)
     if kind == "adapter_probe":
-        from .applied import valid_figure
+        from .identity import valid_figure
 
         return valid_figure(v)
     return False

@@ -9,6 +9,7 @@ models never share a cached answer and a changed setting never reuses one.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 from ..errors import LafError
@@ -20,6 +21,7 @@ from .spec import EvalSpec
 
 SCORING_VERSION = "laf-scoring-1"
 PROBE_VERSION = "laf-probe-1"  # the "adapter is applied" check (applied.py); here, torch-free, for the cache key of its figure
+PROBE_TOLERANCE = 1e-5  # max |delta logit| at or below this: the adapter does not change the model
 VOLATILE_ADAPTER_KEYS = ("base_model_name_or_path", "revision", "inference_mode", "peft_version")
 
 
@@ -109,3 +111,12 @@ def load_spec_for(spec: EvalSpec, adapters: list[CheckedAdapter]) -> LoadSpec:
         load = json.loads(loads.pop())
         return LoadSpec(load.get("precision", "fp32"), load.get("compute_dtype"), spec.device)
     return LoadSpec("fp32", None, spec.device)
+
+
+def valid_figure(v) -> bool:
+    """A cached figure has the shape :func:`check_applied` returns and passes the tolerance."""
+    if not isinstance(v, dict):
+        return False
+    d = v.get("max_abs_delta_logit")
+    return (isinstance(d, (int, float)) and not isinstance(d, bool) and math.isfinite(d) and d > PROBE_TOLERANCE
+            and v.get("probe") == PROBE_VERSION and isinstance(v.get("modules"), int))
