@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LafError
-from ..results import BASE, ItemRecord, ResultsDoc, SuiteMeta, load_run
+from ..io import sha256_file
+from ..results import BASE, INTEGRITY, ItemRecord, ResultsDoc, SuiteMeta, load_run
 
 COMPARABLE_KEYS = ("base_fingerprint", "precision", "compute_dtype", "batch_size", "max_length", "scoring_version")
 
@@ -41,6 +42,7 @@ class RunSide:
             "ref": self.ref,
             "run": str(self.folder),
             "integrity": self.results.integrity,
+            "run_seal": run_seal(self.folder),
             "model": self.model,
             "kind": model.kind,
             "adapter": None if model.adapter is None else model.adapter.to_dict(with_manifest=False),
@@ -53,6 +55,13 @@ class RunSide:
             "time": env.get("time"),
             "command": env.get("command"),
         }
+
+
+def run_seal(folder: Path) -> str | None:
+    """sha256 of the run's ``integrity.json``: which evaluation a verdict decided on (a later one into the same
+    folder makes an old verdict stale, and every reader can tell)."""
+    path = Path(folder) / INTEGRITY
+    return sha256_file(path) if path.is_file() and not path.is_symlink() else None
 
 
 def parse_ref(ref: str) -> tuple[Path, str | None]:

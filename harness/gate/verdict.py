@@ -5,12 +5,20 @@ How it is decided lives in :mod:`harness.gate.rules`; the sentences in :mod:`har
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..env import now_iso
+from ..errors import LafError
+from ..io import sha256_json
 from ..stats import PairedDelta
 
 EXIT = {"pass": 0, "fail": 1, "inconclusive": 2}
+SCHEMA = "laf.verdict/1"
+SEAL = "verdict_sha256"  # sha256 of the canonical verdict without this key: a hand edit (fail -> pass) is caught
+MAX_VERDICT_BYTES = 32 << 20
 
 
 @dataclass
@@ -49,8 +57,12 @@ class Verdict:
     contamination: dict | None = None
 
     def to_dict(self) -> dict:
+        """The verdict document, sealed: ``verdict_sha256`` over everything else (see :func:`read_verdict`)."""
+        return seal_verdict(self._body())
+
+    def _body(self) -> dict:
         return {
-            "schema": "laf.verdict/1",
+            "schema": SCHEMA,
             "verdict": self.status,
             "exit_code": self.exit_code,
             "created": self.created,
@@ -88,3 +100,98 @@ class Verdict:
     @property
     def regressions(self) -> list[RuleResult]:
         return [r for r in self.rules if r.status == "fail"]
+
+
+def seal_verdict(body: dict) -> dict:
+    """``body`` with its seal. Like ``integrity.json`` it catches edits, not a writer who recomputes the digest:
+    that needs the signature (``laf gate --sign``, :mod:`harness.gate.signing`)."""
+    body = json.loads(json.dumps({k: v for k, v in body.items() if k != SEAL}, default=str))  # the digest is of what a reader loads
+    return {**body, SEAL: sha256_json(body)}
+
+
+def derived_status(rules: list[dict], inconclusive_as: str) -> str:
+    """The overall status the rules imply (the rule of :func:`harness.gate.rules.evaluate_gate`)."""
+    required = [r for r in rules if r.get("required")]
+    if any(r.get("status") == "fail" for r in required):
+        return "fail"
+    if any(r.get("status") == "inconclusive" for r in required):
+        return inconclusive_as
+    return "pass"
+
+
+def _finite_tree(x, where: str, depth: int = 0) -> None:
+    if depth > 50:
+        raise ValueError(f"{where}: nested too deeply")
+    if isinstance(x, float) and not math.isfinite(x):
+        raise ValueError(f"{where}: not a finite number")
+    if isinstance(x, dict):
+        for k, v in x.items():
+            _finite_tree(v, f"{where}.{k}", depth + 1)
+    elif isinstance(x, list):
+        for i, v in enumerate(x):
+            _finite_tree(v, f"{where}[{i}]", depth + 1)
+
+
+def check_verdict(v: object, where: str, suites: dict | None = None, models: list[str] | None = None) -> dict:
+    """A verdict document that is what ``laf gate`` wrote, or one ``LafError`` naming what is wrong: its seal
+    (an edit), its shape, a status the rules do not imply, non-finite numbers, and (given the run's ``suites``,
+    suite -> metric names, and ``models``) a suite, metric or model the run does not have."""
+    fix = "run `laf gate` again to rewrite it (a verdict is never edited by hand)"
+    if not isinstance(v, dict) or v.get("schema") != SCHEMA:
+        raise LafError(f"{where} is not a {SCHEMA} document", fix)
+    if SEAL not in v:
+        raise LafError(f"{where} has no {SEAL}: written by an older laf or by hand, so an edit could not be told apart", fix)
+    if v[SEAL] != sha256_json({k: x for k, x in v.items() if k != SEAL}):
+        raise LafError(f"{where} was edited after `laf gate` wrote it (its {SEAL} does not match its content)", fix)
+    try:
+        _finite_tree(v, "verdict")
+        verdict = Verdict.from_dict(v)
+        rules = v["rules"]
+        if verdict.status not in EXIT or verdict.exit_code != EXIT[verdict.status]:
+            raise ValueError(f"verdict {verdict.status!r} with exit code {verdict.exit_code!r}")
+        if not all(isinstance(r, dict) and r.get("status") in EXIT for r in rules):
+            raise ValueError("a rule without a pass / fail / inconclusive status")
+        inconclusive_as = (v.get("policy") or {}).get("inconclusive_as", "inconclusive")
+        if derived_status(rules, inconclusive_as) != verdict.status:
+            raise ValueError(f"it says {verdict.status!r} but its rules give {derived_status(rules, inconclusive_as)!r}")
+        for side in ("baseline", "candidate"):
+            if not isinstance(v[side], dict) or not isinstance(v[side].get("model"), str):
+                raise ValueError(f"{side} names no model")
+        if models is not None:
+            for side in ("baseline", "candidate"):
+                if v[side]["model"] not in models:
+                    raise ValueError(f"its {side} {v[side]['model']!r} is not a model of this run")
+        summ = v.get("summaries")
+        if summ is not None and not (isinstance(summ, dict) and isinstance(summ.get("suites"), dict)):
+            raise ValueError("summaries without suites")
+        if suites is not None:
+            for r in rules:
+                if r.get("stats") and r.get("suite") in suites and r.get("metric") not in suites[r["suite"]]:
+                    raise ValueError(f"rule {r.get('rule')!r} names metric {r.get('metric')!r}, which suite {r['suite']} does not have")
+            for name, st in ((summ or {}).get("suites") or {}).items():
+                if name not in suites or not isinstance(st, dict) or st.get("metric") not in suites[name]:
+                    raise ValueError(f"its summary names suite {name!r} / metric {(st or {}).get('metric')!r}, which the run does not have")
+    except LafError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise LafError(f"{where} does not describe a gate decision on this run ({type(e).__name__}: {e})", fix) from None
+    return v
+
+
+def read_verdict(path: str | Path, suites: dict | None = None, models: list[str] | None = None) -> dict:
+    """``verdict.json`` read with a size bound and checked by :func:`check_verdict`."""
+    path = Path(path)
+    fix = "run `laf gate` again to rewrite it"
+    try:
+        if path.is_symlink() or not path.is_file():
+            raise LafError(f"{path} is not a plain file", fix)
+        if path.stat().st_size > MAX_VERDICT_BYTES:
+            raise LafError(f"{path} is larger than {MAX_VERDICT_BYTES:,} bytes: not a verdict", fix)
+        v = json.loads(path.read_text("utf-8"), parse_constant=lambda c: float(c))
+    except LafError:
+        raise
+    except RecursionError:
+        raise LafError(f"{path} is nested too deeply to be a verdict", fix) from None
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise LafError(f"{path} is unreadable: {e}", fix) from None
+    return check_verdict(v, str(path), suites, models)

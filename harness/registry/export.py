@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import shlex
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -26,12 +28,19 @@ from pathlib import Path
 from statistics import NormalDist
 
 from ..errors import LafError
-from ..io import _umask, read_json, sha256_file
+from ..io import _umask, check_plain_tree, sha256_file
 from . import AdapterEntry, Registry
 
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 DEFAULT_BASE_ID = "google/gemma-3-270m"  # what the `default` model spec is
 CONFIDENCE = 0.95
+EXPORT_MARK = ".laf-export.json"  # written into every export: --force replaces only a folder that holds it
+EXPORT_FILES = {*PEFT_FILES, "README.md", EXPORT_MARK}
+# a Hub repository id: owner/name, each 1-96 of letters, digits, '-', '_', '.', not starting or ending with '-' or '.',
+# no '--' or '..' (huggingface_hub.utils.validate_repo_id's rule)
+_HUB_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+HUB_ID = re.compile(rf"^{_HUB_PART}/{_HUB_PART}$")
+LICENSE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 LIMIT_KIND = {"general": "forgetting (general capability)", "hallucination": "hallucination / abstention", "bias": "bias", "domain": "domain skill"}
 
 
@@ -69,7 +78,11 @@ def load_run_evidence(run: str | Path, ref: str) -> RunEvidence:
     if not (eval_dir / "results.json").is_file():
         raise LafError(f"{run} holds no results.json (nor eval/results.json): not a finished evaluation",
                        "pass the folder of a finished `laf run` or `laf eval --out` (re-run an interrupted one to finish it)")
-    results = read_json(eval_dir / "results.json")
+    from ..gate.verdict import read_verdict
+    from ..results import load_run
+
+    doc, _ = load_run(eval_dir)  # the integrity check every reader of a run applies: an edited score is never published
+    results = doc.to_dict()
     if not isinstance(results, dict) or not all(isinstance(results.get(k), dict) for k in ("models", "suites", "results")):
         raise LafError(f"{eval_dir / 'results.json'} is not a lost-and-found results document", "re-run the evaluation")
     if ref not in results["models"]:
@@ -77,12 +90,10 @@ def load_run_evidence(run: str | Path, ref: str) -> RunEvidence:
                        f"evaluate it first (`laf eval --adapter {ref} ...`), or export without --run")
     verdict, verdict_file = None, None
     candidates = sorted({*run.glob("verdict*.json"), *eval_dir.glob("verdict*.json")})
+    suites = {name: list(meta.metrics) for name, meta in doc.suites.items()}
     for path in candidates:
-        try:
-            v = read_json(path)
-        except LafError:
-            continue
-        mine = isinstance(v, dict) and (v.get("candidate") or {}).get("model") == ref and isinstance(v.get("rules"), list)
+        v = read_verdict(path, suites if path.parent.resolve() == eval_dir.resolve() else None)  # sealed: an edited verdict is refused
+        mine = (v.get("candidate") or {}).get("model") == ref
         if mine and (verdict is None or str(v.get("created", "")) > str(verdict.get("created", ""))):
             verdict, verdict_file = v, path
     return RunEvidence(eval_dir, results, verdict, verdict_file)
@@ -305,28 +316,86 @@ def build_card(entry: AdapterEntry, base_id: str | None, license: str, datasets:
 
 
 def upload_command(repo_id: str, out: str) -> str:
-    return f"hf upload {repo_id} {out} ."
+    """The shell command printed and written into the card: every argument quoted, so a copied command runs as shown."""
+    return shlex.join(["hf", "upload", check_hub_id(repo_id, "--repo-id"), out, "."])
 
 
 def upload_python(repo_id: str, out: str) -> str:
-    return f'import huggingface_hub; huggingface_hub.upload_folder(repo_id="{repo_id}", folder_path="{out}", repo_type="model")'
+    return (f"import huggingface_hub; huggingface_hub.upload_folder(repo_id={json.dumps(check_hub_id(repo_id, '--repo-id'))}, "
+            f"folder_path={json.dumps(out)}, repo_type=\"model\")")
+
+
+def check_hub_id(value: str, what: str) -> str:
+    """A Hub repository id (``owner/name``) or a ``LafError``: it is printed into commands and the card."""
+    if not isinstance(value, str) or not HUB_ID.fullmatch(value) or "--" in value or ".." in value or value.endswith(".git"):
+        raise LafError(f"{what} {value!r} is not a Hugging Face repository id",
+                       "write OWNER/NAME with letters, digits, '-', '_' and '.' only (e.g. my-org/support-bot)")
+    return value
+
+
+def check_card_text(value: str, what: str, pattern: re.Pattern | None = None) -> str:
+    """A short single-line value for the card's metadata: no newline or control character (they would forge front matter)."""
+    if not isinstance(value, str) or not value or len(value) > 200 or any(ord(c) < 32 or ord(c) == 127 for c in value) or (pattern and not pattern.fullmatch(value)):
+        raise LafError(f"{what} {value!r} is not allowed in a model card",
+                       "use a plain id without newlines or control characters (a license such as apache-2.0, a Hub id such as org/name)")
+    return value
+
+
+def _inside(a: Path, b: Path) -> bool:
+    """``a`` is ``b`` or below it (both resolved)."""
+    return a == b or b in a.parents
 
 
 # -- the export
 
 
+def _check_target(out: Path, reg: Registry, run: Path | None) -> None:
+    """OUT never overlaps what the export reads or what others own: not inside (or containing) the registry, the
+    source version or the run folder, --force or not (replacing it would delete adapters or results)."""
+    try:
+        target = out.resolve()
+        protected = [("the registry", reg.root.resolve())] + ([("the run folder", run.resolve())] if run is not None else [])
+    except (OSError, RuntimeError) as e:
+        raise LafError(f"cannot resolve {out}: {e}", "choose another OUT folder") from None
+    for what, p in protected:
+        if _inside(target, p) or _inside(p, target):
+            where = "is inside" if _inside(target, p) and target != p else ("is" if target == p else "contains")
+            raise LafError(f"export target {out} {where} {what} ({p}); exporting there would replace files it holds",
+                           "choose an OUT folder outside the registry and the run folder")
+    if target == Path.cwd().resolve() or target == Path.home().resolve() or target.parent == target:
+        raise LafError(f"export target {out} is the current, home or root folder", "choose a new OUT folder for the export")
+
+
 def _check_out(out: Path, force: bool) -> None:
+    if out.is_symlink():
+        raise LafError(f"{out} is a symlink", "choose an OUT folder that is not a link")
     if out.exists() and not out.is_dir():
         raise LafError(f"{out} exists and is not a folder", "choose another OUT folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise LafError(f"{out} already exists and is not empty", "choose another OUT folder, or pass --force to replace it")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise LafError(f"{out} already exists and is not empty", "choose another OUT folder, or pass --force to replace it")
+        names = {p.name for p in out.iterdir()}
+        if EXPORT_MARK not in names or not names <= EXPORT_FILES or any(not p.is_file() or p.is_symlink() for p in out.iterdir()):
+            raise LafError(f"{out} is not a previous export (it holds {', '.join(sorted(names)[:8])}); --force replaces only a folder `laf registry export` wrote",
+                           "choose another OUT folder, or empty this one yourself if you mean to")
 
 
 def export_adapter(registry: Registry | str, ref: str, out: str | Path, run: str | Path | None = None, *, force: bool = False,
                    license: str | None = None, base_model: str | None = None, datasets: list[str] | None = None,
                    repo_id: str | None = None) -> ExportResult:
     reg = registry if isinstance(registry, Registry) else Registry(registry)
+    if repo_id is not None:
+        check_hub_id(repo_id, "--repo-id")
+    if license is not None:
+        check_card_text(license, "--license", LICENSE_ID)
+    if base_model is not None:
+        check_card_text(base_model, "--base-model", HUB_ID)
+    for d in datasets or []:
+        check_card_text(d, "--dataset", HUB_ID)
+    out = Path(out)
+    _check_target(out, reg, Path(run) if run is not None else None)
     entry = reg.resolve(ref)
+    check_plain_tree(entry.path, f"{entry.ref}: its version folder", "remove the links or retrain the adapter")
     check = reg.verify(entry.ref)
     if not check.ok:
         raise LafError(f"{entry.ref} does not match its manifest (changed: {check.mismatched or '-'}, missing: {check.missing or '-'}); it will not be exported",
@@ -340,7 +409,6 @@ def export_adapter(registry: Registry | str, ref: str, out: str | Path, run: str
         raise LafError(f"{entry.path / 'adapter_config.json'} is unreadable: {e}", f"run `laf registry verify {entry.ref}`") from e
     if not isinstance(peft_cfg, dict) or "peft_type" not in peft_cfg:
         raise LafError(f"{entry.path / 'adapter_config.json'} is not a PEFT adapter config (no peft_type)", "export an adapter trained by lost-and-found")
-    out = Path(out)
     _check_out(out, force)
     evidence = load_run_evidence(run, str(entry.ref)) if run is not None else None
     if evidence is not None:
@@ -349,8 +417,13 @@ def export_adapter(registry: Registry | str, ref: str, out: str | Path, run: str
             raise LafError(f"the run {run} scored other weights under the name {entry.ref} (weights sha256 {str(weights)[:12]}... vs the registry's)",
                            "pass the run that evaluated this registry's adapter (the registry may have been rebuilt)")
     base_id = base_model_id(entry.manifest, base_model)
+    if base_id is not None and not HUB_ID.fullmatch(base_id):
+        base_id = None  # a manifest's spec that is not a clean Hub id is never printed into the card
     license = license or (entry.manifest.get("config") or {}).get("license") or "other"
+    if not isinstance(license, str) or not LICENSE_ID.fullmatch(license):
+        license = "other"
     repo_id = repo_id or f"YOUR-USER/{entry.ref.name}"
+    check_hub_id(repo_id, "--repo-id")
 
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -373,6 +446,7 @@ def export_adapter(registry: Registry | str, ref: str, out: str | Path, run: str
         except ValueError as e:  # huggingface_hub refused the metadata
             raise LafError(f"the model card metadata for {entry.ref} does not validate: {e}", "check --license, --base-model and --dataset") from e
         (tmp / "README.md").write_text(card, encoding="utf-8")
+        (tmp / EXPORT_MARK).write_text(json.dumps({"ref": str(entry.ref), "weights_sha256": hashes["adapter_model.safetensors"]}) + "\n")
         os.chmod(tmp, 0o777 & ~_umask())
         _check_out(out, force)  # again: another writer may have filled it meanwhile
         if out.is_dir():

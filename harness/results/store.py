@@ -270,6 +270,28 @@ def _read_results(folder: Path) -> tuple[ResultsDoc, str]:
     return ResultsDoc.from_dict(raw, str(folder / RESULTS)), text
 
 
+RUN_FILES = (RESULTS, RECORDS, STORE, INTEGRITY, "verdict.json", "verdict.sig", "compare.json")
+
+
+def check_run_files(folder: Path) -> None:
+    """The files a reader takes from a run folder are plain files inside it: a symlink (to another run's records,
+    to a system file) or a FIFO would make a verified-looking run read bytes from elsewhere, or hang."""
+    if folder.is_symlink():
+        raise LafError(f"run folder {folder} is a symlink", "pass the run folder itself, not a link to it")
+    bad = []
+    for name in RUN_FILES:
+        p = folder / name
+        if p.is_symlink():
+            bad.append(f"{name} (symlink)")
+        elif p.exists() and not p.is_file():
+            bad.append(f"{name} (not a regular file)")
+        elif p.exists() and p.stat().st_nlink > 1:
+            bad.append(f"{name} (hard link)")
+    if bad:
+        raise LafError(f"run folder {folder} holds {', '.join(bad)}: a run's files must be its own plain files",
+                       "re-run the evaluation into a fresh folder")
+
+
 def check_integrity(folder: Path, found: dict[str, str]) -> str | None:
     """None when ``found`` (file -> digest) matches ``integrity.json``; else what is wrong, in words."""
     if (folder / PUBLISHING).exists():
@@ -294,6 +316,7 @@ def load_run(folder: str | Path, allow_modified: bool = False) -> tuple[ResultsD
     checked against ``integrity.json``. A mismatch is an error unless ``allow_modified`` (then the returned
     document's ``integrity`` says what was wrong). Needs no write access to the folder."""
     folder = Path(folder)
+    check_run_files(folder)
     problem = None
     for attempt in range(3):  # a run publishing at this moment: read again
         results, results_text = _read_results(folder)

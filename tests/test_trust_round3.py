@@ -1,0 +1,264 @@
+"""Issue 27 (trust, round three): each family the attacker found, closed as a family.
+
+Export never replaces what it reads or what others own; every reader of a run folder applies the same integrity
+check and a verdict is sealed; links and special files never let a version or a run read bytes from elsewhere;
+printed commands are quoted and card metadata is one clean line; a superiority rule needs a gain strictly above
+its margin."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.io import sha256_json
+from harness.registry import Registry
+from tests.conftest import assert_clean_error, run_cli
+from tests.synthetic import suite_meta, write_run
+
+SUITES = {"domain/skill": suite_meta("domain"), "general/facts": suite_meta("general")}
+BASE = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0] * 10  # 40 %
+
+
+def _register(root: Path, names=("cand", "other")) -> Registry:
+    src = root.parent / "adapter-src"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "adapter_model.safetensors").write_bytes(b"\x00" * 64)
+    (src / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 8}')
+    reg = Registry(root)
+    for n in names:
+        reg.register(n, src, {"kind": "lora", "base_model": {"spec": "default", "fingerprint": "ab" * 32}, "steps": 3})
+    return reg
+
+
+def _run(tmp_path: Path, cand=None) -> Path:
+    cand = cand if cand is not None else BASE
+    return write_run(tmp_path / "run", SUITES, {"base": {s: BASE for s in SUITES}, "cand@1": {s: cand for s in SUITES}})
+
+
+def _policy(tmp_path: Path, rules) -> str:
+    p = tmp_path / "policy.yaml"
+    p.write_text(yaml.safe_dump({"rules": rules}))
+    return str(p)
+
+
+def _gate(run: Path, tmp_path: Path, rules, *extra):
+    return run_cli("gate", "--baseline", str(run), "--candidate", f"{run}#cand@1", "--policy", _policy(tmp_path, rules), *extra)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _export(reg: Path, *args: str):
+    return run_cli("registry", "--registry", str(reg), "export", *args)
+
+
+# ---------------------------------------------------------------- export never destroys data
+
+
+@pytest.mark.parametrize("target", ["registry", "adapter folder", "version folder", "inside a version", "parent of registry", "run folder"])
+def test_export_target_overlapping_the_registry_or_the_run_is_refused_even_with_force(tmp_path, target):
+    reg_root = tmp_path / "data" / "reg"
+    _register(reg_root)
+    run = _run(tmp_path)
+    out = {"registry": reg_root, "adapter folder": reg_root / "cand", "version folder": reg_root / "cand" / "1",
+           "inside a version": reg_root / "other" / "1" / "x", "parent of registry": tmp_path / "data", "run folder": run}[target]
+    before, run_before = _tree(reg_root), _tree(run)
+    for force in ([], ["--force"]):
+        assert_clean_error(_export(reg_root, "cand@1", str(out), "--run", str(run), *force), "export target")
+    assert _tree(reg_root) == before and _tree(run) == run_before, "nothing read by the export was touched"
+
+
+def test_force_replaces_only_a_previous_export(tmp_path):
+    reg_root = tmp_path / "reg"
+    _register(reg_root)
+    other_run = _run(tmp_path / "elsewhere")  # a run folder that is not the --run: not an export, never replaced
+    before = _tree(other_run)
+    assert_clean_error(_export(reg_root, "cand@1", str(other_run), "--force"), "not a previous export")
+    assert _tree(other_run) == before
+    out = tmp_path / "exp"
+    assert _export(reg_root, "cand@1", str(out))[0] == 0
+    code, _, err = _export(reg_root, "other@1", str(out), "--force")
+    assert code == 0, err
+    assert json.loads((out / ".laf-export.json").read_text())["ref"] == "other@1"
+
+
+# ---------------------------------------------------------------- printed commands and card metadata
+
+
+@pytest.mark.parametrize("repo", ["a/b; rm -rf ~ #", "a/b$(id)", "a", "a/b/c", "a/-b", "a/b\nc", "a/b..c", "../x", "a/b`id`"])
+def test_repo_ids_that_are_not_hub_ids_are_refused(tmp_path, repo):
+    reg_root = tmp_path / "reg"
+    _register(reg_root)
+    assert_clean_error(_export(reg_root, "cand@1", str(tmp_path / "o"), "--repo-id", repo), "repository id")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("flag,value", [("--license", "mit\nbase_model: evil/x"), ("--license", "a\x1b[2Jb"), ("--license", "mit; rm"),
+                                        ("--base-model", "org/x\n---"), ("--base-model", "/etc/passwd"), ("--dataset", "x\ry")])
+def test_card_metadata_with_newlines_or_control_characters_is_refused(tmp_path, flag, value):
+    reg_root = tmp_path / "reg"
+    _register(reg_root)
+    assert_clean_error(_export(reg_root, "cand@1", str(tmp_path / "o"), flag, value), "not allowed in a model card")
+
+
+def test_printed_upload_command_is_quoted(tmp_path):
+    reg_root = tmp_path / "reg"
+    _register(reg_root)
+    out = tmp_path / "my export; touch pwned"
+    code, stdout, err = _export(reg_root, "cand@1", str(out), "--repo-id", "acme/cand", "--json")
+    assert code == 0, err
+    doc = json.loads(stdout)
+    cmd = doc["upload_command"]
+    assert shlex.split(cmd) == ["hf", "upload", "acme/cand", str(out), "."]
+    assert cmd in (out / "README.md").read_text()
+
+
+# ---------------------------------------------------------------- links leave no folder
+
+
+def test_symlinked_weights_in_a_version_are_refused_everywhere(tmp_path):
+    reg_root = tmp_path / "reg"
+    reg = _register(reg_root)
+    w = reg_root / "cand" / "1" / "adapter_model.safetensors"
+    w.unlink()
+    w.symlink_to(reg_root / "other" / "1" / "adapter_model.safetensors")  # same bytes: every digest still matches
+    assert_clean_error(run_cli("registry", "--registry", str(reg_root), "verify", "cand@1"), "not plain files", "symlink")
+    assert_clean_error(_export(reg_root, "cand@1", str(tmp_path / "o")), "symlink")
+    with pytest.raises(Exception, match="symlink"):
+        reg.resolve("cand@1")
+    assert reg.resolve("other@1").ref.version == 1, "the other adapter is unaffected"
+
+
+@pytest.mark.parametrize("kind", ["symlink to a system file", "fifo", "hard link", "version folder is a link", "linked subfolder"])
+def test_links_and_special_files_in_a_version_are_refused(tmp_path, kind):
+    reg_root = tmp_path / "reg"
+    reg = _register(reg_root)
+    v = reg_root / "cand" / "1"
+    if kind == "symlink to a system file":
+        (v / "notes.txt").symlink_to("/etc/passwd")
+    elif kind == "fifo":
+        os.mkfifo(v / "pipe")
+    elif kind == "hard link":
+        os.link(reg_root / "other" / "1" / "adapter_config.json", v / "extra.json")
+    elif kind == "version folder is a link":
+        v.rename(tmp_path / "moved")
+        v.symlink_to(tmp_path / "moved")
+    else:
+        (v / "sub").symlink_to(reg_root / "other" / "1")
+    with pytest.raises(Exception, match="not plain files|symlink") as e:
+        reg.resolve("cand@1")
+    assert type(e.value).__name__ == "LafError"
+    assert_clean_error(_export(reg_root, "cand@1", str(tmp_path / "o")), "not plain files")
+
+
+def test_registering_a_folder_with_links_is_refused(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "adapter_model.safetensors").symlink_to("/etc/passwd")
+    (src / "adapter_config.json").write_text("{}")
+    with pytest.raises(Exception, match="not plain files"):
+        Registry(tmp_path / "reg").register("x", src, {})
+    assert not (tmp_path / "reg" / "x" / "1").exists()
+
+
+@pytest.mark.parametrize("name", ["records.jsonl", "results.json", "integrity.json"])
+def test_run_folder_files_that_are_links_are_refused(tmp_path, name):
+    run = _run(tmp_path)
+    real = tmp_path / f"real-{name}"
+    os.replace(run / name, real)
+    (run / name).symlink_to(real)  # same bytes, digests match: still not the run's own file
+    assert_clean_error(_gate(run, tmp_path, [{"category": "general", "max_drop": 0.05}]), "symlink")
+    assert_clean_error(run_cli("report", str(run)), "symlink")
+
+
+# ---------------------------------------------------------------- sealed verdicts and one integrity check for every reader
+
+
+def _reseal(path: Path, edit) -> None:
+    """An attacker who also recomputes the verdict's own digest."""
+    v = json.loads(path.read_text())
+    edit(v)
+    v.pop("verdict_sha256", None)
+    v["verdict_sha256"] = sha256_json(v)
+    path.write_text(json.dumps(v))
+
+
+def _flip(v: dict) -> None:
+    v["verdict"], v["exit_code"] = "pass", 0
+
+
+VERDICT_EDITS = {
+    "fail -> pass (no reseal)": (lambda p: p.write_text(p.read_text().replace('"verdict": "fail"', '"verdict": "pass"')), "was edited"),
+    "fail -> pass, resealed": (lambda p: _reseal(p, _flip), "its rules give 'fail'"),
+    "seal removed": (lambda p: p.write_text(json.dumps({k: v for k, v in json.loads(p.read_text()).items() if k != "verdict_sha256"})), "no verdict_sha256"),
+    "metric the run lacks": (lambda p: _reseal(p, lambda v: v["summaries"]["suites"]["general/facts"].__setitem__("metric", "nosuch")), "does not have"),
+    "rule metric the run lacks": (lambda p: _reseal(p, lambda v: v["rules"][0].__setitem__("metric", "nosuch")), "does not have"),
+    "candidate the run lacks": (lambda p: _reseal(p, lambda v: v["candidate"].__setitem__("model", "ghost@9")), "not a model of this run"),
+    "not an object": (lambda p: p.write_text("[1, 2]"), "not a laf.verdict/1"),
+    "NaN inside": (lambda p: _reseal(p, lambda v: v["rules"][0]["stats"].__setitem__("se", float("nan"))), "finite"),
+    "rules not a list": (lambda p: _reseal(p, lambda v: v.__setitem__("rules", {"a": 1})), "does not describe"),
+}
+
+
+@pytest.mark.parametrize("case", list(VERDICT_EDITS))
+def test_an_edited_verdict_is_refused_by_the_report(tmp_path, case):
+    run = _run(tmp_path)
+    assert _gate(run, tmp_path, [{"category": "domain", "min_gain": 0.1}])[0] == 1
+    assert run_cli("report", str(run))[0] == 0
+    edit, needle = VERDICT_EDITS[case]
+    edit(run / "verdict.json")
+    assert_clean_error(run_cli("report", str(run)), needle)
+
+
+def test_a_verdict_of_an_earlier_evaluation_is_stale(tmp_path):
+    run = _run(tmp_path)
+    assert _gate(run, tmp_path, [{"category": "domain", "min_gain": 0.1}])[0] == 1
+    verdict = (run / "verdict.json").read_bytes()
+    write_run(run, SUITES, {"base": {s: BASE for s in SUITES}, "cand@1": {s: [1] * 100 for s in SUITES}})  # a new evaluation, same folder
+    (run / "verdict.json").write_bytes(verdict)
+    assert_clean_error(run_cli("report", str(run)), "earlier evaluation")
+
+
+def test_export_refuses_an_edited_run_and_an_edited_verdict(tmp_path):
+    reg_root = tmp_path / "reg"
+    _register(reg_root)
+    run = _run(tmp_path)
+    assert _gate(run, tmp_path, [{"category": "domain", "min_gain": 0.1}])[0] == 1
+    code, _, err = _export(reg_root, "cand@1", str(tmp_path / "ok"), "--run", str(run))
+    assert code == 0, err
+    assert "Verdict: **FAIL**" in (tmp_path / "ok" / "README.md").read_text()
+    # the verdict flipped: refused, nothing written
+    original = (run / "verdict.json").read_text()
+    _reseal(run / "verdict.json", _flip)
+    assert_clean_error(_export(reg_root, "cand@1", str(tmp_path / "o1"), "--run", str(run)), "its rules give")
+    (run / "verdict.json").write_text(original)
+    # a score edited 0.40 -> 0.99 in results.json: the integrity check the gate applies
+    d = json.loads((run / "results.json").read_text())
+    d["results"]["cand@1"]["domain/skill"]["acc"]["value"] = 0.99
+    (run / "results.json").write_text(json.dumps(d))
+    assert_clean_error(_export(reg_root, "cand@1", str(tmp_path / "o2"), "--run", str(run)), "integrity check")
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+# ---------------------------------------------------------------- superiority needs a gain strictly above the margin
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.05])
+def test_superiority_never_passes_on_no_change(tmp_path, margin):
+    run = _run(tmp_path)  # the candidate is identical to the base on every item
+    code, _, err = _gate(run, tmp_path, [{"category": "domain", "min_gain": margin}])
+    assert code in (1, 2), err
+    v = json.loads((run / "verdict.json").read_text())
+    assert v["verdict"] != "pass" and v["rules"][0]["status"] != "pass"
+
+
+def test_superiority_still_passes_a_real_gain(tmp_path):
+    run = _run(tmp_path, cand=[1] * 100)
+    code, _, err = _gate(run, tmp_path, [{"category": "domain", "min_gain": 0.0}])
+    assert code == 0, err
