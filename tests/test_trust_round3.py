@@ -262,3 +262,99 @@ def test_superiority_still_passes_a_real_gain(tmp_path):
     run = _run(tmp_path, cand=[1] * 100)
     code, _, err = _gate(run, tmp_path, [{"category": "domain", "min_gain": 0.0}])
     assert code == 0, err
+
+
+# ---------------------------------------------------------------- cache rows are bound to their keys
+
+
+def _cache_case(tiny_model_dir, tmp_path):
+    from harness.evaluate import EvalSpec, run_eval
+    from tests.test_trust_templates import write_suite
+
+    suite = write_suite(tmp_path / "s", {}, rows=[{"q": f"What is {i} plus {i}?", "choices": [str(2 * i), str(i + 100), "no"], "gold": 0} for i in range(8)])
+    spec = dict(suites=[str(suite)], model=str(tiny_model_dir), cache=str(tmp_path / "c.sqlite"), batch_size=4)
+    ref = run_eval(EvalSpec(out=str(tmp_path / "ref"), **spec))
+    return spec, ref, lambda out: run_eval(EvalSpec(out=str(tmp_path / out), **spec))
+
+
+def test_cache_rows_rewritten_to_one_plausible_value_are_rescored_and_counted(tiny_model_dir, tmp_path):
+    import sqlite3
+
+    spec, ref, again = _cache_case(tiny_model_dir, tmp_path)
+    with sqlite3.connect(tmp_path / "c.sqlite") as c:
+        n = c.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        c.execute("UPDATE responses SET value = '[-0.01, true]'")  # well formed, finite, plausible: every answer "right"
+    doc = again("edited")
+    req = doc["models"]["base"]["requests"]
+    assert req["cache_rejected"] == n and req["cache_hits"] == 0 and req["computed"] == n
+    assert doc["results"] == ref["results"], "scores are the model's, not the edited cache's"
+    assert again("healed")["models"]["base"]["requests"]["cache_hits"] == n, "the rows were rewritten with their seals"
+
+
+def test_cache_values_swapped_between_keys_and_unsealed_caches_are_rescored(tiny_model_dir, tmp_path):
+    import sqlite3
+
+    spec, ref, again = _cache_case(tiny_model_dir, tmp_path)
+    with sqlite3.connect(tmp_path / "c.sqlite") as c:
+        rows = c.execute("SELECT key, value, seal FROM responses").fetchall()
+        (k1, v1, s1), (k2, v2, s2) = rows[0], next(r for r in rows if r[1] != rows[0][1])
+        c.execute("UPDATE responses SET value = ?, seal = ? WHERE key = ?", (v2, s2, k1))  # another key's value and seal
+        c.execute("UPDATE responses SET value = ?, seal = ? WHERE key = ?", (v1, s1, k2))
+    doc = again("swapped")
+    assert doc["models"]["base"]["requests"]["cache_rejected"] == 2 and doc["results"] == ref["results"]
+    # a cache written before the seal column: migrated, every row re-scored once
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as c:
+        c.execute("CREATE TABLE responses (key TEXT PRIMARY KEY, kind TEXT NOT NULL, value TEXT NOT NULL, created REAL NOT NULL)")
+        c.execute("ATTACH DATABASE ? AS src", (str(tmp_path / "c.sqlite"),))
+        c.execute("INSERT INTO responses SELECT key, kind, '[-0.01, true]', created FROM src.responses")
+        n = c.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+    from harness.evaluate import EvalSpec, run_eval
+
+    doc = run_eval(EvalSpec(out=str(tmp_path / "old-run"), **{**spec, "cache": str(old)}))
+    assert doc["results"] == ref["results"] and doc["models"]["base"]["requests"]["cache_rejected"] == n > 0
+
+
+# ---------------------------------------------------------------- tracebacks that became one clear error
+
+
+@pytest.mark.parametrize("device", ["cuda:banana", "tpu", "cuda:99", "", "cpu ", "cuda:-1"])
+def test_unknown_device_is_a_config_error_before_anything_loads(tmp_path, device):
+    from harness.errors import LafError
+    from harness.models.load import LoadSpec
+    from harness.train.config import TrainConfig
+
+    with pytest.raises(LafError, match="device"):
+        LoadSpec("fp32", device=device)
+    with pytest.raises(Exception, match="device") as e:
+        TrainConfig.model_validate({"name": "x", "device": device, "data": {"path": "d.jsonl"}})
+    assert type(e.value).__name__ in ("ValidationError", "ConfigError")
+    assert_clean_error(run_cli("eval", "--model", "default", "--suite", "general/world-facts", "--device", device, "--out", str(tmp_path / "o")), "device")
+
+
+@pytest.mark.parametrize("listed", [[{"suite": None}], [None], [{"suite": ["a"]}], [{"x": 1}], [3], "general/world-facts", {"a": 1}])
+def test_against_yaml_with_a_suite_entry_that_names_nothing_is_one_error(tmp_path, listed):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"instruction": "What is two plus two?", "response": "Four."}) + "\n")
+    cfg = tmp_path / "against.yaml"
+    cfg.write_text(yaml.safe_dump({"eval": {"suites": listed}}))
+    assert_clean_error(run_cli("data", "check", str(data), "--against", str(cfg), "--model", "none", "--out", str(tmp_path / "o")), "suite")
+    cfg.write_text(yaml.safe_dump([1, 2]))  # a YAML that is not a mapping
+    code, _, err = run_cli("data", "check", str(data), "--against", str(cfg), "--model", "none", "--out", str(tmp_path / "o"))
+    assert code == 3 and "Traceback" not in err
+
+
+def test_a_full_disk_while_writing_the_results_store_is_one_error_and_keeps_the_published_run(tmp_path):
+    from harness.errors import LafError
+    from harness.results import ItemRecord, ResultsStore
+
+    run = _run(tmp_path)
+    before = _tree(run)
+    store = ResultsStore(run, partial=True)
+    store.conn.execute("PRAGMA max_page_count = 3")  # SQLITE_FULL after a few pages: what a full disk gives
+    rec = ItemRecord.from_dict(json.loads((run / "records.jsonl").read_text().splitlines()[0]))
+    with pytest.raises(LafError, match="unchanged"):
+        for i in range(200):
+            store.write([ItemRecord.from_dict({**rec.to_dict(), "doc_id": i, "prompt": "x" * 4000})])
+    store.close()
+    assert _tree(run) == {**before, **{k: v for k, v in _tree(run).items() if k.startswith("results.sqlite.partial")}}

@@ -31,8 +31,10 @@ class RequestStats:
     cache_hits: int = 0
     computed: int = 0
     forward_batches: int = 0
+    cache_rejected: int = 0  # cached rows that failed their seal or shape check: re-scored
 
     def add(self, other: "RequestStats") -> None:
+        self.cache_rejected += other.cache_rejected
         self.requests += other.requests
         self.cache_hits += other.cache_hits
         self.computed += other.computed
@@ -117,7 +119,9 @@ class CachedLM(LM):
         if not self.identity:
             raise RuntimeError("CachedLM.identity must be set before scoring")
         keys = [request_key(self.identity, kind, args_of(r, i)) for i, r in enumerate(requests)]
+        rejected = getattr(self.cache, "bad_rows", 0)
         found = self.cache.get_many(keys)
+        self.stats.cache_rejected += getattr(self.cache, "bad_rows", 0) - rejected
         results = [found.get(k) for k in keys]
         todo = [i for i, r in enumerate(results) if r is None]
         hits = len(requests) - len(todo)

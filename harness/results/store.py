@@ -117,16 +117,20 @@ class ResultsStore:
         if partial:
             for suffix in ("", "-wal", "-shm"):
                 Path(str(self.path) + suffix).unlink(missing_ok=True)  # a crashed run's leftovers
-        self.conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.executescript(SCHEMA)
+        try:
+            self.conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            raise _store_error(self.path, e) from None
 
     def write(self, records: Iterable[ItemRecord]) -> None:
-        with self.conn:
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO items (model, suite, doc_id, doc_hash, record) VALUES (?, ?, ?, ?, ?)",
-                [(r.model, r.suite, r.doc_id, r.doc_hash, dumps_strict(r.to_dict())) for r in records],
-            )
+        rows = [(r.model, r.suite, r.doc_id, r.doc_hash, dumps_strict(r.to_dict())) for r in records]
+        try:
+            with self.conn:
+                self.conn.executemany("INSERT OR REPLACE INTO items (model, suite, doc_id, doc_hash, record) VALUES (?, ?, ?, ?, ?)", rows)
+        except sqlite3.Error as e:  # a full disk is SQLITE_FULL, not an OSError: the run's earlier results stay as they were
+            raise _store_error(self.path, e) from None
 
     def _rows(self, model: str | None = None, suite: str | None = None) -> Iterator[tuple[str, str, int, str]]:
         q, args = "SELECT model, suite, doc_id, record FROM items", []
@@ -166,6 +170,11 @@ class ResultsStore:
         self.conn.close()
 
 
+def _store_error(path: Path, e: sqlite3.Error) -> LafError:
+    return LafError(f"writing {path} failed: {e}; the folder's published results (if any) are unchanged",
+                    "free disk space (or choose another --out) and run again: finished suites are kept in the score cache")
+
+
 def _record_json(text: str, where) -> dict:
     try:
         d = json.loads(text, parse_constant=_reject_constant)
@@ -195,8 +204,11 @@ def commit_run(store: ResultsStore, doc: ResultsDoc) -> dict:
     records_text = store.jsonl_text()
     digests = {"schema": INTEGRITY_SCHEMA, RESULTS: _sha256_text(results_text), RECORDS: _sha256_text(records_text),
                STORE: store.content_digest()}
-    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    store.conn.execute("PRAGMA journal_mode=DELETE")
+    try:
+        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        store.conn.execute("PRAGMA journal_mode=DELETE")
+    except sqlite3.Error as e:
+        raise _store_error(store.path, e) from None
     store.close()
     staged = [atomic_write_text(folder / f".{RECORDS}.staged", records_text), atomic_write_text(folder / f".{RESULTS}.staged", results_text)]
     (folder / PUBLISHING).write_text(str(os.getpid()))
