@@ -358,3 +358,61 @@ def test_a_full_disk_while_writing_the_results_store_is_one_error_and_keeps_the_
             store.write([ItemRecord.from_dict({**rec.to_dict(), "doc_id": i, "prompt": "x" * 4000})])
     store.close()
     assert _tree(run) == {**before, **{k: v for k, v in _tree(run).items() if k.startswith("results.sqlite.partial")}}
+
+
+# ---------------------------------------------------------------- merges: huge weights, and the card of a merged adapter
+
+
+@pytest.fixture(scope="module")
+def two_adapters(tmp_path_factory, tiny_model_dir):
+    from tests.test_merge import make_adapter
+
+    reg = tmp_path_factory.mktemp("merge3") / "registry"
+    return {"registry": reg, "a": make_adapter(reg, "a", tiny_model_dir, 1), "b": make_adapter(reg, "b", tiny_model_dir, 2)}
+
+
+def _merge(tmp_path, world, **cfg):
+    path = tmp_path / f"merge-{len(list(tmp_path.glob('merge-*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump({"registry": str(world["registry"]), **cfg}))
+    return run_cli("merge", str(path), "--json")
+
+
+@pytest.mark.parametrize("cfg", [
+    {"method": "linear", "weights": [1e300, 1.0]},
+    {"method": "task_arithmetic", "weights": [1.0, -1e30], "normalize": False},
+    {"method": "task_arithmetic", "weights": [1.0, 1.0], "lambda": 1e300, "normalize": False},
+    {"method": "ties", "weights": [1e10, 1e10], "density": 0.5},
+])
+def test_huge_finite_merge_weights_are_one_error_before_any_weight_is_read(two_adapters, tmp_path, cfg):
+    before = sorted(Registry(two_adapters["registry"]).names())
+    assert_clean_error(_merge(tmp_path, two_adapters, name="huge", adapters=["a", "b"], **cfg), "within")
+    assert sorted(Registry(two_adapters["registry"]).names()) == before, "nothing registered"
+
+
+def test_an_update_that_overflows_never_reaches_the_svd():
+    import torch
+
+    from harness.merge.methods import refactor_dense
+
+    with pytest.raises(ValueError, match="not finite"):
+        refactor_dense(torch.full((8, 6), float("inf")), 2)
+
+
+def test_the_card_of_a_merged_adapter_describes_the_merge(two_adapters, tmp_path):
+    code, out, err = _merge(tmp_path, two_adapters, name="mix", adapters=[{"ref": "a", "weight": 0.7}, {"ref": "b", "weight": 0.3}],
+                            method="linear", output={"rank": 4})
+    assert code == 0, err
+    reg = Registry(two_adapters["registry"])
+    mix = reg.resolve("mix")
+    code, _, err = _export(two_adapters["registry"], "mix@1", str(tmp_path / "card"))
+    assert code == 0, err
+    card = (tmp_path / "card" / "README.md").read_text()
+    merge = card.split("## Merge", 1)[1].split("\n## ", 1)[0]
+    for parent, w in (("a", 0.7), ("b", 0.3)):
+        e = reg.resolve(parent)
+        assert f"`{e.ref}`" in merge and e.manifest["files"]["adapter_model.safetensors"] in merge and f"| {w} |" in merge
+    assert "**linear**" in merge and "re-factoring error" in merge
+    err_max = mix.manifest["lineage"]["output"]["relative_error"]["max"]
+    assert f"{err_max:.4f}" in merge
+    for wrong in ("None examples", "rank None", "trainable parameters | 0", "objective | sft", "## Training data"):
+        assert wrong not in card, wrong

@@ -194,15 +194,18 @@ def _adapter_output(cfg, adapters, names, params, lineage, registry: Registry, t
                            "choose a smaller output.rank, or output.kind: model")
     def one(n: str):
         mod = _module(n, adapters)
-        merged = _merge_one(mod, params)
-        if merged.coeffs is not None:
-            if exact:
-                B, A = stack_exact(mod, merged.coeffs)
-                err = 0.0
+        try:
+            merged = _merge_one(mod, params)
+            if merged.coeffs is not None:
+                if exact:
+                    B, A = stack_exact(mod, merged.coeffs)
+                    err = 0.0
+                else:
+                    B, A, err = refactor_combination(mod, merged.coeffs, rank)
             else:
-                B, A, err = refactor_combination(mod, merged.coeffs, rank)
-        else:
-            B, A, err = refactor_dense(merged.dense, rank)
+                B, A, err = refactor_dense(merged.dense, rank)
+        except (ValueError, torch.linalg.LinAlgError) as e:  # huge finite weights overflow fp32, and an SVD of inf is an error
+            raise LafError(f"module {n}: the merge cannot be computed ({e})", "check the weights and lambda: they scale the updates (keep them within +-1000)") from None
         if not (torch.isfinite(A).all() and torch.isfinite(B).all()):
             raise LafError(f"module {n}: the merged update is not finite", "check the weights and lambda (too large?)")
         return n, A, B, err, merged

@@ -223,6 +223,35 @@ def _gate_section(verdict: dict, verdict_file: Path | None) -> list[str]:
     return lines
 
 
+def _merge_section(m: dict) -> list[str]:
+    """What a merged adapter is: the method, each parent with its version, weight and digest, the method's settings
+    (t, density, lambda, ...), and how far the stored LoRA is from the exact merge (a merge has no training data,
+    steps or trainable parameters: a trained adapter's fields would read "None examples", "rank None")."""
+    lin = m.get("lineage") if isinstance(m.get("lineage"), dict) else {}
+    params = {k: v for k, v in (lin.get("params") or {}).items() if k not in ("method", "weights")} if isinstance(lin.get("params"), dict) else {}
+    out = lin.get("output") if isinstance(lin.get("output"), dict) else {}
+    err = out.get("relative_error") if isinstance(out.get("relative_error"), dict) else {}
+    lines = ["## Merge", "",
+             f"Made by `laf merge` with method **{_md(lin.get('method', '?'))}** from {len(lin.get('parents') or [])} registered adapters "
+             f"(no training of its own).", "",
+             "| parent | kind | rank | weight | weights sha256 |", "|---|---|---|---|---|"]
+    for p in lin.get("parents") or []:
+        if not isinstance(p, dict):
+            continue
+        kind = f"merge ({_md((p.get('lineage') or {}).get('method'))})" if isinstance(p.get("lineage"), dict) else _md(p.get("kind") or "adapter")
+        weight = _md(p["weight"]) if "weight" in p else "-"
+        lines.append(f"| `{_md(p.get('ref'))}` | {kind} | {_md(p.get('rank'))} | {weight} | `{_md(p.get('weights_sha256'))}` |")
+    lines += ["", "| setting | value |", "|---|---|"]
+    lines += [f"| {_md(k)} | {_md(json.dumps(v, sort_keys=True, default=str))} |" for k, v in sorted(params.items())]
+    if out:
+        lines.append(f"| output rank | {_md(out.get('rank'))}{' (exact: the stacked parents)' if out.get('exact') else ''} |")
+    if err:
+        lines.append(f"| re-factoring error (relative Frobenius, max / mean over modules) | {_opt(err.get('max'))} / {_opt(err.get('mean'))} |")
+    if m.get("load_note"):
+        lines.append(f"| note | {_md(m['load_note'])} |")
+    return lines + [""]
+
+
 def build_card(entry: AdapterEntry, base_id: str | None, license: str, datasets: list[str], evidence: RunEvidence | None,
                out_name: str, repo_id: str, hashes: dict[str, str]) -> tuple[str, list[dict]]:
     from huggingface_hub import ModelCard, ModelCardData
@@ -249,37 +278,40 @@ def build_card(entry: AdapterEntry, base_id: str | None, license: str, datasets:
              f"- model: {'`' + _md(base_id) + '`' if base_id else 'a local model (' + _md(base.get('kind')) + '; not on the Hub)'}",
              f"- fingerprint (sha256 of its weights, as the registry checks it): `{_md(base.get('fingerprint'))}`",
              f"- trained at precision `{_md((m.get('load') or {}).get('precision'))}`, compute dtype `{_md((m.get('load') or {}).get('compute_dtype'))}`", ""]
-    body += ["## Training data", "",
-             (f"- file `{_md(Path(str(data.get('path', '?'))).name)}` ({_md(data.get('schema'))}, {_md(data.get('file_format'))}): "
-              f"{_md(data.get('examples'))} examples, {_md(data.get('train_examples'))} trained on, {_md(data.get('eval_examples'))} held out, "
-              f"{_md(data.get('dropped'))} dropped, {_md(data.get('truncated'))} truncated"),
-             f"- content sha256 `{_md(data.get('content_sha256'))}` (file sha256 `{_md(data.get('file_sha256'))}`)", ""]
-    settings = [
-        ("objective", cfg.get("objective", "sft (loss on response tokens only)")),
-        ("LoRA rank / alpha / dropout", f"{lora.get('r')} / {lora.get('alpha')} / {lora.get('dropout')}"),
-        ("target modules", lora.get("target_modules")),
-        ("rsLoRA / DoRA / bias", f"{lora.get('rslora')} / {lora.get('dora')} / {lora.get('bias')}"),
-        ("trainable parameters", f"{m.get('trainable_parameters', 0):,} ({m.get('trainable_percent')} % of {m.get('total_parameters', 0):,})"),
-        ("max length / packing", f"{cfg.get('max_length')} / {cfg.get('packing')}"),
-        ("batch size x grad accumulation", f"{cfg.get('batch_size')} x {cfg.get('grad_accum')}"),
-        ("optimizer", f"lr {optim.get('lr')}, {optim.get('scheduler')} schedule, warmup ratio {optim.get('warmup_ratio')}, weight decay {optim.get('weight_decay')}"),
-        ("seed", m.get("seed", cfg.get("seed"))),
-    ]
-    for key in ("beta", "dpo", "orpo", "merge"):
-        if key in cfg or key in m:
-            settings.append((key, json.dumps(cfg.get(key, m.get(key)), sort_keys=True, default=str)))
-    body += ["## Adapter and objective settings", "", "| setting | value |", "|---|---|"] + [f"| {_md(k)} | {_md(v)} |" for k, v in settings] + [""]
-    hw = m.get("hardware") or {}
-    cost = [
-        ("optimizer steps", m.get("steps")),
-        ("tokens seen (supervised)", f"{m.get('tokens_seen', 0):,} ({m.get('supervised_tokens_seen', 0):,})"),
-        ("training time / wall time", f"{m.get('train_time_s')} s / {m.get('wall_time_s')} s"),
-        ("peak memory", f"{m.get('peak_memory_mb')} MB"),
-        ("device", f"{(m.get('load') or {}).get('device')} ({hw.get('cpu_count')} CPU cores{', ' + str(hw['gpu']) if hw.get('gpu') else ''})"),
-        ("final train / held-out loss", " / ".join("n/a" if x is None else f"{_finite(x, 'a loss in the manifest'):.4f}" for x in (m.get("final_train_loss"), m.get("final_eval_loss")))),
-        ("packages", ", ".join(f"{k} {v}" for k, v in (m.get("packages") or {}).items() if k in ("lost-and-found", "torch", "transformers", "peft", "bitsandbytes"))),
-    ]
-    body += ["## Training cost", "", "| | |", "|---|---|"] + [f"| {_md(k)} | {_md(v)} |" for k, v in cost] + [""]
+    if m.get("kind") == "merge" or isinstance(m.get("lineage"), dict):
+        body += _merge_section(m)
+    else:
+        body += ["## Training data", "",
+                 (f"- file `{_md(Path(str(data.get('path', '?'))).name)}` ({_md(data.get('schema'))}, {_md(data.get('file_format'))}): "
+                  f"{_md(data.get('examples'))} examples, {_md(data.get('train_examples'))} trained on, {_md(data.get('eval_examples'))} held out, "
+                  f"{_md(data.get('dropped'))} dropped, {_md(data.get('truncated'))} truncated"),
+                 f"- content sha256 `{_md(data.get('content_sha256'))}` (file sha256 `{_md(data.get('file_sha256'))}`)", ""]
+        settings = [
+            ("objective", cfg.get("objective", "sft (loss on response tokens only)")),
+            ("LoRA rank / alpha / dropout", f"{lora.get('r')} / {lora.get('alpha')} / {lora.get('dropout')}"),
+            ("target modules", lora.get("target_modules")),
+            ("rsLoRA / DoRA / bias", f"{lora.get('rslora')} / {lora.get('dora')} / {lora.get('bias')}"),
+            ("trainable parameters", f"{m.get('trainable_parameters', 0):,} ({m.get('trainable_percent')} % of {m.get('total_parameters', 0):,})"),
+            ("max length / packing", f"{cfg.get('max_length')} / {cfg.get('packing')}"),
+            ("batch size x grad accumulation", f"{cfg.get('batch_size')} x {cfg.get('grad_accum')}"),
+            ("optimizer", f"lr {optim.get('lr')}, {optim.get('scheduler')} schedule, warmup ratio {optim.get('warmup_ratio')}, weight decay {optim.get('weight_decay')}"),
+            ("seed", m.get("seed", cfg.get("seed"))),
+        ]
+        for key in ("beta", "dpo", "orpo", "merge"):
+            if key in cfg or key in m:
+                settings.append((key, json.dumps(cfg.get(key, m.get(key)), sort_keys=True, default=str)))
+        body += ["## Adapter and objective settings", "", "| setting | value |", "|---|---|"] + [f"| {_md(k)} | {_md(v)} |" for k, v in settings] + [""]
+        hw = m.get("hardware") or {}
+        cost = [
+            ("optimizer steps", m.get("steps")),
+            ("tokens seen (supervised)", f"{m.get('tokens_seen', 0):,} ({m.get('supervised_tokens_seen', 0):,})"),
+            ("training time / wall time", f"{m.get('train_time_s')} s / {m.get('wall_time_s')} s"),
+            ("peak memory", f"{m.get('peak_memory_mb')} MB"),
+            ("device", f"{(m.get('load') or {}).get('device')} ({hw.get('cpu_count')} CPU cores{', ' + str(hw['gpu']) if hw.get('gpu') else ''})"),
+            ("final train / held-out loss", " / ".join("n/a" if x is None else f"{_finite(x, 'a loss in the manifest'):.4f}" for x in (m.get("final_train_loss"), m.get("final_eval_loss")))),
+            ("packages", ", ".join(f"{k} {v}" for k, v in (m.get("packages") or {}).items() if k in ("lost-and-found", "torch", "transformers", "peft", "bitsandbytes"))),
+        ]
+        body += ["## Training cost", "", "| | |", "|---|---|"] + [f"| {_md(k)} | {_md(v)} |" for k, v in cost] + [""]
 
     if evidence is not None:
         prov = evidence.results.get("provenance") or {}
