@@ -227,10 +227,11 @@ def _merge_section(m: dict) -> list[str]:
     """What a merged adapter is: the method, each parent with its version, weight and digest, the method's settings
     (t, density, lambda, ...), and how far the stored LoRA is from the exact merge (a merge has no training data,
     steps or trainable parameters: a trained adapter's fields would read "None examples", "rank None")."""
-    lin = m.get("lineage") if isinstance(m.get("lineage"), dict) else {}
-    params = {k: v for k, v in (lin.get("params") or {}).items() if k not in ("method", "weights")} if isinstance(lin.get("params"), dict) else {}
-    out = lin.get("output") if isinstance(lin.get("output"), dict) else {}
-    err = out.get("relative_error") if isinstance(out.get("relative_error"), dict) else {}
+    raw = m.get("lineage")
+    lin: dict = raw if isinstance(raw, dict) else {}
+    params = {k: v for k, v in lin["params"].items() if k not in ("method", "weights")} if isinstance(lin.get("params"), dict) else {}
+    out: dict = lin["output"] if isinstance(lin.get("output"), dict) else {}
+    err: dict = out["relative_error"] if isinstance(out.get("relative_error"), dict) else {}
     lines = ["## Merge", "",
              f"Made by `laf merge` with method **{_md(lin.get('method', '?'))}** from {len(lin.get('parents') or [])} registered adapters "
              f"(no training of its own).", "",
