@@ -416,3 +416,73 @@ def test_the_card_of_a_merged_adapter_describes_the_merge(two_adapters, tmp_path
     assert f"{err_max:.4f}" in merge
     for wrong in ("None examples", "rank None", "trainable parameters | 0", "objective | sft", "## Training data"):
         assert wrong not in card, wrong
+
+
+# ---------------------------------------------------------------- sweeps: every point normalised and validated before anything runs
+
+
+def _sweep_cfg(tmp_path: Path, model_dir: Path, axes: dict) -> Path:
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"Say {i}.", "response": f"{i}."}) + "\n" for i in range(20)))
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text(yaml.safe_dump({"name": "sw", "model": str(model_dir), "precision": "fp32", "data": {"path": "d.jsonl"},
+                                   "train": {"max_steps": 1}, "registry": str(tmp_path / "reg"), "out_root": str(tmp_path / "reports"),
+                                   "eval": {"suites": [{"suite": "general/world-facts", "limit": 5}]}, "sweep": axes}))
+    return cfg
+
+
+@pytest.mark.parametrize("axes,needle", [
+    ({"lora.r": [4, 4.0]}, "same configuration"),
+    ({"optim.lr": [0.001, 1.0e-3]}, "lists a value twice"),
+    ({"optim.lr": [0.001, 0.0010000]}, "lists a value twice"),
+    ({"lora.r": [2, 4], "seed": [0, 0.0]}, "same configuration"),
+    ({"lora.target_modules": [["q_proj"], ["no_such_proj"]]}, "no_such_proj"),
+    ({"lora.r": [4, "4"]}, "sweep"),
+])
+def test_sweep_points_are_normalised_and_validated_before_any_point_trains(tmp_path, tiny_model_dir, axes, needle):
+    cfg = _sweep_cfg(tmp_path, tiny_model_dir, axes)
+    assert_clean_error(run_cli("sweep", str(cfg)), needle)
+    assert not (tmp_path / "reg").exists() or not any((tmp_path / "reg").iterdir()), "nothing trained or registered"
+
+
+def test_sweep_equivalent_merge_points_are_refused(tmp_path):
+    from harness.errors import ConfigError
+    from harness.sweep import _validate_points
+    from harness.sweep.config import SweepConfig, expand
+
+    cfg = SweepConfig.model_validate({"name": "sw", "eval": {"suites": ["general/world-facts"]}, "registry": str(tmp_path),
+                                      "merge": [{"name": "m", "method": "slerp", "adapters": ["a", "b"]}], "sweep": {"merge.t": [0.5, 0.50000001, 1]}})
+    _validate_points(cfg, expand(cfg), tmp_path / "s.yaml")  # distinct values: fine
+    cfg = SweepConfig.model_validate({"name": "sw", "eval": {"suites": ["general/world-facts"]}, "registry": str(tmp_path),
+                                      "merge": [{"name": "m", "method": "linear", "adapters": ["a", "b"]}], "sweep": {"merge.weights": [[1, 1], [1.0, 1.0]]}})
+    with pytest.raises(ConfigError, match="same configuration"):
+        _validate_points(cfg, expand(cfg), tmp_path / "s.yaml")
+
+
+# ---------------------------------------------------------------- a saved run config re-runs from its folder
+
+
+def test_saved_run_config_rebases_its_paths(tmp_path, monkeypatch):
+    from harness.config import resolve_path
+    from harness.pipeline.config import load_run_config, saved_config_text, suite_refs
+    from tests.test_trust_templates import write_suite
+
+    src = tmp_path / "project" / "configs"
+    src.mkdir(parents=True)
+    (src / "data.jsonl").write_text(json.dumps({"instruction": "Say hi.", "response": "Hi."}) + "\n")
+    suite = write_suite(src / "suites", {}, rows=[{"q": "2+2?", "choices": ["4", "5"], "gold": 0}])
+    (src / "policy.yaml").write_text(yaml.safe_dump({"rules": [{"category": "general", "max_drop": 0.05}]}))
+    rel_suite = os.path.relpath(suite, src)
+    (src / "run.yaml").write_text(yaml.safe_dump({"name": "r", "data": {"path": "data.jsonl"}, "gate": {"policy": "policy.yaml"},
+                                                  "eval": {"suites": [rel_suite, {"suite": rel_suite, "limit": 3}, "general/world-facts"]}}))
+    cfg, base = load_run_config(src / "run.yaml", ["eval.batch_size=4"])
+    saved = tmp_path / "reports" / "r" / "config.yaml"
+    saved.parent.mkdir(parents=True)
+    saved.write_text(saved_config_text(cfg, base))
+    monkeypatch.chdir(tmp_path / "reports")  # another working folder
+    again, base2 = load_run_config(saved)
+    assert resolve_path(again.data.path, base2) == (src / "data.jsonl").resolve()
+    assert resolve_path(again.gate.policy, base2) == (src / "policy.yaml").resolve()
+    refs, limits = suite_refs(again, base2)
+    assert refs[:2] == [str(suite.resolve())] * 2 and refs[2] == "general/world-facts" and limits == {str(suite.resolve()): 3}
+    assert again.eval.batch_size == 4, "--set overrides are part of what ran"
