@@ -25,6 +25,7 @@ def register(sub) -> None:
     g.add_argument("--parity", default=None, help="parity.json from `laf parity` (for parity rules; default: the candidate run's parity.json or parity/parity.json)")
     g.add_argument("--json", action="store_true", help="print verdict.json")
     g.add_argument("--allow-modified", action="store_true", help="read run folders whose files fail their integrity check (integrity.json); the verdict says so")
+    g.add_argument("--sign", default=None, metavar="KEY", help="sign the verdict with this Ed25519 private key (laf keygen): writes VERDICT.sig")
     g.set_defaults(handler=cmd_gate)
 
     c = sub.add_parser("compare", help="rank several candidates against the base: per-suite changes with CIs, Pareto front on the gated quantities, Holm")
@@ -49,7 +50,7 @@ def cmd_gate(args) -> int:
     from ..gate import run_gate
 
     v, out = run_gate(args.baseline, args.candidate, args.policy, inconclusive_as=args.inconclusive, curation=args.curation, parity=args.parity,
-                      allow_modified=args.allow_modified,
+                      allow_modified=args.allow_modified, sign=args.sign,
                       out=args.out, junit=args.junit, summary=args.summary)
     from .ci import report_verdict_to_ci
 

@@ -47,6 +47,7 @@ class RunEval(StrictModel):
 class RunGate(StrictModel):
     policy: str | dict
     inconclusive: Literal["inconclusive", "fail", "pass"] = "inconclusive"
+    sign: str | None = Field(None, min_length=1, max_length=4096, description="an Ed25519 private key (`laf keygen`): each verdict gets a .sig beside it")
 
 
 class RunParity(StrictModel):
@@ -178,8 +179,10 @@ def saved_config_text(cfg: StrictModel, base: Path) -> str:
     if isinstance(ev, dict) and isinstance(ev.get("suites"), list):
         ev["suites"] = [({**s, "suite": _rebase(s.get("suite"), base, True)} if isinstance(s, dict) and str(s.get("suite", "")).endswith((".yaml", ".yml"))
                          else _rebase(s, base, True) if isinstance(s, str) and s.endswith((".yaml", ".yml")) else s) for s in ev["suites"]]
-    if isinstance(d.get("gate"), dict) and isinstance(d["gate"].get("policy"), str):
-        d["gate"]["policy"] = _rebase(d["gate"]["policy"], base, False)
+    if isinstance(d.get("gate"), dict):
+        for key in ("policy", "sign"):
+            if isinstance(d["gate"].get(key), str):
+                d["gate"][key] = _rebase(d["gate"][key], base, False)
     if isinstance(d.get("select"), dict) and d["select"].get("split"):
         d["select"]["split"] = _rebase(d["select"]["split"], base, False)
     train = d.get("train")
@@ -265,6 +268,13 @@ def validate_run(cfg: RunConfig, base: Path, config_path: Path):
                 problems.append(f"key 'gate.policy.{'.'.join(str(x) for x in err['loc'])}': {err['msg']}")
         except LafError as e:
             problems.append(f"key 'gate.policy': {e.cause}")
+        if cfg.gate.sign:
+            from ..gate.signing import load_private_key
+
+            try:
+                load_private_key(resolve_path(cfg.gate.sign, base))  # before training: a loose or missing key fails now, not after hours
+            except LafError as e:
+                problems.append(f"key 'gate.sign': {e.cause}")
         if policy is not None:
             if policy.max_contamination is not None and cfg.data is None:
                 problems.append("key 'gate.policy.max_contamination': this config has no training data to check against the suites "

@@ -356,17 +356,23 @@ def gate_stage(ctx: RunContext, policy, adapters: list[str]) -> list:
     """One verdict per candidate, each with its own verdict.json, JUnit XML and Markdown summary (the first
     candidate's without a suffix); returns ``[(model, Verdict)]`` in candidate order."""
     from ..gate import run_gate
+    from ..gate.signing import signature_path
 
     out = []
     curation = ctx.curation if ctx.curation.exists() else None
+    sign = resolve_path(ctx.cfg.gate.sign, ctx.base) if ctx.cfg.gate.sign else None  # gate: {sign: KEY}
     for i, (ref, path) in enumerate(zip(adapters, verdict_paths(ctx, adapters))):
         suffix = "" if i == 0 else f"-{ref.replace('@', '-')}"
         v, _ = run_gate(f"{ctx.eval_dir}#{BASE}", f"{ctx.eval_dir}#{ref}", policy, policy_source=ctx.cfg.policy_source(),
                         inconclusive_as=ctx.cfg.gate.inconclusive, curation=curation,
                         out=(ctx.eval_dir / "verdict.json") if i == 0 else path,
-                        junit=ctx.run_dir / f"junit{suffix}.xml", summary=ctx.run_dir / f"summary{suffix}.md")
+                        junit=ctx.run_dir / f"junit{suffix}.xml", summary=ctx.run_dir / f"summary{suffix}.md", sign=sign)
         if i == 0:
             shutil.copyfile(ctx.eval_dir / "verdict.json", path)
+            if sign is not None:
+                shutil.copyfile(signature_path(ctx.eval_dir / "verdict.json"), signature_path(path))
+            else:
+                signature_path(path).unlink(missing_ok=True)
         out.append((ref, v))
     ctx.stages.ran.append("gate")
     return out
