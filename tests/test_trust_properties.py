@@ -358,7 +358,8 @@ def test_verdict_checker(template, count):
 
 @pytest.mark.parametrize("count", [pytest.param(15, id="normal"), pytest.param(500, marks=pytest.mark.fuzz, id="fuzz")])
 def test_manifest_readers(tmp_path_factory, count):
-    from harness.registry import MANIFEST, MANIFEST_DIGEST, Registry, manifest_digest
+    from harness.registry import MANIFEST as MANIFEST_FILE
+    from harness.registry import MANIFEST_DIGEST, Registry, manifest_digest
 
     root = tmp_path_factory.mktemp("mreg")
     src = root / "src"
@@ -367,7 +368,7 @@ def test_manifest_readers(tmp_path_factory, count):
     (src / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 8}')
     reg = Registry(root / "reg")
     entry = reg.register("a", src, MANIFEST)
-    good = json.loads((entry.path / MANIFEST).read_text())
+    good = json.loads((entry.path / MANIFEST_FILE).read_text())
 
     @settings(max_examples=count, deadline=None, database=None, derandomize=count == 15, phases=QUICK if count == 15 else FULL,
               suppress_health_check=list(HealthCheck))
@@ -376,7 +377,7 @@ def test_manifest_readers(tmp_path_factory, count):
         if reseal and isinstance(m, dict):
             m.pop(MANIFEST_DIGEST, None)
             m[MANIFEST_DIGEST] = manifest_digest(m)
-        (entry.path / MANIFEST).write_text(_json(m))
+        (entry.path / MANIFEST_FILE).write_text(_json(m))
         holds(lambda: reg.verify("a@1"))
         holds(lambda: reg.scan())
         out = root / "export"

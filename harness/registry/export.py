@@ -120,6 +120,11 @@ def _opt(v, sign: str = "") -> str:
     return f"{v:{sign}.4f}"
 
 
+def _count(v) -> str:
+    """A count from a manifest (untrusted): digits grouped when it is an integer, else shown as it is."""
+    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else _md("n/a" if v is None else v)
+
+
 def _num(v: float) -> str:
     return f"{v:.4f}" if abs(v) < 1000 else f"{v:,.1f}"
 
@@ -292,7 +297,7 @@ def build_card(entry: AdapterEntry, base_id: str | None, license: str, datasets:
             ("LoRA rank / alpha / dropout", f"{lora.get('r')} / {lora.get('alpha')} / {lora.get('dropout')}"),
             ("target modules", lora.get("target_modules")),
             ("rsLoRA / DoRA / bias", f"{lora.get('rslora')} / {lora.get('dora')} / {lora.get('bias')}"),
-            ("trainable parameters", f"{m.get('trainable_parameters', 0):,} ({m.get('trainable_percent')} % of {m.get('total_parameters', 0):,})"),
+            ("trainable parameters", f"{_count(m.get('trainable_parameters'))} ({_md(m.get('trainable_percent'))} % of {_count(m.get('total_parameters'))})"),
             ("max length / packing", f"{cfg.get('max_length')} / {cfg.get('packing')}"),
             ("batch size x grad accumulation", f"{cfg.get('batch_size')} x {cfg.get('grad_accum')}"),
             ("optimizer", f"lr {optim.get('lr')}, {optim.get('scheduler')} schedule, warmup ratio {optim.get('warmup_ratio')}, weight decay {optim.get('weight_decay')}"),
@@ -305,7 +310,7 @@ def build_card(entry: AdapterEntry, base_id: str | None, license: str, datasets:
         hw = m.get("hardware") or {}
         cost = [
             ("optimizer steps", m.get("steps")),
-            ("tokens seen (supervised)", f"{m.get('tokens_seen', 0):,} ({m.get('supervised_tokens_seen', 0):,})"),
+            ("tokens seen (supervised)", f"{_count(m.get('tokens_seen'))} ({_count(m.get('supervised_tokens_seen'))})"),
             ("training time / wall time", f"{m.get('train_time_s')} s / {m.get('wall_time_s')} s"),
             ("peak memory", f"{m.get('peak_memory_mb')} MB"),
             ("device", f"{(m.get('load') or {}).get('device')} ({hw.get('cpu_count')} CPU cores{', ' + str(hw['gpu']) if hw.get('gpu') else ''})"),
@@ -478,6 +483,9 @@ def export_adapter(registry: Registry | str, ref: str, out: str | Path, run: str
             card, rows = build_card(entry, base_id, license, list(datasets or []), evidence, str(out), repo_id, hashes)
         except ValueError as e:  # huggingface_hub refused the metadata
             raise LafError(f"the model card metadata for {entry.ref} does not validate: {e}", "check --license, --base-model and --dataset") from e
+        except (TypeError, KeyError, AttributeError, IndexError) as e:  # a manifest or run field of an unexpected shape
+            raise LafError(f"{entry.ref}'s manifest or the run's documents hold a field of an unexpected shape ({type(e).__name__}: {e})",
+                           f"run `laf registry verify {entry.ref}`; retrain or re-run the evaluation") from None
         (tmp / "README.md").write_text(card, encoding="utf-8")
         (tmp / EXPORT_MARK).write_text(json.dumps({"ref": str(entry.ref), "weights_sha256": hashes["adapter_model.safetensors"]}) + "\n")
         os.chmod(tmp, 0o777 & ~_umask())
