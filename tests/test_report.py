@@ -312,9 +312,7 @@ def planted_run(real: Path, ref: str, dest_parent: Path) -> Path:
     # below plants payloads in the statuses too)
     for j, rule in enumerate(verdict["rules"]):
         rule.update(rule=_payload(8 + j, "rule name"), message=_payload(9 + j, "verdict sentence"))
-    verdict["policy"].update(source=_payload(0, "policy path"), confidence=_payload(1, "confidence"), note=_payload(2, "policy field"))
-    for st in (verdict.get("summaries") or {}).get("categories", {}).values():
-        st["n"] = _payload(3, "category items")
+    verdict["policy"].update(source=_payload(0, "policy path"), note=_payload(2, "policy field"))  # confidence is typed: text there is refused
     from harness.gate.verdict import seal_verdict
 
     (run / "verdict.json").write_text(json.dumps(seal_verdict(verdict)))

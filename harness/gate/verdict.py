@@ -161,9 +161,8 @@ def check_verdict(v: object, where: str, suites: dict | None = None, models: lis
             for side in ("baseline", "candidate"):
                 if v[side]["model"] not in models:
                     raise ValueError(f"its {side} {v[side]['model']!r} is not a model of this run")
+        _check_shapes(v)
         summ = v.get("summaries")
-        if summ is not None and not (isinstance(summ, dict) and isinstance(summ.get("suites"), dict)):
-            raise ValueError("summaries without suites")
         if suites is not None:
             for r in rules:
                 if r.get("stats") and r.get("suite") in suites and r.get("metric") not in suites[r["suite"]]:
@@ -171,11 +170,81 @@ def check_verdict(v: object, where: str, suites: dict | None = None, models: lis
             for name, st in ((summ or {}).get("suites") or {}).items():
                 if name not in suites or not isinstance(st, dict) or st.get("metric") not in suites[name]:
                     raise ValueError(f"its summary names suite {name!r} / metric {(st or {}).get('metric')!r}, which the run does not have")
+        from .artifacts import junit_xml, markdown_summary
+
+        markdown_summary(verdict)  # the renderers every reader uses, on this document: a shape they cannot show is refused here
+        junit_xml(verdict)
     except LafError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
         raise LafError(f"{where} does not describe a gate decision on this run ({type(e).__name__}: {e})", fix) from None
     return v
+
+
+_NUM = (int, float)
+_STATS_NUMBERS = ("base", "candidate", "delta", "improvement", "ci_low", "ci_high", "lower_bound", "upper_bound", "confidence", "se")
+
+
+def _is_num(x) -> bool:
+    return isinstance(x, _NUM) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _need(ok: bool, what: str) -> None:
+    if not ok:
+        raise ValueError(what)
+
+
+def _check_shapes(v: dict) -> None:
+    """The typed shape of every part a reader shows (the seal only proves who wrote it, not that it is well formed)."""
+    pol = v.get("policy")
+    if not isinstance(pol, dict):
+        raise ValueError("policy is not an object")
+    _need(_is_num(pol.get("confidence")) and 0 < pol["confidence"] < 1, "policy.confidence is not a number in (0, 1)")
+    _need(pol.get("source") is None or isinstance(pol.get("source"), str), "policy.source is not text")
+    _need(isinstance(v.get("created"), str), "created is not text")
+    _need(isinstance(v.get("rules"), list), "rules is not a list")
+    for i, r in enumerate(v["rules"]):
+        _need(isinstance(r, dict), f"rules[{i}] is not an object")
+        for key in ("rule", "kind", "suite", "category", "metric", "message"):
+            _need(isinstance(r.get(key), str), f"rules[{i}].{key} is not text")
+        _need(isinstance(r.get("required"), bool), f"rules[{i}].required is not true/false")
+        _need(_is_num(r.get("margin")), f"rules[{i}].margin is not a finite number")
+        _need(isinstance(r.get("min_items", 0), int) and not isinstance(r.get("min_items", 0), bool), f"rules[{i}].min_items is not a whole number")
+        mde = r.get("minimum_detectable_effect")
+        _need(mde is None or _is_num(mde), f"rules[{i}].minimum_detectable_effect is not a number")
+        st = r.get("stats")
+        if st is not None:
+            _check_delta(st, f"rules[{i}].stats")
+    summ = v.get("summaries")
+    if summ is None:
+        return
+    _need(isinstance(summ, dict) and isinstance(summ.get("suites"), dict), "summaries without suites")
+    for name, st in summ["suites"].items():
+        _check_delta(st, f"summaries.suites.{name}")
+        _need(isinstance(st.get("category"), str), f"summaries.suites.{name}.category is not text")
+    cats = summ.get("categories") or {}
+    _need(isinstance(cats, dict), "summaries.categories is not an object")
+    for name, st in cats.items():
+        _check_delta(st, f"summaries.categories.{name}")
+        _need(isinstance(st.get("suites"), list) and all(isinstance(x, str) for x in st["suites"]), f"summaries.categories.{name}.suites is not a list of names")
+    if summ.get("overall") is not None:
+        _check_delta(summ["overall"], "summaries.overall")
+
+
+def _check_delta(st, where: str) -> None:
+    """A paired delta as ``PairedDelta.to_dict`` writes it (finite numbers where the renderers compute)."""
+    _need(isinstance(st, dict), f"{where} is not an object")
+    fields = set(PairedDelta.__dataclass_fields__)
+    _need(set(st) - {"category", "suites", "minimum_detectable_effect"} <= fields, f"{where} has unknown fields")
+    _need(isinstance(st.get("metric"), str), f"{where}.metric is not text")
+    _need(isinstance(st.get("n"), int) and not isinstance(st.get("n"), bool) and st["n"] >= 0, f"{where}.n is not a count")
+    for key in _STATS_NUMBERS:
+        _need(_is_num(st.get(key)), f"{where}.{key} is not a finite number")
+    for key in ("p_value", "ideal", "minimum_detectable_effect"):
+        _need(st.get(key) is None or _is_num(st.get(key)), f"{where}.{key} is not a number")
+    for key in ("base_only", "candidate_only"):
+        _need(st.get(key) is None or (isinstance(st.get(key), int) and not isinstance(st.get(key), bool)), f"{where}.{key} is not a count")
+    _need(isinstance(st.get("higher_is_better", True), bool) and isinstance(st.get("test", ""), str), f"{where}: higher_is_better / test of the wrong type")
 
 
 def read_verdict(path: str | Path, suites: dict | None = None, models: list[str] | None = None) -> dict:

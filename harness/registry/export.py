@@ -120,6 +120,11 @@ def _opt(v, sign: str = "") -> str:
     return f"{v:{sign}.4f}"
 
 
+def _obj(v) -> dict:
+    """A part of an untrusted manifest that should be an object: itself, or {} when it is anything else."""
+    return v if isinstance(v, dict) else {}
+
+
 def _count(v) -> str:
     """A count from a manifest (untrusted): digits grouped when it is an integer, else shown as it is."""
     return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else _md("n/a" if v is None else v)
@@ -133,7 +138,7 @@ def base_model_id(manifest: dict, override: str | None) -> str | None:
     """The Hub id of the base model when it is known (never a local path)."""
     if override:
         return override
-    spec = str((manifest.get("base_model") or {}).get("spec") or "")
+    spec = str(_obj(manifest.get("base_model")).get("spec") or "")
     if spec == "default":
         return DEFAULT_BASE_ID
     if spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not Path(spec).exists() and not spec.endswith(".gguf"):
@@ -263,11 +268,11 @@ def build_card(entry: AdapterEntry, base_id: str | None, license: str, datasets:
     from huggingface_hub import ModelCard, ModelCardData
 
     m = entry.manifest
-    cfg = m.get("config") or {}
-    base = m.get("base_model") or {}
-    data = m.get("data") or {}
-    lora = cfg.get("lora") or {}
-    optim = cfg.get("optim") or {}
+    cfg = _obj(m.get("config"))
+    base = _obj(m.get("base_model"))
+    data = _obj(m.get("data"))
+    lora = _obj(cfg.get("lora"))
+    optim = _obj(cfg.get("optim"))
     ref = str(entry.ref)
     rows = suite_rows(evidence.results, ref) if evidence else []
     verdict = evidence.verdict if evidence else None
@@ -451,13 +456,13 @@ def export_adapter(registry: Registry | str, ref: str, out: str | Path, run: str
     evidence = load_run_evidence(run, str(entry.ref)) if run is not None else None
     if evidence is not None:
         weights = ((evidence.results["models"][str(entry.ref)] or {}).get("adapter") or {}).get("weights_sha256")
-        if weights and weights != (entry.manifest.get("files") or {}).get("adapter_model.safetensors"):
+        if weights and weights != _obj(entry.manifest.get("files")).get("adapter_model.safetensors"):
             raise LafError(f"the run {run} scored other weights under the name {entry.ref} (weights sha256 {str(weights)[:12]}... vs the registry's)",
                            "pass the run that evaluated this registry's adapter (the registry may have been rebuilt)")
     base_id = base_model_id(entry.manifest, base_model)
     if base_id is not None and not HUB_ID.fullmatch(base_id):
         base_id = None  # a manifest's spec that is not a clean Hub id is never printed into the card
-    license = license or (entry.manifest.get("config") or {}).get("license") or "other"
+    license = license or _obj(entry.manifest.get("config")).get("license") or "other"
     if not isinstance(license, str) or not LICENSE_ID.fullmatch(license):
         license = "other"
     repo_id = repo_id or f"YOUR-USER/{entry.ref.name}"
@@ -477,7 +482,7 @@ def export_adapter(registry: Registry | str, ref: str, out: str | Path, run: str
             shutil.copyfile(entry.path / "adapter_config.json", tmp / "adapter_config.json")
         shutil.copyfile(entry.path / "adapter_model.safetensors", tmp / "adapter_model.safetensors")
         hashes = {f: sha256_file(tmp / f) for f in PEFT_FILES}
-        if hashes["adapter_model.safetensors"] != (entry.manifest.get("files") or {}).get("adapter_model.safetensors"):
+        if hashes["adapter_model.safetensors"] != _obj(entry.manifest.get("files")).get("adapter_model.safetensors"):
             raise LafError(f"{entry.ref}'s weights changed while they were copied", "run the export again")
         try:
             card, rows = build_card(entry, base_id, license, list(datasets or []), evidence, str(out), repo_id, hashes)
