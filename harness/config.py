@@ -29,6 +29,19 @@ from yaml.nodes import MappingNode, SequenceNode
 
 from .errors import ConfigError, LafError
 
+DEVICE_RULE = "auto, cpu, mps, cuda or cuda:N (N a GPU index below 64)"
+
+
+def check_device(value: object) -> str:
+    """A device string torch knows, checked before anything loads (``ValueError`` otherwise; pydantic turns it into a
+    config error). An unknown string reached ``torch.device`` or ``model.to`` as a traceback."""
+    import re
+
+    if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:(\d|[1-5]\d|6[0-3]))?", value):
+        shown = value if not isinstance(value, str) or len(value) <= 40 else value[:40] + "..."
+        raise ValueError(f"device {shown!r} is not one of {DEVICE_RULE}")
+    return value
+
 M = TypeVar("M", bound=BaseModel)
 
 MAX_CONFIG_BYTES = 1 << 20  # 1 MiB: a config, suite or policy is settings, not data

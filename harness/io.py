@@ -52,6 +52,49 @@ def hash_path(path: str | os.PathLike, *, digest: Callable[[Path], str] = sha256
     return hash_tree(path, digest=digest) if path.is_dir() else digest(path)
 
 
+def special_entries(folder: str | os.PathLike, *, limit: int = 100_000) -> list[str]:
+    """Every entry below ``folder`` (which itself must be a real folder) that is not a plain file or folder:
+    symlinks (to a file, a folder or nothing), FIFOs, sockets, devices; and files with several hard links (the same
+    bytes as a file elsewhere, which another writer can change). Walks without following any link. What a registry
+    version, a run folder or an export source may hold is plain files only, so weights are never read from outside."""
+    import stat
+
+    root = Path(folder)
+    if root.is_symlink():
+        return ["(the folder itself is a symlink)"]
+    found: list[str] = []
+    count = 0
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in [*dirnames, *filenames]:
+            count += 1
+            if count > limit:
+                return [*found, f"(more than {limit:,} entries)"]
+            p = Path(dirpath) / name
+            try:
+                st = os.lstat(p)
+            except OSError:
+                continue
+            rel = p.relative_to(root).as_posix()
+            if stat.S_ISLNK(st.st_mode):
+                found.append(f"{rel} (symlink)")
+            elif stat.S_ISDIR(st.st_mode):
+                continue
+            elif not stat.S_ISREG(st.st_mode):
+                found.append(f"{rel} (not a regular file)")
+            elif st.st_nlink > 1:
+                found.append(f"{rel} (hard link: {st.st_nlink} names share its bytes)")
+    return found
+
+
+def check_plain_tree(folder: str | os.PathLike, what: str, fix: str) -> None:
+    """``LafError`` naming each symlink, hard link or special file below ``folder`` (see :func:`special_entries`)."""
+    bad = special_entries(folder)
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise LafError(f"{what} {folder} holds entries that are not plain files: {shown}; "
+                       "links and special files could make it read bytes from outside the folder", fix)
+
+
 def canonical_json(obj: Any) -> str:
     """A stable serialisation for hashing: sorted keys, no whitespace."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)

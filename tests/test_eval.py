@@ -472,3 +472,22 @@ def test_device_auto_is_decided_without_torch_only_where_certain(tmp_path, monke
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     monkeypatch.setattr(load, "_GPU_NODES", (str(tmp_path / "torch" / "version.py"),))  # a GPU node that exists
     assert load.cuda_certainly_absent() is (expected is False)
+
+
+def test_a_plausibly_edited_stored_suite_result_is_a_miss(tiny_model_dir, tmp_path):
+    """A stored suite result rewritten to plausible values (every item right, still valid JSON of the right shape) is
+    caught by its seal (key, kind, value), counted, and re-derived from the responses: never served as a score."""
+    suite = write_mc_suite(tmp_path / "s", n=10)
+    run_eval(spec(tmp_path, tiny_model_dir, [suite]))
+    want = [r.to_dict() for r in load_run(tmp_path / "out")[1]]
+    with sqlite3.connect(tmp_path / "cache.sqlite") as c:
+        (key, value), = c.execute("SELECT key, value FROM suite_results").fetchall()
+        stored = json.loads(value)
+        for r in stored["records"]:
+            r["metrics"]["acc"] = 1.0
+        c.execute("UPDATE suite_results SET value = ?", (json.dumps(stored),))
+    logs: list[str] = []
+    run_eval(spec(tmp_path, tiny_model_dir, [suite], out=str(tmp_path / "o2")), log=logs.append)
+    assert any("invalid cached row" in line for line in logs)
+    assert [r.to_dict() for r in load_run(tmp_path / "o2")[1]] == want
+    assert any(r["metrics"]["acc"] == 0 for r in want)  # the edit changed something a reader would see

@@ -51,7 +51,7 @@ def test_export_loads_in_plain_peft_with_the_logits_of_our_loading_path(gated_ru
     out = tmp_path / "card-export"
     code, stdout, err = export(gated_run, out, "--base-model", "google/gemma-3-270m", "--repo-id", "acme/card")
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [".laf-export.json", "README.md", "adapter_config.json", "adapter_model.safetensors"]
     assert "hf upload acme/card" in stdout and "huggingface_hub.upload_folder(" in stdout
     assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == "google/gemma-3-270m"
 
@@ -125,10 +125,11 @@ def test_bad_inputs_end_in_one_message(gated_run, tmp_path):
     other = tmp_path / "other-run"
     other.mkdir()
     (other / "results.json").write_text(json.dumps({**results, "models": {"base": results["models"]["base"]}}))
-    assert_clean_error(run_cli(*reg, "card@1", str(tmp_path / "o"), "--run", str(other)), "did not evaluate card@1")
+    # a results.json without its run's records and seal (integrity.json) is not published, whatever it says
+    assert_clean_error(run_cli(*reg, "card@1", str(tmp_path / "o"), "--run", str(other)), "no per-item records")
     results["results"]["card@1"]["domain/tempo-t4"]["acc"]["value"] = float("nan")
     (other / "results.json").write_text(json.dumps(results))
-    assert_clean_error(run_cli(*reg, "card@1", str(tmp_path / "o"), "--run", str(other)), "not a finite number")
+    assert_clean_error(run_cli(*reg, "card@1", str(tmp_path / "o"), "--run", str(other)), "NaN")
     assert not (tmp_path / "o").exists(), "nothing written on an error"
 
     # OUT: a file, a non-empty folder (kept as it was without --force, replaced with it)
@@ -139,9 +140,14 @@ def test_bad_inputs_end_in_one_message(gated_run, tmp_path):
     (full / "keep.txt").write_text("mine")
     assert_clean_error(run_cli(*reg, "card@1", str(full)), "not empty", "--force")
     assert [p.name for p in full.iterdir()] == ["keep.txt"]
-    code, _, err = run_cli(*reg, "card@1", str(full), "--force")
+    # --force replaces only a previous export, never a folder of other files
+    assert_clean_error(run_cli(*reg, "card@1", str(full), "--force"), "not a previous export")
+    assert [p.name for p in full.iterdir()] == ["keep.txt"]
+    prev = tmp_path / "prev"
+    assert run_cli(*reg, "card@1", str(prev))[0] == 0
+    code, _, err = run_cli(*reg, "card@1", str(prev), "--force")
     assert code == 0, err
-    assert sorted(p.name for p in full.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    assert sorted(p.name for p in prev.iterdir()) == [".laf-export.json", "README.md", "adapter_config.json", "adapter_model.safetensors"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary folders left behind"
 
     # weights that no longer match the manifest are not exported

@@ -81,6 +81,8 @@ def test_ten_thousand_items_make_a_report_under_5_mb(tmp_path):
     long_prompt = "A fairly long question about the support manual of a router, with context. " * 6
     (run / "records.jsonl").write_text("\n".join(json.dumps({**json.loads(x), "prompt": long_prompt + json.loads(x)["prompt"]}) for x in lines) + "\n")
     seal_run(run)
+    # a new evaluation in the folder makes the old verdict stale (the report refuses it): gate it again
+    assert run_cli("gate", "--baseline", str(run), "--candidate", str(run), "--policy", str(tmp_path / "gate.yaml"))[0] in (0, 1, 2)
     path = write_report(run)
     size = path.stat().st_size
     assert size < 5 * 2**20, f"{size / 2**20:.1f} MB"
@@ -305,13 +307,15 @@ def planted_run(real: Path, ref: str, dest_parent: Path) -> Path:
     (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     seal_run(run)  # planted as if the evaluation had written it
     # the verdict: status, sentences, rule names, policy
-    verdict["verdict"] = _payload(6, "verdict status")
+    # statuses stay real: a verdict whose status its rules do not give is refused (test_trust_round3); payloads in
+    # every free-text field, and the seal recomputed as an attacker with write access would (the renderer-level test
+    # below plants payloads in the statuses too)
     for j, rule in enumerate(verdict["rules"]):
-        rule.update(status=_payload(7 + j, "rule status"), rule=_payload(8 + j, "rule name"), message=_payload(9 + j, "verdict sentence"))
-    verdict["policy"].update(source=_payload(0, "policy path"), confidence=_payload(1, "confidence"), note=_payload(2, "policy field"))
-    for st in (verdict.get("summaries") or {}).get("categories", {}).values():
-        st["n"] = _payload(3, "category items")
-    (run / "verdict.json").write_text(json.dumps(verdict))
+        rule.update(rule=_payload(8 + j, "rule name"), message=_payload(9 + j, "verdict sentence"))
+    verdict["policy"].update(source=_payload(0, "policy path"), note=_payload(2, "policy field"))  # confidence is typed: text there is refused
+    from harness.gate.verdict import seal_verdict
+
+    (run / "verdict.json").write_text(json.dumps(seal_verdict(verdict)))
     # curation: paths, counts as strings, contamination, fingerprints
     (run / "curation.json").write_text(json.dumps({
         "counts": {_payload(4, "curation rule"): _payload(5, "curation count"), "kept": "12"},
@@ -423,7 +427,7 @@ def test_report_of_a_planted_real_run_is_inert(real_tiny_run, tmp_path):
     html = (run / "report.html").read_text()
     _assert_inert(html)
     for field in ("adapter name", "suite name", "cache path", "base spec / model folder path", "training data path", "adapter ref", "target module",
-                  "train package", "hardware", "rule name", "verdict sentence", "rule status", "verdict status", "policy path", "policy field", "curation count",
+                  "train package", "hardware", "rule name", "verdict sentence", "policy path", "policy field", "curation count",
                   "curation input path", "contaminated suite", "category", "hostname", "winner reason", "compare candidate"):
         assert f"[{field}]" in html.lower(), f"the planted field {field!r} is not rendered, so the test does not cover it"
     assert "[suite description]" not in html  # shown only for probe suites (hallucination, bias); this suite is general

@@ -30,6 +30,7 @@ def register(sub) -> None:
                    help="release history to record the verdict in (and read releases from): a SQLite path, sqlite:///PATH or postgresql://...; "
                         "default: LAF_HISTORY_URL, else reports/history.sqlite; 'off' records nothing")
     g.add_argument("--allow-modified", action="store_true", help="read run folders whose files fail their integrity check (integrity.json); the verdict says so")
+    g.add_argument("--sign", default=None, metavar="KEY", help="sign the verdict with this Ed25519 private key (laf keygen): writes VERDICT.sig")
     g.set_defaults(handler=cmd_gate)
 
     c = sub.add_parser("compare", help="rank several candidates against the base: per-suite changes with CIs, Pareto front on the gated quantities, Holm")
@@ -57,7 +58,7 @@ def cmd_gate(args) -> int:
 
     history = resolve_url(args.history)
     v, out = run_gate(args.baseline, args.candidate, args.policy, inconclusive_as=args.inconclusive, curation=args.curation, parity=args.parity,
-                      allow_modified=args.allow_modified, out=args.out, junit=args.junit, summary=args.summary,
+                      allow_modified=args.allow_modified, sign=args.sign, out=args.out, junit=args.junit, summary=args.summary,
                       history=history, record=history is not None)
     from .ci import report_verdict_to_ci
 

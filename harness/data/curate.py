@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import reprlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,12 +77,23 @@ def suites_from_against(refs: list[str]) -> list[str]:
         p = Path(ref)
         if p.suffix in (".yaml", ".yml") and p.exists():
             data = load_yaml(p)  # the bounded loader every user YAML goes through
-            listed = data.get("suites") or (data.get("eval") or {}).get("suites")
+            ev = data.get("eval") if isinstance(data, dict) else None
+            listed = (data.get("suites") if isinstance(data, dict) else None) or (ev.get("suites") if isinstance(ev, dict) else None)
             if isinstance(listed, list):
-                out += [str(s) if not isinstance(s, dict) else s.get("suite") for s in listed]
+                out += [_suite_entry(s, p, i) for i, s in enumerate(listed)]
                 continue
+            if isinstance(data, dict) and ("suites" in data or isinstance(ev, dict)):
+                raise LafError(f"{p}: `suites` is not a list of suites", "write suites: [NAME, ...] or suites: [{suite: NAME}, ...]")
         out.append(ref)
     return out
+
+
+def _suite_entry(entry: object, path: Path, i: int) -> str:
+    """One listed suite: a name, or a mapping with a ``suite`` name (as in a run config)."""
+    name = entry.get("suite") if isinstance(entry, dict) else entry
+    if not isinstance(name, str) or not name.strip() or len(name) > 1000:
+        raise LafError(f"{path}: suites[{i}] names no suite (got {reprlib.repr(entry)})", "write each entry as a suite name or {suite: NAME}")
+    return name
 
 
 def _token_checks(examples: list[Example], model: str, max_length: int):

@@ -15,6 +15,13 @@ records (:func:`suite_result_key`). A re-run whose every (model, suite) is
 there is answered from those rows alone: no lm-eval task is built and no model
 stack is imported, so it costs about a second. A row that fails validation is
 a miss, and the run takes the response-level path (which rewrites the row).
+
+Each row carries ``seal``: the sha256 of (key, kind, value text), checked on
+read. A value edited in place (every score rewritten to one plausible number),
+moved to another key, or a row from a cache written before the seal, is a
+miss: re-scored, overwritten, and counted (``bad_rows``, the run's
+``requests.cache_rejected``). Like ``integrity.json`` it catches edits, not a
+writer who recomputes the digest: the cache is a speed-up, never evidence.
 """
 
 from __future__ import annotations
@@ -38,15 +45,18 @@ CREATE TABLE IF NOT EXISTS responses (
   key TEXT PRIMARY KEY,
   kind TEXT NOT NULL,
   value TEXT NOT NULL,
-  created REAL NOT NULL
+  created REAL NOT NULL,
+  seal TEXT
 );
 CREATE TABLE IF NOT EXISTS suite_results (
   key TEXT PRIMARY KEY,
   value TEXT NOT NULL,
-  created REAL NOT NULL
+  created REAL NOT NULL,
+  seal TEXT
 );
 """
 SUITE_RESULT_VERSION = "laf-suite-result-1"
+SUITE_RESULT_KIND = "suite_result"  # the kind a stored suite result's seal binds
 # packages whose code shapes a suite's records from its responses (task building, filters, metrics, templates)
 SUITE_RESULT_PACKAGES = ("lm_eval", "datasets", "evaluate", "jinja2", "numpy")
 HARNESS_ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +68,10 @@ class RequestStats:
     cache_hits: int = 0
     computed: int = 0
     forward_batches: int = 0
+    cache_rejected: int = 0  # cached rows that failed their seal or shape check: re-scored
 
     def add(self, other: "RequestStats") -> None:
+        self.cache_rejected += other.cache_rejected
         self.requests += other.requests
         self.cache_hits += other.cache_hits
         self.computed += other.computed
@@ -155,6 +167,11 @@ def valid_suite_result(v) -> bool:
     return not _has_nonfinite(v)
 
 
+def row_seal(key: str, kind: str, value_text: str) -> str:
+    """The digest that binds a cached value to its key (see the module doc)."""
+    return sha256_json(["laf.cache/1", key, kind, value_text])
+
+
 class ResponseCache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -165,10 +182,16 @@ class ResponseCache:
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.executescript(SCHEMA)
             cols = {r[1] for r in self.conn.execute("PRAGMA table_info(responses)")}
-            if not {"key", "kind", "value", "created"} <= cols:
+            if "seal" not in cols and {"key", "kind", "value", "created"} <= cols:
+                self.conn.execute("ALTER TABLE responses ADD COLUMN seal TEXT")  # a cache from before the seal: its rows are re-scored
+                cols.add("seal")
+            if not {"key", "kind", "value", "created", "seal"} <= cols:
                 raise sqlite3.DatabaseError(f"its 'responses' table has other columns ({', '.join(sorted(cols))}): not a laf response cache")
             cols = {r[1] for r in self.conn.execute("PRAGMA table_info(suite_results)")}
-            if not {"key", "value", "created"} <= cols:
+            if "seal" not in cols and {"key", "value", "created"} <= cols:
+                self.conn.execute("ALTER TABLE suite_results ADD COLUMN seal TEXT")  # stored before the seal: re-derived from the responses
+                cols.add("seal")
+            if not {"key", "value", "created", "seal"} <= cols:
                 raise sqlite3.DatabaseError(f"its 'suite_results' table has other columns ({', '.join(sorted(cols))}): not a laf response cache")
             self.conn.execute("SELECT key, kind, value FROM responses LIMIT 1").fetchall()
             self.conn.execute("SELECT key, value FROM suite_results LIMIT 1").fetchall()
@@ -181,16 +204,17 @@ class ResponseCache:
         out: dict[str, object] = {}
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
-            q = f"SELECT key, kind, value FROM responses WHERE key IN ({','.join('?' * len(chunk))})"
+            q = f"SELECT key, kind, value, seal FROM responses WHERE key IN ({','.join('?' * len(chunk))})"
             try:
                 rows = self.conn.execute(q, chunk).fetchall()
             except sqlite3.Error as e:
                 raise LafError(f"the response cache {self.path} cannot be read ({e})",
                                "delete or move that file (it is only a cache), or pass --no-cache") from None
-            for k, kind, v in rows:
+            for k, kind, v, seal in rows:
                 try:
-                    value = json.loads(v, parse_constant=_reject_constant) if isinstance(v, str) else None
-                except ValueError:
+                    sealed = isinstance(v, str) and isinstance(kind, str) and seal == row_seal(k, kind, v)
+                    value = json.loads(v, parse_constant=_reject_constant) if sealed else None
+                except (ValueError, RecursionError):
                     value = None
                 if valid_value(kind, value):
                     out[k] = value
@@ -200,10 +224,11 @@ class ResponseCache:
 
     def put_many(self, items: list[tuple[str, str, object]]) -> None:
         now = time.time()
-        rows = [(k, kind, json.dumps(v), now) for k, kind, v in items if valid_value(kind, v)]  # never cache a broken score
+        texts = [(k, kind, json.dumps(v)) for k, kind, v in items if valid_value(kind, v)]  # never cache a broken score
+        rows = [(k, kind, t, now, row_seal(k, kind, t)) for k, kind, t in texts]
         try:
             with self.conn:  # one transaction per batch
-                self.conn.executemany("INSERT OR REPLACE INTO responses (key, kind, value, created) VALUES (?, ?, ?, ?)", rows)
+                self.conn.executemany("INSERT OR REPLACE INTO responses (key, kind, value, created, seal) VALUES (?, ?, ?, ?, ?)", rows)
         except sqlite3.Error as e:
             raise LafError(f"cannot write to the response cache {self.path} ({e})",
                            "free disk space or fix permissions, delete the cache file, or pass --no-cache") from None
@@ -214,13 +239,14 @@ class ResponseCache:
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
             try:
-                rows = self.conn.execute(f"SELECT key, value FROM suite_results WHERE key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+                rows = self.conn.execute(f"SELECT key, value, seal FROM suite_results WHERE key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
             except sqlite3.Error as e:
                 raise LafError(f"the response cache {self.path} cannot be read ({e})",
                                "delete or move that file (it is only a cache), or pass --no-cache") from None
-            for k, v in rows:
-                try:
-                    value = json.loads(v, parse_constant=_reject_constant) if isinstance(v, str) else None
+            for k, v, seal in rows:
+                try:  # sealed like a response row: an edited or moved stored result is a miss, counted
+                    sealed = isinstance(v, str) and seal == row_seal(k, SUITE_RESULT_KIND, v)
+                    value = json.loads(v, parse_constant=_reject_constant) if sealed else None
                     ok = valid_suite_result(value)
                 except (ValueError, RecursionError):  # not JSON, or nested too deep to check
                     ok = False
@@ -239,7 +265,8 @@ class ResponseCache:
             return  # a value JSON cannot hold exactly: the response-level path serves this suite next time
         try:
             with self.conn:
-                self.conn.execute("INSERT OR REPLACE INTO suite_results (key, value, created) VALUES (?, ?, ?)", (key, text, time.time()))
+                self.conn.execute("INSERT OR REPLACE INTO suite_results (key, value, created, seal) VALUES (?, ?, ?, ?)",
+                                  (key, text, time.time(), row_seal(key, SUITE_RESULT_KIND, text)))
         except sqlite3.Error as e:
             raise LafError(f"cannot write to the response cache {self.path} ({e})",
                            "free disk space or fix permissions, delete the cache file, or pass --no-cache") from None

@@ -104,7 +104,9 @@ class CachedLM(LM):
         if not self.identity:
             raise RuntimeError("CachedLM.identity must be set before scoring")
         keys = [request_key(self.identity, kind, args_of(r, i)) for i, r in enumerate(requests)]
+        rejected = getattr(self.cache, "bad_rows", 0)
         found = self.cache.get_many(keys)
+        self.stats.cache_rejected += getattr(self.cache, "bad_rows", 0) - rejected
         results = [found.get(k) for k in keys]
         todo = [i for i, r in enumerate(results) if r is None]
         hits = len(requests) - len(todo)

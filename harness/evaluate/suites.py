@@ -117,7 +117,12 @@ class Suite:
 
     def load_docs(self) -> list[dict]:
         if self._docs is None:
-            self._docs, self.source = _load_docs(self)
+            docs, source = _load_docs(self)
+            bad = next((i for i, d in enumerate(docs) if not isinstance(d, dict)), None)
+            if bad is not None:  # a list or null row reached the templates as a traceback (found by tests/test_trust_properties.py)
+                raise LafError(f"suite {self.name}: item {bad} of its data is a JSON {type(docs[bad]).__name__}, not an object ({source})",
+                               "write every item as a JSON object with the fields the templates use")
+            self._docs, self.source = docs, source
             if not self._docs:
                 raise LafError(f"suite {self.name}: its data holds no items ({self.source})", "add items to the data file")
         return self._docs

@@ -3,7 +3,9 @@
 For a rule with margin m on the oriented improvement I (positive = better),
 with one-sided bounds L and U at the rule's confidence:
 
-    min_gain  m (superiority):     pass if L >= m,   fail if U < m,   else inconclusive
+    min_gain  m (superiority):     pass if L > m,    fail if U < m,   else inconclusive
+                                   (strictly above: "the gain is above m" is false at L = m, and a
+                                   candidate that changed no item never passes a superiority rule)
     max_drop / max_increase m      pass if L >= -m,  fail if U < -m,  else inconclusive
     (non-inferiority)
 
@@ -32,7 +34,11 @@ def decide(rule: Rule, d: PairedDelta, min_items: int) -> str:
     if d.n < min_items:
         return "inconclusive"
     target = rule.margin if rule.kind == "min_gain" else -rule.margin
-    if d.lower_bound >= target:
+    if rule.kind == "min_gain":
+        unchanged = d.improvement == 0 and d.se == 0 and d.ci_low == d.ci_high == 0 and not (d.base_only or d.candidate_only)
+        if d.lower_bound > target and not unchanged:
+            return "pass"
+    elif d.lower_bound >= target:
         return "pass"
     if d.upper_bound < target:
         return "fail"

@@ -27,7 +27,7 @@ def run_gate(baseline: str | None, candidate: str, policy: Policy | str | Path, 
              inconclusive_as: str = "inconclusive", curation: str | Path | None = None, out: str | Path | None = None,
              junit: str | Path | None = None, summary: str | Path | None = None, parity: str | Path | None = None,
              allow_modified: bool = False, history: str | None = None, record: bool = False, baseline_kind: str = "base",
-             notes: list[str] | None = None) -> tuple[Verdict, Path]:
+             notes: list[str] | None = None, sign: str | Path | None = None, history_info: dict | None = None) -> tuple[Verdict, Path]:
     """Gate ``candidate`` (``RUN[#MODEL]``, default model: the run's only adapter) against ``baseline`` (``RUN[#MODEL]``,
     default model: base; None or ``base``: the candidate run's base; ``released``: the last released version of the
     candidate's adapter in the release history ``history``, see :mod:`harness.gate.released`) under ``policy`` (a
@@ -35,8 +35,14 @@ def run_gate(baseline: str | None, candidate: str, policy: Policy | str | Path, 
     ``parity`` (default: found in the candidate's run folder) for parity rules.
     ``allow_modified``: read run folders that fail their integrity check (said in the verdict). Writes ``verdict.json``
     (default: in the candidate's run folder), and JUnit XML / a Markdown summary where paths are given; with
-    ``record``, records the verdict in ``history`` and writes the adapter's trend beside verdict.json. Returns the
-    verdict and the verdict.json path."""
+    ``record``, records the verdict in ``history`` and writes the adapter's trend beside verdict.json. ``history_info``:
+    the history block a caller (``laf run``) puts in the verdict. ``sign``: an Ed25519 private key (``laf keygen``):
+    ``verdict.json.sig`` is written beside the final verdict (:mod:`harness.gate.signing`). Returns the verdict and the
+    verdict.json path."""
+    if sign is not None:
+        from .signing import load_private_key
+
+        load_private_key(sign)  # a missing or loose key is refused before anything is computed or written
     if not isinstance(policy, Policy):
         policy_source = policy_source or str(policy)
         policy = load_policy(policy)
@@ -65,10 +71,12 @@ def run_gate(baseline: str | None, candidate: str, policy: Policy | str | Path, 
     else:
         a = load_side(baseline, "baseline", default_base=True, allow_modified=allow_modified)
     v = evaluate_gate(a, b, policy, policy_source or "inline", inconclusive_as, contamination_from(curation), parity)
-    v.baseline_kind, v.notes, v.history = baseline_kind, notes, (hist or None)
+    v.baseline_kind, v.notes, v.history = baseline_kind, notes, (hist or history_info or None)
     verdict_path = Path(out) if out else b.folder / "verdict.json"
-    write_artifacts(v, verdict_path, Path(junit) if junit else None, Path(summary) if summary else None)
-    if record and history is not None:
+    from .signing import signature_path, signed_envelope, write_signature
+
+    signature_path(verdict_path).unlink(missing_ok=True)  # a signature of an earlier verdict never sits beside this one
+    if record and history is not None:  # recorded first: what it adds to the verdict is in the file that is written and signed
         from ..history import record_outcome
 
         rec = record_outcome(history, "gate", [v.to_dict()], config_fingerprint=sha256_json({"policy": policy.model_dump(mode="json"), "inconclusive_as": inconclusive_as}),
@@ -76,5 +84,11 @@ def run_gate(baseline: str | None, candidate: str, policy: Policy | str | Path, 
                              artifacts={b.model: {"verdict": str(verdict_path.resolve()), "report": str((verdict_path.parent / "report.html").resolve())}})
         if rec is not None:
             v.history = {**(hist or {}), "store": rec["store"], "recorded": rec}
-            write_artifacts(v, verdict_path, None, None)
+    envelope = None
+    if sign is not None:  # built (and refused) before the verdict is written
+        envelope = signed_envelope(v.to_dict(), {s: meta.to_dict() for s, meta in b.suites.items()},
+                                   {s: [r.doc_hash for r in recs] for s, recs in b.records.items()}, sign)
+    write_artifacts(v, verdict_path, Path(junit) if junit else None, Path(summary) if summary else None)
+    if envelope is not None:
+        write_signature(verdict_path, envelope)
     return v, verdict_path

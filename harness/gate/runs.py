@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LafError
-from ..io import canonical_json, sha256_json
+from ..io import canonical_json, sha256_file, sha256_json
 from ..registry.merge_info import merge_summary
-from ..results import BASE, ItemRecord, ResultsDoc, SuiteMeta, load_run
+from ..results import BASE, INTEGRITY, ItemRecord, ResultsDoc, SuiteMeta, load_run
 from ..stats import get_aggregation
 from ..stats.single import estimate
 
@@ -69,6 +69,7 @@ class RunSide:
             "ref": self.ref,
             "run": str(self.folder),
             "integrity": self.results.integrity,
+            "run_seal": run_seal(self.folder),
             "model": self.model,
             "kind": model.kind,
             "adapter": adapter,
@@ -106,6 +107,13 @@ def _metric_values(records: list[ItemRecord], metric: str) -> list:
             raise ValueError("missing value")
         out.append(v)
     return out
+
+
+def run_seal(folder: Path) -> str | None:
+    """sha256 of the run's ``integrity.json``: which evaluation a verdict decided on (a later one into the same
+    folder makes an old verdict stale, and every reader can tell)."""
+    path = Path(folder) / INTEGRITY
+    return sha256_file(path) if path.is_file() and not path.is_symlink() else None
 
 
 def parse_ref(ref: str) -> tuple[Path, str | None]:

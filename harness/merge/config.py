@@ -59,6 +59,9 @@ class TCondition(Strict):
 TSetting = Union[float, list[float], list[TCondition]]
 
 
+MAX_SCALE = 1000.0  # |weight| and |lambda|: beyond this a merge of real updates overflows float32 or means a typo
+
+
 class AdapterInput(Strict):
     ref: str
     weight: float | None = None
@@ -225,8 +228,12 @@ def check_method_params(cfg: MergeConfig, source: str | Path = "<merge config>")
             bad(key, f"{key} applies to dare_linear / dare_ties only, not {m}", "remove it")
     if m == "model_stock" and n < 2:
         bad("adapters", f"model_stock needs at least two adapters, got {n}", "list two or more")
-    if not math.isfinite(cfg.lambda_):
-        bad("lambda", "lambda must be a finite number")
+    if not math.isfinite(cfg.lambda_) or abs(cfg.lambda_) > MAX_SCALE:
+        bad("lambda", f"lambda must be a finite number within +-{MAX_SCALE:g}, got {cfg.lambda_}")
+    for i, w in enumerate(cfg.input_weights() if m in WEIGHTED else []):
+        if not math.isfinite(w) or abs(w) > MAX_SCALE:
+            bad("weights", f"weight {i} is {w}: a weight must be a finite number within +-{MAX_SCALE:g} (it scales an update; larger ones overflow)",
+                "use weights of the order of 1")
     o = cfg.output
     if o.kind == "model":
         if not o.path:

@@ -208,18 +208,21 @@ def _adapter_output(cfg, adapters, names, params, lineage, registry: Registry, t
 
     def one(n: str):
         mod = _module(n, adapters)
-        merged = _merge_one(mod, params)
-        if merged.coeffs is not None:
-            if exact:
-                B, A = stack_exact(mod, merged.coeffs)
+        try:
+            merged = _merge_one(mod, params)
+            if merged.coeffs is not None:
+                if exact:
+                    B, A = stack_exact(mod, merged.coeffs)
+                else:
+                    B, A, _ = refactor_combination(mod, merged.coeffs, rank)
+                # measured on the stored factors against the float64 combination, for exact and truncated alike
+                diff, total = factored_error(mod, merged.coeffs, B, A)
             else:
-                B, A, _ = refactor_combination(mod, merged.coeffs, rank)
-            # measured on the stored factors against the float64 combination, for exact and truncated alike
-            diff, total = factored_error(mod, merged.coeffs, B, A)
-        else:
-            B, A, err = refactor_dense(merged.dense, rank)
-            total = float(torch.linalg.norm(merged.dense.double()))
-            diff = err * total
+                B, A, err = refactor_dense(merged.dense, rank)
+                total = float(torch.linalg.norm(merged.dense.double()))
+                diff = err * total
+        except (ValueError, torch.linalg.LinAlgError) as e:  # huge finite weights overflow fp32, and an SVD of inf is an error
+            raise LafError(f"module {n}: the merge cannot be computed ({e})", "check the weights and lambda: they scale the updates (keep them within +-1000)") from None
         if not (torch.isfinite(A).all() and torch.isfinite(B).all()):
             raise LafError(f"module {n}: the merged update is not finite", "check the weights and lambda (too large?)")
         return n, A, B, diff, total, merged

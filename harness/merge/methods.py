@@ -331,6 +331,8 @@ def refactor_combination(mod: LoraModule, coeffs: list[float], rank: int) -> tup
     """Truncated SVD of sum_i c_i dW_i without forming it: QR of the stacked factors, SVD of the
     small core. Returns (B, A, relative Frobenius error ||dW_hat - dW|| / ||dW||)."""
     B, A = stack_exact(mod, coeffs)
+    if not (torch.isfinite(B).all() and torch.isfinite(A).all()):
+        raise ValueError("the weighted factors overflow (not finite) before the SVD")
     qb, rb = torch.linalg.qr(B.double())
     qa, ra = torch.linalg.qr(A.double().T)
     U, S, Vh = torch.linalg.svd(rb @ ra.T)
@@ -359,6 +361,8 @@ def refactor_dense(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.
     Small matrices get an exact SVD; larger ones the seeded randomized SVD. The
     error is measured on the stored factors, not estimated."""
     M = delta.float()
+    if not torch.isfinite(M).all():
+        raise ValueError("the merged update overflows (not finite) before the SVD")
     if min(M.shape) <= 2 * (rank + 10):
         U, S, Vh = torch.linalg.svd(M, full_matrices=False)
         return _split(U, S, Vh, rank)

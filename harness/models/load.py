@@ -28,6 +28,14 @@ class LoadSpec:
     compute_dtype: Literal["fp32", "bf16"] | None = None  # NF4 matmul dtype; None = bf16 where supported
     device: str = "auto"  # auto | cpu | cuda | cuda:N
 
+    def __post_init__(self) -> None:
+        from ..config import DEVICE_RULE, check_device
+
+        try:
+            check_device(self.device)
+        except ValueError as e:
+            raise LafError(str(e), f"use a device torch knows: {DEVICE_RULE}") from None
+
     def resolved(self) -> "LoadSpec":
         """Fill in the automatic choices so the identity records what actually ran. ``auto`` asks torch only
         where a GPU may be present (:func:`cuda_certainly_absent`), so a fully cached eval never imports it."""

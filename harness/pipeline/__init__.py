@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..gate.compare import combined_exit
-from ..io import atomic_write_bytes, atomic_write_json, exclusive_lock
-from .config import RunConfig, load_run_config, suite_refs, validate_run
+from ..io import atomic_write_json, atomic_write_text, exclusive_lock
+from .config import RunConfig, load_run_config, saved_config_text, suite_refs, validate_run
 from .stages import (
     RunContext,
     compare_stage,
@@ -84,7 +84,8 @@ def _run_locked(cfg, base: Path, config_path: Path, suites, policy, run_dir: Pat
                 history_url: str | None) -> dict:
     from ..models import resolve_model
 
-    atomic_write_bytes(run_dir / "config.yaml", _without_password(config_path.read_bytes(), cfg.history))
+    # re-runnable from the run folder (absolute paths, the --set overrides), without the history URL's password
+    atomic_write_text(run_dir / "config.yaml", _without_password(saved_config_text(cfg, base).encode("utf-8"), cfg.history).decode("utf-8"))
     ctx = RunContext(cfg, base, run_dir, RunState(run_dir), StageLog(), resolve_model(cfg.model).fingerprint, log)
 
     adapters, resolved = resolve_adapters(ctx)
@@ -124,7 +125,7 @@ def _run_locked(cfg, base: Path, config_path: Path, suites, policy, run_dir: Pat
         parity_stage(ctx, adapters)
     verdicts = gate_stage(ctx, policy, adapters, plans, history_url) if policy is not None else []
     if split and selection.exists() and (run_dir / "summary.md").exists():
-        from ..io import atomic_write_text, read_json
+        from ..io import read_json
         from .select import selection_markdown
 
         atomic_write_text(run_dir / "summary.md", (run_dir / "summary.md").read_text("utf-8") + selection_markdown(read_json(selection)))

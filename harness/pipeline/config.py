@@ -50,6 +50,7 @@ class RunGate(StrictModel):
     # base: each candidate against the base model; released: against the last released version of its adapter name
     # in the release history (re-scored next to it on the same items when its recorded records cannot be used)
     baseline: Literal["base", "released"] = "base"
+    sign: str | None = Field(None, min_length=1, max_length=4096, description="an Ed25519 private key (`laf keygen`): each verdict gets a .sig beside it")
 
 
 class RunParity(StrictModel):
@@ -162,6 +163,47 @@ def load_run_config(path: str | Path, overrides: list[str] | None = None) -> tup
     return cfg, path.resolve().parent
 
 
+def _rebase(value: Any, base: Path, must_exist: bool) -> Any:
+    """``value`` made absolute against ``base`` when it is a relative path (that exists there, if ``must_exist``)."""
+    if not isinstance(value, str) or not value:
+        return value
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return str(p)
+    q = (base / p).resolve()
+    return str(q) if (q.exists() or not must_exist) else value
+
+
+def saved_config_text(cfg: StrictModel, base: Path) -> str:
+    """The run config as it ran (with ``--set`` overrides), every config-relative path made absolute, so that
+    ``laf run RUN_DIR/config.yaml`` re-runs it from anywhere: the original's relative paths resolved against
+    the original file's folder, and a copy in the run folder would resolve them against the run folder."""
+    import yaml
+
+    d = cfg.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    if isinstance(d.get("data"), dict):
+        for key in ("path", "eval_path"):
+            d["data"][key] = _rebase(d["data"].get(key), base, False) if d["data"].get(key) else d["data"].get(key)
+    ev = d.get("eval")
+    if isinstance(ev, dict) and isinstance(ev.get("suites"), list):
+        ev["suites"] = [({**s, "suite": _rebase(s.get("suite"), base, True)} if isinstance(s, dict) and str(s.get("suite", "")).endswith((".yaml", ".yml"))
+                         else _rebase(s, base, True) if isinstance(s, str) and s.endswith((".yaml", ".yml")) else s) for s in ev["suites"]]
+    if isinstance(d.get("gate"), dict):
+        for key in ("policy", "sign"):
+            if isinstance(d["gate"].get(key), str):
+                d["gate"][key] = _rebase(d["gate"][key], base, False)
+    if isinstance(d.get("select"), dict) and d["select"].get("split"):
+        d["select"]["split"] = _rebase(d["select"]["split"], base, False)
+    train = d.get("train")
+    if isinstance(train, dict):
+        replay = ((train.get("preserve") or {}).get("replay") or {}) if isinstance(train.get("preserve"), dict) else {}
+        if isinstance(replay, dict) and replay.get("source") not in (None, "self"):
+            replay["source"] = _rebase(replay["source"], base, True)
+        if isinstance(train.get("data"), dict) and train["data"].get("path"):
+            train["data"]["path"] = _rebase(train["data"]["path"], base, False)
+    return "# saved by laf: the config this run ran with, its relative paths made absolute\n" + yaml.safe_dump(d, sort_keys=False, allow_unicode=True)
+
+
 def validate_run(cfg: RunConfig, base: Path, config_path: Path):
     """Everything that can be checked before a stage starts, reported together; returns (suites, policy)."""
     from ..evaluate.suites import load_suite
@@ -235,6 +277,13 @@ def validate_run(cfg: RunConfig, base: Path, config_path: Path):
                 problems.append(f"key 'gate.policy.{'.'.join(str(x) for x in err['loc'])}': {err['msg']}")
         except LafError as e:
             problems.append(f"key 'gate.policy': {e.cause}")
+        if cfg.gate.sign:
+            from ..gate.signing import load_private_key
+
+            try:
+                load_private_key(resolve_path(cfg.gate.sign, base))  # before training: a loose or missing key fails now, not after hours
+            except LafError as e:
+                problems.append(f"key 'gate.sign': {e.cause}")
         if policy is not None:
             if policy.max_contamination is not None and cfg.data is None:
                 problems.append("key 'gate.policy.max_contamination': this config has no training data to check against the suites "

@@ -425,9 +425,11 @@ def gate_stage(ctx: RunContext, policy, adapters: list[str], plans: dict[str, Re
     candidate's without a suffix), against the base or (``plans``) the candidate's last release; returns
     ``[(model, Verdict)]`` in candidate order."""
     from ..gate import run_gate
+    from ..gate.signing import signature_path
 
     out = []
     curation = ctx.curation if ctx.curation.exists() else None
+    sign = resolve_path(ctx.cfg.gate.sign, ctx.base) if ctx.cfg.gate.sign else None  # gate: {sign: KEY}
     for i, (ref, path) in enumerate(zip(adapters, verdict_paths(ctx, adapters))):
         suffix = "" if i == 0 else f"-{ref.replace('@', '-')}"
         baseline, kind, notes = f"{ctx.eval_dir}#{BASE}", "base", []
@@ -445,19 +447,21 @@ def gate_stage(ctx: RunContext, policy, adapters: list[str], plans: dict[str, Re
                 baseline = f"{plan.folder}#{plan.ref}"
                 notes.append(f"baseline: the last release {plan.ref} ({when}); its records in {plan.folder} match the history and are paired "
                              "with the candidate's on the same items")
+        history_info = None  # in the verdict before it is written (and signed), never added to it afterwards
+        if plan is not None:
+            history_info = {"store": plan.store, **({"release": {k: (plan.release or {}).get(k) for k in ("candidate", "released_at", "released_by", "git_commit", "run_id")}}
+                                                    if plan.release else {})}
         v, _ = run_gate(baseline, f"{ctx.eval_dir}#{ref}", policy, policy_source=ctx.cfg.policy_source(),
                         inconclusive_as=ctx.cfg.gate.inconclusive, curation=curation,
                         out=(ctx.eval_dir / "verdict.json") if i == 0 else path,
                         junit=ctx.run_dir / f"junit{suffix}.xml", summary=ctx.run_dir / f"summary{suffix}.md",
-                        baseline_kind=kind, notes=notes)
-        if plan is not None:
-            v.history = {"store": plan.store, **({"release": {k: (plan.release or {}).get(k) for k in ("candidate", "released_at", "released_by", "git_commit", "run_id")}}
-                                                 if plan.release else {})}
-            from ..gate.artifacts import write_artifacts
-
-            write_artifacts(v, (ctx.eval_dir / "verdict.json") if i == 0 else path, None, None)
+                        baseline_kind=kind, notes=notes, sign=sign, history_info=history_info)
         if i == 0:
             shutil.copyfile(ctx.eval_dir / "verdict.json", path)
+            if sign is not None:
+                shutil.copyfile(signature_path(ctx.eval_dir / "verdict.json"), signature_path(path))
+            else:
+                signature_path(path).unlink(missing_ok=True)
         out.append((ref, v))
     ctx.stages.ran.append("gate")
     return out

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LafError
-from ..io import LOCK_FILE, NAME_PATTERN, NAME_RULE, atomic_dir, atomic_write_json, file_digests, sha256_json
+from ..io import LOCK_FILE, NAME_PATTERN, NAME_RULE, atomic_dir, atomic_write_json, check_plain_tree, file_digests, sha256_json
 
 MANIFEST = "manifest.json"
 MANIFEST_DIGEST = "manifest_sha256"  # sha256 of the canonical manifest without this key (io.sha256_json)
@@ -127,6 +127,12 @@ class Registry:
         if version not in versions:
             raise LafError(f"adapter {ref.name} has no version {version} (versions: {', '.join(map(str, versions))})", f"use one of them, e.g. {ref.name}@{versions[-1]}")
         path = self.root / ref.name / str(version)
+        if path.parent.is_symlink():
+            raise LafError(f"adapter folder {path.parent} is a symlink; a registry holds its adapters' files itself",
+                           "replace the link with the folder it points to (or retrain the adapter)")
+        # a symlinked weight file (another adapter's, a system file) would be hashed, scored and exported from outside
+        check_plain_tree(path, f"adapter {ref.name}@{version}: its version folder", "remove the links (a version holds only the files "
+                         "`laf train`/`laf merge` wrote) or retrain the adapter")
         manifest = read_manifest(path / MANIFEST, f"{ref.name}@{version}")
         if not (path / SAFETENSORS).is_file() and any((path / b).is_file() for b in PICKLE_WEIGHTS):
             raise LafError(
@@ -173,6 +179,7 @@ class Registry:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise LafError(f"cannot create {parent}: {e.strerror or e}", "choose a writable registry folder") from e
+        check_plain_tree(source, "the adapter folder to register", "register a folder of plain files (save_pretrained writes one)")
         files = sorted(p for p in source.rglob("*") if p.is_file())
         if not (source / SAFETENSORS).is_file() and any((source / b).is_file() for b in PICKLE_WEIGHTS):
             raise LafError(f"{source} holds pickle weights and no {SAFETENSORS}; only safetensors adapters are registered",

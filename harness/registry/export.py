@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import shlex
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -26,12 +28,19 @@ from pathlib import Path
 from statistics import NormalDist
 
 from ..errors import LafError
-from ..io import _umask, read_json, sha256_file
+from ..io import _umask, check_plain_tree, sha256_file
 from . import AdapterEntry, Registry
 
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 DEFAULT_BASE_ID = "google/gemma-3-270m"  # what the `default` model spec is
 CONFIDENCE = 0.95
+EXPORT_MARK = ".laf-export.json"  # written into every export: --force replaces only a folder that holds it
+EXPORT_FILES = {*PEFT_FILES, "README.md", EXPORT_MARK}
+# a Hub repository id: owner/name, each 1-96 of letters, digits, '-', '_', '.', not starting or ending with '-' or '.',
+# no '--' or '..' (huggingface_hub.utils.validate_repo_id's rule)
+_HUB_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+HUB_ID = re.compile(rf"^{_HUB_PART}/{_HUB_PART}$")
+LICENSE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 LIMIT_KIND = {"general": "forgetting (general capability)", "hallucination": "hallucination / abstention", "bias": "bias", "domain": "domain skill"}
 
 
@@ -69,7 +78,11 @@ def load_run_evidence(run: str | Path, ref: str) -> RunEvidence:
     if not (eval_dir / "results.json").is_file():
         raise LafError(f"{run} holds no results.json (nor eval/results.json): not a finished evaluation",
                        "pass the folder of a finished `laf run` or `laf eval --out` (re-run an interrupted one to finish it)")
-    results = read_json(eval_dir / "results.json")
+    from ..gate.verdict import read_verdict
+    from ..results import load_run
+
+    doc, _ = load_run(eval_dir)  # the integrity check every reader of a run applies: an edited score is never published
+    results = doc.to_dict()
     if not isinstance(results, dict) or not all(isinstance(results.get(k), dict) for k in ("models", "suites", "results")):
         raise LafError(f"{eval_dir / 'results.json'} is not a lost-and-found results document", "re-run the evaluation")
     if ref not in results["models"]:
@@ -77,12 +90,10 @@ def load_run_evidence(run: str | Path, ref: str) -> RunEvidence:
                        f"evaluate it first (`laf eval --adapter {ref} ...`), or export without --run")
     verdict, verdict_file = None, None
     candidates = sorted({*run.glob("verdict*.json"), *eval_dir.glob("verdict*.json")})
+    suites = {name: list(meta.metrics) for name, meta in doc.suites.items()}
     for path in candidates:
-        try:
-            v = read_json(path)
-        except LafError:
-            continue
-        mine = isinstance(v, dict) and (v.get("candidate") or {}).get("model") == ref and isinstance(v.get("rules"), list)
+        v = read_verdict(path, suites if path.parent.resolve() == eval_dir.resolve() else None)  # sealed: an edited verdict is refused
+        mine = (v.get("candidate") or {}).get("model") == ref
         if mine and (verdict is None or str(v.get("created", "")) > str(verdict.get("created", ""))):
             verdict, verdict_file = v, path
     return RunEvidence(eval_dir, results, verdict, verdict_file)
@@ -109,6 +120,16 @@ def _opt(v, sign: str = "") -> str:
     return f"{v:{sign}.4f}"
 
 
+def _obj(v) -> dict:
+    """A part of an untrusted manifest that should be an object: itself, or {} when it is anything else."""
+    return v if isinstance(v, dict) else {}
+
+
+def _count(v) -> str:
+    """A count from a manifest (untrusted): digits grouped when it is an integer, else shown as it is."""
+    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else _md("n/a" if v is None else v)
+
+
 def _num(v: float) -> str:
     return f"{v:.4f}" if abs(v) < 1000 else f"{v:,.1f}"
 
@@ -117,7 +138,7 @@ def base_model_id(manifest: dict, override: str | None) -> str | None:
     """The Hub id of the base model when it is known (never a local path)."""
     if override:
         return override
-    spec = str((manifest.get("base_model") or {}).get("spec") or "")
+    spec = str(_obj(manifest.get("base_model")).get("spec") or "")
     if spec == "default":
         return DEFAULT_BASE_ID
     if spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not Path(spec).exists() and not spec.endswith(".gguf"):
@@ -212,16 +233,46 @@ def _gate_section(verdict: dict, verdict_file: Path | None) -> list[str]:
     return lines
 
 
+def _merge_section(m: dict) -> list[str]:
+    """What a merged adapter is: the method, each parent with its version, weight and digest, the method's settings
+    (t, density, lambda, ...), and how far the stored LoRA is from the exact merge (a merge has no training data,
+    steps or trainable parameters: a trained adapter's fields would read "None examples", "rank None")."""
+    raw = m.get("lineage")
+    lin: dict = raw if isinstance(raw, dict) else {}
+    params = {k: v for k, v in lin["params"].items() if k not in ("method", "weights")} if isinstance(lin.get("params"), dict) else {}
+    out: dict = lin["output"] if isinstance(lin.get("output"), dict) else {}
+    err: dict = out["relative_error"] if isinstance(out.get("relative_error"), dict) else {}
+    lines = ["## Merge", "",
+             f"Made by `laf merge` with method **{_md(lin.get('method', '?'))}** from {len(lin.get('parents') or [])} registered adapters "
+             f"(no training of its own).", "",
+             "| parent | kind | rank | weight | weights sha256 |", "|---|---|---|---|---|"]
+    for p in lin.get("parents") or []:
+        if not isinstance(p, dict):
+            continue
+        kind = f"merge ({_md((p.get('lineage') or {}).get('method'))})" if isinstance(p.get("lineage"), dict) else _md(p.get("kind") or "adapter")
+        weight = _md(p["weight"]) if "weight" in p else "-"
+        lines.append(f"| `{_md(p.get('ref'))}` | {kind} | {_md(p.get('rank'))} | {weight} | `{_md(p.get('weights_sha256'))}` |")
+    lines += ["", "| setting | value |", "|---|---|"]
+    lines += [f"| {_md(k)} | {_md(json.dumps(v, sort_keys=True, default=str))} |" for k, v in sorted(params.items())]
+    if out:
+        lines.append(f"| output rank | {_md(out.get('rank'))}{' (exact: the stacked parents)' if out.get('exact') else ''} |")
+    if err:
+        lines.append(f"| re-factoring error (relative Frobenius, max / mean over modules) | {_opt(err.get('max'))} / {_opt(err.get('mean'))} |")
+    if m.get("load_note"):
+        lines.append(f"| note | {_md(m['load_note'])} |")
+    return lines + [""]
+
+
 def build_card(entry: AdapterEntry, base_id: str | None, license: str, datasets: list[str], evidence: RunEvidence | None,
                out_name: str, repo_id: str, hashes: dict[str, str]) -> tuple[str, list[dict]]:
     from huggingface_hub import ModelCard, ModelCardData
 
     m = entry.manifest
-    cfg = m.get("config") or {}
-    base = m.get("base_model") or {}
-    data = m.get("data") or {}
-    lora = cfg.get("lora") or {}
-    optim = cfg.get("optim") or {}
+    cfg = _obj(m.get("config"))
+    base = _obj(m.get("base_model"))
+    data = _obj(m.get("data"))
+    lora = _obj(cfg.get("lora"))
+    optim = _obj(cfg.get("optim"))
     ref = str(entry.ref)
     rows = suite_rows(evidence.results, ref) if evidence else []
     verdict = evidence.verdict if evidence else None
@@ -238,37 +289,40 @@ def build_card(entry: AdapterEntry, base_id: str | None, license: str, datasets:
              f"- model: {'`' + _md(base_id) + '`' if base_id else 'a local model (' + _md(base.get('kind')) + '; not on the Hub)'}",
              f"- fingerprint (sha256 of its weights, as the registry checks it): `{_md(base.get('fingerprint'))}`",
              f"- trained at precision `{_md((m.get('load') or {}).get('precision'))}`, compute dtype `{_md((m.get('load') or {}).get('compute_dtype'))}`", ""]
-    body += ["## Training data", "",
-             (f"- file `{_md(Path(str(data.get('path', '?'))).name)}` ({_md(data.get('schema'))}, {_md(data.get('file_format'))}): "
-              f"{_md(data.get('examples'))} examples, {_md(data.get('train_examples'))} trained on, {_md(data.get('eval_examples'))} held out, "
-              f"{_md(data.get('dropped'))} dropped, {_md(data.get('truncated'))} truncated"),
-             f"- content sha256 `{_md(data.get('content_sha256'))}` (file sha256 `{_md(data.get('file_sha256'))}`)", ""]
-    settings = [
-        ("objective", cfg.get("objective", "sft (loss on response tokens only)")),
-        ("LoRA rank / alpha / dropout", f"{lora.get('r')} / {lora.get('alpha')} / {lora.get('dropout')}"),
-        ("target modules", lora.get("target_modules")),
-        ("rsLoRA / DoRA / bias", f"{lora.get('rslora')} / {lora.get('dora')} / {lora.get('bias')}"),
-        ("trainable parameters", f"{m.get('trainable_parameters', 0):,} ({m.get('trainable_percent')} % of {m.get('total_parameters', 0):,})"),
-        ("max length / packing", f"{cfg.get('max_length')} / {cfg.get('packing')}"),
-        ("batch size x grad accumulation", f"{cfg.get('batch_size')} x {cfg.get('grad_accum')}"),
-        ("optimizer", f"lr {optim.get('lr')}, {optim.get('scheduler')} schedule, warmup ratio {optim.get('warmup_ratio')}, weight decay {optim.get('weight_decay')}"),
-        ("seed", m.get("seed", cfg.get("seed"))),
-    ]
-    for key in ("beta", "dpo", "orpo", "merge"):
-        if key in cfg or key in m:
-            settings.append((key, json.dumps(cfg.get(key, m.get(key)), sort_keys=True, default=str)))
-    body += ["## Adapter and objective settings", "", "| setting | value |", "|---|---|"] + [f"| {_md(k)} | {_md(v)} |" for k, v in settings] + [""]
-    hw = m.get("hardware") or {}
-    cost = [
-        ("optimizer steps", m.get("steps")),
-        ("tokens seen (supervised)", f"{m.get('tokens_seen', 0):,} ({m.get('supervised_tokens_seen', 0):,})"),
-        ("training time / wall time", f"{m.get('train_time_s')} s / {m.get('wall_time_s')} s"),
-        ("peak memory", f"{m.get('peak_memory_mb')} MB"),
-        ("device", f"{(m.get('load') or {}).get('device')} ({hw.get('cpu_count')} CPU cores{', ' + str(hw['gpu']) if hw.get('gpu') else ''})"),
-        ("final train / held-out loss", " / ".join("n/a" if x is None else f"{_finite(x, 'a loss in the manifest'):.4f}" for x in (m.get("final_train_loss"), m.get("final_eval_loss")))),
-        ("packages", ", ".join(f"{k} {v}" for k, v in (m.get("packages") or {}).items() if k in ("lost-and-found", "torch", "transformers", "peft", "bitsandbytes"))),
-    ]
-    body += ["## Training cost", "", "| | |", "|---|---|"] + [f"| {_md(k)} | {_md(v)} |" for k, v in cost] + [""]
+    if m.get("kind") == "merge" or isinstance(m.get("lineage"), dict):
+        body += _merge_section(m)
+    else:
+        body += ["## Training data", "",
+                 (f"- file `{_md(Path(str(data.get('path', '?'))).name)}` ({_md(data.get('schema'))}, {_md(data.get('file_format'))}): "
+                  f"{_md(data.get('examples'))} examples, {_md(data.get('train_examples'))} trained on, {_md(data.get('eval_examples'))} held out, "
+                  f"{_md(data.get('dropped'))} dropped, {_md(data.get('truncated'))} truncated"),
+                 f"- content sha256 `{_md(data.get('content_sha256'))}` (file sha256 `{_md(data.get('file_sha256'))}`)", ""]
+        settings = [
+            ("objective", cfg.get("objective", "sft (loss on response tokens only)")),
+            ("LoRA rank / alpha / dropout", f"{lora.get('r')} / {lora.get('alpha')} / {lora.get('dropout')}"),
+            ("target modules", lora.get("target_modules")),
+            ("rsLoRA / DoRA / bias", f"{lora.get('rslora')} / {lora.get('dora')} / {lora.get('bias')}"),
+            ("trainable parameters", f"{_count(m.get('trainable_parameters'))} ({_md(m.get('trainable_percent'))} % of {_count(m.get('total_parameters'))})"),
+            ("max length / packing", f"{cfg.get('max_length')} / {cfg.get('packing')}"),
+            ("batch size x grad accumulation", f"{cfg.get('batch_size')} x {cfg.get('grad_accum')}"),
+            ("optimizer", f"lr {optim.get('lr')}, {optim.get('scheduler')} schedule, warmup ratio {optim.get('warmup_ratio')}, weight decay {optim.get('weight_decay')}"),
+            ("seed", m.get("seed", cfg.get("seed"))),
+        ]
+        for key in ("beta", "dpo", "orpo", "merge"):
+            if key in cfg or key in m:
+                settings.append((key, json.dumps(cfg.get(key, m.get(key)), sort_keys=True, default=str)))
+        body += ["## Adapter and objective settings", "", "| setting | value |", "|---|---|"] + [f"| {_md(k)} | {_md(v)} |" for k, v in settings] + [""]
+        hw = m.get("hardware") or {}
+        cost = [
+            ("optimizer steps", m.get("steps")),
+            ("tokens seen (supervised)", f"{_count(m.get('tokens_seen'))} ({_count(m.get('supervised_tokens_seen'))})"),
+            ("training time / wall time", f"{m.get('train_time_s')} s / {m.get('wall_time_s')} s"),
+            ("peak memory", f"{m.get('peak_memory_mb')} MB"),
+            ("device", f"{(m.get('load') or {}).get('device')} ({hw.get('cpu_count')} CPU cores{', ' + str(hw['gpu']) if hw.get('gpu') else ''})"),
+            ("final train / held-out loss", " / ".join("n/a" if x is None else f"{_finite(x, 'a loss in the manifest'):.4f}" for x in (m.get("final_train_loss"), m.get("final_eval_loss")))),
+            ("packages", ", ".join(f"{k} {v}" for k, v in (m.get("packages") or {}).items() if k in ("lost-and-found", "torch", "transformers", "peft", "bitsandbytes"))),
+        ]
+        body += ["## Training cost", "", "| | |", "|---|---|"] + [f"| {_md(k)} | {_md(v)} |" for k, v in cost] + [""]
 
     if evidence is not None:
         prov = evidence.results.get("provenance") or {}
@@ -305,28 +359,86 @@ def build_card(entry: AdapterEntry, base_id: str | None, license: str, datasets:
 
 
 def upload_command(repo_id: str, out: str) -> str:
-    return f"hf upload {repo_id} {out} ."
+    """The shell command printed and written into the card: every argument quoted, so a copied command runs as shown."""
+    return shlex.join(["hf", "upload", check_hub_id(repo_id, "--repo-id"), out, "."])
 
 
 def upload_python(repo_id: str, out: str) -> str:
-    return f'import huggingface_hub; huggingface_hub.upload_folder(repo_id="{repo_id}", folder_path="{out}", repo_type="model")'
+    return (f"import huggingface_hub; huggingface_hub.upload_folder(repo_id={json.dumps(check_hub_id(repo_id, '--repo-id'))}, "
+            f"folder_path={json.dumps(out)}, repo_type=\"model\")")
+
+
+def check_hub_id(value: str, what: str) -> str:
+    """A Hub repository id (``owner/name``) or a ``LafError``: it is printed into commands and the card."""
+    if not isinstance(value, str) or not HUB_ID.fullmatch(value) or "--" in value or ".." in value or value.endswith(".git"):
+        raise LafError(f"{what} {value!r} is not a Hugging Face repository id",
+                       "write OWNER/NAME with letters, digits, '-', '_' and '.' only (e.g. my-org/support-bot)")
+    return value
+
+
+def check_card_text(value: str, what: str, pattern: re.Pattern | None = None) -> str:
+    """A short single-line value for the card's metadata: no newline or control character (they would forge front matter)."""
+    if not isinstance(value, str) or not value or len(value) > 200 or any(ord(c) < 32 or ord(c) == 127 for c in value) or (pattern and not pattern.fullmatch(value)):
+        raise LafError(f"{what} {value!r} is not allowed in a model card",
+                       "use a plain id without newlines or control characters (a license such as apache-2.0, a Hub id such as org/name)")
+    return value
+
+
+def _inside(a: Path, b: Path) -> bool:
+    """``a`` is ``b`` or below it (both resolved)."""
+    return a == b or b in a.parents
 
 
 # -- the export
 
 
+def _check_target(out: Path, reg: Registry, run: Path | None) -> None:
+    """OUT never overlaps what the export reads or what others own: not inside (or containing) the registry, the
+    source version or the run folder, --force or not (replacing it would delete adapters or results)."""
+    try:
+        target = out.resolve()
+        protected = [("the registry", reg.root.resolve())] + ([("the run folder", run.resolve())] if run is not None else [])
+    except (OSError, RuntimeError) as e:
+        raise LafError(f"cannot resolve {out}: {e}", "choose another OUT folder") from None
+    for what, p in protected:
+        if _inside(target, p) or _inside(p, target):
+            where = "is inside" if _inside(target, p) and target != p else ("is" if target == p else "contains")
+            raise LafError(f"export target {out} {where} {what} ({p}); exporting there would replace files it holds",
+                           "choose an OUT folder outside the registry and the run folder")
+    if target == Path.cwd().resolve() or target == Path.home().resolve() or target.parent == target:
+        raise LafError(f"export target {out} is the current, home or root folder", "choose a new OUT folder for the export")
+
+
 def _check_out(out: Path, force: bool) -> None:
+    if out.is_symlink():
+        raise LafError(f"{out} is a symlink", "choose an OUT folder that is not a link")
     if out.exists() and not out.is_dir():
         raise LafError(f"{out} exists and is not a folder", "choose another OUT folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise LafError(f"{out} already exists and is not empty", "choose another OUT folder, or pass --force to replace it")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise LafError(f"{out} already exists and is not empty", "choose another OUT folder, or pass --force to replace it")
+        names = {p.name for p in out.iterdir()}
+        if EXPORT_MARK not in names or not names <= EXPORT_FILES or any(not p.is_file() or p.is_symlink() for p in out.iterdir()):
+            raise LafError(f"{out} is not a previous export (it holds {', '.join(sorted(names)[:8])}); --force replaces only a folder `laf registry export` wrote",
+                           "choose another OUT folder, or empty this one yourself if you mean to")
 
 
 def export_adapter(registry: Registry | str, ref: str, out: str | Path, run: str | Path | None = None, *, force: bool = False,
                    license: str | None = None, base_model: str | None = None, datasets: list[str] | None = None,
                    repo_id: str | None = None) -> ExportResult:
     reg = registry if isinstance(registry, Registry) else Registry(registry)
+    if repo_id is not None:
+        check_hub_id(repo_id, "--repo-id")
+    if license is not None:
+        check_card_text(license, "--license", LICENSE_ID)
+    if base_model is not None:
+        check_card_text(base_model, "--base-model", HUB_ID)
+    for d in datasets or []:
+        check_card_text(d, "--dataset", HUB_ID)
+    out = Path(out)
+    _check_target(out, reg, Path(run) if run is not None else None)
     entry = reg.resolve(ref)
+    check_plain_tree(entry.path, f"{entry.ref}: its version folder", "remove the links or retrain the adapter")
     check = reg.verify(entry.ref)
     if not check.ok:
         raise LafError(f"{entry.ref} does not match its manifest (changed: {check.mismatched or '-'}, missing: {check.missing or '-'}); it will not be exported",
@@ -340,17 +452,21 @@ def export_adapter(registry: Registry | str, ref: str, out: str | Path, run: str
         raise LafError(f"{entry.path / 'adapter_config.json'} is unreadable: {e}", f"run `laf registry verify {entry.ref}`") from e
     if not isinstance(peft_cfg, dict) or "peft_type" not in peft_cfg:
         raise LafError(f"{entry.path / 'adapter_config.json'} is not a PEFT adapter config (no peft_type)", "export an adapter trained by lost-and-found")
-    out = Path(out)
     _check_out(out, force)
     evidence = load_run_evidence(run, str(entry.ref)) if run is not None else None
     if evidence is not None:
         weights = ((evidence.results["models"][str(entry.ref)] or {}).get("adapter") or {}).get("weights_sha256")
-        if weights and weights != (entry.manifest.get("files") or {}).get("adapter_model.safetensors"):
+        if weights and weights != _obj(entry.manifest.get("files")).get("adapter_model.safetensors"):
             raise LafError(f"the run {run} scored other weights under the name {entry.ref} (weights sha256 {str(weights)[:12]}... vs the registry's)",
                            "pass the run that evaluated this registry's adapter (the registry may have been rebuilt)")
     base_id = base_model_id(entry.manifest, base_model)
-    license = license or (entry.manifest.get("config") or {}).get("license") or "other"
+    if base_id is not None and not HUB_ID.fullmatch(base_id):
+        base_id = None  # a manifest's spec that is not a clean Hub id is never printed into the card
+    license = license or _obj(entry.manifest.get("config")).get("license") or "other"
+    if not isinstance(license, str) or not LICENSE_ID.fullmatch(license):
+        license = "other"
     repo_id = repo_id or f"YOUR-USER/{entry.ref.name}"
+    check_hub_id(repo_id, "--repo-id")
 
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -366,13 +482,17 @@ def export_adapter(registry: Registry | str, ref: str, out: str | Path, run: str
             shutil.copyfile(entry.path / "adapter_config.json", tmp / "adapter_config.json")
         shutil.copyfile(entry.path / "adapter_model.safetensors", tmp / "adapter_model.safetensors")
         hashes = {f: sha256_file(tmp / f) for f in PEFT_FILES}
-        if hashes["adapter_model.safetensors"] != (entry.manifest.get("files") or {}).get("adapter_model.safetensors"):
+        if hashes["adapter_model.safetensors"] != _obj(entry.manifest.get("files")).get("adapter_model.safetensors"):
             raise LafError(f"{entry.ref}'s weights changed while they were copied", "run the export again")
         try:
             card, rows = build_card(entry, base_id, license, list(datasets or []), evidence, str(out), repo_id, hashes)
         except ValueError as e:  # huggingface_hub refused the metadata
             raise LafError(f"the model card metadata for {entry.ref} does not validate: {e}", "check --license, --base-model and --dataset") from e
+        except (TypeError, KeyError, AttributeError, IndexError) as e:  # a manifest or run field of an unexpected shape
+            raise LafError(f"{entry.ref}'s manifest or the run's documents hold a field of an unexpected shape ({type(e).__name__}: {e})",
+                           f"run `laf registry verify {entry.ref}`; retrain or re-run the evaluation") from None
         (tmp / "README.md").write_text(card, encoding="utf-8")
+        (tmp / EXPORT_MARK).write_text(json.dumps({"ref": str(entry.ref), "weights_sha256": hashes["adapter_model.safetensors"]}) + "\n")
         os.chmod(tmp, 0o777 & ~_umask())
         _check_out(out, force)  # again: another writer may have filled it meanwhile
         if out.is_dir():

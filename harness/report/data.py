@@ -158,12 +158,33 @@ def _diversity(run_dir: Path) -> dict | None:
     return doc
 
 
+def check_verdict_is_of(verdict: dict, run_dir: Path, where: Path) -> None:
+    """A verdict found in ``run_dir`` decided on this evaluation: its candidate's run seal is this folder's."""
+    from ..gate.runs import run_seal
+
+    cand = verdict.get("candidate") or {}
+    try:
+        same = Path(str(cand.get("run"))).resolve() == run_dir.resolve()
+    except (OSError, RuntimeError, ValueError):
+        same = False
+    if same and "run_seal" in cand and cand["run_seal"] != run_seal(run_dir):
+        raise LafError(f"{where} was decided on an earlier evaluation in {run_dir} (its run seal does not match integrity.json)",
+                       "run `laf gate` again on this evaluation, or remove the stale verdict.json")
+
+
 def gather(run_dir: str | Path, candidate: str | None = None, curation: str | Path | None = None, allow_modified: bool = False) -> dict:
     """Everything the report shows about ``run_dir`` as one plain dict (also the ``--format json`` output):
     results, the verdict and comparison if present, the candidate's training, the curation, and the items."""
     run_dir = Path(run_dir)
     results, records = load_run(run_dir, allow_modified=allow_modified)
-    verdict = read_json(run_dir / "verdict.json") if (run_dir / "verdict.json").exists() else None
+    verdict = None
+    if (run_dir / "verdict.json").exists() or (run_dir / "verdict.json").is_symlink():
+        from ..gate.verdict import read_verdict
+
+        # sealed and checked against this run: an edited fail -> pass, or a verdict naming a metric or model the run
+        # does not have, is one clear error, never "PASS, ship it" beside the rules that failed
+        verdict = read_verdict(run_dir / "verdict.json", {s: list(m.metrics) for s, m in results.suites.items()}, list(results.models))
+        check_verdict_is_of(verdict, run_dir, run_dir / "verdict.json")
     compare = read_json(run_dir / "compare.json") if (run_dir / "compare.json").exists() else None
     cur_path = Path(curation) if curation else run_dir / "curation.json"
     cur = read_json(cur_path) if cur_path.exists() else None

@@ -139,6 +139,19 @@ class ModelInfo:
                 "requests": self.requests}
 
 
+def _metric_results(d: Any, where: str) -> dict:
+    """metric -> {value, stderr, n, ...} of one model on one suite: each an object whose numbers are numbers
+    (a null or text entry reached the report's tables as a traceback; found by tests/test_trust_properties.py)."""
+    out = {}
+    for metric, r in as_mapping(d, where).items():
+        r = as_mapping(r, f"{where}.{metric}")
+        finite_number(r, "value", f"{where}.{metric}")
+        finite_number(r, "stderr", f"{where}.{metric}")
+        get_field(r, "n", f"{where}.{metric}", int, None, optional=True)
+        out[str(metric)] = dict(r)
+    return out
+
+
 @dataclass(frozen=True)
 class ResultsDoc:
     """``results.json``: every model's aggregates per suite and metric, with the suites' meaning and the provenance."""
@@ -168,7 +181,7 @@ class ResultsDoc:
             provenance=Provenance.from_dict(get_field(d, "provenance", where, Mapping)),
             models={str(k): ModelInfo.from_dict(v, f"{where}.models.{k}") for k, v in models.items()},
             suites={str(k): SuiteMeta.from_dict(v, f"{where}.suites.{k}") for k, v in suites.items()},
-            results={str(m): {str(s): dict(as_mapping(mv, f"{where}.results.{m}.{s}")) for s, mv in as_mapping(v, f"{where}.results.{m}").items()}
+            results={str(m): {str(s): _metric_results(mv, f"{where}.results.{m}.{s}") for s, mv in as_mapping(v, f"{where}.results.{m}").items()}
                      for m, v in results.items()},
             breakdowns=dict(get_field(d, "breakdowns", where, Mapping, {}, optional=True)),
             spec=get_field(d, "spec", where, Mapping, None, optional=True),

@@ -32,6 +32,30 @@ class ItemRecord:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ItemRecord":
+    def from_dict(cls, d: dict, where: str = "record") -> "ItemRecord":
+        """A record read from a run folder, its types checked (``ResultsFormatError`` naming the field otherwise):
+        a string doc id or a metrics list would otherwise surface as a traceback in the gate or the report."""
+        from .checks import ResultsFormatError, as_mapping, get_field
+
+        d = dict(as_mapping(d, where))
         fields: dict[str, Any] = {k: d.get(k) for k in cls.__dataclass_fields__}
+        for key in ("model", "suite", "doc_hash"):
+            get_field(d, key, where, str)
+        get_field(d, "category", where, str, "", optional=True)
+        get_field(d, "prompt_hash", where, str, "", optional=True)
+        get_field(d, "doc_id", where, int)
+        metrics = get_field(d, "metrics", where, dict, {}, optional=True)
+        if not all(isinstance(k, str) for k in metrics):
+            raise ResultsFormatError(f"{where}.metrics", "keys must be metric names")
+        for key, kind in (("loglikelihoods", (int, float)), ("is_greedy", bool), ("choices", str)):
+            v = get_field(d, key, where, list, None, optional=True)
+            if v is not None and not all(isinstance(x, kind) and not (kind != bool and isinstance(x, bool)) for x in v):
+                raise ResultsFormatError(f"{where}.{key}", f"expected a list of {getattr(kind, '__name__', 'numbers')}")
+        p = d.get("prompt")
+        if p is not None and not isinstance(p, str) and not (isinstance(p, list) and all(isinstance(x, str) for x in p)):
+            raise ResultsFormatError(f"{where}.prompt", "expected text or a list of texts")
+        get_field(d, "generation", where, str, None, optional=True)
+        fields["doc"] = get_field(d, "doc", where, dict, {}, optional=True)
+        fields["metrics"] = metrics
+        fields["category"] = fields["category"] or ""
         return cls(**fields)

@@ -117,16 +117,20 @@ class ResultsStore:
         if partial:
             for suffix in ("", "-wal", "-shm"):
                 Path(str(self.path) + suffix).unlink(missing_ok=True)  # a crashed run's leftovers
-        self.conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.executescript(SCHEMA)
+        try:
+            self.conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            raise _store_error(self.path, e) from None
 
     def write(self, records: Iterable[ItemRecord]) -> None:
-        with self.conn:
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO items (model, suite, doc_id, doc_hash, record) VALUES (?, ?, ?, ?, ?)",
-                [(r.model, r.suite, r.doc_id, r.doc_hash, dumps_strict(r.to_dict())) for r in records],
-            )
+        rows = [(r.model, r.suite, r.doc_id, r.doc_hash, dumps_strict(r.to_dict())) for r in records]
+        try:
+            with self.conn:
+                self.conn.executemany("INSERT OR REPLACE INTO items (model, suite, doc_id, doc_hash, record) VALUES (?, ?, ?, ?, ?)", rows)
+        except sqlite3.Error as e:  # a full disk is SQLITE_FULL, not an OSError: the run's earlier results stay as they were
+            raise _store_error(self.path, e) from None
 
     def _rows(self, model: str | None = None, suite: str | None = None) -> Iterator[tuple[str, str, int, str]]:
         q, args = "SELECT model, suite, doc_id, record FROM items", []
@@ -166,6 +170,11 @@ class ResultsStore:
         self.conn.close()
 
 
+def _store_error(path: Path, e: sqlite3.Error) -> LafError:
+    return LafError(f"writing {path} failed: {e}; the folder's published results (if any) are unchanged",
+                    "free disk space (or choose another --out) and run again: finished suites are kept in the score cache")
+
+
 def _record_json(text: str, where) -> dict:
     try:
         d = json.loads(text, parse_constant=_reject_constant)
@@ -195,8 +204,11 @@ def commit_run(store: ResultsStore, doc: ResultsDoc) -> dict:
     records_text = store.jsonl_text()
     digests = {"schema": INTEGRITY_SCHEMA, RESULTS: _sha256_text(results_text), RECORDS: _sha256_text(records_text),
                STORE: store.content_digest()}
-    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    store.conn.execute("PRAGMA journal_mode=DELETE")
+    try:
+        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        store.conn.execute("PRAGMA journal_mode=DELETE")
+    except sqlite3.Error as e:
+        raise _store_error(store.path, e) from None
     store.close()
     staged = [atomic_write_text(folder / f".{RECORDS}.staged", records_text), atomic_write_text(folder / f".{RESULTS}.staged", results_text)]
     (folder / PUBLISHING).write_text(str(os.getpid()))
@@ -270,6 +282,28 @@ def _read_results(folder: Path) -> tuple[ResultsDoc, str]:
     return ResultsDoc.from_dict(raw, str(folder / RESULTS)), text
 
 
+RUN_FILES = (RESULTS, RECORDS, STORE, INTEGRITY, "verdict.json", "verdict.sig", "compare.json")
+
+
+def check_run_files(folder: Path) -> None:
+    """The files a reader takes from a run folder are plain files inside it: a symlink (to another run's records,
+    to a system file) or a FIFO would make a verified-looking run read bytes from elsewhere, or hang."""
+    if folder.is_symlink():
+        raise LafError(f"run folder {folder} is a symlink", "pass the run folder itself, not a link to it")
+    bad = []
+    for name in RUN_FILES:
+        p = folder / name
+        if p.is_symlink():
+            bad.append(f"{name} (symlink)")
+        elif p.exists() and not p.is_file():
+            bad.append(f"{name} (not a regular file)")
+        elif p.exists() and p.stat().st_nlink > 1:
+            bad.append(f"{name} (hard link)")
+    if bad:
+        raise LafError(f"run folder {folder} holds {', '.join(bad)}: a run's files must be its own plain files",
+                       "re-run the evaluation into a fresh folder")
+
+
 def check_integrity(folder: Path, found: dict[str, str]) -> str | None:
     """None when ``found`` (file -> digest) matches ``integrity.json``; else what is wrong, in words."""
     if (folder / PUBLISHING).exists():
@@ -294,6 +328,7 @@ def load_run(folder: str | Path, allow_modified: bool = False) -> tuple[ResultsD
     checked against ``integrity.json``. A mismatch is an error unless ``allow_modified`` (then the returned
     document's ``integrity`` says what was wrong). Needs no write access to the folder."""
     folder = Path(folder)
+    check_run_files(folder)
     problem = None
     for attempt in range(3):  # a run publishing at this moment: read again
         results, results_text = _read_results(folder)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ConfigError, LafError
-from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text, exclusive_lock, hash_path
+from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text, exclusive_lock, hash_path, sha256_json
 from .config import MERGE_AXES, TRAIN_AXES, Point, SweepConfig, count_points, expand, load_sweep_config, point_name
 
 __all__ = ["MERGE_AXES", "TRAIN_AXES", "Point", "SweepConfig", "count_points", "expand", "load_sweep_config", "point_name", "run_sweep"]
@@ -74,16 +74,37 @@ def _validate_points(cfg: SweepConfig, points: list[Point], config_path: Path) -
 
     from ..merge.config import MergeConfig, check_method_params
     from ..train import TrainConfig
+    from ..train.lora import unknown_targets
 
     problems = []
+    seen: dict[str, str] = {}  # the validated configuration of a point -> the first point with it
+    available: list[str] | None = None
     for p in points:
         try:
             if p.kind == "train":
-                TrainConfig.model_validate({**p.train, "name": p.name, "model": cfg.model, "precision": cfg.precision, "data": {"path": "x"},
-                                            "registry": cfg.registry})
+                tc = TrainConfig.model_validate({**p.train, "name": p.name, "model": cfg.model, "precision": cfg.precision, "data": {"path": "x"},
+                                                 "registry": cfg.registry})
+                same = sha256_json({"train": tc.model_dump(mode="json", exclude={"name"}), "data_limit": _limit_key(p.data_limit)})
+                targets = tc.lora.target_modules
+                if targets != "all-linear":
+                    if available is None:
+                        from ..models import resolve_model
+                        from ..train.lora import model_linear_names
+
+                        available = model_linear_names(resolve_model(cfg.model))
+                    unknown = unknown_targets(targets, available)
+                    if unknown:
+                        problems.append(f"point {p.name}: lora.target_modules names modules the model does not have: {', '.join(unknown)} "
+                                        f"(it has {', '.join(available)})")
             else:
                 mc = MergeConfig.model_validate({"registry": cfg.registry, **(p.merge or {})})
                 check_method_params(mc, f"{config_path} (point {p.name})")
+                same = sha256_json({"merge": mc.model_dump(mode="json", by_alias=True, exclude={"name"})})
+            if same in seen:  # e.g. lora.r: [4, 4.0, "4"]: three names, one configuration, trained and compared three times
+                problems.append(f"point {p.name} is the same configuration as point {seen[same]} (equivalent axis values: "
+                                f"{', '.join(f'{k}={v!r}' for k, v in p.params.items())})")
+            else:
+                seen[same] = p.name
         except ValidationError as e:
             for err in e.errors():
                 problems.append(f"point {p.name}: key '{'.'.join(str(x) for x in err['loc'])}': {err['msg']}")
@@ -92,6 +113,13 @@ def _validate_points(cfg: SweepConfig, points: list[Point], config_path: Path) -
     if problems:
         raise ConfigError(config_path, "sweep", f"{len(problems)} point(s) are invalid:\n  - " + "\n  - ".join(problems[:20]),
                           "fix the axis values they come from")
+
+
+def _limit_key(limit) -> object:
+    """data.limit as the subset it selects: 100 and 100.0 are one count; a fraction stays a fraction."""
+    if isinstance(limit, float) and limit.is_integer() and limit >= 1:
+        return int(limit)
+    return limit
 
 
 def _subset(train_data: Path, limit: int | float, seed: int, out_dir: Path) -> Path:
@@ -112,11 +140,12 @@ def _subset(train_data: Path, limit: int | float, seed: int, out_dir: Path) -> P
 def _sweep_locked(cfg: SweepConfig, base: Path, config_path: Path, points: list[Point], suites, policy, run_dir: Path, t0: float, log,
                   train_progress, eval_progress, use_ray: bool, workers: int | None, on_actors) -> dict:
     from ..models import resolve_model
+    from ..pipeline.config import saved_config_text
     from ..pipeline.stages import RunContext, compare_stage, curate_stage, eval_stage, gate_stage, merge_stage, report_stage, resolve_adapters
     from ..pipeline.state import RunState, StageLog
     from ..registry import Registry
 
-    atomic_write_bytes(run_dir / "config.yaml", config_path.read_bytes())
+    atomic_write_text(run_dir / "config.yaml", saved_config_text(cfg, base))  # re-runnable from the run folder
     ctx = RunContext(cfg, base, run_dir, RunState(run_dir), StageLog(), resolve_model(cfg.model).fingerprint, log)
     extra, _ = resolve_adapters(ctx)
     log(f"sweep {cfg.name}: {len(points)} point(s) over {', '.join(cfg.sweep)}" + (" on Ray" if use_ray else ""))

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ..config import StrictModel as Strict  # one strict base for every config model
+from ..config import check_device
 from ..registry import check_registry_name
 
 MAX_STEPS = 10_000_000  # optimizer steps: far beyond any LoRA run, small enough to count
@@ -129,6 +130,12 @@ class TrainConfig(Strict):
     precision: Literal["nf4", "bf16", "fp32"] = "nf4"
     compute_dtype: Literal["fp32", "bf16"] | None = None
     device: str = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        return check_device(v)
+
     allow_pickle: bool = False
     trust_remote_code: bool = False
     data: DataConfig

@@ -83,3 +83,26 @@ def attach_lora(model, cfg: TrainConfig, compute_dtype: torch.dtype | None = Non
     )
     torch.manual_seed(cfg.seed)  # LoRA init is seeded right before the adapter is created
     return get_peft_model(model, lora)
+
+
+def model_linear_names(resolved) -> list[str]:
+    """:func:`linear_module_names` of a resolved model without loading its weights (built on the meta device from
+    its config): what a sweep checks every point's ``lora.target_modules`` against before the first one trains."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(resolved.path, trust_remote_code=False)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except Exception as e:  # an unusual folder: the trainer checks the targets when it loads the model
+        raise LafError(f"cannot read the architecture of {resolved.spec} to check lora.target_modules ({type(e).__name__}: {e})",
+                       "check the model folder's config.json") from None
+    return linear_module_names(model)
+
+
+def unknown_targets(targets, available: list[str]) -> list[str] | None:
+    """The names in ``targets`` the model lacks (``[]`` when all are known, None for 'all-linear')."""
+    if targets == "all-linear":
+        return None
+    wanted = [targets] if isinstance(targets, str) else list(targets)
+    return [t for t in wanted if t not in available] or ([] if wanted else ["(empty list)"])
