@@ -178,6 +178,8 @@ def check_verdict(v: object, where: str, suites: dict | None = None, models: lis
                 raise ValueError(f"{side} names no model")
         if models is not None:
             for side in ("baseline", "candidate"):
+                if side == "baseline" and v["baseline"].get("run") != v["candidate"].get("run"):
+                    continue  # a baseline from another run folder (laf gate --baseline released / RUN#MODEL): its own run has it
                 if v[side]["model"] not in models:
                     raise ValueError(f"its {side} {v[side]['model']!r} is not a model of this run")
         _check_shapes(v)
