@@ -246,16 +246,21 @@ class ReplayMix:
         if not self.replay or self.ratio <= 0:
             return self.domain
         want = self.ratio / (1 - self.ratio) * self.domain_tokens
-        g = torch.Generator().manual_seed(self.seed * 7_654_321 + epoch + 17)
-        picked: list[TokenizedExample] = []
-        got = 0
-        while got < want:
-            for i in torch.randperm(len(self.replay), generator=g).tolist():
-                if got >= want:
-                    break
-                picked.append(self.replay[i])
-                got += len(self.replay[i].input_ids)
-        return self.domain + picked
+        return self.domain + draw_replay(self.replay, want, self.seed * 7_654_321 + epoch + 17)
+
+
+def draw_replay(replay: list[TokenizedExample], want: float, seed: int) -> list[TokenizedExample]:
+    """Replay rows in seeded random order, cycling through the pool when it is small, until they hold ``want`` tokens."""
+    g = torch.Generator().manual_seed(seed)
+    picked: list[TokenizedExample] = []
+    got = 0
+    while got < want:
+        for i in torch.randperm(len(replay), generator=g).tolist():
+            if got >= want:
+                break
+            picked.append(replay[i])
+            got += len(replay[i].input_ids)
+    return picked
 
 
 class PreferenceReplay:
@@ -277,15 +282,7 @@ class PreferenceReplay:
         if not self:
             return []
         want = self.ratio / (1 - self.ratio) * pair_tokens
-        g = torch.Generator().manual_seed(self.seed * 7_654_321 + 1_000_003 * (step + 1) + 29)
-        picked: list[TokenizedExample] = []
-        got = 0
-        while got < want:
-            for i in torch.randperm(len(self.replay), generator=g).tolist():
-                if got >= want:
-                    break
-                picked.append(self.replay[i])
-                got += len(self.replay[i].input_ids)
+        picked = draw_replay(self.replay, want, self.seed * 7_654_321 + 1_000_003 * (step + 1) + 29)
         # replay rows are flagged (TokenizedExample.replay), so the packed batches mark their tokens for kl.on: replay
         return make_batches(picked, list(range(len(picked))), batch_size=self.batch_size, max_length=self.max_length, packing=True, pad_id=self.pad_id)
 
