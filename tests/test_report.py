@@ -470,7 +470,8 @@ def test_planted_payloads_never_run_in_headless_chromium(browser, real_tiny_run,
     text = page.inner_text("body")
     for p in PAYLOADS:
         assert p in text, f"{p!r} is not shown as text"
-    assert "[verdict sentence]" in text and "[training data path]" in text and "[RULE STATUS]" in text
+    # a planted rule status cannot reach the page any more: the report refuses a verdict whose statuses are not its own
+    assert "[verdict sentence]" in text and "[training data path]" in text
     page.close()
 
 

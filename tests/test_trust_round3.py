@@ -274,7 +274,15 @@ def _cache_case(tiny_model_dir, tmp_path):
     suite = write_suite(tmp_path / "s", {}, rows=[{"q": f"What is {i} plus {i}?", "choices": [str(2 * i), str(i + 100), "no"], "gold": 0} for i in range(8)])
     spec = dict(suites=[str(suite)], model=str(tiny_model_dir), cache=str(tmp_path / "c.sqlite"), batch_size=4)
     ref = run_eval(EvalSpec(out=str(tmp_path / "ref"), **spec))
-    return spec, ref, lambda out: run_eval(EvalSpec(out=str(tmp_path / out), **spec))
+
+    def again(out):
+        import sqlite3
+
+        with sqlite3.connect(tmp_path / "c.sqlite") as c:  # these tests are about response rows: the stored suite results (the
+            c.execute("DELETE FROM suite_results")        # warm path, sealed the same way: tests/test_eval.py) must not answer first
+        return run_eval(EvalSpec(out=str(tmp_path / out), **spec))
+
+    return spec, ref, again
 
 
 def test_cache_rows_rewritten_to_one_plausible_value_are_rescored_and_counted(tiny_model_dir, tmp_path):

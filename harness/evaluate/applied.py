@@ -55,6 +55,7 @@ def _near(name: str, known: list[str], n: int = 2) -> list[str]:
 
 def _hint(names: list[str], known: list[str]) -> str:
     parts = []
+    names = sorted(names)  # the same message for the same adapter, whatever order a set gave
     for n in names[:5]:
         near = _near(n, known)
         parts.append(f"'{n}'" + (f" (the base has {', '.join(repr(x) for x in near)})" if near else ""))

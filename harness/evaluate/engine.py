@@ -70,7 +70,11 @@ def _run_locked(spec: EvalSpec, started: float, progress, log, suites_override) 
         raise LafError(f"a suite is listed twice: {', '.join(sorted({n for n in names if names.count(n) > 1}))}", "list each suite once")
     for s in suites:  # data problems surface before the model is resolved (and perhaps converted)
         _ = s.data_sha256 if not s.spec.lm_eval else None
-    resolved, adapters, load, runs = plan_models(spec, suites)
+    try:
+        resolved, adapters, load, runs = plan_models(spec, suites)
+    except LafError:
+        build_suites(suites)  # a broken suite is named before a model problem, as it was before the warm path
+        raise
     return _score_and_publish(spec, suites, resolved, adapters, load, runs, started, progress, log)
 
 
