@@ -129,3 +129,29 @@ def test_bad_full_finetune_with_a_preference_objective_or_a_4bit_eval(full_sweep
     r = run_cli("eval", "--model", str(tiny_model_dir), "--adapter", ref, "--registry", str(tmp / "registry"), "--suite", "domain/tempo-t4",
                 "--limit", "5", "--precision", "nf4", "--out", str(tmp_path / "e"), "--cache", str(tmp_path / "e.sqlite"))
     assert_clean_error(r, "full fine-tune", "re-quantise")
+
+
+def test_a_forged_full_model_entry_is_one_clear_error(full_sweep, tiny_model_dir, tmp_path):
+    """A registry version that claims kind: full but holds no model folder, or weights that are not safetensors, is one
+    error naming the version, never a traceback (registered honestly, so the integrity check alone does not catch it)."""
+    from harness.registry import Registry
+
+    tmp, _ = full_sweep
+    reg = Registry(tmp_path / "reg")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "adapter_model.safetensors").write_bytes(b"not a model")
+    reg.register("forged", src, {"kind": "full", "base_model": {}, "load": {"precision": "fp32"}})
+    r = run_cli("eval", "--model", str(tiny_model_dir), "--adapter", "forged@1", "--registry", str(tmp_path / "reg"), "--suite", "domain/tempo-t4",
+                "--limit", "3", "--precision", "fp32", "--force-base-mismatch", "--out", str(tmp_path / "e"), "--cache", str(tmp_path / "e.sqlite"))
+    assert_clean_error(r, "forged@1", "not a model folder")
+    assert not (tmp_path / "e" / "results.json").exists()
+    src2 = tmp_path / "src2"
+    src2.mkdir()
+    (src2 / "model.safetensors").write_bytes(b"\xff" * 64)  # a forged header
+    (src2 / "config.json").write_text("{}")
+    reg.register("forged2", src2, {"kind": "full", "base_model": {}, "load": {"precision": "fp32"}})
+    r = run_cli("eval", "--model", str(tiny_model_dir), "--adapter", "forged2@1", "--registry", str(tmp_path / "reg"), "--suite", "domain/tempo-t4",
+                "--limit", "3", "--precision", "fp32", "--force-base-mismatch", "--out", str(tmp_path / "e2"), "--cache", str(tmp_path / "e2.sqlite"))
+    assert_clean_error(r, "cannot be read")
+    assert not (tmp_path / "e2" / "results.json").exists()

@@ -41,7 +41,13 @@ def is_full_model(entry: AdapterEntry) -> bool:
 
 def adapter_identity(entry: AdapterEntry) -> dict:
     if is_full_model(entry):  # the weights and the architecture config (its volatile keys are the loader's, not the model's)
-        config = json.loads((entry.path / "config.json").read_text())
+        try:
+            config = json.loads((entry.path / "config.json").read_text(encoding="utf-8"))
+            if not isinstance(config, dict) or not (entry.path / "model.safetensors").is_file():
+                raise ValueError("no config object or no model.safetensors")
+        except (OSError, ValueError, UnicodeDecodeError) as e:
+            raise LafError(f"{entry.ref} says it is a full fine-tune (kind: full) but its folder is not a model folder ({e})",
+                           "retrain it with method: full, or remove the version from the registry") from None
         return {"weights_sha256": sha256_file(entry.path / "model.safetensors"), "kind": "full",
                 "config": {k: v for k, v in sorted(config.items()) if k not in ("transformers_version", "_name_or_path")}}
     weights = entry.path / "adapter_model.safetensors"

@@ -113,7 +113,10 @@ class ModelPool:
         if folder is None:
             src = self._base_weights or {}
         else:
-            src = load_file(f"{folder}/model.safetensors")
+            try:
+                src = load_file(f"{folder}/model.safetensors")
+            except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a truncated or forged header
+                raise LafError(f"the full model in {folder} cannot be read ({type(e).__name__}: {e})", "retrain it with method: full") from None
             tied = getattr(self.base_model.config, "tie_word_embeddings", False)
             missing = [n for n in params if n not in src and not (tied and n.endswith("lm_head.weight"))]
             extra = [n for n in src if n not in params]
