@@ -86,8 +86,9 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
-def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+def now_iso(precise: bool = False) -> str:
+    """UTC now as ISO 8601; ``precise`` keeps microseconds, for records ordered by time (two in one second must not tie)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds" if precise else "seconds")
 
 
 def provenance() -> dict:

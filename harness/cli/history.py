@@ -165,7 +165,7 @@ def cmd_release(args) -> int:
     from ..history import HistoryStore, git_commit, who
 
     with HistoryStore(_url(args), write=True) as store:
-        rel = store.release(args.ref, who(), now_iso(), git_commit(), args.note)
+        rel = store.release(args.ref, who(), now_iso(precise=True), git_commit(), args.note)
         rel["store"] = store.shown
     if args.json:
         print_json(rel)

@@ -97,7 +97,7 @@ def build_entry(kind: str, verdicts: list[dict] | None = None, compare: dict | N
     from .. import __version__
 
     created = next((v.get("created") for v in verdicts or [] if v.get("created")), None)
-    return {**body, "run_id": hashlib.sha256(canonical_json(body).encode("utf-8", "surrogatepass")).hexdigest()[:32], "artifacts": artifacts or {}, "recorded_at": now_iso(), "created": created, "recorded_by": who(),
+    return {**body, "run_id": hashlib.sha256(canonical_json(body).encode("utf-8", "surrogatepass")).hexdigest()[:32], "artifacts": artifacts or {}, "recorded_at": now_iso(precise=True), "created": created, "recorded_by": who(),
             "git_commit": git_commit(), "laf_version": __version__}
 
 
