@@ -39,10 +39,13 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Lint (ruff: pyflakes, import order, bugbear) and types (mypy on the modules listed in pyproject.toml).
+# Lint (ruff: pyflakes, import order, bugbear), types (mypy on the modules listed in pyproject.toml) and the
+# manual (docs/, mkdocs.yml): a strict build, so a broken link, a missing anchor or a page left out of the nav fails.
+# The built site goes to site/ (ignored by git). NO_MKDOCS_2_WARNING silences a banner about future versions.
 check: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 doctor: setup
 	$(BIN)/laf doctor
