@@ -214,7 +214,7 @@ def load_yaml(path: str | Path) -> dict:
     except RecursionError:  # belt and braces: MAX_DEPTH stops this first
         raise ConfigError(path, None, "the YAML is nested too deeply", "flatten the structure") from None
     if data is None:
-        raise ConfigError(path, None, "the file is empty", "add the settings (see the README's config reference)")
+        raise ConfigError(path, None, "the file is empty", "add the settings (see docs/config.md)")
     if not isinstance(data, dict):
         raise ConfigError(path, None, f"expected a mapping of settings at the top level, got {type(data).__name__}")
     return data
@@ -268,7 +268,7 @@ def validate(model: type[M], data: Any, path: str | Path) -> M:
             lines.append(f"... and {len(errors) - MAX_LINES} more problem(s)")
         first = lines[0]
         more = "".join(f"\n  {path}: {line}" for line in lines[1:])
-        raise ConfigError(path, None, first + more, "fix the keys above (see the README's config reference)") from None
+        raise ConfigError(path, None, first + more, "fix the keys above (see docs/config.md)") from None
     bad = _non_finite(obj.model_dump(mode="python"))
     if bad is not None:  # pydantic turns the strings "inf", "nan" and "1e999" into floats without a word
         raise ConfigError(path, bad, "is not a finite number", "write a finite number (NaN and infinity are never valid settings)")

@@ -20,7 +20,7 @@ flow:  laf data check -> laf train -> laf eval -> laf gate / laf compare -> laf 
        laf run CONFIG does all of it, each stage cached and resumable.
 exit codes: 0 ok / gate pass, 1 gate fail (or doctor/verify found problems),
             2 inconclusive gate or bad arguments, 3 error (message says cause and fix).
-docs:  README.md
+docs:  README.md (start here) and docs/ (the manual: docs/index.md; `mkdocs serve` to browse)
 """
 
 

@@ -15,7 +15,7 @@ def register(sub) -> None:
         "merge",
         help="merge registered adapters (linear, slerp, ties, dare, model_stock, cat) into name@version or a model folder",
         description="Merge LoRA adapters on their exact updates dW = scale * B @ A.\n\nmethods:\n" + methods
-        + "\n\nminimal config:  name: m / method: slerp / adapters: [a@1, b@1] / t: 0.5  (see the README's Merging section)",
+        + "\n\nminimal config:  name: m / method: slerp / adapters: [a@1, b@1] / t: 0.5  (see docs/merging.md)",
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
     )
     p.add_argument("config", help="merge config YAML")

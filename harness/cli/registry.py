@@ -126,7 +126,7 @@ def cmd_show(args) -> int:
 def cmd_verify(args) -> int:
     res = _registry(args).verify(args.ref)
     # a version registered before manifests carried their own digest still loads, but verify cannot vouch for its
-    # manifest (base fingerprint, losses, file list): exit 1 with the reason (documented in README, "Registry")
+    # manifest (base fingerprint, losses, file list): exit 1 with the reason (documented in docs/concepts.md, "Registry integrity")
     ok = res.ok and res.manifest == "ok"
     if args.json:
         print_json({"ref": str(res.ref), "ok": ok, "files_ok": res.ok, "manifest": res.manifest,

@@ -1,6 +1,6 @@
 """How an example becomes text: the tokenizer's chat template when it has one, else a plain template.
 
-The plain template (documented in the README) for a conversation is::
+The plain template (documented in docs/config.md) for a conversation is::
 
     ### System:\\n{system}\\n\\n            (only when there is a system message)
     ### Instruction:\\n{user}\\n\\n### Response:\\n{assistant}<eos>

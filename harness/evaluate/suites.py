@@ -413,7 +413,7 @@ def check_task_config(task: dict, docs: list[dict], where) -> None:
     for k in CODE_KEYS:
         if k in task:
             raise ConfigError(where, f"task.{k}", f"a suite file cannot name code ({k} needs a Python function)",
-                              "prepare the data file so that it needs no processing, or write a suite type (see the README)")
+                              "prepare the data file so that it needs no processing, or write a suite type (see docs/suites.md)")
     check_templates(task, where)
     output_type = task.get("output_type", "generate_until")
     if output_type not in OUTPUT_TYPES:

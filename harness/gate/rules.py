@@ -73,7 +73,7 @@ def validate_policy_against(policy: Policy, a: RunSide) -> None:
         except LafError as e:
             problems.append(f"rules[{i}]: {e.cause}")
     if problems:
-        raise LafError("the policy does not fit these runs:\n  " + "\n  ".join(problems), "fix the policy (see the README's gate policy reference)")
+        raise LafError("the policy does not fit these runs:\n  " + "\n  ".join(problems), "fix the policy (see docs/gate-policy.md)")
 
 
 def evaluate_gate(a: RunSide, b: RunSide, policy: Policy, policy_source: str, inconclusive_as: str = "inconclusive", contamination: dict | None = None,

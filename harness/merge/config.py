@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..errors import ConfigError
 from ..registry import AdapterRef, check_registry_name
 
-# method -> one-line definition (README and `laf merge --help` show the same words)
+# method -> one-line definition (docs/merging.md and `laf merge --help` show the same words)
 METHODS: dict[str, str] = {
     "linear": "lambda * sum_i w_i dW_i / sum_i w_i (normalize: true by default)",
     "task_arithmetic": "lambda * sum_i w_i dW_i (linear with normalize: false by default)",

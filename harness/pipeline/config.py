@@ -312,5 +312,5 @@ def validate_run(cfg: RunConfig, base: Path, config_path: Path):
                 problems.append(f"key 'select': {e.cause}")
     if problems:
         raise ConfigError(config_path, None, f"{len(problems)} problem(s) before any stage started:\n  - " + "\n  - ".join(problems),
-                          "fix them all and run again (see the README's config reference)")
+                          "fix them all and run again (see docs/config.md)")
     return suites, policy
