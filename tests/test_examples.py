@@ -1,7 +1,8 @@
-"""Every config in examples/ and every `laf` command sequence the README (and `make demo`) shows, run as written.
+"""Every config in examples/ and every `laf` command sequence the README, the manual (docs/) and `make demo` show.
 
-The commands are parsed out of README.md's code blocks and the Makefile's demo target, so a README change that
-breaks a command fails here. They run in a scratch folder holding a copy of examples/ whose YAML files keep
+The commands are parsed out of the code blocks of README.md and every docs/**/*.md page, and out of the Makefile's
+demo target, so a docs change that breaks a command fails here: every command must be one the CLI accepts, and the
+quickstart, comparison, CI and export sequences run as written. They run in a scratch folder holding a copy of examples/ whose YAML files keep
 everything as written except what would be too slow on CPU: the model (the tiny fixture), training steps and
 per-suite item limits. One quickstart run is shared by every test (module-scoped).
 """
@@ -29,7 +30,12 @@ STEPS = 3
 # -- reading the commands out of the docs
 
 
-def readme_blocks(text: str) -> list[tuple[str, str]]:
+def doc_files() -> list[Path]:
+    """The pages whose commands are checked: the README first, then the manual's pages in path order."""
+    return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+
+
+def code_blocks(text: str) -> list[tuple[str, str]]:
     """(language, body) of every fenced code block."""
     return [(m[1], m[2]) for m in re.finditer(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M)]
 
@@ -42,14 +48,14 @@ def laf_commands(lang: str, body: str) -> list[str]:
             line = line.split(" #", 1)[0].strip()
             if line.startswith(("laf ", ".venv/bin/laf ")):
                 cmds.append(line)
-    elif lang == "yaml":
-        cmds += [m[1].strip() for m in re.finditer(r"^\s*run:\s*((?:\.venv/bin/)?laf .+)$", body, flags=re.M)]
+    elif lang == "yaml":  # CI steps: `run: laf ...` and `- run: laf ...`, a trailing comment dropped
+        cmds += [m[1].split(" #", 1)[0].strip() for m in re.finditer(r"^\s*(?:-\s+)?run:\s*((?:\.venv/bin/)?laf .+)$", body, flags=re.M)]
     return [re.sub(r"^\.venv/bin/", "", c) for c in cmds]
 
 
-def readme_sequences() -> list[tuple[str, list[str]]]:
-    text = (REPO / "README.md").read_text()
-    return [(body, cmds) for lang, body in readme_blocks(text) if (cmds := laf_commands(lang, body))]
+def doc_sequences() -> list[tuple[str, list[str]]]:
+    """(block, its `laf` commands) for every code block with one, over README.md and docs/, in doc_files() order."""
+    return [(body, cmds) for page in doc_files() for lang, body in code_blocks(page.read_text()) if (cmds := laf_commands(lang, body))]
 
 
 def makefile_demo() -> str:
@@ -61,8 +67,8 @@ def makefile_demo() -> str:
 
 
 def sequence_with(needle: str) -> tuple[str, list[str]]:
-    found = [(body, cmds) for body, cmds in readme_sequences() if any(needle in c for c in cmds)]
-    assert found, f"the README shows no command with {needle!r}"
+    found = [(body, cmds) for body, cmds in doc_sequences() if any(needle in c for c in cmds)]
+    assert found, f"neither the README nor docs/ shows a command with {needle!r}"
     return found[0]
 
 
@@ -118,7 +124,7 @@ def workspace(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def compared(workspace):
-    """The README's compare sequence, every command in order."""
+    """The docs' compare sequence (docs/comparing.md), every command in order."""
     _, cmds = sequence_with("examples/compare.yaml")
     results = []
     with inside(workspace["dir"]):
@@ -256,7 +262,7 @@ def test_name_and_latest_are_accepted_everywhere(workspace, compared):
         assert json.loads((ws / "v.json").read_text())["candidate"]["model"] == "quickstart@1"
 
 
-# examples whose flow needs more than the README's command sequence (a registered SFT adapter first, then
+# examples whose flow needs more than the docs' command sequences (a registered SFT adapter first, then
 # preference training), run end to end by another test; that test must name the file
 RUN_ELSEWHERE = {"examples/quickstart-dpo.yaml": "tests/test_preference.py", "examples/quickstart-orpo.yaml": "tests/test_preference.py",
                  "examples/sweep-rank.yaml": "tests/test_sweep.py", "examples/quickstart-preserve.yaml": "tests/test_preserve.py"}
@@ -266,7 +272,104 @@ def test_every_example_config_is_run(workspace, compared):
     written = {f"examples/{p.name}" for p in (REPO / "examples").glob("*.yaml")}
     elsewhere = {e for e, test in RUN_ELSEWHERE.items() if Path(e).name in (REPO / test).read_text()}
     missing = written - workspace["ran"] - elsewhere
-    assert not missing, f"examples not run by any README/Makefile command or named test: {sorted(missing)}"
+    assert not missing, f"examples not run by any README/docs/Makefile command or named test: {sorted(missing)}"
+
+
+# at least what README.md held before the manual moved to docs/ (8 blocks, 19 commands); the docs hold more
+MIN_SEQUENCES, MIN_COMMANDS = 9, 22
+
+
+def unwrap_optional(cmd: str) -> str:
+    """`laf history show NAME [--suite S] [--json]` as a runnable line: the optional parts given (brackets dropped)."""
+    return re.sub(r"\[([^\[\]]*)\]", r"\1", cmd)
+
+
+def test_every_documented_command_is_one_the_cli_accepts():
+    from harness.cli import build_parser
+
+    seqs = doc_sequences()
+    cmds = [c for _, cs in seqs for c in cs] + [makefile_demo()]
+    print(f"{len(seqs)} command blocks, {len(cmds) - 1} commands in README.md and docs/, + make demo")
+    assert len(seqs) >= MIN_SEQUENCES and len(cmds) - 1 >= MIN_COMMANDS, "a command block was lost from the docs"
+    refused = []
+    for cmd in cmds:
+        argv = shlex.split(unwrap_optional(cmd))
+        assert argv[0] == "laf", cmd
+        try:
+            build_parser().parse_args(argv[1:])
+        except SystemExit as e:  # argparse: usage error (2)
+            refused.append((cmd, e.code))
+    assert not refused, f"documented commands the CLI refuses: {refused}"
+
+
+def test_readme_links_reach_files():
+    """README.md is not part of the docs build (mkdocs checks the links inside docs/): its relative links must hold too."""
+    text = (REPO / "README.md").read_text()
+    links = [m[1].split("#", 1)[0] for m in re.finditer(r"\]\(([^)\s]+)\)", text) if not re.match(r"[a-z]+:", m[1])]
+    assert len(links) >= 20, "the README links into the manual"
+    broken = [link for link in links if not (REPO / link).exists()]
+    assert not broken, f"README links to missing files: {broken}"
+
+
+def yaml_block(page: str, first_line: str) -> str:
+    """The YAML code block of docs/PAGE whose first line starts with `first_line`."""
+    blocks = [body for lang, body in code_blocks((REPO / "docs" / page).read_text()) if lang == "yaml" and body.startswith(first_line)]
+    assert len(blocks) == 1, f"docs/{page} should show one yaml block starting with {first_line!r}, found {len(blocks)}"
+    return blocks[0]
+
+
+def _train(data: dict):
+    from harness.train.config import TrainConfig
+
+    return TrainConfig, {"name": "example", "data": {"path": "train.jsonl"}, **data}
+
+
+def _policy(data: dict):
+    from harness.gate.policy import Policy
+
+    return Policy, data
+
+
+def _merge(data: dict):
+    from harness.merge.config import MergeConfig
+
+    return MergeConfig, data
+
+
+def _merge_t(data: dict):
+    from harness.merge.config import MergeConfig
+
+    return MergeConfig, {"name": "m", "method": "slerp", "adapters": ["a@1", "b@1"], **data}
+
+
+def _select(data: dict):
+    from harness.pipeline.config import RunSelect
+
+    return RunSelect, data["select"]
+
+
+# the config examples of the manual that are whole (no `...` placeholders), validated by the model that reads them
+CONFIG_EXAMPLES = [
+    ("config.md", "name: support", _train),                 # the training config reference
+    ("preference.md", "objective: dpo", _train),            # preference training keys
+    ("forgetting.md", "preserve:", _train),                 # the preserve block
+    ("forgetting.md", "select:", _select),                  # checkpoint selection
+    ("gate-policy.md", "confidence:", _policy),             # the gate policy reference
+    ("merging.md", "name: m ", _merge),                     # the minimal merge config
+    ("merging.md", "t:", _merge_t),                         # SLERP's filtered t
+]
+
+
+@pytest.mark.parametrize("page,first_line,model", CONFIG_EXAMPLES, ids=[f"{p}:{f.strip()}" for p, f, _ in CONFIG_EXAMPLES])
+def test_documented_config_examples_validate(page, first_line, model):
+    from harness.config import parse_yaml, validate
+
+    cls, data = model(parse_yaml(yaml_block(page, first_line)))
+    cfg = validate(cls, data, f"docs/{page}")
+    if cls.__name__ == "MergeConfig":
+        from harness.merge.config import check_method_params
+
+        check_method_params(cfg, f"docs/{page}")
 
 
 def test_exit_code_when_candidates_disagree():
