@@ -14,6 +14,8 @@ import os
 import re
 import shlex
 import shutil
+import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -370,6 +372,32 @@ def test_documented_config_examples_validate(page, first_line, model):
         from harness.merge.config import check_method_params
 
         check_method_params(cfg, f"docs/{page}")
+
+
+def test_documented_python_snippet_runs_offline(tmp_path):
+    """docs/suites.md's `evaluate.load(harness.metrics.path(...))` block, run as written with the hub out of reach."""
+    [code] = [body for lang, body in code_blocks((REPO / "docs" / "suites.md").read_text()) if lang == "python"]
+    runner = ("import ast, json, sys\nsrc = sys.stdin.read()\ntree = ast.parse(src)\nlast = tree.body.pop()\nns = {}\n"
+              "exec(compile(tree, 'snippet', 'exec'), ns)\nprint(json.dumps(eval(compile(ast.Expression(last.value), 'snippet', 'eval'), ns)))\n")
+    env = {"PYTHONPATH": str(REPO), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HF_HOME": str(tmp_path / "hf"),
+           "HF_EVALUATE_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", runner], input=code, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    # "relay stuck open" vs "Boiler relay stuck open.": 3 shared tokens, precision 1, recall 3/4
+    assert got["token_f1"] == pytest.approx(2 * 1 * 0.75 / 1.75)
+
+
+def test_documented_entry_point_names_the_group_we_read():
+    import tomllib
+
+    from harness.evaluate.suite_types import ENTRY_POINT_GROUP
+
+    [block] = [body for lang, body in code_blocks((REPO / "docs" / "suites.md").read_text()) if lang == "toml"]
+    groups = tomllib.loads(block)["project"]["entry-points"]
+    assert list(groups) == [ENTRY_POINT_GROUP]
+    for target in groups[ENTRY_POINT_GROUP].values():
+        assert re.fullmatch(r"[\w.]+:\w+", target), target
 
 
 def test_exit_code_when_candidates_disagree():
