@@ -350,8 +350,25 @@ def _select(data: dict):
     return RunSelect, data["select"]
 
 
+def _run(data: dict):
+    from harness.pipeline.config import RunConfig
+
+    return RunConfig, data
+
+
+def _sweep(data: dict):
+    from harness.sweep.config import SweepConfig
+
+    return SweepConfig, {"data": {"path": "train.jsonl"}, "eval": {"suites": ["domain/tempo-t4"]}, **data}
+
+
+# the run config reference shows two placeholders for blocks documented on their own (the training keys, the policy)
+RUN_PLACEHOLDERS = {"train: {...}": "train: {lora: {r: 8}}", "policy: {rules: [...]}": "policy: {rules: [{category: domain, min_gain: 0.1}]}"}
+
+
 # the config examples of the manual that are whole (no `...` placeholders), validated by the model that reads them
 CONFIG_EXAMPLES = [
+    ("config.md", "name: quickstart", _run),                # the run config reference (placeholders filled)
     ("config.md", "name: support", _train),                 # the training config reference
     ("preference.md", "objective: dpo", _train),            # preference training keys
     ("forgetting.md", "preserve:", _train),                 # the preserve block
@@ -359,6 +376,7 @@ CONFIG_EXAMPLES = [
     ("gate-policy.md", "confidence:", _policy),             # the gate policy reference
     ("merging.md", "name: m ", _merge),                     # the minimal merge config
     ("merging.md", "t:", _merge_t),                         # SLERP's filtered t
+    ("sweeps.md", "name: sweep-rank", _sweep),              # axes and the recommendation margin
 ]
 
 
@@ -366,12 +384,25 @@ CONFIG_EXAMPLES = [
 def test_documented_config_examples_validate(page, first_line, model):
     from harness.config import parse_yaml, validate
 
-    cls, data = model(parse_yaml(yaml_block(page, first_line)))
+    text = yaml_block(page, first_line)
+    if model is _run:
+        for placeholder, filled in RUN_PLACEHOLDERS.items():
+            assert placeholder in text, placeholder
+            text = text.replace(placeholder, filled)
+    cls, data = model(parse_yaml(text))
     cfg = validate(cls, data, f"docs/{page}")
     if cls.__name__ == "MergeConfig":
         from harness.merge.config import check_method_params
 
         check_method_params(cfg, f"docs/{page}")
+    if cls.__name__ == "RunConfig":
+        dumped = cfg.model_dump(by_alias=True)  # the same check whether `train:`/`merge:` are dicts or typed models
+        assert dumped["train"]["lora"]["r"] == 8 and [m["method"] for m in dumped["merge"]] == ["slerp"]
+    if cls.__name__ == "SweepConfig":
+        from harness.sweep.config import expand
+
+        points = expand(cfg)
+        assert len(points) == 5 * 2 and len({p.name for p in points}) == 10, "lora.r x optim.lr as the page says"
 
 
 def test_documented_python_snippet_runs_offline(tmp_path):
