@@ -11,6 +11,9 @@ STAMP  := $(VENV)/.installed
 TORCH_CPU_VERSION ?= 2.13.0
 TORCH_INDEX_URL ?=
 PYTEST_ARGS ?=
+# make test runs the suite in this many processes (pytest-xdist, a test file per process at a time, so module
+# fixtures are built once); TEST_WORKERS=0 runs it in one process. Each process gets cores/TEST_WORKERS threads.
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo test check doctor clean-venv
 
@@ -37,7 +40,7 @@ demo: setup
 	echo "demo finished: gate exit code $$code (0 pass, 1 fail, 2 inconclusive); open reports/quickstart/report.html"
 
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Lint (ruff: pyflakes, import order, bugbear), types (mypy on the modules listed in pyproject.toml) and the
 # manual (docs/, mkdocs.yml): a strict build, so a broken link, a missing anchor or a page left out of the nav fails.

@@ -17,6 +17,13 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["HF_EVALUATE_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# `make test` runs the suite in several processes (pytest-xdist): each gets its share of the cores for torch's
+# thread pools (here and in the subprocesses it starts), so workers do not oversubscribe the machine.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+if _WORKERS > 1:
+    _threads = str(max(1, len(os.sched_getaffinity(0)) // _WORKERS))
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, _threads)
 # Every gate, compare and run records into a release history (default reports/history.sqlite in the working
 # directory): tests record into a private one unless they name their own.
 os.environ["LAF_HISTORY_URL"] = os.path.join(_HF_HOME, "history.sqlite")
