@@ -543,3 +543,54 @@ def test_found_lost_bar_colours_match_the_verdicts_in_chromium(browser, tmp_path
         assert r["text"] == words[r["verdict"]], r  # the verdict the row shows ...
         assert r["bar"] == r["dot"] == r["word"] == colour, r  # ... is the colour it is drawn in
     page.close()
+
+
+def test_a_rule_on_a_secondary_metric_gets_its_own_row_with_its_verdict(tmp_path):
+    """The abstention suite's primary metric (hallucination_rate) improves while the policy's rule on its other metric
+    (abstention_rate) fails: the chart shows both rows, the gated one red with the rule's own numbers, so the FAIL is
+    never hidden behind an improving primary metric (seen on the real quickstart-preserve run)."""
+    rng = np.random.default_rng(3)
+    n = 400
+    suites = {"domain/support": suite_meta("domain"), "hallucination/abstain": suite_meta("hallucination", "hallucination_rate", higher_is_better=False)}
+    suites["hallucination/abstain"]["metrics"]["abstention_rate"] = {"higher_is_better": True, "ideal": None, "aggregation": "mean"}
+    base = {"domain/support": (rng.random(n) < 0.4).astype(int).tolist(), "hallucination/abstain": (rng.random(n) < 0.5).astype(int).tolist()}
+    cand = {"domain/support": (rng.random(n) < 0.9).astype(int).tolist(), "hallucination/abstain": [0 if rng.random() < 0.3 else x for x in base["hallucination/abstain"]]}
+    abstain = {"base": (rng.random(n) < 0.9).astype(int).tolist(), "cand@1": None}
+    abstain["cand@1"] = [0 if rng.random() < 0.3 else x for x in abstain["base"]]  # abstention drops ~27 points
+    run = write_run(tmp_path / "run", suites, {"base": base, "cand@1": cand})
+    lines = []
+    counters: dict = {}
+    for line in (run / "records.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec["suite"] == "hallucination/abstain":
+            i = counters.setdefault(rec["model"], 0)
+            rec["metrics"]["abstention_rate"] = abstain[rec["model"]][i]
+            counters[rec["model"]] = i + 1
+        lines.append(json.dumps(rec))
+    (run / "records.jsonl").write_text("\n".join(lines) + "\n")
+    doc = json.loads((run / "results.json").read_text())
+    for m in ("base", "cand@1"):
+        doc["results"][m]["hallucination/abstain"]["abstention_rate"] = {"value": sum(abstain[m]) / n, "stderr": None, "n": n}
+    (run / "results.json").write_text(json.dumps(doc))
+    seal_run(run)
+    policy = tmp_path / "gate.yaml"
+    policy.write_text(yaml.safe_dump({"rules": [{"category": "domain", "min_gain": 0.1},
+                                                {"suite": "hallucination/abstain", "metric": "abstention_rate", "max_drop": 0.10}]}))
+    code, _, err = run_cli("gate", "--baseline", str(run), "--candidate", str(run), "--policy", str(policy))
+    assert code == 1, err
+    v = json.loads((run / "verdict.json").read_text())
+    gated = next(r for r in v["rules"] if r["metric"] == "abstention_rate")
+    assert gated["status"] == "fail" and v["summaries"]["suites"]["hallucination/abstain"]["improvement"] > 0
+    html = write_report(run).read_text()
+    rows = []
+    for m in re.finditer(r'<g class="frow" data-verdict="(\w+)">(.*?)</g>', html, re.S):
+        label = re.search(r'class="lab">([^<]+)</text>', m.group(2)).group(1)
+        sub = re.search(r'</tspan>([^<]*)</text>', m.group(2)).group(1)
+        stroke = re.search(r'class="fbar"[^>]*stroke="(#[0-9a-f]{6})"', m.group(2)).group(1)
+        value = float(re.search(r'class="val" text-anchor="end">([^<]+)<', m.group(2)).group(1))
+        rows.append((label, sub.split("·")[-1].strip(), m.group(1), HEX[stroke], value))
+    abst = [r for r in rows if r[0] == "hallucination/abstain"]
+    assert [r[1] for r in abst] == ["hallucination_rate", "abstention_rate (gated)"]
+    assert abst[0][2] in ("better", "unclear") and abst[0][4] > 0  # the primary metric, no rule on it: improved
+    assert abst[1][2] == "fail" and abst[1][3] == "red"
+    assert abst[1][4] == pytest.approx(100 * gated["stats"]["improvement"], rel=1e-2)  # the rule's own numbers

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 from html import escape
 from importlib import resources
 
@@ -134,6 +135,10 @@ def _row_verdict(rules: list[dict], suite: str, category: str, metric: str) -> s
     return None
 
 
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def _found_lost(d: dict) -> str:
     s = d.get("summaries")
     if not s:
@@ -142,14 +147,24 @@ def _found_lost(d: dict) -> str:
     rules = [r for r in (d["verdict"] or {}).get("rules", []) if isinstance(r, dict)]
     order = sorted(s["suites"].items(), key=lambda kv: (CATEGORY_ORDER.index(kv[1]["category"]) if kv[1]["category"] in CATEGORY_ORDER else 9, kv[0]))
     for name, st in order:
-        meta = MetricMeta.from_dict(d["suites"][name]["metrics"][st["metric"]])
-        row = {"label": name, "sublabel": f"{st['category']} · {st['metric']}" + (f" (ideal {_nt(meta.ideal, 'g')})" if meta.ideal is not None else ""),
-               "verdict": _row_verdict(rules, name, st["category"], st["metric"])}
-        if is_proportion(st["metric"], st["base"], st["candidate"]):
-            prop_rows.append({**row, "value": 100 * st["improvement"], "lo": 100 * st["ci_low"], "hi": 100 * st["ci_high"]})
-        elif st["base"]:
-            scale = 100 / abs(st["base"])
-            other_rows.append({**row, "value": scale * st["improvement"], "lo": scale * st["ci_low"], "hi": scale * st["ci_high"]})
+        # the suite's primary metric, then every other metric a rule of the gate decided this suite on (drawn with that
+        # rule's own numbers and verdict: a failed abstention_rate rule is not hidden behind an improved primary metric)
+        shown = [(st["metric"], st, _row_verdict(rules, name, st["category"], st["metric"]), "")]
+        for r in rules:
+            stats = r.get("stats")
+            if (r.get("suite") == name and r.get("metric") not in (None, st["metric"]) and isinstance(stats, dict) and r.get("status") in ("pass", "fail", "inconclusive")
+                    and r["metric"] in d["suites"][name]["metrics"] and all(_finite(stats.get(k)) for k in ("base", "candidate", "improvement", "ci_low", "ci_high"))
+                    and r["metric"] not in [m for m, *_ in shown]):
+                shown.append((r["metric"], stats, r["status"], " (gated)"))
+        for metric, numbers, verdict, note in shown:
+            meta = MetricMeta.from_dict(d["suites"][name]["metrics"][metric])
+            row = {"label": name, "sublabel": f"{st['category']} · {metric}{note}" + (f" (ideal {_nt(meta.ideal, 'g')})" if meta.ideal is not None else ""),
+                   "verdict": verdict}
+            if is_proportion(metric, numbers["base"], numbers["candidate"]):
+                prop_rows.append({**row, "value": 100 * numbers["improvement"], "lo": 100 * numbers["ci_low"], "hi": 100 * numbers["ci_high"]})
+            elif numbers["base"]:
+                scale = 100 / abs(numbers["base"])
+                other_rows.append({**row, "value": scale * numbers["improvement"], "lo": scale * numbers["ci_low"], "hi": scale * numbers["ci_high"]})
     out = [svg.forest(prop_rows, " pt", f"Found vs lost: paired change of {d['candidate']} against {d['baseline']} (points, {_nt(_conf(d), '.0f', 100)}% CI; right is better)")]
     if other_rows:
         out.append(svg.forest(other_rows, "%", "Other metrics: change relative to the baseline (%, right is better)"))
