@@ -198,3 +198,15 @@ def test_help_epilog_documents_the_usage_error_exit_code():
     assert "2 inconclusive gate, or a usage error" in epilog and "usage:" in epilog
     code, out, err = usage_error("gate", "--no-such-flag")
     assert code == 2 and err.startswith("usage:") and out == ""
+
+
+def test_the_gate_summary_table_is_the_shared_renderers_and_holds_the_verdict(two_candidates, tmp_path):
+    policy = tmp_path / "p.yaml"
+    policy.write_text(yaml.safe_dump({"rules": [{"category": "domain", "min_gain": 0.05}, {"suite": "general/facts", "max_drop": 0.5, "required": False}]}))
+    code, out, err = run_cli("gate", "--candidate", f"{two_candidates}#strong@1", "--policy", str(policy), "-o", str(tmp_path / "v.json"),
+                             "--summary", str(tmp_path / "s.md"), "--json")
+    assert code == 0, err
+    v = json.loads(out)
+    [rules] = markdown_tables((tmp_path / "s.md").read_text())
+    assert [(r["suite"], r["metric"]) for r in rules] == [(r["suite"], r["metric"]) for r in v["rules"]]
+    assert [r["rule"].endswith("(advisory)") for r in rules] == [not r["required"] for r in v["rules"]]

@@ -53,7 +53,7 @@ def cmd_diversity(args) -> int:
 def print_summary(doc: dict, args=None) -> None:
     from rich.markup import escape
 
-    from ..present.rows import diversity_items_rows
+    from ..present.rows import diversity_items_rows, mergeability_rows, similarity_rows
 
     for w in doc.get("warnings", []):
         console.print(f"[bold yellow]warning:[/] {escape(w)}")
@@ -61,24 +61,15 @@ def print_summary(doc: dict, args=None) -> None:
     if items.rows:
         show(items, args)
     for key, sub, name in (("kappa", "all", "kappa"), ("weight_cosine", "overall", "task-vector cosine"), ("cka", "mean", "CKA")):
-        m = (doc.get(key) or {}).get(sub)
-        if not isinstance(m, dict) or "values" not in m:
-            continue
-        labels = m["labels"]
-        pairs = [(m["values"][i][j], labels[i], labels[j]) for i in range(len(labels)) for j in range(i + 1, len(labels))]
-        shown = sorted(pairs, key=lambda p: -(p[0] if p[0] is not None else -9))[:5]
-        console.print(f"\n[bold]{name}[/] (most alike first)")
-        for v, a, b in shown:
-            console.print(f"  {escape(a)} / {escape(b)}: " + ("undefined" if v is None else f"{v:+.3f}"))
+        t = similarity_rows(doc, key, sub, name)
+        if t is not None:
+            show(t, args)
     for space, c in (doc.get("clusters") or {}).items():
         if "clusters" in c:
             console.print(f"\n[bold]clusters ({space})[/]: " + escape("; ".join("{" + ", ".join(g) + "}" for g in c["clusters"])))
-    pred = doc.get("predictions") or {}
-    scored = [r for r in pred.get("pairs", []) if r.get("score") is not None]
-    if scored:
-        console.print("\n[bold]predicted mergeability[/] (score: mean of the measured signals, see diversity.json 'rule')")
-        for r in scored[:10]:
-            console.print(f"  {escape(' + '.join(r['pair'])):50} {r['score']:.3f}  {r['prediction']}")
+    merge = mergeability_rows(doc)
+    if merge.rows:
+        show(merge, args)
     check = doc.get("prediction_check") or {}
     if check.get("summary"):
         console.print(f"\n[bold]predicted vs observed merges[/]: {escape(check['summary'])}")

@@ -51,6 +51,10 @@ def table_format(args: argparse.Namespace | None = None) -> str:
     chosen = getattr(args, "output_format", None) if args is not None else None
     if chosen in ("table", "md"):
         return chosen
+    import os
+
+    if os.environ.get("GITHUB_ACTIONS") == "true":  # a runner's log, even where FORCE_COLOR makes rich see a terminal
+        return "md"
     return "table" if console.is_terminal and not console.is_dumb_terminal else "md"
 
 
@@ -67,14 +71,12 @@ def rich_table(table: Table):
     return t
 
 
-def show(table: Table, args: argparse.Namespace | None = None, *, notes: bool = True) -> None:
-    """Print ``table`` as the command's format says (see the module docstring)."""
+def show(table: Table, args: argparse.Namespace | None = None) -> None:
+    """Print ``table`` (and its notes) as the command's format says (see the module docstring)."""
     if table_format(args) == "md":
-        text = markdown(table if notes else Table(table.columns, table.rows, table.title, table.formats, table.right))
-        console.file.write("\n" + text + "\n")  # blank lines around: a line of prose next to a table would read as a row
+        console.file.write("\n" + markdown(table) + "\n")  # blank lines around: a line of prose next to a table would read as a row
         console.file.flush()
         return
     console.print(rich_table(table))
-    if notes:
-        for n in table.notes:
-            console.print(n, markup=False)
+    for n in table.notes:
+        console.print(n, markup=False)

@@ -36,6 +36,14 @@ def results_rows(doc: Any) -> Table:
     return t
 
 
+def verdict_rows(v: Any) -> Table:
+    """A verdict (:class:`harness.gate.verdict.Verdict`): one row per rule, the table of the gate's Markdown summary
+    (built by the gate, which writes that summary: :func:`harness.gate.artifacts.verdict_table`)."""
+    from ..gate.artifacts import verdict_table
+
+    return verdict_table(v)
+
+
 def suites_rows(rows: list[dict]) -> Table:
     """``laf suites list``: the listing's rows (name, category, type, source, description)."""
     t = Table(["suite", "category", "type", "source", "description"])
@@ -210,4 +218,28 @@ def diversity_items_rows(doc: dict) -> Table:
     if isinstance(items, dict) and "skipped" not in items:
         for s, v in items.items():
             t.add(s, v["paired"], sum(v.get("dropped", {}).values()), v.get("skipped") or "")
+    return t
+
+
+def similarity_rows(doc: dict, key: str, sub: str, name: str, top: int = 5) -> Table | None:
+    """A pairwise measure of ``diversity.json`` (``kappa``/``all``, ``weight_cosine``/``overall``, ``cka``/``mean``):
+    its ``top`` most alike pairs, most alike first; None when the document has no such matrix."""
+    m = (doc.get(key) or {}).get(sub)
+    if not isinstance(m, dict) or "values" not in m:
+        return None
+    labels = m["labels"]
+    pairs = [(m["values"][i][j], labels[i], labels[j]) for i in range(len(labels)) for j in range(i + 1, len(labels))]
+    shown = sorted(pairs, key=lambda p: -(p[0] if p[0] is not None else -9))[:top]
+    t = Table(["candidate", "other", name], title=f"{name} (most alike first)", formats={name: "+.3f"}, right={name})
+    for v, a, b in shown:
+        t.add(a, b, v)
+    return t
+
+
+def mergeability_rows(doc: dict, top: int = 10) -> Table:
+    """``diversity.json``'s predicted mergeability: the scored pairs (best first, as the document orders them)."""
+    t = Table(["pair", "score", "prediction"], title="predicted mergeability (score: mean of the measured signals, see diversity.json 'rule')",
+              formats={"score": ".3f"}, right={"score"})
+    for r in [r for r in (doc.get("predictions") or {}).get("pairs", []) if r.get("score") is not None][:top]:
+        t.add(" + ".join(r["pair"]), r["score"], r["prediction"])
     return t
