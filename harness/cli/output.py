@@ -64,8 +64,8 @@ def rich_table(table: Table):
     from rich.text import Text
 
     t = RichTable(box=None, header_style="bold", title=table.title)
-    for c in table.columns:
-        t.add_column(Text(c), justify="right" if c in table.right else "left", overflow="fold")
+    for i, c in enumerate(table.columns):  # the first column names the row: kept on one line; long cells elsewhere fold, never cut
+        t.add_column(Text(c), justify="right" if c in table.right else "left", overflow="fold", no_wrap=i == 0)
     for row in table.text_rows():
         t.add_row(*[Text(c) for c in row])
     return t
