@@ -156,3 +156,20 @@ def history_url(request, tmp_path):
     if request.param == "sqlite":
         return str(tmp_path / "history.sqlite")
     return request.getfixturevalue("postgres_db")
+
+
+def markdown_tables(text: str) -> list[list[dict[str, str]]]:
+    """Every Markdown table in ``text`` (what ``laf`` prints on a pipe or with ``--format md``) as rows of
+    ``{column: cell}``: tests read the printed data, never the layout. Escaped pipes (``\\|``) stay in their cell."""
+    import re
+
+    tables, block = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|") and line.endswith("|"):
+            block.append(line)
+            continue
+        if len(block) >= 2 and re.fullmatch(r"\|(\s*:?-{3,}:?\s*\|)+", block[1]):
+            split = [[c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", b[1:-1])] for b in block]
+            tables.append([dict(zip(split[0], r)) for r in split[2:]])
+        block = []
+    return tables

@@ -111,14 +111,14 @@ def test_gate_on_github_actions_and_an_unwritable_step_summary(piped_run, tmp_pa
     policy.write_text(yaml.safe_dump(POLICY))
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path))  # a folder: cannot be appended to
-    code, _, err = run_cli("gate", "--baseline", f"{run}#base", "--candidate", str(run), "--policy", str(policy), "--out", str(tmp_path / "v.json"))
+    code, _, err = run_cli("gate", "--baseline", f"{run}#base", "--candidate", str(run), "--policy", str(policy), "-o", str(tmp_path / "v.json"))
     assert code == 1, err
     assert sum(line.startswith("::error ") for line in err.splitlines()) == 1
     assert sum(line.startswith("::warning ") for line in err.splitlines()) == 3  # two rules and the summary problem
     assert "could not append the summary to GITHUB_STEP_SUMMARY" in err and "Traceback" not in err
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "s.md"))
     monkeypatch.delenv("GITHUB_ACTIONS")
-    code, _, err = run_cli("gate", "--baseline", f"{run}#base", "--candidate", str(run), "--policy", str(policy), "--out", str(tmp_path / "v.json"))
+    code, _, err = run_cli("gate", "--baseline", f"{run}#base", "--candidate", str(run), "--policy", str(policy), "-o", str(tmp_path / "v.json"))
     assert code == 1 and "::" not in err and not (tmp_path / "s.md").exists(), "nothing GitHub-specific outside GitHub Actions"
 
 

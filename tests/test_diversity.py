@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from harness.results import seal_run
-from tests.conftest import REPO, assert_clean_error, run_cli
+from tests.conftest import REPO, assert_clean_error, markdown_tables, run_cli
 from tests.synthetic import PROVENANCE, suite_meta
 
 # ---------------------------------------------------------------- synthetic runs with chosen predictions
@@ -424,7 +424,11 @@ def test_cli_writes_diversity_json_and_the_section_escapes_labels(three_model_ru
                 "merge_ensemble_gap", "clusters", "predictions"):
         assert key in doc
     assert "skipped" in doc["weight_cosine"] and doc["predictions"]["pairs"][0]["signals"]["kappa"]["scope"] == "domain"
-    assert "kappa" in out
+    # the printed kappa table (Markdown on this pipe) holds the document's pairwise values
+    kappa = next(t for t in markdown_tables(out) if t and "kappa" in t[0])
+    m = doc["kappa"]["all"]
+    index = {x: i for i, x in enumerate(m["labels"])}
+    assert kappa and all(float(r["kappa"]) == pytest.approx(m["values"][index[r["candidate"]]][index[r["other"]]], abs=5e-4) for r in kappa)
     doc["candidates"] = ["<script>alert(1)</script>"]
     doc["kappa"]["all"]["labels"][0] = "<script>alert(1)</script>"
     doc["warnings"] = ["<b>x</b>"]

@@ -17,7 +17,7 @@ import yaml
 from harness.errors import LafError
 from harness.evaluate import EvalSpec, load_run, run_eval
 from harness.evaluate.suites import load_suite
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, markdown_tables, run_cli
 from tests.conftest import assert_clean_error as _err
 
 MC_TASK = {
@@ -232,7 +232,12 @@ def test_results_json_has_aggregates_records_and_provenance(tiny_model_dir, tiny
     r = json.loads(lines[0])
     for key in ("suite", "doc_id", "doc_hash", "prompt", "choices", "target", "loglikelihoods", "prediction", "metrics"):
         assert key in r
-    assert "toy" in out and "base" in out and ref in out
+    # the printed table (Markdown on this pipe) carries the document's numbers under whole names
+    [table] = markdown_tables(out)
+    row = next(r for r in table if r["suite"] == "toy" and r["metric"] == "acc")
+    assert row["primary"] == "yes" and row["n"] == "10"
+    assert float(row["base"]) == pytest.approx(doc["results"]["base"]["toy"]["acc"]["value"], abs=5e-5)
+    assert float(row[ref]) == pytest.approx(doc["results"][ref]["toy"]["acc"]["value"], abs=5e-5)
 
 
 # ---------------------------------------------------------------- bad input

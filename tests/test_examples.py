@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from harness.gate.compare import combined_exit
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, markdown_tables, run_cli
 
 LIMIT = 16  # items per suite on the tiny model
 STEPS = 3
@@ -187,7 +187,9 @@ def test_readme_compare_sequence_ranks_both_adapters_with_a_verdict_each(workspa
     assert f"run exit {code}:" in out and "every candidate passes" in out
     for name in rows:
         assert name in out
-    assert "Pareto front on:" in out and "bits/byte" in out
+    assert "Pareto front on:" in out
+    ranking = next(t for t in markdown_tables(out) if t and "change (CI)" in t[0])
+    assert any("bits/byte" in r["unit"] for r in ranking) and {r["change (CI)"] for r in ranking} >= {"Pareto front", "gate"}
     # the report shows the comparison with every verdict
     html = (run / "report.html").read_text()
     assert "quickstart-small@1" in html and "distance to 0.5" in html

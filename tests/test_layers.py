@@ -33,7 +33,8 @@ def _forbidden(loaded: set[str], prefixes: tuple[str, ...]) -> list[str]:
     return sorted(m for m in loaded if any(m == p or m.startswith(p + ".") for p in prefixes))
 
 
-@pytest.mark.parametrize("module", ["harness.results", "harness.stats", "harness.gate", "harness.report", "harness.history"])
+@pytest.mark.parametrize("module", ["harness.results", "harness.stats", "harness.gate", "harness.report", "harness.history", "harness.present",
+                                    "harness.present.rows", "harness.defaults"])
 def test_records_side_loads_no_model_stack(module):
     """A gate in CI, a report on a laptop and the statistics need no torch, transformers, peft, bitsandbytes or lm-eval."""
     bad = sorted({m.split(".")[0] for m in _forbidden(loaded_after_import(module), MODEL_STACK)})

@@ -703,7 +703,7 @@ def test_the_gate_and_compare_mark_an_approximate_merge_and_refuse_a_false_exact
     assert v["candidate"]["adapter"]["merge"]["relative_error_max"] == 0.29
     code, out, err = run_cli("gate", "--baseline", str(run), "--candidate", f"{run}#x@1", "--policy", str(policy))
     assert code == 0 and json.loads((run / "verdict.json").read_text())["marks"] == []
-    code, out, err = run_cli("compare", str(run), "--out", str(tmp_path / "c.json"))
+    code, out, err = run_cli("compare", str(run), "-o", str(tmp_path / "c.json"))
     assert code == 0, err
     rows = {r["candidate"]: r for r in json.loads((tmp_path / "c.json").read_text())["ranking"]}
     assert rows["m@1"]["merge"]["approximate"] is True and rows["x@1"]["merge"]["exact"] is True

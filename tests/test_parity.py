@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.errors import LafError
-from tests.conftest import assert_clean_error, run_cli
+from tests.conftest import assert_clean_error, markdown_tables, run_cli
 from tests.test_merge import make_adapter
 
 SUITE = "general/world-facts"
@@ -151,8 +151,11 @@ def test_qlora_parity_records_the_merge_base_and_measures_both(pworld, tmp_path)
                                 "--form", "merged", "--form", "merged_nf4", "--form", "merged_original", "--device", "cpu",
                                 "--batch-size", "4", "--max-length", "128", "--cache", pworld["cache"])
     assert code == 0, err
-    assert "merged_nf4" in stdout and "KL" in stdout
     doc = json.loads((out / "parity.json").read_text())
+    pairs = {r["form"]: r for r in markdown_tables(stdout)[0]}
+    nf4 = next(p for p in doc["pairs"] if p["form"] == "merged_nf4")
+    assert pairs["merged_nf4"]["flips"] == str(nf4["flips"]) and pairs["merged_nf4"]["items"] == str(nf4["items"])
+    assert float(pairs["merged_nf4"]["KL mean"]) == pytest.approx(nf4["kl_mean"], rel=1e-2)
     assert doc["merge"]["merged"]["base_weights"] == "nf4_dequantized"
     assert doc["merge"]["merged_original"]["base_weights"] == "original"
     assert doc["forms"]["on_the_fly"]["load"]["precision"] == "nf4"

@@ -331,8 +331,8 @@ def test_a_run_folder_with_any_results_and_verdict_is_read_by_gate_and_report_wi
         cli_holds("report", str(run), "--format", "md", "-o", str(run / "r.md"))
         pol = run / "p.yaml"
         pol.write_text(yaml.safe_dump({"rules": [{"category": "domain", "min_gain": 0.1}, {"category": "general", "max_drop": 0.05}]}))
-        cli_holds("gate", "--baseline", str(run), "--candidate", f"{run}#cand@1", "--policy", str(pol), "--out", str(run / "v2.json"))
-        cli_holds("compare", str(run), "--out", str(run / "c.json"))
+        cli_holds("gate", "--baseline", str(run), "--candidate", f"{run}#cand@1", "--policy", str(pol), "-o", str(run / "v2.json"))
+        cli_holds("compare", str(run), "-o", str(run / "c.json"))
     prop()
 
 

@@ -114,7 +114,7 @@ def test_gate_and_report_read_a_read_only_run_folder(small_run, tmp_path):
     try:
         policy = tmp_path / "p.yaml"
         policy.write_text("rules:\n  - {category: general, max_drop: 0.5}\n")
-        code, out, err = run_cli("gate", "--baseline", str(run), "--candidate", f"{run}#base", "--policy", str(policy), "--out", str(tmp_path / "v.json"))
+        code, out, err = run_cli("gate", "--baseline", str(run), "--candidate", f"{run}#base", "--policy", str(policy), "-o", str(tmp_path / "v.json"))
         assert code in (0, 1, 2), err
         code, out, err = run_cli("report", str(run), "-o", str(tmp_path / "r.html"))
         assert code == 0, err

@@ -19,7 +19,14 @@ EPILOG = """\
 flow:  laf data check -> laf train -> laf eval -> laf gate / laf compare -> laf report
        laf run CONFIG does all of it, each stage cached and resumable.
 exit codes: 0 ok / gate pass, 1 gate fail (or doctor/verify found problems),
-            2 inconclusive gate or bad arguments, 3 error (message says cause and fix).
+            2 inconclusive gate, or a usage error (bad arguments): a usage error
+              prints `laf ...: error:` after a `usage:` line on stderr and
+              writes nothing; an inconclusive gate prints its verdict on stdout
+              (verdict.json says "inconclusive"),
+            3 error (message says cause and fix).
+output: tables go to a terminal as rich tables and to a pipe or file as
+        Markdown tables (no width: whole names); --format table|md|json on
+        every command that prints a document (--json = --format json).
 docs:  README.md (start here) and docs/ (the manual: docs/index.md; `mkdocs serve` to browse)
 """
 
@@ -62,6 +69,9 @@ def _configure_quiet_libraries(debug: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .output import settle_format
+
+    settle_format(args, parser)
     _configure_quiet_libraries(args.debug)
     try:
         code = args.handler(args)

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import defaults
 from .argtypes import MAX_TOKENS, float_range, int_range
-from .output import console, err_console, print_json
+from .output import add_format, console, err_console, print_json
 
 
 def _common(p) -> None:
     p.add_argument("data", help="training data: .jsonl .json .csv .parquet or a datasets folder")
     p.add_argument("--against", action="append", default=[], metavar="SUITES", help="suites to check for contamination: names, suite files, or a YAML listing suites (e.g. the run config); repeatable")
-    p.add_argument("--schema", default="auto", choices=["auto", "alpaca", "prompt_completion", "chat"])
-    p.add_argument("--format", dest="file_format", default="auto", choices=["auto", "jsonl", "json", "csv", "parquet", "datasets"])
+    p.add_argument("--schema", default="auto", choices=["auto", "alpaca", "prompt_completion", "chat"], help="the data's schema (default: auto-detected)")
+    p.add_argument("--format", dest="file_format", default="auto", choices=["auto", "jsonl", "json", "csv", "parquet", "datasets"],
+                   help="the data file's format (default: from its suffix); what is printed: --output-format")
     p.add_argument("--strict", action="store_true", help="the first malformed row is an error (default: skip and count)")
     p.add_argument("--model", default="default", help="base model whose tokenizer measures lengths ('none' to skip)")
-    p.add_argument("--max-length", type=int_range(8, MAX_TOKENS), default=512, help="training max length for the truncation checks")
+    p.add_argument("--max-length", type=int_range(8, MAX_TOKENS), default=defaults.TRAIN_MAX_LENGTH,
+                   help=f"training max length for the truncation checks (default {defaults.TRAIN_MAX_LENGTH})")
     p.add_argument("--near-dup-threshold", type=float_range(0, 1, lo_open=True), default=0.8, help="Jaccard on character 5-gram shingles, in (0, 1] (default 0.8)")
     p.add_argument("--shingle-size", type=int_range(1, 64), default=5, help="characters per shingle, 1..64 (default 5)")
     p.add_argument("--ngram", type=int_range(4, 1000), default=13, help="n-gram size for contamination, 4..1000 (default 13)")
     p.add_argument("--data-dir", default=None, help="local copies of benchmark data for --against")
-    p.add_argument("--out", default=None, help="output folder (default reports/data/<name>)")
-    p.add_argument("--json", action="store_true", help="print curation.json")
+    p.add_argument("--out", default=None, help=f"output folder (default {defaults.DATA_OUT}/<name>)")
+    add_format(p, "curation.json", format_flag=False)
 
 
 def register(sub) -> None:
@@ -33,7 +36,7 @@ def register(sub) -> None:
     check.set_defaults(handler=cmd_data, clean=False)
     clean = ds.add_parser("clean", help="write the cleaned data (canonical chat JSONL) and the manifest; the input is never touched")
     _common(clean)
-    clean.add_argument("-o", "--output", default=None, help="cleaned data file (default OUT/<name>.clean.jsonl)")
+    clean.add_argument("-o", "--output", default=None, metavar="FILE", help="cleaned data file (default OUT/<name>.clean.jsonl)")
     clean.add_argument("--keep-contaminated", action="store_true", help="keep examples that overlap eval items (they are still reported)")
     clean.set_defaults(handler=cmd_data, clean=True)
 
@@ -54,7 +57,7 @@ def cmd_data(args) -> int:
     from ..data.curate import check_outputs, curate, write_clean, write_manifest
 
     data = Path(args.data)
-    out = Path(args.out) if args.out else Path("reports") / "data" / data.stem
+    out = Path(args.out) if args.out else Path(defaults.DATA_OUT) / data.stem
     target = (Path(args.output) if args.output else out / f"{data.stem}.clean.jsonl") if args.clean else None
     check_outputs(data, [out / "curation.json"] + ([target] if target else []))
     result = curate(data, settings_from_args(args), log=lambda m: err_console.print(f"[dim]{escape(m)}[/]"))

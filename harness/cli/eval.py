@@ -4,34 +4,26 @@ from __future__ import annotations
 
 import time
 
-from .argtypes import MAX_TOKENS, int_range
-from .output import console, print_json
+from .. import defaults
+from .argtypes import device_flags, model_flags, scoring_flags, suite_flags
+from .output import add_format, console, print_json, show
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "eval",
+        parents=[model_flags(), suite_flags(), scoring_flags(), device_flags()],
         help="score the base model and adapters on the same items of each suite",
         description="Loads the base once, scores it and every adapter (hot-swapped) on exactly the same items, "
         "and keeps every item's result. A re-run with the same inputs is served from the content-keyed cache; "
         "an interrupted run resumes where it stopped.",
     )
-    p.add_argument("--model", default="default", help="base model: default, a HF folder, a .gguf file or a hub id")
     p.add_argument("--adapter", dest="adapters", action="append", default=[], metavar="NAME[@VERSION]", help="registered adapter to score (repeatable)")
-    p.add_argument("--suite", dest="suites", action="append", default=[], metavar="SUITE", help="suite name, YAML path, or lm_eval:<task> (repeatable)")
-    p.add_argument("--limit", type=int_range(1, 10**9), default=None, help="score only the first N items of each suite")
-    p.add_argument("--out", default="reports/eval", help="output folder (results.json, results.sqlite, records.jsonl)")
+    p.add_argument("--out", default=defaults.EVAL_OUT, help=f"output folder (results.json, results.sqlite, records.jsonl; default {defaults.EVAL_OUT})")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "nf4"], help="base precision; auto = the adapters' training precision (QLoRA-faithful), else fp32")
-    p.add_argument("--batch-size", type=int_range(1, 4096), default=8, help="rows per forward pass, identical for every model (default 8)")
-    p.add_argument("--max-length", type=int_range(8, MAX_TOKENS), default=2048, help="context window for scoring (default 2048)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--registry", default="adapters_registry")
-    p.add_argument("--cache", default=None, help="response cache file (default: $LAF_CACHE/eval-cache.sqlite)")
-    p.add_argument("--no-cache", action="store_true", help="neither read nor write the response cache")
-    p.add_argument("--data-dir", default=None, help="folder with local copies of benchmark data (or LAF_DATA_DIR)")
     p.add_argument("--force-base-mismatch", action="store_true", help="score adapters trained on another base (recorded in the results)")
     p.add_argument("--no-share-context", dest="share_context", action="store_false", help="score each choice as its own row (as plain lm-eval)")
-    p.add_argument("--json", action="store_true", help="print results.json")
+    add_format(p, "results.json")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(handler=cmd_eval)
 
@@ -39,11 +31,11 @@ def register(sub) -> None:
     ss = s.add_subparsers(dest="suites_command", metavar="ACTION")
     ss.required = True
     ls = ss.add_parser("list", help="the suites found under ./suites, LAF_SUITES and the built-in folder")
-    ls.add_argument("--json", action="store_true")
+    add_format(ls, "the suites as a JSON list")
     ls.set_defaults(handler=cmd_suites_list)
     va = ss.add_parser("validate", help="load suites and their data, report every problem (exit 3 on the first)")
     va.add_argument("suites", nargs="*", help="suite names or paths (default: all)")
-    va.add_argument("--data-dir", default=None)
+    va.add_argument("--data-dir", default=None, help="folder with local copies of benchmark data (or LAF_DATA_DIR)")
     va.set_defaults(handler=cmd_suites_validate)
 
 
@@ -76,7 +68,7 @@ def cmd_eval(args) -> int:
         return 0
     from ..results import ResultsDoc
 
-    print_results_table(ResultsDoc.from_dict(doc))
+    print_results_table(ResultsDoc.from_dict(doc), args)
     if args.adapters:
         from ..registry import Registry
 
@@ -89,34 +81,14 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def print_results_table(doc) -> None:
-    """One row per suite and metric (primary first), one column per model: value ± standard error."""
-    from rich.table import Table
+def print_results_table(doc, args=None) -> None:
+    """One row per suite and metric (primary first), value and standard error per model."""
+    from ..present.rows import results_rows
 
-    models = list(doc.models)
-    t = Table(box=None, header_style="bold")
-    t.add_column("suite")
-    t.add_column("category")
-    t.add_column("metric")
-    t.add_column("n", justify="right")
-    for m in models:
-        t.add_column(m, justify="right")
-    for suite, meta in doc.suites.items():
-        metrics = sorted(doc.results[models[0]].get(suite, {}), key=lambda x: (x != meta.primary_metric, x))
-        for metric in metrics:
-            cells = []
-            for m in models:
-                r = doc.results[m].get(suite, {}).get(metric, {})
-                v, se = r.get("value"), r.get("stderr")
-                cells.append("-" if v is None else (f"{v:.4f}" + (f" ±{se:.4f}" if isinstance(se, (int, float)) else "")))
-            n = doc.results[models[0]][suite][metric].get("n")
-            t.add_row(suite, meta.category, metric + (" *" if metric == meta.primary_metric else ""), str(n), *cells)
-    console.print(t)
+    show(results_rows(doc), args)
 
 
 def cmd_suites_list(args) -> int:
-    from rich.markup import escape
-
     from ..evaluate.suites import available_suites, load_suite_file, suite_origin
 
     rows = []
@@ -130,15 +102,9 @@ def cmd_suites_list(args) -> int:
     if args.json:
         print_json(rows)
         return 0
-    from rich.table import Table
+    from ..present.rows import suites_rows
 
-    t = Table(box=None, header_style="bold")
-    for c in ("suite", "category", "type", "source", "description"):
-        t.add_column(c)
-    for r in rows:
-        t.add_row(escape(r["name"]), r["category"], r["type"], escape(r["source"]), escape(r["description"]))
-    console.print(t)
-    console.print("\nalso: lm_eval:<task> for any task registered in lm-eval (hub data)")
+    show(suites_rows(rows), args)
     return 0
 
 

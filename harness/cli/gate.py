@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .argtypes import float_range
-from .output import console, print_json
+from .. import defaults
+from .argtypes import float_range, output_file_flags
+from .output import add_format, console, print_json, show
 
 
 def register(sub) -> None:
@@ -21,14 +22,14 @@ def register(sub) -> None:
     g.add_argument("--policy", required=True, help="gate policy YAML")
     g.add_argument("--junit", default=None, help="write JUnit XML here")
     g.add_argument("--summary", default=None, help="write a Markdown summary here (CI step summary / PR comment)")
-    g.add_argument("--out", default=None, help="verdict.json path (default: CANDIDATE_RUN/verdict.json)")
+    output_file_flags(g, "verdict.json", "default: CANDIDATE_RUN/verdict.json")
     g.add_argument("--inconclusive", choices=["inconclusive", "fail", "pass"], default="inconclusive", help="what an inconclusive verdict exits as (default: exit 2)")
     g.add_argument("--curation", default=None, help="curation.json from `laf data check --against` (for max_contamination)")
     g.add_argument("--parity", default=None, help="parity.json from `laf parity` (for parity rules; default: the candidate run's parity.json or parity/parity.json)")
-    g.add_argument("--json", action="store_true", help="print verdict.json")
+    add_format(g, "verdict.json")
     g.add_argument("--history", default=None, metavar="URL",
                    help="release history to record the verdict in (and read releases from): a SQLite path, sqlite:///PATH or postgresql://...; "
-                        "default: LAF_HISTORY_URL, else reports/history.sqlite; 'off' records nothing")
+                        f"default: LAF_HISTORY_URL, else {defaults.HISTORY}; 'off' records nothing")
     g.add_argument("--allow-modified", action="store_true", help="read run folders whose files fail their integrity check (integrity.json); the verdict says so")
     g.add_argument("--sign", default=None, metavar="KEY", help="sign the verdict with this Ed25519 private key (laf keygen): writes VERDICT.sig")
     g.set_defaults(handler=cmd_gate)
@@ -37,18 +38,21 @@ def register(sub) -> None:
     c.add_argument("runs", nargs="+", metavar="RUN[#MODEL]", help="evaluation folders (every adapter in them is a candidate) or RUN#MODEL (MODEL: name, name@latest or name@version)")
     c.add_argument("--baseline", default=None, metavar="RUN[#MODEL]", help="default: the base model of the first run")
     c.add_argument("--policy", default=None, help="also gate each candidate under this policy")
-    c.add_argument("--out", default=None, help="write compare.json here (default: FIRST_RUN/compare.json)")
-    c.add_argument("--confidence", type=float_range(0.5, 1, lo_open=True, hi_open=True), default=0.95)
-    c.add_argument("--json", action="store_true")
-    c.add_argument("--history", default=None, metavar="URL", help="release history to record the comparison in (default: LAF_HISTORY_URL, else reports/history.sqlite; 'off': none)")
+    output_file_flags(c, "compare.json", "default: FIRST_RUN/compare.json")
+    c.add_argument("--confidence", type=float_range(0.5, 1, lo_open=True, hi_open=True), default=defaults.CONFIDENCE,
+                   help=f"confidence of the intervals, in (0.5, 1) (default {defaults.CONFIDENCE})")
+    add_format(c, "compare.json")
+    c.add_argument("--history", default=None, metavar="URL",
+                   help=f"release history to record the comparison in (default: LAF_HISTORY_URL, else {defaults.HISTORY}; 'off': none)")
     c.set_defaults(handler=cmd_compare)
 
     k = sub.add_parser("calibrate", help="measure run-to-run noise between two runs of the same model and suggest margins")
     k.add_argument("runs", nargs=2, metavar="RUN[#MODEL]", help="two runs that should agree (e.g. batch sizes 4 and 8, or two training seeds)")
-    k.add_argument("--confidence", type=float_range(0.5, 1, lo_open=True, hi_open=True), default=0.95)
-    k.add_argument("--out", default=None, help="write calibration.json here")
-    k.add_argument("--policy-out", default=None, help="write a suggested policy YAML here")
-    k.add_argument("--json", action="store_true")
+    k.add_argument("--confidence", type=float_range(0.5, 1, lo_open=True, hi_open=True), default=defaults.CONFIDENCE,
+                   help=f"confidence of the intervals, in (0.5, 1) (default {defaults.CONFIDENCE})")
+    output_file_flags(k, "calibration.json", "default: not written")
+    k.add_argument("--policy-out", default=None, metavar="FILE", help="write a suggested policy YAML here")
+    add_format(k, "calibration.json")
     k.set_defaults(handler=cmd_calibrate)
 
 
@@ -58,7 +62,7 @@ def cmd_gate(args) -> int:
 
     history = resolve_url(args.history)
     v, out = run_gate(args.baseline, args.candidate, args.policy, inconclusive_as=args.inconclusive, curation=args.curation, parity=args.parity,
-                      allow_modified=args.allow_modified, sign=args.sign, out=args.out, junit=args.junit, summary=args.summary,
+                      allow_modified=args.allow_modified, sign=args.sign, out=args.output, junit=args.junit, summary=args.summary,
                       history=history, record=history is not None)
     from .ci import report_verdict_to_ci
 
@@ -99,7 +103,7 @@ def cmd_compare(args) -> int:
     from ..io import atomic_write_json, sha256_json
 
     doc = compare_runs(args.runs, args.baseline, args.policy, args.confidence)
-    out = Path(args.out) if args.out else Path(args.runs[0].split("#")[0]) / "compare.json"
+    out = Path(args.output) if args.output else Path(args.runs[0].split("#")[0]) / "compare.json"
     atomic_write_json(out, doc)
     rec = record_outcome(resolve_url(args.history), "compare", compare=doc, config_fingerprint=sha256_json({"runs": args.runs, "baseline": args.baseline,
                          "policy": args.policy, "confidence": args.confidence}))
@@ -108,46 +112,20 @@ def cmd_compare(args) -> int:
     if args.json:
         print_json(doc)
     else:
-        print_comparison(doc)
+        print_comparison(doc, args)
         console.print(f"\n-> {out}\n{why}")
         print_recorded(rec)
     return code
 
 
-def print_comparison(doc: dict) -> None:
+def print_comparison(doc: dict, args=None) -> None:
     """The ranking, one column per candidate (best first): a row per gated quantity with its change and CI in the
     quantity's own unit, then the Pareto front, the Holm-adjusted domain p and each candidate's gate verdict."""
     from rich.markup import escape
-    from rich.table import Table
 
-    from ..gate.compare import format_cell
-    from ..registry.merge_info import merge_label
+    from ..present.rows import compare_rows
 
-    cols = doc.get("columns") or []
-    ranking = doc["ranking"]
-    t = Table(box=None, header_style="bold")
-    t.add_column("change (CI)")
-    t.add_column("unit")
-    for r in ranking:
-        name = r["candidate"] if not r.get("resolved_from") else f"{r['candidate']} (from {r['resolved_from']})"
-        tag = merge_label(r.get("merge"))
-        t.add_column(escape(f"#{r['rank']} {name}" + (f" ({tag})" if tag else "")))
-    for col in cols:
-        better = "closer is better" if col.get("better") == "closer to the ideal" else f"{col.get('better')} is better"
-        what = f"{col['key']} {col.get('metric')}" + (" (distance to ideal)" if str(col.get("shown_as", "")).startswith("change in distance") else "")
-        t.add_row(escape(what), escape(f"{col.get('unit')}, {better}"), *[format_cell((r.get("columns") or {}).get(col["key"])) for r in ranking])
-    t.add_row("Pareto front", "", *["yes" if r["pareto"] else "no" for r in ranking])
-    t.add_row("domain p (Holm)", "", *["-" if r.get("domain_p_holm") is None else f"{r['domain_p_holm']:.3g}" for r in ranking])
-    if any("verdict" in r for r in ranking):
-        t.add_row("gate", "", *["-" if r.get("verdict") is None else f"{str(r['verdict']).upper()} (exit {r.get('exit_code')})" for r in ranking])
-    console.print(t)
-    for r in ranking:
-        if r.get("failed_rules"):
-            console.print(f"  {escape(r['candidate'])} {str(r.get('verdict')).upper()}, rules not passed: {escape('; '.join(r['failed_rules']))}")
-    p = doc.get("pareto_on") or {}
-    if p:
-        console.print(f"Pareto front on: {escape(', '.join(p.get('quantities', [])))} ({escape(str(p.get('source')))}); "
-                      f"changes are candidate - base with {round(100 * doc.get('confidence', 0.95))}% CIs")
+    show(compare_rows(doc), args)
     w = doc["winner"]
     console.print(f"\nwinner: [bold]{escape(str(w['candidate']))}[/] - {escape(w['reason'])}")
 
@@ -157,30 +135,21 @@ def cmd_calibrate(args) -> int:
     from ..io import atomic_write_json, atomic_write_text
 
     doc = calibrate(args.runs[0], args.runs[1], args.confidence)
-    if args.out:
-        atomic_write_json(args.out, doc)
+    if args.output:
+        atomic_write_json(args.output, doc)
     if args.policy_out:
         atomic_write_text(args.policy_out, doc["suggested_policy_yaml"])
     if args.json:
         print_json(doc)
     else:
-        print_calibration(doc)
+        print_calibration(doc, args)
     return 0
 
 
-def print_calibration(doc: dict) -> None:
+def print_calibration(doc: dict, args=None) -> None:
     from rich.markup import escape
-    from rich.table import Table
 
-    from ..results import fmt_change, is_proportion
+    from ..present.rows import calibration_rows
 
-    t = Table(box=None, header_style="bold")
-    for c in ("suite", "metric", "n", "change (CI)", "flipped items", "MDE", "suggested margin"):
-        t.add_column(c)
-    for s, r in doc["suites"].items():
-        prop = is_proportion(r["metric"], r["base"], r["candidate"])
-        flips = "-" if r["flip_rate"] is None else f"{100 * r['flip_rate']:.1f}%"
-        t.add_row(escape(s), r["metric"], str(r["n"]), f"{fmt_change(r['improvement'], prop)} ({fmt_change(r['ci_low'], prop)} to {fmt_change(r['ci_high'], prop)})",
-                  flips, fmt_change(r["minimum_detectable_effect"], prop).lstrip("+"), fmt_change(r["suggested_margin"], prop).lstrip("+"))
-    console.print(t)
+    show(calibration_rows(doc), args)
     console.print("\nsuggested policy:\n" + escape(doc["suggested_policy_yaml"]))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from .argtypes import int_range
-from .output import console, print_json
+from .. import defaults
+from .argtypes import int_range, output_file_flags
+from .output import add_format, console, print_json, show
 
-HISTORY_HELP = "the history: a SQLite path, sqlite:///PATH or postgresql://...; default: LAF_HISTORY_URL, else reports/history.sqlite"
+HISTORY_HELP = f"the history: a SQLite path, sqlite:///PATH or postgresql://...; default: LAF_HISTORY_URL, else {defaults.HISTORY}"
 
 
 def register(sub) -> None:
@@ -15,37 +16,37 @@ def register(sub) -> None:
 
     m = hs.add_parser("migrate", help="create or upgrade the history's schema to this laf's version")
     m.add_argument("--history", default=None, metavar="URL", help=HISTORY_HELP)
-    m.add_argument("--json", action="store_true")
+    add_format(m, "{store, before, after, head} (schema revisions)")
     m.set_defaults(handler=cmd_migrate)
 
     ls = hs.add_parser("list", help="recorded runs, newest first (one row per candidate)")
     ls.add_argument("name", nargs="?", default=None, help="only this adapter name")
     ls.add_argument("--limit", type=int_range(1, 100_000), default=50, metavar="N", help="at most N rows (default 50)")
     ls.add_argument("--history", default=None, metavar="URL", help=HISTORY_HELP)
-    ls.add_argument("--json", action="store_true")
+    add_format(ls, "{store, runs}")
     ls.set_defaults(handler=cmd_list)
 
     sh = hs.add_parser("show", help="an adapter's trend: each version's metrics with CIs, released versions marked, the verdict each got")
     sh.add_argument("name", help="adapter name (without @version)")
     sh.add_argument("--suite", default=None, help="only this suite")
     sh.add_argument("--history", default=None, metavar="URL", help=HISTORY_HELP)
-    sh.add_argument("--json", action="store_true")
+    add_format(sh, "the trend document (laf.trend/1)")
     sh.set_defaults(handler=cmd_show)
 
     ex = hs.add_parser("export", help="the whole history as Parquet or CSV (one row per run, model and suite), or into an MLflow tracking store")
     ex.add_argument("--format", choices=["parquet", "csv"], default=None, help="file format (default: from -o's suffix)")
-    ex.add_argument("-o", "--out", default=None, help="the file to write (Parquet or CSV)")
+    output_file_flags(ex, "the Parquet or CSV file", "no default: pass it, or --mlflow")
     ex.add_argument("--mlflow", default=None, metavar="URI", help="log every recorded run into this MLflow tracking store (needs the 'mlflow' extra)")
     ex.add_argument("--experiment", default="lost-and-found", help="MLflow experiment name (default: lost-and-found)")
     ex.add_argument("--history", default=None, metavar="URL", help=HISTORY_HELP)
-    ex.add_argument("--json", action="store_true")
+    add_format(ex, "what was written (file rows, MLflow runs)", format_flag=False)
     ex.set_defaults(handler=cmd_export)
 
     r = sub.add_parser("release", help="mark a recorded adapter version as released (who, when, commit); `laf gate --baseline released` gates against it")
     r.add_argument("ref", metavar="NAME@V", help="the version (NAME or NAME@latest: its newest recorded version)")
     r.add_argument("--note", default=None, help="a release note")
     r.add_argument("--history", default=None, metavar="URL", help=HISTORY_HELP)
-    r.add_argument("--json", action="store_true")
+    add_format(r, "the release record")
     r.set_defaults(handler=cmd_release)
 
 
@@ -75,9 +76,9 @@ def cmd_migrate(args) -> int:
 
 def cmd_list(args) -> int:
     from rich.markup import escape
-    from rich.table import Table
 
     from ..history import HistoryStore
+    from ..present.rows import history_runs_rows
 
     with HistoryStore(_url(args)) as store:
         rows = store.runs(args.name, args.limit)
@@ -85,23 +86,16 @@ def cmd_list(args) -> int:
     if args.json:
         print_json({"store": shown, "runs": rows})
         return 0
-    t = Table(box=None, header_style="bold")
-    for c in ("recorded", "kind", "candidate", "baseline", "verdict", "run", "commit"):
-        t.add_column(c)
-    for r in rows:
-        t.add_row(escape(str(r["recorded_at"])[:19]), r["kind"], escape(str(r.get("candidate") or "-")), escape(str(r.get("baseline") or "-")),
-                  escape(str(r.get("verdict") or "-")), escape(str(r["run_id"])[:12]), escape(str(r.get("git_commit") or "-")[:12]))
     console.print(f"{escape(shown)}: {len(rows)} row(s)")
-    console.print(t)
+    show(history_runs_rows(rows), args)
     return 0
 
 
 def cmd_show(args) -> int:
     from rich.markup import escape
-    from rich.table import Table
 
     from ..history import HistoryStore
-    from ..results import fmt_value, is_proportion
+    from ..present.rows import trend_rows
 
     with HistoryStore(_url(args)) as store:
         doc = store.trend(args.name, args.suite)
@@ -111,27 +105,8 @@ def cmd_show(args) -> int:
     if not doc["versions"]:
         console.print(f"{escape(doc['store'])}: nothing recorded for {escape(args.name)}")
         return 0
-    suites = list(dict.fromkeys(s for v in doc["versions"] for s in v["suites"]))
-    t = Table(box=None, header_style="bold")
-    t.add_column("version")
-    t.add_column("released")
-    t.add_column("verdict (vs)")
-    for s in suites:
-        t.add_column(escape(s))
-    for v in doc["versions"]:
-        rel = v.get("released")
-        cells = []
-        for s in suites:
-            x = v["suites"].get(s)
-            if not x or x.get("value") is None:
-                cells.append("–")
-                continue
-            prop = is_proportion(str(x.get("metric")), x.get("value"), x.get("ci_low"), x.get("ci_high"))
-            cells.append(f"{x['metric']} {fmt_value(x['value'], prop)} ({fmt_value(x['ci_low'], prop)}–{fmt_value(x['ci_high'], prop)})")
-        t.add_row(escape(str(v["candidate"])), "yes " + escape(str(rel["released_at"])[:10]) if rel else "", escape(f"{v.get('verdict') or '-'} (vs {v.get('baseline')})"),
-                  *[escape(c) for c in cells])
     console.print(f"{escape(doc['store'])}: {escape(args.name)}, {len(doc['versions'])} version(s); metric value (95% CI) per suite")
-    console.print(t)
+    show(trend_rows(doc), args)
     return 0
 
 
@@ -140,13 +115,13 @@ def cmd_export(args) -> int:
     from ..history import HistoryStore
     from ..history.export import export_file, export_mlflow
 
-    if not args.out and not args.mlflow:
+    if not args.output and not args.mlflow:
         raise LafError("nothing to export to", "pass -o FILE (with --format parquet|csv) and/or --mlflow URI")
     doc: dict = {}
     with HistoryStore(_url(args)) as store:
         doc["store"] = store.shown
-        if args.out:
-            doc["file"] = export_file(store, args.out, args.format)
+        if args.output:
+            doc["file"] = export_file(store, args.output, args.format)
         if args.mlflow:
             doc["mlflow"] = export_mlflow(store, args.mlflow, args.experiment)
     if args.json:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .output import console, err_console, print_json
+from .output import add_format, console, err_console, print_json
 
 
 def register(sub) -> None:
@@ -20,7 +20,7 @@ def register(sub) -> None:
     )
     p.add_argument("config", help="merge config YAML")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key (dotted, e.g. output.rank=16); repeatable")
-    p.add_argument("--json", action="store_true", help="print the merged adapter's manifest (or the model folder's merge.json) as JSON")
+    add_format(p, "the merged adapter's manifest (or the model folder's merge.json)")
     p.set_defaults(handler=cmd_merge)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .output import console, print_json
+from .output import add_format, print_json, show
 
 
 def register(sub) -> None:
@@ -18,7 +18,7 @@ def register(sub) -> None:
         "or a hub id (online, or already in the local HF cache).",
     )
     show.add_argument("model", metavar="MODEL")
-    show.add_argument("--json", action="store_true", help="print JSON")
+    add_format(show, "the resolved model (path, parameters, fingerprint)")
     show.add_argument("--allow-pickle", action="store_true", help="accept .bin/.pt pickle checkpoints (runs code from the file)")
     show.add_argument("--trust-remote-code", action="store_true", help="allow model code from the folder or hub")
     show.set_defaults(handler=cmd_show)
@@ -34,11 +34,10 @@ def cmd_show(args) -> int:
     if args.json:
         print_json(info)
         return 0
-    console.print(f"[bold]{info['spec']}[/] ({info['kind']}): {info['source']}")
-    console.print(f"  path         {info['path']}")
-    console.print(f"  architecture {info['architecture']}")
-    console.print(f"  parameters   {info['parameters']:,} ({info['parameters'] / 1e6:.0f} M)")
-    console.print(f"  weights      {', '.join(info['weights'])}")
-    console.print(f"  precisions   {', '.join(info['precisions'])}")
-    console.print(f"  fingerprint  sha256:{info['fingerprint']}")
+    from ..present.rows import fields_rows
+
+    show(fields_rows([("model", info["spec"]), ("kind", info["kind"]), ("source", info["source"]), ("path", info["path"]),
+                      ("architecture", info["architecture"]), ("parameters", f"{info['parameters']:,} ({info['parameters'] / 1e6:.0f} M)"),
+                      ("weights", ", ".join(info["weights"])), ("precisions", ", ".join(info["precisions"])),
+                      ("fingerprint", f"sha256:{info['fingerprint']}")]), args)
     return 0

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from .output import console, err_console, print_json
+from .. import defaults
+from .output import add_format, console, err_console, print_json, show
 
 
 def register(sub) -> None:
     p = sub.add_parser("registry", help="list, show, verify and export registered adapters")
-    p.add_argument("--registry", default="adapters_registry", help="registry folder (default: adapters_registry); also accepted after ACTION")
+    p.add_argument("--registry", default=defaults.REGISTRY, help=f"registry folder (default: {defaults.REGISTRY}); also accepted after ACTION")
     rs = p.add_subparsers(dest="registry_command", metavar="ACTION")
     rs.required = True
     _add_parser = rs.add_parser
@@ -21,15 +22,15 @@ def register(sub) -> None:
 
     rs.add_parser = add_parser
     ls = rs.add_parser("list", help="every adapter version (broken ones listed with the reason)")
-    ls.add_argument("--json", action="store_true")
+    add_format(ls, "every version as a JSON list (broken ones with the reason)")
     ls.set_defaults(handler=cmd_list)
     show = rs.add_parser("show", help="one adapter's manifest")
     show.add_argument("ref", metavar="NAME[@VERSION]")
-    show.add_argument("--json", action="store_true")
+    add_format(show, "the manifest and the version's path")
     show.set_defaults(handler=cmd_show)
     verify = rs.add_parser("verify", help="recompute every file's sha256; exit 1 on any mismatch")
     verify.add_argument("ref", metavar="NAME[@VERSION]")
-    verify.add_argument("--json", action="store_true")
+    add_format(verify, "{ref, ok, files_ok, manifest, mismatched, missing, unexpected}")
     verify.set_defaults(handler=cmd_verify)
     ex = rs.add_parser("export", help="write a standard PEFT folder with a Hugging Face model card (README.md) for publishing",
                        description="OUT gets adapter_config.json + adapter_model.safetensors (plain PeftModel.from_pretrained loads them) and a "
@@ -42,7 +43,7 @@ def register(sub) -> None:
     ex.add_argument("--base-model", default=None, metavar="HUB_ID", help="the base model's Hub id when the adapter was trained on a local copy")
     ex.add_argument("--dataset", dest="datasets", action="append", default=[], metavar="HUB_ID", help="a Hub dataset the training data came from (repeatable)")
     ex.add_argument("--repo-id", default=None, metavar="USER/NAME", help="the Hub repository for the upload command shown (default YOUR-USER/NAME)")
-    ex.add_argument("--json", action="store_true")
+    add_format(ex, "the exported files, the card's suites and verdict, and the upload commands")
     ex.set_defaults(handler=cmd_export)
 
 
@@ -54,7 +55,8 @@ def _registry(args):
 
 def cmd_list(args) -> int:
     from rich.markup import escape
-    from rich.table import Table
+
+    from ..present.rows import registry_rows
 
     entries, broken = _registry(args).scan()
     rows = [
@@ -76,15 +78,7 @@ def cmd_list(args) -> int:
     if not rows:
         console.print(f"no adapters in {args.registry}", markup=False)
         return 0
-    t = Table(box=None, header_style="bold")
-    for col in ("ref", "created", "base", "kind", "steps", "eval loss"):
-        t.add_column(col)
-    for r in rows:
-        if "broken" in r:
-            continue
-        ev = f"{r['final_eval_loss']:.4f}" if isinstance(r["final_eval_loss"], (int, float)) else ""
-        t.add_row(escape(r["ref"]), escape(str(r["created"])), escape(str(r["base"])), escape(str(r["kind"])), escape(str(r["steps"])), ev)
-    console.print(t)
+    show(registry_rows(rows), args)
     for ref, reason in broken:
         err_console.print(f"[red]broken[/] {escape(ref)}: {escape(reason)}", soft_wrap=True)
     return 0

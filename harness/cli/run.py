@@ -6,7 +6,7 @@ is inconclusive (the line ``run exit N: ...`` says which candidate decided it)."
 
 from __future__ import annotations
 
-from .output import console, print_json
+from .output import add_format, console, print_json
 
 
 def register(sub) -> None:
@@ -14,7 +14,7 @@ def register(sub) -> None:
                        "exit 0 when every candidate passes, 1 when any fails, 2 when none fails and some is inconclusive")
     p.add_argument("config", help="run config YAML (see examples/quickstart.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key (dotted); repeatable")
-    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    add_format(p, "the run summary (run.json)")
     p.add_argument("--quiet", action="store_true", help="only the stage lines and the verdict (no progress, no results table)")
     p.add_argument("--history", default=None, metavar="URL", help="release history to record the run in (default: the config's history:, "
                    "else LAF_HISTORY_URL, else OUT_ROOT/history.sqlite; 'off': none)")
@@ -53,12 +53,12 @@ def cmd_run(args) -> int:
         print_json(summary)
         return summary["exit_code"]
     if not args.quiet:
-        print_results_table(load_results(run_dir / "eval"))
+        print_results_table(load_results(run_dir / "eval"), args)
     if (run_dir / "compare.json").exists() and several and not args.quiet:
         from .gate import print_comparison
 
         console.print()
-        print_comparison(read_json(run_dir / "compare.json"))
+        print_comparison(read_json(run_dir / "compare.json"), args)
     for model, v in verdicts:
         console.print(f"\n[bold]{escape(model)}[/]" if several else "")
         print_verdict(v)

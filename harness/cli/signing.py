@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .output import console, print_json
+from .. import defaults
+from .output import add_format, console, print_json
 
 
 def register(sub) -> None:
@@ -10,7 +11,7 @@ def register(sub) -> None:
                        description="The private key signs verdicts in the gate job (laf gate --sign PATH); the public key verifies them in the "
                        "deploy job (laf verify-verdict). An existing key is never overwritten.")
     k.add_argument("path", metavar="PATH", help="where the private key goes (PATH.pub gets the public key)")
-    k.add_argument("--json", action="store_true")
+    add_format(k, "the key paths and key id")
     k.set_defaults(handler=cmd_keygen)
 
     v = sub.add_parser("verify-verdict", help="exit 0 only for a validly signed PASS verdict of exactly this adapter version (1 otherwise)",
@@ -19,10 +20,10 @@ def register(sub) -> None:
     v.add_argument("verdict", metavar="VERDICT", help="verdict.json (its signature: VERDICT.sig)")
     v.add_argument("--key", required=True, metavar="PUB", help="the public key (PATH.pub from laf keygen)")
     v.add_argument("--adapter", required=True, metavar="NAME@VERSION", help="the adapter version to be deployed")
-    v.add_argument("--registry", default="adapters_registry", help="registry folder (default: adapters_registry)")
+    v.add_argument("--registry", default=defaults.REGISTRY, help=f"registry folder (default: {defaults.REGISTRY})")
     v.add_argument("--policy", default=None, metavar="POLICY", help="require that the verdict was reached under this policy file")
     v.add_argument("--signature", default=None, metavar="SIG", help="the signature file (default: VERDICT.sig)")
-    v.add_argument("--json", action="store_true")
+    add_format(v, "the verified statement")
     v.set_defaults(handler=cmd_verify)
 
 

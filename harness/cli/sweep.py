@@ -6,7 +6,7 @@ fails and some is inconclusive."""
 
 from __future__ import annotations
 
-from .output import console, print_json
+from .output import add_format, console, print_json, show
 
 
 def _positive(v: str) -> int:
@@ -31,18 +31,13 @@ def register(sub) -> None:
     p.add_argument("--cache", metavar="FILE", help="the response cache (default: the config's eval.cache, else the user cache)")
     p.add_argument("--max-points", type=_positive, metavar="N", help="allow up to N points (default cap 1000)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key (dotted); repeatable")
-    p.add_argument("--json", action="store_true", help="print the sweep summary as JSON")
+    add_format(p, "the sweep summary (sweep.json without the per-point results)")
     p.add_argument("--quiet", action="store_true", help="only the stage lines, the table and the recommendation")
     p.set_defaults(handler=cmd_sweep)
 
 
-def _pts(v) -> str:
-    return "–" if v is None else f"{100 * v:+.1f}"
-
-
 def cmd_sweep(args) -> int:
     from rich.markup import escape
-    from rich.table import Table
 
     from ..sweep import run_sweep
     from .ci import open_progress
@@ -54,30 +49,11 @@ def cmd_sweep(args) -> int:
     if args.json:
         print_json({k: v for k, v in summary.items() if k != "results"})
         return summary["exit_code"]
-    t = Table(title="sweep points (gains in points of the pooled domain / general items, 95 % CI)")
-    for col in ("point", "trainable", "%", "adapter", "train s", "tokens", "peak MB", "eval s", "domain gain", "general change", "verdict"):
-        t.add_column(col)
-    for p in summary["points"]:
-        c, d, g = p["cost"], p["domain"] or {}, p["general"] or {}
-        t.add_row(escape(p["name"]), "–" if c.get("trainable_parameters") is None else f"{c['trainable_parameters']:,}",
-                  "–" if c.get("trainable_percent") is None else f"{c['trainable_percent']:.3g}", f"{c['adapter_bytes'] / 1e6:.2f} MB",
-                  "–" if c.get("train_time_s") is None else f"{c['train_time_s']:.1f}", "–" if c.get("tokens") is None else f"{c['tokens']:,}",
-                  "–" if c.get("peak_memory_mb") is None else f"{c['peak_memory_mb']:.0f}", "–" if c.get("eval_time_s") is None else f"{c['eval_time_s']:.1f}",
-                  f"{_pts(d.get('improvement'))} ({_pts(d.get('ci_low'))}..{_pts(d.get('ci_high'))})",
-                  f"{_pts(g.get('improvement'))} ({_pts(g.get('ci_low'))}..{_pts(g.get('ci_high'))})", str(p.get("verdict") or "–"))
-    console.print(t)
-    front = summary.get("frontier")
-    if front:
-        from ..sweep.frontier import cell
+    from ..present.rows import frontier_rows, sweep_rows
 
-        f, lo = front["found"], front["lost"]
-        ft = Table(title=f"found vs lost: {f['suite']} {f['metric']} gain in {f['unit']} and {lo['suite']} {lo['metric']} increase in {lo['unit']}")
-        for col in ("point", "found (95 % CI)", "lost (95 % CI)", "Pareto", "verdict"):
-            ft.add_column(col)
-        for r in front["points"]:
-            ft.add_row(escape(str(r["name"])), cell(r["found"], f), cell(r["lost"], lo), "yes" if r["pareto"] else "", str(r["verdict"]))
-        console.print(ft)
-        console.print(escape(str(front.get("sentence") or "")))
+    show(sweep_rows(summary), args)
+    if summary.get("frontier"):
+        show(frontier_rows(summary["frontier"]), args)
     console.print(f"\n[bold]{escape(summary['recommendation']['sentence'])}[/]")
     if not args.quiet:
         console.print(f"\nstages run: {', '.join(summary['stages_ran']) or '-'}; skipped (unchanged): {', '.join(summary['stages_skipped']) or '-'}; "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .output import console, err_console, print_json
+from .output import add_format, console, err_console, print_json
 
 
 def register(sub) -> None:
@@ -12,7 +12,7 @@ def register(sub) -> None:
     p.add_argument("config", help="training config YAML")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key (dotted, e.g. lora.r=16); repeatable")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the run's output_dir")
-    p.add_argument("--json", action="store_true", help="print the registered adapter's manifest as JSON")
+    add_format(p, "the registered adapter's manifest")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_train)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .. import defaults
 from ..errors import LafError
 from ..io import atomic_write_json, atomic_write_text
 from .cluster import cluster_matrix
@@ -35,7 +36,7 @@ DEFINITIONS = {
 }
 
 
-def analyse(runs: list[str], adapters: list[str] | None = None, registry: str | Path = "adapters_registry", probe=None,
+def analyse(runs: list[str], adapters: list[str] | None = None, registry: str | Path = defaults.REGISTRY, probe=None,
             min_items: int = DEFAULT_MIN_ITEMS, per_module: bool = True, allow_modified: bool = False, weight_space: bool = True) -> dict:
     """Every measure the inputs allow: prediction space from RUNs, weight space from adapters, function space from a probe."""
     adapters = list(adapters or [])
@@ -206,7 +207,7 @@ class DiversityOptions:
 
 
 def analyse_run(run_dir: str | Path, adapters: list[str] | None = None, options: DiversityOptions | None = None,
-                registry: str | Path = "adapters_registry", out: str | Path | None = None) -> Path:
+                registry: str | Path = defaults.REGISTRY, out: str | Path | None = None) -> Path:
     """Analyse one finished evaluation run (every adapter in it a candidate) and write ``diversity.json`` and its
     charts into ``out`` (default: the run folder); returns the JSON's path.
 

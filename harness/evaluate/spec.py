@@ -5,22 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import defaults
 from ..env import cache_dir
 
 
 @dataclass
 class EvalSpec:
     suites: list[str]
-    model: str = "default"
+    model: str = defaults.MODEL
     adapters: list[str] = field(default_factory=list)
-    out: str = "reports/eval"
+    out: str = defaults.EVAL_OUT
     limit: int | None = None
     precision: str = "auto"  # auto = the adapters' training precision (QLoRA-faithful), else fp32
     compute_dtype: str | None = None
-    device: str = "auto"
-    batch_size: int = 8
-    max_length: int = 2048
-    registry: str = "adapters_registry"
+    device: str = defaults.DEVICE
+    batch_size: int = defaults.BATCH_SIZE
+    max_length: int = defaults.MAX_LENGTH
+    registry: str = defaults.REGISTRY
     cache: str | None = None  # default: <LAF_CACHE>/eval-cache.sqlite
     no_cache: bool = False
     data_dir: str | None = None

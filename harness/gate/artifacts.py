@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..io import atomic_write_json, atomic_write_text
+from ..present import Table, markdown_table, md_escape
 from ..results import fmt_change, fmt_value
 from .sentences import delta_is_proportion
 from .verdict import Verdict
@@ -51,43 +52,44 @@ def junit_xml(v: Verdict) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
 
 
-def _md_escape(s: str) -> str:
-    return str(s).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+def verdict_table(v: Verdict) -> Table:
+    """One row per rule: the status mark, the rule (advisory ones say so), the paired baseline and candidate values,
+    the change with its CI, the margin and the minimum detectable effect, each in the metric's own unit (points for
+    shares of items). The summary below is this table; ``harness.present.rows.verdict_rows`` gives it to the CLI."""
+    t = Table(["", "rule", "suite", "metric", "baseline", "candidate", "change (CI)", "margin", "MDE"])
+    for r in v.rules:
+        d = r.delta
+        if d is None:
+            t.add(ICON[r.status], r.rule, r.suite, r.metric, "", "", "", f"{r.margin:g}", "")
+            continue
+        prop = delta_is_proportion(d)
+        t.add(ICON[r.status], r.rule + ("" if r.required else " (advisory)"), r.suite, r.metric, fmt_value(d.base, prop), fmt_value(d.candidate, prop),
+              f"{fmt_change(d.improvement, prop)} ({fmt_change(d.ci_low, prop)} to {fmt_change(d.ci_high, prop)})",
+              fmt_change(r.margin, prop).lstrip("+"), fmt_change(r.mde or 0, prop).lstrip("+"))
+    return t
 
 
 def markdown_summary(v: Verdict) -> str:
     lines = [f"## {ICON[v.status]} lost-and-found gate: **{MARK[v.status]}**", ""]
-    lines.append(f"Baseline `{_md_escape(v.baseline['ref'])}` ({v.baseline['model']}) vs candidate `{_md_escape(v.candidate['ref'])}` ({v.candidate['model']}), "
-                 f"policy `{_md_escape(v.policy.get('source', ''))}`, {int(v.policy['confidence'] * 100)}% confidence.")
+    lines.append(f"Baseline `{md_escape(v.baseline['ref'])}` ({md_escape(v.baseline['model'])}) vs candidate `{md_escape(v.candidate['ref'])}` ({md_escape(v.candidate['model'])}), "
+                 f"policy `{md_escape(v.policy.get('source', ''))}`, {int(v.policy['confidence'] * 100)}% confidence.")
     lines.append("")
     for w in v.warnings:
-        lines += [f"> **Warning:** {_md_escape(w)}", ""]
+        lines += [f"> **Warning:** {md_escape(w)}", ""]
     regressions = v.regressions
     if regressions:
         lines.append("### What got worse")
         for r in regressions:
-            lines.append(f"- {ICON['fail']} **{_md_escape(r.suite)}** ({r.metric}): {_md_escape(r.message)}")
+            lines.append(f"- {ICON['fail']} **{md_escape(r.suite)}** ({md_escape(r.metric)}): {md_escape(r.message)}")
         lines.append("")
     inconc = [r for r in v.rules if r.status == "inconclusive"]
     if inconc:
         lines.append("### Not decided (needs more items or a wider margin)")
         for r in inconc:
-            lines.append(f"- {ICON['inconclusive']} **{_md_escape(r.suite)}** ({r.metric}): {_md_escape(r.message)}")
+            lines.append(f"- {ICON['inconclusive']} **{md_escape(r.suite)}** ({md_escape(r.metric)}): {md_escape(r.message)}")
         lines.append("")
-    lines.append("| | rule | suite | metric | baseline | candidate | change (CI) | margin | MDE |")
-    lines.append("|---|---|---|---|---|---|---|---|---|")
-    for r in v.rules:
-        d = r.delta
-        if d is None:
-            lines.append(f"| {ICON[r.status]} | {_md_escape(r.rule)} | {_md_escape(r.suite)} | {r.metric} | | | | {r.margin:g} | |")
-            continue
-        prop = delta_is_proportion(d)
-        req = "" if r.required else " (advisory)"
-        lines.append(
-            f"| {ICON[r.status]} | {_md_escape(r.rule)}{req} | {_md_escape(r.suite)} | {r.metric} | {fmt_value(d.base, prop)} | {fmt_value(d.candidate, prop)} | "
-            f"{fmt_change(d.improvement, prop)} ({fmt_change(d.ci_low, prop)} to {fmt_change(d.ci_high, prop)}) | {fmt_change(r.margin, prop).lstrip('+')} | "
-            f"{fmt_change(r.mde or 0, prop).lstrip('+')} |"
-        )
+    table = verdict_table(v)
+    lines += markdown_table(table.columns, table.text_rows())
     lines.append("")
     lines.append("Change is oriented so that positive is better; CI is two-sided. MDE: minimum detectable effect at 80% power for this suite size.")
     return "\n".join(lines) + "\n"

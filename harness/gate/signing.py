@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import defaults
 from ..errors import LafError
 from ..io import atomic_write_text, canonical_json, sha256_bytes, sha256_json
 
@@ -261,7 +262,7 @@ def _envelope(path: Path) -> dict:
     return env
 
 
-def verify_verdict(verdict_path: str | Path, public_key_path: str | Path, adapter: str, registry: str | Path = "adapters_registry",
+def verify_verdict(verdict_path: str | Path, public_key_path: str | Path, adapter: str, registry: str | Path = defaults.REGISTRY,
                    policy: str | Path | None = None, signature: str | Path | None = None) -> Verified:
     """Every check a deploy step needs (see the module doc); ``VerificationError`` (exit 1) naming the first that fails."""
     from cryptography.exceptions import InvalidSignature

@@ -7,10 +7,11 @@ import os
 import re
 from pathlib import Path
 
+from .. import defaults
 from ..errors import LafError
 
 ENV = "LAF_HISTORY_URL"
-DEFAULT = "reports/history.sqlite"
+DEFAULT = defaults.HISTORY
 OFF = ("off", "none", "false", "no")  # recording switched off
 SUPPORTED = "a path to a SQLite file, sqlite:///PATH, or postgresql://USER[:PASSWORD]@HOST[:PORT]/DB"
 

@@ -21,6 +21,7 @@ from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .. import defaults
 from ..errors import ConfigError
 from ..registry import AdapterRef, check_registry_name
 
@@ -97,7 +98,7 @@ class MergeConfig(Strict):
     density: float | None = None
     rescale: Literal["density", "l1", "none"] = "density"
     seed: int = Field(0, ge=0, le=2**32 - 1)
-    registry: str = "adapters_registry"
+    registry: str = defaults.REGISTRY
     model: str | None = Field(None, description="where the base is for model outputs (default: the spec the parents recorded); its fingerprint must match")
     output: OutputConfig = OutputConfig()
     description: str = ""

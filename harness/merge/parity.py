@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .. import defaults
 from ..errors import LafError
 from ..io import atomic_write_json
 
@@ -38,14 +39,14 @@ class ParitySpec:
     suites: list[str]
     out: str
     model: str | None = None  # default: the base the adapter's manifest names (fingerprint checked)
-    registry: str = "adapters_registry"
+    registry: str = defaults.REGISTRY
     forms: list[str] = field(default_factory=lambda: list(DEFAULT_FORMS))
     limit: int | None = None
     dtype: str = "fp32"  # of the merged folder
     base_weights: str = "auto"
-    batch_size: int = 8
-    max_length: int = 2048
-    device: str = "auto"
+    batch_size: int = defaults.BATCH_SIZE
+    max_length: int = defaults.MAX_LENGTH
+    device: str = defaults.DEVICE
     data_dir: str | None = None
     cache: str | None = None
     no_cache: bool = False

@@ -286,11 +286,12 @@ def selection_markdown(doc: dict) -> str:
     curve = doc.get("curve") or []
     if not curve:
         return ""
+    from ..present import markdown_table, md_escape
+
     labels = [r["target"] + " " + r["metric"] for r in curve[0]["rules"]]
-    out = ["", f"### Checkpoint selection: {doc.get('adapter')} is step {doc.get('chosen_step')} (chosen on the selection split; "
-           "the verdict above is on the confirmation split)", "",
-           "| step | " + " | ".join(f"{x} change (95 % CI)" for x in labels) + " | rules passed | predicted chance to pass | |",
-           "|---|" + "---|" * len(labels) + "---|---|---|"]
+    out = ["", f"### Checkpoint selection: {md_escape(doc.get('adapter'))} is step {doc.get('chosen_step')} (chosen on the selection split; "
+           "the verdict above is on the confirmation split)", ""]
+    rows = []
     for c in curve:
         cells = []
         for r in c["rules"]:
@@ -303,6 +304,6 @@ def selection_markdown(doc: dict) -> str:
             cells.append(f"{d:+.3f} ({a:+.3f} to {b:+.3f})")
         chance = c.get("pass_chance")
         chance_cell = f"{100 * chance:.0f} %" if isinstance(chance, (int, float)) and math.isfinite(chance) else "–"
-        out.append(f"| {c['step']} | " + " | ".join(cells) + f" | {c['rules_passed']}/{len(c['rules'])} | {chance_cell} | "
-                   f"{'**chosen**' if c['step'] == doc.get('chosen_step') else ''} |")
+        rows.append([str(c["step"]), *cells, f"{c['rules_passed']}/{len(c['rules'])}", chance_cell, "**chosen**" if c["step"] == doc.get("chosen_step") else ""])
+    out += markdown_table(["step", *[f"{x} change (95 % CI)" for x in labels], "rules passed", "predicted chance to pass", ""], rows)
     return "\n".join(out) + "\n"

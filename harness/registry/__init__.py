@@ -15,6 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import defaults
 from ..errors import LafError
 from ..io import LOCK_FILE, NAME_PATTERN, NAME_RULE, atomic_dir, atomic_write_json, check_plain_tree, file_digests, sha256_json
 
@@ -99,7 +100,7 @@ def hash_files(folder: Path) -> dict[str, str]:
 class Registry:
     """A registry folder of adapters; nothing is read or created until a method needs it."""
 
-    def __init__(self, root: str | Path = "adapters_registry"):
+    def __init__(self, root: str | Path = defaults.REGISTRY):
         self.root = Path(root)
 
     def names(self) -> list[str]:

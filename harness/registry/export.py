@@ -29,6 +29,7 @@ from statistics import NormalDist
 
 from ..errors import LafError
 from ..io import _umask, check_plain_tree, sha256_file
+from ..present import markdown_table, md_escape
 from . import AdapterEntry, Registry
 
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -109,7 +110,12 @@ def _finite(x, what: str) -> float:
 
 
 def _md(s) -> str:
-    return str(s).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
+    return md_escape(s)
+
+
+def _table(columns: list[str], rows: list[list]) -> list[str]:
+    """A card table from raw cells (each escaped once, by the shared renderer)."""
+    return markdown_table(columns, [[str(c) for c in r] for r in rows])
 
 
 def _opt(v, sign: str = "") -> str:
@@ -126,8 +132,8 @@ def _obj(v) -> dict:
 
 
 def _count(v) -> str:
-    """A count from a manifest (untrusted): digits grouped when it is an integer, else shown as it is."""
-    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else _md("n/a" if v is None else v)
+    """A count from a manifest (untrusted): digits grouped when it is an integer, else shown as it is (escaped where it is shown)."""
+    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str("n/a" if v is None else v)
 
 
 def _num(v: float) -> str:
@@ -216,16 +222,17 @@ def _gate_section(verdict: dict, verdict_file: Path | None) -> list[str]:
               f"(paired items; change oriented so that positive is better)."), ""]
     for w in verdict.get("warnings") or []:
         lines += [f"> **Warning:** {_md(w)}", ""]
-    lines += ["| status | rule | suite | metric | base | adapter | change (CI) | n |", "|---|---|---|---|---|---|---|---|"]
+    rows = []
     for r in verdict["rules"]:
         s = r.get("stats") or {}
         req = "" if r.get("required") else " (advisory)"
         if s:
             cells = [_opt(s.get("base")), _opt(s.get("candidate")),
-                     f"{_opt(s.get('improvement'), '+')} ({_opt(s.get('ci_low'), '+')} to {_opt(s.get('ci_high'), '+')})", _md(s.get("n"))]
+                     f"{_opt(s.get('improvement'), '+')} ({_opt(s.get('ci_low'), '+')} to {_opt(s.get('ci_high'), '+')})", s.get("n")]
         else:
             cells = ["", "", "", ""]
-        lines.append(f"| {_md(str(r.get('status')).upper())} | {_md(r.get('rule'))}{req} | {_md(r.get('suite'))} | {_md(r.get('metric'))} | " + " | ".join(cells) + " |")
+        rows.append([str(r.get("status")).upper(), f"{r.get('rule')}{req}", r.get("suite"), r.get("metric"), *cells])
+    lines += _table(["status", "rule", "suite", "metric", "base", "adapter", "change (CI)", "n"], rows)
     lines.append("")
     for r in verdict["rules"]:
         lines.append(f"- {_md(r.get('rule'))}: {_md(r.get('message'))}")
@@ -244,22 +251,22 @@ def _merge_section(m: dict) -> list[str]:
     err: dict = out["relative_error"] if isinstance(out.get("relative_error"), dict) else {}
     lines = ["## Merge", "",
              f"Made by `laf merge` with method **{_md(lin.get('method', '?'))}** from {len(lin.get('parents') or [])} registered adapters "
-             f"(no training of its own).", "",
-             "| parent | kind | rank | weight | weights sha256 |", "|---|---|---|---|---|"]
+             f"(no training of its own).", ""]
+    parents = []
     for p in lin.get("parents") or []:
         if not isinstance(p, dict):
             continue
-        kind = f"merge ({_md((p.get('lineage') or {}).get('method'))})" if isinstance(p.get("lineage"), dict) else _md(p.get("kind") or "adapter")
-        weight = _md(p["weight"]) if "weight" in p else "-"
-        lines.append(f"| `{_md(p.get('ref'))}` | {kind} | {_md(p.get('rank'))} | {weight} | `{_md(p.get('weights_sha256'))}` |")
-    lines += ["", "| setting | value |", "|---|---|"]
-    lines += [f"| {_md(k)} | {_md(json.dumps(v, sort_keys=True, default=str))} |" for k, v in sorted(params.items())]
+        kind = f"merge ({(p.get('lineage') or {}).get('method')})" if isinstance(p.get("lineage"), dict) else (p.get("kind") or "adapter")
+        parents.append([f"`{p.get('ref')}`", kind, p.get("rank"), p["weight"] if "weight" in p else "-", f"`{p.get('weights_sha256')}`"])
+    lines += _table(["parent", "kind", "rank", "weight", "weights sha256"], parents)
+    settings: list[list] = [[k, json.dumps(v, sort_keys=True, default=str)] for k, v in sorted(params.items())]
     if out:
-        lines.append(f"| output rank | {_md(out.get('rank'))}{' (exact: the stacked parents)' if out.get('exact') else ''} |")
+        settings.append(["output rank", f"{out.get('rank')}{' (exact: the stacked parents)' if out.get('exact') else ''}"])
     if err:
-        lines.append(f"| re-factoring error (relative Frobenius, max / mean over modules) | {_opt(err.get('max'))} / {_opt(err.get('mean'))} |")
+        settings.append(["re-factoring error (relative Frobenius, max / mean over modules)", f"{_opt(err.get('max'))} / {_opt(err.get('mean'))}"])
     if m.get("load_note"):
-        lines.append(f"| note | {_md(m['load_note'])} |")
+        settings.append(["note", m["load_note"]])
+    lines += [""] + _table(["setting", "value"], settings)
     return lines + [""]
 
 
@@ -302,7 +309,7 @@ def build_card(entry: AdapterEntry, base_id: str | None, license: str, datasets:
             ("LoRA rank / alpha / dropout", f"{lora.get('r')} / {lora.get('alpha')} / {lora.get('dropout')}"),
             ("target modules", lora.get("target_modules")),
             ("rsLoRA / DoRA / bias", f"{lora.get('rslora')} / {lora.get('dora')} / {lora.get('bias')}"),
-            ("trainable parameters", f"{_count(m.get('trainable_parameters'))} ({_md(m.get('trainable_percent'))} % of {_count(m.get('total_parameters'))})"),
+            ("trainable parameters", f"{_count(m.get('trainable_parameters'))} ({m.get('trainable_percent')} % of {_count(m.get('total_parameters'))})"),
             ("max length / packing", f"{cfg.get('max_length')} / {cfg.get('packing')}"),
             ("batch size x grad accumulation", f"{cfg.get('batch_size')} x {cfg.get('grad_accum')}"),
             ("optimizer", f"lr {optim.get('lr')}, {optim.get('scheduler')} schedule, warmup ratio {optim.get('warmup_ratio')}, weight decay {optim.get('weight_decay')}"),
@@ -311,7 +318,7 @@ def build_card(entry: AdapterEntry, base_id: str | None, license: str, datasets:
         for key in ("beta", "dpo", "orpo", "merge"):
             if key in cfg or key in m:
                 settings.append((key, json.dumps(cfg.get(key, m.get(key)), sort_keys=True, default=str)))
-        body += ["## Adapter and objective settings", "", "| setting | value |", "|---|---|"] + [f"| {_md(k)} | {_md(v)} |" for k, v in settings] + [""]
+        body += ["## Adapter and objective settings", ""] + _table(["setting", "value"], [list(x) for x in settings]) + [""]
         hw = m.get("hardware") or {}
         cost = [
             ("optimizer steps", m.get("steps")),
@@ -322,19 +329,20 @@ def build_card(entry: AdapterEntry, base_id: str | None, license: str, datasets:
             ("final train / held-out loss", " / ".join("n/a" if x is None else f"{_finite(x, 'a loss in the manifest'):.4f}" for x in (m.get("final_train_loss"), m.get("final_eval_loss")))),
             ("packages", ", ".join(f"{k} {v}" for k, v in (m.get("packages") or {}).items() if k in ("lost-and-found", "torch", "transformers", "peft", "bitsandbytes"))),
         ]
-        body += ["## Training cost", "", "| | |", "|---|---|"] + [f"| {_md(k)} | {_md(v)} |" for k, v in cost] + [""]
+        body += ["## Training cost", ""] + _table(["", ""], [list(x) for x in cost]) + [""]
 
     if evidence is not None:
         prov = evidence.results.get("provenance") or {}
         load = prov.get("load") or {}
         body += ["## Evaluation", "",
                  (f"Scored by lost-and-found on the same items as the base model (precision `{_md(load.get('precision'))}`, batch size {_md(prov.get('batch_size'))}, "
-                  f"max length {_md(prov.get('max_length'))}, {_md(prov.get('time'))}). CI: {int(CONFIDENCE * 100)}% normal interval from the item-level standard error."), "",
-                 "| suite | category | metric | n | base | this adapter (CI) |", "|---|---|---|---|---|---|"]
+                  f"max length {_md(prov.get('max_length'))}, {_md(prov.get('time'))}). CI: {int(CONFIDENCE * 100)}% normal interval from the item-level standard error."), ""]
+        cells = []
         for r in rows:
             ci = f" ({_num(r['ci'][0])} to {_num(r['ci'][1])})" if r["ci"] else ""
             base_v = _num(r["base"]) if r["base"] is not None else ""
-            body.append(f"| {_md(r['suite'])} | {_md(r['category'])} | {_md(r['metric'])}{' *' if r['primary'] else ''} | {_md(r['n'])} | {base_v} | {_num(r['value'])}{ci} |")
+            cells.append([r["suite"], r["category"], f"{r['metric']}{' *' if r['primary'] else ''}", r["n"], base_v, f"{_num(r['value'])}{ci}"])
+        body += _table(["suite", "category", "metric", "n", "base", "this adapter (CI)"], cells)
         body += ["", "`*` the suite's primary metric.", ""]
         if verdict is not None:
             body += _gate_section(verdict, evidence.verdict_file)
@@ -352,7 +360,7 @@ def build_card(entry: AdapterEntry, base_id: str | None, license: str, datasets:
              f'base = AutoModelForCausalLM.from_pretrained("{load_base}")', f'model = PeftModel.from_pretrained(base, "{repo_id}")', "```", "",
              "## Publish", "", "```bash", upload_command(repo_id, out_name), "```", "",
              "or from Python:", "", "```python", upload_python(repo_id, out_name), "```", ""]
-    body += ["## Files", "", "| file | sha256 |", "|---|---|"] + [f"| {f} | `{hashes[f]}` |" for f in PEFT_FILES] + [""]
+    body += ["## Files", ""] + _table(["file", "sha256"], [[f, f"`{hashes[f]}`"] for f in PEFT_FILES]) + [""]
     text = f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(body)
     ModelCard(text)  # parses the front matter back (raises on invalid metadata)
     return text, rows

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..io import atomic_write_text
+from ..present import markdown_table, md_escape
 from .data import gather
 from .html import render_html
 
@@ -16,14 +17,14 @@ def render_markdown(d: dict) -> str:
         from ..gate.verdict import Verdict
 
         return markdown_summary(Verdict.from_dict(d["verdict"]))
-    lines = [f"## lost-and-found results: {d['candidate'] or d['baseline']}", ""]
+    lines = [f"## lost-and-found results: {md_escape(d['candidate'] or d['baseline'])}", ""]
     models = list(d["results"])
-    lines.append("| suite | category | metric | " + " | ".join(models) + " |")
-    lines.append("|---|---|---|" + "---|" * len(models))
+    rows = []
     for s, meta in d["suites"].items():
         m = meta["primary_metric"]
         vals = [d["results"][x].get(s, {}).get(m, {}).get("value") for x in models]
-        lines.append(f"| {s} | {meta['category']} | {m} | " + " | ".join("–" if v is None else f"{v:.4g}" for v in vals) + " |")
+        rows.append([s, meta["category"], m] + ["–" if v is None else f"{v:.4g}" for v in vals])
+    lines += markdown_table(["suite", "category", "metric", *models], rows)
     return "\n".join(lines) + "\n"
 
 

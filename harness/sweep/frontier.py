@@ -145,12 +145,13 @@ def markdown(doc: dict | None) -> str:
     if not doc:
         return ""
     f, lo = doc["found"], doc["lost"]
-    out = [f"### Found vs lost ({f['suite']} {f['metric']} gain; {lo['suite']} {lo['metric']} loss)", "",
-           f"| point | found: {f['suite']} gain, {f['unit']} (95 % CI) | lost: {lo['suite']} {lo['metric']} increase, {lo['unit']} (95 % CI) | Pareto | verdict | failed or inconclusive |",
-           "|---|---|---|---|---|---|"]
-    for r in doc["points"]:
-        out.append(f"| {str(r['name']).replace('|', '/')} | {cell(r['found'], f)} | {cell(r['lost'], lo)} | {'yes' if r['pareto'] else ''} | "
-                   f"{str(r['verdict']).upper()} | {', '.join(map(str, r['failed_rules'])).replace('|', '/')} |")
+    from ..present import markdown_table, md_escape
+
+    out = [md_escape(f"### Found vs lost ({f['suite']} {f['metric']} gain; {lo['suite']} {lo['metric']} loss)"), ""]
+    out += markdown_table(["point", f"found: {f['suite']} gain, {f['unit']} (95 % CI)", f"lost: {lo['suite']} {lo['metric']} increase, {lo['unit']} (95 % CI)",
+                           "Pareto", "verdict", "failed or inconclusive"],
+                          [[str(r["name"]), cell(r["found"], f), cell(r["lost"], lo), "yes" if r["pareto"] else "", str(r["verdict"]).upper(),
+                            ", ".join(map(str, r["failed_rules"]))] for r in doc["points"]])
     out += ["", f"Pass region: gain's lower bound >= {shown(f['margin'], f, False)} {f['unit']}, loss's upper bound <= {shown(lo['margin'], lo, False)} {lo['unit']}. "
             + doc.get("sentence", sentence(doc))]
     return "\n".join(out) + "\n"

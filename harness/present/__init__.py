@@ -1,0 +1,9 @@
+"""The presentation layer, torch-free: documents become :class:`Table` rows (``harness.present.rows``), and one
+Markdown renderer (:func:`markdown_table`) serves the CLI on a pipe, the gate's step summary, the run summary and
+the model card. The terminal (rich) rendering of the same tables lives with the CLI (``harness.cli.output``)."""
+
+from __future__ import annotations
+
+from .table import Table, format_cell, markdown, markdown_table, md_escape
+
+__all__ = ["Table", "format_cell", "markdown", "markdown_table", "md_escape"]
