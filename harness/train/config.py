@@ -222,12 +222,7 @@ class TrainConfig(TrainSettings):
         ``optim``, ...) are carried over as they are, never through a dict (pydantic keeps a model instance it is given),
         and the cross-checks that need both halves (precision vs method and compute_dtype) run here."""
         fields = {k: getattr(settings, k) for k in TrainSettings.model_fields if k in settings.model_fields_set}
-        cfg = cls(**fields, name=name, model=model, precision=precision, data=data, registry=registry, output_dir=output_dir)  # type: ignore[arg-type]
-        return cfg
-
-    def settings(self) -> TrainSettings:
-        """The training settings of this config (what a run config holds under ``train:``)."""
-        return TrainSettings.model_validate({k: getattr(self, k) for k in TrainSettings.model_fields if k in self.model_fields_set})
+        return cls(**fields, name=name, model=model, precision=precision, data=data, registry=registry, output_dir=output_dir)  # type: ignore[arg-type]
 
     def run_dir(self) -> Path:
         return Path(self.output_dir) if self.output_dir else Path("reports") / "train" / self.name
