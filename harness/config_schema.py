@@ -73,8 +73,11 @@ def detect_kind(raw: Any) -> str | None:
     return None
 
 
-def _allowed(allowed: list[str] | None) -> str:
-    return f"; its top-level keys: {', '.join(sorted(allowed))}" if allowed else ""
+_LABEL = {"run": "a run config", "sweep": "a sweep config", "train": "a training file", "merge": "a merge config", "policy": "a gate policy"}
+
+
+def _allowed(accepted: tuple[str, ...], allowed: list[str] | None) -> str:
+    return f"; the top-level keys of {_LABEL[accepted[0]]}: {', '.join(sorted(allowed))}" if allowed else ""
 
 
 def check_shape(raw: Any, accepted: tuple[str, ...], path: str | Path, command: str, allowed: list[str] | None = None) -> str | None:
@@ -88,12 +91,11 @@ def check_shape(raw: Any, accepted: tuple[str, ...], path: str | Path, command: 
             raise ConfigError(path, misplaced[0], f"{', '.join(misplaced)} {'is a training setting' if len(misplaced) == 1 else 'are training settings'}; "
                               f"in a {kind} config {'it goes' if len(misplaced) == 1 else 'they go'} under train: "
                               f"({', '.join(f'train.{k}' for k in misplaced)})",
-                              f"indent {'it' if len(misplaced) == 1 else 'them'} under a train: block{_allowed(allowed)}")
+                              f"indent {'it' if len(misplaced) == 1 else 'them'} under a train: block{_allowed(accepted, allowed)}")
     if kind is None or kind in accepted:
         return kind
     usage = KINDS[kind][2].replace("FILE", str(path))
-    what = {"run": "a run config", "sweep": "a sweep config (a run config with sweep: axes)", "train": "a training file (training settings at its top level)",
-            "merge": "a merge config", "policy": "a gate policy"}[kind]
+    what = {**_LABEL, "sweep": "a sweep config (a run config with sweep: axes)", "train": "a training file (training settings at its top level)"}[kind]
     fix = f"run `{usage}`"
     if kind == "train" and ("run" in accepted or "sweep" in accepted):
         fix += ("; or, for this command, keep name, model, precision and data at the top, move the training settings under train: "
@@ -106,4 +108,4 @@ def check_shape(raw: Any, accepted: tuple[str, ...], path: str | Path, command: 
         fix = "give the policy file itself; a run config holds its policy under gate.policy (write that block to a file of its own)"
     elif kind == "sweep" and "run" in accepted:
         fix = f"run it with `{usage}` (every point trained, evaluated, gated and costed)"
-    raise ConfigError(path, None, f"this file is {what}, not input for `{command}`", fix + _allowed(allowed))
+    raise ConfigError(path, None, f"this file is {what}, not input for `{command}`", fix + _allowed(accepted, allowed))
