@@ -150,7 +150,8 @@ def side_preserve(side: str, job: dict) -> dict:
     sz, device = job["sizes"], job["device"]
     model, _, spec = load_model(resolve_model(job["model"]), LoadSpec(job["precision"], None, device), with_tokenizer=False)
     half = torch.bfloat16 if spec.compute_dtype == "bf16" else None
-    model = attach_lora(model, TrainConfig(name="bench", precision=spec.precision, data={"path": "-"}, lora={"dropout": 0.0}), half)
+    bench = TrainConfig(name="bench", precision=spec.precision, data={"path": "-"}, lora={"dropout": 0.0})
+    model = attach_lora(model, bench.lora, precision=bench.precision, seed=bench.seed, compute_dtype=half)
     model.train()
     B, L, V = sz["kl_batch"], sz["kl_len"], model.config.vocab_size
     g = torch.Generator().manual_seed(0)

@@ -90,7 +90,7 @@ def run(folder: Path, precision: str, reference: bool, args, chunk: int | None =
         torch.cuda.reset_peak_memory_stats()
     model, _, spec = load_model(resolve_model(str(folder)), LoadSpec(precision, None, device), with_tokenizer=False)
     cfg = TrainConfig(name="gpu", precision=precision, data={"path": "-"}, lora={"dropout": 0.0})
-    model = attach_lora(model, cfg, torch.bfloat16 if device == "cuda" else None)  # frozen embeddings stay bf16, as in training
+    model = attach_lora(model, cfg.lora, precision=cfg.precision, seed=cfg.seed, compute_dtype=torch.bfloat16 if device == "cuda" else None)  # frozen embeddings stay bf16, as in training
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.enable_input_require_grads()
     model.train()

@@ -246,26 +246,36 @@ def _loc(loc: tuple) -> str:
     return _cut(".".join(str(x) for x in loc if not (isinstance(x, str) and x.startswith("function-"))), 120)
 
 
+def error_lines(model: type[BaseModel], e: ValidationError) -> list[str]:
+    """One ``key 'a.b': problem`` line per validation error (the first MAX_LINES of them), every user value bounded;
+    the allowed keys of a mapping are listed once, with its first unknown key."""
+    errors = e.errors(include_url=False, include_context=False, include_input=True)
+    lines = []
+    listed: set[str] = set()
+    for err in errors[:MAX_LINES]:
+        key = _loc(err["loc"]) or "(top level)"
+        msg = _cut(err["msg"], 300)
+        if err["type"] == "extra_forbidden":
+            parent = _loc(err["loc"][:-1])
+            allowed = _allowed_keys(model, err["loc"][:-1]) if parent not in listed else []
+            listed.add(parent)
+            msg = "unknown key" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+        elif "input" in err and _reads_as_non_finite(err["input"]):  # e.g. 'inf' against a bounded float
+            msg = "is not a finite number"
+        elif "input" in err and err["type"] not in ("missing",):
+            msg += f" (got {short_repr(err['input'], 80)})"  # bounded BEFORE formatting: the input may be huge
+        lines.append(f"key '{key}': {msg}")
+    if len(errors) > MAX_LINES:
+        lines.append(f"... and {len(errors) - MAX_LINES} more problem(s)")
+    return lines
+
+
 def validate(model: type[M], data: Any, path: str | Path) -> M:
     """Validate ``data`` against ``model``; all problems are reported together (the first MAX_LINES of them)."""
     try:
         obj = model.model_validate(data)
     except ValidationError as e:
-        errors = e.errors(include_url=False, include_context=False, include_input=True)
-        lines = []
-        for err in errors[:MAX_LINES]:
-            key = _loc(err["loc"]) or "(top level)"
-            msg = _cut(err["msg"], 300)
-            if err["type"] == "extra_forbidden":
-                allowed = _allowed_keys(model, err["loc"][:-1])
-                msg = "unknown key" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
-            elif "input" in err and _reads_as_non_finite(err["input"]):  # e.g. 'inf' against a bounded float
-                msg = "is not a finite number"
-            elif "input" in err and err["type"] not in ("missing",):
-                msg += f" (got {short_repr(err['input'], 80)})"  # bounded BEFORE formatting: the input may be huge
-            lines.append(f"key '{key}': {msg}")
-        if len(errors) > MAX_LINES:
-            lines.append(f"... and {len(errors) - MAX_LINES} more problem(s)")
+        lines = error_lines(model, e)
         first = lines[0]
         more = "".join(f"\n  {path}: {line}" for line in lines[1:])
         raise ConfigError(path, None, first + more, "fix the keys above (see docs/config.md)") from None
@@ -313,7 +323,7 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
         node = _first_model(ann)
         if node is None:
             return []
-    return sorted(getattr(node, "model_fields", {}))
+    return sorted((f.alias or n) for n, f in getattr(node, "model_fields", {}).items())
 
 
 def _first_model(ann) -> type[BaseModel] | None:

@@ -355,7 +355,7 @@ def test_qlora_keeps_the_frozen_embedding_in_a_half_compute_dtype(tiny_model_dir
     for compute, want in ((torch.bfloat16, torch.bfloat16), (None, torch.float32)):
         model, _, _ = load_model(resolve_model(str(tiny_model_dir)), LoadSpec("nf4", "bf16", "cpu"), with_tokenizer=False)
         tied = model.get_input_embeddings().weight is model.get_output_embeddings().weight
-        peft = attach_lora(model, cfg, compute)
+        peft = attach_lora(model, cfg.lora, precision=cfg.precision, seed=cfg.seed, compute_dtype=compute)
         emb, head = peft.get_input_embeddings().weight, peft.get_output_embeddings().weight
         assert emb.dtype == want and head.dtype == want and not emb.requires_grad and not head.requires_grad
         assert (emb is head) == tied

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = ("doctor", "models", "train", "merge", "parity", "registry", "eval", "gate", "report", "data", "run", "sweep", "diversity", "history", "signing")
+MODULES = ("doctor", "models", "train", "merge", "parity", "registry", "eval", "gate", "report", "data", "run", "sweep", "diversity", "history", "signing", "config")
 
 
 def register_all(sub) -> None:

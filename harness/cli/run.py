@@ -13,7 +13,7 @@ def register(sub) -> None:
     p = sub.add_parser("run", help="curate, train, evaluate, gate and report from one config (stages cached and resumable); "
                        "exit 0 when every candidate passes, 1 when any fails, 2 when none fails and some is inconclusive")
     p.add_argument("config", help="run config YAML (see examples/quickstart.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key (dotted); repeatable")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key by its dotted YAML path (train.lora.r=16; a training setting may leave out train.: lora.r=16); repeatable")
     add_format(p, "the run summary (run.json)")
     p.add_argument("--quiet", action="store_true", help="only the stage lines and the verdict (no progress, no results table)")
     p.add_argument("--history", default=None, metavar="URL", help="release history to record the run in (default: the config's history:, "

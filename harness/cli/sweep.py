@@ -30,7 +30,7 @@ def register(sub) -> None:
     where.add_argument("--ray-address", metavar="ADDR", help="join a running Ray cluster (HOST:PORT of its head node)")
     p.add_argument("--cache", metavar="FILE", help="the response cache (default: the config's eval.cache, else the user cache)")
     p.add_argument("--max-points", type=_positive, metavar="N", help="allow up to N points (default cap 1000)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key (dotted); repeatable")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key by its dotted YAML path (train.lora.r=16; a training setting may leave out train.: lora.r=16); repeatable")
     add_format(p, "the sweep summary (sweep.json without the per-point results)")
     p.add_argument("--quiet", action="store_true", help="only the stage lines, the table and the recommendation")
     p.set_defaults(handler=cmd_sweep)

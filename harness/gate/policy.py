@@ -90,5 +90,10 @@ class Policy(StrictModel):
 
 
 def load_policy(path: str | Path) -> Policy:
-    """The policy YAML at ``path``, validated (every problem named with its key)."""
-    return validate(Policy, load_yaml(path), path)
+    """The policy YAML at ``path``, validated (every problem named with its key); a run config or another kind of
+    file is named as such, with where its policy goes."""
+    from ..config_schema import check_shape
+
+    raw = load_yaml(path)
+    check_shape(raw, ("policy",), path, "laf gate --policy", sorted(Policy.model_fields))
+    return validate(Policy, raw, path)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ..errors import ConfigError
 from ..gate.compare import combined_exit
 from ..io import atomic_write_json, atomic_write_text, exclusive_lock
 from .config import RunConfig, load_run_config, saved_config_text, suite_refs, validate_run
@@ -37,7 +38,7 @@ from .stages import (
 )
 from .state import RunState, StageLog
 
-__all__ = ["RunConfig", "RunState", "load_run_config", "run_pipeline", "suite_refs", "validate_run"]
+__all__ = ["RunConfig", "RunState", "load_run_config", "run_pipeline", "run_train_stages", "suite_refs", "validate_run"]
 
 
 def run_pipeline(config_path: str | Path, overrides: list[str] | None = None, log: Callable[[str], None] = lambda m: None,
@@ -67,6 +68,52 @@ def run_pipeline(config_path: str | Path, overrides: list[str] | None = None, lo
         return _run_locked(cfg, base, config_path, suites, policy, run_dir, t0, log, train_progress, eval_progress, history_url)
 
 
+def run_train_stages(config_path: str | Path, overrides: list[str] | None = None, log: Callable[[str], None] = lambda m: None,
+                     train_progress=None, eval_progress=None) -> dict:
+    """``laf train RUN_CONFIG``: the curate and train stages of a run config (``select:`` included), in the run
+    folder ``laf run`` uses, with its state.json and fingerprints: a later ``laf run`` of the same config finds the
+    adapter trained and goes on from there, and a re-run resumes or reuses it. Returns the run folder, the
+    registry and the registered ``name@version``, and which stages ran and which were unchanged."""
+    t0 = time.time()
+    config_path = Path(config_path)
+    cfg, base = load_run_config(config_path, overrides, command="laf train")
+    if cfg.data is None:
+        raise ConfigError(config_path, "data", "this run config has no data: to train on",
+                          "give data: {path: ...}, or score its adapters with `laf run " + str(config_path) + "`")
+    suites, policy = validate_run(cfg, base, config_path)
+    run_dir = Path(cfg.out_root) / cfg.name
+    with exclusive_lock(run_dir, "laf train"):
+        ctx = _context(cfg, base, run_dir, log)
+        ref, _ = _curate_and_train(ctx, config_path, suites, policy, train_progress, eval_progress)
+    return {"run_dir": str(run_dir), "registry": cfg.registry, "adapter": ref, "stages_ran": ctx.stages.ran, "stages_skipped": ctx.stages.skipped,
+            "wall_time_s": round(time.time() - t0, 1)}
+
+
+def _context(cfg, base: Path, run_dir: Path, log) -> RunContext:
+    from ..models import resolve_model
+
+    # re-runnable from the run folder (absolute paths, the --set overrides), without the history URL's password
+    atomic_write_text(run_dir / "config.yaml", _without_password(saved_config_text(cfg, base).encode("utf-8"), cfg.history).decode("utf-8"))
+    return RunContext(cfg, base, run_dir, RunState(run_dir), StageLog(), resolve_model(cfg.model).fingerprint, log)
+
+
+def _curate_and_train(ctx: RunContext, config_path: Path, suites, policy, train_progress, eval_progress) -> tuple[str | None, dict | None]:
+    """The selection split (``select:``), the curate stage and the train stage; returns the trained ref (None when the
+    config has no data) and the split."""
+    cfg = ctx.cfg
+    split = None
+    if cfg.select is not None:
+        from .select import make_split
+
+        split = make_split(cfg, ctx.base, policy, suites, config_path)
+        atomic_write_json(ctx.run_dir / "select" / "split.json", split)
+    if cfg.data is None:
+        return None, split
+    train_data = curate_stage(ctx, suites)
+    ref = train_stage(ctx, train_data, train_progress, select=(suites, policy, split) if split else None, eval_progress=eval_progress, suites=suites)
+    return ref, split
+
+
 def _without_password(text: bytes, history: str | None) -> bytes:
     """The config's bytes with the history URL's password replaced by ``***`` (the run folder is shared; the secret is not)."""
     if not history or "://" not in history:
@@ -82,27 +129,16 @@ def _without_password(text: bytes, history: str | None) -> bytes:
 
 def _run_locked(cfg, base: Path, config_path: Path, suites, policy, run_dir: Path, t0: float, log, train_progress, eval_progress,
                 history_url: str | None) -> dict:
-    from ..models import resolve_model
-
-    # re-runnable from the run folder (absolute paths, the --set overrides), without the history URL's password
-    atomic_write_text(run_dir / "config.yaml", _without_password(saved_config_text(cfg, base).encode("utf-8"), cfg.history).decode("utf-8"))
-    ctx = RunContext(cfg, base, run_dir, RunState(run_dir), StageLog(), resolve_model(cfg.model).fingerprint, log)
-
+    ctx = _context(cfg, base, run_dir, log)
     adapters, resolved = resolve_adapters(ctx)
-    split = None
-    if cfg.select is not None:
-        from .select import make_split, subset_suites
-
-        split = make_split(cfg, base, policy, suites, config_path)
-        atomic_write_json(run_dir / "select" / "split.json", split)
-    if cfg.data is not None:
-        train_data = curate_stage(ctx, suites)
-        ref = train_stage(ctx, train_data, train_progress, select=(suites, policy, split) if split else None, eval_progress=eval_progress,
-                          suites=suites)
+    ref, split = _curate_and_train(ctx, config_path, suites, policy, train_progress, eval_progress)
+    if ref is not None:
         adapters = [ref] + [a for a in adapters if a != ref]
     if cfg.merge:
         adapters += [m for m in merge_stage(ctx) if m not in adapters]
     if split:  # every stage from here sees the confirmation split only: the items that chose never certify
+        from .select import subset_suites
+
         suites = subset_suites(suites, split, "confirmation", cfg, base)
     plans = released_plans(ctx, adapters, history_url) if policy is not None and cfg.gate and cfg.gate.baseline == "released" else {}
     rescored = [p.ref for p in plans.values() if p.rescore is not None and p.ref is not None]

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator
 
-from ..config import StrictModel, apply_overrides, load_yaml, resolve_path, validate
+from ..config import StrictModel, apply_overrides, error_lines, load_yaml, resolve_path, validate
+from ..config_schema import TRAIN_SETTING_KEYS, check_shape
 from ..errors import ConfigError, LafError
-from ..train.config import DataConfig
+from ..merge.config import MergeConfig
+from ..train.config import DataConfig, TrainConfig, TrainSettings
 
 
 class RunCurate(StrictModel):
@@ -95,9 +97,9 @@ class RunConfig(StrictModel):
     precision: Literal["nf4", "bf16", "fp32"] = "nf4"
     data: DataConfig | None = None  # the trainer's data settings (eval split etc.); the path is curated first
     curate: RunCurate = RunCurate()
-    train: dict[str, Any] = {}
+    train: TrainSettings = TrainSettings()  # how the adapter trains; its identity (name, model, precision, data, registry) is above
     adapters: list[str] = []
-    merge: list[dict[str, Any]] = []  # laf merge configs (adapter outputs); each merged adapter joins the candidates
+    merge: list[MergeConfig] = []  # laf merge configs (adapter outputs); each merged adapter joins the candidates
     eval: RunEval
     parity: RunParity | None = None
     diversity: RunDiversity | None = None
@@ -108,6 +110,9 @@ class RunConfig(StrictModel):
     # the release history every run is recorded in: a SQLite path, sqlite:///PATH or postgresql://...; 'off': none.
     # Default: LAF_HISTORY_URL, else <out_root>/history.sqlite
     history: str | None = Field(None, min_length=1, max_length=4096)
+    # problems of train: and merge: found while loading, reported by validate_run with every other problem
+    _problems: list[str] = PrivateAttr(default_factory=list)
+    _invalid_merges: int = PrivateAttr(0)
 
     @field_validator("name")
     @classmethod
@@ -127,6 +132,17 @@ class RunConfig(StrictModel):
             except LafError as e:
                 raise ValueError(e.cause) from None
         return v
+
+    def train_config(self, data: DataConfig, output_dir: str | None = None) -> TrainConfig:
+        """The trainer's config of this run: its identity (name, model, precision, registry), ``data`` and ``train:``."""
+        if self._problems:  # never train on the defaults that stand in for a train: that did not validate
+            raise LafError(f"the run config has problems: {'; '.join(self._problems[:3])}", "fix them (`laf run` lists them all)")
+        return TrainConfig.build(self.train, name=self.name, model=self.model, precision=self.precision, data=data,
+                                 registry=self.registry, output_dir=output_dir)
+
+    def merge_configs(self) -> list[MergeConfig]:
+        """``merge:``, each registering into the run's registry unless it names its own."""
+        return [m if "registry" in m.model_fields_set else m.model_copy(update={"registry": self.registry}) for m in self.merge]
 
     def policy_source(self) -> str:
         return str(self.gate.policy) if self.gate and isinstance(self.gate.policy, str) else "inline (config gate.policy)"
@@ -148,19 +164,57 @@ def suite_refs(cfg: RunConfig, base: Path) -> tuple[list[str], dict[str, int]]:
     return refs, limits
 
 
-def load_run_config(path: str | Path, overrides: list[str] | None = None) -> tuple[RunConfig, Path]:
-    """The validated run config and the folder its relative paths resolve against."""
+def run_overrides(overrides: list[str] | None, top_level: set[str]) -> list[str]:
+    """``--set`` paths for a run-shaped config. The rule, the same for ``laf train``, ``laf run`` and sweep axes: a
+    path is the YAML's own dotted path (``train.lora.r``, ``eval.limit``, ``name``), and a training setting may
+    leave out its ``train.`` (``lora.r``, as in a flat training file): no run config has a top-level key of that
+    name, so the short path means one thing only."""
+    out = []
+    for item in overrides or []:
+        key = item.split("=", 1)[0].strip() if "=" in item else ""
+        head = key.split(".", 1)[0]
+        if head and head not in top_level and head in TRAIN_SETTING_KEYS:
+            item = f"train.{item.lstrip()}"
+        out.append(item)
+    return out
+
+
+def load_run_config(path: str | Path, overrides: list[str] | None = None, command: str = "laf run") -> tuple[RunConfig, Path]:
+    """The validated run config and the folder its relative paths resolve against (``command``: who asks, named
+    when the file is of another shape)."""
     path = Path(path)
-    raw = apply_overrides(load_yaml(path), overrides)
-    if isinstance(raw, dict) and "sweep" in raw:
-        raise ConfigError(path, "sweep", "this config has a 'sweep:' block of axes, which `laf run` does not expand",
-                          f"run it with `laf sweep {path}` (every point trained, evaluated, gated and costed)")
+    raw = load_yaml(path)
+    check_shape(raw, ("run",), path, command, sorted(RunConfig.model_fields))
+    raw = apply_overrides(raw, run_overrides(overrides, set(RunConfig.model_fields)))
+    return validate_deferred(RunConfig, raw, path), path.resolve().parent
+
+
+def validate_deferred(model: type[RunConfig], raw: Any, path: Path):
+    """``raw`` validated as ``model``; problems only under ``train:`` and ``merge:`` are kept on the config for
+    :func:`validate_run`, which reports them together with every problem it finds (missing data, unknown suites,
+    policy rules...), as before any stage starts. Any other problem raises here, every one listed."""
     try:
-        cfg = RunConfig.model_validate(raw)
+        return model.model_validate(raw)
+    except ValidationError as e:
+        if not isinstance(raw, dict) or any(not err["loc"] or err["loc"][0] not in ("train", "merge") for err in e.errors()):
+            validate(model, raw, path)  # raises with every problem listed
+            raise
+        problems = error_lines(model, e)
+    merges = raw.get("merge") if isinstance(raw.get("merge"), list) else []
+    valid = []
+    for m in merges:
+        try:
+            valid.append(MergeConfig.model_validate(m))
+        except ValidationError:
+            pass
+    rest = {k: v for k, v in raw.items() if k not in ("train", "merge")}
+    try:
+        cfg = model.model_validate({**rest, "merge": valid})
     except ValidationError:
-        validate(RunConfig, raw, path)  # raises with every problem listed
+        validate(model, raw, path)
         raise
-    return cfg, path.resolve().parent
+    cfg._problems, cfg._invalid_merges = problems, len(merges) - len(valid)
+    return cfg
 
 
 def _rebase(value: Any, base: Path, must_exist: bool) -> Any:
@@ -199,8 +253,6 @@ def saved_config_text(cfg: StrictModel, base: Path) -> str:
         replay = ((train.get("preserve") or {}).get("replay") or {}) if isinstance(train.get("preserve"), dict) else {}
         if isinstance(replay, dict) and replay.get("source") not in (None, "self"):
             replay["source"] = _rebase(replay["source"], base, True)
-        if isinstance(train.get("data"), dict) and train["data"].get("path"):
-            train["data"]["path"] = _rebase(train["data"]["path"], base, False)
     return "# saved by laf: the config this run ran with, its relative paths made absolute\n" + yaml.safe_dump(d, sort_keys=False, allow_unicode=True)
 
 
@@ -208,23 +260,21 @@ def validate_run(cfg: RunConfig, base: Path, config_path: Path):
     """Everything that can be checked before a stage starts, reported together; returns (suites, policy)."""
     from ..evaluate.suites import load_suite
     from ..gate.policy import Policy, load_policy
-    from ..train.config import TrainConfig
 
-    problems: list[str] = []
-    if cfg.data is None and not cfg.adapters and not cfg.merge:
+    problems: list[str] = list(cfg._problems)
+    if cfg.data is None and not cfg.adapters and not cfg.merge and not cfg._invalid_merges:
         problems.append("nothing to evaluate against the base: give 'data' (to train an adapter) or 'adapters' (registered ones)")
     if cfg.data is not None:
         p = resolve_path(cfg.data.path, base)
         if not p.exists():
             problems.append(f"key 'data.path': file not found: {p}")
-        train_raw = {**cfg.train, "name": cfg.name, "model": cfg.model, "precision": cfg.precision, "data": {"path": str(p)}, "registry": cfg.registry}
-        try:
-            TrainConfig.model_validate(train_raw)
-        except ValidationError as e:
-            for err in e.errors():
-                key = ".".join(str(x) for x in err["loc"])
-                msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-                problems.append(f"key 'train.{key}': {msg}" if key not in ("name",) else f"key 'name': {msg}")
+        if not any(line.startswith("key 'train") for line in cfg._problems):
+            try:  # the checks that need identity and settings together (precision vs method, compute_dtype)
+                cfg.train_config(cfg.data.model_copy(update={"path": str(p)}))
+            except ValidationError as e:
+                for err in e.errors():
+                    key = ".".join(str(x) for x in err["loc"])
+                    problems.append(f"key '{key}': {err['msg']}" if key == "name" else f"key 'train': {err['msg']}" if not key else f"key 'train.{key}': {err['msg']}")
     refs, _ = suite_refs(cfg, base)
     suites = []
     for ref in refs:
@@ -244,21 +294,17 @@ def validate_run(cfg: RunConfig, base: Path, config_path: Path):
                 reg.resolve(a)
             except LafError as e:
                 problems.append(f"key 'adapters': {e.cause}")
-    from ..merge.config import MergeConfig, check_method_params
+    from ..merge.config import check_method_params
 
-    for i, m in enumerate(cfg.merge):
+    for i, mc in enumerate(cfg.merge_configs()):
         try:
-            mc = MergeConfig.model_validate({"registry": cfg.registry, **m})
             check_method_params(mc, f"{config_path} (merge[{i}])")
             if mc.output.kind != "adapter":
                 problems.append(f"key 'merge.{i}.output.kind': a run's merge makes a candidate adapter; use `laf merge` for a model folder")
-        except ValidationError as e:
-            for err in e.errors():
-                problems.append(f"key 'merge.{i}.{'.'.join(str(x) for x in err['loc'])}': {err['msg']}")
         except LafError as e:
             problems.append(f"key 'merge.{i}': {e.cause}")
     if cfg.diversity is not None and cfg.diversity.enabled:
-        n_cand = (cfg.data is not None) + len(dict.fromkeys(cfg.adapters)) + len(cfg.merge)
+        n_cand = (cfg.data is not None) + len(dict.fromkeys(cfg.adapters)) + len(cfg.merge) + cfg._invalid_merges
         if n_cand < 2:
             problems.append(f"key 'diversity': it compares candidates, and this run has {n_cand} (train, list or merge at least two, "
                             "or set diversity.enabled: false)")
@@ -300,8 +346,8 @@ def validate_run(cfg: RunConfig, base: Path, config_path: Path):
             problems.append("key 'select': it chooses among checkpoints of a training run, and this config trains nothing (give 'data')")
         if policy is None:
             problems.append("key 'select': it chooses by the gate's rules; add a 'gate:' policy")
-        steps = cfg.train.get("max_steps") if isinstance(cfg.train, dict) else None
-        if isinstance(steps, int) and cfg.select.every > steps:
+        steps = cfg.train.max_steps
+        if steps is not None and cfg.select.every > steps:
             problems.append(f"key 'select.every': {cfg.select.every} is more than max_steps {steps}: there would be one candidate only")
         if policy is not None and cfg.data is not None and not problems:
             from .select import make_split

@@ -70,7 +70,7 @@ def curate_stage(ctx: RunContext, suites) -> Path:
 
     cfg, log = ctx.cfg, ctx.log
     data_path = resolve_path(cfg.data.path, ctx.base)
-    settings = CurationSettings(schema=cfg.data.schema_, file_format=cfg.data.format, model=cfg.model, max_length=int(cfg.train.get("max_length", 512)),
+    settings = CurationSettings(schema=cfg.data.schema_, file_format=cfg.data.format, model=cfg.model, max_length=cfg.train.max_length,
                                 near_duplicate_threshold=cfg.curate.near_duplicate_threshold, ngram=cfg.curate.ngram,
                                 against=[s.name if s.file is None else str(s.file) for s in suites if not s.spec.lm_eval],
                                 data_dir=cfg.eval.data_dir, drop_contaminated=cfg.curate.drop_contaminated)
@@ -113,13 +113,11 @@ def train_plan(ctx: RunContext, train_data: Path, key: str = "train", work: Path
     settings in its folder removed). ``work``: the training folder (default ``RUN_DIR/train``); ``data_fp``: the
     data's fingerprint (default: the curated content, or the file's hash)."""
     from ..registry import Registry
-    from ..train import TrainConfig
     from ..train.checkpoint import list_checkpoints
 
     cfg, log, state = ctx.cfg, ctx.log, ctx.state
-    data_cfg = cfg.data.model_dump(by_alias=True) | {"path": str(train_data.resolve()), "schema": "auto", "format": "auto"}
-    tcfg = TrainConfig.model_validate({**cfg.train, "name": cfg.name, "model": cfg.model, "precision": cfg.precision, "data": data_cfg,
-                                       "registry": cfg.registry, "output_dir": str(work or ctx.run_dir / "train")})
+    data_cfg = cfg.data.model_copy(update={"path": str(train_data.resolve()), "schema_": "auto", "format": "auto"})
+    tcfg = cfg.train_config(data_cfg, output_dir=str(work or ctx.run_dir / "train"))
     if data_fp is None:
         curated = cfg.curate.enabled and ctx.curation.exists()
         data_fp = read_json(ctx.curation)["fingerprints"]["output_content_sha256"] if curated else hash_path(train_data, digest=cached_file_sha256)
@@ -156,8 +154,8 @@ def replay_filter(ctx: RunContext, suites):
     """The contamination check of replay texts against the run's own eval suites (as the curate stage checks data)."""
     from ..data.curate import replay_contamination
 
-    r = ctx.cfg.train.get("preserve", {}).get("replay") if isinstance(ctx.cfg.train.get("preserve"), dict) else None
-    ngram = int(r.get("ngram", ctx.cfg.curate.ngram)) if isinstance(r, dict) else ctx.cfg.curate.ngram
+    r = ctx.cfg.train.preserve.replay
+    ngram = r.ngram if r is not None and "ngram" in r.model_fields_set else ctx.cfg.curate.ngram  # unset: the curate stage's
     against = [s.name if s.file is None else str(s.file) for s in suites if not s.spec.lm_eval]
     return lambda texts: replay_contamination(texts, against, ngram, ctx.cfg.eval.data_dir)
 
@@ -243,14 +241,13 @@ def eval_spec(ctx: RunContext, adapters: list[str]):
 def merge_stage(ctx: RunContext) -> list[str]:
     """Merge registered adapters (``merge:``, each a ``laf merge`` config) into new candidates; an unchanged merge
     (same config, same parents' files) reuses its registered adapter."""
-    from ..merge import MergeConfig, merge_adapters
+    from ..merge import merge_adapters
     from ..registry import Registry
 
     cfg, log = ctx.cfg, ctx.log
     reg = Registry(cfg.registry)
     refs = []
-    for i, raw in enumerate(cfg.merge):
-        mc = MergeConfig.model_validate({"registry": cfg.registry, **raw})
+    for i, mc in enumerate(cfg.merge_configs()):
         parents = [reg.resolve(a.ref) for a in mc.inputs()]
         fp = sha256_json({"config": mc.model_dump(mode="json", by_alias=True), "parents": [[str(p.ref), p.manifest.get("files")] for p in parents],
                           "base": ctx.base_fingerprint})

@@ -73,7 +73,7 @@ def _validate_points(cfg: SweepConfig, points: list[Point], config_path: Path) -
     from pydantic import ValidationError
 
     from ..merge.config import MergeConfig, check_method_params
-    from ..train import TrainConfig
+    from ..train.config import DataConfig, TrainSettings
     from ..train.lora import unknown_targets
 
     problems = []
@@ -82,8 +82,8 @@ def _validate_points(cfg: SweepConfig, points: list[Point], config_path: Path) -
     for p in points:
         try:
             if p.kind == "train":
-                tc = TrainConfig.model_validate({**p.train, "name": p.name, "model": cfg.model, "precision": cfg.precision, "data": {"path": "x"},
-                                                 "registry": cfg.registry})
+                p.settings = TrainSettings.model_validate(p.train)
+                tc = cfg.model_copy(update={"name": p.name, "train": p.settings}).train_config(DataConfig(path="x"))
                 same = sha256_json({"train": tc.model_dump(mode="json", exclude={"name"}), "data_limit": _limit_key(p.data_limit)})
                 targets = tc.lora.target_modules
                 if targets != "all-linear":
@@ -97,7 +97,7 @@ def _validate_points(cfg: SweepConfig, points: list[Point], config_path: Path) -
                         problems.append(f"point {p.name}: lora.target_modules names modules the model does not have: {', '.join(unknown)} "
                                         f"(it has {', '.join(available)})")
             else:
-                mc = MergeConfig.model_validate({"registry": cfg.registry, **(p.merge or {})})
+                mc = p.merge_config = MergeConfig.model_validate({"registry": cfg.registry, **(p.merge or {})})
                 check_method_params(mc, f"{config_path} (point {p.name})")
                 same = sha256_json({"merge": mc.model_dump(mode="json", by_alias=True, exclude={"name"})})
             if same in seen:  # e.g. lora.r: [4, 4.0, "4"]: three names, one configuration, trained and compared three times
@@ -164,7 +164,7 @@ def _sweep_locked(cfg: SweepConfig, base: Path, config_path: Path, points: list[
                                   suites))
     merge_points = [p for p in points if p.kind == "merge"]
     if merge_points:
-        mctx = dataclasses.replace(ctx, cfg=cfg.model_copy(update={"merge": [p.merge for p in merge_points]}))
+        mctx = dataclasses.replace(ctx, cfg=cfg.model_copy(update={"merge": [p.merge_config for p in merge_points]}))
         refs.update(zip((p.name for p in merge_points), merge_stage(mctx)))
     adapters = [refs[p.name] for p in points] + [a for a in extra if a not in refs.values()]
 
@@ -286,11 +286,11 @@ def _train_points(ctx, points: list[Point], train_data: Path, use_ray: bool, tra
     refs: dict[str, str] = {}
     jobs = []
     for p in points:
-        pcfg = cfg.model_copy(update={"name": p.name, "train": p.train})
+        pcfg = cfg.model_copy(update={"name": p.name, "train": p.settings})
         pctx = dataclasses.replace(ctx, cfg=pcfg)
         data, data_fp = train_data, None
         if p.data_limit is not None:
-            data = _subset(train_data, p.data_limit, int(p.train.get("seed", 0)), ctx.run_dir / "data")
+            data = _subset(train_data, p.data_limit, pcfg.train.seed, ctx.run_dir / "data")
             data_fp = hash_path(data)
         job = train_plan(pctx, data, key=f"train:{p.name}", work=ctx.run_dir / "points" / p.name, data_fp=data_fp, split=select[2] if select else None)
         if isinstance(job, str):

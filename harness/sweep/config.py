@@ -5,9 +5,10 @@
       optim.lr: [1.0e-3, 3.0e-4]
     recommend: {margin: 2.0}     # points of domain gain a cheaper point may give up (default 2)
 
-Training axes take any training key (``lora.r``, ``lora.alpha``, ``lora.target_modules``, ``optim.lr``,
-``max_steps``, ``objective``, ...; a ``train.`` prefix is allowed) and ``data.limit`` (a count of training
-examples, or a fraction in (0, 1)). Merge axes (``merge.t``, ``merge.weights``, ``merge.density``,
+Training axes take any setting of ``train:`` that changes the numbers, by its dotted path (``train.lora.r``; the
+``train.`` may be left out, as for ``--set``: ``lora.r``, ``optim.lr``, ``max_steps``, ``objective``, ...; the
+list comes from the model's fields, :data:`TRAIN_AXES`) and ``data.limit`` (a count of training examples, or a
+fraction in (0, 1)). Merge axes (``merge.t``, ``merge.weights``, ``merge.density``,
 ``merge.lambda``) apply to every entry of ``merge:``; each merge grid point is a candidate of its own. The
 points are the training grid plus the merge grid (a merge's parents are registered adapters, so the two grids
 do not multiply).
@@ -22,17 +23,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from ..config import StrictModel, apply_overrides, load_yaml, validate
+from ..config import StrictModel, _first_model, apply_overrides, load_yaml, short_repr
+from ..config_schema import check_shape
 from ..errors import ConfigError, LafError
 from ..io import sha256_json
-from ..pipeline.config import RunConfig
+from ..merge.config import MergeConfig
+from ..pipeline.config import RunConfig, run_overrides, validate_deferred
+from ..train.config import TrainSettings
 
 DEFAULT_MAX_POINTS = 1000
 
-# training keys a sweep may vary (the numbers-changing ones of TrainConfig) and how a point's name abbreviates them
-TRAIN_AXES: dict[str, str] = {
+# how a point's name abbreviates an axis (names of existing sweeps must not change); any other axis: its path, '_' for '.'
+ABBREV: dict[str, str] = {
     "lora.r": "r", "lora.alpha": "a", "lora.dropout": "do", "lora.target_modules": "tm", "lora.rslora": "rslora", "lora.dora": "dora",
     "optim.lr": "lr", "optim.weight_decay": "wd", "optim.warmup_steps": "wu", "optim.scheduler": "sch", "optim.min_lr_ratio": "minlr",
     "max_steps": "steps", "epochs": "ep", "batch_size": "bs", "grad_accum": "ga", "max_length": "len", "packing": "pack",
@@ -40,6 +44,23 @@ TRAIN_AXES: dict[str, str] = {
     "preserve.replay.ratio": "rp", "preserve.replay.source": "rsrc", "preserve.kl.weight": "kl", "preserve.kl.on": "klon",
     "preserve.self_distill": "sd", "method": "",
 }
+# settings of train: that do not change what is trained (TrainConfig.math_dict leaves them out) or only where it runs
+NOT_AXES = frozenset({"eval_every", "save_every", "keep_checkpoints", "description", "preference.ref_cache", "preserve.replay.against",
+                      "device", "allow_pickle", "trust_remote_code"})
+
+
+def setting_paths(model: type[StrictModel], prefix: str = "") -> list[str]:
+    """The dotted paths of every leaf setting of ``model`` (nested settings blocks followed, optional ones too)."""
+    paths: list[str] = []
+    for name, info in model.model_fields.items():
+        key = prefix + (info.alias or name)
+        nested = _first_model(info.annotation)
+        paths += setting_paths(nested, key + ".") if nested is not None else [key]
+    return paths
+
+
+# training keys a sweep may vary (the numbers-changing settings of train:, from the model) and how a point's name abbreviates them
+TRAIN_AXES: dict[str, str] = {p: ABBREV.get(p, p.replace(".", "_")) for p in setting_paths(TrainSettings) if p not in NOT_AXES} | {"data.limit": "n"}
 MERGE_AXES: dict[str, str] = {"merge.t": "t", "merge.weights": "w", "merge.density": "d", "merge.lambda": "lam"}
 
 
@@ -56,9 +77,8 @@ class SweepConfig(RunConfig):
     def _axes(cls, v: dict) -> dict:
         known = {**TRAIN_AXES, **MERGE_AXES}
         for raw, values in v.items():
-            key = raw[len("train."):] if raw.startswith("train.") else raw
-            if key not in known:
-                raise ValueError(f"unknown axis {raw!r}; known axes: {', '.join(sorted(known))}")
+            if _axis_key(raw) not in known:
+                raise ValueError(unknown_axis(raw))
             if not values:
                 raise ValueError(f"axis {raw!r} is empty: give at least one value")
             if len({repr(x) for x in values}) != len(values):
@@ -69,6 +89,16 @@ class SweepConfig(RunConfig):
         return {(k[len("train."):] if k.startswith("train.") else k): vals for k, vals in v.items()}
 
 
+def _axis_key(raw: str) -> str:
+    return raw[len("train."):] if raw.startswith("train.") else raw
+
+
+def unknown_axis(raw: object) -> str:
+    """The message for an axis that is not a training setting (a path of train:, from the model) or a merge axis."""
+    return (f"unknown axis {short_repr(raw, 80)}; known axes (train: settings by their path, the train. optional; data.limit; merge axes): "
+            f"{', '.join(sorted({**TRAIN_AXES, **MERGE_AXES}))}")
+
+
 @dataclass
 class Point:
     """One candidate of the sweep: its name (the registry name), the axis values, and what it runs."""
@@ -76,9 +106,11 @@ class Point:
     name: str
     params: dict[str, Any]
     kind: str  # "train" or "merge"
-    train: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)  # the point's train: as written (the base's, axis values set)
     data_limit: int | float | None = None
-    merge: dict[str, Any] | None = None
+    merge: dict[str, Any] | None = None  # the point's merge entry as written
+    settings: TrainSettings | None = None  # ``train`` validated (by the sweep's point check)
+    merge_config: MergeConfig | None = None  # ``merge`` validated
 
 
 def _fmt(v: Any) -> str:
@@ -135,12 +167,13 @@ def expand(cfg: SweepConfig, max_points: int | None = None) -> list[Point]:
     if cfg.data is not None:
         for combo in itertools.product(*train_axes.values()):
             params = dict(zip(train_axes, combo))
-            train = {k: (dict(v) if isinstance(v, dict) else v) for k, v in cfg.train.items()}
+            train = cfg.train.model_dump(mode="json", exclude_unset=True)
             for k, v in params.items():
                 if k != "data.limit":
                     _set(train, k, v)
             points.append(Point(point_name(cfg.name, params, TRAIN_AXES), params, "train", train=train, data_limit=params.get("data.limit")))
-    for i, entry in enumerate(cfg.merge):
+    for i, typed in enumerate(cfg.merge):
+        entry = typed.model_dump(mode="json", by_alias=True, exclude_unset=True)
         base_name = str(entry.get("name", f"{cfg.name}-merge{i}")).partition("@")[0]
         for combo in itertools.product(*merge_axes.values()):
             params = dict(zip(merge_axes, combo))
@@ -164,17 +197,19 @@ def expand(cfg: SweepConfig, max_points: int | None = None) -> list[Point]:
 def load_sweep_config(path: str | Path, overrides: list[str] | None = None) -> tuple[SweepConfig, Path]:
     """The validated sweep config and the folder its relative paths resolve against."""
     path = Path(path)
-    raw = apply_overrides(load_yaml(path), overrides)
+    raw = load_yaml(path)
+    check_shape(raw, ("sweep", "run"), path, "laf sweep", sorted(SweepConfig.model_fields))
+    raw = apply_overrides(raw, run_overrides(overrides, set(SweepConfig.model_fields)))
     if isinstance(raw, dict) and "sweep" not in raw:
         raise ConfigError(path, "sweep", "this config has no 'sweep:' block of axes",
                           "add e.g. `sweep: {lora.r: [2, 4, 8]}` (or run it with `laf run`)")
-    try:
-        cfg = SweepConfig.model_validate(raw)
-    except ValidationError:
-        validate(SweepConfig, raw, path)  # raises with every problem listed
-        raise
+    axes = raw.get("sweep") if isinstance(raw, dict) else None
+    for k in axes if isinstance(axes, dict) else ():
+        if not isinstance(k, str) or _axis_key(k) not in {**TRAIN_AXES, **MERGE_AXES}:  # named here: the list is longer than a field error shows
+            raise ConfigError(path, "sweep", unknown_axis(k), "use one of the known axes (every one also works as `--set` on a run config)")
+    cfg = validate_deferred(SweepConfig, raw, path)  # train: and merge: problems are listed with the rest by validate_run
     merge_keys = [k for k in cfg.sweep if k in MERGE_AXES]
-    if merge_keys and not cfg.merge:
+    if merge_keys and not cfg.merge and not cfg._invalid_merges:
         raise ConfigError(path, "sweep", f"axis {merge_keys[0]!r} varies a merge, but the config has no 'merge:' entries",
                           "add a merge (a `laf merge` config under merge:) or drop the axis")
     train_keys = [k for k in cfg.sweep if k in TRAIN_AXES]

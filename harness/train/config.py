@@ -119,15 +119,18 @@ class PreserveSettings(Strict):
         return bool(self.replay is not None or self.self_distill or (self.kl is not None and self.kl.weight > 0))
 
 
-class TrainConfig(Strict):
-    name: str
+IDENTITY_KEYS = ("name", "model", "precision", "data", "registry", "output_dir")  # what a run is, not how it trains
+
+
+class TrainSettings(Strict):
+    """How an adapter trains: everything under ``train:`` of a run config (the flat training file has the same keys
+    at its top level, beside the identity keys :data:`IDENTITY_KEYS`)."""
+
     method: Literal["lora", "full"] = Field("lora", description="lora: a LoRA/QLoRA adapter on the frozen base; full: every weight "
                                             "trained (full fine-tuning, precision fp32 or bf16), registered as a whole model folder")
     objective: Literal["sft", "dpo", "orpo", "simpo"] = "sft"
     preference: PreferenceSettings = PreferenceSettings()
     init_from: str | None = Field(None, description="NAME@VERSION of a registered adapter to start from (the DPO reference)")
-    model: str = "default"
-    precision: Literal["nf4", "bf16", "fp32"] = "nf4"
     compute_dtype: Literal["fp32", "bf16"] | None = None
     device: str = "auto"
 
@@ -138,7 +141,6 @@ class TrainConfig(Strict):
 
     allow_pickle: bool = False
     trust_remote_code: bool = False
-    data: DataConfig
     max_length: int = Field(512, ge=8, le=1 << 20)
     packing: bool = True
     chat_template: Literal["auto", True, False] = "auto"
@@ -155,25 +157,27 @@ class TrainConfig(Strict):
     seed: int = Field(0, ge=0, le=MAX_SEED)  # torch generators take 64 bits; the split adds to it
     gradient_checkpointing: Literal["auto", True, False] = "auto"
     mixed_precision: Literal["auto", "bf16", "fp16", "no"] = "auto"
-    registry: str = "adapters_registry"
-    output_dir: str | None = None
     description: str = ""
 
-    _name_check = field_validator("name")(classmethod(lambda cls, v: check_registry_name(v)))
+    @model_validator(mode="before")
+    @classmethod
+    def _no_identity(cls, v):
+        # under a run config's train:, an identity key used to be silently overwritten by the top-level one
+        if cls is TrainSettings and isinstance(v, dict):
+            found = [k for k in IDENTITY_KEYS if k in v]
+            if found:
+                raise ValueError(f"{', '.join(found)} {'is' if len(found) == 1 else 'are'} the run's identity, not training settings: "
+                                 f"write {' and '.join(f'{k}:' for k in found)} at the top level of the run config, not under train:")
+        return v
 
     @model_validator(mode="after")
-    def _check(self):
-        if self.compute_dtype and self.precision != "nf4":
-            raise ValueError("compute_dtype only applies to precision: nf4")
+    def _check_settings(self):
         if self.init_from is not None:
             from ..registry import AdapterRef
 
             AdapterRef.parse(self.init_from)
         p = self.preserve
         if self.method == "full":
-            if self.precision == "nf4":
-                raise ValueError("method: full trains every weight, and 4-bit weights cannot be trained: set precision: fp32 or bf16 "
-                                 "(nf4 is QLoRA, method: lora)")
             if self.objective != "sft" or self.init_from:
                 raise ValueError("method: full supports objective: sft from the base (no init_from): the preference objectives' reference "
                                  "and init_from are LoRA adapters on the frozen base")
@@ -186,6 +190,39 @@ class TrainConfig(Strict):
         if p.kl is not None and p.kl.on == "replay" and (p.replay is None or p.replay.ratio == 0):
             raise ValueError("preserve.kl.on: replay needs replay tokens: set preserve.replay (ratio > 0) or kl.on: train/all")
         return self
+
+
+class TrainConfig(TrainSettings):
+    """The trainer's config: the identity of the adapter (name, model, precision, data, registry, output_dir) and its
+    :class:`TrainSettings`. The flat training file (``laf train FILE``) is this model; a run config builds it with
+    :meth:`build` from its top-level identity and its ``train:`` settings."""
+
+    name: str
+    model: str = "default"
+    precision: Literal["nf4", "bf16", "fp32"] = "nf4"
+    data: DataConfig
+    registry: str = "adapters_registry"
+    output_dir: str | None = None
+
+    _name_check = field_validator("name")(classmethod(lambda cls, v: check_registry_name(v)))
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.compute_dtype and self.precision != "nf4":
+            raise ValueError("compute_dtype only applies to precision: nf4")
+        if self.method == "full" and self.precision == "nf4":
+            raise ValueError("method: full trains every weight, and 4-bit weights cannot be trained: set precision: fp32 or bf16 "
+                             "(nf4 is QLoRA, method: lora)")
+        return self
+
+    @classmethod
+    def build(cls, settings: TrainSettings, *, name: str, data: DataConfig, model: str = "default", precision: str = "nf4",
+              registry: str = "adapters_registry", output_dir: str | None = None) -> TrainConfig:
+        """The one place a trainer config is made from identity and settings: the settings' own objects (``lora``,
+        ``optim``, ...) are carried over as they are, never through a dict (pydantic keeps a model instance it is given),
+        and the cross-checks that need both halves (precision vs method and compute_dtype) run here."""
+        fields = {k: getattr(settings, k) for k in TrainSettings.model_fields if k in settings.model_fields_set}
+        return cls(**fields, name=name, model=model, precision=precision, data=data, registry=registry, output_dir=output_dir)  # type: ignore[arg-type]
 
     def run_dir(self) -> Path:
         return Path(self.output_dir) if self.output_dir else Path("reports") / "train" / self.name

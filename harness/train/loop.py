@@ -135,7 +135,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, *, config_dir: Path, resume: 
             p.requires_grad_(True)
         lineage = None
     else:
-        model = attach_lora(model, cfg, {"bf16": torch.bfloat16}.get(spec.compute_dtype or ""))
+        model = attach_lora(model, cfg.lora, precision=cfg.precision, seed=cfg.seed, compute_dtype={"bf16": torch.bfloat16}.get(spec.compute_dtype or ""))
         lineage = load_init_adapter(model, cfg, resolved.fingerprint) if cfg.init_from else None
     if cfg.gradient_checkpointing in (True, "auto"):  # auto = on: measured -35 % peak memory for +10 % time on CPU
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import LafError
-from .config import TrainConfig
+from .config import LoraSettings
 
 
 def linear_module_names(model) -> list[str]:
@@ -22,9 +22,9 @@ def linear_module_names(model) -> list[str]:
     return sorted(names)
 
 
-def target_modules(model, cfg: TrainConfig) -> str | list[str]:
-    """``cfg.lora.target_modules`` checked against the model: ``"all-linear"`` or a list of leaf names it has."""
-    targets = cfg.lora.target_modules
+def target_modules(model, lora: LoraSettings) -> str | list[str]:
+    """``lora.target_modules`` checked against the model: ``"all-linear"`` or a list of leaf names it has."""
+    targets = lora.target_modules
     if targets == "all-linear":
         return targets
     available = linear_module_names(model)
@@ -59,30 +59,31 @@ def keep_frozen_embeddings_in(model, dtype: torch.dtype) -> int:
     return saved
 
 
-def attach_lora(model, cfg: TrainConfig, compute_dtype: torch.dtype | None = None):
-    """Wrap ``model`` in a PEFT LoRA model; the adapter's initial weights depend only on ``cfg.seed``.
+def attach_lora(model, lora: LoraSettings, *, precision: str, seed: int, compute_dtype: torch.dtype | None = None):
+    """Wrap ``model`` in a PEFT LoRA model with the ``lora:`` block of the config (``cfg.lora``); the adapter's initial
+    weights depend only on ``seed``. ``precision``: how the base was loaded (``nf4`` prepares it for k-bit training).
 
     ``compute_dtype``: the NF4 matmul dtype the model was loaded with; when it is a half type, the frozen
     embeddings stay in it after PEFT's fp32 upcast (:func:`keep_frozen_embeddings_in`)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    targets = target_modules(model, cfg)
-    if cfg.precision == "nf4":
+    targets = target_modules(model, lora)
+    if precision == "nf4":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         if compute_dtype in (torch.bfloat16, torch.float16):
             keep_frozen_embeddings_in(model, compute_dtype)
-    lora = LoraConfig(
-        r=cfg.lora.r,
-        lora_alpha=cfg.lora.alpha,
-        lora_dropout=cfg.lora.dropout,
+    peft_config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
         target_modules=targets,
-        use_rslora=cfg.lora.rslora,
-        use_dora=cfg.lora.dora,
-        bias=cfg.lora.bias,
+        use_rslora=lora.rslora,
+        use_dora=lora.dora,
+        bias=lora.bias,
         task_type="CAUSAL_LM",
     )
-    torch.manual_seed(cfg.seed)  # LoRA init is seeded right before the adapter is created
-    return get_peft_model(model, lora)
+    torch.manual_seed(seed)  # LoRA init is seeded right before the adapter is created
+    return get_peft_model(model, peft_config)
 
 
 def model_linear_names(resolved) -> list[str]:
