@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationError, field_validator
 
+from .. import defaults
 from ..config import StrictModel, apply_overrides, error_lines, load_yaml, resolve_path, validate
 from ..config_schema import TRAIN_SETTING_KEYS, check_shape
 from ..errors import ConfigError, LafError
@@ -40,7 +41,7 @@ class RunEval(StrictModel):
                 raise ValueError(f"entry {i}: 'limit' must be a whole number in 1..1000000000, got {str(lim)[:40]}")
         return v
     batch_size: int = Field(8, gt=0, le=4096)
-    max_length: int = Field(2048, ge=8, le=1 << 20)
+    max_length: int = Field(defaults.MAX_LENGTH, ge=8, le=defaults.MAX_TOKENS)
     limit: int | None = Field(None, gt=0, le=10**9)
     cache: str | None = None
     data_dir: str | None = None
@@ -105,8 +106,8 @@ class RunConfig(StrictModel):
     diversity: RunDiversity | None = None
     gate: RunGate | None = None
     select: RunSelect | None = None
-    registry: str = "adapters_registry"
-    out_root: str = "reports"
+    registry: str = defaults.REGISTRY
+    out_root: str = defaults.OUT_ROOT
     # the release history every run is recorded in: a SQLite path, sqlite:///PATH or postgresql://...; 'off': none.
     # Default: LAF_HISTORY_URL, else <out_root>/history.sqlite
     history: str | None = Field(None, min_length=1, max_length=4096)

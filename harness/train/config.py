@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from .. import defaults
 from ..config import StrictModel as Strict  # one strict base for every config model
 from ..config import check_device
 from ..registry import check_registry_name
@@ -62,7 +63,7 @@ class PreferenceSettings(Strict):
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
     simpo_gamma: float = Field(0.5, ge=0.0)
     sft_weight: float = Field(0.0, ge=0.0, description="SimPO: weight of an NLL term on chosen (TRL's cpo_alpha)")
-    ref_cache: str = "reports/cache/ref_logps"
+    ref_cache: str = f"{defaults.OUT_ROOT}/cache/ref_logps"
 
     @field_validator("beta")
     @classmethod
@@ -201,7 +202,7 @@ class TrainConfig(TrainSettings):
     model: str = "default"
     precision: Literal["nf4", "bf16", "fp32"] = "nf4"
     data: DataConfig
-    registry: str = "adapters_registry"
+    registry: str = defaults.REGISTRY
     output_dir: str | None = None
 
     _name_check = field_validator("name")(classmethod(lambda cls, v: check_registry_name(v)))
@@ -217,7 +218,7 @@ class TrainConfig(TrainSettings):
 
     @classmethod
     def build(cls, settings: TrainSettings, *, name: str, data: DataConfig, model: str = "default", precision: str = "nf4",
-              registry: str = "adapters_registry", output_dir: str | None = None) -> TrainConfig:
+              registry: str = defaults.REGISTRY, output_dir: str | None = None) -> TrainConfig:
         """The one place a trainer config is made from identity and settings: the settings' own objects (``lora``,
         ``optim``, ...) are carried over as they are, never through a dict (pydantic keeps a model instance it is given),
         and the cross-checks that need both halves (precision vs method and compute_dtype) run here."""
@@ -225,7 +226,7 @@ class TrainConfig(TrainSettings):
         return cls(**fields, name=name, model=model, precision=precision, data=data, registry=registry, output_dir=output_dir)  # type: ignore[arg-type]
 
     def run_dir(self) -> Path:
-        return Path(self.output_dir) if self.output_dir else Path("reports") / "train" / self.name
+        return Path(self.output_dir) if self.output_dir else Path(defaults.OUT_ROOT) / "train" / self.name
 
     def math_dict(self) -> dict:
         """Settings that change the numbers: a checkpoint made under other values cannot be resumed."""
