@@ -48,15 +48,21 @@ from harness.cli.train import load_train_config
 from harness.train import train
 cfg = load_train_config(sys.argv[1], [])
 started = Path(sys.argv[2])
+release = Path(sys.argv[3]) if len(sys.argv) > 3 else None
 def slow(ev):
     started.write_text(str(ev.step))
-    time.sleep(0.5)
+    if release is None:
+        time.sleep(0.5)
+        return
+    deadline = time.time() + 300  # hold the folder until the test says so: a loaded machine cannot outrun it
+    while not release.exists() and time.time() < deadline:
+        time.sleep(0.1)
 train(cfg, config_dir=Path(sys.argv[1]).parent, on_step=slow)
 """
 
 
-def _start_holder(cfg: Path, started: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_HOLDER, str(cfg), str(started)], env=_env(), cwd=cfg.parent,
+def _start_holder(cfg: Path, started: Path, release: Path | None = None) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_HOLDER, str(cfg), str(started), *([str(release)] if release else [])], env=_env(), cwd=cfg.parent,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     while not started.exists():
@@ -75,7 +81,8 @@ def _laf(*args, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_second_train_into_one_folder_fails_at_once_naming_the_holder_and_metrics_stay_clean(tiny_model_dir, tmp_path):
     out = tmp_path / "run"
-    holder = _start_holder(_config(tmp_path, tiny_model_dir, out, max_steps=8), tmp_path / "started")
+    release = tmp_path / "release"  # the holder keeps the folder (stalled in its first step) until this exists
+    holder = _start_holder(_config(tmp_path, tiny_model_dir, out, max_steps=8), tmp_path / "started", release)
     try:
         t0 = time.time()
         second = _laf("train", str(_config(tmp_path, tiny_model_dir, out, name="intruder")), "--quiet", cwd=tmp_path)
@@ -83,8 +90,10 @@ def test_second_train_into_one_folder_fails_at_once_naming_the_holder_and_metric
         assert "Traceback" not in second.stderr
         assert "in use by another training run" in second.stderr and f"pid {holder.pid}" in second.stderr
         assert time.time() - t0 < 120  # failed at once, did not wait for the holder (the rest is interpreter start-up)
+        release.touch()
         assert holder.wait(timeout=300) == 0, holder.stderr.read().decode()[-2000:]
     finally:
+        release.touch()
         if holder.poll() is None:
             holder.kill()
     reg = Registry(tmp_path / "reg")
