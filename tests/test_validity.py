@@ -198,16 +198,19 @@ def _score(model, requests, **kw) -> dict[int, float]:
     return {i: ll for batch in score_loglikelihood(model, requests, max_length=256, pad_id=0, device="cpu", **kw) for i, ll, _ in batch}
 
 
-def test_find_preamble_takes_the_majority_prefix_in_token_ids():
+def test_find_preamble_takes_the_prefix_that_saves_the_most_in_token_ids():
     from harness.evaluate.scoring import find_preamble
 
     pre = list(range(100, 120))
-    contexts = [pre + [1, i] for i in range(5)] + [[7, 8, 9]] * 3 + [pre]  # `pre` alone has no remainder: never its own preamble
-    assert find_preamble(contexts) == (*pre, 1)  # 5 of 7 distinct contexts go on with token 1
+    assert find_preamble([pre + [1, i] for i in range(5)] + [[7, 8, 9]] * 3) == (*pre, 1)  # 5 of 6 distinct contexts
+    # 4 contexts stop after `pre`, 5 go on with ten more shared tokens: 20 x 9 saves more than 30 x 5
+    assert find_preamble([pre + [i] for i in range(4)] + [pre + [50] * 10 + [i] for i in range(5)]) == tuple(pre)
+    assert find_preamble([pre, pre + [1], pre + [2]]) == tuple(pre[:19])  # each context keeps a remainder to score from
     assert find_preamble([pre + [i] for i in range(3)], min_tokens=21) == ()  # shorter than asked
     assert find_preamble([pre + [1]]) == ()  # one context: nothing to share
     assert find_preamble([pre + [1, 2], pre + [1, 2]]) == ()  # one distinct context
     assert find_preamble([[5] * 30 + [i] for i in range(4)] + [[6] * 40] * 5) == (5,) * 30
+    assert find_preamble([[6] * 40 + [i] for i in range(3)] + [[5] * 30 + [i] for i in range(3)]) == (6,) * 40  # ties: the first found
 
 
 def test_preamble_states_reused_equal_the_full_computation_with_sliding_window_crop(tiny_model_dir):
@@ -265,13 +268,14 @@ def test_a_merge_across_the_preamble_boundary_falls_back_to_the_full_computation
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     primer = "Water boils at 100 degrees Celsius at sea level.\nThe quick brown fox jumps over the lazy do"
-    items = [" 1 2 3?", " yes or no?", " in Berlin?", " A B C D?", "g. Who was a doctor?"]  # the last merges: "do" + "g"
+    again = " and the quick brown fox jumps over the lazy dog again and again.\n"
+    items = [again + q for q in ("1 2 3?", "yes or no?", "in Berlin?", "A B C D?")] + ["g. Who was a doctor?"]  # the last merges: "do" + "g"
     choices = [" yes", " no", " Paris"]
     requests = [(tok(primer + q)["input_ids"], tok(c, add_special_tokens=False)["input_ids"]) for q in items for c in choices]
     alone = tok(primer)["input_ids"]
     assert all(r[0][: len(alone)] == alone for r in requests[:-3]) and requests[-1][0][: len(alone)] != alone  # the merge, in ids
     preamble = find_preamble([r[0] for r in requests])
-    assert len(preamble) >= len(alone) - 1 and requests[-1][0][: len(preamble)] != list(preamble)
+    assert len(preamble) > len(alone) and requests[-1][0][: len(preamble)] != list(preamble)  # the four go on together
     counts: Counter = Counter()
     got = _score(model, requests, preambles=PreambleStore(), counts=counts)
     plain = _score(model, requests)
