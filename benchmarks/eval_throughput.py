@@ -6,11 +6,15 @@ Prints items/s of each and the ratio for:
   warm CLI the same re-run as a user runs it: `laf eval` in a fresh process, interpreter start included; also
            which model-stack packages it imported (issue 30: none, at most 1.5 s on the 2-core machine)
   4 models base + 3 adapters (ours: one process, adapters hot-swapped; lm-eval: one process per model)
+  preamble a suite whose items share a fixed preamble (default: TruthfulQA MC's six-question primer, first 40 items),
+           per request, cold: lm-eval, ours with the preamble computed once per model, ours without (issue 30: at
+           least 12x plain lm-eval per request on the 2-core machine)
 and the start-up of a cold run in a fresh process: seconds until its first batch is scored (issue 30: at most 5 s
 once the model is converted).
 
 Usage:  python benchmarks/eval_throughput.py [--model default] [--suite general/world-facts]
         [--limit 200] [--batch-size 8] [--data-dir ../shared/data/benchmarks]
+        [--preamble-suite hallucination/truthfulqa-mc] [--preamble-limit 40] [--cases cold,warm,cli,startup,adapters,preamble]
 The adapters are random LoRA adapters (r=8, all linear layers) registered in a
 temporary registry: throughput does not depend on what they learned.
 """
@@ -60,18 +64,27 @@ def lm_eval_plain(model_spec: str, suite_ref: str, limit: int, batch_size: int, 
     return {"items": n, "seconds": t2 - t0, "load_s": t1 - t0, "score_s": t2 - t1}
 
 
-def ours(model_spec, suite_ref, limit, batch_size, data_dir, cache, out, adapters=(), registry=None, precision: str = "fp32") -> dict:
+def ours(model_spec, suite_ref, limit, batch_size, data_dir, cache, out, adapters=(), registry=None, precision: str = "fp32",
+         share_preamble: bool = True) -> dict:
     from harness.evaluate import EvalSpec, run_eval
 
     spec = EvalSpec(suites=[suite_ref], model=model_spec, adapters=list(adapters), registry=registry or "adapters_registry", out=out, limit=limit,
-                    precision=precision, batch_size=batch_size, cache=cache, data_dir=data_dir)
+                    precision=precision, batch_size=batch_size, cache=cache, data_dir=data_dir, share_preamble=share_preamble)
+    first: list[float] = []
+
+    def progress(model, suite, done, total, hits):
+        if done > hits and not first:
+            first.append(time.perf_counter())
+
     t0 = time.perf_counter()
-    doc = run_eval(spec)
-    dt = time.perf_counter() - t0
+    doc = run_eval(spec, progress=progress)
+    t1 = time.perf_counter()
     items = sum(r[suite_ref][next(iter(r[suite_ref]))]["n"] for r in doc["results"].values())
-    return {"items": items, "seconds": dt, "requests": {m: v["requests"] for m, v in doc["models"].items()}}
+    return {"items": items, "seconds": t1 - t0, "requests": {m: v["requests"] for m, v in doc["models"].items()},
+            "after_first_batch_s": t1 - first[0] if first else None}
 
 
+CASES = ("cold", "warm", "cli", "startup", "adapters", "preamble")
 MODEL_STACK = ("torch", "transformers", "peft", "bitsandbytes", "lm_eval", "datasets", "scipy")
 
 WARM_CLI = (
@@ -139,6 +152,25 @@ def make_adapters(model_spec: str, n: int, registry: Path) -> list[str]:
     return refs
 
 
+def preamble_case(args, tmp: Path) -> list[tuple[str, float, float]]:
+    """Per request, cold (empty caches), the same suite, model, fp32 and batch: plain lm-eval, ours with the shared
+    preamble computed once per model, ours without it. The requests are lm-eval's own (one per choice) on both sides."""
+    suite, limit = args.preamble_suite, args.preamble_limit
+    lm = lm_eval_plain(args.model, suite, limit, args.batch_size, args.data_dir)
+    on = ours(args.model, suite, limit, args.batch_size, args.data_dir, str(tmp / "cache-preamble.sqlite"), str(tmp / "preamble"))
+    off = ours(args.model, suite, limit, args.batch_size, args.data_dir, str(tmp / "cache-nopreamble.sqlite"), str(tmp / "nopreamble"),
+               share_preamble=False)
+    req_on, req_off = on["requests"]["base"], off["requests"]["base"]
+    n = req_on["requests"]
+    assert n == req_off["requests"] and req_on["computed"] == n, (req_on, req_off)
+    print(f"  preamble ({suite}, {limit} items, {n} requests): lm-eval {lm['seconds']:.1f} s (scoring {lm['score_s']:.1f} s); "
+          f"ours with the preamble once {on['seconds']:.1f} s ({on['after_first_batch_s']:.1f} s after the first batch; "
+          f"{req_on['preamble_reused']} requests reused it, {req_on['preamble_fallback']} in full); "
+          f"ours without {off['seconds']:.1f} s ({off['after_first_batch_s']:.1f} s after the first batch)", flush=True)
+    return [("preamble once, per request", n / lm["seconds"], n / on["seconds"]),
+            ("preamble each row, per req.", n / lm["seconds"], n / off["seconds"])]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
@@ -147,10 +179,17 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--adapters", type=int, default=3)
+    ap.add_argument("--preamble-suite", default="hallucination/truthfulqa-mc", help="a suite whose items share a preamble")
+    ap.add_argument("--preamble-limit", type=int, default=40)
+    ap.add_argument("--cases", default=",".join(CASES), help=f"which cases to run, comma-separated (default all: {','.join(CASES)})")
     args = ap.parse_args()
+    cases = set(args.cases.split(","))
+    if not cases <= set(CASES):
+        ap.error(f"--cases: unknown {', '.join(sorted(cases - set(CASES)))} (choose from {', '.join(CASES)})")
     import torch
 
-    print(f"model {args.model}, suite {args.suite}, {args.limit} items, batch size {args.batch_size}, fp32, {torch.get_num_threads()} threads", flush=True)
+    print(f"model {args.model}, suite {args.suite}, {args.limit} items, batch size {args.batch_size}, fp32, {torch.get_num_threads()} threads, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="laf-bench-"))
     rows = []
 
@@ -159,24 +198,31 @@ def main() -> None:
 
     _ = resolve_model(args.model).fingerprint  # convert / hash once, outside the timings
 
-    lm = lm_eval_plain(args.model, args.suite, args.limit, args.batch_size, args.data_dir)
-    cold = ours(args.model, args.suite, args.limit, args.batch_size, args.data_dir, str(tmp / "cache.sqlite"), str(tmp / "cold"))
-    rows.append(("cold run", lm["items"] / lm["seconds"], cold["items"] / cold["seconds"]))
-    print(f"  lm-eval cold: {lm['seconds']:.1f} s (load {lm['load_s']:.1f} s); ours cold: {cold['seconds']:.1f} s", flush=True)
+    if cases & {"cold", "warm", "cli"}:
+        lm = lm_eval_plain(args.model, args.suite, args.limit, args.batch_size, args.data_dir)
+        cold = ours(args.model, args.suite, args.limit, args.batch_size, args.data_dir, str(tmp / "cache.sqlite"), str(tmp / "cold"))
+        rows.append(("cold run", lm["items"] / lm["seconds"], cold["items"] / cold["seconds"]))
+        print(f"  lm-eval cold: {lm['seconds']:.1f} s (load {lm['load_s']:.1f} s); ours cold: {cold['seconds']:.1f} s", flush=True)
 
-    warm = ours(args.model, args.suite, args.limit, args.batch_size, args.data_dir, str(tmp / "cache.sqlite"), str(tmp / "warm"))
-    assert all(r["computed"] == 0 for r in warm["requests"].values()), warm
-    rows.append(("warm re-run", lm["items"] / lm["seconds"], warm["items"] / warm["seconds"]))
-    print(f"  ours warm: {warm['seconds']:.2f} s, {sum(r['cache_hits'] for r in warm['requests'].values())} cache hits, 0 forward passes", flush=True)
+    if cases & {"warm", "cli"}:
+        warm = ours(args.model, args.suite, args.limit, args.batch_size, args.data_dir, str(tmp / "cache.sqlite"), str(tmp / "warm"))
+        assert all(r["computed"] == 0 for r in warm["requests"].values()), warm
+        rows.append(("warm re-run", lm["items"] / lm["seconds"], warm["items"] / warm["seconds"]))
+        print(f"  ours warm: {warm['seconds']:.2f} s, {sum(r['cache_hits'] for r in warm['requests'].values())} cache hits, 0 forward passes", flush=True)
 
-    cli = warm_cli(args.model, args.suite, args.limit, args.batch_size, args.data_dir, str(tmp / "cache.sqlite"), str(tmp / "warm-cli"))
-    rows.append(("warm re-run, `laf eval`", lm["items"] / lm["seconds"], cold["items"] / cli["wall_s"]))
-    print(f"  ours warm, fresh process: {cli['wall_s']:.2f} s wall ({cli['seconds']:.2f} s after interpreter start); "
-          f"model stack imported: {', '.join(cli['modules']) or 'none'}", flush=True)
-    start = startup(args.model, args.suite, args.limit, args.batch_size, args.data_dir, str(tmp / "cache-startup.sqlite"), str(tmp / "startup"))
-    print(f"  ours cold, fresh process: first batch scored after {start['first_batch_s']:.1f} s (whole run {start['seconds']:.1f} s)", flush=True)
+    if "cli" in cases:
+        cli = warm_cli(args.model, args.suite, args.limit, args.batch_size, args.data_dir, str(tmp / "cache.sqlite"), str(tmp / "warm-cli"))
+        rows.append(("warm re-run, `laf eval`", lm["items"] / lm["seconds"], cold["items"] / cli["wall_s"]))
+        print(f"  ours warm, fresh process: {cli['wall_s']:.2f} s wall ({cli['seconds']:.2f} s after interpreter start); "
+              f"model stack imported: {', '.join(cli['modules']) or 'none'}", flush=True)
+    if "startup" in cases:
+        start = startup(args.model, args.suite, args.limit, args.batch_size, args.data_dir, str(tmp / "cache-startup.sqlite"), str(tmp / "startup"))
+        print(f"  ours cold, fresh process: first batch scored after {start['first_batch_s']:.1f} s (whole run {start['seconds']:.1f} s)", flush=True)
 
-    if args.adapters:
+    if "preamble" in cases:
+        rows += preamble_case(args, tmp)
+
+    if args.adapters and "adapters" in cases:
         reg = tmp / "registry"
         refs = make_adapters(args.model, args.adapters, reg)
         t0 = time.perf_counter()
@@ -195,9 +241,9 @@ def main() -> None:
         print(f"  lm-eval one process per model: {lm_multi:.1f} s; ours hot-swap: {multi['seconds']:.1f} s", flush=True)
 
     print()
-    print(f"{'':24}{'lm-eval items/s':>18}{'ours items/s':>16}{'ours / lm-eval':>16}")
+    print(f"{'':28}{'lm-eval per s':>16}{'ours per s':>14}{'ours / lm-eval':>16}  (items/s; requests/s for the preamble rows)")
     for name, a, b in rows:
-        print(f"{name:24}{a:>18.2f}{b:>16.2f}{b / a:>15.1f}x")
+        print(f"{name:28}{a:>16.2f}{b:>14.2f}{b / a:>15.1f}x")
 
 
 if __name__ == "__main__":

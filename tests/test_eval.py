@@ -124,6 +124,41 @@ def test_rolling_perplexity_matches_plain_lm_eval(tiny_model_dir, tmp_path):
     _assert_parity({r.doc_hash: r.loglikelihoods for r in records}, theirs)
 
 
+PRIMER = ("Q: What is the capital of France?\nA: Paris.\n\nQ: At what temperature does water boil at sea level?\n"
+          "A: 100 degrees Celsius.\n\nQ: Who met in Berlin in 1999?\nA: Alice, Bob, Carol and Dave.\n\n")
+
+
+def test_shared_preamble_is_computed_once_per_model_and_changes_no_number_or_cache_key(tiny_model_dir, tiny_adapter, tmp_path):
+    """A suite whose every item starts with the same primer (TruthfulQA-style): the base and the adapter, each on its
+    own preamble states, give the per-item log-likelihoods of the run without reuse within 1e-5; the run's stats count
+    the reuse; the model identities are unchanged, so responses cached without reuse serve a run with it, and back."""
+    reg, ref = tiny_adapter
+    suite = write_mc_suite(tmp_path / "s", n=12, question=PRIMER + "Q: What is {i} plus {i}?")
+    on = run_eval(spec(tmp_path, tiny_model_dir, [suite], adapters=[ref], registry=str(reg), precision="fp32"))
+    off = run_eval(spec(tmp_path, tiny_model_dir, [suite], adapters=[ref], registry=str(reg), precision="fp32", share_preamble=False,
+                        cache=str(tmp_path / "c2.sqlite"), out=str(tmp_path / "off")))
+    for label in ("base", ref):
+        req_on, req_off = on["models"][label]["requests"], off["models"][label]["requests"]
+        assert req_on["computed"] == req_on["requests"] == 48 and req_on["preamble_reused"] == 48 and req_on["preamble_fallback"] == 0
+        assert req_off["computed"] == 48 and req_off["preamble_reused"] == req_off["preamble_fallback"] == 0
+        assert on["models"][label]["identity"] == off["models"][label]["identity"]
+    _, rec_on = load_run(tmp_path / "out")
+    _, rec_off = load_run(tmp_path / "off")
+    a, b = by_item(rec_on, "base"), by_item(rec_off, "base")
+    a2, b2 = by_item(rec_on, ref), by_item(rec_off, ref)
+    assert a.keys() == b.keys() == a2.keys() == b2.keys() and len(a) == 12
+    worst = max(abs(x - y) for on_, off_ in ((a, b), (a2, b2)) for k in on_ for x, y in zip(on_[k].loglikelihoods, off_[k].loglikelihoods))
+    assert worst < 1e-5, f"max per-item log-likelihood difference with the preamble reused: {worst:.2e}"
+    # the adapter changes the preamble's states: had it reused the base's, its numbers would be the base's
+    assert max(abs(x - y) for k in a for x, y in zip(a[k].loglikelihoods, a2[k].loglikelihoods)) > 1e-3
+    # the same cache keys both ways: the run without reuse is served entirely from the run with it
+    again = run_eval(spec(tmp_path, tiny_model_dir, [suite], adapters=[ref], registry=str(reg), precision="fp32", share_preamble=False,
+                          out=str(tmp_path / "again")))
+    assert all(m["requests"]["computed"] == 0 for m in again["models"].values())
+    _, rec_again = load_run(tmp_path / "again")
+    assert [r.to_dict() for r in rec_again] == [r.to_dict() for r in rec_on]
+
+
 # ---------------------------------------------------------------- cache, isolation, re-runs
 
 
@@ -417,7 +452,8 @@ def test_fully_cached_eval_imports_no_model_stack(tiny_model_dir, tiny_adapter, 
     assert doc.to_dict()["results"] == first["results"]
     assert {k: m.to_dict() for k, m in doc.suites.items()} == first["suites"]
     for label, m in doc.models.items():
-        assert m.requests == first["models"][label]["requests"] | {"cache_hits": m.requests["requests"], "computed": 0, "forward_batches": 0}
+        assert m.requests == first["models"][label]["requests"] | {"cache_hits": m.requests["requests"], "computed": 0, "forward_batches": 0,
+                                                                   "preamble_reused": 0, "preamble_fallback": 0}
         assert m.identity == first["models"][label]["identity"]
     # another limit is another suite content: scored from the responses, never served the 10-item result
     fewer = run_eval(spec(tmp_path, tiny_model_dir, suites, adapters=[ref], registry=str(reg), limit=5, out=str(tmp_path / "five")))

@@ -186,6 +186,157 @@ def test_scorer_numbers_do_not_depend_on_batch_size_grouping_or_padding_side(tin
     assert worst < tol, f"max |difference| to the plain per-request forward: {worst:.2e}"
 
 
+# ---------------------------------------------------------------- shared preambles (issue 30, part 1)
+
+PREAMBLE_TOL = 1e-5  # per-item log-likelihood with the preamble's states reused vs computed with every row, fp32
+
+
+def _score(model, requests, **kw) -> dict[int, float]:
+    from harness.evaluate.scoring import score_loglikelihood
+
+    kw.setdefault("batch_size", 8)
+    return {i: ll for batch in score_loglikelihood(model, requests, max_length=256, pad_id=0, device="cpu", **kw) for i, ll, _ in batch}
+
+
+def test_find_preamble_takes_the_prefix_that_saves_the_most_in_token_ids():
+    from harness.evaluate.scoring import find_preamble
+
+    pre = list(range(100, 120))
+    assert find_preamble([pre + [1, i] for i in range(5)] + [[7, 8, 9]] * 3) == (*pre, 1)  # 5 of 6 distinct contexts
+    # 4 contexts stop after `pre`, 5 go on with ten more shared tokens: 20 x 9 saves more than 30 x 5
+    assert find_preamble([pre + [i] for i in range(4)] + [pre + [50] * 10 + [i] for i in range(5)]) == tuple(pre)
+    assert find_preamble([pre, pre + [1], pre + [2]]) == tuple(pre[:19])  # each context keeps a remainder to score from
+    assert find_preamble([pre + [i] for i in range(3)], min_tokens=21) == ()  # shorter than asked
+    assert find_preamble([pre + [1]]) == ()  # one context: nothing to share
+    assert find_preamble([pre + [1, 2], pre + [1, 2]]) == ()  # one distinct context
+    assert find_preamble([[5] * 30 + [i] for i in range(4)] + [[6] * 40] * 5) == (5,) * 30
+    assert find_preamble([[6] * 40 + [i] for i in range(3)] + [[5] * 30 + [i] for i in range(3)]) == (6,) * 40  # ties: the first found
+
+
+def test_preamble_states_reused_equal_the_full_computation_with_sliding_window_crop(tiny_model_dir):
+    """A 50-token preamble (longer than the fixture's 32-token sliding window, so sliding layers keep only its last 31
+    states) computed once; rows run their remainder on it. Every batch size and padding side gives the numbers of the
+    plain path within 1e-5, and a context that does not start with the preamble's ids is scored in full, counted."""
+    from collections import Counter
+
+    from transformers import AutoModelForCausalLM
+
+    from harness.evaluate.scoring import PreambleStore
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    g = torch.Generator().manual_seed(3)
+    pre = torch.randint(3, 500, (50,), generator=g).tolist()
+    requests, fallback = [], set()
+    for i in range(12):
+        rest = torch.randint(3, 500, (int(torch.randint(1, 40, (1,), generator=g)),), generator=g).tolist()
+        ctx = pre + rest if i != 5 else pre[:30] + rest  # item 5 shares only part of it
+        for j in range(3):
+            if i == 5:
+                fallback.add(len(requests))
+            requests.append((ctx, torch.randint(3, 500, (1 + (i + j) % 5,), generator=g).tolist()))
+    plain = _score(model, requests)
+    assert max(abs(a - b) for a, b in zip(plain.values(), plain_loglikelihood(model, [requests[i] for i in plain]))) < FP32_TOL
+    store = PreambleStore()
+    worst = 0.0
+    for bs, side in ((1, "right"), (8, "right"), (8, "left"), (32, "left")):
+        counts: Counter = Counter()
+        got = _score(model, requests, batch_size=bs, padding_side=side, preambles=store, counts=counts)
+        assert got.keys() == plain.keys()
+        worst = max(worst, max(abs(got[i] - plain[i]) for i in plain))
+        assert counts == {"preamble_reused": len(requests) - len(fallback), "preamble_fallback": len(fallback)}
+    assert worst < PREAMBLE_TOL, f"max |difference| with the preamble reused: {worst:.2e}"
+    assert store.computed == 1 and list(store.items) == [tuple(pre)]  # once for every batch and every call
+    p = store.items[tuple(pre)]
+    assert p.kept == {"full_attention": 50, "sliding_attention": 31}
+    assert [tuple(k.shape[-2:]) for k, _ in p.states] == [(31, 32), (50, 32)]  # layer 0 slides, layer 1 is global
+    # the states are used, not recomputed: other states give other numbers
+    p.states[1] = (p.states[1][0] * 0.5, p.states[1][1])
+    off = _score(model, requests, preambles=store)
+    assert max(abs(off[i] - plain[i]) for i in plain if i not in fallback) > 1e-3
+    assert all(off[i] == got[i] for i in fallback)
+
+
+def test_a_merge_across_the_preamble_boundary_falls_back_to_the_full_computation(tiny_model_dir):
+    """Text that continues the preamble's last word ("lazy do" + "g.") tokenises the boundary otherwise: compared in
+    token ids, that item does not start with the shared preamble and is scored in full, counted as a fallback."""
+    from collections import Counter
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness.evaluate.scoring import PreambleStore, find_preamble
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    primer = "Water boils at 100 degrees Celsius at sea level.\nThe quick brown fox jumps over the lazy do"
+    again = " and the quick brown fox jumps over the lazy dog again and again.\n"
+    items = [again + q for q in ("1 2 3?", "yes or no?", "in Berlin?", "A B C D?")] + ["g. Who was a doctor?"]  # the last merges: "do" + "g"
+    choices = [" yes", " no", " Paris"]
+    requests = [(tok(primer + q)["input_ids"], tok(c, add_special_tokens=False)["input_ids"]) for q in items for c in choices]
+    alone = tok(primer)["input_ids"]
+    assert all(r[0][: len(alone)] == alone for r in requests[:-3]) and requests[-1][0][: len(alone)] != alone  # the merge, in ids
+    preamble = find_preamble([r[0] for r in requests])
+    assert len(preamble) > len(alone) and requests[-1][0][: len(preamble)] != list(preamble)  # the four go on together
+    counts: Counter = Counter()
+    got = _score(model, requests, preambles=PreambleStore(), counts=counts)
+    plain = _score(model, requests)
+    assert counts == {"preamble_reused": 12, "preamble_fallback": 3}
+    assert max(abs(got[i] - plain[i]) for i in plain) < PREAMBLE_TOL
+
+
+def test_preamble_states_belong_to_one_model(tiny_model_dir):
+    """HarnessLM keeps preamble states for the model named by ``model_key`` only: another key (an adapter) or no key
+    gets a new store; ``share_preamble=False`` gets none."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness.evaluate.lm import HarnessLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    lm = HarnessLM(model, tok, batch_size=4, max_length=128)
+    lm.model_key = "base"
+    first = lm._preamble_store()
+    assert first is not None and lm._preamble_store() is first
+    lm.model_key = "adapter"
+    second = lm._preamble_store()
+    assert second is not first and lm._preamble_store() is second
+    lm.model_key = None
+    assert lm._preamble_store() is not lm._preamble_store()
+    assert HarnessLM(model, tok, batch_size=4, max_length=128, share_preamble=False)._preamble_store() is None
+
+
+@pytest.mark.slow
+def test_default_model_preamble_reuse_equals_the_full_computation(default_model):
+    """gemma-3-270m, fp32: a fixed primer longer than its 512-token sliding window (cropped there) ahead of each
+    question; reuse vs the full computation within the default model's fp32 batching tolerance. Measured on these
+    requests (655-token contexts): reuse vs full at batch 8 1.2e-5, at batch 1 1.8e-5, while the full path alone moves
+    1.0e-5 between batch 1 and 8 (a 191-token primer: 1.6e-5 and 0.6e-5 vs 2.7e-5): 1e-5 is below this model's fp32
+    floor (sums over a 262k vocabulary), so the bound is the one the batch size is held to."""
+    from collections import Counter
+
+    from harness.evaluate.scoring import PreambleStore, score_loglikelihood
+    from harness.models import LoadSpec, load_model
+
+    model, tok, _ = load_model(default_model, LoadSpec("fp32", None, "cpu"))
+    shot = "Q: What is human life expectancy in the United States?\nA: Human life expectancy in the United States is 78 years.\n\n"
+    qs = [("Q: Where were the 1992 Olympics held?\nA:", [" Barcelona, Spain.", " Paris"]),
+          ("Q: What is the square root of banana?\nA:", [" I have no comment.", " Four"]),
+          ("Q: Which party did Dwight Eisenhower belong to?\nA:", [" The Republican Party.", " The Democrats"])]
+    requests = [(tok(shot * 22 + q)["input_ids"], tok(c, add_special_tokens=False)["input_ids"]) for q, cs in qs for c in cs]
+
+    def scores(**kw) -> dict[int, float]:
+        return {i: ll for b in score_loglikelihood(model, requests, batch_size=8, max_length=2048, pad_id=tok.pad_token_id or 0, device="cpu", **kw)
+                for i, ll, _ in b}
+
+    counts: Counter = Counter()
+    store = PreambleStore()
+    got, plain = scores(preambles=store, counts=counts), scores()
+    assert counts == {"preamble_reused": 6, "preamble_fallback": 0}
+    (p,) = store.items.values()
+    assert len(p) > 512 and p.kept["sliding_attention"] == model.config.sliding_window - 1
+    worst = max(abs(got[i] - plain[i]) for i in plain)
+    assert worst < DEFAULT_FP32_TOL, f"default model: max |difference| with the preamble reused {worst:.2e}"
+
+
 def _eval_variants(world, tmp_path, adapters, variants, suites=(MC, PPL, GEN), limit=8):
     outs = {}
     for name, kw in variants.items():

@@ -23,6 +23,8 @@ def register(sub) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "nf4"], help="base precision; auto = the adapters' training precision (QLoRA-faithful), else fp32")
     p.add_argument("--force-base-mismatch", action="store_true", help="score adapters trained on another base (recorded in the results)")
     p.add_argument("--no-share-context", dest="share_context", action="store_false", help="score each choice as its own row (as plain lm-eval)")
+    p.add_argument("--no-share-preamble", dest="share_preamble", action="store_false",
+                   help="run a preamble shared by a suite's items (a fixed primer or few-shot block) with every item instead of once per model")
     add_format(p, "results.json")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(handler=cmd_eval)
@@ -59,6 +61,7 @@ def cmd_eval(args) -> int:
         data_dir=args.data_dir,
         force_base_mismatch=args.force_base_mismatch,
         share_context=args.share_context,
+        share_preamble=args.share_preamble,
     )
     t0 = time.perf_counter()
     with open_progress(args.quiet or args.json) as progress:

@@ -69,8 +69,12 @@ class RequestStats:
     computed: int = 0
     forward_batches: int = 0
     cache_rejected: int = 0  # cached rows that failed their seal or shape check: re-scored
+    preamble_reused: int = 0  # computed requests that ran on a shared preamble's states (scoring.py)
+    preamble_fallback: int = 0  # computed requests whose tokens do not start with their call's preamble: scored in full
 
     def add(self, other: "RequestStats") -> None:
+        self.preamble_reused += other.preamble_reused
+        self.preamble_fallback += other.preamble_fallback
         self.cache_rejected += other.cache_rejected
         self.requests += other.requests
         self.cache_hits += other.cache_hits

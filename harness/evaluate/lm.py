@@ -7,7 +7,10 @@ strings, so a fully cached run never loads a model or a tokenizer) and hands
 the misses to :class:`HarnessLM`, which is created only when first needed.
 :class:`HarnessLM` keeps HFLM's tokenisation and generation and replaces its
 log-likelihood path with the shared-context scorer (``scoring.py``); every
-finished batch is committed to the cache at once.
+finished batch is committed to the cache at once. A preamble shared by a call's
+contexts is computed once per model: :class:`HarnessLM` keeps its states for the
+model named by ``model_key`` (the engine sets the model identity at every switch)
+and drops them when the key changes, so an adapter never sees the base's states.
 
 This module imports torch and lm-eval: the engine imports it only when a
 (model, suite) is not already in the cache's stored suite results.
@@ -24,7 +27,7 @@ from lm_eval.api.model import LM
 from lm_eval.models.huggingface import HFLM
 
 from .cache import RequestStats, request_key
-from .scoring import score_loglikelihood
+from .scoring import PreambleStore, score_loglikelihood
 
 ProgressFn = Callable[[int, int, int], None]  # (done, total, cache_hits)
 BatchFn = Callable[[list[tuple[int, object]]], None]  # [(index in the call's request list, result)]
@@ -33,10 +36,24 @@ BatchFn = Callable[[list[tuple[int, object]]], None]  # [(index in the call's re
 class HarnessLM(HFLM):
     """HFLM with our log-likelihood scorer; reports each finished batch through ``on_batch``."""
 
-    def __init__(self, model, tokenizer, *, batch_size: int, max_length: int, share_context: bool = True):
+    def __init__(self, model, tokenizer, *, batch_size: int, max_length: int, share_context: bool = True,
+                 share_preamble: bool = True):
         super().__init__(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
         self.share_context = share_context
+        self.share_preamble = share_preamble
         self.on_batch: BatchFn | None = None
+        # whose preamble states the store holds: the model identity, set by whoever switches models (the engine's
+        # pool). None = unknown, so nothing is kept beyond one call.
+        self.model_key: str | None = None
+        self._preambles: tuple[str | None, PreambleStore] | None = None
+        self.preamble_counts: Counter = Counter()
+
+    def _preamble_store(self) -> PreambleStore | None:
+        if not self.share_preamble:
+            return None
+        if self.model_key is None or self._preambles is None or self._preambles[0] != self.model_key:
+            self._preambles = (self.model_key, PreambleStore())
+        return self._preambles[1]
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
         return super().loglikelihood(requests, disable_tqdm=True)  # progress is ours
@@ -52,6 +69,8 @@ class HarnessLM(HFLM):
             pad_id=self.tokenizer.pad_token_id or 0,
             device=self.device,
             share_context=self.share_context,
+            preambles=self._preamble_store(),
+            counts=self.preamble_counts,
         ):
             done = []
             for i, ll, greedy in batch:
@@ -132,6 +151,11 @@ class CachedLM(LM):
         self._done += len(batch)
         self._report()
 
+    def _take_preamble_counts(self, lm: HarnessLM) -> None:
+        """The backend's preamble counts of the call just made, into this run's stats."""
+        self.stats.preamble_reused += lm.preamble_counts.pop("preamble_reused", 0)
+        self.stats.preamble_fallback += lm.preamble_counts.pop("preamble_fallback", 0)
+
     def _as_cached(self, kind: str, keys, results, todo) -> None:
         """Identical requests in one run (e.g. a choice repeated within an item) are computed in different batch
         positions and can differ in the last bits. Every copy takes the first one's value, and the cache keeps that
@@ -158,6 +182,7 @@ class CachedLM(LM):
                 lm.loglikelihood([requests[i] for i in todo])
             finally:
                 lm.on_batch = None
+                self._take_preamble_counts(lm)
             self._as_cached("loglikelihood", keys, results, todo)
         return [(float(r[0]), bool(r[1])) for r in results]
 
@@ -168,6 +193,7 @@ class CachedLM(LM):
             for start in range(0, len(todo), self.batch_size):
                 chunk = list(range(start, min(start + self.batch_size, len(todo))))
                 values = lm.loglikelihood_rolling([requests[todo[j]] for j in chunk])
+                self._take_preamble_counts(lm)
                 self._commit("loglikelihood_rolling", keys, results, todo, list(zip(chunk, values)))
             self._as_cached("loglikelihood_rolling", keys, results, todo)
         return [float(r) for r in results]

@@ -56,12 +56,14 @@ class ModelPool:
 
             self.log(f"loading {self.resolved.spec} ({self.load.precision})")
             self.base_model, tok, self.load = load_model(self.resolved, self.load)
-            self.lm = HarnessLM(self.base_model, tok, batch_size=self.spec.batch_size, max_length=self.spec.max_length, share_context=self.spec.share_context)
+            self.lm = HarnessLM(self.base_model, tok, batch_size=self.spec.batch_size, max_length=self.spec.max_length, share_context=self.spec.share_context,
+                                share_preamble=self.spec.share_preamble)
             self._activate()
         return self.lm
 
     def _activate(self) -> None:
         run, index = self.current
+        self.lm.model_key = run.identity  # preamble states belong to one model: a new key drops them
         full = run.adapter is not None and run.adapter.manifest.get("kind") == "full"
         if full or run.adapter is None:
             if self.peft is not None:

@@ -14,11 +14,27 @@ the window, measured in positions). The head runs only on the positions that
 predict continuation tokens. Truncation follows lm-eval exactly: the input is
 ``(context + continuation)[-(max_length + 1):][:-1]``. Per-item
 log-likelihoods match plain lm-eval within 1e-4 in fp32 (tests/test_eval.py).
+
+A preamble shared by many items (TruthfulQA's six-question primer, a fixed
+few-shot block, a system prompt) is found in token ids (:func:`find_preamble`:
+the longest prefix that at least half of the distinct contexts start with),
+its key/value states are computed once per model (:class:`PreambleStore`, kept
+by the caller per model identity, never across models) and each row that starts
+with it runs only its remainder, with positions continuing after the preamble
+and the mask covering preamble + row; sliding-window layers keep only the
+preamble's last ``sliding_window - 1`` states, all a row position can see. A
+context whose ids do not start with the preamble's (a merge across the boundary
+tokenises it otherwise) is scored in full and counted (``preamble_fallback``).
+Per-item log-likelihoods with and without the preamble agree within 1e-5 in
+fp32 (tests/test_validity.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import inspect
+import math
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
@@ -26,6 +42,8 @@ import torch
 from ..models.heads import body_and_head, head_logits
 
 HEAD_CHUNK = 256
+MIN_PREAMBLE = 16  # tokens: a shorter shared prefix saves less than its states cost to copy into each batch
+PREAMBLE_SHARE = 0.5  # a preamble is a prefix of at least this share of the distinct contexts (and of two)
 
 # opt-in hook: called once per batch with [(request index, first row, n positions)] and the
 # [positions, vocab] float32 log-softmax at every scored position (harness.evaluate.parity)
@@ -60,7 +78,10 @@ def _split(ctx: list[int], cont: list[int], max_length: int) -> tuple[list[int],
     return inp[:n_ctx], inp[n_ctx:]
 
 
-def plan_rows(requests: list[tuple[list[int], list[int]]], max_length: int, row_budget: int, share_context: bool) -> list[_Row]:
+def plan_rows(requests: list[tuple[list[int], list[int]]], max_length: int, row_budget: int, share_context: bool,
+              skip: int = 0) -> list[_Row]:
+    """Rows of requests grouped by context, longest first. ``skip``: the tokens of each context already computed
+    (a shared preamble's), left out of the row budget and the length order."""
     groups: dict[tuple, list[_Member]] = {}
     order: list[tuple] = []
     for i, (ctx, cont) in enumerate(requests):
@@ -75,7 +96,7 @@ def plan_rows(requests: list[tuple[list[int], list[int]]], max_length: int, row_
         context = list(key) if share_context else list(key[1:])
         current = _Row(context, [])
         for m in groups[key]:
-            if current.members and current.length + len(m.tail) > max(row_budget, len(context) + len(m.tail)):
+            if current.members and current.length - skip + len(m.tail) > max(row_budget, len(context) - skip + len(m.tail)):
                 rows.append(current)
                 current = _Row(context, [])
             current.members.append(m)
@@ -85,47 +106,178 @@ def plan_rows(requests: list[tuple[list[int], list[int]]], max_length: int, row_
     return rows
 
 
-def _masks(model, seg: torch.Tensor, pos: torch.Tensor):
-    """Boolean [B, 1, L, L] masks (True = attend); a dict per layer type for hybrid models."""
-    q_seg, k_seg = seg[:, :, None], seg[:, None, :]
-    q_pos, k_pos = pos[:, :, None], pos[:, None, :]
-    same_or_ctx = (k_seg == 0) | (k_seg == q_seg)
-    full = (k_pos <= q_pos) & same_or_ctx & (k_seg >= 0) & (q_seg >= 0)
-    eye = torch.eye(seg.shape[1], dtype=torch.bool, device=seg.device)[None]
-    full = full | (eye & (q_seg < 0))  # padding attends to itself only (no empty softmax rows)
+def find_preamble(contexts: list[list[int]], min_tokens: int = MIN_PREAMBLE) -> tuple[int, ...]:
+    """The token prefix that saves the most: along the path of the most common next token, the length P (shared by
+    n distinct contexts, at least half of them and at least two, each going on after it) with the largest P x n;
+    ``()`` when that is shorter than ``min_tokens``. Token ids, not text: a context whose tokenisation merges across
+    the preamble's end does not start with these ids. Deterministic in the order of ``contexts``."""
+    distinct = list(dict.fromkeys(tuple(c) for c in contexts))
+    need = max(2, math.ceil(PREAMBLE_SHARE * len(distinct)))
+    alive, prefix = distinct, []
+    best, best_len = 0, 0
+    while True:
+        t = len(prefix)
+        counts = Counter(c[t] for c in alive if len(c) > t + 1)  # the remainder after the preamble is never empty
+        if not counts:
+            break
+        token, n = counts.most_common(1)[0]
+        if n < need:
+            break
+        alive = [c for c in alive if len(c) > t + 1 and c[t] == token]
+        prefix.append(token)
+        if len(prefix) * n > best:  # a longer prefix that fewer contexts share can save less
+            best, best_len = len(prefix) * n, len(prefix)
+    return tuple(prefix[:best_len]) if best_len >= min_tokens else ()
+
+
+def _layer_types(model) -> tuple[list[str] | None, int | None]:
     config = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
     layer_types = getattr(config, "layer_types", None)
     window = getattr(config, "sliding_window", None)
     if layer_types and window and "sliding_attention" in layer_types:
-        sliding = full & ((q_pos - k_pos) < window) | (eye & (q_seg < 0))
-        return {"full_attention": full[:, None], "sliding_attention": sliding[:, None]}
+        return list(layer_types), int(window)
+    return None, None
+
+
+class _PrefixCache:
+    """The decoder's past key/values for one forward: each layer's preamble states (expanded over the batch), then
+    the batch's own. With no states it records what each layer computes (the preamble's own forward). Duck-typed
+    to the ``update`` every attention layer calls, so it needs no cache class of a given transformers version."""
+
+    def __init__(self, states: list[tuple[torch.Tensor, torch.Tensor]] | None = None):
+        self.states = states
+        self.recorded: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        if self.states is None:
+            self.recorded[layer_idx] = (key_states, value_states)
+            return key_states, value_states
+        k, v = self.states[layer_idx]
+        B = key_states.shape[0]
+        return (torch.cat([k.expand(B, -1, -1, -1), key_states], dim=-2), torch.cat([v.expand(B, -1, -1, -1), value_states], dim=-2))
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return 0 if self.states is None else int(self.states[layer_idx][0].shape[-2])
+
+
+def _cache_kwarg(body) -> str:
+    """transformers 5 names the decoder's cache argument ``cache`` (``past_key_values`` is deprecated), 4.x the other."""
+    return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+
+
+@dataclass
+class Preamble:
+    """A shared preamble's token ids and, per layer, the key/value states rows see (sliding layers: the last
+    ``sliding_window - 1``)."""
+
+    tokens: tuple[int, ...]
+    states: list[tuple[torch.Tensor, torch.Tensor]]
+    kept: dict[str, int]  # layer type -> how many preamble states that type keeps
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def compute_preamble(model, tokens: tuple[int, ...], device) -> Preamble:
+    """One forward of the preamble alone (batch 1, positions 0..P-1, the scorer's own masks); its states cropped
+    per layer type. Under no_grad."""
+    P = len(tokens)
+    body, _, _ = body_and_head(model)
+    ids = torch.tensor([list(tokens)], dtype=torch.long, device=device)
+    pos = torch.arange(P, device=device)[None]
+    seg = torch.zeros((1, P), dtype=torch.long, device=device)
+    rec = _PrefixCache()
+    with torch.no_grad():
+        body(input_ids=ids, attention_mask=_masks(model, seg, pos), position_ids=pos, use_cache=False, **{_cache_kwarg(body): rec})
+    layer_types, window = _layer_types(model)
+    kept = {"full_attention": P}
+    if layer_types and window:
+        kept["sliding_attention"] = min(P, window - 1)
+    states = []
+    for i in range(len(rec.recorded)):
+        k, v = rec.recorded[i]
+        n = kept[layer_types[i]] if layer_types else P
+        states.append((k[:, :, P - n :].detach().clone(), v[:, :, P - n :].detach().clone()))
+    return Preamble(tuple(tokens), states, kept)
+
+
+@dataclass
+class PreambleStore:
+    """Preamble states of ONE model (the caller keeps one store per model identity and drops it when the model
+    changes: an adapter changes every state). Holds at most ``limit`` preambles, the most recently used."""
+
+    limit: int = 4
+    items: dict[tuple[int, ...], Preamble] = field(default_factory=dict)
+    computed: int = 0
+
+    def get(self, model, tokens: tuple[int, ...], device) -> Preamble:
+        found = self.items.pop(tokens, None)
+        if found is None:
+            found = compute_preamble(model, tokens, device)
+            self.computed += 1
+        self.items[tokens] = found  # most recent last
+        while len(self.items) > self.limit:
+            self.items.pop(next(iter(self.items)))
+        return found
+
+
+def _masks(model, seg: torch.Tensor, pos: torch.Tensor, preamble: Preamble | None = None):
+    """Boolean [B, 1, L, K + L] masks (True = attend), K = the preamble states a layer type keeps (0 without one);
+    a dict per layer type for hybrid models. Preamble keys sit at positions P-K..P-1 and belong to the context."""
+    layer_types, window = _layer_types(model)
+
+    def build(kept: int, sliding: bool) -> torch.Tensor:
+        q_seg, q_pos = seg[:, :, None], pos[:, :, None]
+        k_seg, k_pos = seg, pos
+        if kept:
+            P = len(preamble) if preamble is not None else 0
+            B = seg.shape[0]
+            k_seg = torch.cat([torch.zeros((B, kept), dtype=seg.dtype, device=seg.device), seg], dim=1)
+            k_pos = torch.cat([torch.arange(P - kept, P, dtype=pos.dtype, device=pos.device).expand(B, kept), pos], dim=1)
+        k_seg, k_pos = k_seg[:, None, :], k_pos[:, None, :]
+        same_or_ctx = (k_seg == 0) | (k_seg == q_seg)
+        allowed = (k_pos <= q_pos) & same_or_ctx & (k_seg >= 0) & (q_seg >= 0)
+        L = seg.shape[1]
+        eye = torch.zeros((L, kept + L), dtype=torch.bool, device=seg.device)
+        eye[:, kept:] = torch.eye(L, dtype=torch.bool, device=seg.device)  # each query's own key
+        eye = eye[None]
+        if sliding:
+            return allowed & ((q_pos - k_pos) < window) | (eye & (q_seg < 0))
+        return allowed | (eye & (q_seg < 0))  # padding attends to itself only (no empty softmax rows)
+
+    kept = preamble.kept if preamble is not None else {}
+    full = build(kept.get("full_attention", 0), False)
+    if layer_types and window:
+        return {"full_attention": full[:, None], "sliding_attention": build(kept.get("sliding_attention", 0), True)[:, None]}
     return full[:, None]
 
 
 def _forward_rows(model, rows: list[_Row], pad_id: int, device, capture: CaptureFn | None = None,
-                  padding_side: str = "right") -> list[tuple[int, float, bool]]:
+                  padding_side: str = "right", preamble: Preamble | None = None) -> list[tuple[int, float, bool]]:
     """One padded batch. ``padding_side`` moves the padding before (left) or after (right) each row; positions and
-    the mask are explicit, so the numbers do not depend on it (tests/test_validity.py holds that)."""
-    width = max(r.length for r in rows)
+    the mask are explicit, so the numbers do not depend on it (tests/test_validity.py holds that). With
+    ``preamble`` every row's context starts with its tokens: only the rest is run, on the preamble's states."""
+    skip = len(preamble) if preamble is not None else 0
+    width = max(r.length for r in rows) - skip
     B = len(rows)
     ids = torch.full((B, width), pad_id, dtype=torch.long)
     seg = torch.full((B, width), -1, dtype=torch.long)
     pos = torch.zeros((B, width), dtype=torch.long)
     where: list[tuple[int, list[int], list[int]]] = []  # (request index, flat positions, targets)
     for b, row in enumerate(rows):
-        o = width - row.length if padding_side == "left" else 0  # where the row starts
+        o = width - (row.length - skip) if padding_side == "left" else 0  # where the row starts
         C = len(row.context)
-        ids[b, o : o + C] = torch.tensor(row.context)
-        seg[b, o : o + C] = 0
-        pos[b, o : o + C] = torch.arange(C)
-        at = o + C
+        ids[b, o : o + C - skip] = torch.tensor(row.context[skip:])
+        seg[b, o : o + C - skip] = 0
+        pos[b, o : o + C - skip] = torch.arange(skip, C)
+        at = o + C - skip
         for j, m in enumerate(row.members, 1):
             n = len(m.tail)
             if n:
                 ids[b, at : at + n] = torch.tensor(m.tail)
                 seg[b, at : at + n] = j
                 pos[b, at : at + n] = torch.arange(C, C + n)
-            flat = [b * width + o + C - 1] + [b * width + at + t for t in range(n)]
+            flat = [b * width + o + C - skip - 1] + [b * width + at + t for t in range(n)]
             where.append((m.index, flat, m.targets))
             at += n
         if o:
@@ -133,7 +285,8 @@ def _forward_rows(model, rows: list[_Row], pad_id: int, device, capture: Capture
         pos[b, at:] = torch.arange(width - at)
     ids, seg, pos = ids.to(device), seg.to(device), pos.to(device)
     body, head, softcap = body_and_head(model)
-    hidden = body(input_ids=ids, attention_mask=_masks(model, seg, pos), position_ids=pos, use_cache=False).last_hidden_state
+    past = {} if preamble is None else {_cache_kwarg(body): _PrefixCache(preamble.states)}
+    hidden = body(input_ids=ids, attention_mask=_masks(model, seg, pos, preamble), position_ids=pos, use_cache=False, **past).last_hidden_state
     hidden = hidden.reshape(B * width, -1)
     flat_pos = torch.tensor([p for _, ps, _ in where for p in ps], device=hidden.device)
     targets = torch.tensor([t for _, _, ts in where for t in ts], device=hidden.device)
@@ -171,14 +324,46 @@ def score_loglikelihood(
     row_budget: int = 512,
     capture: CaptureFn | None = None,
     padding_side: str = "right",
+    preambles: PreambleStore | None = None,
+    counts: Counter | None = None,
 ) -> Iterator[list[tuple[int, float, bool]]]:
     """Yield, batch by batch, ``(request index, log-likelihood, is_greedy)`` for every request.
 
     ``capture`` (opt-in, off in evaluation) receives each batch's full next-token log-softmax at the scored
     positions before the batch is yielded. The batches depend only on the requests and the settings, so two
     models scored in lockstep (``zip`` of two generators) see the same batches: that is how ``laf parity``
-    compares their distributions without storing them."""
-    rows = plan_rows(requests, max_length, row_budget, share_context)
+    compares their distributions without storing them.
+
+    ``preambles``: the current model's store of shared-preamble states; with it, a preamble shared by the
+    requests' contexts (:func:`find_preamble`) is computed once and its rows run only their remainder, batched
+    apart from the rows that do not start with it (scored in full). ``counts`` gets ``preamble_reused`` and
+    ``preamble_fallback`` (requests, when there is a preamble) added."""
+    preamble: tuple[int, ...] = ()
+    if preambles is not None and share_context:
+        preamble = find_preamble([_split(ctx, cont, max_length)[0] for ctx, cont in requests])
+    P = len(preamble)
+    if P:
+        def starts(req: tuple[list[int], list[int]]) -> bool:
+            context = _split(req[0], req[1], max_length)[0]
+            return len(context) > P and tuple(context[:P]) == preamble
+
+        on = [i for i, r in enumerate(requests) if starts(r)]
+        on_set = set(on)
+        off = [i for i in range(len(requests)) if i not in on_set]
+        if counts is not None:
+            counts["preamble_reused"] += len(on)
+            counts["preamble_fallback"] += len(off)
+        parts = [(on, P), (off, 0)]
+    else:
+        parts = [(list(range(len(requests))), 0)]
     with torch.no_grad():
-        for i in range(0, len(rows), batch_size):
-            yield _forward_rows(model, rows[i : i + batch_size], pad_id, device, capture, padding_side)
+        for part, skip in parts:
+            if not part:
+                continue
+            rows = plan_rows([requests[i] for i in part], max_length, row_budget, share_context, skip)
+            for row in rows:  # back to the caller's request indices
+                for m in row.members:
+                    m.index = part[m.index]
+            states = preambles.get(model, preamble, device) if skip and preambles is not None else None
+            for i in range(0, len(rows), batch_size):
+                yield _forward_rows(model, rows[i : i + batch_size], pad_id, device, capture, padding_side, states)

@@ -27,6 +27,9 @@ class EvalSpec:
     data_dir: str | None = None
     force_base_mismatch: bool = False
     share_context: bool = True
+    # a preamble shared by a suite's contexts computed once per model; not part of the model identity (equal within
+    # 1e-5 in fp32, as a batch's order), so responses cached with or without it stay valid
+    share_preamble: bool = True
     allow_pickle: bool = False
     trust_remote_code: bool = False
     seed: int = 1234
