@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from ..data.template import plain_prompt
 from ..errors import LafError
-from ..evaluate.suites import Suite, TaskBuild, base_task_config
-from .common import metric, metrics
+from .answers import metric, metrics
 from .hallucination import require
+from .spec import Suite, TaskBuild, base_task_config
 
 
 def _check(suite: Suite, docs: list[dict]) -> None:

@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import LafError
-from ..evaluate.suites import Suite, TaskBuild, base_task_config
-from .common import IDK, abstained, contains_answer, exact_match, inconsistency, metric, metrics, token_f1
+from .answers import IDK, abstained, contains_answer, exact_match, inconsistency, metric, metrics, token_f1
+from .spec import Suite, TaskBuild, base_task_config
 
 QA_PRIMER = (
     "Q: What is human life expectancy in the United States?\nA: Human life expectancy in the United States is 78 years.\n\n"

@@ -32,7 +32,7 @@ from .. import metrics as shipped
 from ..config import StrictModel, validate
 from ..errors import ConfigError, LafError
 from ..results import MetricMeta
-from .suites import Suite, TaskBuild
+from .spec import Suite, TaskBuild
 
 DEFAULT_PROMPT = "### Instruction:\n{{question}}\n\n### Response:\n"  # the training template (harness.data.template)
 _FIELD = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")

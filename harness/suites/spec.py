@@ -4,7 +4,7 @@ A suite is a YAML file (found by name under the suite folders, or by path) or
 a registered lm-eval task (``lm_eval:<task>``). Suite *types* turn documents
 into an lm-eval task config: ``lm_eval`` (the task is written in the YAML),
 ``perplexity`` (general-text cross-entropy) and the probe types of
-``harness.probes``, all listed in :mod:`harness.evaluate.suite_types`. Everything is validated before any model is loaded; errors
+``harness.suites``, all listed in :mod:`harness.suites.suite_types`. Everything is validated before any model is loaded; errors
 name the file and the key.
 """
 

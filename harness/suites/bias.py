@@ -18,9 +18,9 @@
 from __future__ import annotations
 
 from ..errors import LafError
-from ..evaluate.suites import Suite, TaskBuild, base_task_config
-from .common import metric, metrics, normalize_answer
+from .answers import metric, metrics, normalize_answer
 from .hallucination import require
+from .spec import Suite, TaskBuild, base_task_config
 
 
 def crows_pairs(suite: Suite, docs: list[dict]) -> TaskBuild:
