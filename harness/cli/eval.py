@@ -117,7 +117,7 @@ def print_results_table(doc) -> None:
 def cmd_suites_list(args) -> int:
     from rich.markup import escape
 
-    from ..suites.spec import available_suites, load_suite_file, suite_origin
+    from ..suites import available_suites, load_suite_file, suite_origin
 
     rows = []
     for name, path in available_suites().items():
@@ -147,7 +147,7 @@ def cmd_suites_validate(args) -> int:
     from rich.markup import escape
 
     from ..errors import LafError
-    from ..suites.spec import available_suites, load_suite
+    from ..suites import available_suites, load_suite
 
     names = args.suites or list(available_suites())
     problems = 0

@@ -1,7 +1,7 @@
 """The evaluation engine (suites live in :mod:`harness.suites`): our lm-eval model with a content-keyed cache, per-item records."""
 
 from ..results import ItemRecord, load_run
-from ..suites.spec import Suite, available_suites, load_suite
+from ..suites import Suite, available_suites, load_suite
 from .engine import BASE, run_eval
 from .spec import EvalSpec
 

@@ -120,7 +120,7 @@ class EvalWorker:
 
         from ..env import reduce_malloc_fragmentation
         from ..models import resolve_model
-        from ..suites.spec import load_suite
+        from ..suites import load_suite
         from .engine import plan_runs
         from .pool import ModelPool
 

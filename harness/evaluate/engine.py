@@ -26,7 +26,7 @@ from ..env import provenance, reduce_malloc_fragmentation
 from ..errors import LafError
 from ..models import resolve_model
 from ..results import BASE, AdapterInfo, BaseModelInfo, ItemRecord, ModelInfo, Provenance, ResultsDoc, ResultsStore, RunLock, SuiteMeta, commit_run
-from ..suites.spec import Suite, load_suite
+from ..suites import Suite, load_suite
 from .aggregation import breakdown, suite_aggregates
 from .cache import NullCache, RequestStats, ResponseCache, request_key, suite_result_key
 from .identity import PROBE_VERSION, SCORING_VERSION, CheckedAdapter, check_adapters, load_spec_for, model_identity

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 from ..io import sha256_json
 from ..results import SuiteMeta
-from ..suites.spec import Suite, meta_from_metric_list
+from ..suites.spec import Suite
+from ..suites.task import meta_from_metric_list
 from .aggregation import native_aggregates
 
 if TYPE_CHECKING:

@@ -207,7 +207,7 @@ def saved_config_text(cfg: StrictModel, base: Path) -> str:
 def validate_run(cfg: RunConfig, base: Path, config_path: Path):
     """Everything that can be checked before a stage starts, reported together; returns (suites, policy)."""
     from ..gate.policy import Policy, load_policy
-    from ..suites.spec import load_suite
+    from ..suites import load_suite
     from ..train.config import TrainConfig
 
     problems: list[str] = []

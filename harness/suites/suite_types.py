@@ -1,7 +1,7 @@
 """The suite types: one declarative table, each type's function imported only when a suite of that type is used.
 
 A suite type turns a suite's documents into an lm-eval task config and the
-meaning of its metrics (:class:`~harness.suites.spec.TaskBuild`). Each row
+meaning of its metrics (:class:`~harness.suites.task.TaskBuild`). Each row
 names the function as ``"module:function"``, the category a ``TYPE:PATH`` suite
 reference gets, and the data format its published files come in.
 
@@ -23,10 +23,11 @@ from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Callable
 
-from ..errors import LafError
+from ..errors import ConfigError, LafError
 
 if TYPE_CHECKING:
-    from .spec import Suite, TaskBuild
+    from .spec import Suite
+    from .task import TaskBuild
 
 ENTRY_POINT_GROUP = "lost_and_found.suite_types"
 SuiteTypeFn = Callable[["Suite", list[dict]], "TaskBuild"]
@@ -49,8 +50,8 @@ class SuiteType:
 
 
 BUILTIN: dict[str, SuiteType] = {t.name: t for t in (
-    SuiteType("lm_eval", "harness.suites.spec:lm_eval_type"),
-    SuiteType("perplexity", "harness.suites.spec:perplexity_type"),
+    SuiteType("lm_eval", "harness.suites.lm_eval:lm_eval_type"),
+    SuiteType("perplexity", "harness.suites.perplexity:perplexity_type"),
     SuiteType("freeform", "harness.suites.freeform:freeform", "domain"),  # generated answers vs references, harness.metrics
     SuiteType("truthfulqa_mc", "harness.suites.hallucination:truthfulqa_mc", "hallucination", "truthfulqa_mc_json"),
     SuiteType("abstention_mc", "harness.suites.hallucination:abstention_mc", "hallucination"),
@@ -92,3 +93,11 @@ def find(name: str) -> SuiteType | None:
 def path_types() -> dict[str, SuiteType]:
     """Types that run on a data file given as ``TYPE:PATH``."""
     return {n: t for n, t in all_types().items() if t.category}
+
+
+def require(name: str, where) -> SuiteType:
+    """The type called ``name``; an unknown name is a config error at ``where``'s ``type`` key."""
+    t = find(name)
+    if t is None:
+        raise ConfigError(where, "type", f"unknown suite type '{name}'", f"use one of: {', '.join(sorted(all_types()))}")
+    return t
