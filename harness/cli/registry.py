@@ -150,7 +150,7 @@ def cmd_verify(args) -> int:
 def cmd_export(args) -> int:
     from rich.markup import escape
 
-    from ..registry.export import export_adapter
+    from ..report.hub_export import export_adapter
 
     res = export_adapter(_registry(args), args.ref, args.out, args.run, force=args.force, license=args.license,
                          base_model=args.base_model, datasets=args.datasets, repo_id=args.repo_id)
