@@ -343,7 +343,8 @@ def test_factored_inner_product_and_bf16_reader(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from harness.diversity.weights import principal_cosines, read_safetensors, task_vector_inner
+    from harness.diversity.weights import principal_cosines, task_vector_inner
+    from harness.registry.lora import read_safetensors
 
     rng = np.random.default_rng(5)
     A1, B1, A2, B2 = rng.normal(size=(3, 9)), rng.normal(size=(7, 3)), rng.normal(size=(5, 9)), rng.normal(size=(7, 5))
