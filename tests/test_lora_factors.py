@@ -87,7 +87,7 @@ def test_merge_reads_every_layout_as_the_same_factors(adapters):
 
 
 def test_diversity_reads_every_layout_as_the_same_task_vector(adapters):
-    from harness.diversity.weights import load_registered, weight_space
+    from harness.diversity.weight_space import load_registered, weight_space
 
     _, reg, refs = adapters
     loaded = load_registered([refs["peft"], refs["bare"], refs["named"]], reg)

@@ -33,7 +33,7 @@ def test_a_reference_without_a_run_folder_is_the_one_error(ref):
 
 
 def test_gate_compare_and_diversity_give_the_same_error_for_a_bad_reference():
-    from harness.diversity.prediction import load_prediction_inputs
+    from harness.diversity.prediction_space import load_prediction_inputs
     from harness.gate.compare import compare_runs
     from harness.gate.runs import load_side
 

@@ -36,7 +36,7 @@ def cmd_diversity(args) -> int:
 
     probe = None
     if args.probe_suite:
-        from ..diversity.function import ProbeSpec
+        from ..diversity.function_space import ProbeSpec
 
         probe = ProbeSpec(args.probe_suite, args.probe_n, args.model, args.device)
     doc = analyse(args.runs, args.adapters, args.registry, probe, args.min_items, per_module=not args.no_per_module,

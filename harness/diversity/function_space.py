@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import LafError
 from ..registry.lora import WEIGHTS
-from .weights import LoadedAdapter
+from .weight_space import LoadedAdapter
 
 MAX_MERGE_PAIRS = 28  # 8 adapters; each pair is one more adapter forward per probe
 
