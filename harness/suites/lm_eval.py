@@ -35,7 +35,6 @@ def check_lm_eval_task(task: str) -> None:
         )
 
 
-
 def lm_eval_type(suite: Suite, docs: list[dict]) -> TaskBuild:
     task = dict(suite.spec.task)
     for k in ("dataset_path", "dataset_name", "dataset_kwargs", "training_split", "validation_split", "test_split", "fewshot_split"):
