@@ -89,7 +89,7 @@ def pandas_sklearn(records: list[dict]) -> dict:
 
 
 def prediction_bench(n_models: int, n_items: int, reference: bool = True) -> None:
-    import harness.diversity.prediction as pred_mod
+    import harness.diversity.prediction_space as pred_mod
     from harness.diversity.analyse import analyse
     from harness.results import seal_run
 
@@ -140,7 +140,7 @@ GEMMA_270M = {"q_proj": (1024, 640), "k_proj": (256, 640), "v_proj": (256, 640),
 def weight_bench(n_adapters: int, layers: int = 18, r: int = 8) -> None:
     from safetensors.numpy import save_file
 
-    from harness.diversity.weights import load_registered, weight_space
+    from harness.diversity.weight_space import load_registered, weight_space
     from harness.registry import Registry
 
     rng = np.random.default_rng(0)

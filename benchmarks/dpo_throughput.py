@@ -122,8 +122,8 @@ def run_trl(args, data: Path, out: Path, precompute: bool) -> dict:
     from trl import DPOConfig, DPOTrainer
 
     from harness.data.preference import read_pairs
-    from harness.data.template import plain_prompt
     from harness.models import LoadSpec, load_model, resolve_model
+    from harness.prompt import plain_prompt
 
     model, tok, spec = load_model(resolve_model(args.model), LoadSpec(args.precision))
     rows = [{"prompt": plain_prompt(p.prompt[-1][1]), "chosen": p.chosen + tok.eos_token, "rejected": p.rejected + tok.eos_token} for p in read_pairs(data).examples]

@@ -46,8 +46,8 @@ def lm_eval_plain(model_spec: str, suite_ref: str, limit: int, batch_size: int, 
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from harness.evaluate.suites import load_suite
     from harness.models import LoadSpec, load_model, resolve_model
+    from harness.suites import load_suite
 
     t0 = time.perf_counter()
     suite = load_suite(suite_ref, data_dir)

@@ -74,8 +74,8 @@ def run_trl(args, data: Path, out: Path, packing: bool) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     from harness.data import read_examples
-    from harness.data.template import plain_prompt
     from harness.models import LoadSpec, load_model, resolve_model
+    from harness.prompt import plain_prompt
 
     model, tok, spec = load_model(resolve_model(args.model), LoadSpec(args.precision))
     rows = [{"prompt": plain_prompt(e.prompt_text), "completion": e.response_text + tok.eos_token} for e in read_examples(data).examples]

@@ -83,7 +83,7 @@ def _val(matrix: dict, a: str, b: str):
 
 
 def test_hand_computed_kappa():
-    from harness.diversity.prediction import kappa_matrix
+    from harness.diversity.prediction_space import kappa_matrix
 
     k, und = kappa_matrix(np.array([[0, 0, 1, 1], [0, 1, 1, 1]]))
     # agreement 3/4; chance (1/2)(1/4) + (1/2)(3/4) = 1/2; kappa = (0.75 - 0.5) / 0.5
@@ -233,7 +233,7 @@ def test_clustering_recovers_planted_groups(tmp_path):
 
 
 def test_prediction_space_imports_no_model_stack():
-    code = ("import sys, harness.diversity, harness.diversity.weights, harness.diversity.prediction, harness.cli.diversity\n"
+    code = ("import sys, harness.diversity, harness.diversity.weight_space, harness.diversity.prediction_space, harness.cli.diversity\n"
             "heavy = [m for m in ('torch', 'transformers', 'peft', 'lm_eval') if m in sys.modules]\n"
             "assert not heavy, heavy")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": ""})
@@ -343,7 +343,8 @@ def test_factored_inner_product_and_bf16_reader(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from harness.diversity.weights import principal_cosines, read_safetensors, task_vector_inner
+    from harness.diversity.weight_space import principal_cosines, task_vector_inner
+    from harness.registry.lora import read_safetensors
 
     rng = np.random.default_rng(5)
     A1, B1, A2, B2 = rng.normal(size=(3, 9)), rng.normal(size=(7, 3)), rng.normal(size=(5, 9)), rng.normal(size=(7, 5))
@@ -385,7 +386,7 @@ def test_adapters_on_different_bases_name_both_fingerprints(tmp_path):
 def test_check_predictions_spearman_and_bootstrap_ci():
     from scipy.stats import spearmanr
 
-    from harness.diversity import check_predictions, mergeability
+    from harness.diversity import check_predictions, predict_mergeability
     from harness.errors import LafError
 
     labels = [f"m{i}" for i in range(6)]
@@ -393,7 +394,7 @@ def test_check_predictions_spearman_and_bootstrap_ci():
     cos = rng.uniform(-0.5, 1, (6, 6))
     cos = (cos + cos.T) / 2
     np.fill_diagonal(cos, 1)
-    pred = mergeability([(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]], weight_cosine={"labels": labels, "values": cos.tolist()})
+    pred = predict_mergeability([(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]], weight_cosine={"labels": labels, "values": cos.tolist()})
     assert "arXiv 2601.22285" in " ".join(pred["sources"]) and "2602.08564" in " ".join(pred["sources"]) and pred["rule"]
     observed = {f"{r['pair'][0]}+{r['pair'][1]}": 2 * r["score"] + 0.05 * rng.normal() for r in pred["pairs"]}
     res = check_predictions(pred, observed)
@@ -401,7 +402,7 @@ def test_check_predictions_spearman_and_bootstrap_ci():
     ys = [r["observed_retained_gain"] for r in res["table"]]
     assert res["n"] == 15 and res["spearman"] == pytest.approx(spearmanr(xs, ys).statistic, abs=1e-6)
     assert res["ci"][0] > 0 and res["ci"][0] <= res["spearman"] <= res["ci"][1] and "better than chance" in res["summary"]
-    from harness.diversity.predict import _spearman_rows
+    from harness.diversity.mergeability import _spearman_rows
 
     X, Y = rng.integers(0, 4, (50, 8)).astype(float), rng.normal(size=(50, 8))  # ties, as bootstrap resamples have
     np.testing.assert_allclose(_spearman_rows(X, Y), [spearmanr(x, y).statistic for x, y in zip(X, Y)], atol=1e-12)
@@ -482,7 +483,7 @@ def test_function_space_matches_an_independent_computation(tiny_model_dir, tiny_
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from harness.diversity.function import linear_cka, probe_items
+    from harness.diversity.function_space import linear_cka, probe_items
 
     reg, refs = tiny_adapters
     rng = np.random.default_rng(8)
@@ -541,7 +542,7 @@ def test_function_space_matches_an_independent_computation(tiny_model_dir, tiny_
 
 
 def test_linear_cka_equals_the_hsic_formula():
-    from harness.diversity.function import linear_cka
+    from harness.diversity.function_space import linear_cka
 
     rng = np.random.default_rng(9)
     X = rng.normal(size=(20, 7))
@@ -746,7 +747,7 @@ def test_vectorised_pairing_equals_a_plain_dict_pairing(tmp_path, shuffled):
     lists) and records in any order (grouped, as the results store writes them, or shuffled): every count and measure
     equals the plain computation."""
     from harness.diversity import analyse
-    from harness.diversity.prediction import _canon
+    from harness.diversity.prediction_space import _canon
 
     rng = np.random.default_rng(31)
     models = ["a@1", "b@1", "c@1"]
@@ -802,3 +803,16 @@ def test_report_refuses_a_malformed_diversity_json(three_model_run, tmp_path):
         (run / "diversity.json").write_text(json.dumps(bad))
         assert_clean_error(run_cli("report", str(run), "--out", str(tmp_path / "r.html")), "diversity.json", needle)
     assert not (tmp_path / "r.html").exists()
+
+
+def test_each_measure_has_its_module_under_its_name():
+    """prediction_space, weight_space, function_space, mergeability: a module each, never shadowed by a function of
+    the package (``import harness.diversity.mergeability as m`` gives the module)."""
+    import importlib
+    import inspect
+
+    import harness.diversity
+
+    for name in ("prediction_space", "weight_space", "function_space", "mergeability", "merge_outcomes"):
+        mod = importlib.import_module(f"harness.diversity.{name}")
+        assert inspect.ismodule(getattr(harness.diversity, name)) and getattr(harness.diversity, name) is mod, name

@@ -16,7 +16,7 @@ import yaml
 
 from harness.errors import LafError
 from harness.evaluate import EvalSpec, load_run, run_eval
-from harness.evaluate.suites import load_suite
+from harness.suites import load_suite
 from tests.conftest import REPO, markdown_tables, run_cli
 from tests.conftest import assert_clean_error as _err
 

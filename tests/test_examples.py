@@ -424,7 +424,7 @@ def test_documented_python_snippet_runs_offline(tmp_path):
 def test_documented_entry_point_names_the_group_we_read():
     import tomllib
 
-    from harness.evaluate.suite_types import ENTRY_POINT_GROUP
+    from harness.suites.suite_types import ENTRY_POINT_GROUP
 
     [block] = [body for lang, body in code_blocks((REPO / "docs" / "suites.md").read_text()) if lang == "toml"]
     groups = tomllib.loads(block)["project"]["entry-points"]

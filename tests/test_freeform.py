@@ -168,8 +168,8 @@ def _suite_file(tmp_path, items, probe=None, name="ff", **extra):
 
 
 def test_the_suite_build_reads_its_options_and_references(tmp_path):
-    from harness.evaluate.freeform import _render, references
-    from harness.evaluate.suites import load_suite
+    from harness.suites import load_suite
+    from harness.suites.freeform import _render, references
 
     items = [{"question": "Which problem is reported by code E03?", "answers": ["Boiler relay stuck open.", "Error E03 on the Tempo T4 means: boiler relay stuck open."]},
              {"question": "What is the warranty?", "answer": "four years", "aliases": ["4 years"]}]
@@ -209,8 +209,8 @@ def test_bad_freeform_suites_are_clean_errors_before_any_model_loads(tmp_path, p
 def test_laf_eval_on_the_builtin_freeform_suite_records_metrics_the_gate_pairs(tiny_model_dir, tmp_path):
     """The built-in example suite end to end on the tiny model; then the same questions with references built from
     the first run's answers, so the recorded numbers are non-trivial and checked against the independent formulas."""
-    from harness.evaluate.suites import load_suite
     from harness.results import load_run
+    from harness.suites import load_suite
 
     suite = load_suite("domain/tempo-t4-freeform")
     assert len(suite.load_docs()) == 92 and suite.build.primary == "token_f1" and suite.build.breakdown == "kind"

@@ -481,9 +481,9 @@ def test_data_check_reports_preference_problems(tiny_model_dir, tmp_path):
 def test_preference_suite_scores_pairs_with_per_item_records(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from harness.data.template import plain_prompt
     from harness.evaluate import EvalSpec, load_run, run_eval
-    from harness.evaluate.suites import load_suite
+    from harness.prompt import plain_prompt
+    from harness.suites import load_suite
 
     doc = run_eval(EvalSpec(suites=["domain/tempo-t4-pref"], model=str(tiny_model_dir), precision="fp32", out=str(tmp_path / "o"), limit=10, batch_size=4, no_cache=True))
     records = load_run(tmp_path / "o")[1]

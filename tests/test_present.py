@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from harness import defaults
+from harness.cli.rows import calibration_rows, compare_rows, results_rows
 from harness.present import Table, markdown, markdown_table
-from harness.present.rows import calibration_rows, compare_rows, results_rows
 from harness.results import ResultsDoc
 from tests.conftest import markdown_tables, run_cli
 from tests.synthetic import suite_meta, write_run

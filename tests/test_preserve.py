@@ -92,7 +92,7 @@ def test_preserve_off_keeps_the_old_identity_and_kl_changes_the_update(tiny_mode
 
 
 def test_replay_file_line_quoting_an_eval_item_is_dropped_and_counted(tiny_model_dir, tmp_path, isolated_cache):
-    from harness.evaluate.suites import load_suite
+    from harness.suites import load_suite
 
     item = load_suite("general/text").load_docs()[0]
     quote = " ".join(words(next(v for v in item.values() if isinstance(v, str) and len(words(v)) > 20))[:20])
@@ -158,7 +158,7 @@ def test_bad_replay_files(tiny_model_dir, tmp_path, isolated_cache):
     assert_clean_error(_cli(tmp_path, tiny_model_dir, {"replay": {"source": str(tmp_path / "missing.txt")}}), "missing.txt")
     (tmp_path / "bin.txt").write_bytes(b"\x00\x01\x02" * 100)
     assert_clean_error(_cli(tmp_path, tiny_model_dir, {"replay": {"source": str(tmp_path / "bin.txt")}}), "binary")
-    from harness.evaluate.suites import load_suite
+    from harness.suites import load_suite
 
     docs = load_suite("general/text").load_docs()[:3]
     quotes = [" ".join(words(next(v for v in d.values() if isinstance(v, str) and len(words(v)) > 20))[:20]) for d in docs]

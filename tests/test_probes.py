@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from harness.evaluate import EvalSpec, load_run, run_eval
-from harness.evaluate.suites import load_suite
+from harness.suites import load_suite
 from tests.conftest import markdown_tables, run_cli
 
 PROBES = ["hallucination/truthfulqa-mc", "hallucination/abstention", "hallucination/abstention-gen", "hallucination/factqa",

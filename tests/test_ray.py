@@ -15,8 +15,8 @@ ray = pytest.importorskip("ray")
 
 from harness.evaluate import EvalSpec, run_eval  # noqa: E402
 from harness.evaluate.distributed import prefill_cache  # noqa: E402
-from harness.evaluate.suites import load_suite  # noqa: E402
 from harness.results import load_run  # noqa: E402
+from harness.suites import load_suite  # noqa: E402
 from tests.test_merge import make_adapter  # noqa: E402
 
 SUITES = {"domain/tempo-t4": 24, "general/world-facts": 24}

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness.evaluate import suite_types
+from harness.suites import suite_types
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,8 +22,8 @@ def test_every_builtin_type_loads_and_path_types_name_their_category():
 
 
 def test_a_lookup_imports_only_that_type(tmp_path):
-    code = ("import sys, json; from harness.evaluate.suites import load_suite; s = load_suite('general/world-facts'); s.build; "
-            "print(json.dumps('harness.probes.bias' in sys.modules))")
+    code = ("import sys, json; from harness.suites import load_suite; s = load_suite('general/world-facts'); s.build; "
+            "print(json.dumps('harness.suites.bias' in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) is False, "an lm_eval suite must not import the bias probes"
@@ -41,7 +41,7 @@ def test_a_third_party_type_comes_in_through_the_entry_point_group(tmp_path):
     )
     data = tmp_path / "items.jsonl"
     data.write_text("".join(json.dumps({"q": f"q{i}", "a": "yes"}) + "\n" for i in range(3)))
-    code = ("import json; from harness.evaluate import suite_types; from harness.evaluate.suites import load_suite; "
+    code = ("import json; from harness.suites import load_suite, suite_types; "
             f"s = load_suite('echoes:{data}'); "
             "print(json.dumps([s.category, s.spec.type, suite_types.find('bbq').target, suite_types.find('echoes').target]))")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
@@ -49,5 +49,16 @@ def test_a_third_party_type_comes_in_through_the_entry_point_group(tmp_path):
     assert out.returncode == 0, out.stderr
     category, kind, bbq, echoes = json.loads(out.stdout.strip().splitlines()[-1])
     assert (category, kind) == ("bias", "echoes")
-    assert bbq == "harness.probes.bias:bbq", "a built-in name is never replaced by a plugin"
+    assert bbq == "harness.suites.bias:bbq", "a built-in name is never replaced by a plugin"
     assert echoes == "myprobes:echoes"
+
+
+def test_the_old_plugin_path_is_an_alias_of_the_suites_api():
+    """Suite types written against ``harness.evaluate.suites`` (the path docs/suites.md named before suites moved)
+    keep working: the same objects, nothing else there."""
+    import harness.evaluate.suites as alias
+    import harness.suites as suites
+
+    assert sorted(alias.__all__) == ["Suite", "TaskBuild", "base_task_config", "lm_eval_type", "meta_from_metric_list", "perplexity_type"]
+    assert all(getattr(alias, n) is getattr(suites, n) for n in alias.__all__)
+    assert {n for n in vars(alias) if not n.startswith("_")} == set(alias.__all__)

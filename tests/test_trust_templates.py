@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from harness.errors import ConfigError
-from harness.evaluate.templates import check_templates, install_sandbox
+from harness.suites.templates import check_templates, install_sandbox
 from tests.conftest import assert_clean_error, run_cli
 
 ISSUE_PAYLOAD = "{{ cycler.__init__.__globals__.os.popen('id > pwned.txt').read() }}{{q}}"

@@ -389,7 +389,7 @@ def plain_lm_eval(model, tok, suite_ref: str, limit: int, max_length: int = 128)
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from harness.evaluate.suites import load_suite
+    from harness.suites import load_suite
 
     suite = load_suite(suite_ref)
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=1, max_length=max_length)

@@ -3,6 +3,8 @@ the pydantic models that validate it, for editors (``# yaml-language-server: $sc
 
 from __future__ import annotations
 
+from typing import Any
+
 from .output import print_json
 
 
@@ -18,8 +20,31 @@ def register(sub) -> None:
     s.set_defaults(handler=cmd_schema)
 
 
-def cmd_schema(args) -> int:
-    from ..config_schema import json_schema
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
+
+def model_for(kind: str):
+    """The pydantic model that validates a config of ``kind`` (one of ``harness.config_schema.KINDS``)."""
+    from ..gate.policy import Policy
+    from ..merge.config import MergeConfig
+    from ..pipeline.config import RunConfig
+    from ..sweep.config import SweepConfig
+    from ..train.config import TrainConfig
+
+    models = {"run": RunConfig, "train": TrainConfig, "sweep": SweepConfig, "merge": MergeConfig, "policy": Policy}
+    if kind not in models:
+        raise ValueError(f"unknown config kind {kind!r}; one of {', '.join(models)}")
+    return models[kind]
+
+
+def json_schema(kind: str) -> dict[str, Any]:
+    """The JSON Schema of a ``kind`` config, generated from its model (so it cannot drift from what is validated)."""
+    from ..config_schema import KINDS
+
+    schema = model_for(kind).model_json_schema(by_alias=True, mode="validation")
+    return {"$schema": SCHEMA_DIALECT, "title": f"lost-and-found {kind} config ({KINDS[kind][2]})", **{k: v for k, v in schema.items() if k != "title"}}
+
+
+def cmd_schema(args) -> int:
     print_json(json_schema(args.kind))
     return 0

@@ -35,7 +35,7 @@ def cmd_diversity(args) -> int:
 
     probe = None
     if args.probe_suite:
-        from ..diversity.function import ProbeSpec
+        from ..diversity.function_space import ProbeSpec
 
         probe = ProbeSpec(args.probe_suite, args.probe_n, args.model, args.device)
     doc = analyse(args.runs, args.adapters, args.registry, probe, args.min_items, per_module=not args.no_per_module,
@@ -53,7 +53,7 @@ def cmd_diversity(args) -> int:
 def print_summary(doc: dict, args=None) -> None:
     from rich.markup import escape
 
-    from ..present.rows import diversity_items_rows, mergeability_rows, similarity_rows
+    from .rows import diversity_items_rows, mergeability_rows, similarity_rows
 
     for w in doc.get("warnings", []):
         console.print(f"[bold yellow]warning:[/] {escape(w)}")

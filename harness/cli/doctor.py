@@ -20,7 +20,7 @@ def cmd_doctor(args) -> int:
     from rich.markup import escape
 
     from ..doctor import as_dicts, run_checks
-    from ..present.rows import doctor_rows
+    from .rows import doctor_rows
 
     checks = run_checks({"output dir": Path(args.out).resolve(), "registry dir": Path(args.registry).resolve()})
     problems = [c for c in checks if not c.ok]

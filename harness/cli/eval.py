@@ -86,13 +86,13 @@ def cmd_eval(args) -> int:
 
 def print_results_table(doc, args=None) -> None:
     """One row per suite and metric (primary first), value and standard error per model."""
-    from ..present.rows import results_rows
+    from .rows import results_rows
 
     show(results_rows(doc), args)
 
 
 def cmd_suites_list(args) -> int:
-    from ..evaluate.suites import available_suites, load_suite_file, suite_origin
+    from ..suites import available_suites, load_suite_file, suite_origin
 
     rows = []
     for name, path in available_suites().items():
@@ -105,7 +105,7 @@ def cmd_suites_list(args) -> int:
     if args.json:
         print_json(rows)
         return 0
-    from ..present.rows import suites_rows
+    from .rows import suites_rows
 
     show(suites_rows(rows), args)
     return 0
@@ -116,7 +116,7 @@ def cmd_suites_validate(args) -> int:
     from rich.markup import escape
 
     from ..errors import LafError
-    from ..evaluate.suites import available_suites, load_suite
+    from ..suites import available_suites, load_suite
 
     names = args.suites or list(available_suites())
     problems = 0

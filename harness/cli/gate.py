@@ -123,7 +123,7 @@ def print_comparison(doc: dict, args=None) -> None:
     quantity's own unit, then the Pareto front, the Holm-adjusted domain p and each candidate's gate verdict."""
     from rich.markup import escape
 
-    from ..present.rows import compare_rows
+    from .rows import compare_rows
 
     show(compare_rows(doc), args)
     w = doc["winner"]
@@ -149,7 +149,7 @@ def cmd_calibrate(args) -> int:
 def print_calibration(doc: dict, args=None) -> None:
     from rich.markup import escape
 
-    from ..present.rows import calibration_rows
+    from .rows import calibration_rows
 
     show(calibration_rows(doc), args)
     console.print("\nsuggested policy:\n" + escape(doc["suggested_policy_yaml"]))

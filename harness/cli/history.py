@@ -78,7 +78,7 @@ def cmd_list(args) -> int:
     from rich.markup import escape
 
     from ..history import HistoryStore
-    from ..present.rows import history_runs_rows
+    from .rows import history_runs_rows
 
     with HistoryStore(_url(args)) as store:
         rows = store.runs(args.name, args.limit)
@@ -95,7 +95,7 @@ def cmd_show(args) -> int:
     from rich.markup import escape
 
     from ..history import HistoryStore
-    from ..present.rows import trend_rows
+    from .rows import trend_rows
 
     with HistoryStore(_url(args)) as store:
         doc = store.trend(args.name, args.suite)

@@ -34,7 +34,7 @@ def cmd_show(args) -> int:
     if args.json:
         print_json(info)
         return 0
-    from ..present.rows import fields_rows
+    from .rows import fields_rows
 
     show(fields_rows([("model", info["spec"]), ("kind", info["kind"]), ("source", info["source"]), ("path", info["path"]),
                       ("architecture", info["architecture"]), ("parameters", f"{info['parameters']:,} ({info['parameters'] / 1e6:.0f} M)"),

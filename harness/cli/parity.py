@@ -42,7 +42,7 @@ def cmd_parity(args) -> int:
         return 0
     for name, m in doc["merge"].items():
         console.print(f"{name}: {m['dtype']} folder merged into the {m['base_weights']} base weights -> {m['path']}")
-    from ..present.rows import parity_metric_rows, parity_rows
+    from .rows import parity_metric_rows, parity_rows
 
     show(parity_rows(doc), args)
     show(parity_metric_rows(doc), args)

@@ -56,7 +56,7 @@ def _registry(args):
 def cmd_list(args) -> int:
     from rich.markup import escape
 
-    from ..present.rows import registry_rows
+    from .rows import registry_rows
 
     entries, broken = _registry(args).scan()
     rows = [
@@ -144,7 +144,7 @@ def cmd_verify(args) -> int:
 def cmd_export(args) -> int:
     from rich.markup import escape
 
-    from ..registry.export import export_adapter
+    from ..report.hub_export import export_adapter
 
     res = export_adapter(_registry(args), args.ref, args.out, args.run, force=args.force, license=args.license,
                          base_model=args.base_model, datasets=args.datasets, repo_id=args.repo_id)

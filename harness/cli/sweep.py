@@ -49,7 +49,7 @@ def cmd_sweep(args) -> int:
     if args.json:
         print_json({k: v for k, v in summary.items() if k != "results"})
         return summary["exit_code"]
-    from ..present.rows import frontier_rows, sweep_rows
+    from .rows import frontier_rows, sweep_rows
 
     show(sweep_rows(summary), args)
     if summary.get("frontier"):

@@ -125,7 +125,7 @@ def contamination_check(texts: list[str], lines: list[int], s: CurationSettings,
     suite_refs = suites_from_against(s.against)
     if not suite_refs:
         return None
-    from ..evaluate.suites import load_suite
+    from ..suites import load_suite
 
     items, per_suite, skipped = [], {}, []
     for ref in suite_refs:
@@ -164,7 +164,7 @@ def replay_contamination(texts: list[str], against: list[str] | None, ngram: int
     built-in and yours; hub-only suites are listed as not checked): ``(indices kept, contamination report)``."""
     unavailable = []
     if against is None:  # every suite whose data is on this machine; a benchmark whose data is only on the hub is listed
-        from ..evaluate.suites import available_suites, load_suite
+        from ..suites import available_suites, load_suite
 
         against = []
         saved = os.environ.get("LAF_OFFLINE")

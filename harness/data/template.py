@@ -7,21 +7,16 @@ The plain template (documented in docs/config.md) for a conversation is::
 
 repeated per turn (turns separated by a blank line). Text is returned as
 segments ``(text, supervised)`` so the loss can be put on response tokens only.
-Evaluation suites use :func:`plain_prompt` so a domain question is asked in
+Evaluation suites use :func:`plain_prompt` (:mod:`harness.prompt`) so a domain question is asked in
 the same shape the adapter was trained on.
 """
 
 from __future__ import annotations
 
+from ..prompt import PLAIN_SYSTEM, PLAIN_USER
 from .formats import Example
 
-PLAIN_SYSTEM = "### System:\n{content}\n\n"
-PLAIN_USER = "### Instruction:\n{content}\n\n### Response:\n"
 TURN_SEPARATOR = "\n\n"
-
-
-def plain_prompt(question: str, system: str | None = None) -> str:
-    return (PLAIN_SYSTEM.format(content=system) if system else "") + PLAIN_USER.format(content=question)
 
 
 def has_chat_template(tokenizer) -> bool:

@@ -11,9 +11,9 @@ from .. import defaults
 from ..errors import LafError
 from ..io import atomic_write_json, atomic_write_text
 from .cluster import cluster_matrix
-from .observed import observed_merges, prediction_check
-from .predict import mergeability
-from .prediction import DEFAULT_MIN_ITEMS, MEASURES, load_prediction_inputs, prediction_space
+from .merge_outcomes import observed_merges, prediction_check
+from .mergeability import predict_mergeability
+from .prediction_space import DEFAULT_MIN_ITEMS, MEASURES, load_prediction_inputs, prediction_space
 
 SCHEMA = "laf.diversity/1"
 FILE = "diversity.json"
@@ -68,8 +68,8 @@ def analyse(runs: list[str], adapters: list[str] | None = None, registry: str | 
             doc[m] = {"skipped": "no evaluation runs given"}
     loaded = []
     if adapters and weight_space:
-        from .weights import load_registered
-        from .weights import weight_space as weight_measures
+        from .weight_space import load_registered
+        from .weight_space import weight_space as weight_measures
 
         loaded = load_registered(adapters, registry)
         w = weight_measures(loaded, per_module=per_module)
@@ -81,8 +81,8 @@ def analyse(runs: list[str], adapters: list[str] | None = None, registry: str | 
             doc[k] = {"skipped": "no --adapters given" if not adapters else "weight space switched off"}
     if probe is not None:
         from ..registry import Registry
-        from .function import function_space, probe_items
-        from .weights import load_registered
+        from .function_space import function_space, probe_items
+        from .weight_space import load_registered
 
         loaded = loaded or load_registered(adapters, registry)
 
@@ -142,7 +142,7 @@ def _predictions(doc: dict, inp, adapters: list[str]) -> dict:
             kappa = doc["kappa"]["all"]
     wc = doc["weight_cosine"].get("overall")
     gap = doc["merge_ensemble_gap"].get("kl")
-    return mergeability(pairs, weight_cosine=wc, kappa=kappa, merge_gap_kl=gap, kappa_scope=scope)
+    return predict_mergeability(pairs, weight_cosine=wc, kappa=kappa, merge_gap_kl=gap, kappa_scope=scope)
 
 
 def check_finite(obj, path: str = "diversity") -> None:
@@ -220,7 +220,7 @@ def analyse_run(run_dir: str | Path, adapters: list[str] | None = None, options:
     probe = None
     if options.function_space:
         from ..results import load_results
-        from .function import ProbeSpec
+        from .function_space import ProbeSpec
 
         suite = options.probe_suite
         if suite is None:

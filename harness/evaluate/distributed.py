@@ -120,9 +120,9 @@ class EvalWorker:
 
         from ..env import reduce_malloc_fragmentation
         from ..models import resolve_model
+        from ..suites import load_suite
         from .engine import plan_runs
         from .pool import ModelPool
-        from .suites import load_suite
 
         reduce_malloc_fragmentation()
         self.spec = spec

@@ -26,13 +26,13 @@ from ..env import provenance, reduce_malloc_fragmentation
 from ..errors import LafError
 from ..models import resolve_model
 from ..results import BASE, AdapterInfo, BaseModelInfo, ItemRecord, ModelInfo, Provenance, ResultsDoc, ResultsStore, RunLock, SuiteMeta, commit_run
+from ..suites import Suite, load_suite
 from .aggregation import breakdown, suite_aggregates
 from .cache import NullCache, RequestStats, ResponseCache, request_key, suite_result_key
 from .identity import PROBE_VERSION, SCORING_VERSION, CheckedAdapter, check_adapters, load_spec_for, model_identity
 from .pool import ModelPool, ModelRun
 from .records import from_lm_eval_sample, nonfinite_items
 from .spec import EvalSpec, default_cache_path
-from .suites import Suite, load_suite
 
 ProgressCallback = Callable[[str, str, int, int, int], None]  # model, suite, done, total, hits
 

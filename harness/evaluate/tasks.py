@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING
 
 from ..io import sha256_json
 from ..results import SuiteMeta
+from ..suites.spec import Suite
+from ..suites.task import meta_from_metric_list
 from .aggregation import native_aggregates
-from .suites import Suite, meta_from_metric_list
 
 if TYPE_CHECKING:
     from .lm import HarnessLM
@@ -17,7 +18,7 @@ def build_tasks(suites: list[Suite]) -> dict[str, object]:
     """lm-eval Task objects, built once and reused for every model (None: a suite the engine runs natively)."""
     from lm_eval.tasks import TaskManager
 
-    from .templates import check_templates, install_sandbox
+    from ..suites.templates import check_templates, install_sandbox
 
     install_sandbox()  # every template lm-eval renders from here on runs sandboxed
     tasks = {}

@@ -55,7 +55,7 @@ def junit_xml(v: Verdict) -> str:
 def verdict_table(v: Verdict) -> Table:
     """One row per rule: the status mark, the rule (advisory ones say so), the paired baseline and candidate values,
     the change with its CI, the margin and the minimum detectable effect, each in the metric's own unit (points for
-    shares of items). The summary below is this table; ``harness.present.rows.verdict_rows`` gives it to the CLI."""
+    shares of items). The summary below is this table; ``harness.cli.rows.verdict_rows`` gives it to the CLI."""
     t = Table(["", "rule", "suite", "metric", "baseline", "candidate", "change (CI)", "margin", "MDE"])
     for r in v.rules:
         d = r.delta

@@ -16,18 +16,19 @@ from typing import Any
 
 from ..errors import LafError
 from ..registry.merge_info import merge_summary
-from ..results import BASE, is_proportion, load_results
+from ..results import BASE, is_proportion, load_results, parse_run_ref
 from ..stats import holm
 from .deltas import compute_delta, pooled_delta
 from .policy import Policy, load_policy
 from .rules import evaluate_gate
-from .runs import RunSide, check_comparable, load_side, parse_ref
+from .runs import RunSide, check_comparable, load_side
 
 
 def _candidates(refs: list[str]) -> list[RunSide]:
     out = []
     for ref in refs:
-        folder, model = parse_ref(ref)
+        run_ref = parse_run_ref(ref)
+        folder, model = run_ref.path, run_ref.model
         if model:
             out.append(load_side(ref, "candidate", default_base=False))
             continue
@@ -116,7 +117,7 @@ def compare_runs(refs: list[str], baseline_ref: str | None, policy_path: Policy 
     the gated quantities, and Holm-corrected tests for a winner. Its verdict comes from ``verdicts`` (verdict.json
     dicts by model, as ``laf run``'s gate stage wrote them), or is computed here when a policy is given.
     Returns ``compare.json``'s dict."""
-    base = load_side(baseline_ref or f"{parse_ref(refs[0])[0]}#{BASE}", "baseline", default_base=True)
+    base = load_side(baseline_ref or f"{parse_run_ref(refs[0]).path}#{BASE}", "baseline", default_base=True)
     cands = _candidates(refs)
     labels = [f"{c.model}" if c.folder == base.folder else f"{c.ref}" for c in cands]
     if len(set(labels)) != len(labels):
@@ -144,7 +145,7 @@ def compare_runs(refs: list[str], baseline_ref: str | None, policy_path: Policy 
             members = [s for s, m in base.suites.items() if m.category == cat and m.poolable]
             if members:
                 cats[cat] = {"suites": members, **pooled_delta(base, c, members, policy).to_dict()}
-        requested = parse_ref(c.ref)[1]
+        requested = parse_run_ref(c.ref).model
         info = c.results.models[c.model].adapter
         row = {"candidate": label, "ref": c.ref, "model": c.model, "identity": c.identity(), "resolved_from": requested if requested and requested != c.model else None,
                "merge": None if info is None else merge_summary(info.manifest, info.ref),

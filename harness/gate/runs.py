@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import LafError
 from ..io import canonical_json, sha256_file, sha256_json
 from ..registry.merge_info import merge_summary
-from ..results import BASE, INTEGRITY, ItemRecord, ResultsDoc, SuiteMeta, load_run
+from ..results import BASE, INTEGRITY, ItemRecord, ResultsDoc, SuiteMeta, load_run, parse_run_ref
 from ..stats import get_aggregation
 from ..stats.single import estimate
 
@@ -116,13 +116,6 @@ def run_seal(folder: Path) -> str | None:
     return sha256_file(path) if path.is_file() and not path.is_symlink() else None
 
 
-def parse_ref(ref: str) -> tuple[Path, str | None]:
-    if "#" in ref:
-        folder, model = ref.rsplit("#", 1)
-        return Path(folder), model or None
-    return Path(ref), None
-
-
 def resolve_model_name(model: str, models: list[str]) -> str:
     """``NAME`` or ``NAME@latest`` -> the highest ``NAME@VERSION`` the run evaluated (``model`` unchanged otherwise)."""
     name = model[: -len("@latest")] if model.endswith("@latest") else model
@@ -135,7 +128,8 @@ def resolve_model_name(model: str, models: list[str]) -> str:
 def load_side(ref: str, role: str, default_base: bool, allow_modified: bool = False) -> RunSide:
     """The records of one model of a run (``RUN`` or ``RUN#MODEL``); ``role`` names it in errors. The run folder
     must pass its integrity check unless ``allow_modified`` (then the side's ``integrity`` says what failed)."""
-    folder, model = parse_ref(ref)
+    run_ref = parse_run_ref(ref)
+    folder, model = run_ref.path, run_ref.model
     if folder.is_dir() and not any(folder.iterdir()):
         raise LafError(f"the {role} run folder {folder} is empty", "pass the --out folder of a finished `laf eval`")
     results, records = load_run(folder, allow_modified=allow_modified)

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..errors import LafError
 from ..registry import AdapterEntry, AdapterRef, Registry
-
-WEIGHTS = "adapter_model.safetensors"
-CONFIG = "adapter_config.json"
-_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<ab>[AB])\.weight$")
+from ..registry.lora import CONFIG, PEFT_PREFIX, WEIGHTS, read_lora_factors
 
 
 @dataclass
@@ -85,33 +82,22 @@ def _check_config(label: str, c: dict) -> None:
 
 
 def _read_factors(label: str, path: Path, r: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        tensors = load_file(str(path))
-    except (OSError, SafetensorError, RuntimeError, ValueError) as e:
-        raise LafError(f"adapter {label}: cannot read {path.name}: {e}", f"run `laf registry verify {label}`") from e
-    pairs: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        m = _KEY.match(key)
-        if not m:
-            raise LafError(f"adapter {label}: tensor {key!r} is not a LoRA A/B weight (embedding LoRA, DoRA magnitude or a saved module?)",
-                           "merge adapters that hold only lora_A/lora_B weights of linear layers")
-        if not torch.isfinite(value).all():
-            bad = int((~torch.isfinite(value)).sum())
-            raise LafError(f"adapter {label}: tensor {key} holds {bad} non-finite values (NaN or inf)",
-                           "retrain the adapter (training diverged or the file is corrupt); a merge with it would be meaningless")
-        pairs.setdefault(m["module"], {})[m["ab"]] = value.float()
+    read = read_lora_factors(path, label)
+    refused = read.other + [k for pair in read.modules.values() if pair.embedding for k in pair.keys]
+    if refused:
+        raise LafError(f"adapter {label}: tensor {refused[0]!r} is not a LoRA A/B weight (embedding LoRA, DoRA magnitude or a saved module?)",
+                       "merge adapters that hold only lora_A/lora_B weights of linear layers")
     out = {}
-    for module, ab in pairs.items():
-        if set(ab) != {"A", "B"}:
-            raise LafError(f"adapter {label}: module {module} has lora_{next(iter(ab))} but not its partner", f"run `laf registry verify {label}`")
-        A, B = ab["A"], ab["B"]
-        if A.dim() != 2 or B.dim() != 2 or A.shape[0] != B.shape[1] or A.shape[0] != r:
-            raise LafError(f"adapter {label}: module {module} has A {tuple(A.shape)} and B {tuple(B.shape)}, not a rank-{r} pair",
+    for module, pair in read.modules.items():
+        for key, value in zip(pair.keys, (pair.A, pair.B)):
+            if not np.isfinite(value).all():
+                bad = int((~np.isfinite(value)).sum())
+                raise LafError(f"adapter {label}: tensor {key} holds {bad} non-finite values (NaN or inf)",
+                               "retrain the adapter (training diverged or the file is corrupt); a merge with it would be meaningless")
+        if pair.A.shape[0] != r:
+            raise LafError(f"adapter {label}: module {module} has A {tuple(pair.A.shape)} and B {tuple(pair.B.shape)}, not a rank-{r} pair",
                            "re-register the adapter")
-        out[module] = (A, B)
+        out[module] = (torch.from_numpy(pair.A.astype(np.float32)), torch.from_numpy(pair.B.astype(np.float32)))
     if not out:
         raise LafError(f"adapter {label}: {path.name} holds no LoRA weights", "re-register the adapter")
     return out
@@ -160,4 +146,4 @@ def adapter_config(template: dict, rank: int, modules: list[str]) -> dict:
 
 
 def lora_key(module: str, ab: str) -> str:
-    return f"base_model.model.{module}.lora_{ab}.weight"
+    return f"{PEFT_PREFIX}{module}.lora_{ab}.weight"

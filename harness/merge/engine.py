@@ -25,7 +25,8 @@ import torch
 from ..env import command_line, now_iso, package_versions
 from ..errors import LafError
 from ..registry import AdapterEntry, AdapterRef, Registry
-from .adapters import CONFIG, WEIGHTS, LoadedAdapter, adapter_config, check_compatible, load_adapter, lora_key
+from ..registry.lora import CONFIG, WEIGHTS, layer_of
+from .adapters import LoadedAdapter, adapter_config, check_compatible, load_adapter, lora_key
 from .config import APPROXIMATE_MERGE, COMBINATIONS, MergeConfig, check_method_params
 from .methods import (
     EXACT_TOLERANCE,
@@ -34,7 +35,6 @@ from .methods import (
     MethodParams,
     combine,
     factored_error,
-    layer_index,
     merge_module,
     refactor_combination,
     refactor_dense,
@@ -96,7 +96,7 @@ def _module_parallel():
 
 
 def _module_order(names) -> list[str]:
-    return sorted(names, key=lambda n: (layer_index(n) if layer_index(n) is not None else -1, n))
+    return sorted(names, key=lambda n: (layer_of(n) if layer_of(n) is not None else -1, n))
 
 
 def _params(cfg: MergeConfig, n_layers: int) -> MethodParams:
@@ -165,7 +165,7 @@ def merge_adapters(cfg: MergeConfig, *, source: str | Path = "<merge config>", l
     adapters = [load_adapter(registry, i.ref) for i in cfg.inputs()]
     check_compatible(adapters)
     names = _module_order(adapters[0].factors)
-    layers = [layer_index(n) for n in names if layer_index(n) is not None]
+    layers = [layer_of(n) for n in names if layer_of(n) is not None]
     n_layers = max(layers) + 1 if layers else 1
     params = _params(cfg, n_layers)
     weights = cfg.input_weights() if cfg.method in ("linear", "task_arithmetic", "cat", "ties", "dare_linear", "dare_ties") else None

@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from dataclasses import dataclass, field
 
 import torch
 
+from ..registry.lora import layer_of
+
 DOT_THRESHOLD = 0.9995  # mergekit's: above it the two vectors count as colinear -> lerp
 EPS = 1e-8
-_LAYER = re.compile(r"\.(?:layers|h|blocks|layer)\.(\d+)\.")
 
 
 @dataclass
@@ -206,11 +206,6 @@ def consensus_sum(deltas: list[torch.Tensor], weights: list[float], normalize: b
 # ---------------------------------------------------------------- t over depth
 
 
-def layer_index(module: str) -> int | None:
-    m = _LAYER.search("." + module + ".")
-    return int(m.group(1)) if m else None
-
-
 def evaluate_t(setting, module: str, depth: float) -> float:
     """mergekit's ``evaluate_setting``: a number; a list interpolated piecewise-linearly over
     depth in [0, 1]; or a list of {filter, value} where the first filter that is a
@@ -232,7 +227,7 @@ def evaluate_t(setting, module: str, depth: float) -> float:
 
 def depth_of(module: str, n_layers: int) -> float:
     """mergekit's t for layer idx of L: idx / (L - 1) (1 when there is a single layer); 0 outside layers."""
-    idx = layer_index(module)
+    idx = layer_of(module)
     if idx is None:
         return 0.0
     return idx / (n_layers - 1) if n_layers > 1 else 1.0

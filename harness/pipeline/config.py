@@ -259,8 +259,8 @@ def saved_config_text(cfg: StrictModel, base: Path) -> str:
 
 def validate_run(cfg: RunConfig, base: Path, config_path: Path):
     """Everything that can be checked before a stage starts, reported together; returns (suites, policy)."""
-    from ..evaluate.suites import load_suite
     from ..gate.policy import Policy, load_policy
+    from ..suites import load_suite
 
     problems: list[str] = list(cfg._problems)
     if cfg.data is None and not cfg.adapters and not cfg.merge and not cfg._invalid_merges:

@@ -2,7 +2,7 @@
 
 Each item is ``{prompt, chosen, rejected}`` (an optional ``kind`` breaks the
 metrics down). The prompt is asked in the training template
-(:func:`harness.data.template.plain_prompt`, as the domain suites do), and both
+(:func:`harness.prompt.plain_prompt`, as the domain suites do), and both
 answers are scored as continuations of it in one multiple-choice request, so
 the scorer shares the prompt's forward pass between them.
 
@@ -20,11 +20,16 @@ the training pairs.
 
 from __future__ import annotations
 
-from ..data.template import plain_prompt
+from typing import TYPE_CHECKING
+
 from ..errors import LafError
-from ..evaluate.suites import Suite, TaskBuild, base_task_config
-from .common import metric, metrics
+from ..prompt import plain_prompt
+from .answers import metric, metrics
 from .hallucination import require
+from .task import TaskBuild, base_task_config
+
+if TYPE_CHECKING:
+    from .spec import Suite
 
 
 def _check(suite: Suite, docs: list[dict]) -> None:

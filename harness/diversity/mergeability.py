@@ -51,7 +51,7 @@ class _Lookup:
         return None if i is None or j is None else self.values[i][j]
 
 
-def mergeability(pairs: list[tuple[str, str]], *, weight_cosine: dict | None = None, kappa: dict | None = None,
+def predict_mergeability(pairs: list[tuple[str, str]], *, weight_cosine: dict | None = None, kappa: dict | None = None,
                  merge_gap_kl: dict | None = None, kappa_scope: str = "all") -> dict:
     """Score every pair from whichever signals exist for it."""
     rows = []

@@ -13,7 +13,7 @@ base, its *retained gain* is observed from the runs' own results:
 below 0 that it is worse than the base. It is undefined (said, not NaN) when
 the parents gained nothing on average (nothing to retain). The predicted
 mergeability of the parents' pair is then compared with it by
-:func:`harness.diversity.predict.check_predictions` (Spearman's rho with a
+:func:`harness.diversity.mergeability.check_predictions` (Spearman's rho with a
 bootstrap CI), separately per merge method, because no single predictor works
 for every method (arXiv 2601.22285).
 """
@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 
 from ..errors import LafError
-from .predict import check_predictions
+from .mergeability import check_predictions
 
 MIN_PAIRS = 3
 

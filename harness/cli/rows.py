@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .table import Table
+from ..present.table import Table
 
 
 def results_rows(doc: Any) -> Table:

@@ -17,10 +17,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..errors import LafError
-from ..evaluate.suites import Suite, TaskBuild, base_task_config
-from .common import metric, metrics, normalize_answer
+from .answers import metric, metrics, normalize_answer
 from .hallucination import require
+from .task import TaskBuild, base_task_config
+
+if TYPE_CHECKING:
+    from .spec import Suite
 
 
 def crows_pairs(suite: Suite, docs: list[dict]) -> TaskBuild:

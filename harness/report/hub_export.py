@@ -30,7 +30,7 @@ from statistics import NormalDist
 from ..errors import LafError
 from ..io import _umask, check_plain_tree, sha256_file
 from ..present import markdown_table, md_escape
-from . import AdapterEntry, Registry
+from ..registry import AdapterEntry, Registry
 
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 DEFAULT_BASE_ID = "google/gemma-3-270m"  # what the `default` model spec is

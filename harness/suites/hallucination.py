@@ -16,11 +16,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..errors import LafError
-from ..evaluate.suites import Suite, TaskBuild, base_task_config
-from .common import IDK, abstained, contains_answer, exact_match, inconsistency, metric, metrics, token_f1
+from .answers import IDK, abstained, contains_answer, exact_match, inconsistency, metric, metrics, token_f1
+from .task import TaskBuild, base_task_config
+
+if TYPE_CHECKING:
+    from .spec import Suite
 
 QA_PRIMER = (
     "Q: What is human life expectancy in the United States?\nA: Human life expectancy in the United States is 78 years.\n\n"

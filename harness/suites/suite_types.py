@@ -1,7 +1,7 @@
 """The suite types: one declarative table, each type's function imported only when a suite of that type is used.
 
 A suite type turns a suite's documents into an lm-eval task config and the
-meaning of its metrics (:class:`~harness.evaluate.suites.TaskBuild`). Each row
+meaning of its metrics (:class:`~harness.suites.task.TaskBuild`). Each row
 names the function as ``"module:function"``, the category a ``TYPE:PATH`` suite
 reference gets, and the data format its published files come in.
 
@@ -23,10 +23,11 @@ from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Callable
 
-from ..errors import LafError
+from ..errors import ConfigError, LafError
 
 if TYPE_CHECKING:
-    from .suites import Suite, TaskBuild
+    from .spec import Suite
+    from .task import TaskBuild
 
 ENTRY_POINT_GROUP = "lost_and_found.suite_types"
 SuiteTypeFn = Callable[["Suite", list[dict]], "TaskBuild"]
@@ -37,7 +38,7 @@ class SuiteType:
     name: str
     target: str  # "module:function"
     category: str | None = None  # category of a TYPE:PATH reference; None: the type needs a suite file
-    data_format: str = "plain"  # how its published data files are normalised (harness.evaluate.sources)
+    data_format: str = "plain"  # how its published data files are normalised (harness.suites.sources)
 
     def load(self) -> SuiteTypeFn:
         module, _, attr = self.target.partition(":")
@@ -49,18 +50,18 @@ class SuiteType:
 
 
 BUILTIN: dict[str, SuiteType] = {t.name: t for t in (
-    SuiteType("lm_eval", "harness.evaluate.suites:lm_eval_type"),
-    SuiteType("perplexity", "harness.evaluate.suites:perplexity_type"),
-    SuiteType("freeform", "harness.evaluate.freeform:freeform", "domain"),  # generated answers vs references, harness.metrics
-    SuiteType("truthfulqa_mc", "harness.probes.hallucination:truthfulqa_mc", "hallucination", "truthfulqa_mc_json"),
-    SuiteType("abstention_mc", "harness.probes.hallucination:abstention_mc", "hallucination"),
-    SuiteType("abstention_gen", "harness.probes.hallucination:abstention_gen", "hallucination"),
-    SuiteType("factqa", "harness.probes.hallucination:factqa", "hallucination"),
-    SuiteType("crows_pairs", "harness.probes.bias:crows_pairs", "bias", "crows_csv"),
-    SuiteType("bbq", "harness.probes.bias:bbq", "bias"),
-    SuiteType("counterfactual", "harness.probes.bias:counterfactual", "bias"),
-    SuiteType("counterfactual_gen", "harness.probes.bias:counterfactual_gen", "bias"),
-    SuiteType("preference", "harness.probes.preference:preference", "domain"),
+    SuiteType("lm_eval", "harness.suites.lm_eval:lm_eval_type"),
+    SuiteType("perplexity", "harness.suites.perplexity:perplexity_type"),
+    SuiteType("freeform", "harness.suites.freeform:freeform", "domain"),  # generated answers vs references, harness.metrics
+    SuiteType("truthfulqa_mc", "harness.suites.hallucination:truthfulqa_mc", "hallucination", "truthfulqa_mc_json"),
+    SuiteType("abstention_mc", "harness.suites.hallucination:abstention_mc", "hallucination"),
+    SuiteType("abstention_gen", "harness.suites.hallucination:abstention_gen", "hallucination"),
+    SuiteType("factqa", "harness.suites.hallucination:factqa", "hallucination"),
+    SuiteType("crows_pairs", "harness.suites.bias:crows_pairs", "bias", "crows_csv"),
+    SuiteType("bbq", "harness.suites.bias:bbq", "bias"),
+    SuiteType("counterfactual", "harness.suites.bias:counterfactual", "bias"),
+    SuiteType("counterfactual_gen", "harness.suites.bias:counterfactual_gen", "bias"),
+    SuiteType("preference", "harness.suites.preference:preference", "domain"),
 )}
 
 
@@ -92,3 +93,11 @@ def find(name: str) -> SuiteType | None:
 def path_types() -> dict[str, SuiteType]:
     """Types that run on a data file given as ``TYPE:PATH``."""
     return {n: t for n, t in all_types().items() if t.category}
+
+
+def require(name: str, where) -> SuiteType:
+    """The type called ``name``; an unknown name is a config error at ``where``'s ``type`` key."""
+    t = find(name)
+    if t is None:
+        raise ConfigError(where, "type", f"unknown suite type '{name}'", f"use one of: {', '.join(sorted(all_types()))}")
+    return t

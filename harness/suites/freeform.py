@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 from pydantic import Field
 
@@ -32,7 +32,10 @@ from .. import metrics as shipped
 from ..config import StrictModel, validate
 from ..errors import ConfigError, LafError
 from ..results import MetricMeta
-from .suites import Suite, TaskBuild
+from .task import TaskBuild
+
+if TYPE_CHECKING:
+    from .spec import Suite
 
 DEFAULT_PROMPT = "### Instruction:\n{{question}}\n\n### Response:\n"  # the training template (harness.data.template)
 _FIELD = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")

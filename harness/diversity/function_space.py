@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LafError
-from .weights import WEIGHTS, LoadedAdapter
+from ..registry.lora import WEIGHTS
+from .weight_space import LoadedAdapter
 
 MAX_MERGE_PAIRS = 28  # 8 adapters; each pair is one more adapter forward per probe
 

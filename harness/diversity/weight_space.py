@@ -27,51 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LafError
-
-WEIGHTS = "adapter_model.safetensors"
-CONFIG = "adapter_config.json"
-_MAX_HEADER = 100 * 1024 * 1024
-_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": "bf16"}
-_FACTOR = re.compile(r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.[^.]+)?(?:\.weight)?$")
-_LAYER = re.compile(r"\.layers\.(\d+)\.")
-
-
-# ---------------------------------------------------------------- reading
-
-def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """A bounds-checked safetensors reader returning float64 arrays (bf16 included, which numpy lacks)."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) != 8:
-                raise ValueError("file shorter than its header")
-            n = int.from_bytes(head, "little")
-            if n <= 0 or n > min(_MAX_HEADER, size - 8):
-                raise ValueError(f"header length {n} does not fit the file ({size} bytes)")
-            header = json.loads(f.read(n))
-            data_start = 8 + n
-            out = {}
-            for name, meta in header.items():
-                if name == "__metadata__":
-                    continue
-                dtype, shape, (lo, hi) = meta["dtype"], meta["shape"], meta["data_offsets"]
-                if dtype not in _DTYPES:
-                    raise ValueError(f"tensor {name} has dtype {dtype}; LoRA factors are floating point")
-                width = 2 if dtype in ("F16", "BF16") else np.dtype(_DTYPES[dtype]).itemsize
-                count = math.prod(shape)
-                if not (0 <= lo <= hi <= size - data_start) or hi - lo != count * width:
-                    raise ValueError(f"tensor {name}: offsets {lo}..{hi} do not match shape {shape} or the file size")
-                f.seek(data_start + lo)
-                raw = f.read(hi - lo)
-                if dtype == "BF16":
-                    arr = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
-                else:
-                    arr = np.frombuffer(raw, dtype=np.dtype(_DTYPES[dtype]).newbyteorder("<"))
-                out[name] = arr.astype(np.float64).reshape(shape)
-            return out
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise LafError(f"{path} is not a readable safetensors file: {e}", "restore the adapter (`laf registry verify` names changed files)") from e
+from ..registry.lora import CONFIG, PEFT_PREFIX, WEIGHTS, layer_of, read_lora_factors
 
 
 @dataclass
@@ -118,28 +74,17 @@ def load_adapter(ref: str, folder: Path, manifest: dict) -> LoadedAdapter:
     alpha = cfg.get("lora_alpha", 8)
     if not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
         raise LafError(f"adapter {ref}: lora_alpha {alpha!r} is not a number", "fix adapter_config.json or retrain")
-    tensors = read_safetensors(folder / WEIGHTS)
-    factors: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
-    for key, arr in tensors.items():
-        m = _FACTOR.match(key)
-        if not m:
-            continue  # modules_to_save and other full tensors are not task vectors of LoRA form
-        factors[m["module"]]["A" if m["kind"].endswith("A") else "B"] = arr
+    read = read_lora_factors(folder / WEIGHTS, ref)  # modules_to_save and other full tensors are not task vectors of LoRA form
     modules = {}
-    for name, f in sorted(factors.items()):
-        if set(f) != {"A", "B"}:
-            raise LafError(f"adapter {ref}: module {name} has a lora_{'A' if 'A' in f else 'B'} but no partner", "restore or retrain the adapter")
-        A, B = f["A"], f["B"]
-        if A.ndim != 2 or B.ndim != 2 or A.shape[0] != B.shape[1]:
-            raise LafError(f"adapter {ref}: module {name} has factors of shapes {A.shape} and {B.shape}, which do not multiply",
-                           "restore or retrain the adapter")
+    for module, pair in read.modules.items():
+        name = PEFT_PREFIX + module  # named as PEFT saves it, however this file was written
+        A, B = pair.A, pair.B
         if not (np.isfinite(A).all() and np.isfinite(B).all()):
             raise LafError(f"adapter {ref}: module {name} holds non-finite weights (NaN or inf)", "the training diverged; retrain it")
         r = A.shape[0]
         a = _pattern_value(cfg.get("alpha_pattern"), name, alpha)
         scale = a / math.sqrt(r) if cfg.get("use_rslora") else a / r
-        layer = _LAYER.search(name + ".")
-        modules[name] = LoraModule(name, int(layer.group(1)) if layer else None, name.rsplit(".", 1)[-1], A, B, float(scale))
+        modules[name] = LoraModule(name, layer_of(name), name.rsplit(".", 1)[-1], A, B, float(scale))
     if not modules:
         raise LafError(f"adapter {ref}: {folder / WEIGHTS} holds no LoRA factors", "restore or retrain the adapter")
     return LoadedAdapter(ref, fp, ((manifest or {}).get("base_model") or {}).get("spec"), modules)
@@ -240,7 +185,7 @@ def weight_space(adapters: list[LoadedAdapter], per_module: bool = True) -> dict
     check_same_base(adapters)
     labels = [a.ref for a in adapters]
     n = len(adapters)
-    names = sorted({m for a in adapters for m in a.modules}, key=lambda s: (_LAYER.search(s + ".") is None, int(m.group(1)) if (m := _LAYER.search(s + ".")) else 0, s))
+    names = sorted({m for a in adapters for m in a.modules}, key=lambda s: (layer_of(s) is None, layer_of(s) or 0, s))
     shapes: dict[str, tuple] = {}
     for a in adapters:
         for name, mod in a.modules.items():

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import LafError
+from ..results import parse_run_ref
 from .runs import read_run
 
 DEFAULT_MIN_ITEMS = 20
@@ -164,7 +165,7 @@ def load_prediction_inputs(runs: list[str], min_items: int = DEFAULT_MIN_ITEMS, 
     chosen: list[tuple[str, str]] = []
     base_from: str | None = None
     for ref in runs:
-        folder, _, model = ref.partition("#")
+        folder, model = parse_run_ref(ref)
         if folder not in loaded:
             loaded[folder] = read_run(folder, allow_modified)
         results = loaded[folder][0]
