@@ -40,7 +40,9 @@ def cmd_diversity(args) -> int:
         probe = ProbeSpec(args.probe_suite, args.probe_n, args.model, args.device)
     doc = analyse(args.runs, args.adapters, args.registry, probe, args.min_items, per_module=not args.no_per_module,
                   allow_modified=args.allow_modified)
-    out = Path(args.out) if args.out else (Path(args.runs[0].split("#")[0]) if args.runs else Path(defaults.DIVERSITY_OUT))
+    from ..results.refs import parse_run_ref
+
+    out = Path(args.out) if args.out else (Path(parse_run_ref(args.runs[0]).folder) if args.runs else Path(defaults.DIVERSITY_OUT))
     path = write_diversity(doc, out)
     if args.json:
         print_json(doc)

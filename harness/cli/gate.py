@@ -70,7 +70,9 @@ def cmd_gate(args) -> int:
     if args.json:
         print_json(v.to_dict())
         return v.exit_code
-    requested, got = args.candidate.rsplit("#", 1)[-1] if "#" in args.candidate else None, v.candidate.get("model")
+    from ..results.refs import parse_run_ref
+
+    requested, got = parse_run_ref(args.candidate).model, v.candidate.get("model")
     console.print(f"candidate: {requested} -> {got}" if requested and requested != got else f"candidate: {got}")
     print_verdict(v, out)
     print_recorded((v.history or {}).get("recorded"))
@@ -101,9 +103,10 @@ def cmd_compare(args) -> int:
     from ..gate.compare import combined_exit, compare_runs
     from ..history import record_outcome, resolve_url
     from ..io import atomic_write_json, sha256_json
+    from ..results.refs import parse_run_ref
 
     doc = compare_runs(args.runs, args.baseline, args.policy, args.confidence)
-    out = Path(args.output) if args.output else Path(args.runs[0].split("#")[0]) / "compare.json"
+    out = Path(args.output) if args.output else Path(parse_run_ref(args.runs[0]).folder) / "compare.json"
     atomic_write_json(out, doc)
     rec = record_outcome(resolve_url(args.history), "compare", compare=doc, config_fingerprint=sha256_json({"runs": args.runs, "baseline": args.baseline,
                          "policy": args.policy, "confidence": args.confidence}))
