@@ -36,6 +36,18 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_BENCH = REPO.parent / "shared" / "data" / "benchmarks"
 
 
+# The files whose tests take longest (real-model conversion, lm-eval parity, Ray clusters, default-model validity)
+# are handed out first, so the two `make test` workers finish together instead of one waiting on the other's last
+# long file (longest first). Only the order of files changes; a file's own order is kept.
+HEAVY_FIRST = ("test_models.py", "test_eval.py", "test_ray.py", "test_validity.py", "test_trust_locking.py", "test_preserve.py",
+               "test_pipeline.py", "test_trust_train_lock.py", "test_train.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable
+
+
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_HF_HOME, ignore_errors=True)
 
