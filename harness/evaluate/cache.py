@@ -39,6 +39,7 @@ from pathlib import Path
 from ..errors import LafError
 from ..io import sha256_json
 from ..results import SuiteMeta
+from ..results.checks import is_finite_number
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -82,8 +83,7 @@ class RequestStats:
         self.forward_batches += other.forward_batches
 
 
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+_finite = is_finite_number
 
 
 def valid_value(kind: str, v) -> bool:

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..env import now_iso
 from ..errors import LafError
 from ..io import sha256_json
+from ..results.checks import is_finite_number
 from ..stats import PairedDelta
 
 EXIT = {"pass": 0, "fail": 1, "inconclusive": 2}
@@ -206,8 +207,7 @@ _NUM = (int, float)
 _STATS_NUMBERS = ("base", "candidate", "delta", "improvement", "ci_low", "ci_high", "lower_bound", "upper_bound", "confidence", "se")
 
 
-def _is_num(x) -> bool:
-    return isinstance(x, _NUM) and not isinstance(x, bool) and math.isfinite(x)
+_is_num = is_finite_number
 
 
 def _need(ok: bool, what: str) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import math
 from html import escape
 from importlib import resources
 
 from ..results import MetricMeta, fmt_value, is_proportion
+from ..results.checks import is_finite_number
 from . import svg
 
 CATEGORY_ORDER = ("domain", "general", "hallucination", "bias")
@@ -135,10 +135,6 @@ def _row_verdict(rules: list[dict], suite: str, category: str, metric: str) -> s
     return None
 
 
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def _found_lost(d: dict) -> str:
     s = d.get("summaries")
     if not s:
@@ -153,7 +149,7 @@ def _found_lost(d: dict) -> str:
         for r in rules:
             stats = r.get("stats")
             if (r.get("suite") == name and r.get("metric") not in (None, st["metric"]) and isinstance(stats, dict) and r.get("status") in ("pass", "fail", "inconclusive")
-                    and r["metric"] in d["suites"][name]["metrics"] and all(_finite(stats.get(k)) for k in ("base", "candidate", "improvement", "ci_low", "ci_high"))
+                    and r["metric"] in d["suites"][name]["metrics"] and all(is_finite_number(stats.get(k)) for k in ("base", "candidate", "improvement", "ci_low", "ci_high"))
                     and r["metric"] not in [m for m, *_ in shown]):
                 shown.append((r["metric"], stats, r["status"], " (gated)"))
         for metric, numbers, verdict, note in shown:

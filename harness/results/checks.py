@@ -8,6 +8,11 @@ from typing import Any, Mapping
 from ..errors import LafError
 
 
+def is_finite_number(x: Any) -> bool:
+    """A real number a score may be: an int or float (never a bool), not NaN or infinite."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
 class ResultsFormatError(LafError):
     """A results document (or part of one) that does not have the shape ``laf eval`` writes."""
 
