@@ -203,7 +203,6 @@ def check_verdict(v: object, where: str, suites: dict | None = None, models: lis
     return v
 
 
-_NUM = (int, float)
 _STATS_NUMBERS = ("base", "candidate", "delta", "improvement", "ci_low", "ci_high", "lower_bound", "upper_bound", "confidence", "se")
 
 
