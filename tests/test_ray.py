@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -102,13 +100,12 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_records_are_unchanged(clust
     killed: list[int] = []
 
     def kill_one(actors):
-        def go():
-            pid = ray.get(actors[0].getpid.remote())  # the actor is up; its first unit is loading the base / scoring
-            time.sleep(0.3)
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-
-        threading.Thread(target=go, daemon=True).start()
+        # the actor is up (its base loaded) and no unit has been handed out yet: killed here, every unit it would
+        # have scored must reach a restarted worker. Done before the run goes on, so the kill cannot miss a run
+        # that finished first (a timed kill from a thread did, under two test workers).
+        pid = ray.get(actors[0].getpid.remote())
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
 
     rep = prefill_cache(spec, suites(), workers=2, on_actors=kill_one)
     assert killed, "the worker was killed"
