@@ -416,6 +416,39 @@ def test_concurrent_first_writers_create_the_schema_once(history_url):
         assert store.count()["laf_runs"] == 4 * 2 + 1
 
 
+def test_connections_opening_a_new_file_together_all_get_wal(tmp_path):
+    """SQLite answers ``PRAGMA journal_mode=WAL`` with "database is locked" at once (no busy handler) when several
+    connections open a new file together; CI met it once in the test above. Four threads open each of 150 fresh files
+    at the same instant: every connection must come up, in WAL mode."""
+    import threading
+
+    from harness.history.store import _engine
+
+    errors: list[str] = []
+    modes: list[str] = []
+
+    def open_one(url, barrier):
+        barrier.wait()
+        try:
+            engine = _engine(url)
+            with engine.connect() as conn:
+                modes.append(conn.exec_driver_sql("PRAGMA journal_mode").scalar())
+            engine.dispose()
+        except Exception as e:  # noqa: BLE001 - every failure is collected and shown
+            errors.append(f"{type(e).__name__}: {e}")
+
+    for k in range(150):
+        url = str(tmp_path / f"h{k}.sqlite")
+        barrier = threading.Barrier(4)
+        threads = [threading.Thread(target=open_one, args=(url, barrier)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    assert errors == [], errors[:3]
+    assert len(modes) == 600 and set(modes) == {"wal"}
+
+
 KILLED = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])

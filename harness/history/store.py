@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -54,7 +55,7 @@ def _engine(url: str):
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below), pysqlite must not
             cur = dbapi_conn.cursor()
             cur.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
-            cur.execute("PRAGMA journal_mode=WAL")
+            _set_wal(cur)
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
@@ -67,6 +68,24 @@ def _engine(url: str):
         return engine
     # pooled: a connection (and its scram-sha-256 login) serves every record of this process; closed by close()
     return create_engine(u, connect_args={"connect_timeout": 10, "application_name": "lost-and-found"}, pool_size=1, pool_pre_ping=True)
+
+
+def _set_wal(cur) -> None:
+    """``PRAGMA journal_mode=WAL``, retried while another connection holds the lock. SQLite answers it with "database
+    is locked" at once, without its busy handler, when several processes open a new file together (measured: 42 of
+    240 openings of a fresh file by four processes at once); every other statement here waits on the busy timeout."""
+    import sqlite3
+
+    deadline, pause = time.monotonic() + _BUSY_MS / 1000, 0.002
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL").fetchall()
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
 
 def S_is_sqlite(u) -> bool:  # noqa: N802 - reads as "schema: is sqlite"
