@@ -128,6 +128,43 @@ def test_truncated_gguf(tmp_path, isolated_cache):
     assert all(p.suffix == ".lock" for p in leftovers), leftovers
 
 
+def test_gguf_conversion_parses_the_file_once_and_equals_plain_transformers(tmp_path, monkeypatch):
+    """The shared parse (``convert._one_gguf_parse``) is a speed-up only: on a tiny gemma3 GGUF written from scratch,
+    the converted folder holds exactly the weights and tokenizer plain transformers loads, and the file was parsed
+    once instead of three times (config, weights, tokenizer)."""
+    import gguf
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness.models.convert import convert_gguf
+    from tests.tiny_gguf import write_tiny_gguf
+
+    src = write_tiny_gguf(tmp_path / "tiny.gguf")
+    made: list[str] = []
+    orig = gguf.GGUFReader
+
+    def counting(path, *a, **k):
+        made.append(os.fspath(path))
+        return orig(path, *a, **k)
+
+    monkeypatch.setattr(gguf, "GGUFReader", counting)
+    plain = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=src.name, dtype=torch.float32)
+    plain_tok = AutoTokenizer.from_pretrained(str(tmp_path), gguf_file=src.name)
+    assert len(made) == 3  # what the shared parse saves: transformers reads the file once per object
+    made.clear()
+    out = convert_gguf(src, tmp_path / "converted")
+    assert made == [str(src)]
+    assert gguf.GGUFReader is counting  # restored after the conversion
+    ours = load_file(str(out / "model.safetensors"))
+    ref = plain.state_dict()
+    assert ours.keys() <= ref.keys() and len(ours) >= 20
+    for k, v in ours.items():
+        assert torch.equal(v, ref[k]), k
+    tok = AutoTokenizer.from_pretrained(str(out))
+    text = "the manual tempo er an"
+    assert tok(text).input_ids == plain_tok(text).input_ids and len(tok) == len(plain_tok)
+
+
 def test_gguf_sha_mismatch(tmp_path, isolated_cache):
     bad = tmp_path / "m.gguf"
     bad.write_bytes(b"GGUF" + b"\0" * 100)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..env import cache_dir
@@ -50,6 +51,31 @@ def _check_gguf_readable(path: Path) -> None:
         ) from e
 
 
+@contextmanager
+def _one_gguf_parse():
+    """transformers reads a GGUF three times (config, weights, tokenizer), and each ``GGUFReader`` parses every field
+    in Python: for the default model's 262,144-token vocabulary that is most of the conversion. Within this block a
+    file is parsed once and its reader shared (read-only). Measured on the default model: see
+    ``benchmarks/convert_speed.py`` (the same weights and tokenizer, a third of the parses)."""
+    import gguf
+
+    orig = gguf.GGUFReader
+    readers: dict = {}
+
+    def reader(path, *args, **kwargs):
+        key = (os.path.realpath(os.fspath(path)), args, tuple(sorted(kwargs.items())))
+        if key not in readers:
+            readers[key] = orig(path, *args, **kwargs)
+        return readers[key]
+
+    gguf.GGUFReader = reader  # transformers imports it from the module at each call
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = orig
+        readers.clear()
+
+
 def convert_gguf(gguf_path: Path, target: Path) -> Path:
     """Dequantize ``gguf_path`` into an fp32 safetensors folder at ``target``."""
     if (target / "config.json").exists():  # converted: no model stack needed (a cached eval imports none)
@@ -62,32 +88,33 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
     with lock:
         if (target / "config.json").exists():  # another process finished while we waited
             return target
-        _check_gguf_readable(gguf_path)
-        log.info("converting %s to %s (once; about a minute)", gguf_path, target)
-        with atomic_dir(target, exist_ok=True) as tmp:
-            folder, name = str(gguf_path.parent), gguf_path.name
-            try:
-                loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-                tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-            except Exception as e:
-                raise LafError(
-                    f"transformers could not load {gguf_path}: {type(e).__name__}: {e}",
-                    "check that the file is a complete GGUF of an architecture transformers supports",
-                ) from e
-            # save_pretrained refuses a GGUF-loaded model: copy into a plain one.
-            config = loaded.config
-            plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-            plain.load_state_dict(loaded.state_dict())
-            plain.save_pretrained(tmp, safe_serialization=True)
-            save_tokenizer(tok, tmp)
-            cfg_path = tmp / "config.json"
-            cfg = json.loads(cfg_path.read_text())
-            # A leftover GGUF quantization_config breaks BitsAndBytes loading later.
-            cfg.pop("quantization_config", None)
-            cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-            (tmp / "source.json").write_text(
-                json.dumps({"gguf": str(gguf_path), "gguf_sha256": cached_file_sha256(gguf_path)}, indent=2) + "\n"
-            )
+        with _one_gguf_parse():  # the readability check's parse serves the three loads too
+            _check_gguf_readable(gguf_path)
+            log.info("converting %s to %s (once; about a minute)", gguf_path, target)
+            with atomic_dir(target, exist_ok=True) as tmp:
+                folder, name = str(gguf_path.parent), gguf_path.name
+                try:
+                    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+                    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+                except Exception as e:
+                    raise LafError(
+                        f"transformers could not load {gguf_path}: {type(e).__name__}: {e}",
+                        "check that the file is a complete GGUF of an architecture transformers supports",
+                    ) from e
+                # save_pretrained refuses a GGUF-loaded model: copy into a plain one.
+                config = loaded.config
+                plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+                plain.load_state_dict(loaded.state_dict())
+                plain.save_pretrained(tmp, safe_serialization=True)
+                save_tokenizer(tok, tmp)
+                cfg_path = tmp / "config.json"
+                cfg = json.loads(cfg_path.read_text())
+                # A leftover GGUF quantization_config breaks BitsAndBytes loading later.
+                cfg.pop("quantization_config", None)
+                cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+                (tmp / "source.json").write_text(
+                    json.dumps({"gguf": str(gguf_path), "gguf_sha256": cached_file_sha256(gguf_path)}, indent=2) + "\n"
+                )
     return target
 
 
