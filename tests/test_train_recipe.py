@@ -89,3 +89,24 @@ def test_training_numbers_are_pinned(case, tiny_model_dir, tmp_path, isolated_ca
     got = observe(case, tmp_path, tiny_model_dir)
     assert got["rows"] and all(r["loss"] == r["loss"] for r in got["rows"])  # rows were written, none NaN
     _assert_same(got, EXPECTED[case], case)
+
+
+def test_every_objective_value_has_a_class_and_the_loop_names_none():
+    """``objective:`` accepts exactly the values the loop can train (``OBJECTIVES``), and the loop reaches them through
+    the interface only: no branch on the objective's name or on an absent objective."""
+    import ast
+    import typing
+
+    import harness.train.loop as loop
+    from harness.train.config import TrainSettings
+    from harness.train.objective import Objective
+
+    values = typing.get_args(TrainSettings.model_fields["objective"].annotation)
+    assert sorted(values) == sorted(loop.OBJECTIVES) and all(issubclass(c, Objective) for c in loop.OBJECTIVES.values())
+    tree = ast.parse(Path(loop.__file__).read_text(encoding="utf-8"))
+    uses = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "cfg"]
+    assert "preference" not in {n.attr for n in uses}  # cfg.preference: the preference objective's business
+    lookups = [ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.Subscript) and ast.unparse(n.value) == "OBJECTIVES"]
+    assert lookups == ["OBJECTIVES[cfg.objective]"] and sum(n.attr == "objective" for n in uses) == 1  # read once, to pick the class
+    compares_none = [ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.Compare) and "objective" in ast.unparse(n)]
+    assert compares_none == []
