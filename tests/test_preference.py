@@ -301,7 +301,7 @@ def test_dpo_reference_is_computed_once_and_resume_is_exact(tiny_model_dir, tmp_
 def test_an_interrupted_reference_pass_keeps_what_it_computed(tiny_model_dir, tmp_path, monkeypatch):
     """The reference pass over every pair can take minutes on the real model: it logs how far it is and saves its cache
     as it goes, so a kill during the pass loses at most one interval's pairs and the rerun computes only the rest."""
-    import harness.train.preference as P
+    import harness.train.reference as P  # the reference pass and its cache
 
     monkeypatch.setattr(P, "REF_PROGRESS_S", 0.0)
     real = P.sequence_logps
@@ -420,7 +420,7 @@ def test_init_from_an_adapter_of_another_base_is_refused(tiny_model_dir, tmp_pat
 
 
 def test_non_finite_reference_log_probs_are_an_error(tiny_model_dir, tmp_path, monkeypatch):
-    import harness.train.preference as P
+    import harness.train.reference as P  # the reference pass
 
     real = P.sequence_logps
 

@@ -133,7 +133,7 @@ def test_lr_schedule_matches_transformers_step_by_step(optim, total):
     def opt():
         return torch.optim.SGD([p], lr=cfg.optim.lr)
 
-    ours = _lrs(make_scheduler(opt(), cfg, total), total)
+    ours = _lrs(make_scheduler(opt(), cfg.optim, total), total)
     # transformers spends step 0 at lr 0; ours starts one step later on the same curve
     if cfg.optim.scheduler == "linear":
         ref_sched = get_linear_schedule_with_warmup(opt(), warmup + 1, total + 1)

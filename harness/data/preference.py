@@ -22,7 +22,7 @@ from pathlib import Path
 from ..errors import LafError
 from ..io import sha256_json
 from .formats import FILE_FORMATS, ROLES, Example, Problem, _iter_raw, _snippet, check_readable_data_path, detect_file_format, detect_schema
-from .tokenize import IGNORE, tokenize_example
+from .tokenize import IGNORE, Dropped, Tokenized, tokenize_example
 
 PREFERENCE_KEYS = ("prompt", "chosen", "rejected")
 PREFERENCE_HELP = (
@@ -179,20 +179,7 @@ class TokenizedPair:
         return sha256_json([self.chosen_ids, self.chosen_labels, self.rejected_ids, self.rejected_labels])
 
 
-@dataclass
-class Dropped:
-    line: int
-    reason: str
-
-
-@dataclass
-class TokenizedPairs:
-    examples: list[TokenizedPair] = field(default_factory=list)
-    dropped: list[Dropped] = field(default_factory=list)
-    truncated: int = 0
-
-    def drop_summary(self) -> dict[str, int]:
-        return dict(Counter(d.reason.split(" (")[0] for d in self.dropped))
+TokenizedPairs = Tokenized[TokenizedPair]  # preference pairs: the same result as SFT's (harness.data.tokenize)
 
 
 def pair_problem(pair: PreferencePair) -> str | None:

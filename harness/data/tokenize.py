@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from .formats import Example
 from .template import segments
@@ -39,18 +40,29 @@ class TokenizedExample:
 
 @dataclass
 class Dropped:
+    """A row left out of training: its line in the data file and why."""
+
     line: int
     reason: str
 
 
+E = TypeVar("E")
+
+
 @dataclass
-class TokenizedData:
-    examples: list[TokenizedExample] = field(default_factory=list)
+class Tokenized(Generic[E]):
+    """A tokenized training set, SFT examples and preference pairs alike (``TokenizedData``, ``TokenizedPairs``):
+    the rows kept, the rows dropped with their reasons, and how many kept rows were truncated."""
+
+    examples: list[E] = field(default_factory=list)
     dropped: list[Dropped] = field(default_factory=list)
     truncated: int = 0
 
     def drop_summary(self) -> dict[str, int]:
         return dict(Counter(d.reason.split(" (")[0] for d in self.dropped))
+
+
+TokenizedData = Tokenized[TokenizedExample]  # SFT examples
 
 
 def tokenize_example(example: Example, tokenizer, max_length: int, use_chat_template: bool | None = None):

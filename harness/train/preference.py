@@ -1,379 +1,92 @@
-"""Preference objectives on the thin trainer: DPO (sigmoid, IPO), ORPO and SimPO, as TRL defines them.
+"""The preference objectives DPO (sigmoid, IPO), ORPO and SimPO, with their preserve terms, on the thin trainer.
 
-    DPO    loss = -log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)))           summed completion log-probs
-           (label_smoothing: the conservative form -(1-e) log s(x) - e log s(-x));
-           IPO  loss = ((pi_c - ref_c)/n_c - (pi_r - ref_r)/n_r - 1/(2 beta))^2     (trl.DPOTrainer, loss_type)
-    ORPO   loss = NLL(chosen, prompt included) - beta * mean log sigmoid(log odds(avg pi_c) - log odds(avg pi_r))
-                                                                                   (trl.experimental.orpo)
-    SimPO  loss = -log sigmoid(beta * (avg pi_c - avg pi_r) - gamma) [+ sft_weight * NLL(chosen completion)]
-                                                                                   (trl.experimental.cpo, simpo)
+The jobs live by module: the formulas (``preference_losses.py``, TRL's), pair batching and the completion log-probs
+(``pairs.py``), the DPO reference pass and its cache (``reference.py``), starting from a registered adapter
+(``init_adapter.py``). This module is the objective the loop calls (:class:`PreferenceObjective`), and re-exports
+those names for the code and tests that import them from here.
 
-Rewards are TRL's: DPO ``beta * (pi - ref)``, ORPO/SimPO ``beta * pi`` (length-averaged).
-
-The body runs once on ``[chosen..., rejected...]`` rows; the LM head runs only on
-completion positions (plus the chosen prompt for ORPO's NLL), in chunks, through
-:func:`harness.train.loss.token_logps` as the SFT loss does.
-
-The DPO reference is the starting model: the base with the adapter switched off,
-or with ``init_from`` the base plus that adapter (the policy starts from its
-weights, so the reference is the policy before the first step). Its log-probs
-are computed once, before training, and stored in a content-keyed cache
-(reference identity + tokenised pair), so a resumed or repeated run reads them
-instead of running the reference again.
+Preserve terms: pairs cannot be packed with plain sequences, so replay is a few packed replay batches added to each
+step (``PreferenceReplay``, their mean NLL over the step's replay tokens), and the KL anchor covers the chosen
+completions (``kl.on`` train/all) and the replay tokens (``kl.on`` replay/all).
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from ..data.preference import TokenizedPair, TokenizedPairs
-from ..data.tokenize import IGNORE
-from ..errors import LafError
-from ..io import atomic_write_json, sha256_json
-from ..models.heads import body_and_head
-from .batching import epoch_order
+from ..data.preference import PreferencePair, PreferenceRead, TokenizedPairs, read_pairs, tokenize_pairs
+from ..data.tokenize import IGNORE, TokenizedExample
+from .batching import Batch, epoch_order
 from .checkpoint import TrainState
 from .config import TrainConfig
-from .loss import head_chunk, token_logps
+from .init_adapter import load_init_adapter
+from .loss import preserve_loss_sums
+from .objective import Log, Objective, StartPoint
+from .pairs import Logps, PairBatch, SharedRows, pair_batch, sequence_logps, shared_masks, shared_rows
+from .preference_losses import dpo_losses, log1mexp, orpo_terms, simpo_losses
+from .preserve import PreferenceReplay, anchored_count, chosen_rows
+from .reference import REF_PROGRESS_S, RefCache, RefStats, reference_identity, reference_logps
+from .schedule import count_steps
+from .trainset import read_split, tokenize_split
 
-REF_PROGRESS_S = 30.0  # the reference pass logs its progress and saves its cache at most this often
+__all__ = [
+    "METRIC_NAMES", "REF_PROGRESS_S", "Logps", "PairBatch", "PreferenceObjective", "RefCache", "RefStats", "SharedRows", "dpo_losses",
+    "load_init_adapter", "log1mexp", "orpo_terms", "pair_batch", "reference_identity", "sequence_logps", "shared_masks", "shared_rows", "simpo_losses",
+]
 
 METRIC_NAMES = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected")
 
 
-# ---------------------------------------------------------------- the formulas (pure, tested against TRL)
+class PreferenceObjective(Objective[PairBatch]):
+    """The mean per-pair loss of ``cfg.objective`` over a step's pairs (ORPO and SimPO with ``sft_weight``: plus the
+    NLL term over the step's chosen tokens), the replay batches' mean NLL, and ``kl.weight x`` the KL anchor."""
 
+    def __init__(self, cfg: TrainConfig, data: TokenizedPairs, held: TokenizedPairs, pad_id: int, device: str, autocast: Callable,
+                 replay: list[TokenizedExample]):
+        super().__init__(cfg, data, held, pad_id, device, autocast, replay)
+        self.data: TokenizedPairs = data
+        self.held: TokenizedPairs = held
+        self.replay = PreferenceReplay(replay, self.replay_ratio, cfg.seed, cfg.batch_size, cfg.max_length, pad_id)
+        self.ref: dict[str, list[float]] = {}
+        self.ref_stats = RefStats()
+        self.ref_identity: str | None = None
+        self.warned = False
+        self._epoch: int | None = None
+        self._batches: list[list[int]] = []
+        self._acc: dict[str, list[float]] = {}
+        self._first: dict[str, float] | None = None
+        self._replay_batches: list[Batch] = []
+        self._nll = self._kl = 0.0
+        self._anchored = 0
 
-def log1mexp(x: torch.Tensor) -> torch.Tensor:
-    """log(1 - exp(x)) for x < 0, stable on both sides of -ln 2 (TRL's ORPO helper)."""
-    t = -0.6931471805599453
-    return torch.where(x < t, torch.log1p(-torch.exp(x)), torch.log(-torch.expm1(x)))
+    @classmethod
+    def read_data(cls, cfg: TrainConfig, data_path: Path, config_dir: Path) -> tuple[PreferenceRead, list[PreferencePair], list[PreferencePair]]:
+        read = read_pairs(data_path, file_format=cfg.data.format, strict=True)
+        return read_split(read, lambda p: read_pairs(p, strict=True).examples, cfg, config_dir)
 
-
-def dpo_losses(pc, pr, rc, rr, *, beta: float, loss: str = "sigmoid", label_smoothing: float = 0.0, nc=None, nr=None):
-    """Per-pair DPO losses and the rewards ``beta * (pi - ref)`` (``nc``/``nr``: completion lengths, for IPO)."""
-    chosen_ratio, rejected_ratio = pc - rc, pr - rr
-    if loss == "ipo":
-        delta = chosen_ratio / nc.clamp(min=1) - rejected_ratio / nr.clamp(min=1)
-        losses = (delta - 1 / (2 * beta)) ** 2
-    else:
-        x = beta * (chosen_ratio - rejected_ratio)
-        losses = -F.logsigmoid(x) * (1 - label_smoothing) - F.logsigmoid(-x) * label_smoothing
-    return losses, beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
-
-
-def orpo_terms(pc_avg, pr_avg, *, beta: float):
-    """ORPO's ``beta * log sigmoid(log odds ratio)`` per pair (subtracted from the NLL) and rewards ``beta * avg logp``."""
-    pc_avg, pr_avg = pc_avg.float(), pr_avg.float()
-    log_odds = (pc_avg - pr_avg) - (log1mexp(pc_avg) - log1mexp(pr_avg))
-    return beta * F.logsigmoid(log_odds), beta * pc_avg.detach(), beta * pr_avg.detach()
-
-
-def simpo_losses(pc_avg, pr_avg, *, beta: float, gamma: float, label_smoothing: float = 0.0):
-    x = beta * ((pc_avg - pr_avg) - gamma / beta)
-    losses = -F.logsigmoid(x) * (1 - label_smoothing) - F.logsigmoid(-x) * label_smoothing
-    return losses, beta * pc_avg.detach(), beta * pr_avg.detach()
-
-
-# ---------------------------------------------------------------- batches and log-probs
-
-
-@dataclass
-class PairBatch:
-    """``n_pairs`` chosen rows then ``n_pairs`` rejected rows, right-padded."""
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    labels: torch.Tensor  # completion tokens only
-    keys: list[str]
-    ref: torch.Tensor | None = None  # [2 * n_pairs] reference log-probs (chosen then rejected)
-
-    @property
-    def n_pairs(self) -> int:
-        return self.input_ids.shape[0] // 2
-
-    @property
-    def tokens(self) -> int:
-        return int(self.attention_mask.sum())
-
-    @property
-    def supervised(self) -> int:
-        return int((self.labels[:, 1:] != IGNORE).sum())
-
-    def to(self, device) -> "PairBatch":
-        return PairBatch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device), self.keys,
-                         None if self.ref is None else self.ref.to(device))
-
-
-def pair_batch(pairs: list[TokenizedPair], pad_id: int) -> PairBatch:
-    seqs = [(p.chosen_ids, p.chosen_labels) for p in pairs] + [(p.rejected_ids, p.rejected_labels) for p in pairs]
-    width = max(len(s[0]) for s in seqs)
-    n = len(seqs)
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
-    labels = torch.full((n, width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
-    for i, (s, lab) in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-        labels[i, : len(s)] = torch.tensor(lab)
-        mask[i, : len(s)] = 1
-    return PairBatch(ids, mask, labels, [p.key() for p in pairs])
-
-
-@dataclass
-class Logps:
-    sums: torch.Tensor  # [2B] summed completion log-probs
-    counts: torch.Tensor  # [2B] completion tokens
-    nll_sum: torch.Tensor | None = None  # ORPO: -sum log p over the chosen rows' every real token (prompt included)
-    nll_count: int = 0
-
-    @property
-    def avg(self) -> torch.Tensor:
-        return self.sums / self.counts.clamp(min=1)
-
-
-@dataclass
-class SharedRows:
-    """A pair batch laid out so that each pair's shared prefix runs once::
-
-        tokens     p0 .. pS-1 | chosen tail | rejected tail | next pair ...
-        positions  0  .. S-1  | S .. Lc-1   | S .. Lr-1     | 0 ..
-
-    (S: the longest common prefix of the two sides, at least the prompt). The chosen tail sees the prefix
-    and itself, the rejected tail the prefix and itself; pairs share rows (first-fit, longest first) and
-    never see each other. ``flat``/``targets``/``owner`` list every position whose next token is scored:
-    the flat index of the hidden state that predicts it, the token, and the side row (0..2B-1) it belongs to.
-    """
-
-    input_ids: torch.Tensor
-    position_ids: torch.Tensor
-    segments: torch.Tensor  # 3 * pair + part (0 prefix, 1 chosen tail, 2 rejected tail); -1 padding
-    flat: torch.Tensor
-    targets: torch.Tensor
-    owner: torch.Tensor
-    completion: torch.Tensor  # bool: the target is a completion token (else: prompt, scored only for ORPO's NLL)
-
-
-def shared_rows(batch: "PairBatch", full_chosen: bool = False, pad_id: int = 0) -> SharedRows:
-    B = batch.n_pairs
-    ids = batch.input_ids.tolist()
-    lens = batch.attention_mask.sum(1).tolist()
-    labels = batch.labels.tolist()
-    sides = [ids[i][: lens[i]] for i in range(2 * B)]
-    pairs = []
-    for k in range(B):
-        c, r = sides[k], sides[B + k]
-        S = 0
-        while S < min(len(c), len(r)) and c[S] == r[S]:
-            S += 1
-        pairs.append((k, S, len(c) + len(r) - S))
-    budget = max(w for _, _, w in pairs)
-    rows: list[list[tuple[int, int, int]]] = []
-    used: list[int] = []
-    for pr in sorted(pairs, key=lambda x: (-x[2], x[0])):
-        for j in range(len(rows)):
-            if used[j] + pr[2] <= budget:
-                rows[j].append(pr)
-                used[j] += pr[2]
-                break
-        else:
-            rows.append([pr])
-            used.append(pr[2])
-    W = budget
-    toks = [[pad_id] * W for _ in rows]
-    pos = [list(range(W)) for _ in rows]
-    seg = [[-1] * W for _ in rows]
-    flat, targets, owner, completion = [], [], [], []
-    for j, row in enumerate(rows):
-        at = 0
-        for k, S, w in row:
-            c, r = sides[k], sides[B + k]
-            Lc = len(c)
-            toks[j][at : at + w] = c + r[S:]
-            pos[j][at : at + w] = list(range(Lc)) + list(range(S, len(r)))
-            seg[j][at : at + w] = [3 * k] * S + [3 * k + 1] * (Lc - S) + [3 * k + 2] * (len(r) - S)
-            for side, seq in ((k, c), (B + k, r)):
-                lab = labels[side]
-                for t in range(1, len(seq)):
-                    comp = lab[t] != IGNORE
-                    if not (comp or (full_chosen and side < B)):
-                        continue
-                    src = t - 1
-                    idx = at + src if (side < B or src < S) else at + Lc + src - S
-                    flat.append(j * W + idx)
-                    targets.append(seq[t])
-                    owner.append(side)
-                    completion.append(comp)
-            at += w
-        pos[j][at:] = list(range(W - at))
-    dev = batch.input_ids.device
-    t = lambda x, dt=torch.long: torch.tensor(x, dtype=dt, device=dev)  # noqa: E731
-    return SharedRows(t(toks), t(pos), t(seg), t(flat), t(targets), t(owner), t(completion, torch.bool))
-
-
-def shared_masks(config, seg: torch.Tensor, pos: torch.Tensor):
-    """Boolean [R, 1, W, W] masks (True = attend) for :class:`SharedRows`; a dict per layer type for hybrid models
-    (the sliding window counted in positions, as the model counts it)."""
-    q_seg, k_seg = seg[:, :, None], seg[:, None, :]
-    q_pos, k_pos = pos[:, :, None], pos[:, None, :]
-    same_pair = torch.div(q_seg, 3, rounding_mode="floor") == torch.div(k_seg, 3, rounding_mode="floor")
-    visible = same_pair & ((k_seg % 3 == 0) | (k_seg == q_seg)) & (k_pos <= q_pos) & (k_seg >= 0) & (q_seg >= 0)
-    eye = torch.eye(seg.shape[1], dtype=torch.bool, device=seg.device)[None]
-    pad_self = eye & (q_seg < 0)  # padding attends to itself only (no empty softmax rows)
-    full = visible | pad_self
-    layer_types = getattr(config, "layer_types", None)
-    window = getattr(config, "sliding_window", None)
-    if layer_types and window and "sliding_attention" in layer_types:
-        sliding = (visible & ((q_pos - k_pos) < window)) | pad_self
-        return {"full_attention": full[:, None], "sliding_attention": sliding[:, None]}
-    return full[:, None]
-
-
-def sequence_logps(model, batch: PairBatch, *, full_chosen: bool = False, chunk: int | None = None) -> Logps:
-    """Summed completion log-probs of every row; with ``full_chosen`` also the NLL of the chosen rows' whole text.
-
-    One body pass over :func:`shared_rows` (each pair's prompt once, chosen and rejected as two tails),
-    then the head only at the scored positions (:func:`token_logps`)."""
-    body, head, softcap = body_and_head(model)
-    lay = shared_rows(batch, full_chosen)
-    config = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
-    out = body(input_ids=lay.input_ids, attention_mask=shared_masks(config, lay.segments, lay.position_ids),
-               position_ids=lay.position_ids, use_cache=False)
-    hidden = out.last_hidden_state
-    h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, lay.flat)
-    chunk = chunk or head_chunk(h.device)
-    tok = token_logps(head, softcap, h, lay.targets, chunk)
-    n = 2 * batch.n_pairs
-    comp = lay.completion
-    sums = tok.new_zeros(n).index_add(0, lay.owner[comp], tok[comp])
-    counts = (batch.labels[:, 1:] != IGNORE).sum(1)
-    res = Logps(sums, counts)
-    if full_chosen:
-        whole = lay.owner < batch.n_pairs
-        res.nll_sum = -tok[whole].sum()
-        res.nll_count = int(whole.sum())
-    return res
-
-
-# ---------------------------------------------------------------- the reference log-prob cache
-
-
-class RefCache:
-    """Reference log-probs by pair content, one JSON file per reference identity (written atomically)."""
-
-    def __init__(self, root: Path, identity: str):
-        self.path = Path(root) / f"{identity[:40]}.json"
-        self.values: dict[str, list[float]] = {}
-        self.dirty = False
-        if self.path.exists():
-            try:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                data = {}
-            if isinstance(data, dict) and data.get("identity") == identity and isinstance(data.get("logps"), dict):
-                for k, v in data["logps"].items():
-                    if isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) and torch.isfinite(torch.tensor(float(x))) for x in v):
-                        self.values[k] = [float(v[0]), float(v[1])]
-        self.identity = identity
-
-    def get(self, key: str) -> list[float] | None:
-        return self.values.get(key)
-
-    def put(self, key: str, chosen: float, rejected: float) -> None:
-        self.values[key] = [chosen, rejected]
-        self.dirty = True
-
-    def save(self) -> None:
-        if self.dirty:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.path, {"identity": self.identity, "logps": self.values})
-            self.dirty = False
-
-
-def reference_identity(base_fingerprint: str, load: dict, cfg: TrainConfig, init_from: dict | None) -> str:
-    """What the reference model is: the base, how it is loaded, the adapter it carries, the template."""
-    return sha256_json({"base": base_fingerprint, "load": load, "init_from": init_from, "chat_template": cfg.chat_template,
-                        "max_length": cfg.max_length, "mixed_precision": cfg.mixed_precision})
-
-
-# ---------------------------------------------------------------- the objective the loop calls
-
-
-@dataclass
-class RefStats:
-    computed: int = 0
-    cached: int = 0
-    seconds: float = 0.0
-
-
-@dataclass
-class PreferenceObjective:
-    cfg: TrainConfig
-    data: TokenizedPairs
-    held: TokenizedPairs
-    pad_id: int
-    device: str
-    autocast: Callable
-    ref: dict[str, list[float]] = field(default_factory=dict)
-    ref_stats: RefStats = field(default_factory=RefStats)
-    _epoch: int | None = None
-    _batches: list[list[int]] = field(default_factory=list)
-    _acc: dict[str, list[float]] = field(default_factory=dict)
-    _first: dict[str, float] | None = None
-    warned: bool = False
+    @classmethod
+    def tokenize(cls, train_rows: list[PreferencePair], eval_rows: list[PreferencePair], tok, cfg: TrainConfig, log: Log) -> tuple[TokenizedPairs, TokenizedPairs]:
+        return tokenize_split(tokenize_pairs, train_rows, eval_rows, tok, cfg, log, "pairs", "no preference pair is usable",
+                              "fix empty or identical answers, raise max_length, or shorten the prompts")
 
     @property
     def needs_reference(self) -> bool:
         return self.cfg.objective == "dpo"
 
     # -- reference
-    def prepare_reference(self, model, identity: str, log: Callable[[str], None]) -> None:
-        """Fill ``self.ref`` for every train and held-out pair: from the cache, else one no-grad pass of the reference."""
+    def prepare(self, model, start: StartPoint, log: Log) -> None:
+        """DPO: fill ``self.ref`` for every train and held-out pair, from the cache, else one no-grad pass of the reference."""
+        self.start = start
         if not self.needs_reference:
             return
-        import time
-
-        cache = RefCache(Path(self.cfg.preference.ref_cache), identity)
+        self.ref_identity = reference_identity(start.base_fingerprint, start.load, self.cfg, start.init_from)
+        cache = RefCache(Path(self.cfg.preference.ref_cache), self.ref_identity)
         pairs = {p.key(): p for p in self.data.examples + self.held.examples}
-        todo = [p for k, p in pairs.items() if cache.get(k) is None]
-        self.ref_stats.cached = len(pairs) - len(todo)
-        if todo:
-            t0 = last = time.perf_counter()
-            log(f"reference log-probs: computing {len(todo)} pairs ({self.ref_stats.cached} cached)")
-            was_training = model.training
-            model.eval()
-            ctx = model.disable_adapter() if not self.cfg.init_from else _nullcontext()
-            with torch.no_grad(), ctx, self.autocast():
-                for i in range(0, len(todo), self.cfg.batch_size):
-                    chunk = todo[i : i + self.cfg.batch_size]
-                    b = pair_batch(chunk, self.pad_id).to(self.device)
-                    s = sequence_logps(model, b).sums.float().cpu()
-                    if not torch.isfinite(s).all():
-                        bad = chunk[int((~torch.isfinite(s)).nonzero()[0]) % len(chunk)]
-                        raise LafError(
-                            f"the reference model gives a non-finite log-probability for the pair at line {bad.line}",
-                            "check the base model loads correctly (precision, compute_dtype) and the pair's text",
-                        )
-                    n = len(chunk)
-                    for j, p in enumerate(chunk):
-                        cache.put(p.key(), float(s[j]), float(s[n + j]))
-                    done = i + n
-                    if done < len(todo) and time.perf_counter() - last >= REF_PROGRESS_S:
-                        # a long pass says how far it is, and a kill loses at most this interval's pairs
-                        cache.save()
-                        last = time.perf_counter()
-                        log(f"reference log-probs: {done}/{len(todo)} pairs ({done / (last - t0):.1f} pairs/s, saved)")
-            if was_training:
-                model.train()
-            cache.save()
-            self.ref_stats.computed = len(todo)
-            self.ref_stats.seconds = time.perf_counter() - t0
-        self.ref = {k: cache.get(k) for k in pairs}  # type: ignore[misc]
+        self.ref, self.ref_stats = reference_logps(model, pairs, cache, batch_size=self.cfg.batch_size, pad_id=self.pad_id, device=self.device,
+                                                   autocast=self.autocast, adapter_off=not self.cfg.init_from, log=log)
 
     def _with_ref(self, b: PairBatch) -> PairBatch:
         if self.needs_reference:
@@ -382,8 +95,8 @@ class PreferenceObjective:
         return b
 
     # -- batches
-    def count_units(self) -> int:
-        return len(self.data.examples)
+    def total_steps(self) -> int:
+        return count_steps(self.data.examples, self.cfg.model_copy(update={"packing": False}))  # a pair is one unit, never packed
 
     def next_group(self, state: TrainState) -> list[PairBatch] | None:
         cfg = self.cfg
@@ -398,7 +111,36 @@ class PreferenceObjective:
         idx = self._batches[state.batch_in_epoch : state.batch_in_epoch + cfg.grad_accum]
         return [self._with_ref(pair_batch([self.data.examples[i] for i in g], self.pad_id)) for g in idx]
 
-    # -- loss
+    # -- the step
+    def losses(self, model, group: Sequence[PairBatch], step: int) -> Iterator[torch.Tensor]:
+        """Per pair batch: its share of the preference loss (+ the KL on its chosen completions for ``kl.on``
+        train/all); then per replay batch: its share of the replay NLL (+ its KL for ``kl.on`` replay/all)."""
+        kl = self.kl
+        n_pairs = sum(b.n_pairs for b in group)
+        nll_tokens = self.nll_tokens(group)
+        replay = self.replay.batches(step, sum(b.tokens for b in group)) if self.replay else []
+        n_anchor = sum(pref_anchored_count(b, kl.on) for b in group) + sum(anchored_count(b, kl.on) for b in replay) if kl is not None else 0
+        n_replay = sum(b.supervised for b in replay)
+        self._replay_batches, self._anchored, self._nll, self._kl = replay, n_anchor, 0.0, 0.0
+        for b in group:
+            with self.autocast():
+                loss, stats = self.batch_loss(model, b.to(self.device), n_pairs, nll_tokens)
+                self.accumulate(stats)
+                if kl is not None and kl.on != "replay":
+                    _, kl_sum, _ = preserve_loss_sums(model, chosen_rows(b).to(self.device), "all")
+                    self._kl += float(kl_sum.detach()) / max(1, n_anchor)
+                    loss = loss + kl.weight * kl_sum / max(1, n_anchor)
+            yield loss
+        for rb in replay:  # mean NLL over the step's replay tokens (+ their KL)
+            with self.autocast():
+                nll, kl_sum, _ = preserve_loss_sums(model, rb.to(self.device), kl.on if kl is not None and kl.on != "train" else None)
+                self._nll += float(nll.detach()) / max(1, n_replay)
+                loss = nll / max(1, n_replay)
+                if kl is not None and kl.on != "train":
+                    self._kl += float(kl_sum.detach()) / max(1, n_anchor)
+                    loss = loss + kl.weight * kl_sum / max(1, n_anchor)
+            yield loss
+
     def batch_loss(self, model, b: PairBatch, n_pairs: int, nll_tokens: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Sum of per-pair losses / ``n_pairs`` (plus the NLL term over ``nll_tokens``) and the per-pair stats."""
         cfg, p = self.cfg, self.cfg.preference
@@ -430,7 +172,7 @@ class PreferenceObjective:
         }
         return loss, stats
 
-    def nll_tokens(self, group: list[PairBatch]) -> int | None:
+    def nll_tokens(self, group: Sequence[PairBatch]) -> int | None:
         """Tokens the NLL term averages over for one optimizer step (ORPO: the chosen rows' whole text)."""
         if self.cfg.objective == "orpo":
             return sum(int(b.attention_mask[: b.n_pairs, 1:].sum()) for b in group)
@@ -442,10 +184,15 @@ class PreferenceObjective:
         for k in METRIC_NAMES:
             self._acc.setdefault(k, []).extend(float(x) for x in stats[k].float().cpu())
 
-    def step_metrics(self, log: Callable[[str], None]) -> dict[str, float]:
-        m = {k: round(sum(v) / len(v), 6) for k, v in self._acc.items() if v}
+    def step_metrics(self, group: Sequence[PairBatch], log: Log) -> dict:
+        """The step's mean rewards and log-probs over its pairs, then its replay and KL figures."""
+        m: dict = {k: round(sum(v) / len(v), 6) for k, v in self._acc.items() if v}
         self._acc = {}
         self._check_trend(m, log)
+        if self._replay_batches:
+            m.update(replay_tokens=sum(b.replay_tokens for b in self._replay_batches), replay_nll=round(self._nll, 6))
+        if self.kl is not None:
+            m.update(kl=round(self._kl, 6), kl_tokens=self._anchored)
         return m
 
     def _check_trend(self, m: dict[str, float], log: Callable[[str], None], prefix: str = "") -> None:
@@ -478,9 +225,14 @@ class PreferenceObjective:
             )
 
     # -- held-out pairs
-    def evaluate(self, model, log: Callable[[str], None] | None = None) -> dict[str, float]:
+    @property
+    def has_held_out(self) -> bool:
+        return bool(self.held.examples)
+
+    def evaluate(self, model, log: Log | None = None) -> tuple[float | None, dict]:
+        """``(eval loss, metrics)``: the mean per-pair loss and the rewards/log-probs over the held-out pairs."""
         if not self.held.examples:
-            return {}
+            return None, {}
         was_training = model.training
         model.eval()
         acc: dict[str, list[float]] = {}
@@ -500,53 +252,19 @@ class PreferenceObjective:
         out.update({f"eval_{k}": round(sum(acc[k]) / n, 6) for k in METRIC_NAMES})
         if log is not None:
             self._check_trend(out, log, "eval_")
-        return out
+        return out["eval_loss"], out
+
+    def manifest_block(self) -> dict:
+        cfg, lineage = self.cfg, self.start.init_from if self.start is not None else None
+        return {
+            "name": cfg.objective, **cfg.preference.model_dump(mode="json", exclude={"ref_cache"}),
+            "reference": {"identity": self.ref_identity, "model": "base + init_from adapter" if cfg.init_from else "base (adapter disabled)",
+                          "computed_pairs": self.ref_stats.computed, "cached_pairs": self.ref_stats.cached,
+                          "seconds": round(self.ref_stats.seconds, 2)} if self.needs_reference else None,
+            "init_from": lineage, "warning_chosen_logps_fall": self.warned,
+        }
 
 
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-
-# ---------------------------------------------------------------- init_from: start from a registered adapter
-
-
-def load_init_adapter(model, cfg: TrainConfig, base_fingerprint: str) -> dict:
-    """Load ``cfg.init_from``'s weights into the freshly attached LoRA; return its lineage for the manifest.
-
-    Refused when the adapter was trained on another base or with another LoRA shape.
-    """
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    from ..registry import Registry
-
-    assert cfg.init_from
-    entry = Registry(cfg.registry).resolve(cfg.init_from)
-    base = (entry.manifest.get("base_model") or {}).get("fingerprint")
-    if base != base_fingerprint:
-        raise LafError(
-            f"init_from {entry.ref} was trained on another base model (fingerprint {str(base)[:12]}, this run's base {base_fingerprint[:12]})",
-            "start from an adapter of this base model, or set model: to the base it was trained on",
-        )
-    acfg = json.loads((entry.path / "adapter_config.json").read_text())
-    want = {"r": cfg.lora.r, "lora_alpha": cfg.lora.alpha}
-    have = {"r": acfg.get("r"), "lora_alpha": acfg.get("lora_alpha")}
-    if want != have:
-        raise LafError(
-            f"init_from {entry.ref} has LoRA r={have['r']}, alpha={have['lora_alpha']}; this config asks r={want['r']}, alpha={want['lora_alpha']}",
-            "set lora.r and lora.alpha to the adapter's values",
-        )
-    weights = entry.path / "adapter_model.safetensors"
-    try:
-        state = load_file(str(weights))
-        result = set_peft_model_state_dict(model, state)
-    except (OSError, RuntimeError, ValueError) as e:
-        raise LafError(f"init_from {entry.ref}: its weights do not fit this LoRA setup ({e})", "use the same lora settings as the adapter's manifest") from None
-    if getattr(result, "unexpected_keys", None):
-        raise LafError(f"init_from {entry.ref}: {len(result.unexpected_keys)} tensors match no LoRA module here (first: {result.unexpected_keys[0]})",
-                       "use the adapter's lora.target_modules")
-    return {"ref": str(entry.ref), "files_sha256": sha256_json(entry.manifest.get("files", {})), "base_fingerprint": base}
+def pref_anchored_count(b: PairBatch, on: str) -> int:
+    """Positions the KL anchor covers in a preference ``PairBatch``: its chosen completions, unless ``on`` is replay."""
+    return 0 if on == "replay" else chosen_rows(b).supervised

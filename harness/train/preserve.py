@@ -298,6 +298,15 @@ def chosen_rows(b) -> "Batch":
     return Batch(b.input_ids[:n], b.labels[:n], pos, mask, n)
 
 
+def anchored_count(batch: "Batch", on: str) -> int:
+    """Positions the KL anchor covers in ``batch`` (``on``: replay, train or all supervised positions)."""
+    keep = batch.labels[:, 1:] != -100
+    if on == "all":
+        return int(keep.sum())
+    rep = batch.replay[:, 1:] if batch.replay is not None else torch.zeros_like(keep)
+    return int((keep & rep).sum() if on == "replay" else (keep & ~rep).sum())
+
+
 # ---------------------------------------------------------------- self-distilled targets
 
 _FACT = re.compile(r"\b(?:\d[\w.,:/-]*|[A-Z][A-Za-z]*\d[\w-]*|[A-Z]{2,}[\w-]*)\b")

@@ -15,12 +15,11 @@ from typing import Callable
 import torch
 
 from .batching import epoch_order, pack_rows
-from .config import TrainConfig
+from .config import OptimSettings, TrainConfig
 
 
-def make_optimizer(params, cfg: TrainConfig, device: str) -> torch.optim.Optimizer:
-    """AdamW; bitsandbytes' paged AdamW on CUDA when ``optim.paged`` is ``auto`` or true."""
-    o = cfg.optim
+def make_optimizer(params, o: OptimSettings, device: str) -> torch.optim.Optimizer:
+    """AdamW with ``optim:``'s settings; bitsandbytes' paged AdamW on CUDA when ``paged`` is ``auto`` or true."""
     paged = o.paged is True or (o.paged == "auto" and device.startswith("cuda"))
     if paged:
         import bitsandbytes as bnb
@@ -29,15 +28,13 @@ def make_optimizer(params, cfg: TrainConfig, device: str) -> torch.optim.Optimiz
     return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
 
 
-def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
-    o = cfg.optim
+def warmup_steps(o: OptimSettings, total_steps: int) -> int:
     return o.warmup_steps if o.warmup_steps is not None else math.ceil(o.warmup_ratio * total_steps)
 
 
-def lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
-    """The multiplier of the peak learning rate at each optimizer step (0-based)."""
-    o = cfg.optim
-    warmup = warmup_steps(cfg, total_steps)
+def lr_lambda(o: OptimSettings, total_steps: int) -> Callable[[int], float]:
+    """The multiplier of the peak learning rate at each optimizer step (0-based), from ``optim:``'s schedule."""
+    warmup = warmup_steps(o, total_steps)
 
     def f(step: int) -> float:
         if step < warmup:
@@ -54,8 +51,8 @@ def lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
     return f
 
 
-def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, total_steps))
+def make_scheduler(opt: torch.optim.Optimizer, o: OptimSettings, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o, total_steps))
 
 
 def count_steps(examples, cfg: TrainConfig) -> int:
