@@ -12,12 +12,16 @@ reported together.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from ..errors import ConfigError
 from ..gate.compare import combined_exit
+from ..gate.verdict import Verdict
 from ..io import atomic_write_json, atomic_write_text, exclusive_lock
+from ..results import ResultsDoc
+from ..results.artifacts import CompareDoc, RunDoc
 from .config import RunConfig, load_run_config, saved_config_text, suite_refs, validate_run
 from .stages import (
     RunContext,
@@ -38,16 +42,34 @@ from .stages import (
 )
 from .state import RunState, StageLog
 
-__all__ = ["RunConfig", "RunState", "load_run_config", "run_pipeline", "run_train_stages", "suite_refs", "validate_run"]
+__all__ = ["RunConfig", "RunOutcome", "RunState", "execute_run", "load_run_config", "run_pipeline", "run_train_stages", "suite_refs", "validate_run"]
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What ``laf run`` made, as objects: the summary (``run.json`` plus ``results``), every candidate's verdict,
+    the comparison (several candidates) and the results document, for a caller that shows them without reading
+    back the files the run just wrote."""
+
+    summary: dict
+    verdicts: list[tuple[str, Verdict]]
+    compare: CompareDoc | None
+    results: ResultsDoc
 
 
 def run_pipeline(config_path: str | Path, overrides: list[str] | None = None, log: Callable[[str], None] = lambda m: None,
                  train_progress=None, eval_progress=None, history: str | None = None) -> dict:
+    """:func:`execute_run`'s summary (see there)."""
+    return execute_run(config_path, overrides, log, train_progress, eval_progress, history).summary
+
+
+def execute_run(config_path: str | Path, overrides: list[str] | None = None, log: Callable[[str], None] = lambda m: None,
+                train_progress=None, eval_progress=None, history: str | None = None) -> RunOutcome:
     """Run the whole flow of one run config (``--set`` style ``overrides`` applied) into ``<out_root>/<name>/``.
 
     Adapter references (``name``, ``name@latest``, ``name@version``) are resolved once, before any stage, and the
     resolved ``name@version`` is what every stage, state.json, the verdicts and the report use.
-    Returns the run summary (also written to ``run.json``): the run folder, the report, the adapters (resolved, and
+    Returns the run's :class:`RunOutcome`: its summary (also written to ``run.json``) holds the run folder, the report, the adapters (resolved, and
     what each given reference resolved to), every candidate's verdict, the run's exit code (0 when every candidate
     passed or there is no gate, 1 when any failed, 2 when none failed and some is inconclusive) and its explanation,
     which stages ran and which were unchanged.
@@ -128,7 +150,7 @@ def _without_password(text: bytes, history: str | None) -> bytes:
 
 
 def _run_locked(cfg, base: Path, config_path: Path, suites, policy, run_dir: Path, t0: float, log, train_progress, eval_progress,
-                history_url: str | None) -> dict:
+                history_url: str | None) -> RunOutcome:
     ctx = _context(cfg, base, run_dir, log)
     adapters, resolved = resolve_adapters(ctx)
     ref, split = _curate_and_train(ctx, config_path, suites, policy, train_progress, eval_progress)
@@ -179,5 +201,5 @@ def _run_locked(cfg, base: Path, config_path: Path, suites, policy, run_dir: Pat
         "exit_code": exit_code, "exit_explanation": explanation, "stages_ran": ctx.stages.ran, "stages_skipped": ctx.stages.skipped,
         "wall_time_s": round(time.time() - t0, 1), "results": results.results, "history": recorded,
     }
-    atomic_write_json(run_dir / "run.json", {k: v for k, v in summary.items() if k != "results"})
-    return summary
+    atomic_write_json(run_dir / "run.json", RunDoc.from_dict({k: v for k, v in summary.items() if k != "results"}).to_dict())
+    return RunOutcome(summary, verdicts, compare_doc, results)

@@ -21,6 +21,7 @@ from typing import Callable
 
 from ..errors import ConfigError, LafError
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text, exclusive_lock, hash_path, sha256_json
+from ..results.artifacts import Delta, SweepDoc
 from .config import MERGE_AXES, TRAIN_AXES, Point, SweepConfig, count_points, expand, load_sweep_config, point_name
 
 __all__ = ["MERGE_AXES", "TRAIN_AXES", "Point", "SweepConfig", "count_points", "expand", "load_sweep_config", "point_name", "run_sweep"]
@@ -208,11 +209,8 @@ def _sweep_locked(cfg: SweepConfig, base: Path, config_path: Path, points: list[
         eval_seconds = ctx.state.started("eval_times").get("seconds") or eval_seconds
 
     verdicts = gate_stage(ctx, policy, adapters) if policy is not None else []
-    compare_stage(ctx, adapters, policy, verdicts)
-    from ..io import read_json
-
-    compare = read_json(run_dir / "compare.json")
-    rows = {r["model"]: r for r in compare["ranking"]}
+    compare = compare_stage(ctx, adapters, policy, verdicts)  # the document it wrote to compare.json, not a re-read
+    rows = {r.model: r for r in compare.ranking}
     by_model = {m: v for m, v in verdicts}
 
     from .cost import METHOD, point_cost
@@ -226,11 +224,12 @@ def _sweep_locked(cfg: SweepConfig, base: Path, config_path: Path, points: list[
         entry = reg.resolve(ref)
         c = point_cost(entry, eval_seconds.get(ref), total_hint)
         total_hint = total_hint or c.get("total_parameters")
-        row = rows.get(ref, {})
+        row = rows.get(ref)
         v = by_model.get(ref)
         table.append({"name": p.name, "kind": p.kind, "params": p.params, "model": ref, "cost": c,
-                      "domain": _cell(row.get("categories", {}).get("domain")), "general": _cell(row.get("categories", {}).get("general")),
-                      "columns": row.get("columns", {}), "pareto": row.get("pareto"), "rank": row.get("rank"),
+                      "domain": _cell(row.categories.get("domain") if row else None), "general": _cell(row.categories.get("general") if row else None),
+                      "columns": {k: cell.to_dict() for k, cell in row.columns.items()} if row else {},
+                      "pareto": row.pareto if row else None, "rank": row.rank if row else None,
                       "verdict": None if v is None else v.status, "failed_rules": [] if v is None else [r.rule for r in v.rules if r.status != "pass"]})
     for p in table:  # a merged adapter records no total: the sweep's base is the same model
         c = p["cost"]
@@ -248,11 +247,12 @@ def _sweep_locked(cfg: SweepConfig, base: Path, config_path: Path, points: list[
         "base_eval_time_s": None if eval_seconds.get("base") is None else round(eval_seconds["base"], 2),
         "cost_method": METHOD, "eval_time_method": ("seconds of the Ray work units of each model (summed over its suites)" if distributed
                                                     else "seconds between a model's first and last scoring event (the base's include loading it)"),
-        "distributed": distributed, "winner": compare.get("winner"), "compare": "compare.json",
+        "distributed": distributed, "winner": compare.winner.to_dict(), "compare": "compare.json",
         "frontier": front, "selection": selection or None,
         "select": None if cfg.select is None else {**cfg.select.model_dump(mode="json"), "note": "each point's checkpoint was chosen on the selection "
                                                    "split; every figure here is on the confirmation split"},
     }
+    doc = SweepDoc.from_dict(doc).to_dict()  # the typed shape (laf schema sweep) checked before it is written
     if front:
         atomic_write_text(run_dir / "frontier.md", markdown(front))
     atomic_write_json(ctx.eval_dir / "sweep.json", doc)
@@ -268,11 +268,10 @@ def _sweep_locked(cfg: SweepConfig, base: Path, config_path: Path, points: list[
             "distributed": distributed, "wall_time_s": round(time.time() - t0, 1), "results": results.results}
 
 
-def _cell(d: dict | None) -> dict | None:
-    if not d:
+def _cell(d: Delta | None) -> dict | None:
+    if d is None:
         return None
-    return {"improvement": d.get("improvement"), "ci_low": d.get("ci_low"), "ci_high": d.get("ci_high"), "p_value": d.get("p_value"),
-            "base": d.get("base"), "candidate": d.get("candidate")}
+    return {"improvement": d.improvement, "ci_low": d.ci_low, "ci_high": d.ci_high, "p_value": d.p_value, "base": d.base, "candidate": d.candidate}
 
 
 def _train_points(ctx, points: list[Point], train_data: Path, use_ray: bool, train_progress, select=None, eval_progress=None,
