@@ -580,7 +580,7 @@ def json_schema(kind: str) -> dict:
 
 
 def _reject_constant(name: str):
-    raise ValueError(f"{name} is not a finite number (a bare {name} is not JSON)")
+    raise ValueError(f"{name} is not a finite number (a non-finite number is not JSON)")
 
 
 def _nonfinite(x: Any, where: str, depth: int = 0) -> str | None:

@@ -46,28 +46,21 @@ def run_sweep(config_path: str | Path, overrides: list[str] | None = None, *, wo
 
     suites, policy = validate_run(cfg, base, config_path)
     _validate_points(cfg, points, config_path)
-    if workers is not None or ray_address is not None:
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise LafError("Ray is not installed, and --workers/--ray-address need it",
-                           "pip install 'lost-and-found[scale]' (or pip install 'ray==2.60.*'), or run without --workers/--ray-address") from None
+    use_ray = workers is not None or ray_address is not None
+    if use_ray:
+        from .scale import require_ray
+
+        require_ray()
     run_dir = Path(cfg.out_root) / cfg.name
     with exclusive_lock(run_dir, "laf sweep"):  # a second sweep into this folder fails at once, naming this one
-        use_ray = workers is not None or ray_address is not None
-        started = False
-        if use_ray:
-            from ..evaluate.distributed import connect
-
-            started = connect(workers, ray_address)
-        try:
+        if not use_ray:
             return _sweep_locked(cfg, base, config_path, points, suites, policy, run_dir, t0, log, train_progress, eval_progress,
                                  use_ray, workers, on_actors)
-        finally:
-            if started:
-                from ..evaluate.distributed import shutdown
+        from .scale import cluster
 
-                shutdown()
+        with cluster(workers, ray_address):
+            return _sweep_locked(cfg, base, config_path, points, suites, policy, run_dir, t0, log, train_progress, eval_progress,
+                                 use_ray, workers, on_actors)
 
 
 def _validate_points(cfg: SweepConfig, points: list[Point], config_path: Path) -> None:
@@ -182,14 +175,9 @@ def _sweep_locked(cfg: SweepConfig, base: Path, config_path: Path, points: list[
     prefilled: dict = {}
 
     def prefill(spec, loaded):
-        import ray
+        from .scale import prefill as prefill_on_ray
 
-        from ..evaluate.distributed import prefill_cache
-
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-        n = int(ray.cluster_resources().get("GPU" if gpus else "CPU", 1))
-        rep = prefill_cache(spec, loaded, workers or n, log=lambda m: log(f"  {m}"), num_gpus=gpus, on_actors=on_actors)
-        prefilled["report"] = rep
+        prefilled["report"] = prefill_on_ray(spec, loaded, workers, lambda m: log(f"  {m}"), on_actors)
 
     if split:  # the points were chosen on the selection split: they are scored and gated on the confirmation split only
         from ..pipeline.select import subset_suites
@@ -322,23 +310,11 @@ def _train_points(ctx, points: list[Point], train_data: Path, use_ray: bool, tra
             else:
                 refs[p.name] = train_finish(pctx, job, res.entry)
         return refs
-    import ray
+    from .scale import train_on_ray
 
-    from .scale import train_task
-
-    gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-    remote = ray.remote(num_cpus=0 if gpus else 1, num_gpus=gpus, max_retries=1)(train_task)
-    ctx.log(f"train: {len(jobs)} point(s) as Ray tasks ({'one GPU' if gpus else 'one CPU slot'} each)")
-    pending = {remote.remote(job.tcfg, str(ctx.base), job.resume): (p, pctx, job) for p, pctx, data, job in jobs}
     reg = Registry(cfg.registry)
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        p, pctx, job = pending.pop(ready[0])
-        try:
-            ref = ray.get(ready[0])
-        except ray.exceptions.RayTaskError as e:
-            if isinstance(getattr(e, "cause", None), LafError):
-                raise e.cause from None
-            raise
-        refs[p.name] = train_finish(pctx, job, reg.resolve(ref))
+    by_name = {p.name: (p, pctx, job) for p, pctx, data, job in jobs}
+    for name, ref in train_on_ray([(p.name, job) for p, _, _, job in jobs], ctx.base, ctx.log):
+        _, pctx, job = by_name[name]
+        refs[name] = train_finish(pctx, job, reg.resolve(ref))
     return refs
