@@ -29,12 +29,14 @@ __all__ = ["MERGE_AXES", "TRAIN_AXES", "Point", "SweepConfig", "count_points", "
 
 def run_sweep(config_path: str | Path, overrides: list[str] | None = None, *, workers: int | None = None, ray_address: str | None = None,
               cache: str | None = None, max_points: int | None = None, log: Callable[[str], None] = lambda m: None,
-              train_progress=None, eval_progress=None, on_actors=None) -> dict:
+              train_progress=None, eval_progress=None, on_actors=None, history: str | None = None) -> dict:
     """Run the sweep of ``config_path`` into ``<out_root>/<name>/``; returns the summary (also ``sweep.json``).
 
     ``workers``: start a local Ray cluster with that many CPU slots; ``ray_address``: join a running cluster;
     neither: one process, Ray never imported. ``cache``: the response cache (default: the config's
-    ``eval.cache``, else the user cache). ``max_points``: allow a grid larger than 1,000 points.
+    ``eval.cache``, else the user cache). ``max_points``: allow a grid larger than 1,000 points. ``history``: the
+    release history the sweep is recorded in, as ``laf run`` (default: the config's ``history:``, else
+    LAF_HISTORY_URL, else ``<out_root>/history.sqlite``; ``off``: none).
     """
     t0 = time.time()
     config_path = Path(config_path)
@@ -52,15 +54,18 @@ def run_sweep(config_path: str | Path, overrides: list[str] | None = None, *, wo
 
         require_ray()
     run_dir = Path(cfg.out_root) / cfg.name
+    from ..history import resolve_url
+
+    history_url = resolve_url(history, cfg.history, default=Path(cfg.out_root) / "history.sqlite")
     with exclusive_lock(run_dir, "laf sweep"):  # a second sweep into this folder fails at once, naming this one
         if not use_ray:
             return _sweep_locked(cfg, base, config_path, points, suites, policy, run_dir, t0, log, train_progress, eval_progress,
-                                 use_ray, workers, on_actors)
+                                 use_ray, workers, on_actors, history_url)
         from .scale import cluster
 
         with cluster(workers, ray_address):
             return _sweep_locked(cfg, base, config_path, points, suites, policy, run_dir, t0, log, train_progress, eval_progress,
-                                 use_ray, workers, on_actors)
+                                 use_ray, workers, on_actors, history_url)
 
 
 def _validate_points(cfg: SweepConfig, points: list[Point], config_path: Path) -> None:
@@ -132,10 +137,11 @@ def _subset(train_data: Path, limit: int | float, seed: int, out_dir: Path) -> P
 
 
 def _sweep_locked(cfg: SweepConfig, base: Path, config_path: Path, points: list[Point], suites, policy, run_dir: Path, t0: float, log,
-                  train_progress, eval_progress, use_ray: bool, workers: int | None, on_actors) -> dict:
+                  train_progress, eval_progress, use_ray: bool, workers: int | None, on_actors, history_url: str | None) -> dict:
     from ..models import resolve_model
+    from ..pipeline import score_and_decide
     from ..pipeline.config import saved_config_text
-    from ..pipeline.stages import RunContext, compare_stage, curate_stage, eval_stage, gate_stage, merge_stage, report_stage, resolve_adapters
+    from ..pipeline.stages import RunContext, curate_stage, merge_stage, report_stage, resolve_adapters
     from ..pipeline.state import RunState, StageLog
     from ..registry import Registry
 
@@ -179,11 +185,11 @@ def _sweep_locked(cfg: SweepConfig, base: Path, config_path: Path, points: list[
 
         prefilled["report"] = prefill_on_ray(spec, loaded, workers, lambda m: log(f"  {m}"), on_actors)
 
-    if split:  # the points were chosen on the selection split: they are scored and gated on the confirmation split only
-        from ..pipeline.select import subset_suites
-
-        suites = subset_suites(suites, split, "confirmation", cfg, base)
-    results = eval_stage(ctx, suites, adapters, timed, prefill=prefill if use_ray else None)
+    # the stages after training are laf run's, in its order (evaluate, diversity, parity, gate, compare, history); the
+    # points were chosen on the selection split, so with one they are scored and gated on the confirmation split only
+    decided = score_and_decide(ctx, suites, policy, adapters, split, history_url, timed, prefill=prefill if use_ray else None, always_compare=True)
+    results, verdicts, compare = decided.results, decided.verdicts, decided.compare
+    assert compare is not None  # always_compare
     rep = prefilled.get("report")
     if rep is not None:
         eval_seconds = dict(rep.seconds_by_model)
@@ -196,9 +202,7 @@ def _sweep_locked(cfg: SweepConfig, base: Path, config_path: Path, points: list[
     else:
         eval_seconds = ctx.state.started("eval_times").get("seconds") or eval_seconds
 
-    verdicts = gate_stage(ctx, policy, adapters) if policy is not None else []
-    compare = compare_stage(ctx, adapters, policy, verdicts)  # the document it wrote to compare.json, not a re-read
-    rows = {r.model: r for r in compare.ranking}
+    rows = {r.model: r for r in compare.ranking}  # the document the compare stage wrote to compare.json, not a re-read
     by_model = {m: v for m, v in verdicts}
 
     from .cost import METHOD, point_cost
@@ -253,7 +257,7 @@ def _sweep_locked(cfg: SweepConfig, base: Path, config_path: Path, points: list[
     return {"run_dir": str(run_dir), "report": str(report), "sweep_json": str(run_dir / "sweep.json"), "points": table, "recommendation": rec,
             "frontier": front,
             "exit_code": exit_code, "exit_explanation": explanation, "stages_ran": ctx.stages.ran, "stages_skipped": ctx.stages.skipped,
-            "distributed": distributed, "wall_time_s": round(time.time() - t0, 1), "results": results.results}
+            "distributed": distributed, "wall_time_s": round(time.time() - t0, 1), "results": results.results, "history": decided.recorded}
 
 
 def _cell(d: Delta | None) -> dict | None:
