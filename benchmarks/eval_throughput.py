@@ -77,7 +77,7 @@ def ours(model_spec, suite_ref, limit, batch_size, data_dir, cache, out, adapter
             first.append(time.perf_counter())
 
     t0 = time.perf_counter()
-    doc = run_eval(spec, progress=progress)
+    doc = run_eval(spec, progress=progress).to_dict()
     t1 = time.perf_counter()
     items = sum(r[suite_ref][next(iter(r[suite_ref]))]["n"] for r in doc["results"].values())
     return {"items": items, "seconds": t1 - t0, "requests": {m: v["requests"] for m, v in doc["models"].items()},

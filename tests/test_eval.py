@@ -91,7 +91,7 @@ def _assert_parity(ours, theirs):
 
 
 def test_loglikelihoods_match_plain_lm_eval_on_fixture(tiny_model_dir, tmp_path):
-    doc = run_eval(spec(tmp_path, tiny_model_dir, ["general/world-facts"], limit=60, precision="fp32"))
+    doc = run_eval(spec(tmp_path, tiny_model_dir, ["general/world-facts"], limit=60, precision="fp32")).to_dict()
     assert doc["results"]["base"]["general/world-facts"]["acc"]["n"] == 60
     _, records = load_run(tmp_path / "out")
     ours = {r.doc_hash: r.loglikelihoods for r in records}
@@ -134,9 +134,9 @@ def test_shared_preamble_is_computed_once_per_model_and_changes_no_number_or_cac
     the reuse; the model identities are unchanged, so responses cached without reuse serve a run with it, and back."""
     reg, ref = tiny_adapter
     suite = write_mc_suite(tmp_path / "s", n=12, question=PRIMER + "Q: What is {i} plus {i}?")
-    on = run_eval(spec(tmp_path, tiny_model_dir, [suite], adapters=[ref], registry=str(reg), precision="fp32"))
+    on = run_eval(spec(tmp_path, tiny_model_dir, [suite], adapters=[ref], registry=str(reg), precision="fp32")).to_dict()
     off = run_eval(spec(tmp_path, tiny_model_dir, [suite], adapters=[ref], registry=str(reg), precision="fp32", share_preamble=False,
-                        cache=str(tmp_path / "c2.sqlite"), out=str(tmp_path / "off")))
+                        cache=str(tmp_path / "c2.sqlite"), out=str(tmp_path / "off"))).to_dict()
     for label in ("base", ref):
         req_on, req_off = on["models"][label]["requests"], off["models"][label]["requests"]
         assert req_on["computed"] == req_on["requests"] == 48 and req_on["preamble_reused"] == 48 and req_on["preamble_fallback"] == 0
@@ -153,7 +153,7 @@ def test_shared_preamble_is_computed_once_per_model_and_changes_no_number_or_cac
     assert max(abs(x - y) for k in a for x, y in zip(a[k].loglikelihoods, a2[k].loglikelihoods)) > 1e-3
     # the same cache keys both ways: the run without reuse is served entirely from the run with it
     again = run_eval(spec(tmp_path, tiny_model_dir, [suite], adapters=[ref], registry=str(reg), precision="fp32", share_preamble=False,
-                          out=str(tmp_path / "again")))
+                          out=str(tmp_path / "again"))).to_dict()
     assert all(m["requests"]["computed"] == 0 for m in again["models"].values())
     _, rec_again = load_run(tmp_path / "again")
     assert [r.to_dict() for r in rec_again] == [r.to_dict() for r in rec_on]
@@ -165,11 +165,11 @@ def test_shared_preamble_is_computed_once_per_model_and_changes_no_number_or_cac
 def test_rerun_is_served_from_cache_and_identical(tiny_model_dir, tiny_adapter, tmp_path):
     reg, ref = tiny_adapter
     suite = write_mc_suite(tmp_path / "s")
-    first = run_eval(spec(tmp_path, tiny_model_dir, [suite], adapters=[ref], registry=str(reg)))
+    first = run_eval(spec(tmp_path, tiny_model_dir, [suite], adapters=[ref], registry=str(reg))).to_dict()
     assert all(m["requests"]["computed"] > 0 for m in first["models"].values())
     _, rec1 = load_run(tmp_path / "out")
     logs: list[str] = []
-    second = run_eval(spec(tmp_path, tiny_model_dir, [suite], adapters=[ref], registry=str(reg), out=str(tmp_path / "out2")), log=logs.append)
+    second = run_eval(spec(tmp_path, tiny_model_dir, [suite], adapters=[ref], registry=str(reg), out=str(tmp_path / "out2")), log=logs.append).to_dict()
     assert not any("loading" in line for line in logs), "a fully cached run must not load the model"
     for m in second["models"].values():
         assert m["requests"]["computed"] == 0 and m["requests"]["forward_batches"] == 0
@@ -190,7 +190,7 @@ def test_base_and_adapter_never_see_each_others_answers(tiny_model_dir, tiny_ada
     reg, ref = tiny_adapter
     suite = write_mc_suite(tmp_path / "s")
     run_eval(spec(tmp_path, tiny_model_dir, [suite], precision="nf4", out=str(tmp_path / "base")))  # the base answers, NF4 as the adapter's
-    doc = run_eval(spec(tmp_path, tiny_model_dir, [suite], adapters=[ref], registry=str(reg), out=str(tmp_path / "both")))
+    doc = run_eval(spec(tmp_path, tiny_model_dir, [suite], adapters=[ref], registry=str(reg), out=str(tmp_path / "both"))).to_dict()
     assert doc["models"]["base"]["requests"]["computed"] == 0
     assert doc["models"][ref]["requests"]["cache_hits"] == 0, "the adapter was served the base's answers"
     # the adapter's numbers equal a run with no cache at all
@@ -208,7 +208,7 @@ def test_changed_suite_data_is_rescored_not_served_stale(tiny_model_dir, tmp_pat
     rows = [json.loads(x) for x in (tmp_path / "s" / "toy.jsonl").read_text().splitlines()]
     rows[3]["question"] = "What is seven plus seven, really?"
     (tmp_path / "s" / "toy.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    doc = run_eval(spec(tmp_path, tiny_model_dir, [suite], out=str(tmp_path / "out2")))
+    doc = run_eval(spec(tmp_path, tiny_model_dir, [suite], out=str(tmp_path / "out2"))).to_dict()
     req = doc["models"]["base"]["requests"]
     assert req["computed"] == 4 and req["cache_hits"] == 76  # only the changed item's 4 choices
     rec = [r for r in load_run(tmp_path / "out2")[1] if r.doc_id == 3][0]
@@ -239,10 +239,10 @@ def test_kill_9_loses_at_most_the_batch_in_flight(tiny_model_dir, tmp_path):
     with sqlite3.connect(cache) as c:
         saved = c.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
     assert 200 <= saved < 6000
-    doc = run_eval(spec(tmp_path, tiny_model_dir, [suite], cache=str(cache), out=str(tmp_path / "resumed"), batch_size=1))
+    doc = run_eval(spec(tmp_path, tiny_model_dir, [suite], cache=str(cache), out=str(tmp_path / "resumed"), batch_size=1)).to_dict()
     req = doc["models"]["base"]["requests"]
     assert req["cache_hits"] == saved and req["computed"] == 6000 - saved
-    ref = run_eval(spec(tmp_path, tiny_model_dir, [suite], no_cache=True, out=str(tmp_path / "ref"), batch_size=1))
+    ref = run_eval(spec(tmp_path, tiny_model_dir, [suite], no_cache=True, out=str(tmp_path / "ref"), batch_size=1)).to_dict()
     assert doc["results"] == ref["results"]
 
 
@@ -441,7 +441,7 @@ def test_fully_cached_eval_imports_no_model_stack(tiny_model_dir, tiny_adapter, 
 
     reg, ref = tiny_adapter
     suites = [write_mc_suite(tmp_path / "s", n=12), "general/text"]
-    first = run_eval(spec(tmp_path, tiny_model_dir, suites, adapters=[ref], registry=str(reg), limit=10))
+    first = run_eval(spec(tmp_path, tiny_model_dir, suites, adapters=[ref], registry=str(reg), limit=10)).to_dict()
     warm = _warm_cli(tmp_path, tiny_model_dir, suites, tmp_path / "warm", "--adapter", ref, "--registry", str(reg))
     assert warm["code"] == 0
     if cuda_certainly_absent():  # where a GPU may be present, resolving device=auto asks torch (correctly)
@@ -456,7 +456,7 @@ def test_fully_cached_eval_imports_no_model_stack(tiny_model_dir, tiny_adapter, 
                                                                    "preamble_reused": 0, "preamble_fallback": 0}
         assert m.identity == first["models"][label]["identity"]
     # another limit is another suite content: scored from the responses, never served the 10-item result
-    fewer = run_eval(spec(tmp_path, tiny_model_dir, suites, adapters=[ref], registry=str(reg), limit=5, out=str(tmp_path / "five")))
+    fewer = run_eval(spec(tmp_path, tiny_model_dir, suites, adapters=[ref], registry=str(reg), limit=5, out=str(tmp_path / "five"))).to_dict()
     assert fewer["results"]["base"]["toy"]["acc"]["n"] == fewer["results"][ref]["toy"]["acc"]["n"] == 5
     assert all(m["requests"]["computed"] == 0 for m in fewer["models"].values())
 
@@ -472,14 +472,14 @@ def test_bad_or_missing_stored_suite_results_fall_back_to_the_responses(tiny_mod
         stored["records"][0]["metrics"]["acc"] = 1e999  # parses to infinity: never a score
         c.execute("UPDATE suite_results SET value = ?", (json.dumps(stored).replace("Infinity", "1e999"),))
     logs: list[str] = []
-    doc = run_eval(spec(tmp_path, tiny_model_dir, [suite], out=str(tmp_path / "o2")), log=logs.append)
+    doc = run_eval(spec(tmp_path, tiny_model_dir, [suite], out=str(tmp_path / "o2")), log=logs.append).to_dict()
     assert any("invalid cached row" in line for line in logs)
     assert doc["models"]["base"]["requests"]["computed"] == 0  # the responses still serve it
     assert [r.to_dict() for r in load_run(tmp_path / "o2")[1]] == want
     with sqlite3.connect(cache) as c:  # the row was rewritten from the responses
         assert json.loads(c.execute("SELECT value FROM suite_results WHERE key = ?", (key,)).fetchone()[0])["records"][0]["metrics"]["acc"] in (0, 1)
         c.execute("DROP TABLE suite_results")  # a cache written before stored suite results existed stays valid
-    doc = run_eval(spec(tmp_path, tiny_model_dir, [suite], out=str(tmp_path / "o3")))
+    doc = run_eval(spec(tmp_path, tiny_model_dir, [suite], out=str(tmp_path / "o3"))).to_dict()
     assert doc["models"]["base"]["requests"]["computed"] == 0
     assert [r.to_dict() for r in load_run(tmp_path / "o3")[1]] == want
     with sqlite3.connect(cache) as c:

@@ -485,7 +485,7 @@ def test_preference_suite_scores_pairs_with_per_item_records(tiny_model_dir, tmp
     from harness.prompt import plain_prompt
     from harness.suites import load_suite
 
-    doc = run_eval(EvalSpec(suites=["domain/tempo-t4-pref"], model=str(tiny_model_dir), precision="fp32", out=str(tmp_path / "o"), limit=10, batch_size=4, no_cache=True))
+    doc = run_eval(EvalSpec(suites=["domain/tempo-t4-pref"], model=str(tiny_model_dir), precision="fp32", out=str(tmp_path / "o"), limit=10, batch_size=4, no_cache=True)).to_dict()
     records = load_run(tmp_path / "o")[1]
     docs = load_suite("domain/tempo-t4-pref").load_docs()
     assert len(records) == 10

@@ -54,7 +54,7 @@ def test_probe_metrics_declare_their_direction():
 @pytest.fixture(scope="module")
 def probe_run(tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("probes")
-    doc = run_eval(EvalSpec(suites=PROBES, model=str(tiny_model_dir), out=str(out / "run"), limit=12, batch_size=4, cache=str(out / "c.sqlite")))
+    doc = run_eval(EvalSpec(suites=PROBES, model=str(tiny_model_dir), out=str(out / "run"), limit=12, batch_size=4, cache=str(out / "c.sqlite"))).to_dict()
     return doc, load_run(out / "run")[1]
 
 
@@ -117,7 +117,7 @@ def independent_crows(records):
 
 def test_real_crows_pairs_metrics_equal_the_published_formula(tiny_model_dir, shared_benchmarks, tmp_path):
     path = shared_benchmarks / "crows_pairs" / "crows_pairs_anonymized.csv"
-    doc = run_eval(EvalSpec(suites=[f"crows_pairs:{path}"], model=str(tiny_model_dir), out=str(tmp_path / "o"), batch_size=8, no_cache=True))
+    doc = run_eval(EvalSpec(suites=[f"crows_pairs:{path}"], model=str(tiny_model_dir), out=str(tmp_path / "o"), batch_size=8, no_cache=True)).to_dict()
     records = load_run(tmp_path / "o")[1]
     assert len(records) == 1508
     ind = independent_crows(records)
@@ -181,7 +181,7 @@ def test_real_bbq_metrics_equal_the_published_formulas(tiny_model_dir, shared_be
         rows = f.read_text().splitlines()
         lines += rows[:60] + rows[-60:]  # both context conditions and polarities of every category
     subset.write_text("\n".join(lines) + "\n")
-    doc = run_eval(EvalSpec(suites=[f"bbq:{subset}"], model=str(tiny_model_dir), out=str(tmp_path / "o"), batch_size=8, no_cache=True))
+    doc = run_eval(EvalSpec(suites=[f"bbq:{subset}"], model=str(tiny_model_dir), out=str(tmp_path / "o"), batch_size=8, no_cache=True)).to_dict()
     records = load_run(tmp_path / "o")[1]
     assert len(records) == len(lines)
     ind = independent_bbq(records)

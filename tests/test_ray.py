@@ -67,7 +67,7 @@ def test_two_workers_give_the_single_process_records_bit_for_bit(cluster, world,
     spec = spec_for(world, world["root"] / "two", cache)
     rep = prefill_cache(spec, suites(), workers=2)
     assert rep.units == 6 and rep.computed == 6 and rep.cached == 0
-    doc = run_eval(spec, suites_override=suites())
+    doc = run_eval(spec, suites_override=suites()).to_dict()
     assert sum(m["requests"]["computed"] for m in doc["models"].values()) == 0, "the driver's evaluation read everything from the cache"
     got = records(world["root"] / "two")
     assert len(got) == len(reference) == 3 * sum(SUITES.values())
@@ -85,7 +85,7 @@ def test_one_worker_gives_the_two_worker_records_and_the_applied_figures_travel_
     spec = spec_for(world, world["root"] / "one", cache)
     rep = prefill_cache(spec, suites(), workers=1)
     assert rep.computed == 6 and rep.workers == 1
-    doc = run_eval(spec, suites_override=suites())
+    doc = run_eval(spec, suites_override=suites()).to_dict()
     assert sum(m["requests"]["computed"] for m in doc["models"].values()) == 0
     assert records(world["root"] / "one") == reference
     single = load_run(world["root"] / "reference")[0]

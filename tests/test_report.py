@@ -323,12 +323,25 @@ def planted_run(real: Path, ref: str, dest_parent: Path) -> Path:
             "items": _payload(8, "items"), "contaminated_items": _payload(9, "contaminated"), "share": _payload(0, "share")}}},
         "fingerprints": {"input": _payload(1, "curation input path"), _payload(2, "fingerprint key"): _payload(3, "curation output path")},
     }))
-    # a comparison of candidates
+    # a comparison of candidates, in compare.json's shape (`laf schema compare`): its numbers, ranks and statuses are
+    # typed (text there is refused: tests/test_artifacts.py), so the payloads go in every text field
+    cat, col = _payload(4, "compare category"), _payload(3, "compare column")
+    cell = {"metric": _payload(1, "column metric"), "unit": _payload(2, "column unit"), "shown_as": _payload(3, "shown as"), "better": _payload(4, "better"),
+            "change": 0.1, "ci_low": 0.0, "ci_high": 0.2, "improvement": 0.1, "improvement_ci": [0.0, 0.2], "p_value": 0.01}
+    delta = {"metric": _payload(5, "delta metric"), "n": 10, "base": 0.5, "candidate": 0.6, "improvement": 0.1, "ci_low": 0.0, "ci_high": 0.2,
+             "p_value": 0.01, "test": _payload(6, "delta test")}
     (run / "compare.json").write_text(json.dumps({
-        "categories": [_payload(4, "compare category")],
-        "ranking": [{"rank": _payload(5, "rank"), "candidate": _payload(6, "compare candidate"), "pareto": True, "domain_p_holm": _payload(7, "p"),
-                     "verdict": _payload(8, "compare verdict"), "categories": {_payload(4, "compare category"): {"improvement": 0.1, "ci_low": 0.0, "ci_high": 0.2}}}],
-        "winner": {"candidate": _payload(9, "winner"), "reason": _payload(0, "winner reason")},
+        "schema": "laf.compare/2", "baseline": {"ref": _payload(7, "compare baseline"), "model": _payload(8, "compare baseline model")},
+        "confidence": 0.95, "categories": [cat],
+        "columns": [{"key": col, "suites": [_payload(9, "column suite")], "metric": _payload(1, "column metric"), "unit": _payload(2, "column unit"),
+                     "shown_as": _payload(3, "shown as"), "better": _payload(4, "better"), "rules": [_payload(0, "column rule")]}],
+        "pareto_on": {"quantities": [col], "source": _payload(1, "pareto source"), "orientation": _payload(2, "pareto orientation")},
+        "ranking": [{"candidate": _payload(6, "compare candidate"), "ref": _payload(7, "compare ref"), "model": _payload(8, "compare model"),
+                     "identity": {_payload(9, "identity key"): _payload(0, "compare identity")}, "resolved_from": _payload(1, "resolved from"),
+                     "merge": None, "columns": {col: cell}, "suites": {_payload(2, "compare suite"): delta},
+                     "categories": {cat: {**delta, "suites": [_payload(3, "pooled suite")]}}, "verdict": "pass", "exit_code": 0,
+                     "failed_rules": [_payload(5, "compare failed rule")], "rank": 1, "pareto": True, "domain_p_holm": 0.01}],
+        "winner": {"candidate": _payload(9, "winner"), "reason": _payload(0, "winner reason"), "pairwise": {}},
     }))
     return run
 

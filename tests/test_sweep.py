@@ -88,6 +88,13 @@ def test_example_sweep_trains_scores_gates_costs_and_recommends(swept):
     assert "id='sweep'" in html or 'id="sweep"' in html
     assert "sweep: domain gain and general change per point" in html and "full fine-tuning" in html.lower()
     assert (run_dir / "recommendation.txt").read_text().strip() == rec["sentence"]
+    # the stages after training are laf run's: the sweep is recorded in the release history like a run, and the
+    # compare.json it ranks the points from is the one the compare stage wrote (its model, tests/test_artifacts.py)
+    assert s["history"]["new"] and Path(s["history"]["store"]).is_file() and "history" in s["stages_ran"]  # LAF_HISTORY_URL: conftest's
+    from harness.results.artifacts import CompareDoc, read
+
+    compare = read(run_dir / "compare.json", CompareDoc)
+    assert {p["model"]: p["rank"] for p in doc["points"]} == {r.model: r.rank for r in compare.ranking}
 
 
 def test_rerun_is_all_skipped_and_a_new_point_trains_only_itself(swept):

@@ -124,7 +124,7 @@ def test_bad_cache_rows_are_misses_rescored_and_counted(tiny_model_dir, tmp_path
 
     suite = write_suite(tmp_path / "s", {}, rows=[{"q": f"What is {i} plus {i}?", "choices": [str(2 * i), str(i + 100), "no"], "gold": 0} for i in range(8)])
     spec = dict(suites=[str(suite)], model=str(tiny_model_dir), cache=str(tmp_path / "c.sqlite"), batch_size=4)
-    ref = run_eval(EvalSpec(out=str(tmp_path / "ref"), **spec))
+    ref = run_eval(EvalSpec(out=str(tmp_path / "ref"), **spec)).to_dict()
     with sqlite3.connect(tmp_path / "c.sqlite") as c:
         keys = [k for (k,) in c.execute("SELECT key FROM responses ORDER BY key")]
         for k, value in zip(keys, BAD_ROWS.values()):
@@ -133,7 +133,7 @@ def test_bad_cache_rows_are_misses_rescored_and_counted(tiny_model_dir, tmp_path
         # tests/test_eval.py); without it, the re-run reads every response
         c.execute("DELETE FROM suite_results")
     logs: list[str] = []
-    again = run_eval(EvalSpec(out=str(tmp_path / "again"), **spec), log=logs.append)
+    again = run_eval(EvalSpec(out=str(tmp_path / "again"), **spec), log=logs.append).to_dict()
     req = again["models"]["base"]["requests"]
     assert req["computed"] == len(BAD_ROWS) and req["cache_hits"] == len(keys) - len(BAD_ROWS)
     assert any(f"{len(BAD_ROWS)} invalid cached row(s)" in line for line in logs), logs

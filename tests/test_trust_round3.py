@@ -273,14 +273,14 @@ def _cache_case(tiny_model_dir, tmp_path):
 
     suite = write_suite(tmp_path / "s", {}, rows=[{"q": f"What is {i} plus {i}?", "choices": [str(2 * i), str(i + 100), "no"], "gold": 0} for i in range(8)])
     spec = dict(suites=[str(suite)], model=str(tiny_model_dir), cache=str(tmp_path / "c.sqlite"), batch_size=4)
-    ref = run_eval(EvalSpec(out=str(tmp_path / "ref"), **spec))
+    ref = run_eval(EvalSpec(out=str(tmp_path / "ref"), **spec)).to_dict()
 
     def again(out):
         import sqlite3
 
         with sqlite3.connect(tmp_path / "c.sqlite") as c:  # these tests are about response rows: the stored suite results (the
             c.execute("DELETE FROM suite_results")        # warm path, sealed the same way: tests/test_eval.py) must not answer first
-        return run_eval(EvalSpec(out=str(tmp_path / out), **spec))
+        return run_eval(EvalSpec(out=str(tmp_path / out), **spec)).to_dict()
 
     return spec, ref, again
 
@@ -319,7 +319,7 @@ def test_cache_values_swapped_between_keys_and_unsealed_caches_are_rescored(tiny
         n = c.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
     from harness.evaluate import EvalSpec, run_eval
 
-    doc = run_eval(EvalSpec(out=str(tmp_path / "old-run"), **{**spec, "cache": str(old)}))
+    doc = run_eval(EvalSpec(out=str(tmp_path / "old-run"), **{**spec, "cache": str(old)})).to_dict()
     assert doc["results"] == ref["results"] and doc["models"]["base"]["requests"]["cache_rejected"] == n > 0
 
 

@@ -73,12 +73,12 @@ def register_variant(world, name: str, src: str, tensors=None, config=None) -> s
 def test_the_applied_check_is_recorded_and_a_cached_rerun_reports_the_same_figure(world, tmp_path):
     a = world["refs"]["a"]
     cache = tmp_path / "cache.sqlite"
-    doc = run_eval(spec(world, tmp_path / "one", [MC], [a], limit=6, cache=str(cache)))
+    doc = run_eval(spec(world, tmp_path / "one", [MC], [a], limit=6, cache=str(cache))).to_dict()
     fig = doc["models"][a]["adapter"]["applied"]
     assert fig["max_abs_delta_logit"] > fig["tolerance"] > 0 and fig["modules"] == 14 and fig["zero_b_modules"] == 0
     assert fig["probe_tokens"] > 4 and len(fig["probe_sha256"]) == 16
     assert doc["models"]["base"]["adapter"] is None
-    again = run_eval(spec(world, tmp_path / "two", [MC], [a], limit=6, cache=str(cache)))
+    again = run_eval(spec(world, tmp_path / "two", [MC], [a], limit=6, cache=str(cache))).to_dict()
     assert again["models"][a]["requests"]["computed"] == 0  # every response and the figure from the cache
     assert again["models"][a]["adapter"]["applied"] == fig
     assert json.loads((tmp_path / "two" / "results.json").read_text())["models"][a]["adapter"]["applied"] == fig
@@ -341,7 +341,7 @@ def _eval_variants(world, tmp_path, adapters, variants, suites=(MC, PPL, GEN), l
     outs = {}
     for name, kw in variants.items():
         s = spec(world, tmp_path / name, suites, adapters, limit=limit, **kw)
-        outs[name] = (run_eval(s), by_key(tmp_path / name))
+        outs[name] = (run_eval(s).to_dict(), by_key(tmp_path / name))
     return outs
 
 

@@ -1,5 +1,8 @@
 """``laf config schema [KIND]``: the JSON Schema of a config kind (run, train, sweep, merge, policy), generated from
-the pydantic models that validate it, for editors (``# yaml-language-server: $schema=FILE`` at the top of a YAML)."""
+the pydantic models that validate it, for editors (``# yaml-language-server: $schema=FILE`` at the top of a YAML).
+
+``laf schema KIND``: the JSON Schema of an artifact laf writes (results.json, verdict.json, compare.json, ...),
+generated from the models every reader validates it with (:mod:`harness.results.artifacts`)."""
 
 from __future__ import annotations
 
@@ -18,6 +21,13 @@ def register(sub) -> None:
     s.add_argument("kind", nargs="?", default="run", choices=list(KINDS),
                    help="which config: " + "; ".join(f"{k}: {usage}" for k, (_, _, usage) in KINDS.items()) + " (default: run)")
     s.set_defaults(handler=cmd_schema)
+
+    from ..results.artifacts import KINDS as ARTIFACTS
+
+    a = sub.add_parser("schema", help="print the JSON Schema of an artifact laf writes (results, verdict, compare, sweep, run, calibration, "
+                       "parity, diversity), generated from the model its readers validate it with")
+    a.add_argument("kind", choices=list(ARTIFACTS), help="which artifact: " + "; ".join(f"{k}: {m.FILE}" for k, m in ARTIFACTS.items()))
+    a.set_defaults(handler=cmd_artifact_schema)
 
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -47,4 +57,11 @@ def json_schema(kind: str) -> dict[str, Any]:
 
 def cmd_schema(args) -> int:
     print_json(json_schema(args.kind))
+    return 0
+
+
+def cmd_artifact_schema(args) -> int:
+    from ..results.artifacts import json_schema as artifact_schema
+
+    print_json(artifact_schema(args.kind))
     return 0

@@ -65,19 +65,17 @@ def cmd_eval(args) -> int:
     )
     t0 = time.perf_counter()
     with open_progress(args.quiet or args.json) as progress:
-        doc = run_eval(spec, progress=progress.eval_update, log=progress.log)
+        results = run_eval(spec, progress=progress.eval_update, log=progress.log)
     if args.json:
-        print_json(doc)
+        print_json(results.to_dict())
         return 0
-    from ..results import ResultsDoc
-
-    print_results_table(ResultsDoc.from_dict(doc), args)
+    print_results_table(results, args)
     if args.adapters:
         from ..registry import Registry
 
         reg = Registry(args.registry)
         console.print("adapters: " + ", ".join(reg.resolve(a).describe(a) for a in args.adapters))
-    reqs = {m: v["requests"] for m, v in doc["models"].items()}
+    reqs = {m: info.requests for m, info in results.models.items()}
     total = sum(r["requests"] for r in reqs.values())
     hits = sum(r["cache_hits"] for r in reqs.values())
     console.print(f"\n{total:,} requests, {hits:,} from cache, {time.perf_counter() - t0:.1f} s  ->  {args.out}/results.json")

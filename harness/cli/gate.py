@@ -105,12 +105,13 @@ def cmd_compare(args) -> int:
     from ..io import atomic_write_json, sha256_json
     from ..results.refs import parse_run_ref
 
-    doc = compare_runs(args.runs, args.baseline, args.policy, args.confidence)
+    compared = compare_runs(args.runs, args.baseline, args.policy, args.confidence)
+    doc = compared.to_dict()
     out = Path(args.output) if args.output else Path(parse_run_ref(args.runs[0]).folder) / "compare.json"
     atomic_write_json(out, doc)
     rec = record_outcome(resolve_url(args.history), "compare", compare=doc, config_fingerprint=sha256_json({"runs": args.runs, "baseline": args.baseline,
                          "policy": args.policy, "confidence": args.confidence}))
-    gated = [{"model": r["candidate"], "verdict": r["verdict"], "exit_code": r.get("exit_code", 0)} for r in doc["ranking"] if r.get("verdict") is not None]
+    gated = [{"model": r.candidate, "verdict": r.verdict, "exit_code": r.exit_code or 0} for r in compared.ranking if r.verdict is not None]
     code, why = combined_exit(gated) if gated else (0, "exit 0: no policy, so nothing was gated")
     if args.json:
         print_json(doc)
@@ -137,7 +138,7 @@ def cmd_calibrate(args) -> int:
     from ..gate.calibrate import calibrate
     from ..io import atomic_write_json, atomic_write_text
 
-    doc = calibrate(args.runs[0], args.runs[1], args.confidence)
+    doc = calibrate(args.runs[0], args.runs[1], args.confidence).to_dict()
     if args.output:
         atomic_write_json(args.output, doc)
     if args.policy_out:

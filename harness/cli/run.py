@@ -24,41 +24,33 @@ def register(sub) -> None:
 def cmd_run(args) -> int:
     from rich.markup import escape
 
-    from ..pipeline import run_pipeline
+    from ..pipeline import execute_run
     from .ci import open_progress, report_verdict_to_ci
 
     quiet = args.quiet or args.json
     with open_progress(quiet, stages=True) as progress:
-        summary = run_pipeline(args.config, args.overrides, log=progress.log, train_progress=progress.train_update, eval_progress=progress.eval_update,
-                               history=args.history)
-    from pathlib import Path
-
-    from ..gate.verdict import Verdict
-    from ..io import read_json
-    from ..results import load_results
+        outcome = execute_run(args.config, args.overrides, log=progress.log, train_progress=progress.train_update, eval_progress=progress.eval_update,
+                              history=args.history)
     from .eval import print_results_table
     from .gate import print_verdict
 
-    run_dir = Path(summary["run_dir"])
-    entries = summary.get("verdicts") or []
-    several = len(entries) > 1
-    verdicts = []
-    for i, e in enumerate(entries):
-        v = Verdict.from_dict(read_json(e["verdict_json"]))
-        verdicts.append((e["model"], v))
-        last = i == len(entries) - 1
+    summary = outcome.summary
+    verdicts = outcome.verdicts  # the verdicts the gate stage made (and wrote): shown as they are, never read back
+    several = len(verdicts) > 1
+    for i, (model, v) in enumerate(verdicts):
+        last = i == len(verdicts) - 1
         extra = (f"\n{summary['exit_explanation']}\n" if several else "") + f"\nRun `{summary['run_dir']}`; HTML report: `{summary['report']}`.\n" if last else "\n"
-        report_verdict_to_ci(v, extra, candidate=e["model"] if several else None)
+        report_verdict_to_ci(v, extra, candidate=model if several else None)
     if args.json:
         print_json(summary)
         return summary["exit_code"]
     if not args.quiet:
-        print_results_table(load_results(run_dir / "eval"), args)
-    if (run_dir / "compare.json").exists() and several and not args.quiet:
+        print_results_table(outcome.results, args)
+    if outcome.compare is not None and several and not args.quiet:
         from .gate import print_comparison
 
         console.print()
-        print_comparison(read_json(run_dir / "compare.json"), args)
+        print_comparison(outcome.compare.to_dict(), args)
     for model, v in verdicts:
         console.print(f"\n[bold]{escape(model)}[/]" if several else "")
         print_verdict(v)

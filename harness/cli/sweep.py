@@ -33,6 +33,8 @@ def register(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key by its dotted YAML path (train.lora.r=16; a training setting may leave out train.: lora.r=16); repeatable")
     add_format(p, "the sweep summary (sweep.json without the per-point results)")
     p.add_argument("--quiet", action="store_true", help="only the stage lines, the table and the recommendation")
+    p.add_argument("--history", default=None, metavar="URL", help="release history to record the sweep in, as `laf run` (default: the config's "
+                   "history:, else LAF_HISTORY_URL, else OUT_ROOT/history.sqlite; 'off': none)")
     p.set_defaults(handler=cmd_sweep)
 
 
@@ -45,7 +47,8 @@ def cmd_sweep(args) -> int:
     quiet = args.quiet or args.json
     with open_progress(quiet, stages=True) as progress:
         summary = run_sweep(args.config, args.overrides, workers=args.workers, ray_address=args.ray_address, cache=args.cache,
-                            max_points=args.max_points, log=progress.log, train_progress=progress.train_update, eval_progress=progress.eval_update)
+                            max_points=args.max_points, log=progress.log, train_progress=progress.train_update, eval_progress=progress.eval_update,
+                            history=args.history)
     if args.json:
         print_json({k: v for k, v in summary.items() if k != "results"})
         return summary["exit_code"]
@@ -58,5 +61,9 @@ def cmd_sweep(args) -> int:
     if not args.quiet:
         console.print(f"\nstages run: {', '.join(summary['stages_ran']) or '-'}; skipped (unchanged): {', '.join(summary['stages_skipped']) or '-'}; "
                       f"{summary['wall_time_s']:.0f} s")
+    if summary.get("history"):
+        from .gate import print_recorded
+
+        print_recorded(summary["history"])
     console.print(f"sweep: {escape(summary['sweep_json'])}\nreport: [bold]{escape(summary['report'])}[/]")
     return summary["exit_code"]

@@ -10,6 +10,7 @@ from pathlib import Path
 from .. import defaults
 from ..errors import LafError
 from ..io import atomic_write_json, atomic_write_text
+from ..results.artifacts import DiversityDoc
 from .cluster import cluster_matrix
 from .merge_outcomes import observed_merges, prediction_check
 from .mergeability import predict_mergeability
@@ -207,9 +208,9 @@ class DiversityOptions:
 
 
 def analyse_run(run_dir: str | Path, adapters: list[str] | None = None, options: DiversityOptions | None = None,
-                registry: str | Path = defaults.REGISTRY, out: str | Path | None = None) -> Path:
+                registry: str | Path = defaults.REGISTRY, out: str | Path | None = None) -> tuple[Path, DiversityDoc]:
     """Analyse one finished evaluation run (every adapter in it a candidate) and write ``diversity.json`` and its
-    charts into ``out`` (default: the run folder); returns the JSON's path.
+    charts into ``out`` (default: the run folder); returns the JSON's path and its document.
 
     Prediction space always (records only); weight space on ``adapters`` (registered refs, normally the run's
     candidates) when ``options.weight_space``; function space when ``options.function_space``. Merged candidates in
@@ -229,4 +230,4 @@ def analyse_run(run_dir: str | Path, adapters: list[str] | None = None, options:
         probe = ProbeSpec(suite, options.probe_n, options.model, options.device)
     doc = analyse([str(run_dir)], adapters, registry, probe, options.min_items, per_module=options.per_module,
                   allow_modified=options.allow_modified, weight_space=options.weight_space)
-    return write_diversity(doc, out or run_dir)
+    return write_diversity(doc, out or run_dir), DiversityDoc.from_dict(doc)

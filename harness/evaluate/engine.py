@@ -40,12 +40,12 @@ __all__ = ["BASE", "SCORING_VERSION", "EvalSpec", "ProgressCallback", "default_c
 
 
 def run_eval(spec: EvalSpec, progress: ProgressCallback | None = None, log: Callable[[str], None] = lambda s: None,
-             suites_override: list[Suite] | None = None) -> dict:
+             suites_override: list[Suite] | None = None) -> ResultsDoc:
     """Score the base and every adapter of ``spec`` on the same items of every suite.
 
     Writes ``spec.out``: ``results.sqlite`` and ``records.jsonl`` (one :class:`~harness.results.ItemRecord` per
     model and item) and ``results.json`` (aggregates, the suites' metric meanings, provenance), and returns
-    that document as a dict. Everything is validated before a model is loaded; responses come from the
+    that document (``to_dict()`` is the file's content). Everything is validated before a model is loaded; responses come from the
     content-keyed cache where they can. ``suites_override``: already loaded suites (the pipeline's, with
     per-suite limits), in ``spec.suites`` order.
     """
@@ -59,7 +59,7 @@ def run_eval(spec: EvalSpec, progress: ProgressCallback | None = None, log: Call
         return _run_locked(spec, started, progress, log, suites_override)
 
 
-def _run_locked(spec: EvalSpec, started: float, progress, log, suites_override) -> dict:
+def _run_locked(spec: EvalSpec, started: float, progress, log, suites_override) -> ResultsDoc:
     # -- validate everything before any model is loaded
     suites = suites_override if suites_override is not None else [load_suite(s, spec.data_dir) for s in spec.suites]
     names = [s.name for s in suites]
@@ -122,7 +122,7 @@ def suite_content(suite: Suite, limit: int | None) -> dict | None:
             "data_sha256": suite.data_sha256, "limit": limit, "seed": suite.spec.options.seed}
 
 
-def _score_and_publish(spec, suites, resolved, adapters, load, runs, started, progress, log) -> dict:
+def _score_and_publish(spec, suites, resolved, adapters, load, runs, started, progress, log) -> ResultsDoc:
     """The run itself, under the output folder's lock."""
     base_fp = resolved.fingerprint
     cache = NullCache() if spec.no_cache else ResponseCache(spec.cache or default_cache_path())
@@ -217,7 +217,7 @@ def _score_and_publish(spec, suites, resolved, adapters, load, runs, started, pr
         breakdowns=breakdowns,
     )
     commit_run(store, doc)
-    return doc.to_dict()
+    return doc
 
 
 def _evaluate(lm, suite: Suite, task, limit: int | None):

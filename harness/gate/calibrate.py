@@ -15,6 +15,7 @@ import math
 
 import yaml
 
+from ..results.artifacts import CalibrationDoc
 from ..stats import minimum_detectable_effect
 from .deltas import compute_delta
 from .policy import Policy
@@ -26,9 +27,9 @@ def _round_up(x: float, step: float) -> float:
     return math.ceil(x / step - 1e-9) * step
 
 
-def calibrate(ref_a: str, ref_b: str, confidence: float = 0.95) -> dict:
+def calibrate(ref_a: str, ref_b: str, confidence: float = 0.95) -> CalibrationDoc:
     """Run-to-run noise between two runs of the same model, per suite, and the policy margins it suggests
-    (``calibration.json``'s dict; ``suggested_policy_yaml`` is ready to save)."""
+    (``calibration.json``'s document; ``suggested_policy_yaml`` is ready to save)."""
     a = load_side(ref_a, "first run", default_base=True)
     b = load_side(ref_b, "second run", default_base=True)
     policy = Policy(rules=[{"category": "general", "max_drop": 0.0}], confidence=confidence)
@@ -46,7 +47,7 @@ def calibrate(ref_a: str, ref_b: str, confidence: float = 0.95) -> dict:
         if kind != "min_gain":
             rules.append({"suite": s, "metric": name, kind: round(margin, 6)})
     suggested = {"confidence": confidence, "min_items": 30, "rules": [{"category": "domain", "min_gain": 0.05}, *rules]}
-    return {
+    return CalibrationDoc.from_dict({
         "schema": "laf.calibration/1",
         "runs": [a.describe(), b.describe()],
         "confidence": confidence,
@@ -54,4 +55,4 @@ def calibrate(ref_a: str, ref_b: str, confidence: float = 0.95) -> dict:
         "suggested_policy": suggested,
         "suggested_policy_yaml": "# margins suggested by `laf calibrate` from run-to-run noise; the domain gain is yours to choose\n"
         + yaml.safe_dump(suggested, sort_keys=False),
-    }
+    })

@@ -17,11 +17,13 @@ from typing import Any
 from ..errors import LafError
 from ..registry.merge_info import merge_summary
 from ..results import BASE, is_proportion, load_results, parse_run_ref
+from ..results.artifacts import CompareDoc
 from ..stats import holm
 from .deltas import compute_delta, pooled_delta
 from .policy import Policy, load_policy
 from .rules import evaluate_gate
 from .runs import RunSide, check_comparable, load_side
+from .verdict import Verdict
 
 
 def _candidates(refs: list[str]) -> list[RunSide]:
@@ -100,23 +102,23 @@ def _quantity(base: RunSide, cand: RunSide, q: dict, policy: Policy) -> dict:
     return change_cell(d)
 
 
-def _verdict_cells(v: dict) -> dict:
+def _verdict_cells(v: Verdict) -> dict:
     # every rule that did not pass, with its status: an inconclusive rule is not a failed one, though it fails a verdict under inconclusive: fail
-    failed = [(f"{r['rule']} [{r.get('suite')}]" if r.get("suite") else r["rule"]) + ("" if r.get("status") == "fail" else f" ({r.get('status')})")
-              for r in v.get("rules", []) if r.get("status") != "pass"]
-    return {"verdict": v.get("verdict"), "exit_code": v.get("exit_code"), "failed_rules": failed}
+    failed = [(f"{r.rule} [{r.suite}]" if r.suite else r.rule) + ("" if r.status == "fail" else f" ({r.status})")
+              for r in v.rules if r.status != "pass"]
+    return {"verdict": v.status, "exit_code": v.exit_code, "failed_rules": failed}
 
 
 def compare_runs(refs: list[str], baseline_ref: str | None, policy_path: Policy | str | None, confidence: float = 0.95,
-                 verdicts: dict[str, dict] | None = None) -> dict:
+                 verdicts: dict[str, Verdict] | None = None) -> CompareDoc:
     """Rank the candidates in ``refs`` (runs, every adapter in them, or ``RUN#MODEL``; ``MODEL`` may be ``name``,
     ``name@latest`` or ``name@version``) against the baseline (default: the first run's base).
 
     Each candidate gets the paired change of every quantity the policy gates (every suite's primary metric without a
     policy) in its own unit, per-category pooled changes, a rank by domain gain, membership of the Pareto front over
-    the gated quantities, and Holm-corrected tests for a winner. Its verdict comes from ``verdicts`` (verdict.json
-    dicts by model, as ``laf run``'s gate stage wrote them), or is computed here when a policy is given.
-    Returns ``compare.json``'s dict."""
+    the gated quantities, and Holm-corrected tests for a winner. Its verdict comes from ``verdicts`` (the verdicts by
+    model that ``laf run``'s gate stage made), or is computed here when a policy is given.
+    Returns ``compare.json``'s document (``to_dict()`` is what the file holds)."""
     base = load_side(baseline_ref or f"{parse_run_ref(refs[0]).path}#{BASE}", "baseline", default_base=True)
     cands = _candidates(refs)
     labels = [f"{c.model}" if c.folder == base.folder else f"{c.ref}" for c in cands]
@@ -154,8 +156,7 @@ def compare_runs(refs: list[str], baseline_ref: str | None, policy_path: Policy 
         if given is not None:
             row.update(_verdict_cells(given))
         elif gate_policy is not None:
-            v = evaluate_gate(base, c, gate_policy, policy_source or "inline")
-            row.update(_verdict_cells(v.to_dict()))
+            row.update(_verdict_cells(evaluate_gate(base, c, gate_policy, policy_source or "inline")))
         rows.append(row)
 
     def gain(row, cat):
@@ -177,7 +178,7 @@ def compare_runs(refs: list[str], baseline_ref: str | None, policy_path: Policy 
     for r in rows:
         r["domain_p_holm"] = adj_base.get(r["candidate"])
     winner = _pick_winner(base, cands, labels, rows, policy, confidence)
-    return {
+    return CompareDoc.from_dict({
         "schema": "laf.compare/2",
         "baseline": base.describe(),
         "confidence": confidence,
@@ -191,7 +192,7 @@ def compare_runs(refs: list[str], baseline_ref: str | None, policy_path: Policy 
                                      "reduction of the distance to an ideal value)"},
         "ranking": rows,
         "winner": winner,
-    }
+    })
 
 
 def _pick_winner(base, cands, labels, rows, policy, confidence) -> dict:

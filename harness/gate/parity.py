@@ -17,11 +17,10 @@ subfolder as ``laf run`` writes it):
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from ..errors import LafError
-from ..io import read_json
+from ..results.artifacts import ParityDoc, ParityPair, read
 from .deltas import compute_delta
 from .policy import Policy, Rule
 from .runs import RunSide, paired_items
@@ -71,37 +70,17 @@ def find_parity(folder: str | Path) -> Path | None:
     return None
 
 
-def _number(v, where: str, path: Path) -> float | None:
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise LafError(f"{path}: {where} is {v!r}, not a finite number", "re-run `laf parity`")
-    return float(v)
+def load_parity(path: str | Path) -> ParityDoc:
+    """``parity.json`` read and checked by the one artifact reader: a mapping with a list of pairs, each naming its
+    reference and form, whose numbers are finite and whose counts are counts (it is untrusted input)."""
+    return read(path, ParityDoc)
 
 
-def load_parity(path: str | Path) -> dict:
-    """``parity.json`` checked: a mapping with a list of pairs whose numbers are finite (it is untrusted input)."""
-    path = Path(path)
-    doc = read_json(path)
-    if not isinstance(doc, dict) or not isinstance(doc.get("pairs"), list):
-        raise LafError(f"{path} is not a parity.json written by `laf parity` (no list of pairs)", "re-run `laf parity`")
-    for i, p in enumerate(doc["pairs"]):
-        if not isinstance(p, dict) or not isinstance(p.get("reference"), str) or not isinstance(p.get("form"), str):
-            raise LafError(f"{path}: pairs[{i}] has no reference/form names", "re-run `laf parity`")
-        for k in ("kl_mean", "kl_p99", "top1_agreement", "flip_share", "mean_abs_delta_ll"):
-            _number(p.get(k), f"pairs[{i}].{k}", path)
-        for k in ("items", "flips", "positions"):
-            v = p.get(k)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-                raise LafError(f"{path}: pairs[{i}].{k} is {v!r}, not a count", "re-run `laf parity`")
-    return doc
+def parity_pair(doc: ParityDoc, form: str, reference: str = REFERENCE) -> ParityPair | None:
+    return doc.pair(form, reference)
 
 
-def parity_pair(doc: dict, form: str, reference: str = REFERENCE) -> dict | None:
-    return next((p for p in doc["pairs"] if p["reference"] == reference and p["form"] == form), None)
-
-
-def decide_parity(rule: Rule, doc: dict | None, source: str, candidate: str | None = None) -> RuleResult:
+def decide_parity(rule: Rule, doc: ParityDoc | None, source: str, candidate: str | None = None) -> RuleResult:
     """pass when the measured drift is at most the bound, fail above it; inconclusive when nothing was measured
     (or parity.json measured another adapter than ``candidate``)."""
     form = str(rule.parity)
@@ -113,21 +92,21 @@ def decide_parity(rule: Rule, doc: dict | None, source: str, candidate: str | No
                        "run `laf parity ADAPTER --out RUN/parity` (or a parity: block in `laf run`), or pass --parity PARITY.json")
     pair = parity_pair(doc, form)
     if pair is None:
-        known = sorted({p["form"] for p in doc["pairs"]})
+        known = sorted({p.form for p in doc.pairs})
         raise LafError(f"parity.json has no form '{form}' compared with {REFERENCE} (it has {', '.join(known) or 'none'})",
                        f"use one of them in the rule, or run `laf parity --form {form}`")
-    value = pair.get(metric)
-    n = pair.get("positions" if kind == "max_kl" else "items") or 0
+    value = pair.kl_mean if kind == "max_kl" else pair.flip_share
+    n = (pair.positions if kind == "max_kl" else pair.items) or 0
     what = "mean next-token KL per scored position" if kind == "max_kl" else "share of items whose prediction flips"
-    if candidate is not None and doc.get("adapter") not in (None, candidate):
+    if candidate is not None and doc.adapter not in (None, candidate):
         status = "inconclusive"
-        msg = f"parity.json measured {doc.get('adapter')}, not the candidate {candidate}. INCONCLUSIVE."
+        msg = f"parity.json measured {doc.adapter}, not the candidate {candidate}. INCONCLUSIVE."
     elif value is None or n == 0:
         status = "inconclusive"
         msg = f"{form} vs {REFERENCE}: {what} was not measured (no scored positions or items). INCONCLUSIVE."
     else:
         status = "pass" if value <= rule.margin else "fail"
-        extra = f" ({pair.get('flips')} of {pair.get('items')} items)" if kind == "max_flips" else f" over {n} positions, p99 {pair.get('kl_p99'):.3g}"
+        extra = f" ({pair.flips} of {pair.items} items)" if kind == "max_flips" else (f" over {n} positions, p99 {pair.kl_p99:.3g}" if pair.kl_p99 is not None else f" over {n} positions")
         msg = (f"{form} vs {REFERENCE}: {what} {value:.4g}{extra}; bound {rule.margin:g}. "
                + ("PASS: within the bound." if status == "pass" else "FAIL: the exported form drifts more than the bound allows."))
     return RuleResult(label, kind, rule.margin, rule.required, f"parity: {form}", "parity", metric, status, msg, None, None, 0)

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..env import now_iso
 from ..errors import LafError
 from ..io import sha256_json
+from ..results.artifacts import VerdictDoc, parse, read_raw
 from ..results.checks import is_finite_number
 from ..stats import PairedDelta
 
@@ -194,6 +195,7 @@ def check_verdict(v: object, where: str, suites: dict | None = None, models: lis
                     raise ValueError(f"its summary names suite {name!r} / metric {(st or {}).get('metric')!r}, which the run does not have")
         from .artifacts import junit_xml, markdown_summary
 
+        parse(v, VerdictDoc, where)  # the typed shape (laf schema verdict): every part, its types, no unknown keys
         markdown_summary(verdict)  # the renderers every reader uses, on this document: a shape they cannot show is refused here
         junit_xml(verdict)
     except LafError:
@@ -268,19 +270,13 @@ def _check_delta(st, where: str) -> None:
 
 
 def read_verdict(path: str | Path, suites: dict | None = None, models: list[str] | None = None) -> dict:
-    """``verdict.json`` read with a size bound and checked by :func:`check_verdict`."""
+    """``verdict.json`` read by the one artifact reader (size bound, strict JSON, a plain file) and checked by
+    :func:`check_verdict`."""
     path = Path(path)
-    fix = "run `laf gate` again to rewrite it"
-    try:
-        if path.is_symlink() or not path.is_file():
-            raise LafError(f"{path} is not a plain file", fix)
-        if path.stat().st_size > MAX_VERDICT_BYTES:
-            raise LafError(f"{path} is larger than {MAX_VERDICT_BYTES:,} bytes: not a verdict", fix)
-        v = json.loads(path.read_text("utf-8"), parse_constant=lambda c: float(c))
-    except LafError:
-        raise
-    except RecursionError:
-        raise LafError(f"{path} is nested too deeply to be a verdict", fix) from None
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise LafError(f"{path} is unreadable: {e}", fix) from None
+    v = read_raw(path, "run `laf gate` again to rewrite it", max_bytes=MAX_VERDICT_BYTES, symlinks=False)
     return check_verdict(v, str(path), suites, models)
+
+
+def load_verdict(path: str | Path, suites: dict | None = None, models: list[str] | None = None) -> Verdict:
+    """``verdict.json`` checked by :func:`read_verdict`, as the :class:`Verdict` the gate made."""
+    return Verdict.from_dict(read_verdict(path, suites, models))

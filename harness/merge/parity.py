@@ -144,7 +144,7 @@ def _run(spec: ParitySpec, entry, resolved, out: Path, started: float, log, prog
                       batch_size=spec.batch_size, max_length=spec.max_length, registry=spec.registry, cache=spec.cache,
                       no_cache=spec.no_cache, data_dir=spec.data_dir)
         doc = run_eval(es, progress=(lambda m, s, d, t, hits, _f=f: progress(_f, s, d, t, hits)) if progress else None, log=log)
-        h["load"] = doc["provenance"]["load"]
+        h["load"] = doc.provenance.load
         sides[f] = load_side(f"{out / 'forms' / f}#{ref if h['adapter'] else 'base'}", f, default_base=False)
 
     pairs = [(a, b) for i, a in enumerate(forms) for b in forms[i + 1:]]

@@ -16,6 +16,7 @@ from ..errors import LafError
 from ..io import atomic_write_json, hash_path, read_json, sha256_json
 from ..models.fingerprint import cached_file_sha256
 from ..results import BASE, ResultsDoc, load_results
+from ..results.artifacts import CompareDoc
 from .config import RunConfig, suite_refs
 from .state import RunState, StageLog
 
@@ -212,7 +213,7 @@ def eval_stage(ctx: RunContext, suites, adapters: list[str], eval_progress=None,
         apply_limits(ctx, suites)
         if prefill is not None:
             prefill(spec, suites)
-        results = ResultsDoc.from_dict(run_eval(spec, progress=eval_progress, log=lambda m: log(f"  {m}"), suites_override=suites))
+        results = run_eval(spec, progress=eval_progress, log=lambda m: log(f"  {m}"), suites_override=suites)
         ctx.state.finish("eval", fp, adapters={a: Registry(cfg.registry).resolve(a).digest for a in adapters})
         ctx.stages.ran.append("eval")
     if ctx.curation.exists():
@@ -333,9 +334,10 @@ def diversity_stage(ctx: RunContext, adapters: list[str]) -> Path | None:
         log("diversity: unchanged")
         return out
     log(f"diversity: {len(adapters)} candidates" + (", weight space" if d.weight_space else "") + (", function space" if d.function_space else ""))
-    path = analyse_run(ctx.eval_dir, adapters if (d.weight_space or d.function_space) else [], options, registry=cfg.registry)
+    path, doc = analyse_run(ctx.eval_dir, adapters if (d.weight_space or d.function_space) else [], options, registry=cfg.registry)
     shutil.copyfile(path, ctx.run_dir / FILE)
-    summary = (read_json(path).get("prediction_check") or {}).get("summary")
+    check = (doc.model_extra or {}).get("prediction_check")
+    summary = check.get("summary") if isinstance(check, dict) else None
     if summary:
         log(f"  predicted vs observed merges: {summary}")
     ctx.state.finish("diversity", fp)
@@ -464,7 +466,7 @@ def gate_stage(ctx: RunContext, policy, adapters: list[str], plans: dict[str, Re
     return out
 
 
-def history_stage(ctx: RunContext, history: str | None, verdicts: list, adapters: list[str], compare: dict | None) -> dict | None:
+def history_stage(ctx: RunContext, history: str | None, verdicts: list, adapters: list[str], compare: CompareDoc | None) -> dict | None:
     """Record the run in the release history (its verdicts; where nothing was gated, the comparison of its candidates
     with the base) and write each candidate's trend into the evaluation folder for the report."""
     if history is None:
@@ -476,21 +478,21 @@ def history_stage(ctx: RunContext, history: str | None, verdicts: list, adapters
         compare = compare_runs([f"{ctx.eval_dir}#{a}" for a in adapters], f"{ctx.eval_dir}#{BASE}", None)
     paths = verdict_paths(ctx, adapters)
     artifacts = {a: {"verdict": str(p.resolve()), "report": str((ctx.run_dir / "report.html").resolve())} for a, p in zip(adapters, paths)}
-    rec = record_outcome(history, "run", [v.to_dict() for _, v in verdicts] or None, compare if not verdicts else None,
+    rec = record_outcome(history, "run", [v.to_dict() for _, v in verdicts] or None, compare.to_dict() if compare is not None and not verdicts else None,
                          config_fingerprint=sha256_json(ctx.cfg.model_dump(mode="json")), run_folder=ctx.eval_dir, trend_dir=ctx.eval_dir,
                          artifacts=artifacts)  # `laf run` prints where it was recorded with the verdict
     ctx.stages.ran.append("history")
     return rec
 
 
-def compare_stage(ctx: RunContext, adapters: list[str], policy=None, verdicts: list | None = None) -> dict:
+def compare_stage(ctx: RunContext, adapters: list[str], policy=None, verdicts: list | None = None) -> CompareDoc:
     """Rank several adapters against the base on the quantities the policy gates, each with its verdict
-    (compare.json in the eval folder and the run folder)."""
+    (compare.json in the eval folder and the run folder); returns the document."""
     from ..gate.compare import compare_runs
 
     doc = compare_runs([f"{ctx.eval_dir}#{a}" for a in adapters], f"{ctx.eval_dir}#{BASE}", policy, policy.confidence if policy else 0.95,
-                       verdicts={m: v.to_dict() for m, v in (verdicts or [])})
-    atomic_write_json(ctx.eval_dir / "compare.json", doc)
+                       verdicts=dict(verdicts or []))
+    atomic_write_json(ctx.eval_dir / "compare.json", doc.to_dict())
     shutil.copyfile(ctx.eval_dir / "compare.json", ctx.run_dir / "compare.json")
     ctx.stages.ran.append("compare")
     return doc

@@ -16,6 +16,8 @@ from ..errors import LafError
 from ..io import BadLine, read_json, scan_jsonl
 from ..registry.merge_info import merge_summary
 from ..results import BASE, ItemRecord, MetricMeta, ResultsDoc, SuiteMeta, load_run
+from ..results.artifacts import CompareDoc, DiversityDoc, SweepDoc, parse, read_raw
+from ..results.artifacts import read as read_artifact
 
 MAX_TEXT = 800  # characters of a prompt / choice / generation kept per item
 ITEM_BUDGET = 3_200_000  # bytes of per-item JSON in the report (keeps 10k-item runs under 5 MB)
@@ -134,7 +136,7 @@ def _parity(run_dir: Path) -> dict | None:
     from ..gate.parity import find_parity, load_parity
 
     path = find_parity(run_dir)
-    return load_parity(path) if path is not None else None
+    return load_parity(path).to_dict() if path is not None else None
 
 
 def _diversity(run_dir: Path) -> dict | None:
@@ -147,10 +149,11 @@ def _diversity(run_dir: Path) -> dict | None:
     if not path.exists():
         return None
     fix = "re-run `laf diversity` on this run (or the run's diversity stage), or remove the file"
-    doc = read_json(path)
+    doc = read_raw(path, fix)
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise LafError(f"{path} is not a {SCHEMA} document", fix)
     check_finite(doc, str(path))
+    parse(doc, DiversityDoc, str(path))  # the typed shape (laf schema diversity)
     try:
         render_diversity_section(doc)  # the shapes the report reads, checked here: a bad file is one clear error
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
@@ -185,7 +188,7 @@ def gather(run_dir: str | Path, candidate: str | None = None, curation: str | Pa
         # does not have, is one clear error, never "PASS, ship it" beside the rules that failed
         verdict = read_verdict(run_dir / "verdict.json", {s: list(m.metrics) for s, m in results.suites.items()}, list(results.models))
         check_verdict_is_of(verdict, run_dir, run_dir / "verdict.json")
-    compare = read_json(run_dir / "compare.json") if (run_dir / "compare.json").exists() else None
+    compare = read_artifact(run_dir / "compare.json", CompareDoc).to_dict() if (run_dir / "compare.json").exists() else None
     cur_path = Path(curation) if curation else run_dir / "curation.json"
     cur = read_json(cur_path) if cur_path.exists() else None
     base, cand = _pick_models(results, verdict, candidate)
@@ -217,7 +220,7 @@ def gather(run_dir: str | Path, candidate: str | None = None, curation: str | Pa
         "verdict": verdict,
         "summaries": summaries,
         "compare": compare,
-        "sweep": read_json(run_dir / "sweep.json") if (run_dir / "sweep.json").exists() else None,  # laf sweep
+        "sweep": read_artifact(run_dir / "sweep.json", SweepDoc).to_dict() if (run_dir / "sweep.json").exists() else None,  # laf sweep
         "selection": _safe_json(run_dir / "selection.json"),  # laf run with select:
         "training": _training(results, cand),
         "curation": cur,

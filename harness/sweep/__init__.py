@@ -21,6 +21,7 @@ from typing import Callable
 
 from ..errors import ConfigError, LafError
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text, exclusive_lock, hash_path, sha256_json
+from ..results.artifacts import Delta, SweepDoc
 from .config import MERGE_AXES, TRAIN_AXES, Point, SweepConfig, count_points, expand, load_sweep_config, point_name
 
 __all__ = ["MERGE_AXES", "TRAIN_AXES", "Point", "SweepConfig", "count_points", "expand", "load_sweep_config", "point_name", "run_sweep"]
@@ -28,12 +29,14 @@ __all__ = ["MERGE_AXES", "TRAIN_AXES", "Point", "SweepConfig", "count_points", "
 
 def run_sweep(config_path: str | Path, overrides: list[str] | None = None, *, workers: int | None = None, ray_address: str | None = None,
               cache: str | None = None, max_points: int | None = None, log: Callable[[str], None] = lambda m: None,
-              train_progress=None, eval_progress=None, on_actors=None) -> dict:
+              train_progress=None, eval_progress=None, on_actors=None, history: str | None = None) -> dict:
     """Run the sweep of ``config_path`` into ``<out_root>/<name>/``; returns the summary (also ``sweep.json``).
 
     ``workers``: start a local Ray cluster with that many CPU slots; ``ray_address``: join a running cluster;
     neither: one process, Ray never imported. ``cache``: the response cache (default: the config's
-    ``eval.cache``, else the user cache). ``max_points``: allow a grid larger than 1,000 points.
+    ``eval.cache``, else the user cache). ``max_points``: allow a grid larger than 1,000 points. ``history``: the
+    release history the sweep is recorded in, as ``laf run`` (default: the config's ``history:``, else
+    LAF_HISTORY_URL, else ``<out_root>/history.sqlite``; ``off``: none).
     """
     t0 = time.time()
     config_path = Path(config_path)
@@ -45,28 +48,24 @@ def run_sweep(config_path: str | Path, overrides: list[str] | None = None, *, wo
 
     suites, policy = validate_run(cfg, base, config_path)
     _validate_points(cfg, points, config_path)
-    if workers is not None or ray_address is not None:
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise LafError("Ray is not installed, and --workers/--ray-address need it",
-                           "pip install 'lost-and-found[scale]' (or pip install 'ray==2.60.*'), or run without --workers/--ray-address") from None
+    use_ray = workers is not None or ray_address is not None
+    if use_ray:
+        from .scale import require_ray
+
+        require_ray()
     run_dir = Path(cfg.out_root) / cfg.name
+    from ..history import resolve_url
+
+    history_url = resolve_url(history, cfg.history, default=Path(cfg.out_root) / "history.sqlite")
     with exclusive_lock(run_dir, "laf sweep"):  # a second sweep into this folder fails at once, naming this one
-        use_ray = workers is not None or ray_address is not None
-        started = False
-        if use_ray:
-            from ..evaluate.distributed import connect
-
-            started = connect(workers, ray_address)
-        try:
+        if not use_ray:
             return _sweep_locked(cfg, base, config_path, points, suites, policy, run_dir, t0, log, train_progress, eval_progress,
-                                 use_ray, workers, on_actors)
-        finally:
-            if started:
-                from ..evaluate.distributed import shutdown
+                                 use_ray, workers, on_actors, history_url)
+        from .scale import cluster
 
-                shutdown()
+        with cluster(workers, ray_address):
+            return _sweep_locked(cfg, base, config_path, points, suites, policy, run_dir, t0, log, train_progress, eval_progress,
+                                 use_ray, workers, on_actors, history_url)
 
 
 def _validate_points(cfg: SweepConfig, points: list[Point], config_path: Path) -> None:
@@ -138,10 +137,11 @@ def _subset(train_data: Path, limit: int | float, seed: int, out_dir: Path) -> P
 
 
 def _sweep_locked(cfg: SweepConfig, base: Path, config_path: Path, points: list[Point], suites, policy, run_dir: Path, t0: float, log,
-                  train_progress, eval_progress, use_ray: bool, workers: int | None, on_actors) -> dict:
+                  train_progress, eval_progress, use_ray: bool, workers: int | None, on_actors, history_url: str | None) -> dict:
     from ..models import resolve_model
+    from ..pipeline import score_and_decide
     from ..pipeline.config import saved_config_text
-    from ..pipeline.stages import RunContext, compare_stage, curate_stage, eval_stage, gate_stage, merge_stage, report_stage, resolve_adapters
+    from ..pipeline.stages import RunContext, curate_stage, merge_stage, report_stage, resolve_adapters
     from ..pipeline.state import RunState, StageLog
     from ..registry import Registry
 
@@ -181,20 +181,15 @@ def _sweep_locked(cfg: SweepConfig, base: Path, config_path: Path, points: list[
     prefilled: dict = {}
 
     def prefill(spec, loaded):
-        import ray
+        from .scale import prefill as prefill_on_ray
 
-        from ..evaluate.distributed import prefill_cache
+        prefilled["report"] = prefill_on_ray(spec, loaded, workers, lambda m: log(f"  {m}"), on_actors)
 
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-        n = int(ray.cluster_resources().get("GPU" if gpus else "CPU", 1))
-        rep = prefill_cache(spec, loaded, workers or n, log=lambda m: log(f"  {m}"), num_gpus=gpus, on_actors=on_actors)
-        prefilled["report"] = rep
-
-    if split:  # the points were chosen on the selection split: they are scored and gated on the confirmation split only
-        from ..pipeline.select import subset_suites
-
-        suites = subset_suites(suites, split, "confirmation", cfg, base)
-    results = eval_stage(ctx, suites, adapters, timed, prefill=prefill if use_ray else None)
+    # the stages after training are laf run's, in its order (evaluate, diversity, parity, gate, compare, history); the
+    # points were chosen on the selection split, so with one they are scored and gated on the confirmation split only
+    decided = score_and_decide(ctx, suites, policy, adapters, split, history_url, timed, prefill=prefill if use_ray else None, always_compare=True)
+    results, verdicts, compare = decided.results, decided.verdicts, decided.compare
+    assert compare is not None  # always_compare
     rep = prefilled.get("report")
     if rep is not None:
         eval_seconds = dict(rep.seconds_by_model)
@@ -207,12 +202,7 @@ def _sweep_locked(cfg: SweepConfig, base: Path, config_path: Path, points: list[
     else:
         eval_seconds = ctx.state.started("eval_times").get("seconds") or eval_seconds
 
-    verdicts = gate_stage(ctx, policy, adapters) if policy is not None else []
-    compare_stage(ctx, adapters, policy, verdicts)
-    from ..io import read_json
-
-    compare = read_json(run_dir / "compare.json")
-    rows = {r["model"]: r for r in compare["ranking"]}
+    rows = {r.model: r for r in compare.ranking}  # the document the compare stage wrote to compare.json, not a re-read
     by_model = {m: v for m, v in verdicts}
 
     from .cost import METHOD, point_cost
@@ -226,11 +216,12 @@ def _sweep_locked(cfg: SweepConfig, base: Path, config_path: Path, points: list[
         entry = reg.resolve(ref)
         c = point_cost(entry, eval_seconds.get(ref), total_hint)
         total_hint = total_hint or c.get("total_parameters")
-        row = rows.get(ref, {})
+        row = rows.get(ref)
         v = by_model.get(ref)
         table.append({"name": p.name, "kind": p.kind, "params": p.params, "model": ref, "cost": c,
-                      "domain": _cell(row.get("categories", {}).get("domain")), "general": _cell(row.get("categories", {}).get("general")),
-                      "columns": row.get("columns", {}), "pareto": row.get("pareto"), "rank": row.get("rank"),
+                      "domain": _cell(row.categories.get("domain") if row else None), "general": _cell(row.categories.get("general") if row else None),
+                      "columns": {k: cell.to_dict() for k, cell in row.columns.items()} if row else {},
+                      "pareto": row.pareto if row else None, "rank": row.rank if row else None,
                       "verdict": None if v is None else v.status, "failed_rules": [] if v is None else [r.rule for r in v.rules if r.status != "pass"]})
     for p in table:  # a merged adapter records no total: the sweep's base is the same model
         c = p["cost"]
@@ -248,11 +239,12 @@ def _sweep_locked(cfg: SweepConfig, base: Path, config_path: Path, points: list[
         "base_eval_time_s": None if eval_seconds.get("base") is None else round(eval_seconds["base"], 2),
         "cost_method": METHOD, "eval_time_method": ("seconds of the Ray work units of each model (summed over its suites)" if distributed
                                                     else "seconds between a model's first and last scoring event (the base's include loading it)"),
-        "distributed": distributed, "winner": compare.get("winner"), "compare": "compare.json",
+        "distributed": distributed, "winner": compare.winner.to_dict(), "compare": "compare.json",
         "frontier": front, "selection": selection or None,
         "select": None if cfg.select is None else {**cfg.select.model_dump(mode="json"), "note": "each point's checkpoint was chosen on the selection "
                                                    "split; every figure here is on the confirmation split"},
     }
+    doc = SweepDoc.from_dict(doc).to_dict()  # the typed shape (laf schema sweep) checked before it is written
     if front:
         atomic_write_text(run_dir / "frontier.md", markdown(front))
     atomic_write_json(ctx.eval_dir / "sweep.json", doc)
@@ -265,14 +257,13 @@ def _sweep_locked(cfg: SweepConfig, base: Path, config_path: Path, points: list[
     return {"run_dir": str(run_dir), "report": str(report), "sweep_json": str(run_dir / "sweep.json"), "points": table, "recommendation": rec,
             "frontier": front,
             "exit_code": exit_code, "exit_explanation": explanation, "stages_ran": ctx.stages.ran, "stages_skipped": ctx.stages.skipped,
-            "distributed": distributed, "wall_time_s": round(time.time() - t0, 1), "results": results.results}
+            "distributed": distributed, "wall_time_s": round(time.time() - t0, 1), "results": results.results, "history": decided.recorded}
 
 
-def _cell(d: dict | None) -> dict | None:
-    if not d:
+def _cell(d: Delta | None) -> dict | None:
+    if d is None:
         return None
-    return {"improvement": d.get("improvement"), "ci_low": d.get("ci_low"), "ci_high": d.get("ci_high"), "p_value": d.get("p_value"),
-            "base": d.get("base"), "candidate": d.get("candidate")}
+    return {"improvement": d.improvement, "ci_low": d.ci_low, "ci_high": d.ci_high, "p_value": d.p_value, "base": d.base, "candidate": d.candidate}
 
 
 def _train_points(ctx, points: list[Point], train_data: Path, use_ray: bool, train_progress, select=None, eval_progress=None,
@@ -323,23 +314,11 @@ def _train_points(ctx, points: list[Point], train_data: Path, use_ray: bool, tra
             else:
                 refs[p.name] = train_finish(pctx, job, res.entry)
         return refs
-    import ray
+    from .scale import train_on_ray
 
-    from .scale import train_task
-
-    gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-    remote = ray.remote(num_cpus=0 if gpus else 1, num_gpus=gpus, max_retries=1)(train_task)
-    ctx.log(f"train: {len(jobs)} point(s) as Ray tasks ({'one GPU' if gpus else 'one CPU slot'} each)")
-    pending = {remote.remote(job.tcfg, str(ctx.base), job.resume): (p, pctx, job) for p, pctx, data, job in jobs}
     reg = Registry(cfg.registry)
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        p, pctx, job = pending.pop(ready[0])
-        try:
-            ref = ray.get(ready[0])
-        except ray.exceptions.RayTaskError as e:
-            if isinstance(getattr(e, "cause", None), LafError):
-                raise e.cause from None
-            raise
-        refs[p.name] = train_finish(pctx, job, reg.resolve(ref))
+    by_name = {p.name: (p, pctx, job) for p, pctx, data, job in jobs}
+    for name, ref in train_on_ray([(p.name, job) for p, _, _, job in jobs], ctx.base, ctx.log):
+        _, pctx, job = by_name[name]
+        refs[name] = train_finish(pctx, job, reg.resolve(ref))
     return refs
