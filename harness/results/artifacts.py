@@ -140,12 +140,10 @@ class Artifact(Part):
 # ---------------------------------------------------------------- shared parts
 
 
-class Delta(Part):
-    """A paired delta as ``PairedDelta.to_dict`` writes it (a number the statistics could not define is null),
-    with the keys the summaries add."""
+class PairedStats(Part):
+    """The fields of ``PairedDelta.to_dict`` (a number the statistics could not define is null), shared by a delta
+    and a calibration suite; each document keeps its writer's key order (see :class:`Part`)."""
 
-    category: Optional[str] = None
-    suites: Optional[list[str]] = None
     metric: str
     n: Count
     base: Optional[Number] = None
@@ -165,6 +163,13 @@ class Delta(Part):
     higher_is_better: bool = True
     ideal: Optional[Number] = None
     minimum_detectable_effect: Optional[Number] = None
+
+
+class Delta(PairedStats):
+    """A paired delta, with the keys the summaries add."""
+
+    category: Optional[str] = None
+    suites: Optional[list[str]] = None
 
 
 class Side(OpenPart):
@@ -320,30 +325,11 @@ class CompareDoc(Artifact):
 # ---------------------------------------------------------------- calibration.json
 
 
-class NoiseSuite(Part):
-    """One suite's noise: its paired delta (the fields of :class:`Delta`, in ``calibrate``'s key order) and the margin."""
+class NoiseSuite(PairedStats):
+    """One suite's noise: its paired delta (in ``calibrate``'s key order), the flip rate and the margin."""
 
     category: str
-    metric: str
-    n: Count
-    base: Optional[Number] = None
-    candidate: Optional[Number] = None
-    delta: Optional[Number] = None
-    improvement: Optional[Number] = None
-    ci_low: Optional[Number] = None
-    ci_high: Optional[Number] = None
-    lower_bound: Optional[Number] = None
-    upper_bound: Optional[Number] = None
-    confidence: Optional[Number] = None
-    p_value: Optional[Number] = None
-    test: str = ""
-    base_only: Optional[Count] = None
-    candidate_only: Optional[Count] = None
-    se: Optional[Number] = None
-    higher_is_better: bool = True
-    ideal: Optional[Number] = None
     flip_rate: Optional[Number] = None
-    minimum_detectable_effect: Optional[Number] = None
     suggested_margin: Number
 
 
