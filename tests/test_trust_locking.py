@@ -126,3 +126,46 @@ print(json.dumps({{"seen": seen, "errors": errors}}))
     got = json.loads(reader.communicate(timeout=120)[0])
     assert got["seen"], got
     assert all(pair in ([8, 8], [12, 12]) for pair in got["seen"]), [p for p in got["seen"] if p not in ([8, 8], [12, 12])]
+
+
+def test_a_file_swapped_out_while_a_reader_reads_is_retried_or_one_clear_error(tiny_model_dir, tmp_path, monkeypatch):
+    """Publishing removes integrity.json and swaps the records while a reader may be between two calls: the reader
+    above once died with FileNotFoundError from ``check_run_files`` (exists, then stat). Now a file that vanishes is
+    absent to the folder check, a read that loses a file is read again, and one that keeps losing it is one LafError."""
+    from harness.errors import LafError
+    from harness.results import store as S
+
+    suite = write_mc_suite(tmp_path / "s", n=4, name="toy")
+    out = tmp_path / "out"
+    run_eval(EvalSpec(suites=[str(suite)], model=str(tiny_model_dir), out=str(out), cache=str(tmp_path / "c.sqlite"), batch_size=4))
+    expected = [r.doc_hash for r in load_run(out)[1]]
+    real_lstat, real_read_bytes = Path.lstat, Path.read_bytes
+
+    def lstat_integrity_gone(self):
+        if self.name == S.INTEGRITY:
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        return real_lstat(self)
+
+    monkeypatch.setattr(Path, "lstat", lstat_integrity_gone)
+    S.check_run_files(out)  # a vanished file is absent, not a crash
+    monkeypatch.setattr(Path, "lstat", real_lstat)
+
+    lost = {"n": 0}
+
+    def read_bytes_lost_once(self, limit=1):
+        if self.name == S.RECORDS and lost["n"] < limit:
+            lost["n"] += 1
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        return real_read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes_lost_once)
+    res, recs = load_run(out)  # the second read finds the file: verified, the same records
+    assert lost["n"] == 1 and res.integrity == "verified" and [r.doc_hash for r in recs] == expected
+
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read_bytes_lost_once(self, limit=99))
+    try:
+        load_run(out)
+    except LafError as e:
+        assert "changed while it was read" in str(e) and S.RECORDS in str(e)
+    else:
+        raise AssertionError("a folder that keeps losing a file must be one clear error")

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import sqlite3
+import stat
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -292,12 +293,17 @@ def check_run_files(folder: Path) -> None:
         raise LafError(f"run folder {folder} is a symlink", "pass the run folder itself, not a link to it")
     bad = []
     for name in RUN_FILES:
-        p = folder / name
-        if p.is_symlink():
+        try:  # one lstat per file: a file a publishing run swaps out between two calls is simply absent, never a crash
+            st = (folder / name).lstat()
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise LafError(f"cannot read run folder {folder}: {e}", "check the folder's permissions") from None
+        if stat.S_ISLNK(st.st_mode):
             bad.append(f"{name} (symlink)")
-        elif p.exists() and not p.is_file():
+        elif not stat.S_ISREG(st.st_mode):
             bad.append(f"{name} (not a regular file)")
-        elif p.exists() and p.stat().st_nlink > 1:
+        elif st.st_nlink > 1:
             bad.append(f"{name} (hard link)")
     if bad:
         raise LafError(f"run folder {folder} holds {', '.join(bad)}: a run's files must be its own plain files",
@@ -331,23 +337,14 @@ def load_run(folder: str | Path, allow_modified: bool = False) -> tuple[ResultsD
     check_run_files(folder)
     problem = None
     for attempt in range(3):  # a run publishing at this moment: read again
-        results, results_text = _read_results(folder)
-        found = {RESULTS: _sha256_text(results_text)}
-        if (folder / STORE).exists():
-            store = ResultsStore(folder, readonly=True)
-            try:
-                found[STORE] = store.content_digest()
-                records = list(store.records())
-            finally:
-                store.close()
-            if (folder / RECORDS).exists():  # the export is checked too: other tools read it
-                found[RECORDS] = hashlib.sha256((folder / RECORDS).read_bytes()).hexdigest()
-        elif (folder / RECORDS).exists():
-            records = read_records_jsonl(folder / RECORDS)
-            found[RECORDS] = hashlib.sha256((folder / RECORDS).read_bytes()).hexdigest()
-        else:
-            raise LafError(f"{folder} has results but no per-item records", "re-run the evaluation")
-        problem = check_integrity(folder, found)
+        try:
+            results, records, problem = _read_once(folder)
+        except FileNotFoundError as e:  # a publishing run swapped a file out while we read it
+            problem = f"{Path(e.filename).name if e.filename else 'a file'} vanished while it was read (a run was publishing into the folder)"
+            if attempt == 2:
+                raise LafError(f"run folder {folder} changed while it was read: {problem}", "read it again when the run has finished publishing") from None
+            time.sleep(0.5 * (attempt + 1))
+            continue
         if problem is None or not (folder / PUBLISHING).exists():
             break
         time.sleep(0.5 * (attempt + 1))
@@ -362,3 +359,24 @@ def load_run(folder: str | Path, allow_modified: bool = False) -> tuple[ResultsD
         raise LafError(f"{folder}: {bad} per-item record(s) hold non-finite numbers (NaN or infinity)",
                        "re-run the evaluation; a model that produces non-finite scores is broken")
     return results, records
+
+
+def _read_once(folder: Path) -> tuple[ResultsDoc, list[ItemRecord], str | None]:
+    """One read of a run folder's results and records, and what its integrity check says (None: verified)."""
+    results, results_text = _read_results(folder)
+    found = {RESULTS: _sha256_text(results_text)}
+    if (folder / STORE).exists():
+        store = ResultsStore(folder, readonly=True)
+        try:
+            found[STORE] = store.content_digest()
+            records = list(store.records())
+        finally:
+            store.close()
+        if (folder / RECORDS).exists():  # the export is checked too: other tools read it
+            found[RECORDS] = hashlib.sha256((folder / RECORDS).read_bytes()).hexdigest()
+    elif (folder / RECORDS).exists():
+        records = read_records_jsonl(folder / RECORDS)
+        found[RECORDS] = hashlib.sha256((folder / RECORDS).read_bytes()).hexdigest()
+    else:
+        raise LafError(f"{folder} has results but no per-item records", "re-run the evaluation")
+    return results, records, check_integrity(folder, found)
