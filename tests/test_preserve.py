@@ -111,6 +111,50 @@ def test_self_distill_falls_back_when_a_fact_is_lost():
     assert not facts_kept("anything", "   ")
 
 
+def _distill_outcome(text: str) -> str | None:
+    """What a generated rewrite becomes in the training data: its kept text, or None (rejected: it loops)."""
+    from harness.train.preserve import _clean_rewrite, _looped
+
+    kept = _clean_rewrite(text)
+    return None if _looped(kept) else kept
+
+
+def test_a_rewrite_ended_early_keeps_the_outcome_generating_on_would_give():
+    """The stop rule ends a row's generation only where more text can no longer change what training gets."""
+    from harness.train.preserve import _rewrite_is_final
+
+    pieces = ["Hold MODE ", "for 5 s", ". ", "\n", "\n\n", "Question:", "Quest", "Reference answer:", "Instruction:", "  ",
+              "It is a 14-bit ADC. ", "T4", "x", ":"]
+    rng = random.Random(0)
+    stopped = 0
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 14)))
+        for p in range(1, len(text) + 1):
+            if _rewrite_is_final(text[:p]) is not None:
+                stopped += 1
+                assert _distill_outcome(text[:p]) == _distill_outcome(text), (text[:p], text)
+                break
+    assert stopped > 1000  # the rule does end most of these early
+    assert _distill_outcome("It is a 14-bit ADC. It is a 14-bit ADC. It is a 14-bit ADC. It is") is None
+    assert _rewrite_is_final("\n\nHotspot") is None and _rewrite_is_final("Hotspot for setup.\n\nQ") == 18
+
+
+def test_generation_stops_rows_one_by_one_without_changing_the_others(tiny_model_dir):
+    from harness.models import LoadSpec, load_model, resolve_model
+    from harness.train.preserve import generate
+
+    model, tok, _ = load_model(resolve_model(str(tiny_model_dir)), LoadSpec("fp32", None, "cpu"))
+    prompts = ["Reset the T4:", "The filter", "Question: what is the cyan light for on the thermostat?", "a"]
+    full = generate(model, tok, prompts, max_new_tokens=16, sample=False)
+    cut = [None, 6, 1, 12]  # row 0 never stops; the others stop once their text is that long
+    early = generate(model, tok, prompts, max_new_tokens=16, sample=False,
+                     stop_when=lambda t: None if cut[next(i for i, f in enumerate(full) if f.startswith(t))] is None
+                     or len(t) < cut[next(i for i, f in enumerate(full) if f.startswith(t))] else len(t))
+    assert early[0] == full[0]
+    for i in (1, 2, 3):
+        assert full[i].startswith(early[i]) and len(early[i]) < len(full[i]), (early[i], full[i])
+
+
 def test_self_distill_rewrites_are_cached_and_counted(tiny_model_dir, tmp_path, isolated_cache):
     logs: list[str] = []
     cfg = make_config(tmp_path, tiny_model_dir, max_steps=2, eval_every=0, save_every=0, preserve={"self_distill": True, "distill_max_new_tokens": 12})

@@ -60,12 +60,30 @@ def openings() -> list[str]:
 
 
 @torch.no_grad()
+class _StopWhenCut:
+    """A ``StoppingCriteria``: a row is finished once ``cut(text)`` says its text so far is final (``cut`` returns the
+    index where the kept text ends, or ``None`` while more text could still be kept). Decoding the new tokens of a
+    64-row batch costs well under a millisecond; a decoding step of the model costs about a second on a CPU."""
+
+    def __init__(self, tok, prompt_len: int, cut: Callable[[str], int | None]):
+        self.tok, self.prompt_len, self.cut = tok, prompt_len, cut
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        texts = self.tok.batch_decode(input_ids[:, self.prompt_len:], skip_special_tokens=True)
+        return torch.tensor([self.cut(t) is not None for t in texts], dtype=torch.bool, device=input_ids.device)
+
+
 def generate(model, tok, prompts: list[str], *, max_new_tokens: int, sample: bool, temperature: float = 1.0, top_p: float = 1.0,
-             seed: int = 0, log: Callable[[str], None] = lambda m: None, what: str = "texts") -> list[str]:
+             seed: int = 0, log: Callable[[str], None] = lambda m: None, what: str = "texts",
+             stop_when: Callable[[str], int | None] | None = None) -> list[str]:
     """Continuations of ``prompts`` by ``model`` (left-padded batches of ``GEN_BATCH``), decoded without the prompt.
 
     Each batch seeds the torch RNG with ``seed`` and its index inside ``fork_rng``, so sampling is reproducible and the
-    caller's RNG state is unchanged."""
+    caller's RNG state is unchanged. ``stop_when(text)`` (optional) ends a row as soon as its text's kept part is
+    final; a batch ends when every row has. The caller must cut the texts with the same rule: what follows the cut
+    point is generated only until the whole batch stops, and is never meant to be used."""
+    from transformers import StoppingCriteriaList
+
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -79,7 +97,9 @@ def generate(model, tok, prompts: list[str], *, max_new_tokens: int, sample: boo
             enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=True).to(device)
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(seed * 1_000_003 + b)
-                kw = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if sample else dict(do_sample=False)
+                kw: dict = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if sample else dict(do_sample=False)
+                if stop_when is not None:
+                    kw["stopping_criteria"] = StoppingCriteriaList([_StopWhenCut(tok, enc["input_ids"].shape[1], stop_when)])
                 ids = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, **kw)
             out += tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
             if time.perf_counter() - last > 30:
@@ -329,13 +349,37 @@ def facts_kept(original: str, rewrite: str) -> bool:
     return len(words & set(_WORD.findall(rewrite.lower()))) / len(words) >= MIN_CONTENT_RECALL
 
 
+REWRITE_STOPS = ("\n\n", "Reference answer:", "Question:", "Instruction:")  # a base model keeps writing new items
+
+
 def _clean_rewrite(text: str) -> str:
     text = text.strip()
-    for stop in ("\n\n", "Reference answer:", "Question:", "Instruction:"):  # a base model keeps writing new items
+    for stop in REWRITE_STOPS:
         j = text.find(stop)
         if j > 0:
             text = text[:j]
     return text.strip()
+
+
+_LOOP = re.compile(r"(.{8,64}?)\1\1", re.S)  # a stretch of 8 to 64 characters said three times in a row: the base is looping
+
+
+def _looped(rewrite: str) -> bool:
+    return _LOOP.search(rewrite) is not None
+
+
+def _rewrite_is_final(text: str) -> int | None:
+    """Where generation of a rewrite can end without changing what is kept of it. Either a stop follows some content:
+    ``_clean_rewrite`` cuts there, and more text can never change the rewrite (each stop's first occurrence past the
+    start is already in it, and no stop string overlaps another). Or the text loops before any stop: the kept text
+    will contain the loop however long it grows, and a looping rewrite is rejected (the original is kept), so the
+    row's outcome is already decided. ``None`` while the rewrite could still change."""
+    text = text.lstrip()
+    hits = [j for j in (text.find(s) for s in REWRITE_STOPS) if j > 0]
+    if hits:
+        return min(hits)
+    longest = max(map(len, REWRITE_STOPS))  # a stop that is still being written could start inside the last characters
+    return len(text) if len(text) > longest and _looped(text[: len(text) - longest]) else None
 
 
 def self_distill(examples: list[Example], model, tok, cfg: TrainConfig, base_fp: str, precision: str, log) -> tuple[list[Example], dict]:
@@ -348,16 +392,19 @@ def self_distill(examples: list[Example], model, tok, cfg: TrainConfig, base_fp:
     t0 = time.perf_counter()
     if cached is None:
         log(f"self-distill: the base rewrites {len(prompts)} responses (once; cached in {path.parent})")
-        cached = [_clean_rewrite(t) for t in generate(model, tok, prompts, max_new_tokens=max_new, sample=False, log=log, what="rewrites")]
+        cached = [_clean_rewrite(t) for t in generate(model, tok, prompts, max_new_tokens=max_new, sample=False, log=log, what="rewrites",
+                                                      stop_when=_rewrite_is_final)]
         _write_cache(path, key, cached, {"base": base_fp, "precision": precision}, log)
         log(f"self-distill: {len(cached)} rewrites in {time.perf_counter() - t0:.0f} s")
         from_cache = False
     else:
         log(f"self-distill: {len(prompts)} rewrites from the cache")
         from_cache = True
-    out, fell_back = [], 0
+    out, fell_back, looped = [], 0, 0
     for ex, rw in zip(examples, cached):
-        if facts_kept(ex.response_text, rw):
+        if _looped(rw):
+            looped += 1
+        if not _looped(rw) and facts_kept(ex.response_text, rw):
             msgs = list(ex.messages)
             last = max(i for i, (r, _) in enumerate(msgs) if r == "assistant")
             msgs[last] = ("assistant", rw)
@@ -366,9 +413,11 @@ def self_distill(examples: list[Example], model, tok, cfg: TrainConfig, base_fp:
             out.append(ex)
             fell_back += 1
     if examples:
-        log(f"self-distill: {len(examples) - fell_back} of {len(examples)} responses rewritten; {fell_back} kept the original (a fact was lost)")
-    info = {"examples": len(examples), "rewritten": len(examples) - fell_back, "fell_back": fell_back, "cached": from_cache,
+        log(f"self-distill: {len(examples) - fell_back} of {len(examples)} responses rewritten; {fell_back} kept the original "
+            f"(a fact was lost, or the rewrite looped: {looped})")
+    info = {"examples": len(examples), "rewritten": len(examples) - fell_back, "fell_back": fell_back, "looped": looped, "cached": from_cache,
             "seconds": round(time.perf_counter() - t0, 2), "max_new_tokens": max_new, "cache_key": key,
-            "check": f"every number/model code/acronym kept and content-word recall >= {MIN_CONTENT_RECALL}"}
+            "check": f"every number/model code/acronym kept, content-word recall >= {MIN_CONTENT_RECALL}, and no stretch of 8+ characters "
+                     "said three times in a row"}
     return out, info
 
