@@ -90,6 +90,24 @@ def test_truthfulqa_mc1_mc2_follow_the_published_formulas(probe_run):
     assert res["mc1"]["value"] == pytest.approx(np.mean(mc1s)) and res["mc2"]["value"] == pytest.approx(np.mean(mc2s))
 
 
+def test_mc2_equals_lm_evals_process_results_mc2():
+    """Our MC2 is lm-eval's formula (its module costs 2.8 s of imports, so we do not load it to score)."""
+    from lm_eval.tasks.truthfulqa.utils import process_results_mc2
+
+    from harness.suites.hallucination import mc2_score
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        n = int(rng.integers(2, 14))
+        lls = rng.uniform(-90, -0.01, n)
+        labels = [1] * int(rng.integers(1, n)) + [0]
+        labels += [int(rng.integers(0, 2)) for _ in range(n - len(labels))]
+        ref = process_results_mc2({"mc2_targets": {"labels": labels}}, [(x, False) for x in lls])["acc"]
+        assert mc2_score(lls, labels) == pytest.approx(float(ref), rel=1e-12, abs=1e-15)
+    # where lm-eval's plain exp underflows to 0/0 (every answer below -745 nats), the shifted form stays finite
+    assert mc2_score([-900.0, -901.0], [1, 0]) == pytest.approx(1 / (1 + np.exp(-1.0)))
+
+
 def test_truthfulqa_accepts_the_real_mc_task_json_schema_by_path(tiny_model_dir, tmp_path):
     real_schema = [{"question": "What is 2+2?", "mc1_targets": {"4": 1, "5": 0}, "mc2_targets": {"4": 1, "Four": 1, "5": 0}}] * 3
     (tmp_path / "mc_task.json").write_text(json.dumps(real_schema))
