@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ from tests.conftest import assert_clean_error, run_cli
 from tests.test_pipeline import write_config
 from tests.test_train import make_config, write_jsonl
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 REPLAY = {"source": "self", "ratio": 0.3, "count": 12, "max_new_tokens": 12}
 
 
@@ -261,6 +263,23 @@ def test_select_chooses_on_one_split_and_certifies_on_the_other(tiny_model_dir, 
     # unchanged: a second run skips training and selection
     s2 = run_pipeline(cfgp)
     assert "train" in s2["stages_skipped"] and s2["adapters"][0] == sel["adapter"]
+
+
+def test_select_trains_dpo_from_an_adapter_of_the_runs_registry(tiny_model_dir, tmp_path, isolated_cache):
+    """With select:, the run registers into the selection's own registry; init_from still names an adapter of the run's
+    (the SFT adapter a DPO stage starts from). Found on the default model: the lookup went to the empty select registry."""
+    from harness.registry import Registry
+
+    sft = train(make_config(tmp_path, tiny_model_dir, name="sft", max_steps=2, eval_every=0, save_every=0)).entry
+    pairs = (REPO_ROOT / "examples" / "quickstart" / "preference.jsonl").read_text().splitlines()[:40]
+    (tmp_path / "pref.jsonl").write_text("\n".join(pairs) + "\n")
+    cfgp = write_config(tmp_path, tiny_model_dir, "dpo", str(tmp_path / "c.sqlite"), data={"path": "pref.jsonl"}, select={"every": 2, "fraction": 0.5},
+                        train={**TRAIN, "max_length": 64, "max_steps": 4, "objective": "dpo", "init_from": "sft@latest", "lora": {"r": 8, "alpha": 16},
+                               "preserve": {"kl": {"weight": 0.3, "on": "train"}}})
+    s = run_pipeline(cfgp)
+    m = Registry(tmp_path / "registry").resolve(s["adapters"][0]).manifest
+    assert m["objective"]["init_from"]["ref"] == str(sft.ref) and m["selection"]["chosen_step"] in (2, 4)
+    assert m["preserve"]["kl"]["weight"] == 0.3
 
 
 def _rule(imp, lo, hi, thr, n=80, n_conf=120, kind="min_gain"):

@@ -178,7 +178,7 @@ def train_stage(ctx: RunContext, train_data: Path, train_progress=None, key: str
         tcfg = tcfg.model_copy(update={"registry": str(ctx.run_dir / "select" / "registry")})
     result = train(tcfg, config_dir=ctx.base, resume=job.resume, on_step=train_progress, log=lambda m: ctx.log(f"  {m}"),
                    replay_filter=replay_filter(ctx, all_suites) if all_suites is not None else None,
-                   snapshot_every=ctx.cfg.select.every if select else 0)
+                   snapshot_every=ctx.cfg.select.every if select else 0, init_registry=job.tcfg.registry)
     if not select:
         return train_finish(ctx, job, result.entry)
     from .select import select_checkpoint

@@ -9,7 +9,7 @@ from ..io import sha256_json
 from .config import TrainConfig
 
 
-def load_init_adapter(model, cfg: TrainConfig, base_fingerprint: str) -> dict:
+def load_init_adapter(model, cfg: TrainConfig, base_fingerprint: str, registry: str | None = None) -> dict:
     """Load ``cfg.init_from``'s weights into the freshly attached LoRA; return its lineage for the manifest.
 
     Refused when the adapter was trained on another base or with another LoRA shape.
@@ -20,7 +20,7 @@ def load_init_adapter(model, cfg: TrainConfig, base_fingerprint: str) -> dict:
     from ..registry import Registry
 
     assert cfg.init_from
-    entry = Registry(cfg.registry).resolve(cfg.init_from)
+    entry = Registry(registry or cfg.registry).resolve(cfg.init_from)
     base = (entry.manifest.get("base_model") or {}).get("fingerprint")
     if base != base_fingerprint:
         raise LafError(

@@ -80,6 +80,7 @@ def train(
     log: Callable[[str], None] = lambda s: None,
     replay_filter: ReplayFilter | None = None,
     snapshot_every: int = 0,
+    init_registry: str | None = None,
 ) -> TrainResult:
     """Train a LoRA/QLoRA adapter as ``cfg`` says and register it; return the registry entry.
 
@@ -90,6 +91,8 @@ def train(
     step; ``log`` receives progress lines (the library never prints). ``replay_filter``: the contamination check
     of ``preserve.replay`` texts (``laf run`` passes its eval suites; default: every known suite). ``snapshot_every``:
     save the adapter as ``RUN_DIR/snapshots/step-N`` every N steps and at the last (checkpoint selection, ``select:``).
+    ``init_registry``: where ``init_from`` is looked up when it is not ``cfg.registry`` (with ``select:`` the run
+    registers into the selection's own registry, but starts from an adapter of the run's).
 
     Raises :class:`~harness.errors.LafError` for bad input (unreadable data, no
     example with a supervised token, unknown LoRA targets...) and
@@ -100,10 +103,11 @@ def train(
     # interleaving its steps into our metrics.jsonl (and so into the registered adapter)
     with exclusive_lock(run_dir, "training run"):
         return _train_locked(cfg, run_dir, config_dir=config_dir, resume=resume, on_step=on_step, log=log, replay_filter=replay_filter,
-                             snapshot_every=snapshot_every)
+                             snapshot_every=snapshot_every, init_registry=init_registry)
 
 
-def _train_locked(cfg: TrainConfig, run_dir: Path, *, config_dir: Path, resume: bool, on_step, log, replay_filter=None, snapshot_every: int = 0) -> TrainResult:
+def _train_locked(cfg: TrainConfig, run_dir: Path, *, config_dir: Path, resume: bool, on_step, log, replay_filter=None, snapshot_every: int = 0,
+                  init_registry: str | None = None) -> TrainResult:
     t_start = time.perf_counter()
     reduce_malloc_fragmentation()
     existing = list_checkpoints(run_dir)
@@ -137,7 +141,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, *, config_dir: Path, resume: 
         lineage = None
     else:
         model = attach_lora(model, cfg.lora, precision=cfg.precision, seed=cfg.seed, compute_dtype={"bf16": torch.bfloat16}.get(spec.compute_dtype or ""))
-        lineage = load_init_adapter(model, cfg, resolved.fingerprint) if cfg.init_from else None
+        lineage = load_init_adapter(model, cfg, resolved.fingerprint, registry=init_registry) if cfg.init_from else None
     if cfg.gradient_checkpointing in (True, "auto"):  # auto = on: measured -35 % peak memory for +10 % time on CPU
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if cfg.method == "lora":
