@@ -265,19 +265,28 @@ def test_select_chooses_on_one_split_and_certifies_on_the_other(tiny_model_dir, 
     assert "train" in s2["stages_skipped"] and s2["adapters"][0] == sel["adapter"]
 
 
-def test_select_trains_dpo_from_an_adapter_of_the_runs_registry(tiny_model_dir, tmp_path, isolated_cache):
-    """With select:, the run registers into the selection's own registry; init_from still names an adapter of the run's
-    (the SFT adapter a DPO stage starts from). Found on the default model: the lookup went to the empty select registry."""
+@pytest.mark.parametrize("how", ["run", "sweep"])
+def test_select_trains_dpo_from_an_adapter_of_the_runs_registry(tiny_model_dir, tmp_path, isolated_cache, how):
+    """With select:, training registers into the selection's own registry; init_from still names an adapter of the
+    run's (the SFT adapter a DPO stage starts from), in `laf run` and in each `laf sweep` point. Found on the default
+    model: the lookup went to the empty selection registry and the run stopped."""
     from harness.registry import Registry
+    from harness.sweep import run_sweep
 
     sft = train(make_config(tmp_path, tiny_model_dir, name="sft", max_steps=2, eval_every=0, save_every=0)).entry
     pairs = (REPO_ROOT / "examples" / "quickstart" / "preference.jsonl").read_text().splitlines()[:40]
     (tmp_path / "pref.jsonl").write_text("\n".join(pairs) + "\n")
+    extra = {"sweep": {"preserve.kl.weight": [0.3]}} if how == "sweep" else {}
     cfgp = write_config(tmp_path, tiny_model_dir, "dpo", str(tmp_path / "c.sqlite"), data={"path": "pref.jsonl"}, select={"every": 2, "fraction": 0.5},
                         train={**TRAIN, "max_length": 64, "max_steps": 4, "objective": "dpo", "init_from": "sft@latest", "lora": {"r": 8, "alpha": 16},
-                               "preserve": {"kl": {"weight": 0.3, "on": "train"}}})
-    s = run_pipeline(cfgp)
-    m = Registry(tmp_path / "registry").resolve(s["adapters"][0]).manifest
+                               "preserve": {"kl": {"weight": 0.3, "on": "train"}}}, **extra)
+    if how == "run":
+        ref = run_pipeline(cfgp)["adapters"][0]
+    else:
+        run_sweep(cfgp)
+        doc = json.loads((tmp_path / "reports" / "dpo" / "sweep.json").read_text())
+        ref = doc["selection"]["dpo-kl0.3"]["adapter"]
+    m = Registry(tmp_path / "registry").resolve(ref).manifest
     assert m["objective"]["init_from"]["ref"] == str(sft.ref) and m["selection"]["chosen_step"] in (2, 4)
     assert m["preserve"]["kl"]["weight"] == 0.3
 

@@ -301,7 +301,8 @@ def _train_points(ctx, points: list[Point], train_data: Path, use_ray: bool, tra
             if select:  # the trained run registers into the point's selection registry; only the chosen snapshot reaches the sweep's
                 tcfg = tcfg.model_copy(update={"registry": str(ctx.run_dir / "points" / p.name / "select" / "registry")})
             res = train(tcfg, config_dir=ctx.base, resume=job.resume, on_step=train_progress, log=lambda m: ctx.log(f"  {m}"),
-                        replay_filter=replay_filter(pctx, suites) if suites is not None else None, snapshot_every=ctx.cfg.select.every if select else 0)
+                        replay_filter=replay_filter(pctx, suites) if suites is not None else None, snapshot_every=ctx.cfg.select.every if select else 0,
+                        init_registry=job.tcfg.registry)
             if select:
                 from ..pipeline.select import select_checkpoint
 
