@@ -9,6 +9,7 @@ LoRA gradients without any error. We switch that path off on every
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from dataclasses import asdict, dataclass
@@ -141,10 +142,64 @@ def _torch_dtype(name: str):
     return {"fp32": torch.float32, "bf16": torch.bfloat16}[name]
 
 
+_ADDED_TOKEN_KEYS = {"id", "content", "single_word", "lstrip", "rstrip", "normalized", "special"}
+_HEAD_BYTES = 8 << 20  # the added tokens sit at the head of tokenizer.json (Gemma 3: 6,384 of them in its first 1.2 MB)
+
+
+def added_tokens_decoder(folder) -> dict | None:
+    """``tokenizer.json``'s added tokens as the ``added_tokens_decoder`` transformers builds from them, read from the
+    file's head; ``None`` (transformers then reads them itself) unless it is certain.
+
+    transformers 5 parses the whole ``tokenizer.json`` (31 MB for Gemma 3) in Python just to find these when
+    ``tokenizer_config.json`` does not list them, which our converted folders' does not: 1.5 s of every cold start
+    on the 2-core machine, and it parses the file once more to build the tokenizer. Certain means: the config does not
+    list them itself, the key comes before the vocabulary, and every entry has exactly the fields an added token has
+    (``tests/test_models.py`` holds the tokenizer loaded this way equal to plain ``AutoTokenizer``)."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    try:
+        cfg_path = folder / "tokenizer_config.json"
+        if not cfg_path.is_file() or cfg_path.stat().st_size > _HEAD_BYTES:
+            return None
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        if not isinstance(cfg, dict) or "added_tokens_decoder" in cfg or cfg.get("auto_map"):
+            return None
+        with open(folder / "tokenizer.json", encoding="utf-8") as f:
+            head = f.read(_HEAD_BYTES)
+        at = head.find('"added_tokens"')
+        model_at = head.find('"model"')
+        if at < 0 or (0 <= model_at < at) or not head.lstrip().startswith("{"):
+            return None
+        start = head.index("[", at)
+        if head[at + len('"added_tokens"') : start].strip() != ":":
+            return None
+        entries, _ = json.JSONDecoder().raw_decode(head, start)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(entries, list):
+        return None
+    from tokenizers import AddedToken
+
+    out: dict = {}
+    for e in entries:
+        if not (isinstance(e, dict) and set(e) == _ADDED_TOKEN_KEYS and type(e["id"]) is int and isinstance(e["content"], str)
+                and all(isinstance(e[k], bool) for k in _ADDED_TOKEN_KEYS - {"id", "content"})):
+            return None
+        out[e["id"]] = AddedToken(e["content"], single_word=e["single_word"], lstrip=e["lstrip"], rstrip=e["rstrip"],
+                                  normalized=e["normalized"], special=e["special"])
+    return out
+
+
 def load_tokenizer(resolved: ResolvedModel):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=resolved.trust_remote_code)
+    extra = {}
+    if not resolved.trust_remote_code:  # a remote tokenizer class may read its kwargs its own way
+        decoder = added_tokens_decoder(resolved.path)
+        if decoder is not None:
+            extra["added_tokens_decoder"] = decoder
+    tok = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=resolved.trust_remote_code, **extra)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
