@@ -159,6 +159,57 @@ def test_shared_preamble_is_computed_once_per_model_and_changes_no_number_or_cac
     assert [r.to_dict() for r in rec_again] == [r.to_dict() for r in rec_on]
 
 
+def _wide_window_model_and_adapter(tiny_model_dir, root):
+    """The fixture with a 4,096-token sliding window (the abstention-gen prompts are ~230 of its tokens, past its
+    32-token window, where generation does not reuse a preamble), and a 2-step adapter of it."""
+    from harness.config import validate
+    from harness.train import TrainConfig, train
+
+    wide = root / "tiny-wide"
+    shutil.copytree(tiny_model_dir, wide)
+    cfg = json.loads((wide / "config.json").read_text())
+    cfg["sliding_window"] = 4096
+    (wide / "config.json").write_text(json.dumps(cfg))
+    rows = [{"instruction": f"What is {i} plus {i}?", "output": f"{2 * i}"} for i in range(40)]
+    (root / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tcfg = validate(TrainConfig, {"name": "wide", "model": str(wide), "data": {"path": str(root / "d.jsonl")}, "max_length": 64, "max_steps": 2,
+                                  "optim": {"lr": 5e-2}, "registry": str(root / "reg"), "output_dir": str(root / "run")}, "t.yaml")
+    return wide, root / "reg", str(train(tcfg).entry.ref)
+
+
+def test_generation_reads_a_shared_preamble_once_per_model_and_writes_the_same_answers(tiny_model_dir, tmp_path):
+    """A generation suite whose prompts share an instruction and two shots (hallucination/abstention-gen): each batch
+    reads the preamble from its cache (computed once per model, the adapter its own) and runs only the rest; every
+    generated answer equals the run without reuse, for the base and the adapter, and the cache keys are the same."""
+    model, reg, ref = _wide_window_model_and_adapter(tiny_model_dir, tmp_path)
+    suite = "hallucination/abstention-gen"
+    kw = dict(adapters=[ref], registry=str(reg), precision="fp32", batch_size=4, limit=12)
+    on = run_eval(spec(tmp_path, model, [suite], **kw)).to_dict()
+    off = run_eval(spec(tmp_path, model, [suite], share_preamble=False, cache=str(tmp_path / "c2.sqlite"), out=str(tmp_path / "off"), **kw)).to_dict()
+    for label in ("base", ref):
+        req_on, req_off = on["models"][label]["requests"], off["models"][label]["requests"]
+        assert req_on["computed"] == 12 and req_on["preamble_reused"] == 12 and req_on["preamble_fallback"] == 0
+        assert req_off["computed"] == 12 and req_off["preamble_reused"] == req_off["preamble_fallback"] == 0
+        assert on["models"][label]["identity"] == off["models"][label]["identity"]
+    _, rec_on = load_run(tmp_path / "out")
+    _, rec_off = load_run(tmp_path / "off")
+    for label in ("base", ref):
+        a, b = by_item(rec_on, label), by_item(rec_off, label)
+        assert a.keys() == b.keys() and len(a) == 12
+        assert {k: a[k].generation for k in a} == {k: b[k].generation for k in b}
+    # the adapter's answers come from its own preamble states (had it read the base's, they would be the base's)
+    base, adapted = by_item(rec_on, "base"), by_item(rec_on, ref)
+    assert [base[k].generation for k in sorted(base)] != [adapted[k].generation for k in sorted(base)]
+    again = run_eval(spec(tmp_path, model, [suite], share_preamble=False, out=str(tmp_path / "again"), **kw)).to_dict()
+    assert all(m["requests"]["computed"] == 0 for m in again["models"].values())
+
+
+def test_generation_past_a_sliding_window_is_generated_in_full_and_counted(tiny_model_dir, tmp_path):
+    """On the fixture's 32-token window the prompts reach past it: generated as before, counted as fallbacks."""
+    doc = run_eval(spec(tmp_path, tiny_model_dir, ["hallucination/abstention-gen"], precision="fp32", batch_size=4, limit=8)).to_dict()
+    assert doc["models"]["base"]["requests"]["preamble_reused"] == 0 and doc["models"]["base"]["requests"]["preamble_fallback"] == 8
+
+
 # ---------------------------------------------------------------- cache, isolation, re-runs
 
 

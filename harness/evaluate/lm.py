@@ -27,10 +27,17 @@ from lm_eval.api.model import LM
 from lm_eval.models.huggingface import HFLM
 
 from .cache import RequestStats, request_key
-from .scoring import PreambleStore, score_loglikelihood
+from .scoring import PreambleStore, generation_with_preamble, score_loglikelihood
 
 ProgressFn = Callable[[int, int, int], None]  # (done, total, cache_hits)
 BatchFn = Callable[[list[tuple[int, object]]], None]  # [(index in the call's request list, result)]
+
+
+def _generate_cache_kwarg() -> str:
+    """``generate``'s name for a cache to start from: ``cache`` in transformers 5, ``past_key_values`` before."""
+    import transformers
+
+    return "cache" if int(transformers.__version__.split(".")[0]) >= 5 else "past_key_values"
 
 
 class HarnessLM(HFLM):
@@ -79,6 +86,19 @@ class HarnessLM(HFLM):
             if self.on_batch:
                 self.on_batch(done)
         return results
+
+    def _model_generate(self, context, max_length, stop, **generation_kwargs):
+        """HFLM's generation; a greedy batch whose contexts share a preamble reads it from the preamble's cache
+        (computed once per model) and runs only the rest (:func:`generation_with_preamble`)."""
+        store = self._preamble_store()
+        mask = generation_kwargs.get("attention_mask")
+        sampled = bool(generation_kwargs.get("do_sample")) or float(generation_kwargs.get("temperature") or 0) > 0
+        if store is not None and self.share_context and mask is not None and not sampled:
+            plan = generation_with_preamble(self.model, context, mask, max_length, store, self.preamble_counts, self.tokenizer.pad_token_id or 0)
+            if plan is not None:
+                context, generation_kwargs["attention_mask"], cache = plan
+                generation_kwargs[_generate_cache_kwarg()] = cache
+        return super()._model_generate(context, max_length, stop, **generation_kwargs)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
         """HFLM's rolling windows, all scored in one call (length-sorted batches across documents)."""
@@ -219,5 +239,6 @@ class CachedLM(LM):
                 # sampled generations are reproducible: the seed comes from the requests' keys
                 torch.manual_seed(int(hashlib.sha256("".join(keys[todo[j]] for j in chunk).encode()).hexdigest()[:8], 16))
                 outs = HFLM.generate_until(lm, [requests[todo[j]] for j in chunk], disable_tqdm=True)
+                self._take_preamble_counts(lm)
                 self._commit("generate_until", keys, results, todo, list(zip(chunk, outs)))
         return results

@@ -204,21 +204,77 @@ def compute_preamble(model, tokens: tuple[int, ...], device) -> Preamble:
 @dataclass
 class PreambleStore:
     """Preamble states of ONE model (the caller keeps one store per model identity and drops it when the model
-    changes: an adapter changes every state). Holds at most ``limit`` preambles, the most recently used."""
+    changes: an adapter changes every state). Holds at most ``limit`` preambles, the most recently used: the
+    scorer's (:class:`Preamble`) and, apart, generation's (the model's own cache object after the preamble)."""
 
     limit: int = 4
     items: dict[tuple[int, ...], Preamble] = field(default_factory=dict)
+    generation: dict[tuple[int, ...], object] = field(default_factory=dict)
     computed: int = 0
 
-    def get(self, model, tokens: tuple[int, ...], device) -> Preamble:
-        found = self.items.pop(tokens, None)
+    def _keep(self, items: dict, tokens: tuple[int, ...], make):
+        found = items.pop(tokens, None)
         if found is None:
-            found = compute_preamble(model, tokens, device)
+            found = make()
             self.computed += 1
-        self.items[tokens] = found  # most recent last
-        while len(self.items) > self.limit:
-            self.items.pop(next(iter(self.items)))
+        items[tokens] = found  # most recent last
+        while len(items) > self.limit:
+            items.pop(next(iter(items)))
         return found
+
+    def get(self, model, tokens: tuple[int, ...], device) -> Preamble:
+        return self._keep(self.items, tokens, lambda: compute_preamble(model, tokens, device))
+
+    def get_generation_cache(self, model, tokens: tuple[int, ...], device):
+        """The decoder cache after the preamble alone (batch 1, positions 0..P-1): what ``generate`` holds after
+        reading it. The caller copies it before use (generation appends to it)."""
+
+        def make():
+            with torch.no_grad():
+                out = model(input_ids=torch.tensor([list(tokens)], dtype=torch.long, device=device), use_cache=True)
+            return out["cache"] if "cache" in out.keys() else out["past_key_values"]  # transformers 5 / 4.x
+
+        return self._keep(self.generation, tokens, make)
+
+
+def generation_with_preamble(model, context: torch.Tensor, mask: torch.Tensor, max_length: int, store: PreambleStore,
+                             counts: Counter | None, pad_id: int):
+    """A left-padded generation batch rearranged to reuse a shared preamble's cache: ``(input_ids, attention_mask,
+    cache)``, or ``None`` to generate as usual.
+
+    Each row becomes ``preamble | padding | the rest`` (same width, so the caller's slicing of the continuation is
+    unchanged): ``generate`` derives positions from the mask's running sum, so the rest continues at position P
+    exactly as in the left-padded row, and skips the P cached tokens. ``None`` when the batch shares no preamble, when
+    a row does not start with it (counted as fallbacks: the batch is generated in full), or when the longest sequence
+    could reach a sliding-attention window (the window counts cache slots, and the padding now sits inside it; a
+    window layer also drops its oldest slot once full)."""
+    B, W = context.shape
+    rows = [context[b][mask[b].bool()].tolist() for b in range(B)]
+    preamble = find_preamble(rows)
+    P = len(preamble)
+    if not P:
+        return None
+    _, window = _layer_types(model)
+    starts = [len(r) > P and tuple(r[:P]) == preamble for r in rows]
+    if not all(starts) or (window is not None and max_length >= window):
+        if counts is not None:
+            counts["preamble_fallback"] += B
+        return None
+    ids = torch.full_like(context, pad_id)
+    new_mask = torch.zeros_like(mask)
+    for b, r in enumerate(rows):
+        rest = r[P:]
+        ids[b, :P] = torch.tensor(preamble, dtype=ids.dtype)
+        ids[b, W - len(rest):] = torch.tensor(rest, dtype=ids.dtype)
+        new_mask[b, :P] = 1
+        new_mask[b, W - len(rest):] = 1
+    import copy
+
+    cache = copy.deepcopy(store.get_generation_cache(model, preamble, context.device))
+    cache.batch_repeat_interleave(B)
+    if counts is not None:
+        counts["preamble_reused"] += B
+    return ids, new_mask, cache
 
 
 def _masks(model, seg: torch.Tensor, pos: torch.Tensor, preamble: Preamble | None = None):
