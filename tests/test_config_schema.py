@@ -129,7 +129,7 @@ def test_other_shapes_name_their_command(tmp_path):
                              "--policy", str(REPO / "examples" / "quickstart.yaml"))
     assert_clean_error((code, out, err), "is a run config", "gate.policy")
     assert [detect_kind(yaml.safe_load(p.read_text())) for p in sorted((REPO / "examples").glob("*.yaml"))] == \
-        ["run", "run", "run", "sweep", "train", "run", "sweep"]
+        ["run", "run", "run", "sweep", "sweep", "train", "run", "sweep"]
 
 
 def test_training_settings_at_the_top_of_a_run_config_name_the_nesting(tmp_path):

@@ -269,7 +269,8 @@ def test_name_and_latest_are_accepted_everywhere(workspace, compared):
 # examples whose flow needs more than the docs' command sequences (a registered SFT adapter first, then
 # preference training), run end to end by another test; that test must name the file
 RUN_ELSEWHERE = {"examples/quickstart-dpo.yaml": "tests/test_preference.py", "examples/quickstart-orpo.yaml": "tests/test_preference.py",
-                 "examples/sweep-rank.yaml": "tests/test_sweep.py", "examples/quickstart-preserve.yaml": "tests/test_preserve.py"}
+                 "examples/sweep-rank.yaml": "tests/test_sweep.py", "examples/quickstart-preserve.yaml": "tests/test_preserve.py",
+                 "examples/quickstart-preserve-dpo.yaml": "tests/test_preserve.py"}
 
 
 def test_every_example_config_is_run(workspace, compared):

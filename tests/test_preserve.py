@@ -269,26 +269,39 @@ def test_select_chooses_on_one_split_and_certifies_on_the_other(tiny_model_dir, 
 def test_select_trains_dpo_from_an_adapter_of_the_runs_registry(tiny_model_dir, tmp_path, isolated_cache, how):
     """With select:, training registers into the selection's own registry; init_from still names an adapter of the
     run's (the SFT adapter a DPO stage starts from), in `laf run` and in each `laf sweep` point. Found on the default
-    model: the lookup went to the empty selection registry and the run stopped."""
+    model: the lookup went to the empty selection registry and the run stopped. The sweep is
+    examples/quickstart-preserve-dpo.yaml as written, on the fixture, from an SFT adapter of the name it starts from."""
     from harness.registry import Registry
     from harness.sweep import run_sweep
 
-    sft = train(make_config(tmp_path, tiny_model_dir, name="sft", max_steps=2, eval_every=0, save_every=0)).entry
+    example = yaml.safe_load((REPO_ROOT / "examples" / "quickstart-preserve-dpo.yaml").read_text())
+    sft_name = example["train"]["init_from"].split("@")[0]
+    sft = train(make_config(tmp_path, tiny_model_dir, name=sft_name, max_steps=2, eval_every=0, save_every=0)).entry
     pairs = (REPO_ROOT / "examples" / "quickstart" / "preference.jsonl").read_text().splitlines()[:40]
     (tmp_path / "pref.jsonl").write_text("\n".join(pairs) + "\n")
-    extra = {"sweep": {"preserve.kl.weight": [0.3]}} if how == "sweep" else {}
-    cfgp = write_config(tmp_path, tiny_model_dir, "dpo", str(tmp_path / "c.sqlite"), data={"path": "pref.jsonl"}, select={"every": 2, "fraction": 0.5},
-                        train={**TRAIN, "max_length": 64, "max_steps": 4, "objective": "dpo", "init_from": "sft@latest", "lora": {"r": 8, "alpha": 16},
-                               "preserve": {"kl": {"weight": 0.3, "on": "train"}}}, **extra)
     if how == "run":
+        cfgp = write_config(tmp_path, tiny_model_dir, "dpo", str(tmp_path / "c.sqlite"), data={"path": "pref.jsonl"}, select={"every": 2, "fraction": 0.5},
+                            train={**TRAIN, "max_length": 64, "max_steps": 4, "objective": "dpo", "init_from": f"{sft_name}@latest",
+                                   "lora": {"r": 8, "alpha": 16}, "preserve": {"kl": {"weight": 0.3, "on": "train"}}})
         ref = run_pipeline(cfgp)["adapters"][0]
     else:
-        run_sweep(cfgp)
-        doc = json.loads((tmp_path / "reports" / "dpo" / "sweep.json").read_text())
-        ref = doc["selection"]["dpo-kl0.3"]["adapter"]
+        cfg = dict(example, model=str(tiny_model_dir), registry=str(tmp_path / "registry"), out_root=str(tmp_path / "reports"))
+        cfg["data"] = {**cfg["data"], "path": "pref.jsonl"}
+        cfg["train"] = {**cfg["train"], "max_steps": 4, "eval_every": 2, "save_every": 2, "max_length": 64, "batch_size": 4}
+        cfg["select"] = {**cfg["select"], "every": 2, "fraction": 0.5}
+        cfg["eval"] = {**cfg["eval"], "cache": str(tmp_path / "c.sqlite"), "batch_size": 4,
+                       "suites": [{"suite": "domain/tempo-t4", "limit": 50}, {"suite": "general/world-facts", "limit": 50}, {"suite": "general/text", "limit": 40},
+                                  {"suite": "hallucination/abstention", "limit": 20}]}
+        cfg["gate"]["policy"]["min_items"] = 10
+        (tmp_path / "dpo.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        run_sweep(tmp_path / "dpo.yaml")
+        doc = json.loads((tmp_path / "reports" / example["name"] / "sweep.json").read_text())
+        (point,) = doc["selection"]
+        ref = doc["selection"][point]["adapter"]
+        assert doc["frontier"]["points"][0]["name"] == point
     m = Registry(tmp_path / "registry").resolve(ref).manifest
     assert m["objective"]["init_from"]["ref"] == str(sft.ref) and m["selection"]["chosen_step"] in (2, 4)
-    assert m["preserve"]["kl"]["weight"] == 0.3
+    assert m["objective"]["name"] == "dpo" and m["preserve"]["kl"] == {"weight": 0.3, "on": "train"}
 
 
 def _rule(imp, lo, hi, thr, n=80, n_conf=120, kind="min_gain"):
