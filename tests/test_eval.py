@@ -210,6 +210,43 @@ def test_generation_past_a_sliding_window_is_generated_in_full_and_counted(tiny_
     assert doc["models"]["base"]["requests"]["preamble_reused"] == 0 and doc["models"]["base"]["requests"]["preamble_fallback"] == 8
 
 
+def test_generation_reuses_a_preamble_only_where_the_relaid_batch_stays_exact(tiny_model_dir):
+    """Beam search, several sequences per row, n-gram blocking, sampling, a configured cache class: generated as
+    before. A cache whose sliding window the sequence could reach, or with layers other than plain dynamic ones: a
+    counted fallback."""
+    from collections import Counter
+
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    from harness.evaluate.scoring import PreambleStore, _plain_greedy, _reusable_cache, generation_with_preamble
+    from harness.models import LoadSpec, load_model, resolve_model
+
+    model, _, _ = load_model(resolve_model(str(tiny_model_dir)), LoadSpec("fp32"))
+    assert _plain_greedy(model, {"do_sample": False, "until": ["\n"]})
+    for kw in ({"num_beams": 2}, {"num_return_sequences": 2}, {"no_repeat_ngram_size": 3}, {"do_sample": True},
+               {"cache_implementation": "static"}, {"cache": object()}):
+        assert not _plain_greedy(model, kw), kw
+    store = PreambleStore()
+    pre = tuple(range(10, 30))  # 20 token ids: a preamble (16 at least) inside the fixture's 32-slot window
+    cache = store.get_generation_cache(model, pre, "cpu")
+    window = model.config.sliding_window
+    assert _reusable_cache(cache, window - 1) and not _reusable_cache(cache, window)
+    odd = type("Odd", (DynamicLayer,), {})()
+    assert not _reusable_cache(type("C", (), {"layers": [odd]})(), 8) and not _reusable_cache(object(), 8)
+    # a batch that could reach the window: counted, generated in full
+    ids = torch.tensor([list(pre) + [5, 6], list(pre) + [7, 8]])
+    counts: Counter = Counter()
+    assert generation_with_preamble(model, ids, torch.ones_like(ids), window + 4, store, counts, 0, {}) is None
+    assert counts == {"preamble_fallback": 2}
+    assert generation_with_preamble(model, ids, torch.ones_like(ids), ids.shape[1] + 4, store, counts, 0, {"num_beams": 2}) is None
+    assert counts == {"preamble_fallback": 2}  # not eligible at all: not counted
+    plan = generation_with_preamble(model, ids, torch.ones_like(ids), ids.shape[1] + 4, store, counts, 0, {})
+    assert plan is not None and counts["preamble_reused"] == 2 and store.computed == 1  # the cache made once, above
+    relaid, relaid_mask, batch_cache = plan
+    assert relaid.tolist() == ids.tolist() and relaid_mask.all() and batch_cache.get_seq_length() == len(pre)
+
+
 # ---------------------------------------------------------------- cache, isolation, re-runs
 
 

@@ -282,6 +282,13 @@ def test_tokenizer_loaded_with_the_added_tokens_from_the_head_equals_plain_trans
     _same_tokenizer(load_tokenizer(resolve_model(str(tiny_model_dir))), plain)
 
 
+def _put_first(doc: dict, key: str, value) -> None:
+    rest = {k: v for k, v in doc.items() if k != key}
+    doc.clear()
+    doc[key] = value
+    doc.update(rest)
+
+
 def test_a_tokenizer_head_that_is_not_certain_falls_back_to_transformers(tiny_model_dir, tmp_path):
     from harness.models.load import added_tokens_decoder, load_tokenizer
 
@@ -290,8 +297,9 @@ def test_a_tokenizer_head_that_is_not_certain_falls_back_to_transformers(tiny_mo
         "extra field": lambda d: d["added_tokens"][0].update(evil="__import__('os')"),
         "id not int": lambda d: d["added_tokens"][0].update(id="0"),
         "not a list": lambda d: d.update(added_tokens={"0": "x"}),
-        "model first": lambda d: d.update({k: d.pop(k) for k in [k for k in d if k != "model"]}),  # the vocabulary before them
+        "model first": lambda d: _put_first(d, "model", d["model"]),  # the vocabulary before them
         "listed in config": None,
+        "key nested in an earlier object": lambda d: _put_first(d, "normalizer", {"type": "NFC", "added_tokens": d["added_tokens"][:1]}),
     }
     for name, change in cases.items():
         folder = tmp_path / name.replace(" ", "-")
@@ -305,6 +313,16 @@ def test_a_tokenizer_head_that_is_not_certain_falls_back_to_transformers(tiny_mo
             change(doc)
         (folder / "tokenizer.json").write_text(json.dumps(doc))
         assert added_tokens_decoder(folder) is None, name
+    # transformers reads these only on the path the kwarg skips: their presence means the plain load
+    for extra in ("special_tokens_map.json", "added_tokens.json"):
+        folder = tmp_path / extra.replace(".", "-")
+        shutil.copytree(tiny_model_dir, folder)
+        (folder / extra).write_text(json.dumps({"pad_token": "<pad>"} if extra.startswith("special") else {}))
+        assert added_tokens_decoder(folder) is None, extra
+    deep = tmp_path / "deep"
+    shutil.copytree(tiny_model_dir, deep)
+    (deep / "tokenizer.json").write_text('{"version": "1.0", "added_tokens": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert added_tokens_decoder(deep) is None  # a RecursionError in the parser is a fallback, not a crash
     (tmp_path / "truncated").mkdir()
     shutil.copy(tiny_model_dir / "tokenizer_config.json", tmp_path / "truncated")
     (tmp_path / "truncated" / "tokenizer.json").write_text(json.dumps(raw)[:200])

@@ -126,7 +126,7 @@ def test_a_rewrite_ended_early_keeps_the_outcome_generating_on_would_give():
     from harness.train.preserve import _rewrite_is_final
 
     pieces = ["Hold MODE ", "for 5 s", ". ", "\n", "\n\n", "Question:", "Quest", "Reference answer:", "Instruction:", "  ",
-              "It is a 14-bit ADC. ", "T4", "x", ":"]
+              "It is a 14-bit ADC. ", "T4", "x", ":", "        "]
     rng = random.Random(0)
     stopped = 0
     for _ in range(3000):
@@ -139,6 +139,8 @@ def test_a_rewrite_ended_early_keeps_the_outcome_generating_on_would_give():
     assert stopped > 1000  # the rule does end most of these early
     assert _distill_outcome("It is a 14-bit ADC. It is a 14-bit ADC. It is a 14-bit ADC. It is") is None
     assert _rewrite_is_final("\n\nHotspot") is None and _rewrite_is_final("Hotspot for setup.\n\nQ") == 18
+    # spaces said many times at the end are stripped from what is kept: not a loop yet (more text could keep them)
+    assert _rewrite_is_final("Paris is the capital of France." + " " * 45) is None
 
 
 def test_generation_stops_rows_one_by_one_without_changing_the_others(tiny_model_dir):
@@ -284,6 +286,13 @@ def test_select_trains_dpo_from_an_adapter_of_the_runs_registry(tiny_model_dir, 
                             train={**TRAIN, "max_length": 64, "max_steps": 4, "objective": "dpo", "init_from": f"{sft_name}@latest",
                                    "lora": {"r": 8, "alpha": 16}, "preserve": {"kl": {"weight": 0.3, "on": "train"}}})
         ref = run_pipeline(cfgp)["adapters"][0]
+        assert "train" in run_pipeline(cfgp)["stages_skipped"]  # unchanged
+        # init_from X@latest names whatever X is now: a retrained X retrains this stage (it was reported unchanged)
+        sft2 = train(make_config(tmp_path, tiny_model_dir, name=sft_name, max_steps=3, eval_every=0, save_every=0, output_dir=str(tmp_path / "run2"))).entry
+        again = run_pipeline(cfgp)
+        assert "train" in again["stages_ran"]
+        m2 = Registry(tmp_path / "registry").resolve(again["adapters"][0]).manifest
+        assert m2["objective"]["init_from"]["ref"] == str(sft2.ref) != str(sft.ref)
     else:
         cfg = dict(example, model=str(tiny_model_dir), registry=str(tmp_path / "registry"), out_root=str(tmp_path / "reports"))
         cfg["data"] = {**cfg["data"], "path": "pref.jsonl"}

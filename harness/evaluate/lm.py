@@ -26,18 +26,12 @@ import torch
 from lm_eval.api.model import LM
 from lm_eval.models.huggingface import HFLM
 
+from ..models.heads import body_and_head
 from .cache import RequestStats, request_key
-from .scoring import PreambleStore, generation_with_preamble, score_loglikelihood
+from .scoring import PreambleStore, _cache_kwarg, generation_with_preamble, score_loglikelihood
 
 ProgressFn = Callable[[int, int, int], None]  # (done, total, cache_hits)
 BatchFn = Callable[[list[tuple[int, object]]], None]  # [(index in the call's request list, result)]
-
-
-def _generate_cache_kwarg() -> str:
-    """``generate``'s name for a cache to start from: ``cache`` in transformers 5, ``past_key_values`` before."""
-    import transformers
-
-    return "cache" if int(transformers.__version__.split(".")[0]) >= 5 else "past_key_values"
 
 
 class HarnessLM(HFLM):
@@ -92,12 +86,12 @@ class HarnessLM(HFLM):
         (computed once per model) and runs only the rest (:func:`generation_with_preamble`)."""
         store = self._preamble_store()
         mask = generation_kwargs.get("attention_mask")
-        sampled = bool(generation_kwargs.get("do_sample")) or float(generation_kwargs.get("temperature") or 0) > 0
-        if store is not None and self.share_context and mask is not None and not sampled:
-            plan = generation_with_preamble(self.model, context, mask, max_length, store, self.preamble_counts, self.tokenizer.pad_token_id or 0)
+        if store is not None and self.share_context and mask is not None:
+            plan = generation_with_preamble(self.model, context, mask, max_length, store, self.preamble_counts, self.tokenizer.pad_token_id or 0,
+                                            generation_kwargs)
             if plan is not None:
                 context, generation_kwargs["attention_mask"], cache = plan
-                generation_kwargs[_generate_cache_kwarg()] = cache
+                generation_kwargs[_cache_kwarg(body_and_head(self.model)[0])] = cache
         return super()._model_generate(context, max_length, stop, **generation_kwargs)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):

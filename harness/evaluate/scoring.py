@@ -237,26 +237,59 @@ class PreambleStore:
         return self._keep(self.generation, tokens, make)
 
 
+def _reusable_cache(cache, max_length: int) -> bool:
+    """The preamble's cache is one generation can continue from in the ``preamble | padding | rest`` layout: every
+    layer a plain dynamic one, or a sliding-window one the whole sequence stays inside (the window counts cache
+    slots, and the padding now sits within them). Chunked, quantised, static, linear or recurrent layers: no."""
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    layers = getattr(cache, "layers", None)
+    if not layers:
+        return False
+    for layer in layers:
+        if type(layer) is DynamicSlidingWindowLayer:
+            if max_length >= layer.sliding_window:
+                return False
+        elif type(layer) is not DynamicLayer:
+            return False
+    return True
+
+
+def _plain_greedy(model, generation_kwargs: dict) -> bool:
+    """One greedy sequence per row, no rule that reads across the row (what the re-laid batch keeps exact)."""
+    config = getattr(model, "generation_config", None)
+
+    def setting(name, default=None):
+        value = generation_kwargs.get(name)
+        return value if value is not None else getattr(config, name, default)
+
+    return ((setting("num_beams", 1) or 1) == 1 and (setting("num_return_sequences", 1) or 1) == 1 and not setting("no_repeat_ngram_size")
+            and setting("cache_implementation") is None and not setting("do_sample")  # without do_sample, temperature is unused
+            and "cache" not in generation_kwargs and "past_key_values" not in generation_kwargs)
+
+
 def generation_with_preamble(model, context: torch.Tensor, mask: torch.Tensor, max_length: int, store: PreambleStore,
-                             counts: Counter | None, pad_id: int):
+                             counts: Counter | None, pad_id: int, generation_kwargs: dict | None = None):
     """A left-padded generation batch rearranged to reuse a shared preamble's cache: ``(input_ids, attention_mask,
     cache)``, or ``None`` to generate as usual.
 
     Each row becomes ``preamble | padding | the rest`` (same width, so the caller's slicing of the continuation is
     unchanged): ``generate`` derives positions from the mask's running sum, so the rest continues at position P
-    exactly as in the left-padded row, and skips the P cached tokens. ``None`` when the batch shares no preamble, when
-    a row does not start with it (counted as fallbacks: the batch is generated in full), or when the longest sequence
-    could reach a sliding-attention window (the window counts cache slots, and the padding now sits inside it; a
-    window layer also drops its oldest slot once full)."""
+    exactly as in the left-padded row, and skips the P cached tokens. ``None`` for sampled, beam or n-gram-blocking
+    generation (:func:`_plain_greedy`) and when the batch shares no preamble; ``None`` and counted as fallbacks (the
+    batch is generated in full) when a row does not start with it or the model's cache cannot be continued in this
+    layout (:func:`_reusable_cache`: a sliding window the sequence could reach, chunked or recurrent layers)."""
+    if not _plain_greedy(model, generation_kwargs or {}):
+        return None
     B, W = context.shape
     rows = [context[b][mask[b].bool()].tolist() for b in range(B)]
     preamble = find_preamble(rows)
     P = len(preamble)
     if not P:
         return None
-    _, window = _layer_types(model)
     starts = [len(r) > P and tuple(r[:P]) == preamble for r in rows]
-    if not all(starts) or (window is not None and max_length >= window):
+    cached = store.get_generation_cache(model, preamble, context.device) if all(starts) else None
+    if cached is None or not _reusable_cache(cached, max_length):
         if counts is not None:
             counts["preamble_fallback"] += B
         return None
@@ -270,7 +303,7 @@ def generation_with_preamble(model, context: torch.Tensor, mask: torch.Tensor, m
         new_mask[b, W - len(rest):] = 1
     import copy
 
-    cache = copy.deepcopy(store.get_generation_cache(model, preamble, context.device))
+    cache = copy.deepcopy(cached)
     cache.batch_repeat_interleave(B)
     if counts is not None:
         counts["preamble_reused"] += B

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -143,7 +144,10 @@ def _torch_dtype(name: str):
 
 
 _ADDED_TOKEN_KEYS = {"id", "content", "single_word", "lstrip", "rstrip", "normalized", "special"}
-_HEAD_BYTES = 8 << 20  # the added tokens sit at the head of tokenizer.json (Gemma 3: 6,384 of them in its first 1.2 MB)
+_HEAD_CHARS = 8 << 20  # the added tokens sit at the head of tokenizer.json (Gemma 3: 6,384 of them in its first 1.2 MB)
+# tokenizers writes {"version": ..., "truncation": ..., "padding": ..., "added_tokens": [...], then the rest
+_TOP_LEVEL_LEAD = re.compile(r'\s*\{\s*(?:"(?:version|truncation|padding)"\s*:\s*(?:null|"[^"\\]{0,64}"|true|false|-?\d{1,12})\s*,\s*)*'
+                             r'"added_tokens"\s*:\s*(?=\[)')
 
 
 def added_tokens_decoder(folder) -> dict | None:
@@ -153,29 +157,29 @@ def added_tokens_decoder(folder) -> dict | None:
     transformers 5 parses the whole ``tokenizer.json`` (31 MB for Gemma 3) in Python just to find these when
     ``tokenizer_config.json`` does not list them, which our converted folders' does not: 1.5 s of every cold start
     on the 2-core machine, and it parses the file once more to build the tokenizer. Certain means: the config does not
-    list them itself, the key comes before the vocabulary, and every entry has exactly the fields an added token has
-    (``tests/test_models.py`` holds the tokenizer loaded this way equal to plain ``AutoTokenizer``)."""
+    list them itself or name other tokenizer files, no ``special_tokens_map.json`` or ``added_tokens.json`` exists
+    (transformers reads those on the path this skips), the key is the top-level one right after the scalar header
+    fields, and every entry has exactly the fields an added token has (``tests/test_models.py`` holds the tokenizer
+    loaded this way equal to plain ``AutoTokenizer``, and each uncertain case to the plain load)."""
     from pathlib import Path
 
     folder = Path(folder)
     try:
         cfg_path = folder / "tokenizer_config.json"
-        if not cfg_path.is_file() or cfg_path.stat().st_size > _HEAD_BYTES:
+        if not cfg_path.is_file() or cfg_path.stat().st_size > _HEAD_CHARS:
             return None
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        if not isinstance(cfg, dict) or "added_tokens_decoder" in cfg or cfg.get("auto_map"):
+        if not isinstance(cfg, dict) or any(k in cfg for k in ("added_tokens_decoder", "auto_map", "fast_tokenizer_files")):
             return None
+        if (folder / "special_tokens_map.json").exists() or (folder / "added_tokens.json").exists():
+            return None  # read only on transformers' own path (the one our kwarg skips)
         with open(folder / "tokenizer.json", encoding="utf-8") as f:
-            head = f.read(_HEAD_BYTES)
-        at = head.find('"added_tokens"')
-        model_at = head.find('"model"')
-        if at < 0 or (0 <= model_at < at) or not head.lstrip().startswith("{"):
+            head = f.read(_HEAD_CHARS)
+        lead = _TOP_LEVEL_LEAD.match(head)  # the key at the top level, after nothing but the scalar header fields
+        if lead is None:
             return None
-        start = head.index("[", at)
-        if head[at + len('"added_tokens"') : start].strip() != ":":
-            return None
-        entries, _ = json.JSONDecoder().raw_decode(head, start)
-    except (OSError, ValueError, UnicodeDecodeError):
+        entries, _ = json.JSONDecoder().raw_decode(head, lead.end())
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         return None
     if not isinstance(entries, list):
         return None

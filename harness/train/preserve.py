@@ -59,7 +59,6 @@ def openings() -> list[str]:
     return [ln.strip() for ln in OPENINGS.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
 
 
-@torch.no_grad()
 class _StopWhenCut:
     """A ``StoppingCriteria``: a row is finished once ``cut(text)`` says its text so far is final (``cut`` returns the
     index where the kept text ends, or ``None`` while more text could still be kept). Decoding the new tokens of a
@@ -73,6 +72,7 @@ class _StopWhenCut:
         return torch.tensor([self.cut(t) is not None for t in texts], dtype=torch.bool, device=input_ids.device)
 
 
+@torch.no_grad()
 def generate(model, tok, prompts: list[str], *, max_new_tokens: int, sample: bool, temperature: float = 1.0, top_p: float = 1.0,
              seed: int = 0, log: Callable[[str], None] = lambda m: None, what: str = "texts",
              stop_when: Callable[[str], int | None] | None = None) -> list[str]:
@@ -379,7 +379,8 @@ def _rewrite_is_final(text: str) -> int | None:
     if hits:
         return min(hits)
     longest = max(map(len, REWRITE_STOPS))  # a stop that is still being written could start inside the last characters
-    return len(text) if len(text) > longest and _looped(text[: len(text) - longest]) else None
+    # the kept text starts with this part, stripped as _clean_rewrite strips (a loop of spaces at its end would not be kept)
+    return len(text) if len(text) > longest and _looped(text[: len(text) - longest].rstrip()) else None
 
 
 def self_distill(examples: list[Example], model, tok, cfg: TrainConfig, base_fp: str, precision: str, log) -> tuple[list[Example], dict]:
