@@ -44,7 +44,7 @@ def main() -> None:
 
     from harness.data.tokenize import IGNORE
     from harness.train.batching import Batch
-    from harness.train.loss import preserve_loss_sums, supervised_loss_sum
+    from harness.train.loss import preserve_loss, preserve_loss_sums, supervised_loss_sum
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
@@ -67,7 +67,13 @@ def main() -> None:
     def plain():
         (supervised_loss_sum(model, batch) / n_sup).backward()
 
-    def ours():
+    n_anchor = int((batch.labels[:, 1:] != -100).sum())
+
+    def ours():  # what SFT trains with: one head product for both gradients
+        loss, _, _, _ = preserve_loss(model, batch, "all", n_sup, 1.0, max(1, n_anchor))
+        loss.backward()
+
+    def ours_two_products():  # the same numbers, each gradient projected through the head on its own (preference objectives)
         nll, kl, n = preserve_loss_sums(model, batch, "all")
         (nll / n_sup + 1.0 * kl / max(1, n)).backward()
 
@@ -82,7 +88,8 @@ def main() -> None:
         kl = F.kl_div(logq[keep], logp[keep], log_target=True, reduction="sum")
         (nll / n_sup + kl / int(keep.sum())).backward()
 
-    sides = [("plain SFT (fused head)", plain), ("SFT + KL anchor (ours)", ours)] + ([] if args.skip_textbook else [("SFT + KL, full logits (textbook)", textbook)])
+    sides = [("plain SFT (fused head)", plain), ("SFT + KL anchor (ours)", ours), ("SFT + KL, two head products", ours_two_products)] + \
+        ([] if args.skip_textbook else [("SFT + KL, full logits (textbook)", textbook)])
     results = {}
     for name, fn in sides:
         times = []

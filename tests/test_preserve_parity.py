@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from harness.data.formats import to_example
 from harness.data.tokenize import IGNORE, TokenizedExample, tokenize_examples
 from harness.train.batching import make_batches
-from harness.train.loss import preserve_loss_sums, supervised_loss_sum
+from harness.train.loss import preserve_loss, preserve_loss_sums, supervised_loss_sum
 
 
 def _lora_model(folder, softcap):
@@ -92,6 +92,32 @@ def test_kl_anchor_equals_the_formula_on_full_logits(lora, packing, on):
     assert g.keys() == g_ref.keys() and g
     for k in g:
         torch.testing.assert_close(g[k], g_ref[k], rtol=1e-4, atol=2e-5)  # fp32 sums in another order
+
+
+@pytest.mark.parametrize("packing", [True, False], ids=["packed", "padded"])
+@pytest.mark.parametrize("on", ["all", "train", "replay"])
+def test_combined_anchor_loss_equals_the_formula_on_full_logits(lora, packing, on):
+    """preserve_loss (one head product for both gradients, what SFT trains with) against nll_scale x NLL + kl_scale
+    x F.kl_div on full logits: the value, both sums and the LoRA gradients, with and without the softcap."""
+    model, tok = lora
+    batch = _batch(tok, packing)
+    a, b = 1 / 0.77, 0.7  # unequal, and of the size the existing parity test uses (its tolerance fits gradients of this size)
+    model.zero_grad()
+    nll_ref, kl_ref, n_ref = _reference(model, batch, on)
+    (a * nll_ref + b * kl_ref).backward()
+    g_ref = _grads(model)
+    model.zero_grad()
+    loss, nll, kl, n = preserve_loss(model, batch, on, 0.77, b, 1.0, chunk=5)  # a chunk that does not divide the rows
+    loss.backward()
+    g = _grads(model)
+    assert n == n_ref > 0 and not nll.requires_grad and not kl.requires_grad
+    assert float(kl_ref.detach()) > 1e-4
+    torch.testing.assert_close(nll, nll_ref.detach(), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(kl, kl_ref.detach(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(loss.detach(), (a * nll_ref + b * kl_ref).detach(), rtol=1e-5, atol=1e-6)
+    assert g.keys() == g_ref.keys() and g
+    for k in g:
+        torch.testing.assert_close(g[k], g_ref[k], rtol=1e-4, atol=2e-5)
 
 
 def test_no_anchor_is_the_plain_loss(lora):

@@ -176,6 +176,72 @@ class _FusedHeadLogpKL(torch.autograd.Function):
         return grad, None, None, None, None, None, None, None, None
 
 
+class _FusedHeadLossKL(torch.autograd.Function):
+    """``NLL / nll_div + kl_weight x KL / kl_div`` as one scalar, NLL the sum of ``-log q(y)`` over the rows and KL
+    the sum of ``KL(p || q)`` where ``mask``, with ONE head product for its gradient: per chunk the two logit
+    gradients are combined before they are projected back, ``(q - onehot(y)) / nll_div + kl_weight (q - p) /
+    kl_div``, where :class:`_FusedHeadLogpKL` projects each (two products of a chunk's [rows, V] by the [V, d]
+    head). Also returns the two sums (no gradient). The sums and the scalar are formed as the caller formed them from
+    :func:`preserve_loss_sums`, so the numbers are the same to the last bit; the gradient to fp32 rounding."""
+
+    @staticmethod
+    def forward(ctx, h, hb, mask, weight, bias, y, softcap, chunk, nll_div, kl_weight, kl_div, need_grad):  # type: ignore[override]
+        n = h.shape[0]
+        nll_scale, kl_scale = 1.0 / nll_div, kl_weight / kl_div
+        logp = torch.empty(n, dtype=torch.float32, device=h.device)
+        kl = torch.zeros(n, dtype=torch.float32, device=h.device)
+        grad = torch.empty_like(h) if need_grad else None
+        for i in range(0, n, chunk):
+            hc, yc, mc = h[i : i + chunk], y[i : i + chunk], mask[i : i + chunk]
+            z = F.linear(hc, weight, bias).float()
+            t = None
+            if softcap:
+                t = torch.tanh(z / softcap)
+                z = t * softcap
+            logq = torch.log_softmax(z, dim=-1)
+            del z
+            logp[i : i + chunk] = logq.gather(1, yc[:, None]).squeeze(1)
+            sel = mc.nonzero().squeeze(1)
+            every = sel.numel() == hc.shape[0]  # the usual case (kl.on: all): no row copies
+            p = None
+            if sel.numel():
+                zb = F.linear(hb[i : i + chunk] if every else hb[i : i + chunk][sel], weight, bias).float()
+                if softcap:
+                    zb = torch.tanh(zb / softcap) * softcap
+                logpb = torch.log_softmax(zb, dim=-1)
+                del zb
+                p = logpb.exp()
+                kl[i + sel] = torch.linalg.vecdot(p, logpb.sub_(logq if every else logq[sel]))
+                del logpb
+            if need_grad:
+                q = logq.exp_()  # in place: logq is not needed any more
+                # the combined logit gradient, divided by `scale` (one [rows, V] pass fewer; the [rows, d] product is
+                # multiplied back): every row anchored, (q - onehot) a + (q - p) b = (a + b) (q - p b/(a+b) - onehot a/(a+b))
+                scale = nll_scale
+                if p is not None and every:
+                    scale = nll_scale + kl_scale
+                    q.sub_(p, alpha=kl_scale / scale)
+                elif p is not None:
+                    q.index_add_(0, sel, q[sel] - p, alpha=kl_scale / nll_scale)
+                q.scatter_add_(1, yc[:, None], torch.full((yc.shape[0], 1), -nll_scale / scale, dtype=q.dtype, device=q.device))
+                if t is not None:
+                    q.mul_(1 - t * t)
+                grad[i : i + chunk] = ((q.to(weight.dtype) @ weight) * scale).to(h.dtype)  # type: ignore[index]
+                del q
+            del logq, p, t
+        if need_grad:
+            ctx.save_for_backward(grad)
+        nll, kls = -logp.sum(), kl.sum()
+        loss = nll / nll_div + kl_weight * kls / kl_div
+        ctx.mark_non_differentiable(nll, kls)
+        return loss, nll, kls
+
+    @staticmethod
+    def backward(ctx, go_loss, go_nll, go_kl):  # type: ignore[override]
+        (grad,) = ctx.saved_tensors
+        return grad * go_loss.to(grad.dtype), None, None, None, None, None, None, None, None, None, None, None
+
+
 def _head_logp_kl(head, softcap, h, hb, y, mask):
     logq = torch.log_softmax(head_logits(head, softcap, h), dim=-1)
     logpb = torch.log_softmax(head_logits(head, softcap, hb), dim=-1)
@@ -206,15 +272,9 @@ def token_logps_and_kl(head, softcap, h: torch.Tensor, hb: torch.Tensor, y: torc
     return torch.cat(lps), torch.cat(kls)
 
 
-def preserve_loss_sums(model, batch: Batch, kl_on: str | None, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """``(NLL sum over supervised positions, KL sum over the anchored ones, anchored count)``.
-
-    ``kl_on``: ``None`` (no anchor: the KL sum is 0), ``"replay"`` (replay tokens), ``"train"`` (the domain's
-    response tokens) or ``"all"``. The base's distribution is the same model inside ``disable_adapter()`` under
-    ``no_grad``, on the same batch: no second copy of the weights."""
-    if kl_on is None:
-        loss = supervised_loss_sum(model, batch, chunk)
-        return loss, loss.new_zeros(()), 0
+def _anchor_inputs(model, batch: Batch, kl_on: str):
+    """``(head, softcap, h, h_base, targets, anchored mask)`` at the supervised positions: the base's hidden states
+    from the same model inside ``disable_adapter()`` under ``no_grad`` (no second copy of the weights)."""
     body, head, softcap = body_and_head(model)
     kwargs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids, use_cache=False)
     targets = batch.labels[:, 1:]
@@ -224,6 +284,38 @@ def preserve_loss_sums(model, batch: Batch, kl_on: str | None, chunk: int | None
     with torch.no_grad(), model.disable_adapter():
         hb = body(**kwargs).last_hidden_state[:, :-1][keep]
     h = body(**kwargs).last_hidden_state[:, :-1][keep]
-    mask = anchored[keep]
-    logp, kl = token_logps_and_kl(head, softcap, h, hb, targets[keep], mask, chunk or head_chunk(h.device))
+    return head, softcap, h, hb, targets[keep], anchored[keep]
+
+
+def preserve_loss_sums(model, batch: Batch, kl_on: str | None, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``(NLL sum over supervised positions, KL sum over the anchored ones, anchored count)``.
+
+    ``kl_on``: ``None`` (no anchor: the KL sum is 0), ``"replay"`` (replay tokens), ``"train"`` (the domain's
+    response tokens) or ``"all"``. The base's distribution is the same model inside ``disable_adapter()`` under
+    ``no_grad``, on the same batch: no second copy of the weights."""
+    if kl_on is None:
+        loss = supervised_loss_sum(model, batch, chunk)
+        return loss, loss.new_zeros(()), 0
+    head, softcap, h, hb, y, mask = _anchor_inputs(model, batch, kl_on)
+    logp, kl = token_logps_and_kl(head, softcap, h, hb, y, mask, chunk or head_chunk(h.device))
     return -logp.sum(), kl.sum(), int(mask.sum())
+
+
+def preserve_loss(model, batch: Batch, kl_on: str, nll_div: float, kl_weight: float, kl_div: float,
+                  chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """``(NLL sum / nll_div + kl_weight x KL sum / kl_div, NLL sum, KL sum, anchored count)``; the two sums carry
+    no gradient. The same numbers as :func:`preserve_loss_sums` combined by the caller, with one head product per
+    chunk for the gradient instead of two (:class:`_FusedHeadLossKL`; a trainable or non-linear head takes the
+    general path)."""
+    head, softcap, h, hb, y, mask = _anchor_inputs(model, batch, kl_on)
+    w, b = getattr(head, "weight", None), getattr(head, "bias", None)
+    plain = type(head) is torch.nn.Linear and w is not None and w.is_floating_point() and not w.requires_grad and (b is None or not b.requires_grad)
+    if plain and h.shape[0]:
+        need_grad = torch.is_grad_enabled() and h.requires_grad
+        loss, nll, kl = _FusedHeadLossKL.apply(h, hb.detach(), mask, w, b, y, softcap, chunk or head_chunk(h.device), nll_div, kl_weight,
+                                               kl_div, need_grad)
+    else:
+        logp, kls = token_logps_and_kl(head, softcap, h, hb, y, mask, chunk or head_chunk(h.device))
+        nll, kl = -logp.sum(), kls.sum()
+        loss = nll / nll_div + kl_weight * kl / kl_div
+    return loss, nll.detach(), kl.detach(), int(mask.sum())

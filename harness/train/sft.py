@@ -16,7 +16,7 @@ from ..errors import LafError
 from .batching import Batch, epoch_order, make_batches
 from .checkpoint import TrainState
 from .config import TrainConfig
-from .loss import preserve_loss_sums, supervised_loss_sum
+from .loss import preserve_loss, supervised_loss_sum
 from .objective import Log, Objective
 from .preserve import ReplayMix, anchored_count
 from .schedule import count_steps
@@ -64,11 +64,10 @@ class SFTObjective(Objective[Batch]):
         self._nll, self._kl, self._anchored = 0.0, 0.0, n_anchor
         for b in group:
             with self.autocast():
-                if kl is not None:
-                    nll, kl_sum, _ = preserve_loss_sums(model, b.to(self.device), kl.on)
-                    self._nll += float(nll.detach()) / n_sup
-                    self._kl += float(kl_sum.detach()) / max(1, n_anchor)
-                    loss = nll / n_sup + kl.weight * kl_sum / max(1, n_anchor)
+                if kl is not None:  # nll / n_sup + weight x kl / n_anchor, its gradient projected through the head once
+                    loss, nll, kl_sum, _ = preserve_loss(model, b.to(self.device), kl.on, n_sup, kl.weight, max(1, n_anchor))
+                    self._nll += float(nll) / n_sup
+                    self._kl += float(kl_sum) / max(1, n_anchor)
                 else:
                     loss = supervised_loss_sum(model, b.to(self.device)) / n_sup
             yield loss
