@@ -122,8 +122,14 @@ def train_plan(ctx: RunContext, train_data: Path, key: str = "train", work: Path
     if data_fp is None:
         curated = cfg.curate.enabled and ctx.curation.exists()
         data_fp = read_json(ctx.curation)["fingerprints"]["output_content_sha256"] if curated else hash_path(train_data, digest=cached_file_sha256)
-    # init_from: X@latest names whatever X is now: the adapter it resolves to is an input (a retrained X retrains this)
-    start = {"init_from": Registry(cfg.registry).resolve(tcfg.init_from).digest} if tcfg.init_from else {}
+    # init_from: X@latest names whatever X is now: the adapter it resolves to is an input (a retrained X retrains this).
+    # Not registered yet: nothing to hold (training stops on it with one clear error), so the plan is what it was.
+    start = {}
+    if tcfg.init_from:
+        try:
+            start = {"init_from": Registry(cfg.registry).resolve(tcfg.init_from).digest}
+        except LafError:
+            pass
     fp = sha256_json({"config": tcfg.math_dict() | {"data": None}, "data": data_fp, "base": ctx.base_fingerprint,
                       **({"select": [ctx.cfg.select.model_dump(mode="json"), sha256_json(split)]} if split else {}), **start})
     done = state.done(key, fp)
