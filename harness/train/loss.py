@@ -115,6 +115,25 @@ def supervised_loss_sum(model, batch: Batch, chunk: int | None = None) -> torch.
 # ---------------------------------------------------------------- the KL anchor to the base (preserve.kl)
 
 
+def _chunk_logq(hc, weight, bias, softcap) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The adapted side of one chunk: ``log softmax`` of the head's logits (fp32), and under a logit softcap the
+    ``tanh`` of the scaled logits its gradient needs (``None`` without one). The logits themselves are freed here."""
+    z = F.linear(hc, weight, bias).float()
+    t = None
+    if softcap:
+        t = torch.tanh(z / softcap)
+        z = t * softcap
+    return torch.log_softmax(z, dim=-1), t
+
+
+def _base_logp(hb_rows, weight, bias, softcap) -> torch.Tensor:
+    """The base's side of one chunk: ``log softmax`` of the head's (softcapped) logits of its hidden states."""
+    zb = F.linear(hb_rows, weight, bias).float()
+    if softcap:
+        zb = torch.tanh(zb / softcap) * softcap
+    return torch.log_softmax(zb, dim=-1)
+
+
 class _FusedHeadLogpKL(torch.autograd.Function):
     """Per row: ``log q(y)`` and, where ``mask``, ``KL(p || q)`` with ``q = softmax(head(h))`` (the adapted model) and
     ``p = softmax(head(h_base))`` (the base, no gradient), in chunks, with both gradients w.r.t. ``h`` computed while
@@ -130,22 +149,12 @@ class _FusedHeadLogpKL(torch.autograd.Function):
         g_kl = torch.zeros_like(h) if need_grad else None
         for i in range(0, n, chunk):
             hc, yc, mc = h[i : i + chunk], y[i : i + chunk], mask[i : i + chunk]
-            z = F.linear(hc, weight, bias).float()
-            t = None
-            if softcap:
-                t = torch.tanh(z / softcap)
-                z = t * softcap
-            logq = torch.log_softmax(z, dim=-1)
-            del z
+            logq, t = _chunk_logq(hc, weight, bias, softcap)
             logp[i : i + chunk] = logq.gather(1, yc[:, None]).squeeze(1)
             sel = mc.nonzero().squeeze(1)
             p = None
             if sel.numel():
-                zb = F.linear(hb[i : i + chunk][sel], weight, bias).float()
-                if softcap:
-                    zb = torch.tanh(zb / softcap) * softcap
-                logpb = torch.log_softmax(zb, dim=-1)
-                del zb
+                logpb = _base_logp(hb[i : i + chunk][sel], weight, bias, softcap)
                 p = logpb.exp()
                 kl[i + sel] = (p * (logpb - logq[sel])).sum(-1)
                 del logpb
@@ -193,23 +202,13 @@ class _FusedHeadLossKL(torch.autograd.Function):
         grad = torch.empty_like(h) if need_grad else None
         for i in range(0, n, chunk):
             hc, yc, mc = h[i : i + chunk], y[i : i + chunk], mask[i : i + chunk]
-            z = F.linear(hc, weight, bias).float()
-            t = None
-            if softcap:
-                t = torch.tanh(z / softcap)
-                z = t * softcap
-            logq = torch.log_softmax(z, dim=-1)
-            del z
+            logq, t = _chunk_logq(hc, weight, bias, softcap)
             logp[i : i + chunk] = logq.gather(1, yc[:, None]).squeeze(1)
             sel = mc.nonzero().squeeze(1)
             every = sel.numel() == hc.shape[0]  # the usual case (kl.on: all): no row copies
             p = None
             if sel.numel():
-                zb = F.linear(hb[i : i + chunk] if every else hb[i : i + chunk][sel], weight, bias).float()
-                if softcap:
-                    zb = torch.tanh(zb / softcap) * softcap
-                logpb = torch.log_softmax(zb, dim=-1)
-                del zb
+                logpb = _base_logp(hb[i : i + chunk] if every else hb[i : i + chunk][sel], weight, bias, softcap)
                 p = logpb.exp()
                 kl[i + sel] = torch.linalg.vecdot(p, logpb.sub_(logq if every else logq[sel]))
                 del logpb
