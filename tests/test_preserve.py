@@ -167,6 +167,17 @@ def test_self_distill_rewrites_are_cached_and_counted(tiny_model_dir, tmp_path, 
     cfg2 = make_config(tmp_path, tiny_model_dir, max_steps=2, eval_every=0, save_every=0, output_dir=str(tmp_path / "r2"),
                        preserve={"self_distill": True, "distill_max_new_tokens": 12})
     assert train(cfg2).entry.manifest["preserve"]["self_distill_data"]["cached"] is True
+    # a cache file edited to hold a rewrite longer than generation can write (a looping 2 MB one would take the loop
+    # check minutes) is not ours: the rewrites are made again, and the training data never sees it
+    (cache_file,) = (isolated_cache / "distill").glob("*.json")
+    doc = json.loads(cache_file.read_text())
+    doc["texts"][0] = "It is a 14-bit ADC, " + "ab" * 1_000_000
+    cache_file.write_text(json.dumps(doc))
+    cfg3 = make_config(tmp_path, tiny_model_dir, max_steps=2, eval_every=0, save_every=0, output_dir=str(tmp_path / "r3"),
+                       preserve={"self_distill": True, "distill_max_new_tokens": 12})
+    info3 = train(cfg3).entry.manifest["preserve"]["self_distill_data"]
+    assert info3["cached"] is False and info3["examples"] == info["examples"]
+    assert "ab" * 100 not in cache_file.read_text()  # rewritten whole
 
 
 # ---------------------------------------------------------------- bad input: one clear error before training

@@ -28,7 +28,7 @@ from lm_eval.models.huggingface import HFLM
 
 from ..models.heads import body_and_head
 from .cache import RequestStats, request_key
-from .scoring import PreambleStore, _cache_kwarg, generation_with_preamble, score_loglikelihood
+from .scoring import PreambleStore, decoder_cache_kwarg, generation_with_preamble, score_loglikelihood
 
 ProgressFn = Callable[[int, int, int], None]  # (done, total, cache_hits)
 BatchFn = Callable[[list[tuple[int, object]]], None]  # [(index in the call's request list, result)]
@@ -91,7 +91,7 @@ class HarnessLM(HFLM):
                                             generation_kwargs)
             if plan is not None:
                 context, generation_kwargs["attention_mask"], cache = plan
-                generation_kwargs[_cache_kwarg(body_and_head(self.model)[0])] = cache
+                generation_kwargs[decoder_cache_kwarg(body_and_head(self.model)[0])] = cache
         return super()._model_generate(context, max_length, stop, **generation_kwargs)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):

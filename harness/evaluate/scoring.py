@@ -31,6 +31,7 @@ fp32 (tests/test_validity.py).
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 from collections import Counter
@@ -160,7 +161,7 @@ class _PrefixCache:
         return 0 if self.states is None else int(self.states[layer_idx][0].shape[-2])
 
 
-def _cache_kwarg(body) -> str:
+def decoder_cache_kwarg(body) -> str:
     """transformers 5 names the decoder's cache argument ``cache`` (``past_key_values`` is deprecated), 4.x the other."""
     return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
 
@@ -188,7 +189,7 @@ def compute_preamble(model, tokens: tuple[int, ...], device) -> Preamble:
     seg = torch.zeros((1, P), dtype=torch.long, device=device)
     rec = _PrefixCache()
     with torch.no_grad():
-        body(input_ids=ids, attention_mask=_masks(model, seg, pos), position_ids=pos, use_cache=False, **{_cache_kwarg(body): rec})
+        body(input_ids=ids, attention_mask=_masks(model, seg, pos), position_ids=pos, use_cache=False, **{decoder_cache_kwarg(body): rec})
     layer_types, window = _layer_types(model)
     kept = {"full_attention": P}
     if layer_types and window:
@@ -301,8 +302,6 @@ def generation_with_preamble(model, context: torch.Tensor, mask: torch.Tensor, m
         ids[b, W - len(rest):] = torch.tensor(rest, dtype=ids.dtype)
         new_mask[b, :P] = 1
         new_mask[b, W - len(rest):] = 1
-    import copy
-
     cache = copy.deepcopy(cached)
     cache.batch_repeat_interleave(B)
     if counts is not None:
@@ -374,7 +373,7 @@ def _forward_rows(model, rows: list[_Row], pad_id: int, device, capture: Capture
         pos[b, at:] = torch.arange(width - at)
     ids, seg, pos = ids.to(device), seg.to(device), pos.to(device)
     body, head, softcap = body_and_head(model)
-    past = {} if preamble is None else {_cache_kwarg(body): _PrefixCache(preamble.states)}
+    past = {} if preamble is None else {decoder_cache_kwarg(body): _PrefixCache(preamble.states)}
     hidden = body(input_ids=ids, attention_mask=_masks(model, seg, pos, preamble), position_ids=pos, use_cache=False, **past).last_hidden_state
     hidden = hidden.reshape(B * width, -1)
     flat_pos = torch.tensor([p for _, ps, _ in where for p in ps], device=hidden.device)

@@ -390,6 +390,8 @@ def self_distill(examples: list[Example], model, tok, cfg: TrainConfig, base_fp:
     key = sha256_json({"v": GEN_VERSION, "base": base_fp, "precision": precision, "prompts": sha256_json(prompts), "max_new_tokens": max_new})
     path = _cache_path("distill", key)
     cached = _read_cache(path, key, len(prompts))
+    if cached is not None and any(len(t) > max_new * MAX_CHARS_PER_TOKEN for t in cached):
+        cached = None  # longer than generation can write: not ours (and the loop check's time grows with the length)
     t0 = time.perf_counter()
     if cached is None:
         log(f"self-distill: the base rewrites {len(prompts)} responses (once; cached in {path.parent})")
@@ -403,9 +405,9 @@ def self_distill(examples: list[Example], model, tok, cfg: TrainConfig, base_fp:
         from_cache = True
     out, fell_back, looped = [], 0, 0
     for ex, rw in zip(examples, cached):
-        if _looped(rw):
-            looped += 1
-        if not _looped(rw) and facts_kept(ex.response_text, rw):
+        loops = _looped(rw)
+        looped += loops
+        if not loops and facts_kept(ex.response_text, rw):
             msgs = list(ex.messages)
             last = max(i for i, (r, _) in enumerate(msgs) if r == "assistant")
             msgs[last] = ("assistant", rw)
