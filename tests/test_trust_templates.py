@@ -81,6 +81,31 @@ def test_the_sandbox_stops_what_slips_past_the_static_check(tmp_path):
     assert lu.apply_template("{{ q|upper }} {{ choices|join(', ') }} {{ q|regex_replace('x', 'y') }}", {"q": "x", "choices": ["a", "b"]}) == "X a, b y"
 
 
+def test_the_sandbox_compiles_each_template_once_and_still_refuses_on_every_render():
+    """lm-eval calls ``from_string`` for every field of every item: each distinct source is compiled once, bounded,
+    and a cached template is the same sandboxed template (refused on its second render as on its first)."""
+    import jinja2
+    import lm_eval.utils as lu
+
+    from harness.suites.templates import SANDBOX
+
+    install_sandbox()
+    SANDBOX._compiled.clear()
+    a, b = SANDBOX.from_string("{{ q }}!"), SANDBOX.from_string("{{ q }}!")
+    assert a is b and a.render(q="x") == "x!" and b.render(q="y") == "y!"  # renders only what it is given
+    assert lu.apply_template("{{ q }}!", {"q": "z"}) == "z!" and len(SANDBOX._compiled) == 1
+    sneaky = "{{ q[('_' ~ '_cl' ~ 'ass__')] }}"
+    for _ in range(2):
+        with pytest.raises(jinja2.TemplateError):
+            lu.apply_template(sneaky, {"q": "x"})
+    long = "{{ q }}" + " " * SANDBOX.COMPILED_CHARS
+    assert SANDBOX.from_string(long) is not SANDBOX.from_string(long)  # too long to keep: compiled each time
+    for i in range(SANDBOX.COMPILED_MAX + 50):
+        assert SANDBOX.from_string(f"{{{{ q }}}}{i}").render(q="v") == f"v{i}"
+    assert len(SANDBOX._compiled) == SANDBOX.COMPILED_MAX  # bounded: the oldest go first
+    assert "{{ q }}!" not in SANDBOX._compiled and f"{{{{ q }}}}{SANDBOX.COMPILED_MAX + 49}" in SANDBOX._compiled
+
+
 def test_static_check_allows_ordinary_templates():
     for t in ["{{q}}", "Question: {{question}}\nAnswer:", "{{ choices[gold] }}", "{% for c in choices %}{{ loop.index }}. {{c}}\n{% endfor %}",
               "{{ text.split(' ')[:5]|join(' ') }}", "{{ 'yes' if label == 1 else 'no' }}"]:

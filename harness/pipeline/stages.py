@@ -238,12 +238,14 @@ def apply_limits(ctx: RunContext, suites) -> None:
 
 
 def eval_spec(ctx: RunContext, adapters: list[str]):
-    """The evaluation's EvalSpec from the run config."""
+    """The evaluation's EvalSpec from the run config: the base loaded as the adapters were trained on it (precision,
+    and for NF4 the compute dtype ``train.compute_dtype`` names; unset, the device's default)."""
     from ..evaluate import EvalSpec
 
     cfg = ctx.cfg
     refs, _ = suite_refs(cfg, ctx.base)
     return EvalSpec(suites=refs, model=cfg.model, adapters=adapters, out=str(ctx.eval_dir), limit=cfg.eval.limit, precision=cfg.precision,
+                    compute_dtype=cfg.train.compute_dtype if cfg.precision == "nf4" else None,
                     batch_size=cfg.eval.batch_size, max_length=cfg.eval.max_length, registry=cfg.registry, cache=cfg.eval.cache, data_dir=cfg.eval.data_dir)
 
 

@@ -34,8 +34,34 @@ def _regex_replace(string, pattern, repl, count: int = 0):
     return re.sub(pattern, repl, string, count=count)
 
 
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, compiling each distinct template once: lm-eval's ``apply_template`` calls ``from_string`` for every
+    field of every item, and Jinja compiles the source to Python each time (about 0.6 ms; 1,700 compilations, a
+    second of a cold start, for 200 multiple-choice items). A compiled template is immutable and renders nothing but
+    what it is given, so one per source is the same template. Bounded: at most ``COMPILED_MAX`` sources, each at most
+    ``COMPILED_CHARS`` long, are kept (a longer one is compiled every time, as before)."""
+
+    COMPILED_MAX = 256
+    COMPILED_CHARS = 4096
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._compiled: dict[str, Any] = {}
+
+    def from_string(self, source, globals=None, template_class=None):  # type: ignore[override]
+        if globals is not None or template_class is not None or not isinstance(source, str) or len(source) > self.COMPILED_CHARS:
+            return super().from_string(source, globals, template_class)
+        tpl = self._compiled.get(source)
+        if tpl is None:
+            tpl = super().from_string(source)
+            if len(self._compiled) >= self.COMPILED_MAX:
+                self._compiled.pop(next(iter(self._compiled)))  # the oldest
+            self._compiled[source] = tpl
+        return tpl
+
+
 def sandbox_env() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(loader=BaseLoader(), undefined=StrictUndefined, keep_trailing_newline=True)
+    env = _Sandbox(loader=BaseLoader(), undefined=StrictUndefined, keep_trailing_newline=True)
     env.filters["regex_replace"] = _regex_replace
     return env
 
