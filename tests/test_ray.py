@@ -3,6 +3,7 @@ single-process engine, a worker killed mid-run, a resume with another worker cou
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -128,3 +129,60 @@ def test_sweep_on_ray_trains_points_as_tasks_and_resumes_with_one_worker(cluster
     again = run_sweep(config, workers=1)
     assert again["stages_skipped"] == ["curate", "train:sweep-rank-r2", "train:sweep-rank-r4", "eval"]
     assert [p["cost"]["eval_time_s"] for p in again["points"]] == [p["cost"]["eval_time_s"] for p in s["points"]]
+
+
+def _preserve_sweep(tmp_path: Path, tiny_model_dir: Path, where: str) -> Path:
+    """examples/quickstart-preserve.yaml on the tiny fixture, two points (replay 0 and 0.5, KL 0.3), select: every 2."""
+    import yaml
+
+    from tests.conftest import REPO
+
+    cfg = yaml.safe_load((REPO / "examples" / "quickstart-preserve.yaml").read_text())
+    rows = (REPO / "examples" / "quickstart" / "train.jsonl").read_text().splitlines()[:80]
+    root = tmp_path / where
+    root.mkdir()
+    (root / "train.jsonl").write_text("\n".join(rows) + "\n")
+    cfg.update(model=str(tiny_model_dir), registry=str(root / "registry"), out_root=str(root / "reports"))
+    cfg["data"]["path"] = "train.jsonl"
+    cfg["train"].update(max_steps=4, eval_every=2, save_every=2, max_length=96, batch_size=4)
+    cfg["train"]["preserve"]["replay"].update(count=8, max_new_tokens=12)
+    cfg["sweep"] = {"preserve.replay.ratio": [0.0, 0.5], "preserve.kl.weight": [0.3]}
+    cfg["select"]["every"] = 2
+    cfg["eval"].update(cache=str(root / "cache.sqlite"), batch_size=4,
+                       suites=[{"suite": "domain/tempo-t4", "limit": 50}, {"suite": "general/world-facts", "limit": 50}, {"suite": "general/text", "limit": 30}])
+    cfg["gate"]["policy"]["min_items"] = 10
+    cfg["gate"]["policy"]["rules"] = cfg["gate"]["policy"]["rules"][:3]
+    (root / "p.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return root / "p.yaml"
+
+
+def test_sweep_with_select_trains_its_points_as_ray_tasks_and_chooses_as_in_process(cluster, tiny_model_dir, tmp_path, isolated_cache):
+    """With select:, the points train as Ray tasks at once (each point's snapshots scored in the driver as it
+    finishes), with the run's replay contamination check: the same snapshots chosen, the same curves and the same
+    replay accounting as the in-process sweep."""
+    from harness.registry import Registry
+    from harness.sweep import run_sweep
+
+    docs, manifests = {}, {}
+    for where, workers in (("ray", 2), ("here", None)):
+        config = _preserve_sweep(tmp_path, tiny_model_dir, where)
+        run_sweep(config, workers=workers)
+        s = json.loads((config.parent / "reports" / "quickstart-preserve" / "sweep.json").read_text())
+        docs[where] = s
+        reg = Registry(config.parent / "registry")
+        manifests[where] = [reg.resolve(p["model"]).manifest for p in s["points"]]
+    ray_doc, here = docs["ray"], docs["here"]
+    assert [p["name"] for p in ray_doc["points"]] == [p["name"] for p in here["points"]] == ["quickstart-preserve-rp0-kl0.3", "quickstart-preserve-rp0.5-kl0.3"]
+    assert {k: v["chosen_step"] for k, v in ray_doc["selection"].items()} == {k: v["chosen_step"] for k, v in here["selection"].items()}
+    for name, sel in here["selection"].items():
+        for a, b in zip(ray_doc["selection"][name]["curve"], sel["curve"], strict=True):
+            assert a["step"] == b["step"]
+            for ra, rb in zip(a["rules"], b["rules"], strict=True):
+                assert ra["target"] == rb["target"] and ra["delta"] == pytest.approx(rb["delta"], abs=1e-3)
+    for m_ray, m_here in zip(manifests["ray"], manifests["here"], strict=True):
+        assert m_ray["selection"]["chosen_step"] == m_here["selection"]["chosen_step"]
+        drop = ("seconds", "cached")  # the second sweep reads the replay the first one wrote
+        got, want = ({k: v for k, v in m["preserve"]["replay_data"].items() if k not in drop} if m["preserve"]["replay_data"] else None for m in (m_ray, m_here))
+        assert got == want  # the run's own contamination check, on Ray too
+    assert manifests["here"][1]["preserve"]["replay_data"]["contamination"]
+    assert ray_doc["distributed"]["workers"] == 2

@@ -152,17 +152,27 @@ _TOP_LEVEL_LEAD = re.compile(r'\s*\{\s*(?:"(?:version|truncation|padding)"\s*:\s
                              r'"added_tokens"\s*:\s*(?=\[)')
 
 
-def added_tokens_decoder(folder) -> dict | None:
-    """``tokenizer.json``'s added tokens as the ``added_tokens_decoder`` transformers builds from them, read from the
-    file's head; ``None`` (transformers then reads them itself) unless it is certain.
+_HEAD_FIELDS = ("normalizer", "pre_tokenizer", "post_processor", "decoder")  # what tokenizers writes after the added tokens
+_MODEL_SCALARS = re.compile(r'\s*,?\s*"([a-z_]{1,40})"\s*:\s*')
 
-    transformers 5 parses the whole ``tokenizer.json`` (31 MB for Gemma 3) in Python just to find these when
-    ``tokenizer_config.json`` does not list them, which our converted folders' does not: 1.5 s of every cold start
-    on the 2-core machine, and it parses the file once more to build the tokenizer. Certain means: the config does not
-    list them itself or name other tokenizer files, no ``special_tokens_map.json`` or ``added_tokens.json`` exists
-    (transformers reads those on the path this skips), the key is the top-level one right after the scalar header
-    fields, and every entry has exactly the fields an added token has (``tests/test_models.py`` holds the tokenizer
-    loaded this way equal to plain ``AutoTokenizer``, and each uncertain case to the plain load)."""
+
+@dataclass
+class _TokenizerHead:
+    """What ``tokenizer.json``'s head says, read without parsing its 31 MB: the added tokens (as transformers builds
+    them), and the top-level parts after them up to the model's vocabulary (``None`` where that part could not be
+    read with certainty)."""
+
+    config: dict
+    decoder: dict
+    parts: dict | None
+
+
+def _tokenizer_head(folder) -> _TokenizerHead | None:
+    """``None`` (transformers then reads everything itself) unless certain. Certain means: the config does not list
+    the added tokens itself or name other tokenizer files, no ``special_tokens_map.json`` or ``added_tokens.json``
+    exists (transformers reads those on the path this skips), the key is the top-level one right after the scalar
+    header fields, and every entry has exactly the fields an added token has (``tests/test_models.py`` holds the
+    tokenizer loaded this way equal to plain ``AutoTokenizer``, and each uncertain case to the plain load)."""
     from pathlib import Path
 
     folder = Path(folder)
@@ -180,7 +190,8 @@ def added_tokens_decoder(folder) -> dict | None:
         lead = _TOP_LEVEL_LEAD.match(head)  # the key at the top level, after nothing but the scalar header fields
         if lead is None:
             return None
-        entries, _ = json.JSONDecoder().raw_decode(head, lead.end())
+        decoding = json.JSONDecoder()
+        entries, at = decoding.raw_decode(head, lead.end())
     except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         return None
     if not isinstance(entries, list):
@@ -194,18 +205,126 @@ def added_tokens_decoder(folder) -> dict | None:
             return None
         out[e["id"]] = AddedToken(e["content"], single_word=e["single_word"], lstrip=e["lstrip"], rstrip=e["rstrip"],
                                   normalized=e["normalized"], special=e["special"])
-    return out
+    return _TokenizerHead(cfg, out, _head_parts(decoding, head, at))
+
+
+def _head_parts(decoding, head: str, at: int) -> dict | None:
+    """The top-level parts after the added tokens, in the order tokenizers writes them (``normalizer``,
+    ``pre_tokenizer``, ``post_processor``, ``decoder``), then the model's scalar settings up to its vocabulary
+    (``model``: ``{"type": "BPE", "dropout": None, ...}``); ``None`` if anything differs from that layout."""
+    parts: dict = {}
+    try:
+        for name in _HEAD_FIELDS:
+            key = re.compile(r'\s*,\s*"' + name + r'"\s*:\s*').match(head, at)
+            if key is None:
+                return None
+            parts[name], at = decoding.raw_decode(head, key.end())
+        key = re.compile(r'\s*,\s*"model"\s*:\s*\{').match(head, at)
+        if key is None:
+            return None
+        at, model = key.end(), {}
+        while True:
+            field = _MODEL_SCALARS.match(head, at)
+            if field is None:
+                return None
+            if field.group(1) in ("vocab", "merges"):
+                break
+            value, at = decoding.raw_decode(head, field.end())
+            if isinstance(value, (dict, list)) or field.group(1) in model:
+                return None  # only scalars come before the vocabulary
+            model[field.group(1)] = value
+    except (ValueError, RecursionError):
+        return None
+    parts["model"] = model
+    return parts
+
+
+def added_tokens_decoder(folder) -> dict | None:
+    """``tokenizer.json``'s added tokens as the ``added_tokens_decoder`` transformers builds from them, read from the
+    file's head; ``None`` (transformers then reads them itself) unless it is certain (:func:`_tokenizer_head`).
+
+    transformers 5 parses the whole ``tokenizer.json`` (31 MB for Gemma 3) in Python just to find these when
+    ``tokenizer_config.json`` does not list them, which our converted folders' does not: 1.5 s of every cold start
+    on the 2-core machine."""
+    head = _tokenizer_head(folder)
+    return None if head is None else head.decoder
+
+
+def _gemma_backend_is_the_files(head: _TokenizerHead):
+    """``GemmaTokenizer``'s own constructor throws away the backend ``tokenizer.json`` describes and builds one from
+    the vocabulary and merges, which transformers 5 first parses out of the whole file in Python (1.5 to 2 s for
+    Gemma 3's 262,144 entries). When the file's normalizer, pre-tokenizer, decoder and BPE settings are exactly
+    what that constructor sets, the file's backend *is* the one it would build, and the Rust loader can read it
+    directly. Returns the class that loads it so (a subclass without its own ``__init__``, which transformers loads
+    from the file), or ``None``: a different class, transformers changed how it builds Gemma's, or the file differs."""
+    if head.parts is None or head.config.get("tokenizer_class") not in ("GemmaTokenizer", "GemmaTokenizerFast"):
+        return None
+    unk = head.config.get("unk_token", "<unk>")
+    if not isinstance(unk, str):
+        return None
+    try:
+        from transformers import GemmaTokenizer
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    except ImportError:
+        return None
+    if not (issubclass(GemmaTokenizer, TokenizersBackend) and "__init__" in GemmaTokenizer.__dict__
+            and "convert_to_native_format" not in GemmaTokenizer.__dict__):
+        return None
+    reference = GemmaTokenizer(unk_token=unk)._tokenizer  # its constructor on five tokens: under a millisecond
+    built = json.loads(reference.to_str())
+    want = {k: built.get(k) for k in ("normalizer", "pre_tokenizer", "decoder")}
+    want["model"] = {k: v for k, v in built["model"].items() if k not in ("vocab", "merges")}
+    if any(head.parts.get(k) != v for k, v in want.items()):
+        return None
+
+    class _GemmaTokenizerFromFile(GemmaTokenizer):  # no __init__ of its own: transformers hands the file to Rust
+        _reference = reference
+
+    return _GemmaTokenizerFromFile
+
+
+_BPE_SETTINGS = ("dropout", "unk_token", "continuing_subword_prefix", "end_of_word_suffix", "fuse_unk", "byte_fallback", "ignore_merges")
+
+
+def _same_backend_settings(backend, reference) -> bool:
+    """The loaded backend's normalizer, pre-tokenizer, decoder and BPE settings equal the ones GemmaTokenizer builds
+    (read from the loaded objects: the head check cannot see a field written after the vocabulary)."""
+    try:
+        if type(backend.model) is not type(reference.model):
+            return False
+        if any(getattr(backend.model, k) != getattr(reference.model, k) for k in _BPE_SETTINGS):
+            return False
+        for part in ("normalizer", "pre_tokenizer", "decoder"):
+            a, b = getattr(backend, part), getattr(reference, part)
+            if (a is None) != (b is None) or (a is not None and json.loads(a.__getstate__()) != json.loads(b.__getstate__())):
+                return False
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return True
 
 
 def load_tokenizer(resolved: ResolvedModel):
     from transformers import AutoTokenizer
 
-    extra = {}
+    extra: dict = {}
+    from_file = None
     if not resolved.trust_remote_code:  # a remote tokenizer class may read its kwargs its own way
-        decoder = added_tokens_decoder(resolved.path)
-        if decoder is not None:
-            extra["added_tokens_decoder"] = decoder
-    tok = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=resolved.trust_remote_code, **extra)
+        head = _tokenizer_head(resolved.path)
+        if head is not None:
+            extra["added_tokens_decoder"] = head.decoder
+            from_file = _gemma_backend_is_the_files(head)
+    tok = None
+    if from_file is not None:
+        try:
+            tok = from_file.from_pretrained(resolved.path, _from_auto=True, **extra)
+        except Exception:  # noqa: BLE001 - the Rust loader refused what the plain path may read: let it decide
+            tok = None
+        if tok is not None and _same_backend_settings(tok._tokenizer, from_file._reference):
+            tok.__class__ = from_file.__mro__[1]  # GemmaTokenizer: the object the plain load gives, from the file's own backend
+        else:
+            tok = None
+    if tok is None:
+        tok = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=resolved.trust_remote_code, **extra)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok

@@ -6,6 +6,7 @@ Each stage fingerprints its inputs (content, never a path) and is skipped when
 
 from __future__ import annotations
 
+import functools
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,7 +167,7 @@ def replay_filter(ctx: RunContext, suites):
     r = ctx.cfg.train.preserve.replay
     ngram = r.ngram if r is not None and "ngram" in r.model_fields_set else ctx.cfg.curate.ngram  # unset: the curate stage's
     against = [s.name if s.file is None else str(s.file) for s in suites if not s.spec.lm_eval]
-    return lambda texts: replay_contamination(texts, against, ngram, ctx.cfg.eval.data_dir)
+    return functools.partial(replay_contamination, against=against, ngram=ngram, data_dir=ctx.cfg.eval.data_dir)  # picklable: Ray tasks get it
 
 
 def train_stage(ctx: RunContext, train_data: Path, train_progress=None, key: str = "train", work: Path | None = None, data_fp: str | None = None,

@@ -290,36 +290,44 @@ def _train_points(ctx, points: list[Point], train_data: Path, use_ray: bool, tra
             jobs.append((p, pctx, data, job))
     if not jobs:
         return refs
-    if not use_ray or select:
+
+    def options(p, pctx, job) -> tuple:
+        tcfg = job.tcfg
+        if select:  # the trained run registers into the point's selection registry; only the chosen snapshot reaches the sweep's
+            tcfg = tcfg.model_copy(update={"registry": str(ctx.run_dir / "points" / p.name / "select" / "registry")})
+        return tcfg, {"replay_filter": replay_filter(pctx, suites) if suites is not None else None,
+                      "snapshot_every": ctx.cfg.select.every if select else 0, "init_registry": job.tcfg.registry}
+
+    def finish(p, pctx, job, res) -> None:
+        if select:
+            from ..pipeline.select import select_checkpoint
+
+            pctx_sel = dataclasses.replace(pctx, run_dir=ctx.run_dir / "points" / p.name)
+            ref, doc = select_checkpoint(pctx_sel, job, res, select[0], select[1], select[2], eval_progress)
+            ctx.state.mark(f"select:{p.name}", curve=doc["curve"], chosen_step=doc["chosen_step"], adapter=ref)
+            ctx.state.finish(job.key, job.fingerprint, adapter=ref)
+            ctx.stages.ran.append(job.key)
+            refs[p.name] = ref
+        else:  # on Ray: the driver's own registry entry (the worker wrote it)
+            refs[p.name] = train_finish(pctx, job, Registry(cfg.registry).resolve(str(res.entry.ref)))
+
+    if not use_ray:
         from ..train import train
 
-        if use_ray:
-            ctx.log("train: select: scores each point's snapshots as it finishes, so the points train in this process, one after another")
         for p, pctx, data, job in jobs:
             ctx.log(f"train: {p.name} on {data.name}" + (" (resuming)" if job.resume else ""))
-            tcfg = job.tcfg
-            if select:  # the trained run registers into the point's selection registry; only the chosen snapshot reaches the sweep's
-                tcfg = tcfg.model_copy(update={"registry": str(ctx.run_dir / "points" / p.name / "select" / "registry")})
-            res = train(tcfg, config_dir=ctx.base, resume=job.resume, on_step=train_progress, log=lambda m: ctx.log(f"  {m}"),
-                        replay_filter=replay_filter(pctx, suites) if suites is not None else None, snapshot_every=ctx.cfg.select.every if select else 0,
-                        init_registry=job.tcfg.registry)
-            if select:
-                from ..pipeline.select import select_checkpoint
-
-                pctx_sel = dataclasses.replace(pctx, run_dir=ctx.run_dir / "points" / p.name)
-                ref, doc = select_checkpoint(pctx_sel, job, res, select[0], select[1], select[2], eval_progress)
-                ctx.state.mark(f"select:{p.name}", curve=doc["curve"], chosen_step=doc["chosen_step"], adapter=ref)
-                ctx.state.finish(job.key, job.fingerprint, adapter=ref)
-                ctx.stages.ran.append(job.key)
-                refs[p.name] = ref
-            else:
-                refs[p.name] = train_finish(pctx, job, res.entry)
+            tcfg, opts = options(p, pctx, job)
+            finish(p, pctx, job, train(tcfg, config_dir=ctx.base, resume=job.resume, on_step=train_progress, log=lambda m: ctx.log(f"  {m}"), **opts))
         return refs
     from .scale import train_on_ray
 
-    reg = Registry(cfg.registry)
-    by_name = {p.name: (p, pctx, job) for p, pctx, data, job in jobs}
-    for name, ref in train_on_ray([(p.name, job) for p, _, _, job in jobs], ctx.base, ctx.log):
-        _, pctx, job = by_name[name]
-        refs[name] = train_finish(pctx, job, reg.resolve(ref))
+    # on Ray the points train as tasks at once (one CPU slot or GPU each); with select:, each point's snapshots are
+    # scored here as soon as it finishes, while the others still train
+    by_name, on_ray = {}, []
+    for p, pctx, _, job in jobs:
+        by_name[p.name] = (p, pctx, job)
+        tcfg, opts = options(p, pctx, job)
+        on_ray.append((p.name, tcfg, job.resume, opts))
+    for name, res in train_on_ray(on_ray, ctx.base, ctx.log):
+        finish(*by_name[str(name)], res)
     return refs

@@ -52,30 +52,31 @@ def prefill(spec, suites, workers: int | None, log: Callable[[str], None], on_ac
     return prefill_cache(spec, suites, workers or n, log=log, num_gpus=gpus, on_actors=on_actors)
 
 
-def train_task(tcfg, config_dir: str, resume: bool) -> str:
-    """What a Ray worker runs: one training point as the driver planned it (``TrainJob.tcfg``), registered;
-    returns its ``name@version``."""
+def train_task(tcfg, config_dir: str, resume: bool, options: dict):
+    """What a Ray worker runs: one training point as the driver planned it (``TrainJob.tcfg``), registered; returns
+    its ``TrainResult``. ``options``: :func:`harness.train.train`'s ``replay_filter`` (the run's contamination check,
+    a picklable partial), ``snapshot_every`` and ``init_registry``, as the in-process path passes them."""
     from ..train import train
 
-    return str(train(tcfg, config_dir=Path(config_dir), resume=resume).entry.ref)
+    return train(tcfg, config_dir=Path(config_dir), resume=resume, **options)
 
 
-def train_on_ray(jobs: list, config_dir: Path, log: Callable[[str], None]) -> Iterator[tuple[object, str]]:
-    """Run ``jobs`` (``(key, TrainJob)``) as Ray tasks at once; yields ``(key, name@version)`` as each finishes. A
-    task's ``LafError`` is raised here as itself (the user's message, not a Ray traceback)."""
+def train_on_ray(jobs: list, config_dir: Path, log: Callable[[str], None]) -> Iterator[tuple[object, object]]:
+    """Run ``jobs`` (``(key, tcfg, resume, options)``) as Ray tasks at once; yields ``(key, TrainResult)`` as each
+    finishes. A task's ``LafError`` is raised here as itself (the user's message, not a Ray traceback)."""
     import ray
 
     gpus, _ = slots()
     remote = ray.remote(num_cpus=0 if gpus else 1, num_gpus=gpus, max_retries=1)(train_task)
     log(f"train: {len(jobs)} point(s) as Ray tasks ({'one GPU' if gpus else 'one CPU slot'} each)")
-    pending = {remote.remote(job.tcfg, str(config_dir), job.resume): key for key, job in jobs}
+    pending = {remote.remote(tcfg, str(config_dir), resume, options): key for key, tcfg, resume, options in jobs}
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         key = pending.pop(ready[0])
         try:
-            ref = ray.get(ready[0])
+            result = ray.get(ready[0])
         except ray.exceptions.RayTaskError as e:
             if isinstance(getattr(e, "cause", None), LafError):
                 raise e.cause from None
             raise
-        yield key, ref
+        yield key, result
