@@ -428,6 +428,21 @@ def test_gemma_tokenizer_loaded_from_the_files_own_backend_equals_plain_transfor
         head = _tokenizer_head(folder)
         assert head is None or _gemma_backend_is_the_files(head) is None, name
         _same_tokenizer(load_tokenizer(resolve_model(str(folder))), plain(folder))
+    # the review's cases: added tokens out of id order (transformers adds them sorted, the Rust loader in file order),
+    # a model type AutoTokenizer routes past the config's class, and a whitespace run that made the scan quadratic
+    unsorted = _gemma_like(tiny_model_dir, tmp_path / "unsorted-ids", lambda d, c: d["added_tokens"].reverse())
+    assert _tokenizer_head(unsorted) is not None and _gemma_backend_is_the_files(_tokenizer_head(unsorted)) is None
+    _same_tokenizer(load_tokenizer(resolve_model(str(unsorted))), plain(unsorted))
+    routed = _gemma_like(tiny_model_dir, tmp_path / "routed")
+    conf = json.loads((routed / "config.json").read_text())
+    (routed / "config.json").write_text(json.dumps({**conf, "model_type": "olmo2"}))
+    assert _gemma_backend_is_the_files(_tokenizer_head(routed)) is None
+    spaced = _gemma_like(tiny_model_dir, tmp_path / "spaced")
+    raw = (spaced / "tokenizer.json").read_text()
+    i = raw.index('"type": "BPE"') + len('"type": "BPE"')
+    (spaced / "tokenizer.json").write_text(raw[:i] + " " * 1_000_000 + ', "x_unknown": 1' + raw[i:])
+    head = _tokenizer_head(spaced)  # linear: possessive quantifiers (it took hours with the first pattern)
+    assert head is not None and head.parts["model"]["x_unknown"] == 1 and _gemma_backend_is_the_files(head) is None
     # a setting written after the vocabulary passes the head check: the loaded backend is checked too
     late = _gemma_like(tiny_model_dir, tmp_path / "late-dropout", lambda d, c: d["model"].update(dropout=0.5) or d["model"].update(
         {k: d["model"].pop(k) for k in ("vocab", "merges")}))

@@ -149,6 +149,8 @@ def _write(tmp_path: Path, model: Path, **over) -> Path:
 def test_unknown_and_empty_axes_are_refused_naming_the_known_keys(tiny_model_dir, tmp_path):
     assert_clean_error(run_cli("sweep", str(_write(tmp_path, tiny_model_dir, sweep={"lora.rank": [2, 4]}))), "unknown axis 'lora.rank'", "lora.r", "optim.lr")
     assert_clean_error(run_cli("sweep", str(_write(tmp_path, tiny_model_dir, sweep={"lora.r": []}))), "axis 'lora.r' is empty")
+    # one evaluation scores every point on one loaded base: the NF4 compute dtype is the sweep's, not an axis
+    assert_clean_error(run_cli("sweep", str(_write(tmp_path, tiny_model_dir, sweep={"compute_dtype": ["fp32", "bf16"]}))), "unknown axis 'compute_dtype'")
     assert_clean_error(run_cli("sweep", str(_write(tmp_path, tiny_model_dir, sweep={}))), "sweep")
     assert_clean_error(run_cli("sweep", str(_write(tmp_path, tiny_model_dir, sweep={"lora.r": [0, 4]}))), "point sweep-rank-r0", "lora.r")
     assert_clean_error(run_cli("sweep", str(_write(tmp_path, tiny_model_dir, sweep={"data.limit": [1.5]}))), "data.limit", "fraction")

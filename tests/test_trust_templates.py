@@ -104,6 +104,9 @@ def test_the_sandbox_compiles_each_template_once_and_still_refuses_on_every_rend
         assert SANDBOX.from_string(f"{{{{ q }}}}{i}").render(q="v") == f"v{i}"
     assert len(SANDBOX._compiled) == SANDBOX.COMPILED_MAX  # bounded: the oldest go first
     assert "{{ q }}!" not in SANDBOX._compiled and f"{{{{ q }}}}{SANDBOX.COMPILED_MAX + 49}" in SANDBOX._compiled
+    strict = SANDBOX.overlay(keep_trailing_newline=False)  # an overlay's settings differ: it keeps its own templates
+    assert strict._compiled is not SANDBOX._compiled and strict.from_string("{{ q }}\n").render(q="v") == "v"
+    assert SANDBOX.from_string("{{ q }}\n").render(q="v") == "v\n"
 
 
 def test_static_check_allows_ordinary_templates():

@@ -153,7 +153,7 @@ _TOP_LEVEL_LEAD = re.compile(r'\s*\{\s*(?:"(?:version|truncation|padding)"\s*:\s
 
 
 _HEAD_FIELDS = ("normalizer", "pre_tokenizer", "post_processor", "decoder")  # what tokenizers writes after the added tokens
-_MODEL_SCALARS = re.compile(r'\s*,?\s*"([a-z_]{1,40})"\s*:\s*')
+_MODEL_SCALARS = re.compile(r'\s*+,?\s*+"([a-z_]{1,40})"\s*+:\s*+')  # possessive: a long whitespace run cannot backtrack
 
 
 @dataclass
@@ -165,6 +165,7 @@ class _TokenizerHead:
     config: dict
     decoder: dict
     parts: dict | None
+    folder: object = None
 
 
 def _tokenizer_head(folder) -> _TokenizerHead | None:
@@ -205,7 +206,22 @@ def _tokenizer_head(folder) -> _TokenizerHead | None:
             return None
         out[e["id"]] = AddedToken(e["content"], single_word=e["single_word"], lstrip=e["lstrip"], rstrip=e["rstrip"],
                                   normalized=e["normalized"], special=e["special"])
-    return _TokenizerHead(cfg, out, _head_parts(decoding, head, at))
+    return _TokenizerHead(cfg, out, _head_parts(decoding, head, at), folder)
+
+
+def _model_type(folder) -> str | None:
+    """``config.json``'s ``model_type`` (``None`` when it cannot be read: no routing by model type then)."""
+    from pathlib import Path
+
+    try:
+        path = Path(folder) / "config.json"
+        if path.stat().st_size > _HEAD_CHARS:
+            return None
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, TypeError, ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    value = cfg.get("model_type") if isinstance(cfg, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def _head_parts(decoding, head: str, at: int) -> dict | None:
@@ -215,11 +231,11 @@ def _head_parts(decoding, head: str, at: int) -> dict | None:
     parts: dict = {}
     try:
         for name in _HEAD_FIELDS:
-            key = re.compile(r'\s*,\s*"' + name + r'"\s*:\s*').match(head, at)
+            key = re.compile(r'\s*+,\s*+"' + name + r'"\s*+:\s*+').match(head, at)
             if key is None:
                 return None
             parts[name], at = decoding.raw_decode(head, key.end())
-        key = re.compile(r'\s*,\s*"model"\s*:\s*\{').match(head, at)
+        key = re.compile(r'\s*+,\s*+"model"\s*+:\s*+\{').match(head, at)
         if key is None:
             return None
         at, model = key.end(), {}
@@ -262,10 +278,18 @@ def _gemma_backend_is_the_files(head: _TokenizerHead):
     unk = head.config.get("unk_token", "<unk>")
     if not isinstance(unk, str):
         return None
+    ids = list(head.decoder)
+    if ids != sorted(ids):  # transformers adds them sorted by id, the Rust loader in file order: the ids could differ
+        return None
     try:
         from transformers import GemmaTokenizer
+        from transformers.models.auto import tokenization_auto
         from transformers.tokenization_utils_tokenizers import TokenizersBackend
     except ImportError:
+        return None
+    model_type = _model_type(head.folder)  # AutoTokenizer routes some model types past the tokenizer config's class
+    if model_type is not None and (tokenization_auto.TOKENIZER_MAPPING_NAMES.get(model_type, "GemmaTokenizer") not in ("GemmaTokenizer", "GemmaTokenizerFast")
+                                   or model_type in getattr(tokenization_auto, "MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS", ())):
         return None
     if not (issubclass(GemmaTokenizer, TokenizersBackend) and "__init__" in GemmaTokenizer.__dict__
             and "convert_to_native_format" not in GemmaTokenizer.__dict__):

@@ -55,9 +55,14 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         if tpl is None:
             tpl = super().from_string(source)
             if len(self._compiled) >= self.COMPILED_MAX:
-                self._compiled.pop(next(iter(self._compiled)))  # the oldest
+                self._compiled.pop(next(iter(self._compiled), None), None)  # the oldest (another thread may take it first)
             self._compiled[source] = tpl
         return tpl
+
+    def overlay(self, *args: Any, **kwargs: Any):  # type: ignore[override]
+        env = super().overlay(*args, **kwargs)
+        env._compiled = {}  # an overlay's settings differ: its templates are its own
+        return env
 
 
 def sandbox_env() -> ImmutableSandboxedEnvironment:

@@ -45,7 +45,7 @@ ABBREV: dict[str, str] = {
     "preserve.self_distill": "sd", "method": "",
 }
 # settings of train: that do not change what is trained (TrainConfig.math_dict leaves them out) or only where it runs
-NOT_AXES = frozenset({"eval_every", "save_every", "keep_checkpoints", "description", "preference.ref_cache", "preserve.replay.against",
+NOT_AXES = frozenset({"compute_dtype", "eval_every", "save_every", "keep_checkpoints", "description", "preference.ref_cache", "preserve.replay.against",
                       "device", "allow_pickle", "trust_remote_code"})
 
 

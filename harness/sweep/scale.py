@@ -76,6 +76,8 @@ def train_on_ray(jobs: list, config_dir: Path, log: Callable[[str], None]) -> It
         try:
             result = ray.get(ready[0])
         except ray.exceptions.RayTaskError as e:
+            for other in pending:  # the sweep stops here: no task keeps training (and holding its run folder) behind it
+                ray.cancel(other, force=True)
             if isinstance(getattr(e, "cause", None), LafError):
                 raise e.cause from None
             raise
