@@ -294,6 +294,25 @@ def test_nf4_bf16_compute_gradients_agree_with_fp32_compute(tiny_model_dir, isol
     assert rels[-1] < 0.35 and rels[len(rels) // 2] < 0.15, rels
 
 
+def test_laf_eval_scores_nf4_in_the_compute_dtype_asked_and_refuses_it_without_nf4(tiny_model_dir, tmp_path, isolated_cache):
+    """`laf eval --precision nf4 --compute-dtype bf16` repeats the evaluation of a run trained with
+    `train.compute_dtype: bf16`: the identity records it, and fp32 compute is another model (not served from its cache)."""
+    args = ("eval", "--model", str(tiny_model_dir), "--suite", "domain/tempo-t4", "--limit", "8", "--precision", "nf4", "--quiet",
+            "--cache", str(tmp_path / "c.sqlite"))
+    loads = {}
+    for dtype in ("bf16", "fp32"):
+        code, out, err = run_cli(*args, "--compute-dtype", dtype, "--out", str(tmp_path / dtype))
+        assert code == 0, err
+        doc = json.loads((tmp_path / dtype / "results.json").read_text())
+        loads[dtype] = doc["provenance"]["load"]
+        assert doc["models"]["base"]["requests"]["computed"] == doc["models"]["base"]["requests"]["requests"] > 0
+    assert loads == {"bf16": {"precision": "nf4", "compute_dtype": "bf16", "device": "cpu"}, "fp32": {"precision": "nf4", "compute_dtype": "fp32", "device": "cpu"}}
+    code, out, err = run_cli("eval", "--model", str(tiny_model_dir), "--suite", "domain/tempo-t4", "--precision", "fp32", "--compute-dtype", "bf16",
+                             "--out", str(tmp_path / "x"))
+    assert code == 2 and "--compute-dtype applies to --precision nf4 only" in " ".join((out + err).split()) and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+
+
 # ---------------------------------------------------------------- tokenizer: the added tokens read from the file's head
 
 

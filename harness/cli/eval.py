@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from .. import defaults
+from ..errors import LafError
 from .argtypes import device_flags, model_flags, scoring_flags, suite_flags
 from .output import add_format, console, print_json, show
 
@@ -21,6 +22,9 @@ def register(sub) -> None:
     p.add_argument("--adapter", dest="adapters", action="append", default=[], metavar="NAME[@VERSION]", help="registered adapter to score (repeatable)")
     p.add_argument("--out", default=defaults.EVAL_OUT, help=f"output folder (results.json, results.sqlite, records.jsonl; default {defaults.EVAL_OUT})")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "nf4"], help="base precision; auto = the adapters' training precision (QLoRA-faithful), else fp32")
+    p.add_argument("--compute-dtype", default=None, choices=["fp32", "bf16"],
+                   help="with --precision nf4: the dtype NF4 weights compute in (default: bf16 on a CUDA GPU, else fp32; "
+                   "a run trained with train.compute_dtype is scored with it)")
     p.add_argument("--force-base-mismatch", action="store_true", help="score adapters trained on another base (recorded in the results)")
     p.add_argument("--no-share-context", dest="share_context", action="store_false", help="score each choice as its own row (as plain lm-eval)")
     p.add_argument("--no-share-preamble", dest="share_preamble", action="store_false",
@@ -45,6 +49,11 @@ def cmd_eval(args) -> int:
     from ..evaluate import EvalSpec, run_eval
     from .ci import open_progress
 
+    if args.compute_dtype is not None and args.precision != "nf4":
+        err = LafError(f"--compute-dtype applies to --precision nf4 only (got --precision {args.precision})",
+                       "add --precision nf4, or drop --compute-dtype (with auto the adapters' own compute dtype is used)")
+        err.exit_code = 2  # a bad combination of arguments
+        raise err
     spec = EvalSpec(
         suites=args.suites,
         model=args.model,
@@ -52,6 +61,7 @@ def cmd_eval(args) -> int:
         out=args.out,
         limit=args.limit,
         precision=args.precision,
+        compute_dtype=args.compute_dtype,
         device=args.device,
         batch_size=args.batch_size,
         max_length=args.max_length,
