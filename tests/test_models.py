@@ -331,9 +331,9 @@ def _same_tokenizer(a, b) -> None:
 def test_tokenizer_loaded_with_the_added_tokens_from_the_head_equals_plain_transformers(tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from harness.models.load import added_tokens_decoder, load_tokenizer
+    from harness.models.load import _tokenizer_head, load_tokenizer
 
-    assert added_tokens_decoder(tiny_model_dir)  # the fast path is taken on the fixture
+    assert _tokenizer_head(tiny_model_dir).decoder  # the fast path is taken on the fixture
     plain = AutoTokenizer.from_pretrained(tiny_model_dir)
     if plain.pad_token_id is None:
         plain.pad_token = plain.eos_token
@@ -348,7 +348,7 @@ def _put_first(doc: dict, key: str, value) -> None:
 
 
 def test_a_tokenizer_head_that_is_not_certain_falls_back_to_transformers(tiny_model_dir, tmp_path):
-    from harness.models.load import added_tokens_decoder, load_tokenizer
+    from harness.models.load import _tokenizer_head, load_tokenizer
 
     raw = json.loads((tiny_model_dir / "tokenizer.json").read_text())
     cases = {
@@ -370,21 +370,21 @@ def test_a_tokenizer_head_that_is_not_certain_falls_back_to_transformers(tiny_mo
         else:
             change(doc)
         (folder / "tokenizer.json").write_text(json.dumps(doc))
-        assert added_tokens_decoder(folder) is None, name
+        assert _tokenizer_head(folder) is None, name
     # transformers reads these only on the path the kwarg skips: their presence means the plain load
     for extra in ("special_tokens_map.json", "added_tokens.json"):
         folder = tmp_path / extra.replace(".", "-")
         shutil.copytree(tiny_model_dir, folder)
         (folder / extra).write_text(json.dumps({"pad_token": "<pad>"} if extra.startswith("special") else {}))
-        assert added_tokens_decoder(folder) is None, extra
+        assert _tokenizer_head(folder) is None, extra
     deep = tmp_path / "deep"
     shutil.copytree(tiny_model_dir, deep)
     (deep / "tokenizer.json").write_text('{"version": "1.0", "added_tokens": ' + "[" * 100_000 + "]" * 100_000 + "}")
-    assert added_tokens_decoder(deep) is None  # a RecursionError in the parser is a fallback, not a crash
+    assert _tokenizer_head(deep) is None  # a RecursionError in the parser is a fallback, not a crash
     (tmp_path / "truncated").mkdir()
     shutil.copy(tiny_model_dir / "tokenizer_config.json", tmp_path / "truncated")
     (tmp_path / "truncated" / "tokenizer.json").write_text(json.dumps(raw)[:200])
-    assert added_tokens_decoder(tmp_path / "truncated") is None
+    assert _tokenizer_head(tmp_path / "truncated") is None
     # a fallback still loads the tokenizer the plain way
     assert load_tokenizer(resolve_model(str(tmp_path / "listed-in-config"))).added_tokens_decoder
 
@@ -485,9 +485,9 @@ def test_default_model_tokenizer_from_the_head_equals_plain_transformers(default
     """Gemma 3's 6,384 added tokens read from tokenizer.json's head (1.5 s of the 31 MB Python parse saved)."""
     from transformers import AutoTokenizer
 
-    from harness.models.load import _gemma_backend_is_the_files, _tokenizer_head, added_tokens_decoder, load_tokenizer
+    from harness.models.load import _gemma_backend_is_the_files, _tokenizer_head, load_tokenizer
 
-    assert len(added_tokens_decoder(default_model.path) or {}) > 6000
+    assert len(_tokenizer_head(default_model.path).decoder) > 6000
     assert _gemma_backend_is_the_files(_tokenizer_head(default_model.path)) is not None  # and its backend read by Rust
     _same_tokenizer(load_tokenizer(default_model), AutoTokenizer.from_pretrained(default_model.path))
 

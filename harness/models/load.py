@@ -169,7 +169,11 @@ class _TokenizerHead:
 
 
 def _tokenizer_head(folder) -> _TokenizerHead | None:
-    """``None`` (transformers then reads everything itself) unless certain. Certain means: the config does not list
+    """Read from the head because transformers 5 parses the whole ``tokenizer.json`` (31 MB for Gemma 3) in Python
+    just to find the added tokens when ``tokenizer_config.json`` does not list them, as our converted folders' does
+    not (1.5 s of every cold start); passed as ``added_tokens_decoder`` they need no such parse.
+
+    ``None`` (transformers then reads everything itself) unless certain. Certain means: the config does not list
     the added tokens itself or name other tokenizer files, no ``special_tokens_map.json`` or ``added_tokens.json``
     exists (transformers reads those on the path this skips), the key is the top-level one right after the scalar
     header fields, and every entry has exactly the fields an added token has (``tests/test_models.py`` holds the
@@ -253,17 +257,6 @@ def _head_parts(decoding, head: str, at: int) -> dict | None:
         return None
     parts["model"] = model
     return parts
-
-
-def added_tokens_decoder(folder) -> dict | None:
-    """``tokenizer.json``'s added tokens as the ``added_tokens_decoder`` transformers builds from them, read from the
-    file's head; ``None`` (transformers then reads them itself) unless it is certain (:func:`_tokenizer_head`).
-
-    transformers 5 parses the whole ``tokenizer.json`` (31 MB for Gemma 3) in Python just to find these when
-    ``tokenizer_config.json`` does not list them, which our converted folders' does not: 1.5 s of every cold start
-    on the 2-core machine."""
-    head = _tokenizer_head(folder)
-    return None if head is None else head.decoder
 
 
 def _gemma_backend_is_the_files(head: _TokenizerHead):

@@ -134,6 +134,18 @@ def _base_logp(hb_rows, weight, bias, softcap) -> torch.Tensor:
     return torch.log_softmax(zb, dim=-1)
 
 
+def _kl_chunks(h, y, mask, weight, bias, softcap, chunk, logp):
+    """The two fused KL paths' walk over the rows: per chunk ``(start, targets, log q, tanh or None, the anchored
+    rows' indices)``, with ``log q(y)`` written into ``logp``. Its own references to the chunk go before the next
+    chunk's logits are made, so one chunk of logits is alive at a time (the caller drops its own)."""
+    for i in range(0, h.shape[0], chunk):
+        yc = y[i : i + chunk]
+        logq, t = _chunk_logq(h[i : i + chunk], weight, bias, softcap)
+        logp[i : i + chunk] = logq.gather(1, yc[:, None]).squeeze(1)
+        yield i, yc, logq, t, mask[i : i + chunk].nonzero().squeeze(1)
+        del logq, t
+
+
 class _FusedHeadLogpKL(torch.autograd.Function):
     """Per row: ``log q(y)`` and, where ``mask``, ``KL(p || q)`` with ``q = softmax(head(h))`` (the adapted model) and
     ``p = softmax(head(h_base))`` (the base, no gradient), in chunks, with both gradients w.r.t. ``h`` computed while
@@ -147,11 +159,7 @@ class _FusedHeadLogpKL(torch.autograd.Function):
         kl = torch.zeros(n, dtype=torch.float32, device=h.device)
         g_nll = torch.empty_like(h) if need_grad else None
         g_kl = torch.zeros_like(h) if need_grad else None
-        for i in range(0, n, chunk):
-            hc, yc, mc = h[i : i + chunk], y[i : i + chunk], mask[i : i + chunk]
-            logq, t = _chunk_logq(hc, weight, bias, softcap)
-            logp[i : i + chunk] = logq.gather(1, yc[:, None]).squeeze(1)
-            sel = mc.nonzero().squeeze(1)
+        for i, yc, logq, t, sel in _kl_chunks(h, y, mask, weight, bias, softcap, chunk, logp):
             p = None
             if sel.numel():
                 logpb = _base_logp(hb[i : i + chunk][sel], weight, bias, softcap)
@@ -200,12 +208,8 @@ class _FusedHeadLossKL(torch.autograd.Function):
         logp = torch.empty(n, dtype=torch.float32, device=h.device)
         kl = torch.zeros(n, dtype=torch.float32, device=h.device)
         grad = torch.empty_like(h) if need_grad else None
-        for i in range(0, n, chunk):
-            hc, yc, mc = h[i : i + chunk], y[i : i + chunk], mask[i : i + chunk]
-            logq, t = _chunk_logq(hc, weight, bias, softcap)
-            logp[i : i + chunk] = logq.gather(1, yc[:, None]).squeeze(1)
-            sel = mc.nonzero().squeeze(1)
-            every = sel.numel() == hc.shape[0]  # the usual case (kl.on: all): no row copies
+        for i, yc, logq, t, sel in _kl_chunks(h, y, mask, weight, bias, softcap, chunk, logp):
+            every = sel.numel() == yc.shape[0]  # the usual case (kl.on: all): no row copies
             p = None
             if sel.numel():
                 logpb = _base_logp(hb[i : i + chunk] if every else hb[i : i + chunk][sel], weight, bias, softcap)
