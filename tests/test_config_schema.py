@@ -258,8 +258,8 @@ FINGERPRINTS = {
     "quickstart-orpo.yaml": "8225e0008fc4b7a1c1629e3e71a4c39640e93d046df1b9d4aa841f3fbd340333",
     "sweep-rank.yaml:sweep-rank-r2": "9e3bab637e22bd425b66fc8c3038b3e61820a7f46fb23a4f0ec0db1ab5f39937",
     "sweep-rank.yaml:sweep-rank-r32": "c46aed63818b866f4e6e9af4ca4ce7d3d16fb0b3ec8ba450d827ff9cd75bee3a",
-    "quickstart-preserve.yaml:quickstart-preserve-rp0-kl0": "1715f7c75757d3ed6e050061a98b12839fb6418e59a0b99cb10e4a92885be28b",  # compute_dtype: bf16 since stop 36
-    "quickstart-preserve.yaml:quickstart-preserve-rp0.5-kl0.3": "d9f0a419becb83daf9f195cc48f36d3ae15f05a25e3becb7000ad7bbbcb5c824",
+    "quickstart-preserve.yaml:quickstart-preserve-rp0-kl0": "30f192a43097079d2dd1565e1d438404e39c78f904cdabd39ae907398ab5481e",  # compute_dtype: bf16 since stop 36, lora.dropout 0 since stop 37
+    "quickstart-preserve.yaml:quickstart-preserve-rp0.5-kl0.3": "35a0c5213351e36ada4c422352892c1b4ec7e72583d6e6a58c67ef5dbd63218c",
 }
 MERGE_CONFIG_SHA = "3f84a1a0f447acf60694574abd62bdf44d586af12683f3b566a5ebefa9189ad8"  # quickstart-dpo's merge entry, as merge_stage hashes it
 

@@ -80,6 +80,32 @@ def test_bootstrap_ci_coverage_is_within_two_points_of_nominal(kind):
     assert abs(covered / sims - 0.95) <= 0.02, f"coverage {covered / sims:.3f}"
 
 
+def test_a_bound_on_the_margin_is_decided_the_same_whatever_its_rounding():
+    """The quickstart-preserve run: two candidates' domain bounds were both 11/110 = 0.1 exactly, computed as
+    0.10000000000000003 and 0.09999999999999998; the strict superiority rule passed one and held the other
+    inconclusive. A bound on the margin up to rounding is now the margin: inconclusive for min_gain (L > m), a pass
+    for non-inferiority (L >= -m), never a fail; a real step past the margin (1e-6) still decides."""
+    import dataclasses
+
+    from harness.stats.paired import PairedDelta
+
+    d = PairedDelta("acc", 110, 0.28, 0.46, 0.18, 0.18, 0.08, 0.28, 0.1, 0.26, 0.95, 0.001, "McNemar", 7, 27, 0.05)
+    gain = Rule(category="domain", min_gain=0.10)
+    seen = {lb: decide(gain, dataclasses.replace(d, lower_bound=lb), 30) for lb in (0.10000000000000003, 0.1, 0.09999999999999998)}
+    assert set(seen.values()) == {"inconclusive"}, seen
+    assert decide(gain, dataclasses.replace(d, lower_bound=0.100001), 30) == "pass"
+    assert decide(gain, dataclasses.replace(d, lower_bound=0.099999), 30) == "inconclusive"
+    # the fail side: an upper bound on the margin is not below it
+    assert {decide(gain, dataclasses.replace(d, lower_bound=0.0, upper_bound=ub), 30) for ub in (0.1 - 1e-17, 0.09999999999999998, 0.1)} == {"inconclusive"}
+    assert decide(gain, dataclasses.replace(d, lower_bound=0.0, upper_bound=0.099999), 30) == "fail"
+    drop = Rule(category="general", max_drop=0.05)
+    nd = dataclasses.replace(d, improvement=-0.02, ci_low=-0.06, ci_high=0.02, upper_bound=0.01)
+    assert {decide(drop, dataclasses.replace(nd, lower_bound=lb), 30) for lb in (-0.05000000000000002, -0.05, -0.04999999999999999)} == {"pass"}
+    assert decide(drop, dataclasses.replace(nd, lower_bound=-0.050001), 30) == "inconclusive"
+    assert decide(drop, dataclasses.replace(nd, lower_bound=-0.2, upper_bound=-0.05000000000000002), 30) == "inconclusive"
+    assert decide(drop, dataclasses.replace(nd, lower_bound=-0.2, upper_bound=-0.050001), 30) == "fail"
+
+
 def test_mcnemar_and_holm_against_references():
     assert mcnemar_exact(0, 0) == 1.0
     assert mcnemar_exact(10, 2) == pytest.approx(sps.binomtest(2, 12, 0.5).pvalue)

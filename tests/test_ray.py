@@ -163,10 +163,11 @@ def test_sweep_with_select_trains_its_points_as_ray_tasks_and_chooses_as_in_proc
     from harness.registry import Registry
     from harness.sweep import run_sweep
 
-    docs, manifests = {}, {}
+    docs, manifests, logs = {}, {}, {}
     for where, workers in (("ray", 2), ("here", None)):
         config = _preserve_sweep(tmp_path, tiny_model_dir, where)
-        run_sweep(config, workers=workers)
+        logs[where] = []
+        run_sweep(config, workers=workers, log=logs[where].append)
         s = json.loads((config.parent / "reports" / "quickstart-preserve" / "sweep.json").read_text())
         docs[where] = s
         reg = Registry(config.parent / "registry")
@@ -186,3 +187,9 @@ def test_sweep_with_select_trains_its_points_as_ray_tasks_and_chooses_as_in_proc
         assert got == want  # the run's own contamination check, on Ray too
     assert manifests["here"][1]["preserve"]["replay_data"]["contamination"]
     assert ray_doc["distributed"]["workers"] == 2
+    # after the first point's selection a stage line says the rest still trains (the progress heartbeat then repeats
+    # that, not the selection's last suite); none after the last point, none in process
+    stages = [m for m in logs["ray"] if m.startswith("train: ") or m.startswith("select: ")]
+    assert stages[0] == "train: 2 point(s) as Ray tasks (one CPU slot each)"
+    assert stages[1].startswith("select: ") and stages[2] == "train: 1 of 2 point(s) finished, 1 still training" and stages[3].startswith("select: ")
+    assert not [m for m in logs["ray"] if "still training" in m][1:] and not [m for m in logs["here"] if "still training" in m]
