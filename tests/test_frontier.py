@@ -31,7 +31,7 @@ VERDICTS = {
 def test_frontier_marks_the_pareto_front_and_the_passing_points():
     doc = frontier(POINTS, VERDICTS)
     by = {p["name"]: p for p in doc["points"]}
-    assert by["naive"]["found"] == {"value": 0.18, "ci_low": 0.10, "ci_high": 0.26, "n": 110}
+    assert by["naive"]["found"] == {"value": 0.18, "ci_low": 0.10, "ci_high": 0.26, "bound": 0.10, "n": 110}  # no one-sided bound: the CI's end
     assert by["naive"]["lost"]["value"] == 0.70 and by["naive"]["lost"]["ci_low"] == 0.65 and by["naive"]["lost"]["ci_high"] == 0.74
     # naive finds the most, both loses the least among the good finders; kl loses little but 'both' beats it on both axes
     assert sorted(doc["pareto"]) == ["both", "naive", "replay"]
@@ -55,6 +55,30 @@ def test_frontier_says_how_close_the_best_point_comes_when_none_passes():
     assert doc["sentence"] == ("No point passes. The closest is kl: its domain/tempo-t4 gain's lower bound +1.0 is 9.0 points short of the "
                                "10.0 margin.")
     assert doc["sentence"] in markdown(doc)
+
+
+def test_frontier_measures_the_closest_point_on_the_one_sided_bounds_the_gate_decided_on():
+    """The quickstart-preserve run's KL 0.3 point: domain +18.2 (two-sided 95 % CI +8.2 to +28.2), one-sided lower
+    bound exactly +10.0 (rounded to 0.09999999999999998), prose +0.076 (one-sided upper +0.083). The frontier said
+    "+8.2 is 1.8 points short" (the two-sided end); the gate decided on +10.0, on the margin of a strict rule."""
+    def real(gain, gain_ci, gain_lb, loss, loss_ci, loss_ub, status):
+        v = _verdict(status, gain, gain_ci, loss, loss_ci)
+        v["rules"][0]["stats"]["lower_bound"] = gain_lb
+        v["rules"][1]["stats"]["lower_bound"] = -loss_ub
+        return v
+
+    verdicts = {"kl@1": real(0.18181818181818182, (0.0818, 0.2818), 0.09999999999999998, 0.076, (0.068, 0.084), 0.083, "inconclusive"),
+                "naive@1": real(0.19, (0.08, 0.30), 0.10000000000000003, 0.415, (0.389, 0.444), 0.439, "fail")}
+    doc = frontier([{"name": "kl", "model": "kl@1"}, {"name": "naive", "model": "naive@1"}], verdicts)
+    c = doc["closest"]
+    assert c["name"] == "kl" and c["found_short_by"] == 0.0 and c["found_on_margin"] is True and c["lost_over_by"] == 0.0
+    assert doc["sentence"] == "No point passes. The closest is kl: its domain/tempo-t4 gain's lower bound +10.0 is exactly the 10.0 margin, and a gain must be above it."
+    by = {p["name"]: p for p in doc["points"]}
+    assert by["naive"]["lost"]["bound"] == 0.439 and by["kl"]["found"]["ci_low"] == 0.0818  # the chart keeps the two-sided CI
+    # a one-sided bound short of the margin is measured on it, not on the CI's end
+    verdicts["kl@1"]["rules"][0]["stats"]["lower_bound"] = 0.095
+    c = frontier([{"name": "kl", "model": "kl@1"}], {"kl@1": verdicts["kl@1"]})["closest"]
+    assert abs(c["found_short_by"] - 0.005) < 1e-12 and c["found_on_margin"] is False
 
 
 def test_frontier_without_a_lost_rule_is_none():

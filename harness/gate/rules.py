@@ -11,7 +11,7 @@ with one-sided bounds L and U at the rule's confidence:
 
 so a 2-point drop on 200 items whose interval straddles the margin is
 inconclusive, not a flaky pass or fail. A bound equal to the margin up to floating-point rounding counts as
-equal (:func:`_at`): the bound of an accuracy is a multiple of 1/n, and 11/110 computed as a difference of means
+equal (:func:`at_margin`): the bound of an accuracy is a multiple of 1/n, and 11/110 computed as a difference of means
 came out 0.10000000000000003 for one candidate and 0.09999999999999998 for another (the quickstart-preserve run),
 which the strict rule would have passed and held inconclusive. The overall verdict: fail if a
 required rule fails, else inconclusive if a required rule is inconclusive,
@@ -33,7 +33,7 @@ from .sentences import contamination_sentence, rule_sentence
 from .verdict import EXIT, RuleResult, Verdict
 
 
-def _at(bound: float, target: float) -> bool:
+def at_margin(bound: float, target: float) -> bool:
     """``bound`` equals ``target`` but for floating-point rounding (far finer than any sample's resolution: an
     accuracy moves in steps of 1/n, so n would need a billion items before this tolerance hides a real step)."""
     return math.isclose(bound, target, rel_tol=1e-9, abs_tol=1e-12)
@@ -46,11 +46,11 @@ def decide(rule: Rule, d: PairedDelta, min_items: int) -> str:
     target = rule.margin if rule.kind == "min_gain" else -rule.margin
     if rule.kind == "min_gain":
         unchanged = d.improvement == 0 and d.se == 0 and d.ci_low == d.ci_high == 0 and not (d.base_only or d.candidate_only)
-        if d.lower_bound > target and not _at(d.lower_bound, target) and not unchanged:
+        if d.lower_bound > target and not at_margin(d.lower_bound, target) and not unchanged:
             return "pass"
-    elif d.lower_bound >= target or _at(d.lower_bound, target):
+    elif d.lower_bound >= target or at_margin(d.lower_bound, target):
         return "pass"
-    if d.upper_bound < target and not _at(d.upper_bound, target):
+    if d.upper_bound < target and not at_margin(d.upper_bound, target):
         return "fail"
     return "inconclusive"
 

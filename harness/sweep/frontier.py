@@ -35,18 +35,21 @@ def _axes(verdicts: list[dict]) -> tuple[dict | None, dict | None]:
 
 
 def _cell(rule: dict | None, *, lost: bool) -> dict | None:
-    """(value, low, high) in the metric's units: found as the oriented gain, lost as the oriented loss."""
+    """(value, low, high) in the metric's units: found as the oriented gain, lost as the oriented loss; ``bound``:
+    the one the gate decided on, the one-sided lower bound of the improvement (the gain's lower bound, or minus it:
+    the loss's upper bound); a verdict without it falls back to the two-sided CI's end."""
     if rule is None or not isinstance(rule.get("stats"), dict):
         return None
     st = rule["stats"]
-    imp, lo, hi = _num(st.get("improvement")), _num(st.get("ci_low")), _num(st.get("ci_high"))
+    imp, lo, hi, lb = _num(st.get("improvement")), _num(st.get("ci_low")), _num(st.get("ci_high")), _num(st.get("lower_bound"))
     if imp is None:
         return None
     lo = imp if lo is None else lo
     hi = imp if hi is None else hi
+    lb = lo if lb is None else lb
     if lost:  # a loss is minus the improvement
-        return {"value": -imp, "ci_low": -hi, "ci_high": -lo, "n": st.get("n")}
-    return {"value": imp, "ci_low": lo, "ci_high": hi, "n": st.get("n")}
+        return {"value": -imp, "ci_low": -hi, "ci_high": -lo, "bound": -lb, "n": st.get("n")}
+    return {"value": imp, "ci_low": lo, "ci_high": hi, "bound": lb, "n": st.get("n")}
 
 
 def frontier(points: list[dict], verdicts: dict[str, dict]) -> dict | None:
@@ -83,23 +86,28 @@ def frontier(points: list[dict], verdicts: dict[str, dict]) -> dict | None:
                      "meaning": meaning + ", in the metric's units (shown times scale, in unit)"}
     closest = None
     if rows and found_margin is not None and lost_margin is not None:
-        # how far each point is from passing, in units of each margin, on the bounds the gate decides on (the lower
-        # CI bound of the gain, the upper CI bound of the loss): 0 when both clear their margins
+        from ..gate.rules import at_margin
+
+        # how far each point is from passing, in units of each margin, on the bounds the gate decides on (the gain's
+        # one-sided lower bound, the loss's one-sided upper bound): 0 when both reach their margins
         def gap(r):
-            return (max(0.0, (found_margin - r["found"]["ci_low"]) / (abs(found_margin) or 1))
-                    + max(0.0, (r["lost"]["ci_high"] - lost_margin) / (abs(lost_margin) or 1)))
+            return (max(0.0, (found_margin - r["found"]["bound"]) / (abs(found_margin) or 1))
+                    + max(0.0, (r["lost"]["bound"] - lost_margin) / (abs(lost_margin) or 1)))
 
         best = min(rows, key=gap)
-        closest = {"name": best["name"], "found_short_by": max(0.0, found_margin - best["found"]["ci_low"]),
-                   "lost_over_by": max(0.0, best["lost"]["ci_high"] - lost_margin),
+        short = max(0.0, found_margin - best["found"]["bound"])
+        closest = {"name": best["name"], "found_short_by": 0.0 if at_margin(best["found"]["bound"], found_margin) else short,
+                   # a gain must be above its margin (gate/rules.py): a bound on it, up to rounding, is not enough
+                   "found_on_margin": at_margin(best["found"]["bound"], found_margin),
+                   "lost_over_by": 0.0 if at_margin(best["lost"]["bound"], lost_margin) else max(0.0, best["lost"]["bound"] - lost_margin),
                    "estimate_found_short_by": max(0.0, found_margin - best["found"]["value"]),
                    "estimate_lost_over_by": max(0.0, best["lost"]["value"] - lost_margin),
                    "other_failed_rules": [x for x in best["failed_rules"] if x not in (found_rule.get("rule"), lost_rule.get("rule"))]}
     doc = {
         "found": axes["found"], "lost": axes["lost"],
         "pass_region": {"found_at_least": found_margin, "lost_at_most": lost_margin,
-                        "note": "the gate needs the gain's lower CI bound at or above found_at_least and the loss's upper CI bound at or below "
-                                "lost_at_most (and every other required rule)"},
+                        "note": "the gate needs the gain's one-sided lower bound above found_at_least and the loss's one-sided upper bound at "
+                                "or below lost_at_most (and every other required rule); the chart shows two-sided 95 % CIs"},
         "points": rows, "pareto": [r["name"] for r in rows if r["pareto"]], "passing": [r["name"] for r in rows if r["verdict"] == "pass"],
         "closest": closest,
     }
@@ -130,10 +138,13 @@ def sentence(doc: dict) -> str:
     by = {r["name"]: r for r in doc["points"]}[c["name"]]
     parts = []
     if c["found_short_by"] > 0:
-        parts.append(f"its {f['suite']} gain's lower bound {shown(by['found']['ci_low'], f)} is {shown(c['found_short_by'], f, False)} {f['unit']} "
+        parts.append(f"its {f['suite']} gain's lower bound {shown(by['found']['bound'], f)} is {shown(c['found_short_by'], f, False)} {f['unit']} "
                      f"short of the {shown(f['margin'], f, False)} margin")
+    elif c.get("found_on_margin"):
+        parts.append(f"its {f['suite']} gain's lower bound {shown(by['found']['bound'], f)} is exactly the {shown(f['margin'], f, False)} margin, "
+                     "and a gain must be above it")
     if c["lost_over_by"] > 0:
-        parts.append(f"its {lo['suite']} loss's upper bound {shown(by['lost']['ci_high'], lo)} is {shown(c['lost_over_by'], lo, False)} {lo['unit']} "
+        parts.append(f"its {lo['suite']} loss's upper bound {shown(by['lost']['bound'], lo)} is {shown(c['lost_over_by'], lo, False)} {lo['unit']} "
                      f"over the {shown(lo['margin'], lo, False)} margin")
     if c["other_failed_rules"]:
         parts.append("it also fails or is inconclusive on " + ", ".join(map(str, c["other_failed_rules"])))
