@@ -52,7 +52,7 @@ def test_frontier_says_how_close_the_best_point_comes_when_none_passes():
     c = doc["closest"]
     assert c["name"] == "kl" and abs(c["found_short_by"] - 0.09) < 1e-9 and c["lost_over_by"] == 0.0
     assert abs(c["estimate_found_short_by"] - 0.02) < 1e-9 and c["estimate_lost_over_by"] == 0.0 and c["other_failed_rules"] == []
-    assert doc["sentence"] == ("No point passes. The closest is kl: its domain/tempo-t4 gain's lower bound +1.0 is 9.0 points short of the "
+    assert doc["sentence"] == ("No point passes. The closest is kl: its domain/tempo-t4 gain's one-sided lower bound +1.0 is 9.0 points short of the "
                                "10.0 margin.")
     assert doc["sentence"] in markdown(doc)
 
@@ -72,7 +72,7 @@ def test_frontier_measures_the_closest_point_on_the_one_sided_bounds_the_gate_de
     doc = frontier([{"name": "kl", "model": "kl@1"}, {"name": "naive", "model": "naive@1"}], verdicts)
     c = doc["closest"]
     assert c["name"] == "kl" and c["found_short_by"] == 0.0 and c["found_on_margin"] is True and c["lost_over_by"] == 0.0
-    assert doc["sentence"] == "No point passes. The closest is kl: its domain/tempo-t4 gain's lower bound +10.0 is exactly the 10.0 margin, and a gain must be above it."
+    assert doc["sentence"] == "No point passes. The closest is kl: its domain/tempo-t4 gain's one-sided lower bound +10.0 is exactly the 10.0 margin, and a gain must be above it."
     by = {p["name"]: p for p in doc["points"]}
     assert by["naive"]["lost"]["bound"] == 0.439 and by["kl"]["found"]["ci_low"] == 0.0818  # the chart keeps the two-sided CI
     # a one-sided bound short of the margin is measured on it, not on the CI's end

@@ -345,6 +345,11 @@ def test_pass_chance_is_the_normal_formula_on_the_confirmation_scale():
     assert pass_chance(two, 0.95) == pytest.approx(pass_chance(two[:1], 0.95) * pass_chance(two[1:], 0.95))
     assert pass_chance([_rule(None, None, None, 0.1)], 0.95) == 0.0
     assert pass_chance([_rule(0.2, 0.2, 0.2, 0.1)], 0.95) == 1.0 and pass_chance([_rule(0.05, 0.05, 0.05, 0.1)], 0.95) == 0.0
+    # no spread: decided as the gate decides a bound on the margin. A general suite that has not moved (0 against a
+    # max_drop 0 rule) passes; a gain exactly on its margin does not (the superiority rule is strict)
+    assert pass_chance([_rule(0.0, 0.0, 0.0, -0.0, kind="max_drop")], 0.95) == 1.0
+    assert pass_chance([_rule(-0.05000000000000002, -0.05000000000000002, -0.05000000000000002, -0.05, kind="max_drop")], 0.95) == 1.0
+    assert pass_chance([_rule(0.10000000000000003, 0.10000000000000003, 0.10000000000000003, 0.1)], 0.95) == 0.0
 
 
 def test_pass_chance_does_not_reward_an_early_snapshot_that_only_passes_the_general_rules():

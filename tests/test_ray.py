@@ -191,5 +191,5 @@ def test_sweep_with_select_trains_its_points_as_ray_tasks_and_chooses_as_in_proc
     # that, not the selection's last suite); none after the last point, none in process
     stages = [m for m in logs["ray"] if m.startswith("train: ") or m.startswith("select: ")]
     assert stages[0] == "train: 2 point(s) as Ray tasks (one CPU slot each)"
-    assert stages[1].startswith("select: ") and stages[2] == "train: 1 of 2 point(s) finished, 1 still training" and stages[3].startswith("select: ")
-    assert not [m for m in logs["ray"] if "still training" in m][1:] and not [m for m in logs["here"] if "still training" in m]
+    assert stages[1].startswith("select: ") and stages[2] == "train: 1 of 2 point(s) done, 1 to come" and stages[3].startswith("select: ")
+    assert not [m for m in logs["ray"] if "to come" in m][1:] and not [m for m in logs["here"] if "to come" in m]

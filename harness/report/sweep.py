@@ -203,7 +203,7 @@ def frontier_section(front) -> str:
     return (f"<h3>Found vs lost</h3><p class='verdict-sentence'>{sentence}</p>{chart}"
             f"<table><tr><th>point</th><th class='num'>found: {escape(fx)} (95 % CI)</th><th class='num'>lost: {escape(fy)} (95 % CI)</th>"
             f"<th>Pareto</th><th>gate</th></tr>{body}</table>"
-            "<p class='muted'>Green region: the gate's margins; a point passes only when its CI bounds clear them (and its other rules pass).</p>")
+            "<p class='muted'>Green region: the gate's margins; a point passes only when its one-sided 95 % bounds clear them (and its other rules pass); the bars are two-sided 95 % CIs.</p>")
 
 
 def _curve_axes(curve: list) -> list[tuple[str, tuple, tuple, str, bool]]:

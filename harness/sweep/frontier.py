@@ -90,8 +90,9 @@ def frontier(points: list[dict], verdicts: dict[str, dict]) -> dict | None:
 
         # how far each point is from passing, in units of each margin, on the bounds the gate decides on (the gain's
         # one-sided lower bound, the loss's one-sided upper bound): 0 when both reach their margins
-        def gap(r):
-            return (max(0.0, (found_margin - r["found"]["bound"]) / (abs(found_margin) or 1))
+        def gap(r):  # a gain bound on its margin has not cleared it (the rule is strict): a hair more than one that has
+            on = at_margin(r["found"]["bound"], found_margin)
+            return (max(0.0, (found_margin - r["found"]["bound"]) / (abs(found_margin) or 1)) + (1e-9 if on else 0.0)
                     + max(0.0, (r["lost"]["bound"] - lost_margin) / (abs(lost_margin) or 1)))
 
         best = min(rows, key=gap)
@@ -138,13 +139,13 @@ def sentence(doc: dict) -> str:
     by = {r["name"]: r for r in doc["points"]}[c["name"]]
     parts = []
     if c["found_short_by"] > 0:
-        parts.append(f"its {f['suite']} gain's lower bound {shown(by['found']['bound'], f)} is {shown(c['found_short_by'], f, False)} {f['unit']} "
+        parts.append(f"its {f['suite']} gain's one-sided lower bound {shown(by['found']['bound'], f)} is {shown(c['found_short_by'], f, False)} {f['unit']} "
                      f"short of the {shown(f['margin'], f, False)} margin")
     elif c.get("found_on_margin"):
-        parts.append(f"its {f['suite']} gain's lower bound {shown(by['found']['bound'], f)} is exactly the {shown(f['margin'], f, False)} margin, "
+        parts.append(f"its {f['suite']} gain's one-sided lower bound {shown(by['found']['bound'], f)} is exactly the {shown(f['margin'], f, False)} margin, "
                      "and a gain must be above it")
     if c["lost_over_by"] > 0:
-        parts.append(f"its {lo['suite']} loss's upper bound {shown(by['lost']['bound'], lo)} is {shown(c['lost_over_by'], lo, False)} {lo['unit']} "
+        parts.append(f"its {lo['suite']} loss's one-sided upper bound {shown(by['lost']['bound'], lo)} is {shown(c['lost_over_by'], lo, False)} {lo['unit']} "
                      f"over the {shown(lo['margin'], lo, False)} margin")
     if c["other_failed_rules"]:
         parts.append("it also fails or is inconclusive on " + ", ".join(map(str, c["other_failed_rules"])))
@@ -163,6 +164,7 @@ def markdown(doc: dict | None) -> str:
                            "Pareto", "verdict", "failed or inconclusive"],
                           [[str(r["name"]), cell(r["found"], f), cell(r["lost"], lo), "yes" if r["pareto"] else "", str(r["verdict"]).upper(),
                             ", ".join(map(str, r["failed_rules"]))] for r in doc["points"]])
-    out += ["", f"Pass region: gain's lower bound >= {shown(f['margin'], f, False)} {f['unit']}, loss's upper bound <= {shown(lo['margin'], lo, False)} {lo['unit']}. "
+    out += ["", f"Pass region: the gain's one-sided 95 % lower bound above {shown(f['margin'], f, False)} {f['unit']}, the loss's one-sided upper bound at "
+            f"most {shown(lo['margin'], lo, False)} {lo['unit']} (the table shows two-sided CIs). "
             + doc.get("sentence", sentence(doc))]
     return "\n".join(out) + "\n"

@@ -85,4 +85,4 @@ def train_on_ray(jobs: list, config_dir: Path, log: Callable[[str], None]) -> It
         yield key, result
         done += 1
         if pending:  # a new stage line: the progress heartbeat stops repeating what the caller last did with this point
-            log(f"train: {done} of {len(jobs)} point(s) finished, {len(pending)} still training")
+            log(f"train: {done} of {len(jobs)} point(s) done, {len(pending)} to come")
