@@ -7,9 +7,11 @@ time under ``disable_adapter()`` and ``no_grad`` (no second copy of the weights)
 states through the head in chunks with the adapted ones, so the 262k-wide logits never exist whole.
 
 Weights are randomly initialised from the default model's architecture (the numbers do not matter for speed; no
-download), LoRA r=8 on all linear layers, fp32 on the CPU, packed rows of ``--length`` tokens.
+download), LoRA r=8 on all linear layers, fp32 on the CPU (``--precision nf4``: saved, then loaded in NF4 as ``laf
+train`` loads a base, the preserve example's path), packed rows of ``--length`` tokens.
 
 Usage: python benchmarks/kl_anchor.py [--batch 8] [--length 128] [--steps 3] [--threads 2] [--layers 18]
+       [--precision fp32|nf4] [--compute-dtype bf16|fp32] [--dropout 0.0] [--skip-textbook]
 """
 
 from __future__ import annotations
@@ -31,11 +33,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--layers", type=int, default=18, help="decoder layers (18 = gemma-3-270m)")
     ap.add_argument("--skip-textbook", action="store_true", help="do not run the full-logits reference (it needs B x L x 262k fp32 twice)")
+    ap.add_argument("--precision", choices=("fp32", "nf4"), default="fp32",
+                    help="nf4: the random weights saved and loaded as the trainer loads a base (bitsandbytes NF4, the CPU repack guard), "
+                         "LoRA attached as `laf train` attaches it")
+    ap.add_argument("--compute-dtype", choices=("fp32", "bf16"), default="bf16", help="with --precision nf4: the NF4 matmul dtype (the preserve example's: bf16)")
+    ap.add_argument("--dropout", type=float, default=0.0, help="LoRA dropout (the preserve example's: 0; the quickstart's: 0.05)")
     args = ap.parse_args()
     for name, value, most in (("batch", args.batch, 256), ("length", args.length, 8192), ("steps", args.steps, 100), ("threads", args.threads, 1024),
                               ("layers", args.layers, 64)):
         if not 1 <= value <= most:
             ap.error(f"--{name} must be in 1..{most:,} (got {value})")
+    if not 0.0 <= args.dropout < 1.0:  # NaN fails this too
+        ap.error(f"--dropout must be in [0, 1) (got {args.dropout})")
 
     import torch
     import torch.nn.functional as F
@@ -51,7 +60,21 @@ def main() -> None:
     cfg = Gemma3TextConfig(vocab_size=262_144, hidden_size=640, intermediate_size=2048, num_hidden_layers=args.layers, num_attention_heads=4,
                            num_key_value_heads=1, head_dim=256, max_position_embeddings=32_768, sliding_window=512, final_logit_softcapping=None,
                            layer_types=["sliding_attention" if (i + 1) % 6 else "full_attention" for i in range(args.layers)])
-    model = get_peft_model(Gemma3ForCausalLM(cfg), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0, init_lora_weights=False))
+    if args.precision == "nf4":
+        import tempfile
+
+        from harness.models import LoadSpec, load_model, resolve_model
+        from harness.train.config import LoraSettings
+        from harness.train.lora import attach_lora
+
+        folder = tempfile.mkdtemp(prefix="kl-anchor-")
+        Gemma3ForCausalLM(cfg).save_pretrained(folder)
+        base_model, _, _ = load_model(resolve_model(folder), LoadSpec(precision="nf4", compute_dtype=args.compute_dtype, device="cpu"), with_tokenizer=False)
+        model = attach_lora(base_model, LoraSettings(r=8, alpha=16, dropout=args.dropout), precision="nf4", seed=0,
+                            compute_dtype=torch.bfloat16 if args.compute_dtype == "bf16" else torch.float32)
+    else:
+        model = get_peft_model(Gemma3ForCausalLM(cfg), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=args.dropout,
+                                                                  init_lora_weights=False))
     model.train()
     B, L = args.batch, args.length
     ids = torch.randint(0, 262_144, (B, L))
@@ -102,7 +125,8 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
         results[name] = (min(times[1:]), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, rss0 / 1024)
     base = results[sides[0][0]][0]
-    print(f"gemma-3-270m shape ({args.layers} layers, vocab 262,144), LoRA r=8 all-linear, fp32 CPU, {args.threads} thread(s), batch {B} x {L} "
+    how = "fp32" if args.precision == "fp32" else f"NF4 ({args.compute_dtype} compute)"
+    print(f"gemma-3-270m shape ({args.layers} layers, vocab 262,144), LoRA r=8 all-linear (dropout {args.dropout:g}), {how} CPU, {args.threads} thread(s), batch {B} x {L} "
           f"({n_sup} supervised positions), best of {args.steps} steps")
     print(f"{'side':36s} {'s/step':>8s} {'x plain':>8s} {'peak RSS MB (cumulative)':>26s}")
     for name, (t, rss, _) in results.items():
