@@ -9,12 +9,12 @@ with one-sided bounds L and U at the rule's confidence:
     max_drop / max_increase m      pass if L >= -m,  fail if U < -m,  else inconclusive
     (non-inferiority)
 
-so a 2-point drop on 200 items whose interval straddles the margin is
-inconclusive, not a flaky pass or fail. A bound equal to the margin up to floating-point rounding counts as
-equal (:func:`at_margin`): the bound of an accuracy is a multiple of 1/n, and 11/110 computed as a difference of means
-came out 0.10000000000000003 for one candidate and 0.09999999999999998 for another (the quickstart-preserve run),
-which the strict rule would have passed and held inconclusive. The overall verdict: fail if a
-required rule fails, else inconclusive if a required rule is inconclusive,
+so a 2-point drop on 200 items whose interval straddles the margin is inconclusive, not a flaky pass or fail. A
+bound equal to the margin up to floating-point rounding counts as equal (:func:`at_margin`): the bound of an
+accuracy lies on (or, interpolated, between) multiples of 1/n, and 11/110 computed as a difference of means came
+out 0.10000000000000003 for one candidate and 0.09999999999999998 for another (the quickstart-preserve run), which
+the strict rule would have passed and held inconclusive. The overall verdict: fail if a required rule fails, else
+inconclusive if a required rule is inconclusive,
 else pass. Advisory rules are reported and never change the exit code.
 """
 
