@@ -64,6 +64,7 @@ def main() -> None:
         import tempfile
 
         from harness.models import LoadSpec, load_model, resolve_model
+        from harness.models.load import _torch_dtype
         from harness.train.config import LoraSettings
         from harness.train.lora import attach_lora
 
@@ -71,7 +72,7 @@ def main() -> None:
         Gemma3ForCausalLM(cfg).save_pretrained(folder)
         base_model, _, _ = load_model(resolve_model(folder), LoadSpec(precision="nf4", compute_dtype=args.compute_dtype, device="cpu"), with_tokenizer=False)
         model = attach_lora(base_model, LoraSettings(r=8, alpha=16, dropout=args.dropout), precision="nf4", seed=0,
-                            compute_dtype=torch.bfloat16 if args.compute_dtype == "bf16" else torch.float32)
+                            compute_dtype=_torch_dtype(args.compute_dtype))
     else:
         model = get_peft_model(Gemma3ForCausalLM(cfg), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=args.dropout,
                                                                   init_lora_weights=False))

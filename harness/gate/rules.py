@@ -20,7 +20,6 @@ else pass. Advisory rules are reported and never change the exit code.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from ..errors import LafError
@@ -30,13 +29,7 @@ from .parity import decide_parity, find_parity, load_parity
 from .policy import Policy, Rule
 from .runs import RunSide, check_comparable
 from .sentences import contamination_sentence, rule_sentence
-from .verdict import EXIT, RuleResult, Verdict
-
-
-def at_margin(bound: float, target: float) -> bool:
-    """``bound`` equals ``target`` but for floating-point rounding (far finer than any sample's resolution: an
-    accuracy moves in steps of 1/n, so n would need a billion items before this tolerance hides a real step)."""
-    return math.isclose(bound, target, rel_tol=1e-9, abs_tol=1e-12)
+from .verdict import EXIT, RuleResult, Verdict, at_margin, clears
 
 
 def decide(rule: Rule, d: PairedDelta, min_items: int) -> str:
@@ -44,11 +37,8 @@ def decide(rule: Rule, d: PairedDelta, min_items: int) -> str:
     if d.n < min_items:
         return "inconclusive"
     target = rule.margin if rule.kind == "min_gain" else -rule.margin
-    if rule.kind == "min_gain":
-        unchanged = d.improvement == 0 and d.se == 0 and d.ci_low == d.ci_high == 0 and not (d.base_only or d.candidate_only)
-        if d.lower_bound > target and not at_margin(d.lower_bound, target) and not unchanged:
-            return "pass"
-    elif d.lower_bound >= target or at_margin(d.lower_bound, target):
+    unchanged = d.improvement == 0 and d.se == 0 and d.ci_low == d.ci_high == 0 and not (d.base_only or d.candidate_only)
+    if clears(rule.kind, d.lower_bound, target) and not (rule.kind == "min_gain" and unchanged):
         return "pass"
     if d.upper_bound < target and not at_margin(d.upper_bound, target):
         return "fail"

@@ -6,6 +6,7 @@ from ..results import MetricMeta, fmt_change, fmt_value, is_proportion
 from ..results.format import fmt_amount
 from ..stats import PairedDelta
 from .policy import Rule
+from .verdict import at_margin
 
 
 def delta_is_proportion(d: PairedDelta) -> bool:
@@ -40,14 +41,11 @@ def rule_sentence(rule: Rule, status: str, target: str, d: PairedDelta, meta: Me
     mde_text = f"minimum detectable effect at this size ~{fmt_change(mde, prop).lstrip('+')}"
     if rule.kind == "min_gain":
         need = f"required gain above {margin}"
-        from .rules import at_margin
-
-        on = at_margin(d.lower_bound, rule.margin)
         why = {
             "pass": f"the gain is above {margin} with {pct} confidence",
             "fail": f"the gain is below {margin} with {pct} confidence",
-            "inconclusive": (f"the one-sided lower bound is exactly {margin}, and the gain must be above it; {mde_text}" if on
-                             else f"the interval straddles the required {margin}; {mde_text}"),
+            "inconclusive": (f"the one-sided lower bound is exactly {margin}, and the gain must be above it; {mde_text}"
+                             if at_margin(d.lower_bound, rule.margin) else f"the interval straddles the required {margin}; {mde_text}"),
         }[status]
     else:
         # max_drop and max_increase both bound the worsening; the metric says which way is worse

@@ -23,6 +23,21 @@ SEAL = "verdict_sha256"  # sha256 of the canonical verdict without this key: a h
 MAX_VERDICT_BYTES = 32 << 20
 
 
+
+def at_margin(bound: float, target: float) -> bool:
+    """``bound`` equals ``target`` but for floating-point rounding (far finer than any sample's resolution: an
+    accuracy moves in steps of about 1/n, so n would need a billion items before this tolerance hides a real step)."""
+    return math.isclose(bound, target, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def clears(kind: str | None, bound: float, target: float) -> bool:
+    """Whether a rule's one-sided ``bound`` passes its ``target``: strictly above for a superiority rule
+    (``min_gain``), at or above for non-inferiority (``max_drop``, ``max_increase``), a bound on the target up to
+    rounding being the target (:func:`at_margin`). The one place the gate, checkpoint selection and the frontier
+    read this rule from."""
+    on = at_margin(bound, target)
+    return (bound > target and not on) if kind == "min_gain" else (bound >= target or on)
+
 @dataclass
 class RuleResult:
     rule: str

@@ -228,6 +228,8 @@ def pass_chance(rules: list[dict], confidence: float) -> float:
     ties them and the noisier split decides. This weighs how far each rule is from its margin, in its own noise."""
     from statistics import NormalDist
 
+    from ..gate.verdict import clears
+
     nd = NormalDist()
     z = nd.inv_cdf(1 - (1 - confidence) / 2)  # the CI's (two-sided) quantile: its half-width is z x se
     z1 = nd.inv_cdf(confidence)  # the gate's one-sided bound
@@ -240,11 +242,8 @@ def pass_chance(rules: list[dict], confidence: float) -> float:
         n, n_conf = r.get("n"), r.get("confirmation_n")
         if isinstance(n, int) and isinstance(n_conf, int) and n > 0 and n_conf > 0:
             se *= math.sqrt(n / n_conf)
-        if se <= 0:  # no spread: the bound is the estimate, decided as the gate decides it (gate/rules.py)
-            from ..gate.rules import at_margin
-
-            on = at_margin(imp, thr)
-            p *= 1.0 if ((imp > thr and not on) if r.get("kind") == "min_gain" else (imp >= thr or on)) else 0.0
+        if se <= 0:  # no spread: the bound is the estimate, decided as the gate decides it
+            p *= 1.0 if clears(r.get("kind"), imp, thr) else 0.0
             continue
         p *= nd.cdf((imp - thr) / se - z1)
     return p

@@ -308,8 +308,8 @@ def _train_points(ctx, points: list[Point], train_data: Path, use_ray: bool, tra
             ctx.state.finish(job.key, job.fingerprint, adapter=ref)
             ctx.stages.ran.append(job.key)
             refs[p.name] = ref
-        else:  # on Ray: the driver's own registry entry (the worker wrote it)
-            refs[p.name] = train_finish(pctx, job, Registry(cfg.registry).resolve(str(res.entry.ref)))
+        else:  # on Ray, the driver's own registry entry (the worker wrote it); in process, the one training returned
+            refs[p.name] = train_finish(pctx, job, Registry(cfg.registry).resolve(str(res.entry.ref)) if use_ray else res.entry)
 
     if not use_ray:
         from ..train import train
@@ -329,5 +329,5 @@ def _train_points(ctx, points: list[Point], train_data: Path, use_ray: bool, tra
         tcfg, opts = options(p, pctx, job)
         on_ray.append((p.name, tcfg, job.resume, opts))
     for name, res in train_on_ray(on_ray, ctx.base, ctx.log):
-        finish(*by_name[str(name)], res)
+        finish(*by_name[name], res)
     return refs

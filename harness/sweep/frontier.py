@@ -86,21 +86,20 @@ def frontier(points: list[dict], verdicts: dict[str, dict]) -> dict | None:
                      "meaning": meaning + ", in the metric's units (shown times scale, in unit)"}
     closest = None
     if rows and found_margin is not None and lost_margin is not None:
-        from ..gate.rules import at_margin
+        from ..gate.verdict import at_margin, clears
 
-        # how far each point is from passing, in units of each margin, on the bounds the gate decides on (the gain's
-        # one-sided lower bound, the loss's one-sided upper bound): 0 when both reach their margins
-        def gap(r):  # a gain bound on its margin has not cleared it (the rule is strict): a hair more than one that has
-            on = at_margin(r["found"]["bound"], found_margin)
-            return (max(0.0, (found_margin - r["found"]["bound"]) / (abs(found_margin) or 1)) + (1e-9 if on else 0.0)
-                    + max(0.0, (r["lost"]["bound"] - lost_margin) / (abs(lost_margin) or 1)))
+        def gap(r):  # margins short, on the bounds the gate decides on; a gain bound on its margin has not cleared it
+            f, lo = r["found"]["bound"], r["lost"]["bound"]
+            short = 0.0 if clears("min_gain", f, found_margin) or at_margin(f, found_margin) else (found_margin - f) / (abs(found_margin) or 1)
+            over = 0.0 if clears("max_increase", -lo, -lost_margin) else (lo - lost_margin) / (abs(lost_margin) or 1)
+            return short + over, at_margin(f, found_margin)
 
         best = min(rows, key=gap)
-        short = max(0.0, found_margin - best["found"]["bound"])
-        closest = {"name": best["name"], "found_short_by": 0.0 if at_margin(best["found"]["bound"], found_margin) else short,
-                   # a gain must be above its margin (gate/rules.py): a bound on it, up to rounding, is not enough
-                   "found_on_margin": at_margin(best["found"]["bound"], found_margin),
-                   "lost_over_by": 0.0 if at_margin(best["lost"]["bound"], lost_margin) else max(0.0, best["lost"]["bound"] - lost_margin),
+        f, lo = best["found"]["bound"], best["lost"]["bound"]
+        on = at_margin(f, found_margin)
+        closest = {"name": best["name"], "found_short_by": 0.0 if on else max(0.0, found_margin - f),
+                   "found_on_margin": on,  # a gain must be above its margin (gate/verdict.py clears): on it is not enough
+                   "lost_over_by": 0.0 if clears("max_increase", -lo, -lost_margin) else lo - lost_margin,
                    "estimate_found_short_by": max(0.0, found_margin - best["found"]["value"]),
                    "estimate_lost_over_by": max(0.0, best["lost"]["value"] - lost_margin),
                    "other_failed_rules": [x for x in best["failed_rules"] if x not in (found_rule.get("rule"), lost_rule.get("rule"))]}

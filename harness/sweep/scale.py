@@ -70,7 +70,6 @@ def train_on_ray(jobs: list, config_dir: Path, log: Callable[[str], None]) -> It
     remote = ray.remote(num_cpus=0 if gpus else 1, num_gpus=gpus, max_retries=1)(train_task)
     log(f"train: {len(jobs)} point(s) as Ray tasks ({'one GPU' if gpus else 'one CPU slot'} each)")
     pending = {remote.remote(tcfg, str(config_dir), resume, options): key for key, tcfg, resume, options in jobs}
-    done = 0
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         key = pending.pop(ready[0])
@@ -83,6 +82,5 @@ def train_on_ray(jobs: list, config_dir: Path, log: Callable[[str], None]) -> It
                 raise e.cause from None
             raise
         yield key, result
-        done += 1
         if pending:  # a new stage line: the progress heartbeat stops repeating what the caller last did with this point
-            log(f"train: {done} of {len(jobs)} point(s) done, {len(pending)} to come")
+            log(f"train: {len(jobs) - len(pending)} of {len(jobs)} point(s) done, {len(pending)} to come")

@@ -126,11 +126,6 @@ def _logq_of(z, softcap) -> tuple[torch.Tensor, torch.Tensor | None]:
     return torch.log_softmax(z, dim=-1), t
 
 
-def _chunk_logq(hc, weight, bias, softcap) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`_logq_of` of the head's logits of ``hc``. The logits themselves are freed here."""
-    return _logq_of(F.linear(hc, weight, bias), softcap)
-
-
 def _base_logp_of(zb, softcap) -> torch.Tensor:
     """The base's side of one chunk: ``log softmax`` of its (softcapped) head logits ``zb``, fp32."""
     zb = zb.float()
@@ -158,7 +153,7 @@ def _kl_chunks(h, hb, y, mask, weight, bias, softcap, chunk, logp):
             logpb = _base_logp_of(z[m:], softcap)
             del z
         else:
-            logq, t = _chunk_logq(hc, weight, bias, softcap)
+            logq, t = _logq_of(F.linear(hc, weight, bias), softcap)
             logpb = None
         logp[i : i + chunk] = logq.gather(1, yc[:, None]).squeeze(1)
         yield i, yc, logq, t, sel, every, logpb
