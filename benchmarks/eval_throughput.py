@@ -85,7 +85,7 @@ def ours(model_spec, suite_ref, limit, batch_size, data_dir, cache, out, adapter
 
 
 CASES = ("cold", "warm", "cli", "startup", "adapters", "preamble")
-MODEL_STACK = ("torch", "transformers", "peft", "bitsandbytes", "lm_eval", "datasets", "scipy")
+MODEL_STACK = ("torch", "transformers", "peft", "bitsandbytes", "lm_eval", "datasets", "scipy", "numpy")
 
 WARM_CLI = (
     "import json, sys, time; t0 = time.perf_counter(); from harness.cli import main; code = main(sys.argv[1:]); "

@@ -510,7 +510,10 @@ t0 = time.perf_counter()
 from harness.cli import main
 code = main(sys.argv[1:])
 print(json.dumps({"code": code, "seconds": time.perf_counter() - t0,
-                  "modules": sorted({m.split(".")[0] for m in sys.modules} & {"torch", "transformers", "peft", "bitsandbytes", "lm_eval", "datasets", "scipy"})}))
+                  "modules": sorted({m.split(".")[0] for m in sys.modules} & {"torch", "transformers", "peft", "bitsandbytes", "lm_eval", "datasets", "scipy",
+                                                                              "numpy"}),
+                  "configs": sorted({m for m in sys.modules if m.endswith(".config")} & {"harness.merge.config", "harness.sweep.config",
+                                                                                          "harness.train.config", "harness.pipeline.config"})}))
 """
 
 
@@ -524,7 +527,8 @@ def _warm_cli(tmp_path, model, suites, out, *extra) -> dict:
 
 def test_fully_cached_eval_imports_no_model_stack(tiny_model_dir, tiny_adapter, tmp_path):
     """A re-run that needs nothing new reads the stored suite results: no lm-eval task, no model, and neither torch,
-    transformers, peft, lm-eval, datasets nor scipy imported (issue 30: about a second instead of 8 to 18 s)."""
+    transformers, peft, lm-eval, datasets, scipy nor numpy imported, nor another command's config models (issue 30:
+    a third of a second instead of 8 to 18 s)."""
     from harness.models.load import cuda_certainly_absent
 
     reg, ref = tiny_adapter
@@ -534,6 +538,7 @@ def test_fully_cached_eval_imports_no_model_stack(tiny_model_dir, tiny_adapter, 
     assert warm["code"] == 0
     if cuda_certainly_absent():  # where a GPU may be present, resolving device=auto asks torch (correctly)
         assert warm["modules"] == [], f"a fully cached eval imported {warm['modules']}"
+    assert warm["configs"] == [], f"laf eval built the parsers of other commands: {warm['configs']}"
     doc, recs = load_run(tmp_path / "warm")
     _, recs1 = load_run(tmp_path / "out")
     assert [r.to_dict() for r in recs] == [r.to_dict() for r in recs1]

@@ -210,3 +210,33 @@ def test_the_gate_summary_table_is_the_shared_renderers_and_holds_the_verdict(tw
     [rules] = markdown_tables((tmp_path / "s.md").read_text())
     assert [(r["suite"], r["metric"]) for r in rules] == [(r["suite"], r["metric"]) for r in v["rules"]]
     assert [r["rule"].endswith("(advisory)") for r in rules] == [not r["required"] for r in v["rules"]]
+
+
+def test_a_named_command_registers_only_its_group_and_the_map_matches_the_modules():
+    """`laf eval ...` builds only the eval group's parsers (a fully cached run must not import the config models of
+    merge, sweep and the rest); the command -> module map is exactly what each module registers, so it cannot drift."""
+    import importlib
+
+    from harness.cli import build_parser, commands
+
+    registered = {}
+    for module in commands.MODULES:
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(f"harness.cli.{module}").register(sub)
+        registered.update({name: module for name in sub.choices})
+    assert registered == commands.COMMANDS
+    assert set(dict(next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices)) == set(registered)
+
+    def names(argv):
+        return set(next(a for a in build_parser(argv)._actions if isinstance(a, argparse._SubParsersAction)).choices)
+
+    assert names(["eval", "--suite", "s"]) == {"eval", "suites"}
+    assert names(["--debug", "compare", "r"]) == {"gate", "compare", "calibrate"}
+    assert names(["schema", "results"]) == {"config", "schema"}
+    for argv in ([], ["--help"], ["evaal"], ["-h", "eval"], ["--version"]):  # help and "invalid choice" list every command
+        assert names(argv) == set(registered), argv
+    args = build_parser(["gate", "--baseline", "a", "--candidate", "b", "--policy", "p"]).parse_args(
+        ["gate", "--baseline", "a", "--candidate", "b", "--policy", "p"])
+    assert (args.command, args.baseline, args.candidate) == ("gate", "a", "b")
+    code, out, err = usage_error("evaal")
+    assert code == 2 and "invalid choice" in err and "compare" in err and out == ""

@@ -31,7 +31,9 @@ docs:  README.md (start here) and docs/ (the manual: docs/index.md; `mkdocs serv
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``laf`` parser. Given the arguments, only the named command's group is registered (with no command, an
+    unknown one or ``--help`` first, every group is, so help and "invalid choice" list them all)."""
     parser = argparse.ArgumentParser(
         prog="laf",
         description="lost-and-found: train LoRA/QLoRA adapters, then measure what they found "
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    commands.register_all(sub)
+    commands.register_all(sub, commands.command_of(argv) if argv is not None else None)
     return parser
 
 
@@ -67,7 +69,8 @@ def _configure_quiet_libraries(debug: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     from .output import settle_format
 

@@ -27,7 +27,6 @@ from ..errors import LafError
 from ..models import resolve_model
 from ..results import BASE, AdapterInfo, BaseModelInfo, ItemRecord, ModelInfo, Provenance, ResultsDoc, ResultsStore, RunLock, SuiteMeta, commit_run
 from ..suites import Suite, load_suite
-from .aggregation import breakdown, suite_aggregates
 from .cache import NullCache, RequestStats, ResponseCache, request_key, suite_result_key
 from .identity import PROBE_VERSION, SCORING_VERSION, CheckedAdapter, check_adapters, load_spec_for, model_identity
 from .pool import ModelPool, ModelRun
@@ -162,6 +161,7 @@ def _score_and_publish(spec, suites, resolved, adapters, load, runs, started, pr
                     run.stats.add(RequestStats(requests=n, cache_hits=n))
                     continue
                 if lm is None:
+                    from .aggregation import breakdown, suite_aggregates  # numpy: only a run that scores imports it
                     from .lm import CachedLM
 
                     lm = CachedLM(cache, pool.backend, spec.batch_size)
