@@ -124,6 +124,44 @@ def test_rolling_perplexity_matches_plain_lm_eval(tiny_model_dir, tmp_path):
     _assert_parity({r.doc_hash: r.loglikelihoods for r in records}, theirs)
 
 
+def test_a_repeated_request_is_computed_once_and_every_copy_takes_its_value(tiny_model_dir, tmp_path, monkeypatch):
+    """TruthfulQA scores a choice for MC1 and again for MC2: 120 of its first 280 requests repeat one. A request
+    repeated in a run is computed once; every copy gets that value, counted as computed (not a cache hit); the
+    numbers equal those of the same items without the repeat (1e-5, fp32) and a run without cache bit for bit."""
+    import harness.evaluate.lm as lm_module
+
+    scored: list[int] = []
+    real = lm_module.score_loglikelihood
+
+    def counting(model, requests, **kw):
+        scored.append(len(requests))
+        return real(model, requests, **kw)
+
+    monkeypatch.setattr(lm_module, "score_loglikelihood", counting)
+    folder = tmp_path / "s"
+    folder.mkdir()
+    for name, extra in (("rep", True), ("once", False)):
+        rows = [{"question": f"What is {i} plus {i}?", "choices": [str(2 * i), str(2 * i + 1)] + ([str(2 * i)] if extra else []) + ["none of these"],
+                 "gold": 0} for i in range(1, 7)]
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump({"category": "general", "data": {"path": f"{name}.jsonl"}, "task": MC_TASK}))
+    doc = run_eval(spec(tmp_path, tiny_model_dir, [folder / "rep.yaml"], precision="fp32")).to_dict()
+    assert scored == [18], "24 requests, 18 distinct: each distinct one is computed once"
+    req = doc["models"]["base"]["requests"]
+    assert (req["requests"], req["computed"], req["cache_hits"]) == (24, 24, 0)
+    with sqlite3.connect(tmp_path / "cache.sqlite") as c:
+        assert c.execute("SELECT count(*) FROM responses").fetchone()[0] == 18
+    _, recs = load_run(tmp_path / "out")
+    assert len(recs) == 6 and all(r.loglikelihoods[0] == r.loglikelihoods[2] for r in recs)
+    run_eval(spec(tmp_path, tiny_model_dir, [folder / "once.yaml"], precision="fp32", out=str(tmp_path / "once"), cache=str(tmp_path / "c2.sqlite")))
+    once = {r.doc["question"]: r.loglikelihoods for r in load_run(tmp_path / "once")[1]}
+    worst = max(abs(x - y) for r in recs for x, y in zip([r.loglikelihoods[k] for k in (0, 1, 3)], once[r.doc["question"]]))
+    assert worst < 1e-5, worst
+    run_eval(spec(tmp_path, tiny_model_dir, [folder / "rep.yaml"], precision="fp32", no_cache=True, out=str(tmp_path / "nocache")))
+    assert [r.to_dict() for r in load_run(tmp_path / "nocache")[1]] == [r.to_dict() for r in recs]
+    assert scored == [18, 18, 18]
+
+
 PRIMER = ("Q: What is the capital of France?\nA: Paris.\n\nQ: At what temperature does water boil at sea level?\n"
           "A: 100 degrees Celsius.\n\nQ: Who met in Berlin in 1999?\nA: Alice, Bob, Carol and Dave.\n\n")
 

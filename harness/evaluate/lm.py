@@ -48,6 +48,9 @@ class HarnessLM(HFLM):
         self.model_key: str | None = None
         self._preambles: tuple[str | None, PreambleStore] | None = None
         self.preamble_counts: Counter = Counter()
+        # how many requests each one of the next log-likelihood call answers (CachedLM computes a repeated request
+        # once): the preamble counts then count every request answered, as the run's stats do
+        self.request_weights: list[int] | None = None
 
     def _preamble_store(self) -> PreambleStore | None:
         if not self.share_preamble:
@@ -72,6 +75,7 @@ class HarnessLM(HFLM):
             share_context=self.share_context,
             preambles=self._preamble_store(),
             counts=self.preamble_counts,
+            weights=self.request_weights if self.request_weights is not None and len(self.request_weights) == len(pairs) else None,
         ):
             done = []
             for i, ll, greedy in batch:
@@ -153,63 +157,63 @@ class CachedLM(LM):
         if self.progress:
             self.progress(self._done, self._total, self._hits)
 
-    def _commit(self, kind: str, keys, results, todo, batch: list[tuple[int, object]]) -> None:
-        rows = []
+    def _commit(self, kind: str, keys, results, todo, batch: list[tuple[int, object]], copies: dict[str, list[int]] | None = None) -> None:
+        """A finished batch into the results and the cache. ``copies``: the key -> every request it answers (from
+        :meth:`_distinct`), so a repeated request takes its first's value."""
+        rows, answered = [], 0
         for j, value in batch:
             i = todo[j]
-            results[i] = value
+            for k in copies[keys[i]] if copies is not None else (i,):
+                results[k] = value
+                answered += 1
             rows.append((keys[i], kind, value))
         self.cache.put_many(rows)
-        self.stats.computed += len(batch)
+        self.stats.computed += answered
         self.stats.forward_batches += 1
-        self._done += len(batch)
+        self._done += answered
         self._report()
+
+    @staticmethod
+    def _distinct(keys, todo) -> tuple[list[int], dict[str, list[int]]]:
+        """The first request of each key among ``todo``, and every request each key answers. A request repeated in
+        one call (a choice that both MC1 and MC2 score: 120 of TruthfulQA's first 280) is computed once, and every
+        copy takes that value: a fresh run, a run without cache and a cached re-run give the same records bit for bit."""
+        copies: dict[str, list[int]] = {}
+        for i in todo:
+            copies.setdefault(keys[i], []).append(i)
+        return [same[0] for same in copies.values()], copies
 
     def _take_preamble_counts(self, lm: HarnessLM) -> None:
         """The backend's preamble counts of the call just made, into this run's stats."""
         self.stats.preamble_reused += lm.preamble_counts.pop("preamble_reused", 0)
         self.stats.preamble_fallback += lm.preamble_counts.pop("preamble_fallback", 0)
 
-    def _as_cached(self, kind: str, keys, results, todo) -> None:
-        """Identical requests in one run (e.g. a choice repeated within an item) are computed in different batch
-        positions and can differ in the last bits. Every copy takes the first one's value, and the cache keeps that
-        value, so a fresh run, a run without cache and a cached re-run give the same records bit for bit."""
-        first: dict[str, object] = {}
-        repeated = set()
-        for i in todo:
-            if keys[i] in first:
-                repeated.add(keys[i])
-                results[i] = first[keys[i]]
-            else:
-                first[keys[i]] = results[i]
-        if repeated:
-            self.cache.put_many([(k, kind, first[k]) for k in sorted(repeated)])
-
     # -- the three request types
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
         keys, results, todo = self._start("loglikelihood", requests, lambda r, i: list(r.args))
         if todo:
+            todo, copies = self._distinct(keys, todo)
             lm = self._backend_factory()
-            lm.on_batch = lambda batch: self._commit("loglikelihood", keys, results, todo, [(j, list(v)) for j, v in batch])
+            lm.on_batch = lambda batch: self._commit("loglikelihood", keys, results, todo, [(j, list(v)) for j, v in batch], copies)
+            lm.request_weights = [len(copies[keys[i]]) for i in todo]
             try:
                 lm.loglikelihood([requests[i] for i in todo])
             finally:
-                lm.on_batch = None
+                lm.on_batch = lm.request_weights = None
                 self._take_preamble_counts(lm)
-            self._as_cached("loglikelihood", keys, results, todo)
         return [(float(r[0]), bool(r[1])) for r in results]
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
         keys, results, todo = self._start("loglikelihood_rolling", requests, lambda r, i: list(r.args))
         if todo:
+            todo, copies = self._distinct(keys, todo)
             lm = self._backend_factory()
             for start in range(0, len(todo), self.batch_size):
                 chunk = list(range(start, min(start + self.batch_size, len(todo))))
                 values = lm.loglikelihood_rolling([requests[todo[j]] for j in chunk])
                 self._take_preamble_counts(lm)
-                self._commit("loglikelihood_rolling", keys, results, todo, list(zip(chunk, values)))
-            self._as_cached("loglikelihood_rolling", keys, results, todo)
+                self._commit("loglikelihood_rolling", keys, results, todo, list(zip(chunk, values)), copies)
         return [float(r) for r in results]
 
     def generate_until(self, requests, disable_tqdm: bool = False):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -376,19 +377,31 @@ def _forward_rows(model, rows: list[_Row], pad_id: int, device, capture: Capture
     past = {} if preamble is None else {decoder_cache_kwarg(body): _PrefixCache(preamble.states)}
     hidden = body(input_ids=ids, attention_mask=_masks(model, seg, pos, preamble), position_ids=pos, use_cache=False, **past).last_hidden_state
     hidden = hidden.reshape(B * width, -1)
-    flat_pos = torch.tensor([p for _, ps, _ in where for p in ps], device=hidden.device)
-    targets = torch.tensor([t for _, _, ts in where for t in ts], device=hidden.device)
+    # A row's context ends at one position, which predicts the first token of every member: the head (a product with
+    # the whole vocabulary, most of the cost of a short continuation) runs once per distinct position.
+    flat = [p for _, ps, _ in where for p in ps]
+    slot: dict[int, int] = {}
+    for p in flat:
+        slot.setdefault(p, len(slot))
+    of = [slot[p] for p in flat]
+    order = sorted(range(len(flat)), key=of.__getitem__)  # the scored positions grouped by distinct position
+    of_sorted = [of[k] for k in order]
+    positions = torch.tensor(list(slot), device=hidden.device)
+    targets = torch.tensor([t for _, _, ts in where for t in ts], device=hidden.device)[order]
+    rows_of = torch.tensor(of_sorted, device=hidden.device)
     lps, greedy, kept = [], [], []
-    for i in range(0, flat_pos.numel(), HEAD_CHUNK):
-        logits = head_logits(head, softcap, hidden[flat_pos[i : i + HEAD_CHUNK]])
-        logp = torch.log_softmax(logits, dim=-1)
+    for i in range(0, len(slot), HEAD_CHUNK):
+        logp = torch.log_softmax(head_logits(head, softcap, hidden[positions[i : i + HEAD_CHUNK]]), dim=-1)
+        a, b = bisect_left(of_sorted, i), bisect_left(of_sorted, i + HEAD_CHUNK)
+        local, tgt = rows_of[a:b] - i, targets[a:b]
         if capture is not None:
-            kept.append(logp.float().cpu())
-        tgt = targets[i : i + HEAD_CHUNK]
-        lps.append(logp.gather(1, tgt[:, None]).squeeze(1))
-        greedy.append(logp.argmax(-1) == tgt)
-    lp = torch.cat(lps).double().cpu()
-    gr = torch.cat(greedy).cpu()
+            kept.append(logp[local].float().cpu())
+        lps.append(logp[local, tgt])
+        greedy.append(logp.argmax(-1)[local] == tgt)
+    back = torch.empty(len(flat), dtype=torch.long)
+    back[torch.tensor(order, dtype=torch.long)] = torch.arange(len(flat))  # sorted -> the order of ``where``
+    lp = torch.cat(lps).double().cpu()[back]
+    gr = torch.cat(greedy).cpu()[back]
     out, spans, k = [], [], 0
     for index, ps, _ in where:
         n = len(ps)
@@ -396,7 +409,7 @@ def _forward_rows(model, rows: list[_Row], pad_id: int, device, capture: Capture
         spans.append((index, k, n))
         k += n
     if capture is not None:
-        capture(spans, torch.cat(kept))
+        capture(spans, torch.cat(kept)[back])
     return out
 
 
@@ -414,6 +427,7 @@ def score_loglikelihood(
     padding_side: str = "right",
     preambles: PreambleStore | None = None,
     counts: Counter | None = None,
+    weights: list[int] | None = None,
 ) -> Iterator[list[tuple[int, float, bool]]]:
     """Yield, batch by batch, ``(request index, log-likelihood, is_greedy)`` for every request.
 
@@ -425,7 +439,8 @@ def score_loglikelihood(
     ``preambles``: the current model's store of shared-preamble states; with it, a preamble shared by the
     requests' contexts (:func:`find_preamble`) is computed once and its rows run only their remainder, batched
     apart from the rows that do not start with it (scored in full). ``counts`` gets ``preamble_reused`` and
-    ``preamble_fallback`` (requests, when there is a preamble) added."""
+    ``preamble_fallback`` (requests, when there is a preamble) added; ``weights``: how many requests each one stands
+    for (a repeated request is computed once), 1 each without it."""
     preamble: tuple[int, ...] = ()
     if preambles is not None and share_context:
         preamble = find_preamble([_split(ctx, cont, max_length)[0] for ctx, cont in requests])
@@ -439,8 +454,8 @@ def score_loglikelihood(
         on_set = set(on)
         off = [i for i in range(len(requests)) if i not in on_set]
         if counts is not None:
-            counts["preamble_reused"] += len(on)
-            counts["preamble_fallback"] += len(off)
+            counts["preamble_reused"] += len(on) if weights is None else sum(weights[i] for i in on)
+            counts["preamble_fallback"] += len(off) if weights is None else sum(weights[i] for i in off)
         parts = [(on, P), (off, 0)]
     else:
         parts = [(list(range(len(requests))), 0)]
