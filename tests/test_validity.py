@@ -186,6 +186,40 @@ def test_scorer_numbers_do_not_depend_on_batch_size_grouping_or_padding_side(tin
     assert worst < tol, f"max |difference| to the plain per-request forward: {worst:.2e}"
 
 
+def test_the_head_reads_each_context_end_once_and_runs_over_several_batches(tiny_model_dir, monkeypatch):
+    """Four one-token choices of one context are one head row, not four; the head waits for a chunk's worth of rows
+    across batches (a bigger product costs less per row) while every batch is still yielded on its own, with the
+    numbers of the plain per-request forward."""
+    from transformers import AutoModelForCausalLM
+
+    import harness.evaluate.scoring as scoring
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    g = torch.Generator().manual_seed(1)
+    requests = []
+    for _ in range(24):
+        ctx = torch.randint(3, 500, (int(torch.randint(4, 30, (1,), generator=g)),), generator=g).tolist()
+        requests += [(ctx, [int(t)]) for t in torch.randint(3, 500, (4,), generator=g)]
+    plain = plain_loglikelihood(model, requests)
+    calls: list[int] = []
+    real = scoring.head_logits
+
+    def counting(head, softcap, hidden):
+        calls.append(hidden.shape[0])
+        return real(head, softcap, hidden)
+
+    monkeypatch.setattr(scoring, "head_logits", counting)
+    for chunk, expected in ((scoring.HEAD_CHUNK, [24]), (10, [10, 10, 4])):
+        monkeypatch.setattr(scoring, "HEAD_CHUNK", chunk)
+        calls.clear()
+        batches = list(scoring.score_loglikelihood(model, requests, batch_size=2, max_length=256, pad_id=0, device="cpu"))
+        assert calls == expected, (chunk, calls)  # 24 contexts: 24 rows, where 96 requests were scored
+        assert [len(b) for b in batches] == [8] * 12  # two contexts of four requests per batch, each batch yielded
+        got = {i: ll for b in batches for i, ll, _ in b}
+        assert sorted(got) == list(range(96))
+        assert max(abs(got[i] - plain[i]) for i in got) < FP32_TOL
+
+
 # ---------------------------------------------------------------- shared preambles (issue 30, part 1)
 
 PREAMBLE_TOL = 1e-5  # per-item log-likelihood with the preamble's states reused vs computed with every row, fp32

@@ -341,11 +341,19 @@ def _masks(model, seg: torch.Tensor, pos: torch.Tensor, preamble: Preamble | Non
     return full[:, None]
 
 
-def _forward_rows(model, rows: list[_Row], pad_id: int, device, capture: CaptureFn | None = None,
-                  padding_side: str = "right", preamble: Preamble | None = None) -> list[tuple[int, float, bool]]:
-    """One padded batch. ``padding_side`` moves the padding before (left) or after (right) each row; positions and
-    the mask are explicit, so the numbers do not depend on it (tests/test_validity.py holds that). With
-    ``preamble`` every row's context starts with its tokens: only the rest is run, on the preamble's states."""
+@dataclass
+class _Body:
+    """One batch through the body: the hidden states at its distinct scored positions, and for each request the rows
+    it reads there and the tokens they predict."""
+
+    hidden: torch.Tensor  # [distinct positions, d]
+    where: list[tuple[int, list[int], list[int]]]  # (request index, rows of ``hidden``, targets)
+
+
+def _body_rows(model, rows: list[_Row], pad_id: int, device, padding_side: str = "right", preamble: Preamble | None = None) -> _Body:
+    """One padded batch through the body. ``padding_side`` moves the padding before (left) or after (right) each
+    row; positions and the mask are explicit, so the numbers do not depend on it (tests/test_validity.py holds
+    that). With ``preamble`` every row's context starts with its tokens: only the rest is run, on its states."""
     skip = len(preamble) if preamble is not None else 0
     width = max(r.length for r in rows) - skip
     B = len(rows)
@@ -373,44 +381,61 @@ def _forward_rows(model, rows: list[_Row], pad_id: int, device, capture: Capture
             pos[b, :o] = torch.arange(o)
         pos[b, at:] = torch.arange(width - at)
     ids, seg, pos = ids.to(device), seg.to(device), pos.to(device)
-    body, head, softcap = body_and_head(model)
+    body = body_and_head(model)[0]
     past = {} if preamble is None else {decoder_cache_kwarg(body): _PrefixCache(preamble.states)}
     hidden = body(input_ids=ids, attention_mask=_masks(model, seg, pos, preamble), position_ids=pos, use_cache=False, **past).last_hidden_state
-    hidden = hidden.reshape(B * width, -1)
     # A row's context ends at one position, which predicts the first token of every member: the head (a product with
-    # the whole vocabulary, most of the cost of a short continuation) runs once per distinct position.
-    flat = [p for _, ps, _ in where for p in ps]
+    # the whole vocabulary, most of the cost of a short continuation) reads each distinct position once.
     slot: dict[int, int] = {}
-    for p in flat:
-        slot.setdefault(p, len(slot))
-    of = [slot[p] for p in flat]
-    order = sorted(range(len(flat)), key=of.__getitem__)  # the scored positions grouped by distinct position
-    of_sorted = [of[k] for k in order]
-    positions = torch.tensor(list(slot), device=hidden.device)
-    targets = torch.tensor([t for _, _, ts in where for t in ts], device=hidden.device)[order]
-    rows_of = torch.tensor(of_sorted, device=hidden.device)
+    for _, ps, _ in where:
+        for p in ps:
+            slot.setdefault(p, len(slot))
+    kept = hidden.reshape(B * width, -1)[torch.tensor(list(slot), device=hidden.device)]
+    return _Body(kept, [(index, [slot[p] for p in ps], targets) for index, ps, targets in where])
+
+
+def _head_scores(model, done: list[_Body], capture: CaptureFn | None = None) -> Iterator[list[tuple[int, float, bool]]]:
+    """The head over the distinct positions of several batches at once (a product with the whole vocabulary costs
+    less per row in bigger chunks: 3.4 ms per row at 44 rows, 2.8 at 256, on the 2-core machine), then each batch's
+    ``(request index, log-likelihood, is_greedy)`` in turn; ``capture`` gets a batch's log-softmax just before it."""
+    _, head, softcap = body_and_head(model)
+    hidden = torch.cat([d.hidden for d in done]) if len(done) > 1 else done[0].hidden
+    entries: list[tuple[int, int]] = []  # (row of ``hidden``, target) at every scored position, batch by batch
+    offset = 0
+    for d in done:
+        entries += [(offset + r, t) for _, rows, targets in d.where for r, t in zip(rows, targets)]
+        offset += d.hidden.shape[0]
+    order = sorted(range(len(entries)), key=lambda k: entries[k][0])  # grouped by row, for the chunks below
+    row_sorted = [entries[k][0] for k in order]
+    rows_of = torch.tensor(row_sorted, device=hidden.device)
+    targets = torch.tensor([entries[k][1] for k in order], device=hidden.device)
+    n = hidden.shape[0]
+    chunk = -(-n // -(-n // HEAD_CHUNK))  # equal chunks of at most HEAD_CHUNK rows
     lps, greedy, kept = [], [], []
-    for i in range(0, len(slot), HEAD_CHUNK):
-        logp = torch.log_softmax(head_logits(head, softcap, hidden[positions[i : i + HEAD_CHUNK]]), dim=-1)
-        a, b = bisect_left(of_sorted, i), bisect_left(of_sorted, i + HEAD_CHUNK)
+    for i in range(0, n, chunk):
+        logp = torch.log_softmax(head_logits(head, softcap, hidden[i : i + chunk]), dim=-1)
+        a, b = bisect_left(row_sorted, i), bisect_left(row_sorted, i + chunk)
         local, tgt = rows_of[a:b] - i, targets[a:b]
         if capture is not None:
             kept.append(logp[local].float().cpu())
         lps.append(logp[local, tgt])
         greedy.append(logp.argmax(-1)[local] == tgt)
-    back = torch.empty(len(flat), dtype=torch.long)
-    back[torch.tensor(order, dtype=torch.long)] = torch.arange(len(flat))  # sorted -> the order of ``where``
+    back = torch.empty(len(entries), dtype=torch.long)
+    back[torch.tensor(order, dtype=torch.long)] = torch.arange(len(entries))  # sorted -> batch by batch, request by request
     lp = torch.cat(lps).double().cpu()[back]
     gr = torch.cat(greedy).cpu()[back]
-    out, spans, k = [], [], 0
-    for index, ps, _ in where:
-        n = len(ps)
-        out.append((index, float(lp[k : k + n].sum()), bool(gr[k : k + n].all())))
-        spans.append((index, k, n))
-        k += n
-    if capture is not None:
-        capture(spans, torch.cat(kept)[back])
-    return out
+    logp_all = torch.cat(kept)[back] if capture is not None else None
+    k = 0
+    for d in done:
+        batch, spans, first = [], [], k
+        for index, rows, _ in d.where:
+            m = len(rows)
+            batch.append((index, float(lp[k : k + m].sum()), bool(gr[k : k + m].all())))
+            spans.append((index, k - first, m))
+            k += m
+        if capture is not None and logp_all is not None:
+            capture(spans, logp_all[first:k])
+        yield batch
 
 
 def score_loglikelihood(
@@ -459,6 +484,7 @@ def score_loglikelihood(
         parts = [(on, P), (off, 0)]
     else:
         parts = [(list(range(len(requests))), 0)]
+    waiting: list[_Body] = []  # batches through the body whose head waits for a fuller chunk
     with torch.no_grad():
         for part, skip in parts:
             if not part:
@@ -469,4 +495,9 @@ def score_loglikelihood(
                     m.index = part[m.index]
             states = preambles.get(model, preamble, device) if skip and preambles is not None else None
             for i in range(0, len(rows), batch_size):
-                yield _forward_rows(model, rows[i : i + batch_size], pad_id, device, capture, padding_side, states)
+                waiting.append(_body_rows(model, rows[i : i + batch_size], pad_id, device, padding_side, states))
+                if sum(d.hidden.shape[0] for d in waiting) >= HEAD_CHUNK:
+                    yield from _head_scores(model, waiting, capture)
+                    waiting = []
+        if waiting:
+            yield from _head_scores(model, waiting, capture)
