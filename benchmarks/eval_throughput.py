@@ -108,8 +108,9 @@ def flop_floor(model_spec: str, requests: list[tuple[list[int], list[int]]], max
     from harness.models import LoadSpec, load_model, resolve_model
 
     model, _, _ = load_model(resolve_model(model_spec), LoadSpec("fp32"), with_tokenizer=False)
-    p_head = model.get_input_embeddings().weight.numel()
-    p_body = sum(p.numel() for p in model.parameters()) - p_head
+    embed, unembed = model.get_input_embeddings().weight, model.get_output_embeddings().weight  # one tensor when tied
+    p_head = unembed.numel()
+    p_body = sum(p.numel() for p in model.parameters() if p is not embed and p is not unembed)
     inputs = {tuple((ctx + cont)[-(max_length + 1):][:-1]) for ctx, cont in requests}
     plain = 2 * (p_body + p_head) * sum(len(i) for i in inputs)
     contexts, tails = set(), 0

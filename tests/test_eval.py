@@ -162,6 +162,32 @@ def test_a_repeated_request_is_computed_once_and_every_copy_takes_its_value(tiny
     assert scored == [18, 18, 18]
 
 
+def test_an_empty_answer_choice_is_a_clean_error(tiny_model_dir, tmp_path, monkeypatch):
+    """A choice with no text leaves nothing to score (HFLM asserts; lm-eval's own task check fails on the first
+    item): the suite check refuses it on any item, exit 3 naming item and choice; and whatever else lm-eval raises
+    while it builds a suite's task is one error naming the suite."""
+    for first in (False, True):
+        folder = tmp_path / f"s{first}"
+        folder.mkdir()
+        rows = [{"question": f"What is {i} plus {i}?", "choices": [str(2 * i), "" if (i == 0) == first else str(i)], "gold": 0} for i in range(4)]
+        (folder / "e.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (folder / "e.yaml").write_text(yaml.safe_dump({"category": "general", "data": {"path": "e.jsonl"}, "task": {**MC_TASK, "target_delimiter": ""}}))
+        code, out, err = run_cli("eval", "--model", str(tiny_model_dir), "--suite", str(folder / "e.yaml"), "--out", str(folder / "out"),
+                                 "--cache", str(tmp_path / "c.sqlite"), "--quiet")
+        assert code == 3 and "Traceback" not in err, err
+        assert f"item {0 if first else 1}: choice 1 is empty" in err and "give every answer choice some text" in err, err
+        assert not (folder / "out" / "results.json").exists()
+    from lm_eval.tasks import TaskManager
+
+    def broken(self, *a, **kw):
+        raise IndexError("string index out of range")
+
+    monkeypatch.setattr(TaskManager, "load", broken)
+    code, out, err = run_cli("eval", "--model", str(tiny_model_dir), "--suite", str(write_mc_suite(tmp_path / "ok", n=4)), "--out", str(tmp_path / "o2"),
+                             "--cache", str(tmp_path / "c.sqlite"), "--quiet")
+    assert code == 3 and "suite toy: lm-eval cannot build its task (IndexError: string index out of range)" in err and "Traceback" not in err, err
+
+
 PRIMER = ("Q: What is the capital of France?\nA: Paris.\n\nQ: At what temperature does water boil at sea level?\n"
           "A: 100 degrees Celsius.\n\nQ: Who met in Berlin in 1999?\nA: Alice, Bob, Carol and Dave.\n\n")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -218,6 +219,64 @@ def test_the_head_reads_each_context_end_once_and_runs_over_several_batches(tiny
         got = {i: ll for b in batches for i, ll, _ in b}
         assert sorted(got) == list(range(96))
         assert max(abs(got[i] - plain[i]) for i in got) < FP32_TOL
+
+
+def test_captured_distributions_and_scores_follow_each_request_across_chunks_and_preamble_parts(tiny_model_dir, monkeypatch):
+    """Multi-token continuations, a preamble shared by half the contexts (two parts), small head chunks: every
+    request's score, greedy flag and captured log-softmax rows equal the plain per-request forward's, in its order."""
+    from transformers import AutoModelForCausalLM
+
+    import harness.evaluate.scoring as scoring
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    g = torch.Generator().manual_seed(2)
+    primer = torch.randint(3, 500, (20,), generator=g).tolist()
+    requests = []
+    for c in range(12):
+        ctx = (primer if c % 2 else []) + torch.randint(3, 500, (int(torch.randint(3, 9, (1,), generator=g)),), generator=g).tolist()
+        requests += [(ctx, torch.randint(3, 500, (1 + (c + j) % 4,), generator=g).tolist()) for j in range(3)]
+    plain_rows, plain_greedy = [], []
+    with torch.no_grad():
+        for ctx, cont in requests:
+            logp = torch.log_softmax(model(input_ids=torch.tensor([ctx + cont])).logits[0, len(ctx) - 1 : -1].float(), dim=-1)
+            plain_rows.append(logp)
+            plain_greedy.append(bool((logp.argmax(-1) == torch.tensor(cont)).all()))
+    for chunk, capturing in ((scoring.HEAD_CHUNK, True), (5, True), (scoring.HEAD_CHUNK, False), (5, False)):  # without capture the head
+        monkeypatch.setattr(scoring, "HEAD_CHUNK", chunk)                                                       # waits across batches
+        captured: list = []
+        counts: Counter = Counter()
+        keep = (lambda spans, logp, into=captured: into.append((spans, logp))) if capturing else None
+        batches = list(scoring.score_loglikelihood(model, requests, batch_size=2, max_length=256, pad_id=0, device="cpu", counts=counts,
+                                                   preambles=scoring.PreambleStore(), capture=keep))
+        assert counts == {"preamble_reused": 18, "preamble_fallback": 18}
+        assert sorted(i for b in batches for i, _, _ in b) == list(range(len(requests)))
+        for batch in batches:
+            for i, ll, greedy in batch:
+                assert abs(ll - float(plain_rows[i].gather(1, torch.tensor(requests[i][1])[:, None]).sum())) < FP32_TOL, (chunk, capturing, i)
+                assert greedy == plain_greedy[i]
+        if not capturing:
+            continue
+        assert len(captured) == len(batches)
+        for batch, (spans, logp) in zip(batches, captured):
+            assert [i for i, _, _ in batch] == [i for i, _, _ in spans]
+            for (i, _, _), (_, start, n) in zip(batch, spans):
+                assert n == len(requests[i][1]) and torch.allclose(logp[start : start + n], plain_rows[i], atol=1e-5), (chunk, i)
+
+
+def test_a_request_hflm_refuses_is_an_error_naming_it_never_a_shifted_score(tiny_model_dir):
+    """An empty continuation (an empty choice with an empty target delimiter), an empty context or a continuation
+    longer than max_length: HFLM asserts; ours says which request and what to change, before anything is scored."""
+    from transformers import AutoModelForCausalLM
+
+    from harness.errors import LafError
+    from harness.evaluate.scoring import score_loglikelihood
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    good = ([5, 6, 7], [8, 9])
+    for bad, words in ((([5, 6, 7], []), "empty continuation"), (([], [8]), "empty context"), (([5], list(range(3, 40))), "longer than max_length 32")):
+        with pytest.raises(LafError) as e:
+            list(score_loglikelihood(model, [good, bad], batch_size=2, max_length=32, pad_id=0, device="cpu"))
+        assert words in e.value.cause and "request 1" in e.value.cause and e.value.fix, (bad, e.value.cause)
 
 
 # ---------------------------------------------------------------- shared preambles (issue 30, part 1)

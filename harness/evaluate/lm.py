@@ -75,7 +75,7 @@ class HarnessLM(HFLM):
             share_context=self.share_context,
             preambles=self._preamble_store(),
             counts=self.preamble_counts,
-            weights=self.request_weights if self.request_weights is not None and len(self.request_weights) == len(pairs) else None,
+            weights=self.request_weights,
         ):
             done = []
             for i, ll, greedy in batch:

@@ -41,6 +41,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from ..errors import LafError
 from ..models.heads import body_and_head, head_logits
 
 HEAD_CHUNK = 256
@@ -370,6 +371,7 @@ def _body_rows(model, rows: list[_Row], pad_id: int, device, padding_side: str =
         at = o + C - skip
         for j, m in enumerate(row.members, 1):
             n = len(m.tail)
+            assert n + 1 == len(m.targets), "a scored position for every target"  # score_loglikelihood refuses the rest
             if n:
                 ids[b, at : at + n] = torch.tensor(m.tail)
                 seg[b, at : at + n] = j
@@ -424,7 +426,8 @@ def _head_scores(model, done: list[_Body], capture: CaptureFn | None = None) -> 
     back[torch.tensor(order, dtype=torch.long)] = torch.arange(len(entries))  # sorted -> batch by batch, request by request
     lp = torch.cat(lps).double().cpu()[back]
     gr = torch.cat(greedy).cpu()[back]
-    logp_all = torch.cat(kept)[back] if capture is not None else None
+    logp_sorted = torch.cat(kept) if capture is not None else None
+    del kept
     k = 0
     for d in done:
         batch, spans, first = [], [], k
@@ -433,8 +436,8 @@ def _head_scores(model, done: list[_Body], capture: CaptureFn | None = None) -> 
             batch.append((index, float(lp[k : k + m].sum()), bool(gr[k : k + m].all())))
             spans.append((index, k - first, m))
             k += m
-        if capture is not None and logp_all is not None:
-            capture(spans, logp_all[first:k])
+        if capture is not None and logp_sorted is not None:
+            capture(spans, logp_sorted.index_select(0, back[first:k]))
         yield batch
 
 
@@ -466,6 +469,15 @@ def score_loglikelihood(
     apart from the rows that do not start with it (scored in full). ``counts`` gets ``preamble_reused`` and
     ``preamble_fallback`` (requests, when there is a preamble) added; ``weights``: how many requests each one stands
     for (a repeated request is computed once), 1 each without it."""
+    if weights is not None and len(weights) != len(requests):
+        raise ValueError(f"{len(weights)} weights for {len(requests)} requests")
+    for i, (ctx, cont) in enumerate(requests):  # what HFLM asserts, as an error that names the cause
+        if not ctx or not cont or len(cont) > max_length:
+            what = ("an empty context" if not ctx else "an empty continuation (an answer with no tokens)" if not cont
+                    else f"a continuation of {len(cont)} tokens, longer than max_length {max_length}")
+            raise LafError(f"request {i} to score has {what}; lm-eval's HFLM refuses it too",
+                           "give every answer choice some text (check the suite's doc_to_choice and target_delimiter)" if ctx and not cont
+                           else "raise --max-length or shorten the choices" if ctx else "give every item a prompt")
     preamble: tuple[int, ...] = ()
     if preambles is not None and share_context:
         preamble = find_preamble([_split(ctx, cont, max_length)[0] for ctx, cont in requests])
@@ -496,7 +508,7 @@ def score_loglikelihood(
             states = preambles.get(model, preamble, device) if skip and preambles is not None else None
             for i in range(0, len(rows), batch_size):
                 waiting.append(_body_rows(model, rows[i : i + batch_size], pad_id, device, padding_side, states))
-                if sum(d.hidden.shape[0] for d in waiting) >= HEAD_CHUNK:
+                if capture is not None or sum(d.hidden.shape[0] for d in waiting) >= HEAD_CHUNK:  # with capture, one batch's log-softmax at a time
                     yield from _head_scores(model, waiting, capture)
                     waiting = []
         if waiting:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..errors import LafError
 from ..io import sha256_json
 from ..results import SuiteMeta
 from ..suites.spec import Suite
@@ -28,14 +29,20 @@ def build_tasks(suites: list[Suite]) -> dict[str, object]:
         if not s.spec.lm_eval and s.build.native:
             tasks[s.name] = None  # run by the engine itself (see TaskBuild.native)
             continue
-        if s.spec.lm_eval:
-            registered = registered or TaskManager()
-            loaded = registered.load([s.spec.lm_eval])
-            task = next(iter(loaded["tasks"].values()))
-        else:
+        if not s.spec.lm_eval:
             check_templates(s.build.config, s.file or s.name)
-            loaded = plain.load([s.build.config])
-            task = loaded["tasks"][s.task_name]
+        try:  # lm-eval renders the first item while it builds a task: a suite's bad item fails here, in lm-eval's code
+            if s.spec.lm_eval:
+                registered = registered or TaskManager()
+                task = next(iter(registered.load([s.spec.lm_eval])["tasks"].values()))
+            else:
+                task = plain.load([s.build.config])["tasks"][s.task_name]
+        except LafError:
+            raise
+        except Exception as e:  # noqa: BLE001 - whatever lm-eval raises on a bad suite is one error naming the suite
+            raise LafError(f"suite {s.name}: lm-eval cannot build its task ({type(e).__name__}: {e})",
+                           "check the suite's templates and its first item (an answer choice with no text is one cause); "
+                           "`laf suites validate` names each problem") from None
         if task.get_config("num_fewshot") is None:
             task.set_config(key="num_fewshot", value=0)
         tasks[s.name] = task

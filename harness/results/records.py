@@ -6,6 +6,7 @@ reads these, matched across models by (suite, doc_hash).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -66,8 +67,11 @@ class ItemRecord:
 _FIELDS = tuple(f.name for f in fields(ItemRecord))
 
 
+_SHARED = (str, int, float, bool, type(None))  # immutable leaves: shared, not copied
+
+
 def _copied(value: Any) -> Any:
-    """A copy of the dicts, lists and tuples in ``value`` (their leaves, immutable numbers and strings, shared)."""
+    """A copy of the dicts, lists and tuples in ``value``, immutable leaves shared; anything else deep-copied."""
     kind = type(value)
     if kind is dict:
         return {k: _copied(v) for k, v in value.items()}
@@ -75,4 +79,6 @@ def _copied(value: Any) -> Any:
         return [_copied(v) for v in value]
     if kind is tuple:
         return tuple(_copied(v) for v in value)
-    return value
+    if kind in _SHARED:
+        return value
+    return copy.deepcopy(value)

@@ -156,6 +156,9 @@ def check_task_config(task: dict, docs: list[dict], where) -> None:
             raise ConfigError(where, "task.doc_to_choice", f"item {i} has no choices ({str(choices)[:60]!r})", "give every item at least two choices")
         if isinstance(text, int) and not isinstance(text, bool):
             continue  # multiple-input mode (the contexts are the choices, the target a continuation)
+        empty = next((j for j, c in enumerate(choices) if isinstance(c, str) and not c), None)
+        if empty is not None:  # nothing to score (lm-eval's HFLM asserts; its task check fails on the first item)
+            raise ConfigError(where, "task.doc_to_choice", f"item {i}: choice {empty} is empty", "give every answer choice some text")
         if target is None:
             raise ConfigError(where, "task.doc_to_target", f"item {i} has no gold answer", "add doc_to_target (the index of the right choice)")
         if isinstance(target, str) and target.strip().lstrip("-").isdigit():
