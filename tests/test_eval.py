@@ -162,29 +162,46 @@ def test_a_repeated_request_is_computed_once_and_every_copy_takes_its_value(tiny
     assert scored == [18, 18, 18]
 
 
-def test_an_empty_answer_choice_is_a_clean_error(tiny_model_dir, tmp_path, monkeypatch):
-    """A choice with no text leaves nothing to score (HFLM asserts; lm-eval's own task check fails on the first
-    item): the suite check refuses it on any item, exit 3 naming item and choice; and whatever else lm-eval raises
-    while it builds a suite's task is one error naming the suite."""
-    for first in (False, True):
-        folder = tmp_path / f"s{first}"
-        folder.mkdir()
-        rows = [{"question": f"What is {i} plus {i}?", "choices": [str(2 * i), "" if (i == 0) == first else str(i)], "gold": 0} for i in range(4)]
-        (folder / "e.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        (folder / "e.yaml").write_text(yaml.safe_dump({"category": "general", "data": {"path": "e.jsonl"}, "task": {**MC_TASK, "target_delimiter": ""}}))
-        code, out, err = run_cli("eval", "--model", str(tiny_model_dir), "--suite", str(folder / "e.yaml"), "--out", str(folder / "out"),
-                                 "--cache", str(tmp_path / "c.sqlite"), "--quiet")
-        assert code == 3 and "Traceback" not in err, err
-        assert f"item {0 if first else 1}: choice 1 is empty" in err and "give every answer choice some text" in err, err
+def _one_suite(folder: Path, rows: list[dict], **task) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "e.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "e.yaml").write_text(yaml.safe_dump({"category": "general", "data": {"path": "e.jsonl"}, "task": {**MC_TASK, **task}}))
+    return folder / "e.yaml"
+
+
+def test_an_empty_answer_choice_is_a_clean_error_only_where_lm_eval_fails(tiny_model_dir, tmp_path, monkeypatch):
+    """A choice with no text and an empty target delimiter leaves nothing to score (HFLM asserts), and lm-eval's own
+    task check reads the first item's choices' first character: exit 3 naming item and choice. With the default
+    delimiter, an empty choice past the first item is the continuation " " and is scored, as lm-eval scores it.
+    Whatever else lm-eval raises while it builds a suite's task is one error naming the suite."""
+    def run(suite, out):
+        return run_cli("eval", "--model", str(tiny_model_dir), "--suite", str(suite), "--out", str(out), "--cache", str(tmp_path / "c.sqlite"), "--quiet")
+
+    for item, delimiter, expected in ((0, "", "item 0: choice 1 is empty and target_delimiter is empty"),
+                                      (2, "", "item 2: choice 1 is empty and target_delimiter is empty"),
+                                      (0, " ", "item 0: choice 1 is empty (lm-eval's task check"),
+                                      (2, " ", None)):
+        rows = [{"question": f"What is {i} plus {i}?", "choices": [str(2 * i), "" if i == item else str(i)], "gold": 0} for i in range(4)]
+        folder = tmp_path / f"s{item}{len(delimiter)}"
+        code, out, err = run(_one_suite(folder, rows, target_delimiter=delimiter), folder / "out")
+        if expected is None:
+            assert code == 0, err
+            continue
+        assert code == 3 and "Traceback" not in err and expected in err and "give every answer choice some text" in err, err
         assert not (folder / "out" / "results.json").exists()
+    # the scorer's own check, past the suite check: a continuation longer than --max-length names suite and item
+    rows = [{"question": f"What is {i}?", "choices": [str(i), " ".join(["word"] * (80 if i == 3 else 1))], "gold": 0} for i in range(4)]
+    code, out, err = run_cli("eval", "--model", str(tiny_model_dir), "--suite", str(_one_suite(tmp_path / "long", rows)), "--out", str(tmp_path / "lo"),
+                             "--cache", str(tmp_path / "c.sqlite"), "--quiet", "--max-length", "32")
+    assert code == 3 and "Traceback" not in err, err
+    assert "suite e, item 3: a request has a continuation of" in err and "longer than max_length 32" in err and "--max-length" in err, err
     from lm_eval.tasks import TaskManager
 
     def broken(self, *a, **kw):
         raise IndexError("string index out of range")
 
     monkeypatch.setattr(TaskManager, "load", broken)
-    code, out, err = run_cli("eval", "--model", str(tiny_model_dir), "--suite", str(write_mc_suite(tmp_path / "ok", n=4)), "--out", str(tmp_path / "o2"),
-                             "--cache", str(tmp_path / "c.sqlite"), "--quiet")
+    code, out, err = run(write_mc_suite(tmp_path / "ok", n=4), tmp_path / "o2")
     assert code == 3 and "suite toy: lm-eval cannot build its task (IndexError: string index out of range)" in err and "Traceback" not in err, err
 
 

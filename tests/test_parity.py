@@ -255,3 +255,22 @@ def test_run_config_merge_problems_are_reported_before_any_stage(pworld, tmp_pat
     path.write_text(yaml.safe_dump(cfg))
     assert_clean_error(run_cli("run", str(path)), "merge[0]", "t must lie in [0, 1]", "merge.1.output.kind")
     assert not (tmp_path / "r").exists()
+
+
+def test_parity_encodes_an_empty_prompt_as_lm_eval_does(tiny_model_dir):
+    """CrowS-Pairs records have an empty prompt (whole sentences are scored): parity's requests are the pairs lm-eval's
+    own loglikelihood builds (the prefix token as context), where ``_encode_pair`` would assert."""
+    from lm_eval.api.instance import Instance
+
+    from harness.evaluate.lm import HarnessLM
+    from harness.merge.parity import encode_request
+    from harness.models import LoadSpec, load_model, resolve_model
+
+    model, tok, _ = load_model(resolve_model(str(tiny_model_dir)), LoadSpec("fp32"))
+    lm = HarnessLM(model, tok, batch_size=2, max_length=64)
+    pairs = [("", "The cat sat on the mat."), ("", " leading space"), ("Question: what?\nAnswer:", " a b"), ("x", "y")]
+    seen: list = []
+    lm._loglikelihood_tokens = lambda reqs, **kw: seen.extend((list(c), list(t)) for _, c, t in reqs) or [(0.0, True)] * len(reqs)  # type: ignore[method-assign]
+    lm.loglikelihood([Instance("loglikelihood", {}, p, i) for i, p in enumerate(pairs)])
+    assert [encode_request(lm, c, t) for c, t in pairs] == seen
+    assert seen[0][0] == [lm.prefix_token_id]

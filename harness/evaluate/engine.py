@@ -165,7 +165,7 @@ def _score_and_publish(spec, suites, resolved, adapters, load, runs, started, pr
                     from .lm import CachedLM
 
                     lm = CachedLM(cache, pool.backend, spec.batch_size)
-                lm.identity = run.identity
+                lm.identity, lm.suite = run.identity, suite.name
                 lm.progress = (lambda d, t, h, _m=run.label, _s=suite.name: progress(_m, _s, d, t, h)) if progress else None
                 before = RequestStats(**asdict(lm.stats))
                 samples, aggregated = _evaluate(lm, suite, tasks[suite.name], limits[suite.name])

@@ -26,6 +26,7 @@ import torch
 from lm_eval.api.model import LM
 from lm_eval.models.huggingface import HFLM
 
+from ..errors import LafError
 from ..models.heads import body_and_head
 from .cache import RequestStats, request_key
 from .scoring import PreambleStore, decoder_cache_kwarg, generation_with_preamble, score_loglikelihood
@@ -134,6 +135,7 @@ class CachedLM(LM):
         self.identity: str | None = None
         self.stats = RequestStats()
         self.progress: ProgressFn | None = None
+        self.suite: str | None = None  # the suite being scored, set by the engine (errors name it)
 
     # -- plumbing
 
@@ -199,6 +201,13 @@ class CachedLM(LM):
             lm.request_weights = [len(copies[keys[i]]) for i in todo]
             try:
                 lm.loglikelihood([requests[i] for i in todo])
+            except LafError as e:
+                where = getattr(e, "request_index", None)
+                if where is None:
+                    raise
+                req = requests[todo[where]]
+                raise LafError(f"suite {self.suite or req.task_name}, item {req.doc_id}: {e.cause.replace(f'request {where} to score has', 'a request has')}",
+                               e.fix) from None
             finally:
                 lm.on_batch = lm.request_weights = None
                 self._take_preamble_counts(lm)

@@ -475,9 +475,11 @@ def score_loglikelihood(
         if not ctx or not cont or len(cont) > max_length:
             what = ("an empty context" if not ctx else "an empty continuation (an answer with no tokens)" if not cont
                     else f"a continuation of {len(cont)} tokens, longer than max_length {max_length}")
-            raise LafError(f"request {i} to score has {what}; lm-eval's HFLM refuses it too",
-                           "give every answer choice some text (check the suite's doc_to_choice and target_delimiter)" if ctx and not cont
-                           else "raise --max-length or shorten the choices" if ctx else "give every item a prompt")
+            error = LafError(f"request {i} to score has {what}; lm-eval's HFLM refuses it too",
+                             "give every answer choice some text (check the suite's doc_to_choice and target_delimiter)" if ctx and not cont
+                             else "raise --max-length or shorten the choices" if ctx else "give every item a prompt")
+            error.request_index = i  # type: ignore[attr-defined]  # the caller names the item
+            raise error
     preamble: tuple[int, ...] = ()
     if preambles is not None and share_context:
         preamble = find_preamble([_split(ctx, cont, max_length)[0] for ctx, cont in requests])

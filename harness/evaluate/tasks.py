@@ -37,12 +37,12 @@ def build_tasks(suites: list[Suite]) -> dict[str, object]:
                 task = next(iter(registered.load([s.spec.lm_eval])["tasks"].values()))
             else:
                 task = plain.load([s.build.config])["tasks"][s.task_name]
-        except LafError:
+        except (LafError, MemoryError):
             raise
-        except Exception as e:  # noqa: BLE001 - whatever lm-eval raises on a bad suite is one error naming the suite
+        except Exception as e:  # noqa: BLE001 - whatever lm-eval raises on a bad suite is one error naming the suite (--debug: the cause)
             raise LafError(f"suite {s.name}: lm-eval cannot build its task ({type(e).__name__}: {e})",
-                           "check the suite's templates and its first item (an answer choice with no text is one cause); "
-                           "`laf suites validate` names each problem") from None
+                           "for an lm_eval: task, check that lm-eval can load it here (its data may need the hub); otherwise check the suite's "
+                           "templates and items (`laf suites validate` names each problem; --debug shows lm-eval's traceback)") from e
         if task.get_config("num_fewshot") is None:
             task.set_config(key="num_fewshot", value=0)
         tasks[s.name] = task

@@ -170,6 +170,15 @@ def _run(spec: ParitySpec, entry, resolved, out: Path, started: float, log, prog
     return doc
 
 
+def encode_request(lm, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """A (context, continuation) pair as HFLM.loglikelihood encodes it: an empty context (CrowS-Pairs scores whole
+    sentences) becomes the prefix token, as lm-eval does, where ``_encode_pair`` would assert."""
+    if context == "":  # lm_eval.api.model.TemplateLM.loglikelihood, line for line
+        cont = lm.tok_encode(continuation, add_special_tokens=False)
+        return ([lm.prefix_token_id], cont) if not cont or lm.prefix_token_id != cont[0] else (cont[:1], cont[1:])
+    return lm._encode_pair(context, continuation)
+
+
 def _drift(forms, how, ref_side, pairs, resolved, spec: ParitySpec):
     """Load every form at once and score the multiple-choice items' continuations in lockstep."""
     import torch
@@ -200,7 +209,7 @@ def _drift(forms, how, ref_side, pairs, resolved, spec: ParitySpec):
                 continue
             prompts = r.prompt if isinstance(r.prompt, list) else [r.prompt] * len(r.choices)
             for ctx, cont in zip(prompts, r.choices):
-                requests.append(lm._encode_pair(ctx, cont))
+                requests.append(encode_request(lm, ctx, cont))
                 owners.append(f"{suite}#{r.doc_id}")
     with torch.no_grad():
         return next_token_drift(models, pairs, requests, owners, batch_size=spec.batch_size, max_length=spec.max_length,

@@ -156,9 +156,13 @@ def check_task_config(task: dict, docs: list[dict], where) -> None:
             raise ConfigError(where, "task.doc_to_choice", f"item {i} has no choices ({str(choices)[:60]!r})", "give every item at least two choices")
         if isinstance(text, int) and not isinstance(text, bool):
             continue  # multiple-input mode (the contexts are the choices, the target a continuation)
+        delimiter = task.get("target_delimiter", " ")
         empty = next((j for j, c in enumerate(choices) if isinstance(c, str) and not c), None)
-        if empty is not None:  # nothing to score (lm-eval's HFLM asserts; its task check fails on the first item)
-            raise ConfigError(where, "task.doc_to_choice", f"item {i}: choice {empty} is empty", "give every answer choice some text")
+        if empty is not None and (i == 0 or delimiter == ""):  # nothing to score (HFLM asserts), or lm-eval's task check
+            # indexes the first item's choices (choice[0]): either way lm-eval fails; say so here, naming the item
+            raise ConfigError(where, "task.doc_to_choice", f"item {i}: choice {empty} is empty" + (" and target_delimiter is empty: nothing to score"
+                              if delimiter == "" else " (lm-eval's task check reads the first character of the first item's choices)"),
+                              "give every answer choice some text")
         if target is None:
             raise ConfigError(where, "task.doc_to_target", f"item {i} has no gold answer", "add doc_to_target (the index of the right choice)")
         if isinstance(target, str) and target.strip().lstrip("-").isdigit():
