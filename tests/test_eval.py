@@ -205,6 +205,19 @@ def test_an_empty_answer_choice_is_a_clean_error_only_where_lm_eval_fails(tiny_m
     assert code == 3 and "suite toy: lm-eval cannot build its task (IndexError: string index out of range)" in err and "Traceback" not in err, err
 
 
+def test_a_delimiter_or_choice_that_is_not_text_is_named_by_the_suite_check(tmp_path):
+    """lm-eval calls .rstrip() on the delimiter and indexes each choice: a number, null or list there is the suite's
+    error, with the key, before any model is loaded (it was an AttributeError inside lm-eval's task build)."""
+    rows = [{"question": f"q{i}", "choices": ["a", "b"], "gold": 0} for i in range(3)]
+    for n, (task, expected) in enumerate((({"target_delimiter": 5}, "task.target_delimiter': must be text (got int)"),
+                                          ({"fewshot_delimiter": None}, "task.fewshot_delimiter': must be text (got NoneType)"))):
+        code, out, err = run_cli("suites", "validate", str(_one_suite(tmp_path / f"d{n}", rows, **task)))
+        assert code == 3 and expected in out + err and "Traceback" not in out + err, (out, err)
+    rows[1]["choices"] = ["a", None]
+    code, out, err = run_cli("suites", "validate", str(_one_suite(tmp_path / "c", rows)))
+    assert code == 3 and "item 1: choice 1 is not text (NoneType)" in out + err and "Traceback" not in out + err, (out, err)
+
+
 PRIMER = ("Q: What is the capital of France?\nA: Paris.\n\nQ: At what temperature does water boil at sea level?\n"
           "A: 100 degrees Celsius.\n\nQ: Who met in Berlin in 1999?\nA: Alice, Bob, Carol and Dave.\n\n")
 

@@ -29,7 +29,7 @@ from lm_eval.models.huggingface import HFLM
 from ..errors import LafError
 from ..models.heads import body_and_head
 from .cache import RequestStats, request_key
-from .scoring import PreambleStore, decoder_cache_kwarg, generation_with_preamble, score_loglikelihood
+from .scoring import PreambleStore, UnscorableRequest, decoder_cache_kwarg, generation_with_preamble, score_loglikelihood
 
 ProgressFn = Callable[[int, int, int], None]  # (done, total, cache_hits)
 BatchFn = Callable[[list[tuple[int, object]]], None]  # [(index in the call's request list, result)]
@@ -201,12 +201,9 @@ class CachedLM(LM):
             lm.request_weights = [len(copies[keys[i]]) for i in todo]
             try:
                 lm.loglikelihood([requests[i] for i in todo])
-            except LafError as e:
-                where = getattr(e, "request_index", None)
-                if where is None:
-                    raise
-                req = requests[todo[where]]
-                raise LafError(f"suite {self.suite or req.task_name}, item {req.doc_id}: {e.cause.replace(f'request {where} to score has', 'a request has')}",
+            except UnscorableRequest as e:
+                req = requests[todo[e.index]]
+                raise LafError(f"suite {self.suite or req.task_name}, item {req.doc_id}: a request has {e.what}; lm-eval's HFLM refuses it too",
                                e.fix) from None
             finally:
                 lm.on_batch = lm.request_weights = None

@@ -342,6 +342,15 @@ def _masks(model, seg: torch.Tensor, pos: torch.Tensor, preamble: Preamble | Non
     return full[:, None]
 
 
+class UnscorableRequest(LafError):
+    """A request HFLM refuses too (empty context or continuation, a continuation past max_length); ``index`` is its
+    place in the scorer's request list, for the caller to name the suite and item."""
+
+    def __init__(self, index: int, what: str, fix: str):
+        self.index, self.what = index, what
+        super().__init__(f"request {index} to score has {what}; lm-eval's HFLM refuses it too", fix)
+
+
 @dataclass
 class _Body:
     """One batch through the body: the hidden states at its distinct scored positions, and for each request the rows
@@ -473,13 +482,10 @@ def score_loglikelihood(
         raise ValueError(f"{len(weights)} weights for {len(requests)} requests")
     for i, (ctx, cont) in enumerate(requests):  # what HFLM asserts, as an error that names the cause
         if not ctx or not cont or len(cont) > max_length:
-            what = ("an empty context" if not ctx else "an empty continuation (an answer with no tokens)" if not cont
-                    else f"a continuation of {len(cont)} tokens, longer than max_length {max_length}")
-            error = LafError(f"request {i} to score has {what}; lm-eval's HFLM refuses it too",
-                             "give every answer choice some text (check the suite's doc_to_choice and target_delimiter)" if ctx and not cont
-                             else "raise --max-length or shorten the choices" if ctx else "give every item a prompt")
-            error.request_index = i  # type: ignore[attr-defined]  # the caller names the item
-            raise error
+            raise UnscorableRequest(i, "an empty context" if not ctx else "an empty continuation (an answer with no tokens)" if not cont
+                                    else f"a continuation of {len(cont)} tokens, longer than max_length {max_length}",
+                                    "give every answer choice some text (check the suite's doc_to_choice and target_delimiter)" if ctx and not cont
+                                    else "raise --max-length or shorten the choices" if ctx else "give every item a prompt")
     preamble: tuple[int, ...] = ()
     if preambles is not None and share_context:
         preamble = find_preamble([_split(ctx, cont, max_length)[0] for ctx, cont in requests])

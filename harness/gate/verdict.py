@@ -23,7 +23,6 @@ SEAL = "verdict_sha256"  # sha256 of the canonical verdict without this key: a h
 MAX_VERDICT_BYTES = 32 << 20
 
 
-
 def at_margin(bound: float, target: float) -> bool:
     """``bound`` equals ``target`` but for floating-point rounding (far finer than any sample's resolution: an
     accuracy moves in steps of about 1/n, so n would need a billion items before this tolerance hides a real step)."""
@@ -37,6 +36,7 @@ def clears(kind: str | None, bound: float, target: float) -> bool:
     read this rule from."""
     on = at_margin(bound, target)
     return (bound > target and not on) if kind == "min_gain" else (bound >= target or on)
+
 
 @dataclass
 class RuleResult:

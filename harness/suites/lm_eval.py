@@ -102,6 +102,9 @@ def check_task_config(task: dict, docs: list[dict], where) -> None:
     output_type = task.get("output_type", "generate_until")
     if output_type not in OUTPUT_TYPES:
         raise ConfigError(where, "task.output_type", f"unknown output type {output_type!r}", f"use one of {', '.join(OUTPUT_TYPES)}")
+    for key in ("target_delimiter", "fewshot_delimiter"):
+        if key in task and not isinstance(task[key], str):
+            raise ConfigError(where, f"task.{key}", f"must be text (got {type(task[key]).__name__})", f"e.g. {key}: \" \" (lm-eval's default)")
     known, aggregations = _lm_eval_metrics()
     metric_list = task.get("metric_list")
     if metric_list is not None:
@@ -157,6 +160,10 @@ def check_task_config(task: dict, docs: list[dict], where) -> None:
         if isinstance(text, int) and not isinstance(text, bool):
             continue  # multiple-input mode (the contexts are the choices, the target a continuation)
         delimiter = task.get("target_delimiter", " ")
+        odd = next((j for j, c in enumerate(choices) if not isinstance(c, str)), None)
+        if odd is not None:  # lm-eval reads each choice as text (its task check indexes the first item's)
+            raise ConfigError(where, "task.doc_to_choice", f"item {i}: choice {odd} is not text ({type(choices[odd]).__name__})",
+                              "give every answer choice as a string")
         empty = next((j for j, c in enumerate(choices) if isinstance(c, str) and not c), None)
         if empty is not None and (i == 0 or delimiter == ""):  # nothing to score (HFLM asserts), or lm-eval's task check
             # indexes the first item's choices (choice[0]): either way lm-eval fails; say so here, naming the item
