@@ -145,3 +145,51 @@ def test_lr_schedule_matches_transformers_step_by_step(optim, total):
     assert ref[0] == 0.0
     assert ours == pytest.approx(ref[1:], rel=1e-12, abs=1e-15)
     assert max(ours) == pytest.approx(cfg.optim.lr) and ours[0] > 0
+
+
+@pytest.mark.parametrize("softcap", [None, SOFTCAP * 30], ids=["plain", "softcapped"])
+@pytest.mark.parametrize(("rows", "vocab_tile"), [(7, 96), (64, 512), (5, 1)], ids=["partial-tiles", "one-tile", "one-column-tiles"])
+def test_tiled_head_equals_full_log_softmax_and_its_gradient(softcap, rows, vocab_tile):
+    """The fused head's tiles (an online log-sum-exp across the vocabulary, the gradient accumulated in the same pass)
+    against the textbook: full-vocabulary logits, ``log_softmax``, autograd. 96-column tiles leave a partial last
+    tile of 512 (5 x 96 + 32), 7-row chunks a partial last chunk; targets sit in every tile, the first and last word
+    included; the logits are spread wide (std 4) so the running maximum changes from tile to tile."""
+    from harness.train.loss import token_logps
+
+    torch.manual_seed(0)
+    n, d, vocab = 40, 24, 512
+    head = torch.nn.Linear(d, vocab, bias=False)
+    with torch.no_grad():
+        head.weight.normal_(0, 1.0)
+    head.weight.requires_grad_(False)  # LoRA's frozen head: the fused path
+    h0 = torch.randn(n, d) * 4 / d**0.5
+    y = torch.randint(0, vocab, (n,))
+    y[0], y[1] = 0, vocab - 1
+
+    h = h0.clone().requires_grad_(True)
+    ours = token_logps(head, softcap, h, y, rows, vocab_tile)
+    (ours * torch.linspace(0.5, 1.5, n)).sum().backward()  # a gradient that differs per row
+
+    hr = h0.double().requires_grad_(True)
+    z = hr @ head.weight.double().T
+    if softcap:
+        z = torch.tanh(z / softcap) * softcap
+    ref = torch.log_softmax(z, -1).gather(1, y[:, None]).squeeze(1)
+    (ref * torch.linspace(0.5, 1.5, n, dtype=torch.float64)).sum().backward()
+
+    assert ours.dtype == torch.float32 and float(ref.std()) > 1.0
+    torch.testing.assert_close(ours.double(), ref.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h.grad.double(), hr.grad, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # without a gradient: the same numbers
+        torch.testing.assert_close(token_logps(head, softcap, h0, y, rows, vocab_tile), ours.detach(), rtol=0, atol=1e-6)
+
+
+def test_tiled_head_marks_a_target_outside_the_vocabulary_as_nan():
+    """A target id past the head's rows falls in no tile: its log-prob is NaN (the trainer refuses a non-finite loss),
+    never a neighbour's value."""
+    from harness.train.loss import token_logps
+
+    head = torch.nn.Linear(8, 32, bias=False).requires_grad_(False)
+    with torch.no_grad():
+        out = token_logps(head, None, torch.randn(3, 8), torch.tensor([0, 31, 32]), 2, 5)
+    assert torch.isfinite(out[:2]).all() and torch.isnan(out[2])

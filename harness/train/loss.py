@@ -3,12 +3,13 @@
 For gemma-3-270m the LM head (640 x 262,144) costs more than the whole
 transformer body, and its fp32 logits dominate peak memory. We run the body,
 keep the hidden states of positions whose next token is supervised, and apply
-the head to those in chunks, so at most one chunk of logits is alive at a time.
-A frozen plain head (LoRA leaves the tied head frozen) computes each chunk's
-gradient with respect to the hidden states while its logits are alive, so the
-``[chunk, V]`` projection runs twice per step instead of three times under
-activation checkpointing (forward, recompute, backward); any other head takes
-the checkpointed path. The preference objectives use the same function.
+the head to those only. A frozen plain head (LoRA leaves the tied head frozen)
+runs in ``[rows, vocabulary tile]`` tiles with an online log-sum-exp, so no row
+of logits is ever whole, and computes the gradient with respect to the hidden
+states in the same pass: the projection runs twice per step instead of three
+times under activation checkpointing (forward, recompute, backward). Any other
+head takes the checkpointed path in full-vocabulary chunks of rows, as does the
+KL anchor. The preference objectives use the same function.
 """
 
 from __future__ import annotations
@@ -21,47 +22,76 @@ from ..data.tokenize import IGNORE
 from ..models.heads import body_and_head, head_logits
 from .batching import Batch
 
-# Positions per head chunk. On CPU 64 (64 x 262,144 fp32 logits = 64 MB alive at a time) keeps peak memory
-# low at no cost in speed; on a GPU small chunks leave it idle between launches, so chunks are larger there
-# (measured on an H200 by benchmarks/gpu_train.py; see its docstring).
+# Rows per full-vocabulary chunk, for the paths that still build one (the KL anchor's two sides; a trained or wrapped
+# head under activation checkpointing). On CPU 64 (64 x 262,144 fp32 logits = 64 MB alive at a time); on a GPU small
+# chunks leave it idle between launches, so chunks are larger there (benchmarks/gpu_train.py's sweep on an H200).
 HEAD_CHUNK = {"cpu": 64, "cuda": 256}
+# Rows x vocabulary columns per tile of the fused head (:class:`_FusedHeadLogp`), which never builds a full row. On
+# the 2-core CPU, measured at gemma-3-270m's head (1,020 rows, forward and backward), 1024 x 4096 was the fastest of
+# 256/1024 rows x 4096/16384 columns: bf16 2.28 s at a 31 MB peak against 4.70 s and 194 MB for the 64-row full
+# chunks it replaced, fp32 5.51 s against 9.53 s. The CUDA tile is 64 MB of fp32 logits, not yet timed on a GPU.
+HEAD_TILE = {"cpu": (1024, 4096), "cuda": (2048, 8192)}
 
 
 def head_chunk(device: torch.device) -> int:
     return HEAD_CHUNK.get(device.type, HEAD_CHUNK["cpu"])
 
 
-class _FusedHeadLogp(torch.autograd.Function):
-    """Per-row ``log softmax(head(h))[y]`` in chunks, with d logp / d h computed in the same pass.
+def head_tile(device: torch.device) -> tuple[int, int]:
+    return HEAD_TILE.get(device.type, HEAD_TILE["cpu"])
 
-    The gradient of one token's log-prob with respect to its hidden state is ``(onehot(y) - softmax) @ W``
-    (times ``1 - tanh^2`` under a logit softcap), a ``[d]`` vector. Computing it while the chunk's logits
-    are alive costs one more matmul and keeps ``[n, d]``; the backward is then a broadcast multiply.
-    Activation checkpointing of the head would instead run the ``[chunk, V]`` projection a third time
-    (forward, recompute, backward). At most one chunk of fp32 logits is alive at a time.
+
+class _FusedHeadLogp(torch.autograd.Function):
+    """Per-row ``log softmax(head(h))[y]`` with d logp / d h computed in the same pass, never a full-vocabulary row.
+
+    The head runs on ``[rows, vocab_tile]`` tiles of the ``[n, V]`` logits, and an online log-sum-exp carries each
+    row across the vocabulary (a running maximum ``m``, ``s = sum exp(z - m)``, both rescaled when ``m`` grows), as a
+    flash-attention kernel carries its softmax. The gradient ``W[y] - sum_v softmax_v W_v`` (each term times
+    ``1 - tanh^2`` under a logit softcap) accumulates the same way: ``acc += exp(z_tile - m) @ W_tile``, rescaled
+    with ``s``, divided by ``s`` at the end. So the projection still runs twice per tile (logits, then their
+    weighted sum of head rows) and the backward is a broadcast multiply, while at most one ``[rows, vocab_tile]``
+    tile is alive instead of ``[chunk, V]``: at gemma-3's 262,144 words a 256-row chunk's fp32 logits were 268 MB.
     """
 
     @staticmethod
-    def forward(ctx, h, weight, bias, y, softcap, chunk, need_grad):  # type: ignore[override]
-        out = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
+    def forward(ctx, h, weight, bias, y, softcap, rows, vocab_tile, need_grad):  # type: ignore[override]
+        n, vocab = h.shape[0], weight.shape[0]
+        out = torch.empty(n, dtype=torch.float32, device=h.device)
         grads = torch.empty_like(h) if need_grad else None
-        for i in range(0, h.shape[0], chunk):
-            hc, yc = h[i : i + chunk], y[i : i + chunk]
-            logits = F.linear(hc, weight, bias).float()
-            t = None
-            if softcap:
-                t = torch.tanh(logits / softcap)
-                logits = t * softcap
-            lse = torch.logsumexp(logits, dim=-1)
-            picked = logits.gather(1, yc[:, None]).squeeze(1)
-            out[i : i + chunk] = picked - lse
-            if need_grad:
-                g = logits.sub_(lse[:, None]).exp_().neg_()  # -softmax, in place
-                g.scatter_add_(1, yc[:, None], torch.ones_like(picked)[:, None])  # onehot - softmax
-                if t is not None:
-                    g.mul_(1 - t * t)
-                grads[i : i + chunk] = (g.to(weight.dtype) @ weight).to(h.dtype)  # type: ignore[index]
-            del logits, t
+        for i in range(0, n, rows):
+            hc, yc = h[i : i + rows], y[i : i + rows]
+            r = hc.shape[0]
+            m = torch.full((r,), -torch.inf, dtype=torch.float32, device=h.device)
+            s = torch.zeros(r, dtype=torch.float32, device=h.device)
+            picked = torch.full((r,), torch.nan, dtype=torch.float32, device=h.device)  # a target outside the vocabulary stays NaN
+            acc = torch.zeros(r, h.shape[1], dtype=torch.float32, device=h.device) if need_grad else None
+            for v0 in range(0, vocab, vocab_tile):
+                v1 = min(v0 + vocab_tile, vocab)
+                w = weight[v0:v1]
+                z = F.linear(hc, w, None if bias is None else bias[v0:v1]).float()
+                t = None
+                if softcap:
+                    t = torch.tanh(z / softcap)
+                    z = t * softcap
+                local = yc - v0
+                inside = (local >= 0) & (local < v1 - v0)  # the target's logit, where it falls in this tile (no device sync)
+                picked = torch.where(inside, z.gather(1, local.clamp(0, v1 - v0 - 1)[:, None]).squeeze(1), picked)
+                m_new = torch.maximum(m, z.amax(dim=1))
+                rescale = torch.exp(m - m_new)  # 0 on the first tile (m = -inf)
+                e = z.sub_(m_new[:, None]).exp_()
+                s.mul_(rescale).add_(e.sum(dim=1))
+                if acc is not None:
+                    if t is not None:
+                        e.mul_(1 - t * t)
+                    acc.mul_(rescale[:, None]).add_((e.to(weight.dtype) @ w).float())
+                m = m_new
+                del z, e, t
+            out[i : i + rows] = picked - (m + s.log())
+            if acc is not None:
+                wy = weight[yc].float()
+                if softcap:
+                    wy.mul_((1 - (picked / softcap) ** 2)[:, None])
+                grads[i : i + rows] = (wy - acc / s[:, None]).to(h.dtype)  # type: ignore[index]
         if need_grad:
             ctx.save_for_backward(grads)
         return out
@@ -69,18 +99,20 @@ class _FusedHeadLogp(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         (grads,) = ctx.saved_tensors
-        return grads * grad_out.to(grads.dtype)[:, None], None, None, None, None, None, None
+        return grads * grad_out.to(grads.dtype)[:, None], None, None, None, None, None, None, None
 
 
 def _head_logp(head, softcap, h, y):
     return torch.log_softmax(head_logits(head, softcap, h), dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
 
 
-def token_logps(head, softcap, h: torch.Tensor, y: torch.Tensor, chunk: int) -> torch.Tensor:
+def token_logps(head, softcap, h: torch.Tensor, y: torch.Tensor, chunk: int | None = None, vocab_tile: int | None = None) -> torch.Tensor:
     """``log p(y | h)`` for every row of ``h`` ([n, d]), fp32, never a [n, V] tensor at once.
 
-    A plain ``nn.Linear`` head that is not trained (LoRA leaves the tied head frozen) takes the fused path;
-    any other head (trained, quantised, wrapped) runs the chunked log-softmax under activation checkpointing."""
+    A plain ``nn.Linear`` head that is not trained (LoRA leaves the tied head frozen) takes the fused path, in
+    tiles of ``chunk`` rows by ``vocab_tile`` columns (default :data:`HEAD_TILE` for the device); any other head
+    (trained, quantised, wrapped) runs the log-softmax in full-vocabulary chunks of ``chunk`` rows (default
+    :data:`HEAD_CHUNK`) under activation checkpointing."""
     if h.shape[0] == 0:
         return h.new_zeros(0, dtype=torch.float32)
     w = getattr(head, "weight", None)
@@ -88,7 +120,9 @@ def token_logps(head, softcap, h: torch.Tensor, y: torch.Tensor, chunk: int) -> 
     plain = type(head) is torch.nn.Linear and w is not None and w.is_floating_point() and not w.requires_grad and (b is None or not b.requires_grad)
     need_grad = torch.is_grad_enabled() and h.requires_grad
     if plain:
-        return _FusedHeadLogp.apply(h, w, b, y, softcap, chunk, need_grad)
+        rows, cols = head_tile(h.device)
+        return _FusedHeadLogp.apply(h, w, b, y, softcap, chunk or rows, vocab_tile or cols, need_grad)
+    chunk = chunk or head_chunk(h.device)
     parts = []
     for i in range(0, h.shape[0], chunk):
         hc, yc = h[i : i + chunk], y[i : i + chunk]
@@ -109,7 +143,7 @@ def supervised_loss_sum(model, batch: Batch, chunk: int | None = None) -> torch.
     targets = batch.labels[:, 1:]
     keep = targets != IGNORE
     h = hidden[keep]
-    return -token_logps(head, softcap, h, targets[keep], chunk or head_chunk(h.device)).sum()
+    return -token_logps(head, softcap, h, targets[keep], chunk).sum()
 
 
 # ---------------------------------------------------------------- the KL anchor to the base (preserve.kl)

@@ -14,7 +14,7 @@ import torch
 from ..data.preference import TokenizedPair
 from ..data.tokenize import IGNORE
 from ..models.heads import body_and_head
-from .loss import head_chunk, token_logps
+from .loss import token_logps
 
 
 @dataclass
@@ -179,7 +179,6 @@ def sequence_logps(model, batch: PairBatch, *, full_chosen: bool = False, chunk:
                position_ids=lay.position_ids, use_cache=False)
     hidden = out.last_hidden_state
     h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, lay.flat)
-    chunk = chunk or head_chunk(h.device)
     tok = token_logps(head, softcap, h, lay.targets, chunk)
     n = 2 * batch.n_pairs
     comp = lay.completion
