@@ -14,7 +14,8 @@ Prints tokens/s and peak GPU memory of each. bitsandbytes must be importable
 Measured on one H200 (2026-11-28, 30 timed steps; figures varied ~15% between runs):
   ours bf16 27,005 tok/s 1.6 GiB | ours NF4 21,665 tok/s 2.2 GiB | reference bf16 31,555 tok/s 24.8 GiB
   head chunk sweep (ours bf16): 64 -> 23,117 tok/s 1.3 GiB, 256 -> 27,819, 1024 -> 24,605 3.8 GiB, 4096 -> 25,095 12.8 GiB;
-  hence HEAD_CHUNK["cuda"] = 256 in harness/train/loss.py.
+  hence HEAD_CHUNK["cuda"] = 256 in harness/train/loss.py. That sweep was of full-vocabulary chunks; the LoRA head
+  now runs in [rows, vocabulary tile] tiles (HEAD_TILE), and --chunks sets their rows (not yet timed on a GPU).
 On a machine without bitsandbytes or pydantic (the lent device image has torch, transformers and peft), carry
 wheels: `pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_24_x86_64
 --platform manylinux2014_x86_64 -d .whl bitsandbytes==0.50.2 pydantic==2.14.4 pydantic_core==2.50.5
@@ -130,7 +131,7 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--save-model", default=None, metavar="DIR",
                     help="only write the random-init model with a small tokenizer to DIR (for train_throughput.py --model DIR) and exit")
-    ap.add_argument("--chunks", default="", help="also time ours (bf16) at these head chunk sizes, e.g. 64,256,4096")
+    ap.add_argument("--chunks", default="", help="also time ours (bf16) at these rows per head tile, e.g. 512,2048,8192")
     args = ap.parse_args()
     import torch
 
@@ -151,7 +152,7 @@ def main() -> None:
             print(f"  {label:38} {r['tokens_per_s']:>10,.0f} tokens/s   peak {r['peak_gib']:.1f} GiB", flush=True)
         for c in [int(x) for x in args.chunks.split(",") if x]:
             r = run(folder, "bf16", False, args, c)
-            rows.append((f"ours, bf16 LoRA, head chunk {c}", r))
+            rows.append((f"ours, bf16 LoRA, head tile rows {c}", r))
             print(f"  {rows[-1][0]:38} {r['tokens_per_s']:>10,.0f} tokens/s   peak {r['peak_gib']:.1f} GiB", flush=True)
     print(json.dumps({k: v for k, v in rows}, indent=1))
 

@@ -4,7 +4,8 @@ full-vocabulary logits, ``F.kl_div`` on them), in one run.
 
 The goal of issue 25: the anchor costs at most 1.6x the step time of plain SFT. Our anchor runs the body a second
 time under ``disable_adapter()`` and ``no_grad`` (no second copy of the weights) and projects the base's hidden
-states through the head in chunks with the adapted ones, so the 262k-wide logits never exist whole.
+states through the head with the adapted ones, in [rows, vocabulary tile] tiles, so no 262k-wide row of logits
+ever exists whole.
 
 Weights are randomly initialised from the default model's architecture (the numbers do not matter for speed; no
 download), LoRA r=8 on all linear layers, fp32 on the CPU (``--precision nf4``: saved, then loaded in NF4 as ``laf
@@ -93,11 +94,11 @@ def main() -> None:
 
     n_anchor = int((batch.labels[:, 1:] != -100).sum())
 
-    def ours():  # what SFT trains with: one head product for both gradients
+    def ours():  # what SFT trains with: the combined scalar, its gradient formed in the head's pass
         loss, _, _, _ = preserve_loss(model, batch, "all", n_sup, 1.0, max(1, n_anchor))
         loss.backward()
 
-    def ours_two_products():  # the same numbers, each gradient projected through the head on its own (preference objectives)
+    def ours_per_row():  # the same numbers as per-row (log q, KL) with a gradient each (the preference objectives' path)
         nll, kl, n = preserve_loss_sums(model, batch, "all")
         (nll / n_sup + 1.0 * kl / max(1, n)).backward()
 
@@ -112,7 +113,7 @@ def main() -> None:
         kl = F.kl_div(logq[keep], logp[keep], log_target=True, reduction="sum")
         (nll / n_sup + kl / int(keep.sum())).backward()
 
-    sides = [("plain SFT (fused head)", plain), ("SFT + KL anchor (ours)", ours), ("SFT + KL, two head products", ours_two_products)] + \
+    sides = [("plain SFT (fused head)", plain), ("SFT + KL anchor (ours)", ours), ("SFT + KL, per-row sums", ours_per_row)] + \
         ([] if args.skip_textbook else [("SFT + KL, full logits (textbook)", textbook)])
     results = {}
     for name, fn in sides:

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 
 class TensorPeak:
-    """``with TensorPeak() as tp: ...`` then ``tp.peak_bytes`` (and ``tp.allocations``, the number of events)."""
+    """``with TensorPeak() as tp: ...`` then ``tp.peak_bytes``, ``tp.peak_at`` (the ops around the allocation that
+    reached it, outermost first) and ``tp.allocations`` (the number of allocation events)."""
 
     def __init__(self) -> None:
         self.peak_bytes = 0
         self.allocations = 0
+        self.peak_at: list[str] = []  # the ops around the allocation that reached the peak, outermost first
         self._prof = None
 
     def __enter__(self) -> "TensorPeak":
@@ -37,12 +39,26 @@ class TensorPeak:
         if exc[0] is not None:
             return
         stack = list(prof.profiler.kineto_results.experimental_event_tree())
+        events = []
         while stack:
             node = stack.pop()
             stack.extend(node.children)
             if node.tag == _EventType.Allocation:
-                self.allocations += 1
-                self.peak_bytes = max(self.peak_bytes, node.extra_fields.total_allocated)
+                events.append((node.start_time_ns, node.extra_fields.total_allocated, node.extra_fields.alloc_size, node))
+        self.allocations = len(events)
+        if not events:
+            return
+        events.sort(key=lambda e: e[0])
+        # the allocator's running total also holds blocks that an earlier profiled block allocated and still holds:
+        # count from what it held when this block began
+        base = events[0][1] - events[0][2]
+        top = max(events, key=lambda e: e[1])
+        self.peak_bytes = top[1] - base
+        chain, up = [], top[3].parent
+        while up is not None:
+            chain.append(up.name)
+            up = up.parent
+        self.peak_at = chain[::-1]
         self._prof = None
 
     @property

@@ -14,7 +14,7 @@ pip install -e '.[bench]'.
 --tensor-memory measures instead, on a CPU, the peak of live tensor bytes (benchmarks/memory.py: what a GPU's
 max_memory_allocated counts, from loading the model to the end of training), which peak RSS hides under everything
 else a process holds. It is a separate run because the allocation events cost time. --gpu-like sets on the CPU
-what a CUDA run uses: NF4 compute in bf16 on both sides (TRL with bf16=True) and our head chunk for CUDA, so the
+what a CUDA run uses: NF4 compute in bf16 on both sides (TRL with bf16=True) and our head tiles for CUDA, so the
 tensor peaks stand in for the GPU's until one is lent.
 
 Usage: python benchmarks/train_throughput.py [--model default] [--precision nf4|fp32] [--examples 192]
@@ -116,6 +116,7 @@ def child(args) -> None:
         from harness.train import loss
 
         loss.HEAD_CHUNK["cpu"] = loss.HEAD_CHUNK["cuda"]
+        loss.HEAD_TILE["cpu"] = loss.HEAD_TILE["cuda"]
 
     def run() -> dict:
         if args.side == "ours":
@@ -140,7 +141,7 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=192)
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--tensor-memory", action="store_true", help="measure the peak of live tensor bytes (slower; see above)")
-    ap.add_argument("--gpu-like", action="store_true", help="NF4 compute in bf16 and our CUDA head chunk, on the CPU")
+    ap.add_argument("--gpu-like", action="store_true", help="NF4 compute in bf16 and our CUDA head tiles, on the CPU")
     ap.add_argument("--side", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child-data", default=None, help=argparse.SUPPRESS)
@@ -156,7 +157,7 @@ def main() -> None:
     _ = resolve_model(args.model).fingerprint  # convert / hash once, outside the timings
     device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     print(f"model {args.model}, {args.precision}, {args.examples} examples, max length {args.max_length}, batch 4, LoRA r=8 all-linear, {device}"
-          + (", peak of live tensor bytes" if args.tensor_memory else "") + (", GPU-like settings (bf16 compute, CUDA head chunk)" if args.gpu_like else ""),
+          + (", peak of live tensor bytes" if args.tensor_memory else "") + (", GPU-like settings (bf16 compute, CUDA head tiles)" if args.gpu_like else ""),
           flush=True)
     results = {}
     for side in ("ours", "trl", "trl+packing"):

@@ -344,6 +344,45 @@ def test_register_takes_the_next_version_when_another_writer_wins_the_race(tmp_p
     assert reg.verify("x@1").ok and reg.verify("x@2").ok
 
 
+def test_prepare_kbit_ends_as_peft_plus_the_cast_back_without_holding_the_embedding_twice(tiny_model_dir):
+    """Parity with what it replaces: PEFT's prepare_model_for_kbit_training (no gradient checkpointing) followed by
+    the cast of the frozen embeddings back to the compute dtype leaves every weight with the same class, dtype,
+    requires_grad and values as :func:`prepare_kbit`. The difference is the peak: PEFT's path allocates the embedding
+    in fp32 and again in bf16; ours allocates nothing for it (live tensor bytes, counted from torch's allocator)."""
+    from peft import prepare_model_for_kbit_training
+
+    from benchmarks.memory import TensorPeak
+    from harness.models import LoadSpec
+    from harness.train.lora import keep_frozen_embeddings_in, prepare_kbit
+
+    def load():
+        model, _, _ = load_model(resolve_model(str(tiny_model_dir)), LoadSpec("nf4", "bf16", "cpu"), with_tokenizer=False)
+        return model
+
+    for compute in (torch.bfloat16, None):
+        theirs, ours = load(), load()
+        emb = theirs.get_input_embeddings().weight
+        assert emb.dtype == torch.bfloat16  # loaded in the compute dtype
+        emb_fp32 = emb.numel() * 4
+        with TensorPeak() as peft_peak:
+            prepare_model_for_kbit_training(theirs, use_gradient_checkpointing=False)
+            if compute is not None:
+                keep_frozen_embeddings_in(theirs, compute)
+        with TensorPeak() as our_peak:
+            prepare_kbit(ours, compute)
+        a, b = dict(theirs.named_parameters()), dict(ours.named_parameters())
+        assert a.keys() == b.keys() and a
+        for name in a:
+            assert type(a[name]).__name__ == type(b[name]).__name__, name
+            assert a[name].dtype == b[name].dtype and a[name].requires_grad == b[name].requires_grad is False, name
+            assert torch.equal(a[name].data, b[name].data), name
+        if compute is not None:
+            assert peft_peak.peak_bytes > emb_fp32  # PEFT's path made the fp32 copy (and the cast back its bf16 one)
+            assert our_peak.peak_bytes < emb_fp32, (our_peak.peak_bytes, emb_fp32)  # ours never did: the norms' upcast only
+        else:
+            assert our_peak.peak_bytes == peft_peak.peak_bytes  # no half compute: PEFT's upcast, all of it
+
+
 def test_qlora_keeps_the_frozen_embedding_in_a_half_compute_dtype(tiny_model_dir):
     """PEFT's prepare_model_for_kbit_training upcasts the frozen (tied) embedding to fp32; with a bf16 compute dtype
     (the default on CUDA) it is cast back, as TRL does, so the LM head does not run and sit in fp32. Norms stay fp32,

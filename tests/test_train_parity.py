@@ -193,3 +193,57 @@ def test_tiled_head_marks_a_target_outside_the_vocabulary_as_nan():
     with torch.no_grad():
         out = token_logps(head, None, torch.randn(3, 8), torch.tensor([0, 31, 32]), 2, 5)
     assert torch.isfinite(out[:2]).all() and torch.isnan(out[2])
+
+
+@pytest.mark.parametrize("softcap", [None, 9.0], ids=["plain", "softcapped"])
+@pytest.mark.parametrize("anchored", ["all", "some", "none"])
+@pytest.mark.parametrize(("rows", "vocab_tile"), [(7, 96), (64, 512)], ids=["partial-tiles", "one-tile"])
+def test_tiled_kl_head_equals_full_softmax_kl_and_its_gradient(softcap, anchored, rows, vocab_tile):
+    """The KL anchor's fused head, tile by tile (online log-sum-exp on both sides, E_p[z_p - z_q] carried the same
+    way), against the textbook: full logits of the adapted and the base hidden states, ``log_softmax``,
+    ``KL(p || q) = sum p (log p - log q)`` where anchored, autograd. Both fused forms: per-row (log q(y), KL) and
+    the combined scalar ``NLL / nll_div + w KL / kl_div``, whose per-row numbers must be the same to the last bit."""
+    from harness.train.loss import _FusedHeadLossKL, token_logps_and_kl
+
+    torch.manual_seed(1)
+    n, d, vocab = 30, 16, 512
+    head = torch.nn.Linear(d, vocab, bias=False)
+    with torch.no_grad():
+        head.weight.normal_(0, 1.0)
+    head.weight.requires_grad_(False)
+    h0 = torch.randn(n, d) * 4 / d**0.5
+    hb = h0 + 0.3 * torch.randn(n, d) / d**0.5  # the base's states: near the adapted ones, as after a few steps
+    y = torch.randint(0, vocab, (n,))
+    mask = {"all": torch.ones(n, dtype=torch.bool), "some": torch.arange(n) % 3 == 1, "none": torch.zeros(n, dtype=torch.bool)}[anchored]
+    weights = torch.linspace(0.5, 1.5, n, dtype=torch.float64)
+
+    hr = h0.double().requires_grad_(True)
+
+    def logits(x):
+        z = x @ head.weight.double().T
+        return torch.tanh(z / softcap) * softcap if softcap else z
+
+    logq = torch.log_softmax(logits(hr), -1)
+    logpb = torch.log_softmax(logits(hb.double()), -1)
+    ref_lp = logq.gather(1, y[:, None]).squeeze(1)
+    ref_kl = (logpb.exp() * (logpb - logq)).sum(-1) * mask
+    (ref_lp * weights + ref_kl * weights.flip(0)).sum().backward(retain_graph=True)
+    assert anchored == "none" or float(ref_kl[mask].min()) > 1e-3  # real, distinct distributions
+
+    h = h0.clone().requires_grad_(True)
+    lp, kl = token_logps_and_kl(head, softcap, h, hb, y, mask, rows, vocab_tile)
+    (lp * weights.float() + kl * weights.flip(0).float()).sum().backward()
+    torch.testing.assert_close(lp.double(), ref_lp.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(kl.double(), ref_kl.detach(), rtol=1e-4, atol=2e-6)
+    assert bool((kl[~mask] == 0).all())
+    torch.testing.assert_close(h.grad.double(), hr.grad, rtol=1e-4, atol=1e-6)
+
+    nll_div, kl_weight, kl_div = 7.0, 0.5, 3.0
+    hr.grad = None
+    (-ref_lp.sum() / nll_div + kl_weight * ref_kl.sum() / kl_div).backward()
+    h2 = h0.clone().requires_grad_(True)
+    loss, nll, kls = _FusedHeadLossKL.apply(h2, hb, mask, head.weight, None, y, softcap, rows, vocab_tile, nll_div, kl_weight, kl_div, True)
+    loss.backward()
+    assert torch.equal(nll, -lp.detach().sum()) and torch.equal(kls, kl.detach().sum())  # the same walk, the same bits
+    torch.testing.assert_close(loss.detach(), nll / nll_div + kl_weight * kls / kl_div, rtol=0, atol=0)
+    torch.testing.assert_close(h2.grad.double(), hr.grad, rtol=1e-4, atol=1e-6)

@@ -39,13 +39,14 @@ def target_modules(model, lora: LoraSettings) -> str | list[str]:
 
 
 def keep_frozen_embeddings_in(model, dtype: torch.dtype) -> int:
-    """Cast the frozen input and output embeddings back to ``dtype``; returns the bytes saved.
+    """Cast the frozen input and output embeddings to ``dtype``; returns the bytes saved.
 
     PEFT's ``prepare_model_for_kbit_training`` upcasts every non-quantised weight to fp32 for stability. That is
     right for the norms (small) but not for a frozen embedding: gemma-3-270m's tied 262,144 x 640 matrix is
     168 M parameters, 671 MB in fp32 against 335 MB in bf16, and as the LM head it then ran in fp32 on every
     chunk. On an H200 this made our QLoRA step use 3.7x TRL's peak GPU memory. TRL keeps these weights in the
-    compute dtype (``peft_module_casting_to_bf16``); so do we. Norms stay fp32, trained weights are untouched."""
+    compute dtype (``peft_module_casting_to_bf16``); so do we (:func:`prepare_kbit` never upcasts them; this
+    casts one loaded in another dtype). Norms stay fp32, trained weights are untouched."""
     saved = 0
     seen: set[int] = set()
     for m in (model.get_input_embeddings(), model.get_output_embeddings()):
@@ -59,19 +60,45 @@ def keep_frozen_embeddings_in(model, dtype: torch.dtype) -> int:
     return saved
 
 
+def prepare_kbit(model, keep_embeddings_in: torch.dtype | None = None):
+    """PEFT's ``prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)`` (freeze every weight,
+    upcast each fp16/bf16 weight that is not NF4 to fp32, release the CUDA cache), except that with a half
+    ``keep_embeddings_in`` the frozen input and output embeddings are never upcast and end in that dtype.
+
+    PEFT's upcast followed by a cast back (:func:`keep_frozen_embeddings_in`) ends in the same state, but for a
+    moment holds the embedding twice: 671 MB in fp32 beside 335 MB in bf16 at gemma-3-270m, the peak of a whole
+    QLoRA run (measured with benchmarks/memory.py: 1,010 MB of tensors, against TRL's 855 MB). The state this leaves
+    is held equal to PEFT's + the cast back by tests/test_train.py."""
+    half = keep_embeddings_in in (torch.float16, torch.bfloat16)
+    skip = set()
+    if half:
+        for m in (model.get_input_embeddings(), model.get_output_embeddings()):
+            w = getattr(m, "weight", None)
+            if w is not None:
+                skip.add(id(w))
+    for param in model.parameters():
+        param.requires_grad = False
+    for param in model.parameters():
+        if param.dtype in (torch.float16, torch.bfloat16) and param.__class__.__name__ != "Params4bit" and id(param) not in skip:
+            param.data = param.data.to(torch.float32)
+    if half:
+        keep_frozen_embeddings_in(model, keep_embeddings_in)  # type: ignore[arg-type]
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return model
+
+
 def attach_lora(model, lora: LoraSettings, *, precision: str, seed: int, compute_dtype: torch.dtype | None = None):
     """Wrap ``model`` in a PEFT LoRA model with the ``lora:`` block of the config (``cfg.lora``); the adapter's initial
     weights depend only on ``seed``. ``precision``: how the base was loaded (``nf4`` prepares it for k-bit training).
 
     ``compute_dtype``: the NF4 matmul dtype the model was loaded with; when it is a half type, the frozen
-    embeddings stay in it after PEFT's fp32 upcast (:func:`keep_frozen_embeddings_in`)."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    embeddings stay in it while the rest is prepared for k-bit training (:func:`prepare_kbit`)."""
+    from peft import LoraConfig, get_peft_model
 
     targets = target_modules(model, lora)
     if precision == "nf4":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-        if compute_dtype in (torch.bfloat16, torch.float16):
-            keep_frozen_embeddings_in(model, compute_dtype)
+        model = prepare_kbit(model, compute_dtype)
     peft_config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,

@@ -8,8 +8,9 @@ runs in ``[rows, vocabulary tile]`` tiles with an online log-sum-exp, so no row
 of logits is ever whole, and computes the gradient with respect to the hidden
 states in the same pass: the projection runs twice per step instead of three
 times under activation checkpointing (forward, recompute, backward). Any other
-head takes the checkpointed path in full-vocabulary chunks of rows, as does the
-KL anchor. The preference objectives use the same function.
+head takes the checkpointed path in full-vocabulary chunks of rows. The KL
+anchor to the base walks the same tiles with both sides in one product. The
+preference objectives use the same function.
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ from ..data.tokenize import IGNORE
 from ..models.heads import body_and_head, head_logits
 from .batching import Batch
 
-# Rows per full-vocabulary chunk, for the paths that still build one (the KL anchor's two sides; a trained or wrapped
-# head under activation checkpointing). On CPU 64 (64 x 262,144 fp32 logits = 64 MB alive at a time); on a GPU small
-# chunks leave it idle between launches, so chunks are larger there (benchmarks/gpu_train.py's sweep on an H200).
+# Rows per full-vocabulary chunk, for the one path that still builds one: a trained or wrapped head, under activation
+# checkpointing. On CPU 64 (64 x 262,144 fp32 logits = 64 MB alive at a time); on a GPU small chunks leave it idle
+# between launches, so chunks are larger there (benchmarks/gpu_train.py's sweep on an H200, before the tiles).
 HEAD_CHUNK = {"cpu": 64, "cuda": 256}
-# Rows x vocabulary columns per tile of the fused head (:class:`_FusedHeadLogp`), which never builds a full row. On
-# the 2-core CPU, measured at gemma-3-270m's head (1,020 rows, forward and backward), 1024 x 4096 was the fastest of
-# 256/1024 rows x 4096/16384 columns: bf16 2.28 s at a 31 MB peak against 4.70 s and 194 MB for the 64-row full
-# chunks it replaced, fp32 5.51 s against 9.53 s. The CUDA tile is 64 MB of fp32 logits, not yet timed on a GPU.
+# Rows x vocabulary columns per tile of the fused heads (:class:`_FusedHeadLogp`, the KL anchor's
+# :func:`_tiled_kl_rows`), which never build a full row. On a 2-core CPU (AMD EPYC), at gemma-3-270m's head (1,020
+# rows, forward and backward), 1024 x 4096 was the fastest of 256/1024 rows x 4096/16384 columns: bf16 2.28 s at a
+# 31 MB peak against 4.70 s and 194 MB for the 64-row full chunks it replaced, fp32 5.51 s against 9.53 s. The CUDA
+# tile is 64 MB of fp32 logits, not yet timed on a GPU.
 HEAD_TILE = {"cpu": (1024, 4096), "cuda": (2048, 8192)}
 
 
@@ -149,86 +151,90 @@ def supervised_loss_sum(model, batch: Batch, chunk: int | None = None) -> torch.
 # ---------------------------------------------------------------- the KL anchor to the base (preserve.kl)
 
 
-def _logq_of(z, softcap) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The adapted side of one chunk from its head logits ``z``: ``log softmax`` (fp32), and under a logit softcap the
-    ``tanh`` of the scaled logits its gradient needs (``None`` without one)."""
-    z = z.float()
-    t = None
-    if softcap:
-        t = torch.tanh(z / softcap)
-        z = t * softcap
-    return torch.log_softmax(z, dim=-1), t
+def _tiled_kl_rows(h, hb, y, mask, weight, bias, softcap, rows, vocab_tile, need_grad):
+    """The two fused KL paths' walk, tile by tile as :class:`_FusedHeadLogp` walks: per chunk of ``rows`` rows, yields
+    ``(start, rows in the chunk, the anchored rows' indices, log q(y), KL(p || q) on the anchored rows, and with
+    need_grad: (1 - tanh^2) W[y], E_q[(1 - tanh^2) W], E_p[(1 - tanh^2) W])``, the tanh being the adapted side's (1
+    without a logit softcap), so d log q(y)/dh = ``W[y] - E_q`` and d KL/dh = ``E_q - E_p``.
 
-
-def _base_logp_of(zb, softcap) -> torch.Tensor:
-    """The base's side of one chunk: ``log softmax`` of its (softcapped) head logits ``zb``, fp32."""
-    zb = zb.float()
-    if softcap:
-        zb = torch.tanh(zb / softcap) * softcap
-    return torch.log_softmax(zb, dim=-1)
-
-
-def _kl_chunks(h, hb, y, mask, weight, bias, softcap, chunk, logp):
-    """The two fused KL paths' walk over the rows: per chunk ``(start, targets, log q, tanh or None, the anchored
-    rows' indices, whether every row is anchored, the base's log p on the anchored rows or None)``, with ``log q(y)``
-    written into ``logp``. The adapted rows and the base's anchored rows go through the head as ONE product: the
-    262k x d weight is read once per chunk, not twice (on a CPU a 64-row bf16 product is bound by that read: 128 rows
-    cost about 1.5x 64, not 2x). Its own references to the chunk go before the next chunk's logits are made, so one
-    chunk of logits per side is alive at a time (the caller drops its own)."""
-    for i in range(0, h.shape[0], chunk):
-        yc = y[i : i + chunk]
-        sel = mask[i : i + chunk].nonzero().squeeze(1)
-        every = sel.numel() == yc.shape[0]  # the usual case (kl.on: all): no row copies
-        hc = h[i : i + chunk]
-        if sel.numel():
-            m = hc.shape[0]
-            z = F.linear(torch.cat([hc, hb[i : i + chunk] if every else hb[i : i + chunk][sel]]), weight, bias)
-            logq, t = _logq_of(z[:m], softcap)
-            logpb = _base_logp_of(z[m:], softcap)
-            del z
-        else:
-            logq, t = _logq_of(F.linear(hc, weight, bias), softcap)
-            logpb = None
-        logp[i : i + chunk] = logq.gather(1, yc[:, None]).squeeze(1)
-        yield i, yc, logq, t, sel, every, logpb
-        del logq, t, logpb
+    The adapted rows and the base's anchored rows go through each tile as ONE product (the tile of the 262k x d
+    weight is read once for both sides), and so do their gradient sums. Each side carries an online log-sum-exp; the
+    base side also ``sum exp(z_p - m_p) (z_p - z_q)``, rescaled the same way, since KL(p || q) = E_p[z_p - z_q] -
+    L_p + L_q with L the log-sum-exp of each side's logits. At most one [rows + anchored, vocab_tile] tile is alive."""
+    n, d, vocab = h.shape[0], h.shape[1], weight.shape[0]
+    for i in range(0, n, rows):
+        hc, yc = h[i : i + rows], y[i : i + rows]
+        r = hc.shape[0]
+        sel = mask[i : i + rows].nonzero().squeeze(1)
+        k = sel.numel()
+        every = k == r  # the usual case (kl.on: all): no row copies
+        x = torch.cat([hc, hb[i : i + rows] if every else hb[i : i + rows][sel]]) if k else hc
+        m = torch.full((r + k,), -torch.inf, dtype=torch.float32, device=h.device)
+        s = torch.zeros(r + k, dtype=torch.float32, device=h.device)
+        gap = torch.zeros(k, dtype=torch.float32, device=h.device)  # sum exp(z_p - m_p) (z_p - z_q)
+        picked = torch.full((r,), torch.nan, dtype=torch.float32, device=h.device)
+        acc = torch.zeros(r + k, d, dtype=torch.float32, device=h.device) if need_grad else None
+        for v0 in range(0, vocab, vocab_tile):
+            v1 = min(v0 + vocab_tile, vocab)
+            w = weight[v0:v1]
+            z = F.linear(x, w, None if bias is None else bias[v0:v1]).float()
+            t = None
+            if softcap:
+                t = torch.tanh(z / softcap)
+                z = t * softcap
+            local = yc - v0
+            inside = (local >= 0) & (local < v1 - v0)
+            picked = torch.where(inside, z[:r].gather(1, local.clamp(0, v1 - v0 - 1)[:, None]).squeeze(1), picked)
+            diff = (z[r:] - (z[:r] if every else z[:r][sel])) if k else None
+            m_new = torch.maximum(m, z.amax(dim=1))
+            rescale = torch.exp(m - m_new)
+            e = z.sub_(m_new[:, None]).exp_()
+            s.mul_(rescale).add_(e.sum(dim=1))
+            if k:
+                gap.mul_(rescale[r:]).add_(torch.linalg.vecdot(e[r:], diff))
+            del diff
+            if acc is not None:
+                if t is not None:
+                    dq = 1 - t[:r] * t[:r]
+                    e[:r].mul_(dq)
+                    e[r:].mul_(dq if every else dq[sel])
+                    del dq
+                acc.mul_(rescale[:, None]).add_((e.to(weight.dtype) @ w).float())
+            m = m_new
+            del z, e, t
+        lse = m + s.log()
+        logq_y = picked - lse[:r]
+        kl = gap / s[r:] - lse[r:] + (lse[:r] if every else lse[:r][sel])
+        grads = None
+        if acc is not None:
+            wy = weight[yc].float()
+            if softcap:
+                wy.mul_((1 - (picked / softcap) ** 2)[:, None])
+            avg = acc / s[:, None]
+            grads = (wy, avg[:r], avg[r:])
+        yield i, r, sel, logq_y, kl, grads
 
 
 class _FusedHeadLogpKL(torch.autograd.Function):
     """Per row: ``log q(y)`` and, where ``mask``, ``KL(p || q)`` with ``q = softmax(head(h))`` (the adapted model) and
-    ``p = softmax(head(h_base))`` (the base, no gradient), in chunks, with both gradients w.r.t. ``h`` computed while
-    the chunk's logits are alive (as :class:`_FusedHeadLogp`): d log q(y)/dz = onehot(y) - q and d KL/dz = q - p,
-    times ``1 - tanh^2`` under a logit softcap. At most one chunk of logits per side is alive at a time."""
+    ``p = softmax(head(h_base))`` (the base, no gradient), tile by tile (:func:`_tiled_kl_rows`), with both gradients
+    w.r.t. ``h`` computed in the same pass: d log q(y)/dz = onehot(y) - q and d KL/dz = q - p, times ``1 - tanh^2``
+    under a logit softcap. No full-vocabulary row of either side is built."""
 
     @staticmethod
-    def forward(ctx, h, hb, mask, weight, bias, y, softcap, chunk, need_grad):  # type: ignore[override]
+    def forward(ctx, h, hb, mask, weight, bias, y, softcap, rows, vocab_tile, need_grad):  # type: ignore[override]
         n = h.shape[0]
         logp = torch.empty(n, dtype=torch.float32, device=h.device)
         kl = torch.zeros(n, dtype=torch.float32, device=h.device)
         g_nll = torch.empty_like(h) if need_grad else None
         g_kl = torch.zeros_like(h) if need_grad else None
-        for i, yc, logq, t, sel, _, logpb in _kl_chunks(h, hb, y, mask, weight, bias, softcap, chunk, logp):
-            p = None
-            if logpb is not None:
-                p = logpb.exp()
-                kl[i + sel] = (p * (logpb - logq[sel])).sum(-1)
-                del logpb
-            if need_grad:
-                q = logq.exp_()  # in place: logq is not needed any more
-                deriv = None if t is None else (1 - t * t)
-                if p is not None:
-                    gk = q[sel] - p
-                    if deriv is not None:
-                        gk.mul_(deriv[sel])
-                    g_kl[i + sel] = (gk.to(weight.dtype) @ weight).to(h.dtype)  # type: ignore[index]
-                    del gk
-                g = q.neg_()
-                g.scatter_add_(1, yc[:, None], torch.ones_like(yc, dtype=g.dtype)[:, None])
-                if deriv is not None:
-                    g.mul_(deriv)
-                g_nll[i : i + chunk] = (g.to(weight.dtype) @ weight).to(h.dtype)  # type: ignore[index]
-                del g, q
-            del logq, p, t
+        for i, r, sel, logq_y, kl_sel, grads in _tiled_kl_rows(h, hb, y, mask, weight, bias, softcap, rows, vocab_tile, need_grad):
+            logp[i : i + r] = logq_y
+            kl[i + sel] = kl_sel
+            if grads is not None:
+                wy, eq, ep = grads
+                g_nll[i : i + r] = (wy - eq).to(h.dtype)  # type: ignore[index]
+                g_kl[i + sel] = (eq[sel] - ep).to(h.dtype)  # type: ignore[index]
         if need_grad:
             ctx.save_for_backward(g_nll, g_kl)
         return logp, kl
@@ -237,46 +243,31 @@ class _FusedHeadLogpKL(torch.autograd.Function):
     def backward(ctx, go_logp, go_kl):  # type: ignore[override]
         g_nll, g_kl = ctx.saved_tensors
         grad = g_nll * go_logp.to(g_nll.dtype)[:, None] + g_kl * go_kl.to(g_kl.dtype)[:, None]
-        return grad, None, None, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None, None, None
 
 
 class _FusedHeadLossKL(torch.autograd.Function):
     """``NLL / nll_div + kl_weight x KL / kl_div`` as one scalar, NLL the sum of ``-log q(y)`` over the rows and KL
-    the sum of ``KL(p || q)`` where ``mask``, with ONE head product for its gradient: per chunk the two logit
-    gradients are combined before they are projected back, ``(q - onehot(y)) / nll_div + kl_weight (q - p) /
-    kl_div``, where :class:`_FusedHeadLogpKL` projects each (two products of a chunk's [rows, V] by the [V, d]
-    head). Also returns the two sums (no gradient). The sums and the scalar are formed as the caller formed them from
-    :func:`preserve_loss_sums`, so the numbers are the same to the last bit; the gradient to fp32 rounding."""
+    the sum of ``KL(p || q)`` where ``mask``, its gradient w.r.t. ``h`` formed in the same pass. Also returns the two
+    sums (no gradient). The per-row numbers come from the same walk as :class:`_FusedHeadLogpKL`'s and the sums and the
+    scalar are formed as the caller formed them from :func:`preserve_loss_sums`, so the numbers are the same to the
+    last bit; the gradient to fp32 rounding."""
 
     @staticmethod
-    def forward(ctx, h, hb, mask, weight, bias, y, softcap, chunk, nll_div, kl_weight, kl_div, need_grad):  # type: ignore[override]
+    def forward(ctx, h, hb, mask, weight, bias, y, softcap, rows, vocab_tile, nll_div, kl_weight, kl_div, need_grad):  # type: ignore[override]
         n = h.shape[0]
         nll_scale, kl_scale = 1.0 / nll_div, kl_weight / kl_div
         logp = torch.empty(n, dtype=torch.float32, device=h.device)
         kl = torch.zeros(n, dtype=torch.float32, device=h.device)
         grad = torch.empty_like(h) if need_grad else None
-        for i, yc, logq, t, sel, every, logpb in _kl_chunks(h, hb, y, mask, weight, bias, softcap, chunk, logp):
-            p = None
-            if logpb is not None:
-                p = logpb.exp()
-                kl[i + sel] = torch.linalg.vecdot(p, logpb.sub_(logq if every else logq[sel]))
-                del logpb
-            if need_grad:
-                q = logq.exp_()  # in place: logq is not needed any more
-                # the combined logit gradient, divided by `scale` (one [rows, V] pass fewer; the [rows, d] product is
-                # multiplied back): every row anchored, (q - onehot) a + (q - p) b = (a + b) (q - p b/(a+b) - onehot a/(a+b))
-                scale = nll_scale
-                if p is not None and every:
-                    scale = nll_scale + kl_scale
-                    q.sub_(p, alpha=kl_scale / scale)
-                elif p is not None:
-                    q.index_add_(0, sel, q[sel] - p, alpha=kl_scale / nll_scale)
-                q.scatter_add_(1, yc[:, None], torch.full((yc.shape[0], 1), -nll_scale / scale, dtype=q.dtype, device=q.device))
-                if t is not None:
-                    q.mul_(1 - t * t)
-                grad[i : i + chunk] = ((q.to(weight.dtype) @ weight) * scale).to(h.dtype)  # type: ignore[index]
-                del q
-            del logq, p, t
+        for i, r, sel, logq_y, kl_sel, grads in _tiled_kl_rows(h, hb, y, mask, weight, bias, softcap, rows, vocab_tile, need_grad):
+            logp[i : i + r] = logq_y
+            kl[i + sel] = kl_sel
+            if grads is not None:
+                wy, eq, ep = grads
+                g = (eq - wy).mul_(nll_scale)  # d(-log q(y))/dh / nll_div
+                g[sel] += (eq[sel] - ep).mul_(kl_scale)
+                grad[i : i + r] = g.to(h.dtype)  # type: ignore[index]
         if need_grad:
             ctx.save_for_backward(grad)
         nll, kls = -logp.sum(), kl.sum()
@@ -287,7 +278,7 @@ class _FusedHeadLossKL(torch.autograd.Function):
     @staticmethod
     def backward(ctx, go_loss, go_nll, go_kl):  # type: ignore[override]
         (grad,) = ctx.saved_tensors
-        return grad * go_loss.to(grad.dtype), None, None, None, None, None, None, None, None, None, None, None
+        return grad * go_loss.to(grad.dtype), None, None, None, None, None, None, None, None, None, None, None, None
 
 
 def _head_logp_kl(head, softcap, h, hb, y, mask):
@@ -297,9 +288,11 @@ def _head_logp_kl(head, softcap, h, hb, y, mask):
     return logq.gather(-1, y.unsqueeze(-1)).squeeze(-1), kl
 
 
-def token_logps_and_kl(head, softcap, h: torch.Tensor, hb: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, chunk: int):
+def token_logps_and_kl(head, softcap, h: torch.Tensor, hb: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, chunk: int | None = None,
+                       vocab_tile: int | None = None):
     """``(log q(y|h), KL(p_base || q))`` per row of ``h`` ([n, d]); the KL is 0 where ``mask`` is False. ``hb``: the
-    base's hidden states at the same positions (no gradient). Never a [n, V] tensor at once."""
+    base's hidden states at the same positions (no gradient). Never a [n, V] tensor at once; ``chunk`` and
+    ``vocab_tile`` as in :func:`token_logps`."""
     if h.shape[0] == 0:
         z = h.new_zeros(0, dtype=torch.float32)
         return z, z
@@ -309,7 +302,9 @@ def token_logps_and_kl(head, softcap, h: torch.Tensor, hb: torch.Tensor, y: torc
     need_grad = torch.is_grad_enabled() and h.requires_grad
     hb = hb.detach()
     if plain:
-        return _FusedHeadLogpKL.apply(h, hb, mask, w, b, y, softcap, chunk, need_grad)
+        rows, cols = head_tile(h.device)
+        return _FusedHeadLogpKL.apply(h, hb, mask, w, b, y, softcap, chunk or rows, vocab_tile or cols, need_grad)
+    chunk = chunk or head_chunk(h.device)
     lps, kls = [], []
     m = mask.to(torch.float32)
     for i in range(0, h.shape[0], chunk):
@@ -345,25 +340,25 @@ def preserve_loss_sums(model, batch: Batch, kl_on: str | None, chunk: int | None
         loss = supervised_loss_sum(model, batch, chunk)
         return loss, loss.new_zeros(()), 0
     head, softcap, h, hb, y, mask = _anchor_inputs(model, batch, kl_on)
-    logp, kl = token_logps_and_kl(head, softcap, h, hb, y, mask, chunk or head_chunk(h.device))
+    logp, kl = token_logps_and_kl(head, softcap, h, hb, y, mask, chunk)
     return -logp.sum(), kl.sum(), int(mask.sum())
 
 
 def preserve_loss(model, batch: Batch, kl_on: str, nll_div: float, kl_weight: float, kl_div: float,
                   chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """``(NLL sum / nll_div + kl_weight x KL sum / kl_div, NLL sum, KL sum, anchored count)``; the two sums carry
-    no gradient. The same numbers as :func:`preserve_loss_sums` combined by the caller, with one head product per
-    chunk for the gradient instead of two (:class:`_FusedHeadLossKL`; a trainable or non-linear head takes the
-    general path)."""
+    no gradient. The same numbers as :func:`preserve_loss_sums` combined by the caller, with the gradient formed
+    in the same pass as one [rows, d] tensor instead of two (:class:`_FusedHeadLossKL`; a trainable or non-linear
+    head takes the general path)."""
     head, softcap, h, hb, y, mask = _anchor_inputs(model, batch, kl_on)
     w, b = getattr(head, "weight", None), getattr(head, "bias", None)
     plain = type(head) is torch.nn.Linear and w is not None and w.is_floating_point() and not w.requires_grad and (b is None or not b.requires_grad)
     if plain and h.shape[0]:
         need_grad = torch.is_grad_enabled() and h.requires_grad
-        loss, nll, kl = _FusedHeadLossKL.apply(h, hb.detach(), mask, w, b, y, softcap, chunk or head_chunk(h.device), nll_div, kl_weight,
-                                               kl_div, need_grad)
+        rows, cols = head_tile(h.device)
+        loss, nll, kl = _FusedHeadLossKL.apply(h, hb.detach(), mask, w, b, y, softcap, chunk or rows, cols, nll_div, kl_weight, kl_div, need_grad)
     else:
-        logp, kls = token_logps_and_kl(head, softcap, h, hb, y, mask, chunk or head_chunk(h.device))
+        logp, kls = token_logps_and_kl(head, softcap, h, hb, y, mask, chunk)
         nll, kl = -logp.sum(), kls.sum()
         loss = nll / nll_div + kl_weight * kl / kl_div
     return loss, nll.detach(), kl.detach(), int(mask.sum())
