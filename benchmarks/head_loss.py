@@ -1,9 +1,10 @@
 """The LM-head part of the SFT loss: the fused head (harness.train.loss.token_logps) vs the chunked head under
 activation checkpointing it replaced, at gemma-3-270m's shape (vocabulary 262,144, hidden 640), in one run.
 
-For a frozen head the fused path computes each chunk's gradient with respect to the hidden states while the
-chunk's logits are alive, so the [chunk, V] projection runs twice per step instead of three times (forward,
-checkpoint recompute, backward). Prints both times, the ratio, and the loss and gradient differences.
+For a frozen head the fused path walks [rows, vocabulary tile] tiles (an online log-sum-exp, HEAD_TILE's size for
+the CPU) and computes the gradient with respect to the hidden states in the same pass, so the projection runs twice
+per step instead of three times (forward, checkpoint recompute, backward) and no [chunk, V] row block is built. The
+checkpointed side runs [--chunk, V] blocks. Prints both times, the ratio, and the loss and gradient differences.
 
 Usage: python benchmarks/head_loss.py [--positions 192] [--chunk 64] [--threads 1] [--repeats 2]
 """
@@ -36,7 +37,7 @@ def main() -> None:
     import torch.nn.functional as F
     from torch.utils.checkpoint import checkpoint
 
-    from harness.train.loss import token_logps
+    from harness.train.loss import HEAD_TILE, token_logps
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
@@ -53,7 +54,7 @@ def main() -> None:
         return total
 
     def fused(h):
-        return -token_logps(head, None, h, y, chunk).sum()
+        return -token_logps(head, None, h, y).sum()  # the CPU's default tiles
 
     best: dict[str, float] = {}
     out: dict[str, tuple[float, torch.Tensor]] = {}
@@ -67,7 +68,8 @@ def main() -> None:
             best[name] = min(best.get(name, dt), dt)
             out[name] = (float(loss.detach()), h.grad.clone())
     (la, ga), (lb, gb) = out["checkpointed"], out["fused"]
-    print(f"LM head loss + gradient, {n} positions, V={V:,}, d={d}, chunk {chunk}, {args.threads} thread(s), best of {args.repeats}")
+    print(f"LM head loss + gradient, {n} positions, V={V:,}, d={d}, checkpointed chunk {chunk}, fused tiles {HEAD_TILE['cpu']}, "
+          f"{args.threads} thread(s), best of {args.repeats}")
     print(f"  checkpointed head   {best['checkpointed']:8.2f} s")
     print(f"  fused head          {best['fused']:8.2f} s   ({best['checkpointed'] / best['fused']:.2f}x faster)")
     print(f"  loss relative difference {abs(la - lb) / abs(la):.1e}, gradient max abs difference {(ga - gb).abs().max():.1e}")

@@ -3,9 +3,9 @@
 A process's peak RSS mixes the tensors with everything else a process holds (libraries, the tokenizer, Python
 objects, the file cache of a memory-mapped checkpoint), so two training loops that differ only in their
 activations can show the same RSS. A GPU's allocator counts tensors alone. :class:`TensorPeak` does the same for
-torch's CPU allocator: it runs the block under ``torch.profiler`` with ``profile_memory=True`` and reads, from the
-profiler's allocation events, the running total of bytes allocated inside the block and not yet freed; the peak is
-the largest such total. Tensors alive before the block are not counted (start it before the model loads).
+torch's CPU allocator: it runs the block under ``torch.profiler`` with ``profile_memory=True`` and adds up, from the
+profiler's allocation events in time order, the bytes allocated inside the block and not yet freed; the peak is the
+largest such sum. Tensors alive before the block are not counted, nor their frees (start it before the model loads).
 
 It costs time (every allocation is an event), so a benchmark measures memory and speed in separate runs.
 """
@@ -43,18 +43,23 @@ class TensorPeak:
         while stack:
             node = stack.pop()
             stack.extend(node.children)
-            if node.tag == _EventType.Allocation:
-                events.append((node.start_time_ns, node.extra_fields.total_allocated, node.extra_fields.alloc_size, node))
-        self.allocations = len(events)
-        if not events:
-            return
+            if node.tag == _EventType.Allocation and node.extra_fields.device.type == "cpu":
+                events.append((node.start_time_ns, node.extra_fields.ptr, node.extra_fields.alloc_size, node))
+        self.allocations = sum(1 for e in events if e[2] > 0)
         events.sort(key=lambda e: e[0])
-        # the allocator's running total also holds blocks that an earlier profiled block allocated and still holds:
-        # count from what it held when this block began
-        base = events[0][1] - events[0][2]
-        top = max(events, key=lambda e: e[1])
-        self.peak_bytes = top[1] - base
-        chain, up = [], top[3].parent
+        # a running sum of this block's own allocations: a free counts only for a block allocated inside it (the
+        # allocator's own running total also carries blocks of earlier profiled windows, and stale sizes)
+        live: dict[int, int] = {}
+        total, top = 0, None
+        for _, ptr, size, node in events:
+            if size > 0:
+                live[ptr] = size
+                total += size
+                if total > self.peak_bytes:
+                    self.peak_bytes, top = total, node
+            elif ptr in live:
+                total -= live.pop(ptr)
+        chain, up = [], top.parent if top is not None else None
         while up is not None:
             chain.append(up.name)
             up = up.parent

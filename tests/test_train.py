@@ -344,6 +344,27 @@ def test_register_takes_the_next_version_when_another_writer_wins_the_race(tmp_p
     assert reg.verify("x@1").ok and reg.verify("x@2").ok
 
 
+def test_tensor_peak_counts_the_live_bytes_of_its_own_block():
+    """benchmarks/memory.py's TensorPeak, which the memory figures and the test below read: the peak of bytes allocated
+    inside the block and alive together; a tensor from before the block (or from an earlier block) freed inside it
+    does not lower the count."""
+    from benchmarks.memory import TensorPeak
+
+    before = torch.empty(3_000_000, dtype=torch.uint8)
+    with TensorPeak() as first:
+        kept = torch.empty(1_000_000, dtype=torch.uint8)
+    with TensorPeak() as tp:
+        del before, kept
+        a = torch.empty(4_000_000, dtype=torch.uint8)
+        b = torch.empty(2_000_000, dtype=torch.uint8)
+        del a
+        c = torch.empty(3_000_000, dtype=torch.uint8)  # 5 MB alive now: below the 6 MB of a and b
+        del b, c
+    assert first.peak_bytes == 1_000_000 and first.allocations == 1
+    assert tp.peak_bytes == 6_000_000 and tp.allocations == 3
+    assert tp.peak_at and tp.peak_at[-1] == "aten::empty"
+
+
 def test_prepare_kbit_ends_as_peft_plus_the_cast_back_without_holding_the_embedding_twice(tiny_model_dir):
     """Parity with what it replaces: PEFT's prepare_model_for_kbit_training (no gradient checkpointing) followed by
     the cast of the frozen embeddings back to the compute dtype leaves every weight with the same class, dtype,

@@ -186,13 +186,43 @@ def test_tiled_head_equals_full_log_softmax_and_its_gradient(softcap, rows, voca
 
 def test_tiled_head_marks_a_target_outside_the_vocabulary_as_nan():
     """A target id past the head's rows falls in no tile: its log-prob is NaN (the trainer refuses a non-finite loss),
-    never a neighbour's value."""
+    never a neighbour's value, with or without a gradient (no IndexError from the gradient's row lookup)."""
     from harness.train.loss import token_logps
 
     head = torch.nn.Linear(8, 32, bias=False).requires_grad_(False)
+    h = torch.randn(3, 8)
     with torch.no_grad():
-        out = token_logps(head, None, torch.randn(3, 8), torch.tensor([0, 31, 32]), 2, 5)
+        out = token_logps(head, None, h, torch.tensor([0, 31, 32]), 2, 5)
     assert torch.isfinite(out[:2]).all() and torch.isnan(out[2])
+    hg = h.clone().requires_grad_(True)
+    out = token_logps(head, None, hg, torch.tensor([0, 31, 32]), 2, 5)
+    assert torch.isfinite(out[:2]).all() and torch.isnan(out[2])
+
+
+def test_tiled_head_with_masked_words_in_the_first_tiles_matches_the_textbook():
+    """A ``-inf`` bias on whole tiles (a masked vocabulary) leaves the running maximum at ``-inf`` for a while: the
+    tiles after it must still give the textbook's log-probs and gradients, not NaN; a target that is masked is
+    ``-inf``, as ``log_softmax`` gives it."""
+    from harness.train.loss import token_logps
+
+    torch.manual_seed(2)
+    n, d, vocab, tile = 6, 8, 300, 64
+    head = torch.nn.Linear(d, vocab, bias=True)
+    with torch.no_grad():
+        head.bias.zero_()
+        head.bias[:128] = -torch.inf  # the first two tiles
+    head.requires_grad_(False)
+    y = torch.tensor([130, 299, 200, 257, 5, 64])  # the last two masked
+    h0 = torch.randn(n, d)
+    h = h0.clone().requires_grad_(True)
+    ours = token_logps(head, None, h, y, 4, tile)
+    ours[:4].sum().backward()
+    hr = h0.double().requires_grad_(True)
+    ref = torch.log_softmax(hr @ head.weight.double().T + head.bias.double(), -1).gather(1, y[:, None]).squeeze(1)
+    ref[:4].sum().backward()
+    torch.testing.assert_close(ours[:4].double(), ref[:4].detach(), rtol=1e-5, atol=1e-5)
+    assert bool((ours[4:] == -torch.inf).all())
+    torch.testing.assert_close(h.grad.double(), hr.grad, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("softcap", [None, 9.0], ids=["plain", "softcapped"])

@@ -43,6 +43,15 @@ def head_tile(device: torch.device) -> tuple[int, int]:
     return HEAD_TILE.get(device.type, HEAD_TILE["cpu"])
 
 
+def _running_max(m: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One tile's step of an online log-sum-exp: ``(the new running maximum, the shift to subtract from the tile, the
+    factor that rescales the sums so far)``. A row whose maximum is still ``-inf`` (every logit so far masked, e.g. by
+    a ``-inf`` bias) is shifted by 0 instead, so it stays an exact 0 in the sums rather than ``-inf - -inf = NaN``."""
+    m_new = torch.maximum(m, z.amax(dim=1))
+    shift = torch.where(m_new == -torch.inf, 0.0, m_new)
+    return m_new, shift, torch.exp(m - shift)  # 0 on a row's first finite tile
+
+
 class _FusedHeadLogp(torch.autograd.Function):
     """Per-row ``log softmax(head(h))[y]`` with d logp / d h computed in the same pass, never a full-vocabulary row.
 
@@ -78,9 +87,8 @@ class _FusedHeadLogp(torch.autograd.Function):
                 local = yc - v0
                 inside = (local >= 0) & (local < v1 - v0)  # the target's logit, where it falls in this tile (no device sync)
                 picked = torch.where(inside, z.gather(1, local.clamp(0, v1 - v0 - 1)[:, None]).squeeze(1), picked)
-                m_new = torch.maximum(m, z.amax(dim=1))
-                rescale = torch.exp(m - m_new)  # 0 on the first tile (m = -inf)
-                e = z.sub_(m_new[:, None]).exp_()
+                m_new, shift, rescale = _running_max(m, z)
+                e = z.sub_(shift[:, None]).exp_()
                 s.mul_(rescale).add_(e.sum(dim=1))
                 if acc is not None:
                     if t is not None:
@@ -90,7 +98,7 @@ class _FusedHeadLogp(torch.autograd.Function):
                 del z, e, t
             out[i : i + rows] = picked - (m + s.log())
             if acc is not None:
-                wy = weight[yc].float()
+                wy = weight[yc.clamp(0, vocab - 1)].float()  # an id outside the vocabulary: its log-prob is NaN
                 if softcap:
                     wy.mul_((1 - (picked / softcap) ** 2)[:, None])
                 grads[i : i + rows] = (wy - acc / s[:, None]).to(h.dtype)  # type: ignore[index]
@@ -186,9 +194,8 @@ def _tiled_kl_rows(h, hb, y, mask, weight, bias, softcap, rows, vocab_tile, need
             inside = (local >= 0) & (local < v1 - v0)
             picked = torch.where(inside, z[:r].gather(1, local.clamp(0, v1 - v0 - 1)[:, None]).squeeze(1), picked)
             diff = (z[r:] - (z[:r] if every else z[:r][sel])) if k else None
-            m_new = torch.maximum(m, z.amax(dim=1))
-            rescale = torch.exp(m - m_new)
-            e = z.sub_(m_new[:, None]).exp_()
+            m_new, shift, rescale = _running_max(m, z)
+            e = z.sub_(shift[:, None]).exp_()
             s.mul_(rescale).add_(e.sum(dim=1))
             if k:
                 gap.mul_(rescale[r:]).add_(torch.linalg.vecdot(e[r:], diff))
@@ -202,12 +209,13 @@ def _tiled_kl_rows(h, hb, y, mask, weight, bias, softcap, rows, vocab_tile, need
                 acc.mul_(rescale[:, None]).add_((e.to(weight.dtype) @ w).float())
             m = m_new
             del z, e, t
-        lse = m + s.log()
-        logq_y = picked - lse[:r]
-        kl = gap / s[r:] - lse[r:] + (lse[:r] if every else lse[:r][sel])
+        logq_y = picked - (m[:r] + s[:r].log())
+        mq, sq = (m[:r], s[:r]) if every else (m[:r][sel], s[:r][sel])
+        # L_q - L_p as (m_q - m_p) + log(s_q / s_p): the two log-sum-exps are each about log V, their difference small
+        kl = gap / s[r:] + (mq - m[r:]) + (sq / s[r:]).log()
         grads = None
         if acc is not None:
-            wy = weight[yc].float()
+            wy = weight[yc.clamp(0, vocab - 1)].float()
             if softcap:
                 wy.mul_((1 - (picked / softcap) ** 2)[:, None])
             avg = acc / s[:, None]
