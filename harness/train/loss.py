@@ -28,7 +28,7 @@ from .batching import Batch
 # between launches, so chunks are larger there (benchmarks/gpu_train.py's sweep on an H200, before the tiles).
 HEAD_CHUNK = {"cpu": 64, "cuda": 256}
 # Rows x vocabulary columns per tile of the fused heads (:class:`_FusedHeadLogp`, the KL anchor's
-# :func:`_tiled_kl_rows`), which never build a full row. On a 2-core CPU (AMD EPYC), at gemma-3-270m's head (1,020
+# :func:`_tiled_rows`), which never build a full row. On a 2-core CPU (AMD EPYC), at gemma-3-270m's head (1,020
 # rows, forward and backward), 1024 x 4096 was the fastest of 256/1024 rows x 4096/16384 columns: bf16 2.28 s at a
 # 31 MB peak against 4.70 s and 194 MB for the 64-row full chunks it replaced, fp32 5.51 s against 9.53 s. The CUDA
 # tile is 64 MB of fp32 logits, not yet timed on a GPU.
@@ -66,42 +66,13 @@ class _FusedHeadLogp(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h, weight, bias, y, softcap, rows, vocab_tile, need_grad):  # type: ignore[override]
-        n, vocab = h.shape[0], weight.shape[0]
-        out = torch.empty(n, dtype=torch.float32, device=h.device)
+        out = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
         grads = torch.empty_like(h) if need_grad else None
-        for i in range(0, n, rows):
-            hc, yc = h[i : i + rows], y[i : i + rows]
-            r = hc.shape[0]
-            m = torch.full((r,), -torch.inf, dtype=torch.float32, device=h.device)
-            s = torch.zeros(r, dtype=torch.float32, device=h.device)
-            picked = torch.full((r,), torch.nan, dtype=torch.float32, device=h.device)  # a target outside the vocabulary stays NaN
-            acc = torch.zeros(r, h.shape[1], dtype=torch.float32, device=h.device) if need_grad else None
-            for v0 in range(0, vocab, vocab_tile):
-                v1 = min(v0 + vocab_tile, vocab)
-                w = weight[v0:v1]
-                z = F.linear(hc, w, None if bias is None else bias[v0:v1]).float()
-                t = None
-                if softcap:
-                    t = torch.tanh(z / softcap)
-                    z = t * softcap
-                local = yc - v0
-                inside = (local >= 0) & (local < v1 - v0)  # the target's logit, where it falls in this tile (no device sync)
-                picked = torch.where(inside, z.gather(1, local.clamp(0, v1 - v0 - 1)[:, None]).squeeze(1), picked)
-                m_new, shift, rescale = _running_max(m, z)
-                e = z.sub_(shift[:, None]).exp_()
-                s.mul_(rescale).add_(e.sum(dim=1))
-                if acc is not None:
-                    if t is not None:
-                        e.mul_(1 - t * t)
-                    acc.mul_(rescale[:, None]).add_((e.to(weight.dtype) @ w).float())
-                m = m_new
-                del z, e, t
-            out[i : i + rows] = picked - (m + s.log())
-            if acc is not None:
-                wy = weight[yc.clamp(0, vocab - 1)].float()  # an id outside the vocabulary: its log-prob is NaN
-                if softcap:
-                    wy.mul_((1 - (picked / softcap) ** 2)[:, None])
-                grads[i : i + rows] = (wy - acc / s[:, None]).to(h.dtype)  # type: ignore[index]
+        for i, r, _, logq_y, _, parts in _tiled_rows(h, None, y, None, weight, bias, softcap, rows, vocab_tile, need_grad):
+            out[i : i + r] = logq_y
+            if parts is not None:
+                wy, eq, _ = parts
+                grads[i : i + r] = (wy - eq).to(h.dtype)  # type: ignore[index]
         if need_grad:
             ctx.save_for_backward(grads)
         return out
@@ -159,8 +130,9 @@ def supervised_loss_sum(model, batch: Batch, chunk: int | None = None) -> torch.
 # ---------------------------------------------------------------- the KL anchor to the base (preserve.kl)
 
 
-def _tiled_kl_rows(h, hb, y, mask, weight, bias, softcap, rows, vocab_tile, need_grad):
-    """The two fused KL paths' walk, tile by tile as :class:`_FusedHeadLogp` walks: per chunk of ``rows`` rows, yields
+def _tiled_rows(h, hb, y, mask, weight, bias, softcap, rows, vocab_tile, need_grad):
+    """The fused heads' walk over ``[rows, vocab_tile]`` tiles (``hb`` and ``mask`` None: no KL, the plain loss of
+    :class:`_FusedHeadLogp`; else the KL anchor's two sides): per chunk of ``rows`` rows, yields
     ``(start, rows in the chunk, the anchored rows' indices, log q(y), KL(p || q) on the anchored rows, and with
     need_grad: (1 - tanh^2) W[y], E_q[(1 - tanh^2) W], E_p[(1 - tanh^2) W])``, the tanh being the adapted side's (1
     without a logit softcap), so d log q(y)/dh = ``W[y] - E_q`` and d KL/dh = ``E_q - E_p``.
@@ -173,8 +145,8 @@ def _tiled_kl_rows(h, hb, y, mask, weight, bias, softcap, rows, vocab_tile, need
     for i in range(0, n, rows):
         hc, yc = h[i : i + rows], y[i : i + rows]
         r = hc.shape[0]
-        sel = mask[i : i + rows].nonzero().squeeze(1)
-        k = sel.numel()
+        sel = mask[i : i + rows].nonzero().squeeze(1) if mask is not None else None
+        k = sel.numel() if sel is not None else 0
         every = k == r  # the usual case (kl.on: all): no row copies
         x = torch.cat([hc, hb[i : i + rows] if every else hb[i : i + rows][sel]]) if k else hc
         m = torch.full((r + k,), -torch.inf, dtype=torch.float32, device=h.device)
@@ -204,15 +176,18 @@ def _tiled_kl_rows(h, hb, y, mask, weight, bias, softcap, rows, vocab_tile, need
                 if t is not None:
                     dq = 1 - t[:r] * t[:r]
                     e[:r].mul_(dq)
-                    e[r:].mul_(dq if every else dq[sel])
+                    if k:
+                        e[r:].mul_(dq if every else dq[sel])
                     del dq
                 acc.mul_(rescale[:, None]).add_((e.to(weight.dtype) @ w).float())
             m = m_new
             del z, e, t
         logq_y = picked - (m[:r] + s[:r].log())
-        mq, sq = (m[:r], s[:r]) if every else (m[:r][sel], s[:r][sel])
-        # L_q - L_p as (m_q - m_p) + log(s_q / s_p): the two log-sum-exps are each about log V, their difference small
-        kl = gap / s[r:] + (mq - m[r:]) + (sq / s[r:]).log()
+        kl = gap  # no anchored row: empty
+        if k:
+            mq, sq = (m[:r], s[:r]) if every else (m[:r][sel], s[:r][sel])
+            # L_q - L_p as (m_q - m_p) + log(s_q / s_p): the two log-sum-exps are each about log V, their difference small
+            kl = gap / s[r:] + (mq - m[r:]) + (sq / s[r:]).log()
         grads = None
         if acc is not None:
             wy = weight[yc.clamp(0, vocab - 1)].float()
@@ -225,7 +200,7 @@ def _tiled_kl_rows(h, hb, y, mask, weight, bias, softcap, rows, vocab_tile, need
 
 class _FusedHeadLogpKL(torch.autograd.Function):
     """Per row: ``log q(y)`` and, where ``mask``, ``KL(p || q)`` with ``q = softmax(head(h))`` (the adapted model) and
-    ``p = softmax(head(h_base))`` (the base, no gradient), tile by tile (:func:`_tiled_kl_rows`), with both gradients
+    ``p = softmax(head(h_base))`` (the base, no gradient), tile by tile (:func:`_tiled_rows`), with both gradients
     w.r.t. ``h`` computed in the same pass: d log q(y)/dz = onehot(y) - q and d KL/dz = q - p, times ``1 - tanh^2``
     under a logit softcap. No full-vocabulary row of either side is built."""
 
@@ -236,7 +211,7 @@ class _FusedHeadLogpKL(torch.autograd.Function):
         kl = torch.zeros(n, dtype=torch.float32, device=h.device)
         g_nll = torch.empty_like(h) if need_grad else None
         g_kl = torch.zeros_like(h) if need_grad else None
-        for i, r, sel, logq_y, kl_sel, grads in _tiled_kl_rows(h, hb, y, mask, weight, bias, softcap, rows, vocab_tile, need_grad):
+        for i, r, sel, logq_y, kl_sel, grads in _tiled_rows(h, hb, y, mask, weight, bias, softcap, rows, vocab_tile, need_grad):
             logp[i : i + r] = logq_y
             kl[i + sel] = kl_sel
             if grads is not None:
@@ -268,7 +243,7 @@ class _FusedHeadLossKL(torch.autograd.Function):
         logp = torch.empty(n, dtype=torch.float32, device=h.device)
         kl = torch.zeros(n, dtype=torch.float32, device=h.device)
         grad = torch.empty_like(h) if need_grad else None
-        for i, r, sel, logq_y, kl_sel, grads in _tiled_kl_rows(h, hb, y, mask, weight, bias, softcap, rows, vocab_tile, need_grad):
+        for i, r, sel, logq_y, kl_sel, grads in _tiled_rows(h, hb, y, mask, weight, bias, softcap, rows, vocab_tile, need_grad):
             logp[i : i + r] = logq_y
             kl[i + sel] = kl_sel
             if grads is not None:
