@@ -8,7 +8,9 @@ checkpointed side runs [--chunk, V] blocks. Prints both times, the ratio, and th
 
 --tiles ROWSxCOLS,... also times the fused head at those tile sizes, each with its peak of live tensor bytes
 (benchmarks/memory.py), and --dtype bf16 casts the head as a bf16-compute QLoRA run holds it: how HEAD_TILE's CPU
-default was chosen (`--positions 1020 --tiles 256x4096,256x16384,1024x4096,1024x16384`).
+default was chosen (`--positions 1020 --tiles 256x4096,256x16384,1024x4096,1024x16384`). With --dtype bf16 the
+checkpointed side's cross-entropy runs on bf16 logits while the fused head sums in fp32, so the printed loss and
+gradient differences are bf16's rounding there, not an error of either.
 
 Usage: python benchmarks/head_loss.py [--positions 192] [--chunk 64] [--threads 1] [--repeats 2]
        [--dtype fp32|bf16] [--tiles 1024x4096,...]
@@ -41,6 +43,8 @@ def main() -> None:
             ap.error(f"--tiles: {spec!r} is not ROWSxCOLS (e.g. 1024x4096)")
         if not (1 <= rows <= 65_536 and 1 <= cols <= 262_144):
             ap.error(f"--tiles: {spec} is outside 1..65536 rows x 1..262144 columns")
+        if min(rows, args.positions) * cols > 4_096 * 262_144:  # the bound --chunk has: at most 4 GiB of fp32 logits
+            ap.error(f"--tiles: {spec} over {args.positions} positions holds more than 4,096 x 262,144 logits at once")
         tiles.append((rows, cols))
     if min(args.positions, args.chunk, args.threads, args.repeats) < 1:
         ap.error("every number must be at least 1")

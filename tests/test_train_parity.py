@@ -226,7 +226,7 @@ def test_tiled_head_with_masked_words_in_the_first_tiles_matches_the_textbook():
 
 
 @pytest.mark.parametrize("softcap", [None, 9.0], ids=["plain", "softcapped"])
-@pytest.mark.parametrize("anchored", ["all", "some", "none"])
+@pytest.mark.parametrize("anchored", ["all", "some", "none", "late"])
 @pytest.mark.parametrize(("rows", "vocab_tile"), [(7, 96), (64, 512)], ids=["partial-tiles", "one-tile"])
 def test_tiled_kl_head_equals_full_softmax_kl_and_its_gradient(softcap, anchored, rows, vocab_tile):
     """The KL anchor's fused head, tile by tile (online log-sum-exp on both sides, E_p[z_p - z_q] carried the same
@@ -237,20 +237,23 @@ def test_tiled_kl_head_equals_full_softmax_kl_and_its_gradient(softcap, anchored
 
     torch.manual_seed(1)
     n, d, vocab = 30, 16, 512
-    head = torch.nn.Linear(d, vocab, bias=False)
+    head = torch.nn.Linear(d, vocab, bias=softcap is not None)  # a bias in one of the two
     with torch.no_grad():
         head.weight.normal_(0, 1.0)
-    head.weight.requires_grad_(False)
+        if head.bias is not None:
+            head.bias.normal_(0, 0.5)
+    head.requires_grad_(False)
     h0 = torch.randn(n, d) * 4 / d**0.5
     hb = h0 + 0.3 * torch.randn(n, d) / d**0.5  # the base's states: near the adapted ones, as after a few steps
     y = torch.randint(0, vocab, (n,))
-    mask = {"all": torch.ones(n, dtype=torch.bool), "some": torch.arange(n) % 3 == 1, "none": torch.zeros(n, dtype=torch.bool)}[anchored]
+    mask = {"all": torch.ones(n, dtype=torch.bool), "some": torch.arange(n) % 3 == 1, "none": torch.zeros(n, dtype=torch.bool),
+            "late": torch.arange(n) >= 7}[anchored]  # late: the first 7-row chunk has no anchored row, the others all
     weights = torch.linspace(0.5, 1.5, n, dtype=torch.float64)
 
     hr = h0.double().requires_grad_(True)
 
     def logits(x):
-        z = x @ head.weight.double().T
+        z = x @ head.weight.double().T + (head.bias.double() if head.bias is not None else 0)
         return torch.tanh(z / softcap) * softcap if softcap else z
 
     logq = torch.log_softmax(logits(hr), -1)
@@ -276,7 +279,7 @@ def test_tiled_kl_head_equals_full_softmax_kl_and_its_gradient(softcap, anchored
     hr.grad = None
     (-ref_lp.sum() / nll_div + kl_weight * ref_kl.sum() / kl_div).backward()
     h2 = h0.clone().requires_grad_(True)
-    loss, nll, kls = _FusedHeadLossKL.apply(h2, hb, mask, head.weight, None, y, softcap, rows, vocab_tile, nll_div, kl_weight, kl_div, True)
+    loss, nll, kls = _FusedHeadLossKL.apply(h2, hb, mask, head.weight, head.bias, y, softcap, rows, vocab_tile, nll_div, kl_weight, kl_div, True)
     loss.backward()
     assert torch.equal(nll, -lp.detach().sum()) and torch.equal(kls, kl.detach().sum())  # the same walk, the same bits
     torch.testing.assert_close(loss.detach(), nll / nll_div + kl_weight * kls / kl_div, rtol=0, atol=0)
