@@ -115,7 +115,7 @@ def side_sft(side: str, job: dict) -> dict:
 
     sz, out = job["sizes"], Path(job["work"]) / f"sft-{side}"
     data = make_data(Path(job["work"]) / "sft.jsonl", sz["sft_examples"])
-    args = SimpleNamespace(model=job["model"], precision=job["precision"], max_length=sz["sft_len"])
+    args = SimpleNamespace(model=job["model"], precision=job["precision"], max_length=sz["sft_len"], gpu_like=False)
     r = run_ours(args, data, out) if side == "ours" else run_trl(args, data, out, packing=False)
     r["tokens_per_s"] = r["tokens"] / r["seconds"]
     return r

@@ -68,7 +68,7 @@ def run_ours(args, data: Path, out: Path) -> dict:
         "name": "bench", "model": args.model, "precision": args.precision, "data": {"path": str(data), "eval_fraction": 0},
         "max_length": args.max_length, "batch_size": 4, "epochs": 1, "eval_every": 0, "save_every": 0, "lora": {"dropout": 0.0},
         "registry": str(out / "reg"), "output_dir": str(out / "run"), "seed": 0, "gradient_checkpointing": True,
-        **({"compute_dtype": "bf16"} if getattr(args, "gpu_like", False) and args.precision == "nf4" else {}),
+        **({"compute_dtype": "bf16"} if args.gpu_like and args.precision == "nf4" else {}),
     }, "bench")
     res = train(cfg)
     m = res.entry.manifest
@@ -85,14 +85,14 @@ def run_trl(args, data: Path, out: Path, packing: bool) -> dict:
     from harness.models import LoadSpec, load_model, resolve_model
     from harness.prompt import plain_prompt
 
-    compute = "bf16" if getattr(args, "gpu_like", False) and args.precision == "nf4" else None
+    compute = "bf16" if args.gpu_like and args.precision == "nf4" else None
     model, tok, spec = load_model(resolve_model(args.model), LoadSpec(args.precision, compute))
     rows = [{"prompt": plain_prompt(e.prompt_text), "completion": e.response_text + tok.eos_token} for e in read_examples(data).examples]
     ds = datasets.Dataset.from_list(rows)
     cfg = SFTConfig(
         output_dir=str(out / "trl"), per_device_train_batch_size=4, gradient_accumulation_steps=1, learning_rate=2e-4,
         num_train_epochs=1, max_length=args.max_length, packing=packing, completion_only_loss=True, lr_scheduler_type="cosine",
-        warmup_steps=0.03, logging_steps=1000, save_strategy="no", report_to=[], bf16=spec.device.startswith("cuda") or getattr(args, "gpu_like", False), fp16=False,
+        warmup_steps=0.03, logging_steps=1000, save_strategy="no", report_to=[], bf16=spec.device.startswith("cuda") or args.gpu_like, fp16=False,
         use_cpu=not torch.cuda.is_available(), gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False},
         dataloader_num_workers=0, seed=0,
         optim="adamw_torch", max_grad_norm=1.0, disable_tqdm=True,

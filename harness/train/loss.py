@@ -43,6 +43,17 @@ def head_tile(device: torch.device) -> tuple[int, int]:
     return HEAD_TILE.get(device.type, HEAD_TILE["cpu"])
 
 
+def _fused(head, h: torch.Tensor, chunk: int | None, vocab_tile: int | None):
+    """``(weight, bias, rows, columns)`` when ``head`` can take the fused, tiled path: a plain ``nn.Linear`` that is
+    not trained (LoRA leaves the tied head frozen); the tile defaults to :data:`HEAD_TILE` for ``h``'s device.
+    ``None`` for any other head (trained, quantised, wrapped), which the callers run under checkpointing."""
+    w, b = getattr(head, "weight", None), getattr(head, "bias", None)
+    if not (type(head) is torch.nn.Linear and w is not None and w.is_floating_point() and not w.requires_grad and (b is None or not b.requires_grad)):
+        return None
+    rows, cols = head_tile(h.device)
+    return w, b, chunk or rows, vocab_tile or cols
+
+
 def _running_max(m: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One tile's step of an online log-sum-exp: ``(the new running maximum, the shift to subtract from the tile, the
     factor that rescales the sums so far)``. A row whose maximum is still ``-inf`` (every logit so far masked, e.g. by
@@ -96,13 +107,11 @@ def token_logps(head, softcap, h: torch.Tensor, y: torch.Tensor, chunk: int | No
     :data:`HEAD_CHUNK`) under activation checkpointing."""
     if h.shape[0] == 0:
         return h.new_zeros(0, dtype=torch.float32)
-    w = getattr(head, "weight", None)
-    b = getattr(head, "bias", None)
-    plain = type(head) is torch.nn.Linear and w is not None and w.is_floating_point() and not w.requires_grad and (b is None or not b.requires_grad)
+    fused = _fused(head, h, chunk, vocab_tile)
     need_grad = torch.is_grad_enabled() and h.requires_grad
-    if plain:
-        rows, cols = head_tile(h.device)
-        return _FusedHeadLogp.apply(h, w, b, y, softcap, chunk or rows, vocab_tile or cols, need_grad)
+    if fused is not None:
+        w, b, rows, cols = fused
+        return _FusedHeadLogp.apply(h, w, b, y, softcap, rows, cols, need_grad)
     chunk = chunk or head_chunk(h.device)
     parts = []
     for i in range(0, h.shape[0], chunk):
@@ -279,14 +288,12 @@ def token_logps_and_kl(head, softcap, h: torch.Tensor, hb: torch.Tensor, y: torc
     if h.shape[0] == 0:
         z = h.new_zeros(0, dtype=torch.float32)
         return z, z
-    w = getattr(head, "weight", None)
-    b = getattr(head, "bias", None)
-    plain = type(head) is torch.nn.Linear and w is not None and w.is_floating_point() and not w.requires_grad and (b is None or not b.requires_grad)
+    fused = _fused(head, h, chunk, vocab_tile)
     need_grad = torch.is_grad_enabled() and h.requires_grad
     hb = hb.detach()
-    if plain:
-        rows, cols = head_tile(h.device)
-        return _FusedHeadLogpKL.apply(h, hb, mask, w, b, y, softcap, chunk or rows, vocab_tile or cols, need_grad)
+    if fused is not None:
+        w, b, rows, cols = fused
+        return _FusedHeadLogpKL.apply(h, hb, mask, w, b, y, softcap, rows, cols, need_grad)
     chunk = chunk or head_chunk(h.device)
     lps, kls = [], []
     m = mask.to(torch.float32)
@@ -334,12 +341,11 @@ def preserve_loss(model, batch: Batch, kl_on: str, nll_div: float, kl_weight: fl
     in the same pass as one [rows, d] tensor instead of two (:class:`_FusedHeadLossKL`; a trainable or non-linear
     head takes the general path)."""
     head, softcap, h, hb, y, mask = _anchor_inputs(model, batch, kl_on)
-    w, b = getattr(head, "weight", None), getattr(head, "bias", None)
-    plain = type(head) is torch.nn.Linear and w is not None and w.is_floating_point() and not w.requires_grad and (b is None or not b.requires_grad)
-    if plain and h.shape[0]:
+    fused = _fused(head, h, chunk, None)
+    if fused is not None and h.shape[0]:
+        w, b, rows, cols = fused
         need_grad = torch.is_grad_enabled() and h.requires_grad
-        rows, cols = head_tile(h.device)
-        loss, nll, kl = _FusedHeadLossKL.apply(h, hb.detach(), mask, w, b, y, softcap, chunk or rows, cols, nll_div, kl_weight, kl_div, need_grad)
+        loss, nll, kl = _FusedHeadLossKL.apply(h, hb.detach(), mask, w, b, y, softcap, rows, cols, nll_div, kl_weight, kl_div, need_grad)
     else:
         logp, kls = token_logps_and_kl(head, softcap, h, hb, y, mask, chunk)
         nll, kl = -logp.sum(), kls.sum()
