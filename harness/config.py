@@ -17,6 +17,7 @@ unbounded input: values are cut with :func:`short_repr` before formatting.
 from __future__ import annotations
 
 import math
+import os
 import reprlib
 from pathlib import Path
 from typing import Any, TypeVar
@@ -189,7 +190,10 @@ def load_yaml(path: str | Path) -> dict:
     if path.is_dir():
         raise LafError(f"{path} is a folder, not a YAML config file", "pass the .yaml file")
     try:
-        with open(path, "rb") as f:  # bounded read: /dev/zero or a 50 MB line must not fill memory
+        # bounded read: /dev/zero or a 50 MB line must not fill memory. A named pipe opens without waiting for a
+        # writer (O_NONBLOCK), then reads as usual: with no writer it reads as empty instead of hanging; <(cat x) works
+        with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as f:
+            os.set_blocking(f.fileno(), True)
             raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
         raise LafError(f"cannot read {path}: {e.strerror or e}", "check the path and its permissions") from e

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +102,8 @@ def canonical_json(obj: Any) -> str:
 
 
 def sha256_json(obj: Any) -> str:
-    return sha256_bytes(canonical_json(obj).encode("utf-8"))
+    # surrogatepass: a lone surrogate (a "\ud800" escape in a hostile file) hashes deterministically instead of raising
+    return sha256_bytes(canonical_json(obj).encode("utf-8", "surrogatepass"))
 
 
 def _check_writable_dir(folder: Path) -> None:
@@ -122,8 +124,87 @@ def _umask() -> int:
     return mask
 
 
+_INPUTS: set[str] | None = None  # real paths read as inputs inside protecting_inputs(): no output replaces one
+_DEVICE_PREFIXES = ("/dev/", "/proc/self/fd/")  # a path a user names to reach a stream: /dev/stdout, /dev/null, >(...)
+
+
+@contextlib.contextmanager
+def protecting_inputs() -> Iterator[None]:
+    """A command that reads runs and writes outputs runs inside this: the files its readers mark with
+    :func:`protect_inputs` cannot be replaced by its outputs (``laf report RUN -o RUN/results.json`` is an error, not
+    the run's loss). Commands that write into their own run folders (eval, run, sweep) do not use it."""
+    global _INPUTS
+    saved, _INPUTS = _INPUTS, set()
+    try:
+        yield
+    finally:
+        _INPUTS = saved
+
+
+def protect_inputs(*paths: str | os.PathLike) -> None:
+    """Mark files read as inputs (a no-op outside :func:`protecting_inputs`)."""
+    if _INPUTS is not None:
+        _INPUTS.update(os.path.realpath(p) for p in paths)
+
+
+def _kind(mode: int) -> str:
+    return ("a folder" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+
+
+def _output_mode(path: Path) -> str:
+    """How an output reaches ``path``: ``"replace"`` (absent, or a regular file: write beside it, rename over it) or
+    ``"stream"`` (a pipe or terminal the user named as ``/dev/...``: write into it). Anything else is an error:
+    replacing a device, a named pipe or a symlink with a regular file would break what it was (as root,
+    ``-o /dev/null`` would replace the system's ``/dev/null``), and following a symlink that sits in a shared or
+    downloaded folder would let that folder choose which file laf overwrites."""
+    try:
+        link = path.lstat()
+    except (FileNotFoundError, NotADirectoryError):  # a parent that is a file: _check_writable_dir names it
+        return "replace"
+    except OSError as e:
+        raise LafError(f"cannot write {path}: {e.strerror or e}", "choose a writable location") from None
+    if _INPUTS and os.path.realpath(path) in _INPUTS:
+        raise LafError(f"{path} is one of this command's own inputs: writing the output there would replace what it read",
+                       "write the output to another path")
+    if stat.S_ISREG(link.st_mode):
+        return "replace"
+    try:
+        target = path.stat()
+    except OSError:
+        target = None
+    named_stream = os.path.abspath(path).startswith(_DEVICE_PREFIXES)
+    if target is not None and named_stream and (stat.S_ISCHR(target.st_mode) or stat.S_ISFIFO(target.st_mode)):
+        return "stream"
+    if stat.S_ISLNK(link.st_mode):
+        raise LafError(f"{path} is a symlink: laf does not write its outputs through links", "give the real path of the file to write")
+    raise LafError(f"{path} is {_kind(link.st_mode)}, not a file laf can write its output to",
+                   "give a file path (an existing regular file is replaced atomically)")
+
+
+def _write_stream(path: Path, data: bytes) -> None:
+    """Write into a pipe or terminal named by the user; a pipe nobody reads is an error, never a hang."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as e:
+        why = "no process is reading from it" if e.errno == 6 else (e.strerror or str(e))  # ENXIO: a FIFO with no reader
+        raise LafError(f"cannot write {path}: {why}", "start the reader first, or write to a file") from None
+    try:
+        os.set_blocking(fd, True)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as e:
+        raise LafError(f"writing {path} failed: {e.strerror or e}", "check the device, or write to a file") from None
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
+    if _output_mode(path) == "stream":
+        _write_stream(path, data)
+        return path
     _check_writable_dir(path.parent)
     tmp = None
     try:
@@ -181,14 +262,35 @@ def atomic_dir(final: str | os.PathLike, *, exist_ok: bool = False) -> Iterator[
         raise
 
 
-def read_json(path: str | os.PathLike) -> Any:
+MAX_JSON_BYTES = 64 << 20  # the largest JSON document read whole
+
+
+def read_json(path: str | os.PathLike, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """A JSON file read whole: a regular file of at most ``max_bytes``, UTF-8, nested no deeper than the parser's
+    recursion allows. A pipe, a folder, ``/dev/zero``, bad bytes or a nesting bomb is one clear error."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as f:  # a FIFO: no hang
+            mode = os.fstat(f.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise LafError(f"{path} is {_kind(mode)}, not a JSON file", "give the path of a regular file")
+            raw = f.read(max_bytes + 1)
     except FileNotFoundError as e:
         raise LafError(f"file not found: {path}", "check the path") from e
+    except IsADirectoryError:
+        raise LafError(f"{path} is a folder, not a JSON file", "give the path of the file inside it") from None
+    except OSError as e:
+        raise LafError(f"cannot read {path}: {e.strerror or e}", "check the path and its permissions") from None
+    if len(raw) > max_bytes:
+        raise LafError(f"{path} is larger than {max_bytes >> 20} MB: not a file laf wrote", "give the right file, or regenerate it")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise LafError(f"{path} is not UTF-8 text (byte {e.start})", "fix or regenerate the file") from None
     except json.JSONDecodeError as e:
         raise LafError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}", "fix or regenerate the file") from e
+    except RecursionError:
+        raise LafError(f"{path}: JSON nested too deeply", "fix or regenerate the file") from None
 
 
 @dataclass(frozen=True)

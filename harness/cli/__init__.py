@@ -8,6 +8,7 @@ the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -68,6 +69,9 @@ def _configure_quiet_libraries(debug: bool) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+_READ_RUNS = ("report", "gate", "compare", "calibrate", "diversity", "history", "release", "verify-verdict")  # read runs, write outputs elsewhere
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
@@ -76,8 +80,11 @@ def main(argv: list[str] | None = None) -> int:
 
     settle_format(args, parser)
     _configure_quiet_libraries(args.debug)
+    from ..io import protecting_inputs
+
     try:
-        code = args.handler(args)
+        with protecting_inputs() if args.command in _READ_RUNS else contextlib.nullcontext():
+            code = args.handler(args)
         return int(code or 0)
     except LafError as e:
         if args.debug:

@@ -17,14 +17,47 @@ from rich.console import Console
 
 from ..present import Table, markdown
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# C0 controls but tab and newline, DEL and the C1 controls: ESC starts the sequences that set a terminal's title, add
+# hyperlinks, move the cursor or erase lines, and a carriage return overwrites a log line. Text from a run folder, a
+# history or a config (a model name, a note) prints with each of them as U+FFFD, one character for one, so the
+# spans of a rich Text stay where they were.
+_CONTROLS = {c: "\ufffd" for c in (*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0))}
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every terminal control character (but tab and newline) replaced by U+FFFD."""
+    return text.translate(_CONTROLS)
+
+
+class _SafeConsole(Console):
+    """A rich console that prints no control character it was handed (its own styling is added after)."""
+
+    def print(self, *objects, **kwargs):  # type: ignore[override]
+        from rich.text import Text
+
+        def clean(o):
+            if isinstance(o, str):
+                return terminal_safe(o)
+            if isinstance(o, Text) and o.plain != (safe := terminal_safe(o.plain)):
+                t = o.copy()
+                t.plain = safe
+                return t
+            return o
+
+        return super().print(*(clean(o) for o in objects), **kwargs)
+
+
+console = _SafeConsole(highlight=False, soft_wrap=True)
+err_console = _SafeConsole(stderr=True, highlight=False, soft_wrap=True)
 
 FORMATS = ("table", "md", "json")
 
 
+_C1_ESCAPED = {c: f"\\u{c:04x}" for c in range(0x7F, 0xA0)}  # json.dumps escapes C0 itself; these only occur inside strings
+
+
 def print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str).translate(_C1_ESCAPED) + "\n")
 
 
 def add_format(p: argparse.ArgumentParser, what: str, *, format_flag: bool = True) -> None:
@@ -63,18 +96,18 @@ def rich_table(table: Table):
     from rich.table import Table as RichTable
     from rich.text import Text
 
-    t = RichTable(box=None, header_style="bold", title=table.title)
+    t = RichTable(box=None, header_style="bold", title=terminal_safe(table.title) if table.title else table.title)
     for i, c in enumerate(table.columns):  # the first column names the row: kept on one line; long cells elsewhere fold, never cut
-        t.add_column(Text(c), justify="right" if c in table.right else "left", overflow="fold", no_wrap=i == 0)
+        t.add_column(Text(terminal_safe(c)), justify="right" if c in table.right else "left", overflow="fold", no_wrap=i == 0)
     for row in table.text_rows():
-        t.add_row(*[Text(c) for c in row])
+        t.add_row(*[Text(terminal_safe(c)) for c in row])
     return t
 
 
 def show(table: Table, args: argparse.Namespace | None = None) -> None:
     """Print ``table`` (and its notes) as the command's format says (see the module docstring)."""
     if table_format(args) == "md":
-        console.file.write("\n" + markdown(table) + "\n")  # blank lines around: a line of prose next to a table would read as a row
+        console.file.write("\n" + terminal_safe(markdown(table)) + "\n")  # blank lines around: a line of prose next to a table would read as a row
         console.file.flush()
         return
     console.print(rich_table(table))

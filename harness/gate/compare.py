@@ -121,6 +121,14 @@ def compare_runs(refs: list[str], baseline_ref: str | None, policy_path: Policy 
     Returns ``compare.json``'s document (``to_dict()`` is what the file holds)."""
     base = load_side(baseline_ref or f"{parse_run_ref(refs[0]).path}#{BASE}", "baseline", default_base=True)
     cands = _candidates(refs)
+    seen: dict[tuple, str] = {}
+    for c in cands:
+        key = (c.folder.resolve(), c.model)
+        if key in seen:
+            twice = "" if seen[key] == c.ref else f" (as {seen[key]} and {c.ref})"
+            raise LafError(f"{c.ref} is given twice{twice}: the same candidate cannot be compared with itself",
+                           "name each candidate once")
+        seen[key] = c.ref
     labels = [f"{c.model}" if c.folder == base.folder else f"{c.ref}" for c in cands]
     if len(set(labels)) != len(labels):
         labels = [c.ref for c in cands]

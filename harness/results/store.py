@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ..errors import LafError
-from ..io import atomic_write_text, exclusive_lock, read_jsonl
+from ..io import atomic_write_text, exclusive_lock, protect_inputs, read_jsonl
 from .document import ResultsDoc
 from .records import ItemRecord
 
@@ -273,17 +273,25 @@ def _read_results(folder: Path) -> tuple[ResultsDoc, str]:
     if not (folder / RESULTS).exists():
         raise LafError(f"{folder} holds no {RESULTS}: not a finished evaluation run", "run `laf eval --out` into it first (an interrupted run is finished by re-running it)")
     try:
-        text = (folder / RESULTS).read_text("utf-8")
+        with open(folder / RESULTS, "rb") as f:  # check_run_files refused a FIFO or a device before this open
+            data = f.read(MAX_RESULTS_BYTES + 1)
+        if len(data) > MAX_RESULTS_BYTES:  # the per-item records live elsewhere: this is a summary and its provenance
+            raise LafError(f"{folder / RESULTS} is larger than {MAX_RESULTS_BYTES:,} bytes: not a results document laf wrote",
+                           "re-run the evaluation to rewrite it")
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise LafError(f"cannot read {folder / RESULTS}: {e}", "re-run the evaluation") from None
     try:
         raw = json.loads(text, parse_constant=_reject_constant)
     except ValueError as e:
         raise LafError(f"{folder / RESULTS} is not valid JSON ({e})", "re-run the evaluation to rewrite it") from None
+    except RecursionError:
+        raise LafError(f"{folder / RESULTS}: JSON nested too deeply", "re-run the evaluation to rewrite it") from None
     return ResultsDoc.from_dict(raw, str(folder / RESULTS)), text
 
 
 RUN_FILES = (RESULTS, RECORDS, STORE, INTEGRITY, "verdict.json", "verdict.sig", "compare.json")
+MAX_RESULTS_BYTES = 64 << 20
 
 
 def check_run_files(folder: Path) -> None:
@@ -335,6 +343,7 @@ def load_run(folder: str | Path, allow_modified: bool = False) -> tuple[ResultsD
     document's ``integrity`` says what was wrong). Needs no write access to the folder."""
     folder = Path(folder)
     check_run_files(folder)
+    protect_inputs(*(folder / name for name in (RESULTS, RECORDS, STORE, INTEGRITY)))  # no -o of this process replaces them
     problem = None
     for attempt in range(3):  # a run publishing at this moment: read again
         try:

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats as sps
 
+from ..errors import LafError
 from .aggregations import Aggregation, is_binary
 
 CHUNK_CELLS = 4_000_000  # resample-items per chunk (16 MB of int32 indices)
@@ -138,7 +139,13 @@ def paired_delta(
         p_value = None
         test = "paired bootstrap"
     boot = np.asarray(boot, dtype=float)
-    boot = boot[np.isfinite(boot)]
+    finite = np.isfinite(boot)
+    if not (math.isfinite(point_a) and math.isfinite(point_b) and math.isfinite(improvement)) or finite.sum() < max(2, boot.size // 2):
+        # values near the float range (1e308) overflow in a mean or a difference: no interval can be formed from them
+        raise LafError(f"{metric}: the per-item values overflow the paired statistics (base {point_a:g}, candidate {point_b:g}, "
+                       f"{boot.size - int(finite.sum())} of {boot.size} resamples not finite)",
+                       "these are not scores an evaluation produces: re-run the evaluation that wrote them")
+    boot = boot[finite]
     lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
     lower, upper = np.quantile(boot, [alpha, 1 - alpha])
     if p_value is None:  # two-sided bootstrap p-value for "no change"
