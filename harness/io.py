@@ -126,6 +126,7 @@ def _umask() -> int:
 
 _INPUTS: set[str] | None = None  # real paths read as inputs inside protecting_inputs(): no output replaces one
 _DEVICE_PREFIXES = ("/dev/", "/proc/self/fd/")  # a path a user names to reach a stream: /dev/stdout, /dev/null, >(...)
+_OPEN_FD = re.compile(r"/dev/(?:fd/(?P<a>\d{1,9})|std(?P<std>out|err))|/proc/self/fd/(?P<b>\d{1,9})")
 
 
 @contextlib.contextmanager
@@ -173,6 +174,8 @@ def _output_mode(path: Path) -> str:
         target = path.stat()
     except OSError:
         target = None
+    if _open_fd(path) is not None:
+        return "fd"
     named_stream = os.path.abspath(path).startswith(_DEVICE_PREFIXES)
     if target is not None and named_stream and (stat.S_ISCHR(target.st_mode) or stat.S_ISFIFO(target.st_mode)):
         return "stream"
@@ -180,6 +183,26 @@ def _output_mode(path: Path) -> str:
         raise LafError(f"{path} is a symlink: laf does not write its outputs through links", "give the real path of the file to write")
     raise LafError(f"{path} is {_kind(link.st_mode)}, not a file laf can write its output to",
                    "give a file path (an existing regular file is replaced atomically)")
+
+
+def _open_fd(path: Path) -> int | None:
+    """The descriptor ``/dev/stdout``, ``/dev/fd/N`` or ``/proc/self/fd/N`` names, when this process has it open:
+    written to as it is (a pipe, a socket, a terminal, or the file a shell redirected it to, at its own offset)."""
+    m = _OPEN_FD.fullmatch(os.path.abspath(path))
+    if m is None:
+        return None
+    fd = 1 if m["std"] == "out" else 2 if m["std"] == "err" else int(m["a"] or m["b"])
+    try:
+        os.fstat(fd)
+    except OSError:
+        return None
+    return fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _write_stream(path: Path, data: bytes) -> None:
@@ -191,9 +214,7 @@ def _write_stream(path: Path, data: bytes) -> None:
         raise LafError(f"cannot write {path}: {why}", "start the reader first, or write to a file") from None
     try:
         os.set_blocking(fd, True)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        _write_all(fd, data)
     except OSError as e:
         raise LafError(f"writing {path} failed: {e.strerror or e}", "check the device, or write to a file") from None
     finally:
@@ -202,7 +223,19 @@ def _write_stream(path: Path, data: bytes) -> None:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
-    if _output_mode(path) == "stream":
+    mode = _output_mode(path)
+    if mode == "fd":
+        import sys
+
+        for f in (sys.stdout, sys.stderr):  # what the command printed before comes first
+            with contextlib.suppress(Exception):
+                f.flush()
+        try:
+            _write_all(_open_fd(path), data)
+        except OSError as e:
+            raise LafError(f"writing {path} failed: {e.strerror or e}", "check where it leads, or write to a file") from None
+        return path
+    if mode == "stream":
         _write_stream(path, data)
         return path
     _check_writable_dir(path.parent)

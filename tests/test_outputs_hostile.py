@@ -99,6 +99,12 @@ def test_an_output_streams_into_a_device_or_pipe_named_under_dev(tmp_path):
         os.close(r)
         if w is not None:
             os.close(w)
+    with open(tmp_path / "redirected.md", "w") as f:  # `laf report RUN --format md -o /dev/stdout > file`
+        f.write("printed before\n")
+        f.flush()
+        atomic_write_text(f"/dev/fd/{f.fileno()}", "the report\n")
+    assert (tmp_path / "redirected.md").read_text() == "printed before\nthe report\n"
+    assert not (tmp_path / "redirected.md").is_symlink()
     if Path("/dev/full").exists():
         with pytest.raises(LafError, match="No space left"):
             atomic_write_text("/dev/full", "x")
