@@ -260,7 +260,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    # a lone surrogate (a "\ud800" escape in a hostile name) is written as that escape: valid UTF-8, and in JSON
+    # (where it can only sit inside a string) the same escape reads back as the same string
+    return atomic_write_bytes(path, text.encode("utf-8", "backslashreplace"))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:

@@ -243,3 +243,18 @@ def test_terminal_control_characters_from_a_run_never_reach_the_terminal(tmp_pat
     assert any(c["model"] == hostile for c in json.loads(out)["ranking"])  # JSON keeps the name exactly (escaped)
     code, _, err = run_cli("gate", "--baseline", str(run), "--candidate", f"{run}#nosuch\x1b[2J", "--policy", str(tmp_path / "none.yaml"))
     assert code == 3 and "\x1b" not in err
+
+
+def test_a_lone_surrogate_in_a_name_is_printed_and_written_without_a_traceback(tmp_path):
+    hostile = "sur\ud800x@1"  # what a "\\ud800" escape in a run's JSON reads as
+    run = _run(tmp_path / "run", model=hostile)
+    policy = tmp_path / "p.yaml"
+    policy.write_text(POLICY)
+    code, out, err = run_cli("gate", "--baseline", str(run), "--candidate", str(run), "--policy", str(policy), "-o", str(tmp_path / "v.json"),
+                             "--history", "off")
+    assert code in (0, 1, 2), err
+    assert json.loads((tmp_path / "v.json").read_text())["candidate"]["model"] == hostile  # the escape reads back as the name
+    for fmt in ("md", "json"):
+        code, out, err = run_cli("compare", str(run), "--format", fmt)
+        assert code == 0, err
+        out.encode("utf-8")  # printable: no lone surrogate reached the stream

@@ -21,11 +21,12 @@ from ..present import Table, markdown
 # hyperlinks, move the cursor or erase lines, and a carriage return overwrites a log line. Text from a run folder, a
 # history or a config (a model name, a note) prints with each of them as U+FFFD, one character for one, so the
 # spans of a rich Text stay where they were.
-_CONTROLS = {c: "\ufffd" for c in (*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0))}
+_CONTROLS = {c: "\ufffd" for c in (*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0),
+                                   *range(0xD800, 0xE000))}  # and lone surrogates (a "\ud800" JSON escape): no UTF-8 for them
 
 
 def terminal_safe(text: str) -> str:
-    """``text`` with every terminal control character (but tab and newline) replaced by U+FFFD."""
+    """``text`` with every terminal control character (but tab and newline) and lone surrogate replaced by U+FFFD."""
     return text.translate(_CONTROLS)
 
 
@@ -57,7 +58,8 @@ _C1_ESCAPED = {c: f"\\u{c:04x}" for c in range(0x7F, 0xA0)}  # json.dumps escape
 
 
 def print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str).translate(_C1_ESCAPED) + "\n")
+    text = json.dumps(obj, indent=2, ensure_ascii=False, default=str).translate(_C1_ESCAPED)
+    sys.stdout.write(text.encode("utf-8", "backslashreplace").decode("utf-8") + "\n")  # a lone surrogate as its JSON escape
 
 
 def add_format(p: argparse.ArgumentParser, what: str, *, format_flag: bool = True) -> None:
