@@ -58,12 +58,19 @@ def register(sub) -> None:
 
 def cmd_gate(args) -> int:
     from ..gate import run_gate
+    from ..gate.signing import verdict_kept
     from ..history import resolve_url
+    from ..history.entry import held_records
+    from ..results.refs import parse_run_ref
 
     history = resolve_url(args.history)
-    v, out = run_gate(args.baseline, args.candidate, args.policy, inconclusive_as=args.inconclusive, curation=args.curation, parity=args.parity,
-                      allow_modified=args.allow_modified, sign=args.sign, out=args.output, junit=args.junit, summary=args.summary,
-                      history=history, record=history is not None)
+    verdict_path = Path(args.output) if args.output else parse_run_ref(args.candidate).path / "verdict.json"
+    # all or nothing: a gate that fails after recording (a candidate that cannot be signed, an unwritable verdict path)
+    # leaves the history, trend.json, verdict.json and its signature as they were
+    with verdict_kept(verdict_path), held_records():
+        v, out = run_gate(args.baseline, args.candidate, args.policy, inconclusive_as=args.inconclusive, curation=args.curation, parity=args.parity,
+                          allow_modified=args.allow_modified, sign=args.sign, out=args.output, junit=args.junit, summary=args.summary,
+                          history=history, record=history is not None)
     from .ci import report_verdict_to_ci
 
     report_verdict_to_ci(v)  # GitHub Actions: annotations and the step summary

@@ -139,7 +139,7 @@ def cmd_release(args) -> int:
     from ..env import now_iso
     from ..history import HistoryStore, git_commit, who
 
-    with HistoryStore(_url(args), write=True) as store:
+    with HistoryStore(_url(args), write=True, create=False) as store:  # a release needs a recorded run: never creates a store
         rel = store.release(args.ref, who(), now_iso(precise=True), git_commit(), args.note)
         rel["store"] = store.shown
     if args.json:

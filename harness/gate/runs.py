@@ -95,7 +95,7 @@ def records_digest(by_suite: dict[str, list[ItemRecord]]) -> str:
     h = hashlib.sha256()
     for s in sorted(by_suite):
         for r in sorted(by_suite[s], key=lambda r: r.doc_id):
-            h.update(canonical_json(r.to_dict()).encode("utf-8") + b"\n")
+            h.update(canonical_json(r.to_dict()).encode("utf-8", "surrogatepass") + b"\n")  # a lone surrogate from a hostile file hashes, never raises
     return h.hexdigest()
 
 
@@ -121,7 +121,7 @@ def resolve_model_name(model: str, models: list[str]) -> str:
     name = model[: -len("@latest")] if model.endswith("@latest") else model
     if "@" in name:
         return model
-    versions = [(int(m.rsplit("@", 1)[1]), m) for m in models if m.rsplit("@", 1)[0] == name and m.rsplit("@", 1)[-1].isdigit() and "@" in m]
+    versions = [(int(m.rsplit("@", 1)[1]), m) for m in models if m.rsplit("@", 1)[0] == name and m.rsplit("@", 1)[-1].isascii() and m.rsplit("@", 1)[-1].isdigit() and "@" in m]
     return max(versions)[1] if versions else model
 
 

@@ -23,13 +23,14 @@ import binascii
 import json
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import defaults
 from ..errors import LafError
-from ..io import atomic_write_text, canonical_json, sha256_bytes, sha256_json
+from ..io import atomic_write_bytes, atomic_write_text, canonical_json, sha256_bytes, sha256_json
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -49,7 +50,11 @@ class VerificationError(LafError):
 
 
 def _key_fix(path: Path) -> str:
-    return f"create a key pair with `laf keygen {path}` (the private key stays with the gate job; the deploy job gets {path}.pub)"
+    p = str(path)
+    if p.endswith(".pub"):  # a public key: keygen takes the private key's path and adds .pub itself
+        p = p[: -len(".pub")]
+        return f"create a key pair with `laf keygen {p}` (it writes {p} for the gate job and {path} for the deploy job)"
+    return f"create a key pair with `laf keygen {p}` (the private key stays with the gate job; the deploy job gets {p}.pub)"
 
 
 def keygen(path: str | Path) -> tuple[Path, Path]:
@@ -61,28 +66,61 @@ def keygen(path: str | Path) -> tuple[Path, Path]:
     path = Path(path)
     pub = Path(str(path) + ".pub")
     for p in (path, pub):
-        if p.exists() or p.is_symlink():
+        try:
+            there = p.exists() or p.is_symlink()
+        except (OSError, ValueError) as e:
+            raise LafError(f"cannot use {p} as a key path: {getattr(e, 'strerror', None) or e}", "choose a PATH in a folder this user can write") from None
+        if there:
             raise LafError(f"{p} already exists; a key is never overwritten", "choose another PATH, or remove the old key pair yourself")
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    fix = "choose a PATH in a folder this user can write (its parent folders must be folders, not files)"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError as e:
+        blocking = next((str(a) for a in reversed(path.parents) if os.path.lexists(a) and not a.is_dir()), None)
+        raise LafError(f"cannot create the folder of the key {path}: " + (f"{blocking} is a file, not a folder" if blocking else f"{e.strerror or e}"), fix) from None
+    _create_exclusive(path, private, 0o600, fix)
+    # from here on PATH is this call's own file: removed again if the pair cannot be completed (never anyone else's)
+    try:
+        _create_exclusive(pub, public, 0o644, fix)
+    except BaseException:
+        _remove_own(path)
+        raise
+    return path, pub
+
+
+def _create_exclusive(path: Path, data: bytes, mode: int, fix: str) -> None:
+    """Create ``path`` holding ``data`` (mode ``mode`` whatever the umask), failing if anything is there already; a file
+    this call created but could not fill is removed again."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
+    except FileExistsError:  # created by someone else since the check: theirs, never touched
+        raise LafError(f"{path} already exists (created while this key was being made); a key is never overwritten",
+                       "choose another PATH, or remove the old key pair yourself") from None
+    except OSError as e:
+        raise LafError(f"cannot write the key pair at {path}: {e.strerror or e}", fix) from None
+    try:
         try:
-            os.fchmod(fd, 0o600)  # whatever the umask
-            os.write(fd, private)
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)
-        atomic_write_text(pub, public.decode("ascii"))
     except OSError as e:
-        path.unlink(missing_ok=True)
-        raise LafError(f"cannot write the key pair at {path}: {e.strerror or e}", "choose a writable PATH") from None
-    except LafError:
-        path.unlink(missing_ok=True)
-        raise
-    return path, pub
+        _remove_own(path)
+        raise LafError(f"cannot write the key pair at {path}: {e.strerror or e}", fix) from None
+
+
+def _remove_own(path: Path) -> None:
+    """Remove the private key this keygen call created (it cannot be completed); any error doing so is ignored."""
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 def _read_small(path: Path, what: str, limit: int) -> bytes:
@@ -174,7 +212,7 @@ def build_statement(verdict: dict, suites: Mapping[str, dict], items: Mapping[st
     ref = str(cand.get("model") or "")
     name, _, version = ref.partition("@")
     weights = adapter.get("weights_sha256")
-    if not adapter or not version.isdigit() or not isinstance(weights, str):
+    if not adapter or not (version.isascii() and version.isdigit()) or not isinstance(weights, str):
         raise LafError(f"the candidate {ref or '?'} is not a registered adapter version (NAME@VERSION with a recorded weights digest), so the "
                        "verdict cannot be signed for a deploy", "gate an adapter from the registry (laf eval --adapter NAME@VERSION)")
     policy = verdict.get("policy") or {}
@@ -202,7 +240,11 @@ def build_statement(verdict: dict, suites: Mapping[str, dict], items: Mapping[st
 
 def sign_statement(statement: dict, private_key) -> dict:
     """The DSSE envelope of ``statement`` signed by ``private_key``."""
-    payload = canonical_json(statement).encode("utf-8")
+    try:
+        payload = canonical_json(statement).encode("utf-8")
+    except UnicodeEncodeError:
+        raise LafError("the verdict holds text that is not valid Unicode (a lone surrogate, e.g. a \\ud800 escape in the run folder's files), "
+                       "so it cannot be signed", "re-run the evaluation from clean inputs; never sign what cannot be shown exactly") from None
     sig = private_key.sign(pae(PAYLOAD_TYPE, payload))
     return {"payloadType": PAYLOAD_TYPE, "payload": base64.b64encode(payload).decode("ascii"),
             "signatures": [{"keyid": key_id(private_key.public_key()), "sig": base64.b64encode(sig).decode("ascii")}]}
@@ -232,6 +274,49 @@ def signed_envelope(verdict: dict, suites: Mapping[str, dict], items: Mapping[st
 
 def write_signature(verdict_path: Path, envelope: dict) -> Path:
     return atomic_write_text(signature_path(verdict_path), json.dumps(envelope, indent=2) + "\n")
+
+
+def _snapshot(path: Path, limit: int) -> bytes | None | bool:
+    """What ``path`` holds: its bytes (a regular file up to ``limit``), None (nothing), False (left alone: a link, a
+    special file, something too big to be a verdict or a signature, or unreadable)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+        return False
+    try:
+        return path.read_bytes()
+    except OSError:
+        return False
+
+
+@contextmanager
+def verdict_kept(verdict_path: str | Path) -> Iterator[None]:
+    """A gate that fails inside this block leaves ``verdict.json`` and its ``.sig`` as they were before it: the old
+    signature, removed when the gate started, comes back (it still matches the old verdict), and a verdict or
+    signature the failed gate wrote is taken back. A gate that succeeds keeps what it wrote."""
+    from .verdict import MAX_VERDICT_BYTES
+
+    verdict_path = Path(verdict_path)
+    before = [(verdict_path, _snapshot(verdict_path, MAX_VERDICT_BYTES)), (signature_path(verdict_path), _snapshot(signature_path(verdict_path), MAX_SIG_BYTES))]
+    try:
+        yield
+    except BaseException:
+        for path, old in before:
+            if old is False or _snapshot(path, max(MAX_VERDICT_BYTES, MAX_SIG_BYTES)) == old:
+                continue
+            try:
+                if old is None:
+                    if path.is_file() and not path.is_symlink():
+                        path.unlink()
+                else:
+                    atomic_write_bytes(path, old)
+            except Exception:  # noqa: BLE001 - best effort: the error that failed the gate is the one to report
+                pass
+        raise
 
 
 # ---------------------------------------------------------------- verification
@@ -306,6 +391,9 @@ def verify_verdict(verdict_path: str | Path, public_key_path: str | Path, adapte
                                 "use the verdict.json the signing gate wrote, with its .sig")
 
     # the adapter asked for is the one gated, and its files are still the ones gated
+    wanted_version = str(adapter).rpartition("@")[2] if "@" in str(adapter) else ""
+    if wanted_version and not (wanted_version.isascii() and wanted_version.isdigit()):
+        raise LafError(f"--adapter {adapter!r}: the version is not a plain number (ASCII digits 0-9)", "write NAME@VERSION with ASCII digits, e.g. support@3")
     want = AdapterRef.parse(adapter)
     if want.version is None:
         raise LafError(f"--adapter {adapter} names no version", "write NAME@VERSION: a deploy checks one exact version")

@@ -10,9 +10,12 @@ from __future__ import annotations
 import getpass
 import hashlib
 import os
+import stat
 import subprocess
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from ..env import now_iso
 from ..io import atomic_write_json, canonical_json
@@ -101,13 +104,114 @@ def build_entry(kind: str, verdicts: list[dict] | None = None, compare: dict | N
             "git_commit": git_commit(), "laf_version": __version__}
 
 
+class _Held:
+    """What a :func:`held_records` block recorded: one store per URL, each holding its write transaction open, and the
+    trend.json files to write when the block succeeds."""
+
+    def __init__(self) -> None:
+        self.stores: dict[str, object] = {}
+        self.trends: list[tuple[Path, dict]] = []
+
+    def store(self, url: str):
+        from .store import HistoryStore
+
+        if url not in self.stores:
+            store = HistoryStore(url, write=True)
+            try:
+                store.hold()
+            except BaseException:
+                store.close()
+                raise
+            self.stores[url] = store
+        return self.stores[url]
+
+    def commit(self) -> None:
+        """Write the trends (keeping what each file held), then commit every store; if anything fails, the trend
+        files are put back and nothing is committed that was not already."""
+        from .. import io as laf_io
+
+        before = [(path, _snapshot(path)) for path, _ in self.trends]
+        try:
+            for path, doc in self.trends:
+                atomic_write_json(path, doc)
+            for store in self.stores.values():
+                store.commit()
+        except BaseException:
+            for path, old in before:
+                _restore(path, old, laf_io)
+            self.rollback()
+            raise
+        self.close()
+
+    def rollback(self) -> None:
+        for store in self.stores.values():
+            store.rollback()
+        self.close()
+
+    def close(self) -> None:
+        for store in self.stores.values():
+            store.close()
+        self.stores.clear()
+
+
+_HELD: ContextVar[_Held | None] = ContextVar("laf_history_held", default=None)
+_KEEP_LIMIT = 64 << 20  # a trend.json bigger than this is not one laf wrote: not snapshotted, never restored
+
+
+def _snapshot(path: Path) -> bytes | None | bool:
+    """What ``path`` holds now: its bytes (a regular file), None (nothing there), or False (something laf leaves alone)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_size > _KEEP_LIMIT:
+        return False
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        return False
+
+
+def _restore(path: Path, old: bytes | None | bool, laf_io) -> None:
+    """Put ``path`` back as :func:`_snapshot` found it (best effort: a failure here must not hide the first error)."""
+    try:
+        if old is None:
+            if Path(path).is_file() and not Path(path).is_symlink():
+                Path(path).unlink()
+        elif old is not False:
+            laf_io.atomic_write_bytes(path, old)
+    except (OSError, Exception):  # noqa: BLE001 - the error that made us restore is the one the user sees
+        pass
+
+
+@contextmanager
+def held_records() -> Iterator[None]:
+    """Within this block, :func:`record_outcome` records into a transaction that is committed only when the block
+    ends without an error, and writes trend.json only then: a ``laf gate`` that fails after recording (a key that
+    cannot sign this candidate, an unwritable verdict path) leaves no run in the history (none to release) and no
+    trend.json."""
+    held = _Held()
+    token = _HELD.set(held)
+    try:
+        yield
+    except BaseException:
+        _HELD.reset(token)
+        held.rollback()
+        raise
+    _HELD.reset(token)
+    held.commit()
+
+
 def record_outcome(url: str | None, kind: str, verdicts: list[dict] | None = None, compare: dict | None = None, *, config_fingerprint: str | None = None,
                    run_folder: str | Path | None = None, trend_dir: str | Path | None = None, artifacts: dict | None = None,
                    log: Callable[[str], None] = lambda m: None) -> dict | None:
     """Record a gate, comparison or run into the history at ``url`` (None: recording is off) and write each gated
     adapter's trend next to its verdict (``trend_dir/trend.json``, which the report shows). Returns what was
     recorded: ``{"store", "run_id", "new", "trend"}``. ``artifacts``: {candidate: {"verdict": path, "report": path}}, the
-    files an export attaches (not part of the run's identity)."""
+    files an export attaches (not part of the run's identity). Inside :func:`held_records`, the record and the trend
+    become real only when that block succeeds."""
     if url is None:
         return None
     from .store import HistoryStore
@@ -115,6 +219,16 @@ def record_outcome(url: str | None, kind: str, verdicts: list[dict] | None = Non
     entry = build_entry(kind, verdicts, compare, config_fingerprint=config_fingerprint, run_folder=run_folder, artifacts=artifacts)
     if not entry["candidates"]:
         return None
+    held = _HELD.get()
+    if held is not None:
+        store = held.store(url)
+        new = store.record(entry)
+        log(f"history: {'recording' if new else 'already recorded'} run {entry['run_id']} in {store.shown}")
+        trend = None
+        if trend_dir is not None:
+            trend = Path(trend_dir) / TREND
+            held.trends.append((trend, trend_doc(store, entry)))
+        return {"store": store.shown, "run_id": entry["run_id"], "new": new, "trend": None if trend is None else str(trend)}
     with HistoryStore(url, write=True) as store:
         new = store.record(entry)
         log(f"history: {'recorded' if new else 'already recorded'} run {entry['run_id']} in {store.shown}")
@@ -124,9 +238,9 @@ def record_outcome(url: str | None, kind: str, verdicts: list[dict] | None = Non
     return {"store": store.shown, "run_id": entry["run_id"], "new": new, "trend": None if trend is None else str(trend)}
 
 
-def write_trend(store, entry: dict, folder: Path) -> Path:
-    """``trend.json``: for each candidate of ``entry``, its adapter's versions in the history (the report's trend
-    section), marking this run's candidate and keeping only the suites its rules gated (all when none)."""
+def trend_doc(store, entry: dict) -> dict:
+    """The ``trend.json`` document: for each candidate of ``entry``, its adapter's versions in the history (the report's
+    trend section), marking this run's candidate and keeping only the suites its rules gated (all when none)."""
     from .store import split_candidate
 
     out = {"schema": "laf.trend/1", "store": store.shown, "run_id": entry["run_id"], "adapters": []}
@@ -140,4 +254,9 @@ def write_trend(store, entry: dict, folder: Path) -> Path:
             v["suites"] = {s: x for s, x in v["suites"].items() if s in suites}
         out["adapters"].append({"name": name, "candidate": c["candidate"], "baseline": c.get("baseline"), "baseline_kind": c.get("baseline_kind"),
                                 "suites": suites, "versions": t["versions"]})
-    return atomic_write_json(folder / TREND, out)
+    return out
+
+
+def write_trend(store, entry: dict, folder: Path) -> Path:
+    """Write :func:`trend_doc` to ``folder/trend.json``."""
+    return atomic_write_json(folder / TREND, trend_doc(store, entry))

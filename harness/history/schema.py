@@ -41,8 +41,8 @@ class SafeText(TypeDecorator):
         return _ENCODE.sub(_enc, value) if _ENCODE.search(value) else value
 
     def process_result_value(self, value, dialect):
-        if value is None:
-            return None
+        if not isinstance(value, str):  # None, or what a hand edit left (bytes, a number): the store refuses it by name
+            return value
         return _DECODE.sub(_dec, value) if "\\" in value else value
 
 
