@@ -435,7 +435,7 @@ def gate_stage(ctx: RunContext, policy, adapters: list[str], plans: dict[str, Re
     candidate's without a suffix), against the base or (``plans``) the candidate's last release; returns
     ``[(model, Verdict)]`` in candidate order."""
     from ..gate import run_gate
-    from ..gate.signing import signature_path
+    from ..gate.signing import signature_path, verdict_kept
 
     out = []
     curation = ctx.curation if ctx.curation.exists() else None
@@ -461,11 +461,12 @@ def gate_stage(ctx: RunContext, policy, adapters: list[str], plans: dict[str, Re
         if plan is not None:
             history_info = {"store": plan.store, **({"release": {k: (plan.release or {}).get(k) for k in ("candidate", "released_at", "released_by", "git_commit", "run_id")}}
                                                     if plan.release else {})}
-        v, _ = run_gate(baseline, f"{ctx.eval_dir}#{ref}", policy, policy_source=ctx.cfg.policy_source(),
-                        inconclusive_as=ctx.cfg.gate.inconclusive, curation=curation,
-                        out=(ctx.eval_dir / "verdict.json") if i == 0 else path,
-                        junit=ctx.run_dir / f"junit{suffix}.xml", summary=ctx.run_dir / f"summary{suffix}.md",
-                        baseline_kind=kind, notes=notes, sign=sign, history_info=history_info)
+        out_path = (ctx.eval_dir / "verdict.json") if i == 0 else path
+        with verdict_kept(out_path):  # a gate that fails (a key that cannot sign) keeps the earlier verdict and signature
+            v, _ = run_gate(baseline, f"{ctx.eval_dir}#{ref}", policy, policy_source=ctx.cfg.policy_source(),
+                            inconclusive_as=ctx.cfg.gate.inconclusive, curation=curation, out=out_path,
+                            junit=ctx.run_dir / f"junit{suffix}.xml", summary=ctx.run_dir / f"summary{suffix}.md",
+                            baseline_kind=kind, notes=notes, sign=sign, history_info=history_info)
         if i == 0:
             shutil.copyfile(ctx.eval_dir / "verdict.json", path)
             if sign is not None:
