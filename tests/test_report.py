@@ -316,11 +316,12 @@ def planted_run(real: Path, ref: str, dest_parent: Path) -> Path:
     from harness.gate.verdict import seal_verdict
 
     (run / "verdict.json").write_text(json.dumps(seal_verdict(verdict)))
-    # curation: paths, counts as strings, contamination, fingerprints
+    # curation: paths, contamination, fingerprints; its numbers are typed (text there is refused: test_report_hostile),
+    # so the payloads go in the rule names, the suite name and the paths
     (run / "curation.json").write_text(json.dumps({
-        "counts": {_payload(4, "curation rule"): _payload(5, "curation count"), "kept": "12"},
-        "contamination": {"ngram": _payload(6, "ngram"), "suites": {_payload(7, "contaminated suite"): {
-            "items": _payload(8, "items"), "contaminated_items": _payload(9, "contaminated"), "share": _payload(0, "share")}}},
+        "counts": {_payload(4, "curation rule"): 3, _payload(5, "curation count"): 12, "kept": 12},
+        "contamination": {"ngram": 13, "contaminated_item_share": 0.0, "suites": {_payload(7, "contaminated suite"): {
+            "items": 10, "contaminated_items": 1, "share": 0.1}}},
         "fingerprints": {"input": _payload(1, "curation input path"), _payload(2, "fingerprint key"): _payload(3, "curation output path")},
     }))
     # a comparison of candidates, in compare.json's shape (`laf schema compare`): its numbers, ranks and statuses are

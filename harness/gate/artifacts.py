@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..io import atomic_write_json, atomic_write_text
-from ..present import Table, markdown_table, md_escape
+from ..present import Table, markdown_table, md_code, md_escape
 from ..results import fmt_change, fmt_value
 from .sentences import delta_is_proportion
 from .verdict import Verdict
@@ -71,8 +71,8 @@ def verdict_table(v: Verdict) -> Table:
 
 def markdown_summary(v: Verdict) -> str:
     lines = [f"## {ICON[v.status]} lost-and-found gate: **{MARK[v.status]}**", ""]
-    lines.append(f"Baseline `{md_escape(v.baseline['ref'])}` ({md_escape(v.baseline['model'])}) vs candidate `{md_escape(v.candidate['ref'])}` ({md_escape(v.candidate['model'])}), "
-                 f"policy `{md_escape(v.policy.get('source', ''))}`, {int(v.policy['confidence'] * 100)}% confidence.")
+    lines.append(f"Baseline {md_code(v.baseline['ref'])} ({md_escape(v.baseline['model'])}) vs candidate {md_code(v.candidate['ref'])} ({md_escape(v.candidate['model'])}), "
+                 f"policy {md_code(v.policy.get('source', ''))}, {int(v.policy['confidence'] * 100)}% confidence.")
     lines.append("")
     for w in v.warnings:
         lines += [f"> **Warning:** {md_escape(w)}", ""]

@@ -23,6 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import LafError
+from ..results.artifacts import check_contamination
 from ..stats import PairedDelta, minimum_detectable_effect
 from .deltas import compute_delta, summaries
 from .parity import decide_parity, find_parity, load_parity
@@ -86,10 +87,15 @@ def evaluate_gate(a: RunSide, b: RunSide, policy: Policy, policy_source: str, in
     if a.folder.resolve() != b.folder.resolve():
         check_comparable(a, b)
     validate_policy_against(policy, a)
+    if contamination is not None:  # verdict.json keeps it and the rule reads it: finite, of the checked shape
+        contamination = check_contamination(contamination)
     results: list[RuleResult] = []
     parity_doc, parity_source = None, ""
     if any(r.parity is not None for r in policy.rules):
         parity_path = Path(parity) if parity is not None else find_parity(b.folder)
+        if parity is None and parity_path is not None and parity_path.is_symlink():  # found in the run folder: its own file, never a link
+            raise LafError(f"{parity_path} is a symlink, not a plain file of the run folder {b.folder}",
+                           "copy the parity.json into the run folder, name it with --parity, or re-run `laf parity`")
         parity_doc = load_parity(parity_path) if parity_path is not None else None
         parity_source = str(parity_path) if parity_path is not None else f"looked in {b.folder} and {b.folder / 'parity'}"
     for rule in policy.rules:
@@ -126,8 +132,9 @@ def evaluate_gate(a: RunSide, b: RunSide, policy: Policy, policy_source: str, in
 
 
 def _contamination_rule(cur: dict, limit: float) -> RuleResult:
-    share = float(cur.get("contaminated_item_share", 0.0))
-    checked = sum(int(v.get("items", 0)) for v in (cur.get("suites") or {}).values())
+    """``cur``: a contamination block checked by :func:`check_contamination` (a share in [0, 1], whole counts)."""
+    share = cur["contaminated_item_share"]
+    checked = sum(v.get("items", 0) for v in (cur.get("suites") or {}).values())
     status = "inconclusive" if checked == 0 else ("pass" if share <= limit else "fail")
     return RuleResult("training data contamination", "max_contamination", limit, True, "(all suites)", "contamination", "contaminated_item_share",
                       status, contamination_sentence(cur, limit, status, checked), None, None, 0)

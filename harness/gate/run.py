@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LafError
-from ..io import read_json, sha256_json
+from ..io import sha256_json
 from ..results import BASE
+from ..results.artifacts import read_curation
 from .artifacts import write_artifacts
 from .policy import Policy, load_policy
 from .released import KEYWORD, adapter_name, refusal, released_baseline
@@ -17,10 +18,22 @@ from .verdict import Verdict
 
 
 def contamination_from(curation: str | Path | None) -> dict | None:
-    """The contamination block of a curation manifest (``curation.json``); None when no manifest is named."""
+    """The contamination block of a curation manifest (``curation.json``), read and checked like every artifact
+    (bounded, a plain file, finite shares in [0, 1], whole counts): a bad file is one error naming it and the
+    field; None when no manifest is named or it holds no contamination check."""
     if curation is None:
         return None
-    return read_json(curation).get("contamination")
+    return read_curation(curation).get("contamination")
+
+
+def check_run_folder(ref: str, role: str) -> None:
+    """A reference whose run folder is a file (not a folder) is said to be one, before anything reads it."""
+    from ..results import parse_run_ref
+
+    folder = parse_run_ref(ref).path
+    if folder.exists() and not folder.is_dir():
+        raise LafError(f"the {role} {folder} is a file, not a run folder",
+                       "pass the folder a finished `laf eval --out` wrote (it holds results.json and records.jsonl), optionally as RUN#MODEL")
 
 
 def run_gate(baseline: str | None, candidate: str, policy: Policy | str | Path, *, policy_source: str | None = None,
@@ -46,6 +59,10 @@ def run_gate(baseline: str | None, candidate: str, policy: Policy | str | Path, 
     if not isinstance(policy, Policy):
         policy_source = policy_source or str(policy)
         policy = load_policy(policy)
+    contamination = contamination_from(curation)  # a bad manifest is refused before any statistics
+    for ref, role in ((candidate, "candidate"), (baseline, "baseline")):
+        if ref not in (None, "", BASE, KEYWORD):
+            check_run_folder(ref, role)
     b = load_side(candidate, "candidate", default_base=False, allow_modified=allow_modified)
     notes = list(notes or [])
     hist: dict[str, Any] = {}
@@ -70,7 +87,7 @@ def run_gate(baseline: str | None, candidate: str, policy: Policy | str | Path, 
                          f"{rb.folder} match the history and are paired with the candidate's on the same items")
     else:
         a = load_side(baseline, "baseline", default_base=True, allow_modified=allow_modified)
-    v = evaluate_gate(a, b, policy, policy_source or "inline", inconclusive_as, contamination_from(curation), parity)
+    v = evaluate_gate(a, b, policy, policy_source or "inline", inconclusive_as, contamination, parity)
     v.baseline_kind, v.notes, v.history = baseline_kind, notes, (hist or history_info or None)
     verdict_path = Path(out) if out else b.folder / "verdict.json"
     from .signing import signature_path, signed_envelope, write_signature

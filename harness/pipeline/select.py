@@ -306,6 +306,6 @@ def selection_markdown(doc: dict) -> str:
             cells.append(f"{d:+.3f} ({a:+.3f} to {b:+.3f})")
         chance = c.get("pass_chance")
         chance_cell = f"{100 * chance:.0f} %" if isinstance(chance, (int, float)) and math.isfinite(chance) else "–"
-        rows.append([str(c["step"]), *cells, f"{c['rules_passed']}/{len(c['rules'])}", chance_cell, "**chosen**" if c["step"] == doc.get("chosen_step") else ""])
+        rows.append([str(c["step"]), *cells, f"{c['rules_passed']}/{len(c['rules'])}", chance_cell, "chosen" if c["step"] == doc.get("chosen_step") else ""])
     out += markdown_table(["step", *[f"{x} change (95 % CI)" for x in labels], "rules passed", "predicted chance to pass", ""], rows)
     return "\n".join(out) + "\n"

@@ -4,6 +4,6 @@ the model card. The terminal (rich) rendering of the same tables lives with the 
 
 from __future__ import annotations
 
-from .table import Table, format_cell, markdown, markdown_table, md_escape
+from .table import Table, format_cell, markdown, markdown_table, md_code, md_escape
 
-__all__ = ["Table", "format_cell", "markdown", "markdown_table", "md_escape"]
+__all__ = ["Table", "format_cell", "markdown", "markdown_table", "md_code", "md_escape"]

@@ -1,12 +1,14 @@
 """A table as data (column names and rows of plain strings and numbers) and its one Markdown form.
 
 Markdown has no width: a cell is never cut or wrapped, so whole suite and metric names reach a log, a file or a
-GitHub step summary. Cell text from documents is untrusted: ``|`` is escaped, ``<``/``>`` become entities (no HTML
-reaches a rendered summary) and a newline becomes a space (it would end the row)."""
+GitHub step summary. Cell text from documents is untrusted (:func:`md_escape`): ``|`` is escaped, ``<``/``>``
+become entities (no HTML reaches a rendered summary), a newline becomes a space (it would end the row), and the
+inline syntax that would make a name an image, a link, a code span or emphasis is backslash-escaped."""
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 Cell = str | int | float | bool | None
@@ -14,9 +16,33 @@ Cell = str | int | float | bool | None
 MISSING = "–"
 
 
+# Backslash-escaped wherever they stand: \ (else it would escape our own syntax), ` (code spans), * (emphasis),
+# [ ] (links and images: "![p](url)" and "[t](url)" need both), and ! directly before [ (an image). "(" and ")"
+# and a "#" inside a line make nothing without them; "_" between two letters or digits opens no emphasis, so
+# "token_f1" stays as it is.
+_MD_SPECIAL = re.compile(r"[\\`*\[\]]|!(?=\[)|(?<![^\W_])_|_(?![^\W_])")
+
+
 def md_escape(s: object) -> str:
-    """Text safe inside a Markdown table cell or a line of a summary."""
-    return str(s).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("\r", " ").replace("\n", " ")
+    """Text safe inside a Markdown table cell or a line of a summary: it ends no row (``|`` escaped, newlines as
+    spaces), opens no HTML (``<``/``>`` as entities) and makes no image, link, code span or emphasis (their
+    syntax backslash-escaped: a model named ``ad![p](https://x/px.png)`` shows as that text). Inside a code span a
+    backslash shows as itself; an escaped backtick still cannot end the span early into markup, as everything
+    after it is escaped text. ``#`` is left as it is: the text never starts a line of its own (newlines are spaces),
+    and a caller may escape a heading it wrote itself."""
+    text = str(s).replace("\r", " ").replace("\n", " ")
+    text = _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), text)
+    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def md_code(s: object) -> str:
+    """Text as one inline code span (a ref, a digest, a path) that nothing in it can end early: fenced with one
+    backtick more than the longest run of backticks inside, padded with a space where it starts or ends with one.
+    A newline becomes a space and ``|`` is escaped, so the span also fits a table cell."""
+    text = str(s).replace("\r", " ").replace("\n", " ").replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def format_cell(value: Cell, spec: str | None = None) -> str:

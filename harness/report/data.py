@@ -9,17 +9,23 @@ metrics from the registry. The same dict is the ``--format json`` output.
 from __future__ import annotations
 
 import json
+import math
+from collections import defaultdict
 from pathlib import Path
 
 from ..env import now_iso
 from ..errors import LafError
-from ..io import BadLine, read_json, scan_jsonl
+from ..io import BadLine, scan_jsonl
 from ..registry.merge_info import merge_summary
 from ..results import BASE, ItemRecord, MetricMeta, ResultsDoc, SuiteMeta, load_run
-from ..results.artifacts import CompareDoc, DiversityDoc, SweepDoc, parse, read_raw
+from ..results.artifacts import CompareDoc, DiversityDoc, SweepDoc, parse, read_curation, read_raw
 from ..results.artifacts import read as read_artifact
 
 MAX_TEXT = 800  # characters of a prompt / choice / generation kept per item
+MAX_CURVE_BYTES = 64 << 20  # a training's metrics.jsonl larger than this is left out of the report
+MAX_CURVE_LINE = 64 << 10  # bytes of one metrics.jsonl line
+MAX_CURVE_POINTS = 100_000  # training-curve points kept
+MAX_MANIFEST_DEPTH = 16  # nesting of a manifest's mappings shown in the report
 ITEM_BUDGET = 3_200_000  # bytes of per-item JSON in the report (keeps 10k-item runs under 5 MB)
 
 
@@ -115,26 +121,73 @@ def _items(records: list[ItemRecord], base: str, cand: str | None, suites: dict[
     return rows, stats
 
 
+TRAINING_NUMBERS = ("trainable_parameters", "total_parameters", "trainable_percent", "steps", "tokens_seen", "supervised_tokens_seen",
+                    "wall_time_s", "train_time_s", "peak_memory_mb", "final_train_loss", "final_eval_loss", "seed")
+TRAINING_MAPPINGS = ("data", "config", "load", "packages", "hardware")
+TRAINING_OTHER = ("created", "kind", "base_model", "files", "command")
+CURVE_KEYS = ("step", "loss", "eval_loss", "lr", "tokens_per_s")
+
+
+def _plain(v, depth: int = 0):
+    """A value of an untrusted manifest as plain JSON the report can show: finite numbers (others become None),
+    text clipped, at most 1,000 entries per mapping or list and :data:`MAX_MANIFEST_DEPTH` levels."""
+    if v is None or isinstance(v, (bool, str)):
+        return _clip(v, 2000) if isinstance(v, str) else v
+    if isinstance(v, (int, float)):
+        return _num(v)
+    if depth >= MAX_MANIFEST_DEPTH:
+        return None
+    if isinstance(v, dict):
+        return {str(k)[:200]: _plain(x, depth + 1) for k, x in list(v.items())[:1000]}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x, depth + 1) for x in list(v)[:1000]]
+    return _clip(v, 200)
+
+
+def _curve(adapter_path: str | None) -> list[dict]:
+    """The training curve in ``ADAPTER/metrics.jsonl``: a nicety, never a failure. The file is read only when it is a
+    plain file of a bounded size, lines are bounded, and a point without a finite step (or a line that is not an
+    object) is left out; other non-finite or non-numeric values become None."""
+    if not adapter_path:
+        return []
+    path = Path(adapter_path) / "metrics.jsonl"
+    curve: list[dict] = []
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_CURVE_BYTES:
+            return []
+        for item in scan_jsonl(path, max_line=MAX_CURVE_LINE):
+            if len(curve) >= MAX_CURVE_POINTS:
+                break
+            if isinstance(item, BadLine) or not isinstance(item[1], dict):
+                continue
+            point = {k: _num(item[1].get(k)) for k in CURVE_KEYS}
+            if point["step"] is not None:
+                curve.append(point)
+    except (OSError, ValueError):
+        return []
+    return curve
+
+
 def _training(results: ResultsDoc, model: str | None) -> dict | None:
+    """The candidate's training as the report shows it, from its manifest in results.json (untrusted: numbers kept
+    only where finite, the mappings only where they are mappings) and its training curve."""
     info = results.models[model].adapter if model in results.models else None
-    if info is None or not info.manifest:
+    if info is None or not info.manifest or not isinstance(info.manifest, dict):
         return None
     manifest = info.manifest
-    curve = []
-    path = Path(info.path or "") / "metrics.jsonl"
-    if path.is_file():  # the training curve is a nicety: unreadable lines are left out, never fail the report
-        for item in scan_jsonl(path):
-            if not isinstance(item, BadLine) and isinstance(item[1], dict):
-                curve.append({k: item[1].get(k) for k in ("step", "loss", "eval_loss", "lr", "tokens_per_s")})
-    keys = ("created", "kind", "trainable_parameters", "total_parameters", "trainable_percent", "steps", "tokens_seen", "supervised_tokens_seen",
-            "wall_time_s", "train_time_s", "peak_memory_mb", "final_train_loss", "final_eval_loss", "seed", "data", "config", "base_model", "load", "packages", "hardware", "files", "command")
-    return {"ref": info.ref, "curve": curve, **{k: manifest.get(k) for k in keys}}
+    return {"ref": info.ref, "curve": _curve(info.path),
+            **{k: _num(manifest.get(k)) for k in TRAINING_NUMBERS},
+            **{k: (_plain(manifest.get(k)) if isinstance(manifest.get(k), dict) else None) for k in TRAINING_MAPPINGS},
+            **{k: _plain(manifest.get(k)) for k in TRAINING_OTHER}}
 
 
 def _parity(run_dir: Path) -> dict | None:
     """``parity.json`` of ``laf parity`` (in the run folder or its ``parity/``), checked; None when there is none."""
     from ..gate.parity import find_parity, load_parity
 
+    for p in (run_dir / "parity.json", run_dir / "parity" / "parity.json"):
+        if p.is_symlink():  # like the run's own files: never read from elsewhere through a link
+            raise LafError(f"{p} is a symlink, not a plain file of this run folder", "copy the file into the run folder, or re-run `laf parity`")
     path = find_parity(run_dir)
     return load_parity(path).to_dict() if path is not None else None
 
@@ -146,10 +199,10 @@ def _diversity(run_dir: Path) -> dict | None:
     from ..diversity.analyse import check_finite
 
     path = run_dir / FILE
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
     fix = "re-run `laf diversity` on this run (or the run's diversity stage), or remove the file"
-    doc = read_raw(path, fix)
+    doc = read_raw(path, fix, symlinks=False)
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise LafError(f"{path} is not a {SCHEMA} document", fix)
     check_finite(doc, str(path))
@@ -179,6 +232,8 @@ def gather(run_dir: str | Path, candidate: str | None = None, curation: str | Pa
     """Everything the report shows about ``run_dir`` as one plain dict (also the ``--format json`` output):
     results, the verdict and comparison if present, the candidate's training, the curation, and the items."""
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise LafError(f"{run_dir} is a file, not a run folder", "pass the folder a finished `laf eval --out` wrote (it holds results.json and records.jsonl)")
     results, records = load_run(run_dir, allow_modified=allow_modified)
     verdict = None
     if (run_dir / "verdict.json").exists() or (run_dir / "verdict.json").is_symlink():
@@ -189,8 +244,7 @@ def gather(run_dir: str | Path, candidate: str | None = None, curation: str | Pa
         verdict = read_verdict(run_dir / "verdict.json", {s: list(m.metrics) for s, m in results.suites.items()}, list(results.models))
         check_verdict_is_of(verdict, run_dir, run_dir / "verdict.json")
     compare = read_artifact(run_dir / "compare.json", CompareDoc).to_dict() if (run_dir / "compare.json").exists() else None
-    cur_path = Path(curation) if curation else run_dir / "curation.json"
-    cur = read_json(cur_path) if cur_path.exists() else None
+    cur = _curation(run_dir, curation)
     base, cand = _pick_models(results, verdict, candidate)
     if verdict and verdict["candidate"]["model"] != cand:
         verdict = None  # a verdict about another model does not describe this one
@@ -198,10 +252,9 @@ def gather(run_dir: str | Path, candidate: str | None = None, curation: str | Pa
     if summaries is None and cand:
         from ..gate.deltas import summaries as compute_summaries
         from ..gate.policy import Policy
-        from ..gate.runs import load_side
-
-        a = load_side(f"{run_dir}#{base}", "baseline", True, allow_modified)
-        b = load_side(f"{run_dir}#{cand}", "candidate", False, allow_modified)
+        # both sides from the run already read, each model passed as itself (a model name may hold '#', which a
+        # RUN#MODEL reference would split at)
+        a, b = _side(run_dir, results, records, base), _side(run_dir, results, records, cand)
         summaries = compute_summaries(a, b, Policy(rules=[{"category": "general", "max_drop": 0.0}]))
     items, item_stats = _items(records, base, cand, results.suites)
     return {
@@ -220,8 +273,8 @@ def gather(run_dir: str | Path, candidate: str | None = None, curation: str | Pa
         "verdict": verdict,
         "summaries": summaries,
         "compare": compare,
-        "sweep": read_artifact(run_dir / "sweep.json", SweepDoc).to_dict() if (run_dir / "sweep.json").exists() else None,  # laf sweep
-        "selection": _safe_json(run_dir / "selection.json"),  # laf run with select:
+        "sweep": _optional(run_dir / "sweep.json", SweepDoc),  # laf sweep
+        "selection": _plain(_safe_json(run_dir / "selection.json")),  # laf run with select: (a non-finite number in it is None)
         "training": _training(results, cand),
         "curation": cur,
         "parity": _parity(run_dir),
@@ -232,10 +285,45 @@ def gather(run_dir: str | Path, candidate: str | None = None, curation: str | Pa
     }
 
 
-def _num(v):
-    import math
+def _curation(run_dir: Path, curation: str | Path | None) -> dict | None:
+    """The curation manifest: ``curation`` when named (a link to a manifest elsewhere is fine), else the run folder's
+    own ``curation.json`` (a plain file of the folder, never a link); read and checked like every artifact."""
+    if curation:
+        return read_curation(curation)
+    path = run_dir / "curation.json"
+    if not path.exists() and not path.is_symlink():
+        return None
+    return read_curation(path, symlinks=False)
 
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+def _optional(path: Path, kind):
+    """An optional artifact of the run folder (absent: None), read as a plain file of the folder, never through a link."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    return read_artifact(path, kind, symlinks=False).to_dict()
+
+
+def _side(run_dir: Path, results: ResultsDoc, records: list[ItemRecord], model: str):
+    """One model of the run as a comparison side (what ``load_side`` builds), from the run already read."""
+    from ..gate.runs import RunSide
+
+    by_suite: dict[str, list[ItemRecord]] = defaultdict(list)
+    for r in records:
+        if r.model == model:
+            by_suite[r.suite].append(r)
+    for recs in by_suite.values():
+        recs.sort(key=lambda r: r.doc_id)
+    return RunSide(f"{run_dir}#{model}", run_dir, model, results, dict(by_suite))
+
+
+def _num(v):
+    """A finite number as it is (an int stays an int), else None (a huge integer that does not fit a float is None too)."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return None
+    try:
+        return v if math.isfinite(v) else None
+    except OverflowError:
+        return None
 
 
 def _trend(run_dir: Path, cand: str | None) -> dict | None:
@@ -269,8 +357,11 @@ def _trend(run_dir: Path, cand: str | None) -> dict | None:
 
 
 def _safe_json(path: Path):
-    """An optional JSON file of the run folder: ``None`` when absent or unreadable (a report never fails on it)."""
+    """An optional JSON file of the run folder: ``None`` when absent or unreadable (a report never fails on it). Read
+    like an artifact (bounded, a plain file, strict JSON) and never through a symlink (bytes from outside the run)."""
+    if not path.exists() and not path.is_symlink():
+        return None
     try:
-        return read_json(path) if path.is_file() else None
+        return read_raw(path, "", symlinks=False)
     except Exception:  # untrusted file: a broken one is left out, never a traceback
         return None

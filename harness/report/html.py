@@ -255,41 +255,53 @@ def _training(d: dict) -> str:
     t = d.get("training")
     if not t:
         return ""
-    curve = t.get("curve") or []
-    series = [{"name": "train loss", "points": [(c["step"], c["loss"]) for c in curve if c.get("loss") is not None], "color": svg.BLUE}]
-    ev = [(c["step"], c["eval_loss"]) for c in curve if c.get("eval_loss") is not None]
+    curve = [c for c in (t.get("curve") or []) if isinstance(c, dict) and is_finite_number(c.get("step"))]
+    series = [{"name": "train loss", "points": [(c["step"], c["loss"]) for c in curve if is_finite_number(c.get("loss"))], "color": svg.BLUE}]
+    ev = [(c["step"], c["eval_loss"]) for c in curve if is_finite_number(c.get("eval_loss"))]
     if ev:
         series.append({"name": "held-out loss", "points": ev, "color": svg.AMBER, "dots": True})
-    data = t.get("data") or {}
-    cfg = t.get("config") or {}
-    lora = cfg.get("lora") or {}
+    data, cfg = _mapping(t.get("data")), _mapping(t.get("config"))  # a manifest is untrusted: a field of another type is left out
+    lora = _mapping(cfg.get("lora"))
     rows = [
         ("adapter", t.get("ref")), ("kind", t.get("kind")), ("trained", t.get("created")),
-        ("trainable parameters", f"{_nt(t.get('trainable_parameters', 0), ',')} of {_nt(t.get('total_parameters', 0), ',')} ({t.get('trainable_percent')} %)"),
+        ("trainable parameters", f"{_nt(t.get('trainable_parameters', 0), ',')} of {_nt(t.get('total_parameters', 0), ',')} ({_nt(t.get('trainable_percent'), 'g')} %)"),
         ("LoRA", f"r={lora.get('r')}, alpha={lora.get('alpha')}, dropout={lora.get('dropout')}, targets={lora.get('target_modules')}, rsLoRA={lora.get('rslora')}, DoRA={lora.get('dora')}"),
         ("steps / tokens", f"{t.get('steps')} steps, {_nt(t.get('tokens_seen', 0), ',')} tokens ({_nt(t.get('supervised_tokens_seen', 0), ',')} supervised)"),
         ("time / peak memory", f"{t.get('train_time_s')} s training ({t.get('wall_time_s')} s wall), {t.get('peak_memory_mb')} MB"),
-        ("final losses", f"train {t.get('final_train_loss')}, held-out {t.get('final_eval_loss')}"),
+        ("final losses", f"train {_nt(t.get('final_train_loss'), 'g')}, held-out {_nt(t.get('final_eval_loss'), 'g')}"),
         ("data", f"{data.get('path')}: {data.get('examples')} examples ({data.get('schema')}), {data.get('dropped')} dropped {data.get('dropped_reasons') or ''}, sha256 {str(data.get('content_sha256'))[:16]}…"),
         ("seed", t.get("seed")),
     ]
     return svg.line_chart(series, "Training loss") + _kv(rows)
 
 
+def _mapping(v) -> dict:
+    """A mapping of an untrusted document, or an empty one when the field holds something else."""
+    return v if isinstance(v, dict) else {}
+
+
 def _curation(d: dict) -> str:
+    """curation.json (checked by :func:`harness.results.artifacts.read_curation` when gathered; a dict handed in
+    directly is still shown defensively: a part of another shape is left out, a number that is not finite is '–')."""
     c = d.get("curation")
-    if not c:
+    if not isinstance(c, dict) or not c:
         return ""
-    counts = c.get("counts", {})
-    rows = "".join(f"<tr><td>{_e(k)}</td><td class='num'>{_e(v)}</td></tr>" for k, v in counts.items())
-    cont = c.get("contamination") or {}
-    cont_rows = "".join(f"<tr><td>{_e(s)}</td><td class='num'>{_e(v.get('items'))}</td><td class='num'>{_e(v.get('contaminated_items'))}</td><td class='num'>{_n(v.get('share') or 0, '.2f', 100)}%</td></tr>"
-                        for s, v in (cont.get("suites") or {}).items())
+    counts = _mapping(c.get("counts"))
+    rows = "".join(f"<tr><td>{_e(k)}</td><td class='num'>{_e(v) if is_finite_number(v) else '–'}</td></tr>"
+                   for k, v in counts.items())
+    cont = _mapping(c.get("contamination"))
+
+    def share(v):
+        return _n(v, ".2f", 100) + "%" if is_finite_number(v) else "–"
+
+    cont_rows = "".join(f"<tr><td>{_e(s)}</td><td class='num'>{_e(v.get('items'))}</td><td class='num'>{_e(v.get('contaminated_items'))}</td><td class='num'>{share(v.get('share', 0))}</td></tr>"
+                        for s, v in _mapping(cont.get("suites")).items() if isinstance(v, dict))
     out = f"<table><tr><th>rule</th><th class='num'>count</th></tr>{rows}</table>"
     if cont_rows:
-        out += (f"<h3>Contamination ({_e(cont.get('ngram', 13))}-gram overlap with training data)</h3>"
+        ngram = cont.get("ngram", 13)
+        out += (f"<h3>Contamination ({_e(ngram if is_finite_number(ngram) else '?')}-gram overlap with training data)</h3>"
                 f"<table><tr><th>suite</th><th class='num'>items</th><th class='num'>contaminated</th><th class='num'>share</th></tr>{cont_rows}</table>")
-    fp = c.get("fingerprints") or {}
+    fp = _mapping(c.get("fingerprints"))
     if fp:
         out += _kv([(k, v) for k, v in fp.items()])
     return out

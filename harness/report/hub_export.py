@@ -29,7 +29,7 @@ from statistics import NormalDist
 
 from ..errors import LafError
 from ..io import _umask, check_plain_tree, sha256_file
-from ..present import markdown_table, md_escape
+from ..present import markdown_table, md_code, md_escape
 from ..registry import AdapterEntry, Registry
 
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -113,9 +113,18 @@ def _md(s) -> str:
     return md_escape(s)
 
 
+class _Code(str):
+    """A card cell shown as a code span (:func:`md_code` built it: it is not escaped again)."""
+
+
+def _code(v) -> _Code:
+    return _Code(md_code(v))
+
+
 def _table(columns: list[str], rows: list[list]) -> list[str]:
-    """A card table from raw cells (each escaped once, by the shared renderer)."""
-    return markdown_table(columns, [[str(c) for c in r] for r in rows])
+    """A card table from raw cells, each escaped once (:func:`md_escape`), a :class:`_Code` cell as its code span."""
+    cell = lambda c: c if isinstance(c, _Code) else md_escape(str(c))  # noqa: E731
+    return markdown_table([md_escape(c) for c in columns], [[cell(c) for c in r] for r in rows], escape=False)
 
 
 def _opt(v, sign: str = "") -> str:
@@ -257,7 +266,7 @@ def _merge_section(m: dict) -> list[str]:
         if not isinstance(p, dict):
             continue
         kind = f"merge ({(p.get('lineage') or {}).get('method')})" if isinstance(p.get("lineage"), dict) else (p.get("kind") or "adapter")
-        parents.append([f"`{p.get('ref')}`", kind, p.get("rank"), p["weight"] if "weight" in p else "-", f"`{p.get('weights_sha256')}`"])
+        parents.append([_code(p.get("ref")), kind, p.get("rank"), p["weight"] if "weight" in p else "-", _code(p.get("weights_sha256"))])
     lines += _table(["parent", "kind", "rank", "weight", "weights sha256"], parents)
     settings: list[list] = [[k, json.dumps(v, sort_keys=True, default=str)] for k, v in sorted(params.items())]
     if out:
@@ -360,7 +369,7 @@ def build_card(entry: AdapterEntry, base_id: str | None, license: str, datasets:
              f'base = AutoModelForCausalLM.from_pretrained("{load_base}")', f'model = PeftModel.from_pretrained(base, "{repo_id}")', "```", "",
              "## Publish", "", "```bash", upload_command(repo_id, out_name), "```", "",
              "or from Python:", "", "```python", upload_python(repo_id, out_name), "```", ""]
-    body += ["## Files", ""] + _table(["file", "sha256"], [[f, f"`{hashes[f]}`"] for f in PEFT_FILES]) + [""]
+    body += ["## Files", ""] + _table(["file", "sha256"], [[f, _code(hashes[f])] for f in PEFT_FILES]) + [""]
     text = f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(body)
     ModelCard(text)  # parses the front matter back (raises on invalid metadata)
     return text, rows

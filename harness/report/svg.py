@@ -5,16 +5,35 @@ Every text that comes from data is escaped here; callers pass plain strings.
 
 from __future__ import annotations
 
+import math
 from html import escape
 
 GREEN, RED, GREY, BLUE, AMBER = "#1a7f37", "#cf222e", "#6e7781", "#0969da", "#9a6700"
 
 
-def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    import math
+def drawable(lo: float, hi: float) -> bool:
+    """An axis from ``lo`` to ``hi`` can be drawn: both ends and the span are finite and the span is not zero
+    (finite values near the float limit, ±1e308, have a span that overflows: such a chart is left out)."""
+    try:
+        return math.isfinite(lo) and math.isfinite(hi) and math.isfinite(hi - lo) and hi > lo
+    except (TypeError, OverflowError):
+        return False
 
-    if hi <= lo:
+
+def finite(*vs) -> bool:
+    """Every value is a finite number (never a bool)."""
+    try:
+        return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vs)
+    except OverflowError:
+        return False
+
+
+def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """Round tick values across lo..hi; none where the axis cannot be drawn (see :func:`drawable`)."""
+    if finite(lo, hi) and hi <= lo:
         hi = lo + 1
+    if not drawable(lo, hi):
+        return []
     raw = (hi - lo) / n
     mag = 10 ** math.floor(math.log10(raw))
     step = min((s * mag for s in (1, 2, 2.5, 5, 10) if s * mag >= raw), default=raw)
@@ -41,12 +60,15 @@ def row_verdict(r: dict) -> str:
 def forest(rows: list[dict], unit: str, title: str) -> str:
     """rows: {label, sublabel, value, lo, hi, verdict}; x = improvement (positive = better); verdict: the gate's
     pass / fail / inconclusive for the row, or None (no rule: the direction of the interval)."""
+    rows = [r for r in rows if finite(r.get("value"), r.get("lo"), r.get("hi"))]
     if not rows:
         return ""
     lo = min(min(r["lo"], r["value"], 0.0) for r in rows)
     hi = max(max(r["hi"], r["value"], 0.0) for r in rows)
     pad = (hi - lo) * 0.08 or 1.0
     lo, hi = lo - pad, hi + pad
+    if not drawable(lo, hi):
+        return ""
     W, left, right, row_h, top = 760, 250, 30, 30, 48
     H = top + row_h * len(rows) + 40
     x = lambda v: left + (v - lo) / (hi - lo) * (W - left - right)  # noqa: E731
@@ -74,6 +96,8 @@ def forest(rows: list[dict], unit: str, title: str) -> str:
 
 
 def ideal_gauge(label: str, ideal: float, base: float, cand: float | None, lo: float = 0.0, hi: float = 1.0) -> str:
+    if not finite(ideal, base, lo, hi) or not drawable(lo, hi) or (cand is not None and not finite(cand)):
+        return ""
     W, H, left, right = 520, 62, 20, 150
     x = lambda v: left + (min(max(v, lo), hi) - lo) / (hi - lo) * (W - left - right)  # noqa: E731
     out = [f'<svg class="chart gauge" viewBox="0 0 {W} {H}" width="100%" role="img" aria-label="{escape(label)}" xmlns="http://www.w3.org/2000/svg">',
@@ -94,7 +118,9 @@ def ideal_gauge(label: str, ideal: float, base: float, cand: float | None, lo: f
 
 
 def line_chart(series: list[dict], title: str, xlabel: str = "step") -> str:
-    """series: {name, points: [(x, y)], color, dots}"""
+    """series: {name, points: [(x, y)], color, dots}; a point that is not a pair of finite numbers is left out, and a
+    chart whose range cannot be drawn (see :func:`drawable`) is left out."""
+    series = [{**s, "points": [p for p in s["points"] if isinstance(p, (tuple, list)) and len(p) == 2 and finite(*p)]} for s in series]
     pts = [p for s in series for p in s["points"]]
     if not pts:
         return ""
@@ -104,6 +130,8 @@ def line_chart(series: list[dict], title: str, xlabel: str = "step") -> str:
         x1 = x0 + 1
     pad = (y1 - y0) * 0.08 or 0.5
     y0, y1 = y0 - pad, y1 + pad
+    if not drawable(x0, x1) or not drawable(y0, y1):
+        return ""
     W, H, left, right, top, bottom = 760, 260, 56, 20, 28, 40
     X = lambda v: left + (v - x0) / (x1 - x0) * (W - left - right)  # noqa: E731
     Y = lambda v: top + (1 - (v - y0) / (y1 - y0)) * (H - top - bottom)  # noqa: E731
@@ -132,6 +160,7 @@ def line_chart(series: list[dict], title: str, xlabel: str = "step") -> str:
 
 def pareto(points: list[dict], title: str) -> str:
     """points: {label, x (domain gain), y (general change), front: bool}."""
+    points = [p for p in points if finite(p.get("x"), p.get("y"))]
     if not points:
         return ""
     xs = [p["x"] for p in points] + [0.0]
@@ -139,6 +168,8 @@ def pareto(points: list[dict], title: str) -> str:
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
     px, py = (x1 - x0) * 0.15 or 0.05, (y1 - y0) * 0.15 or 0.05
     x0, x1, y0, y1 = x0 - px, x1 + px, y0 - py, y1 + py
+    if not drawable(x0, x1) or not drawable(y0, y1):
+        return ""
     W, H, left, right, top, bottom = 640, 360, 64, 24, 28, 46
     X = lambda v: left + (v - x0) / (x1 - x0) * (W - left - right)  # noqa: E731
     Y = lambda v: top + (1 - (v - y0) / (y1 - y0)) * (H - top - bottom)  # noqa: E731
@@ -169,13 +200,17 @@ def pareto(points: list[dict], title: str) -> str:
 def trend(points: list[dict], title: str, scale: float = 1.0, unit: str = "") -> str:
     """A suite's metric across versions, oldest first. points: {label, value, lo, hi, released, current, verdict};
     released versions are drawn as diamonds and labelled, the candidate of this report in blue and larger."""
+    points = [{**p, "value": p.get("value") if finite(p.get("value")) else None, "lo": p.get("lo") if finite(p.get("lo")) else None,
+               "hi": p.get("hi") if finite(p.get("hi")) else None} for p in points]
     pts = [p for p in points if p.get("value") is not None]
     if not pts:
         return ""
-    vals = [v * scale for p in pts for v in (p["value"], p.get("lo", p["value"]), p.get("hi", p["value"])) if v is not None]
+    vals = [v * scale for p in pts for v in (p["value"], p.get("lo"), p.get("hi")) if v is not None]
     y0, y1 = min(vals), max(vals)
     pad = (y1 - y0) * 0.12 or max(abs(y1) * 0.05, 0.5)
     y0, y1 = y0 - pad, y1 + pad
+    if not drawable(y0, y1):
+        return ""
     W, left, right, top, bottom = 760, 64, 24, 30, 58
     H = 270
     step = (W - left - right) / max(1, len(points))
@@ -204,7 +239,7 @@ def trend(points: list[dict], title: str, scale: float = 1.0, unit: str = "") ->
             out.append(f'<line x1="{x:.1f}" y1="{Y(p["lo"]):.1f}" x2="{x:.1f}" y2="{Y(p["hi"]):.1f}" stroke="{color}" stroke-width="{3 if p.get("current") else 2}"/>')
             for b in (p["lo"], p["hi"]):
                 out.append(f'<line x1="{x - 5:.1f}" y1="{Y(b):.1f}" x2="{x + 5:.1f}" y2="{Y(b):.1f}" stroke="{color}" stroke-width="1.5"/>')
-        tip = f'{escape(str(p["label"]))}: {p["value"] * scale:.4g}{escape(unit)}' + (f' ({p["lo"] * scale:.4g} to {p["hi"] * scale:.4g})' if p.get("lo") is not None else "") + \
+        tip = f'{escape(str(p["label"]))}: {p["value"] * scale:.4g}{escape(unit)}' + (f' ({p["lo"] * scale:.4g} to {p["hi"] * scale:.4g})' if p.get("lo") is not None and p.get("hi") is not None else "") + \
             (f', {escape(str(p.get("verdict")))}' if p.get("verdict") else "") + (", released" if p.get("released") else "")
         r = 7 if p.get("current") else 5
         y = Y(p["value"])

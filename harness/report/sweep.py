@@ -10,11 +10,17 @@ from __future__ import annotations
 import math
 from html import escape
 
-from .svg import AMBER, BLUE, GREEN, GREY, RED, _nice_ticks
+from .svg import AMBER, BLUE, GREEN, GREY, RED, _nice_ticks, drawable
 
 
 def _num(v) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:  # an integer too large for a float
+        return None
+    return f if math.isfinite(f) else None
 
 
 def _cell(d) -> tuple[float, float, float] | None:
@@ -23,7 +29,8 @@ def _cell(d) -> tuple[float, float, float] | None:
     v, lo, hi = _num(d.get("improvement")), _num(d.get("ci_low")), _num(d.get("ci_high"))
     if v is None:
         return None
-    return 100 * v, 100 * (lo if lo is not None else v), 100 * (hi if hi is not None else v)
+    out = (100 * v, 100 * (lo if lo is not None else v), 100 * (hi if hi is not None else v))
+    return out if all(math.isfinite(x) for x in out) else None  # points: a value near the float limit overflows
 
 
 def chart(points: list[dict]) -> str:
@@ -36,6 +43,8 @@ def chart(points: list[dict]) -> str:
     lo, hi = min(vals), max(vals)
     pad = (hi - lo) * 0.08 or 1.0
     lo, hi = lo - pad, hi + pad
+    if not drawable(lo, hi):
+        return ""  # a span past the float limit: the table below still lists every point
     W, left, right, top, bottom = 760, 60, 20, 30, 90
     H = 320
     col = (W - left - right) / len(rows)
@@ -140,6 +149,8 @@ def _scatter(rows: list[tuple[str, tuple, tuple, str, bool]], fx: str, fy: str, 
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
     px, py = (x1 - x0) * 0.08 or 0.05, (y1 - y0) * 0.08 or 0.05
     x0, x1, y0, y1 = x0 - px, x1 + px, y0 - py, y1 + py
+    if not drawable(x0, x1) or not drawable(y0, y1):
+        return ""  # a span past the float limit (values near ±1e308): the chart is left out
     W, H, left, right, top, bottom = 760, 380, 70, 20, 30, 50
     X = lambda v: left + (v - x0) / (x1 - x0) * (W - left - right)  # noqa: E731
     Y = lambda v: top + (y1 - v) / (y1 - y0) * (H - top - bottom)  # noqa: E731
@@ -193,6 +204,9 @@ def frontier_section(front) -> str:
     fx = f"{f.get('suite')} {f.get('metric')} gain ({f.get('unit') or f.get('metric')})"
     fy = f"{lo.get('suite')} {lo.get('metric')} increase ({lo.get('unit') or lo.get('metric')})"
     scaled = [(n, tuple(v * sf for v in x), tuple(v * sl for v in y), v, fr) for n, x, y, v, fr in rows]
+    scaled = [r for r in scaled if all(math.isfinite(c) for c in r[1] + r[2])]  # a value the scale overflows is skipped
+    if not scaled:
+        return ""
     fm, lm = _num(f.get("margin")), _num(lo.get("margin"))
     chart = _scatter(scaled, fx, fy, (None if fm is None else fm * sf, None if lm is None else lm * sl), "found vs lost frontier")
     ff, fl = (".1f" if sf != 1.0 else ".3f"), (".1f" if sl != 1.0 else ".3f")
@@ -233,11 +247,10 @@ def selection_section(curves, chosen: dict | None = None) -> str:
         if not isinstance(curve, list):
             continue
         pick = (chosen or {}).get(name)
-        curve = [{**c, "chosen": isinstance(c, dict) and c.get("step") == pick} for c in curve]
-        rows = _curve_axes(curve)
-        if rows:
-            out.append(f"<h4>{escape(str(name))}</h4>" + _scatter(rows, "domain gain", "general loss", (None, None),
-                                                                   f"selection curve of {name}", connect=True))
+        curve = [{**c, "chosen": c.get("step") == pick} for c in curve if isinstance(c, dict)]  # a malformed entry is skipped
+        chart = _scatter(_curve_axes(curve), "domain gain", "general loss", (None, None), f"selection curve of {name}", connect=True)
+        if chart:
+            out.append(f"<h4>{escape(str(name))}</h4>" + chart)
     if not out:
         return ""
     return ("<h3>Checkpoint selection (selection split)</h3><p class='muted'>Each snapshot scored on the selection split; the chosen one is "

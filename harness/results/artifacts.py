@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional, TypeVar
 
@@ -331,6 +332,7 @@ class NoiseSuite(PairedStats):
     category: str
     flip_rate: Optional[Number] = None
     suggested_margin: Number
+    warning: Optional[str] = None  # too few items to measure the noise: the margin is no measurement
 
 
 class CalibrationDoc(Artifact):
@@ -346,6 +348,7 @@ class CalibrationDoc(Artifact):
     suites: dict[str, NoiseSuite]
     suggested_policy: dict[str, Any]
     suggested_policy_yaml: str
+    warnings: list[str] = []
 
 
 # ---------------------------------------------------------------- parity.json
@@ -494,6 +497,73 @@ class RunDoc(Artifact):
     history: Optional[dict[str, Any]] = None
 
 
+# ---------------------------------------------------------------- curation.json (read, never a `laf schema` kind)
+
+
+def _share(v: Any) -> Any:
+    _finite(v)
+    if not 0 <= v <= 1:
+        raise ValueError(f"expected a share between 0 and 1, got {v!r}"[:120])
+    return v
+
+
+Share = Annotated[float, PlainValidator(_share), PlainSerializer(lambda v: v, return_type=Any), WithJsonSchema({"type": "number", "minimum": 0, "maximum": 1})]
+
+
+class ContaminationSuite(OpenPart):
+    """One suite's overlap with the training data (``harness.data.curate.contamination_check``)."""
+
+    items: Count = 0
+    contaminated_items: Count = 0
+    share: Share = 0.0
+    max_token_share: Optional[Share] = None
+
+    @model_validator(mode="after")
+    def _within(self) -> "ContaminationSuite":
+        if self.contaminated_items > self.items:
+            raise ValueError(f"contaminated_items ({self.contaminated_items}) is more than items ({self.items})")
+        return self
+
+
+class Contamination(OpenPart):
+    """The contamination block the gate's ``max_contamination`` rule and the report read."""
+
+    ngram: Optional[Count] = None
+    suites: dict[str, ContaminationSuite] = {}
+    skipped: list[str] = []
+    contaminated_items: Optional[Count] = None
+    contaminated_item_share: Share
+
+
+class CurationDoc(Artifact):
+    """``curation.json`` of ``laf data check|clean``: the fields a reader uses are typed (counts whole numbers >= 0,
+    shares finite and within [0, 1], suites a mapping of mappings); every other key is kept as written. Not a
+    ``laf schema`` kind: a curation manifest is a record of the data, not a decision."""
+
+    model_config = ConfigDict(extra="allow", strict=True, populate_by_name=True)
+    KIND: ClassVar[str] = "curation"
+    FILE: ClassVar[str] = "curation.json"
+    FIX: ClassVar[str] = "re-run `laf data check DATA --against SUITES` to rewrite it (a curation manifest is never edited by hand), or remove it"
+
+    schema_: Optional[Literal["laf.curation/1"]] = Field(None, alias="schema")
+    counts: dict[str, Count] = {}
+    contamination: Optional[Contamination] = None
+    fingerprints: dict[str, str] = {}
+
+
+def read_curation(path: str | os.PathLike, *, symlinks: bool = True) -> dict:
+    """``curation.json`` read like every artifact (bounded, a plain file, strict JSON, finite numbers) and checked
+    to have the shape its readers use: one ``LafError`` naming the file and the field."""
+    return read(path, CurationDoc, symlinks=symlinks).to_dict()
+
+
+def check_contamination(block: Any, where: str = "the contamination record") -> dict:
+    """A contamination block handed over as a dict (``evaluate_gate``'s callers), checked like ``curation.json``'s."""
+    if isinstance(block, Contamination):
+        return block.to_dict()
+    return parse({"contamination": block}, CurationDoc, where).contamination.to_dict()  # type: ignore[union-attr]
+
+
 # ---------------------------------------------------------------- results.json (its schema; the reader is ResultsDoc)
 
 
@@ -591,7 +661,8 @@ def _nonfinite(x: Any, where: str, depth: int = 0) -> str | None:
 def _loc(loc: tuple) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        part = part if isinstance(part, int) else str(part)[:80]  # a key of an untrusted document may be long
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
     return out or "(the document)"
 
 
@@ -624,10 +695,15 @@ def read_raw(path: str | os.PathLike, fix: str, *, max_bytes: int = MAX_BYTES, s
             raise LafError(f"file not found: {path}", "check the path")
         if not path.is_file():
             raise LafError(f"{path} is not a plain file", fix)
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise LafError(f"{path} is {size:,} bytes, larger than the {max_bytes:,} a laf artifact may be", fix)
-        with open(path, "rb") as f:
+        # opened without blocking (a FIFO swapped in after the check never hangs) and without following a link
+        # swapped in (symlinks=False); what was opened is checked again to be a regular file of a bounded size
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | (0 if symlinks else getattr(os, "O_NOFOLLOW", 0))
+        with open(path, "rb", opener=lambda p, _flags: os.open(p, flags)) as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise LafError(f"{path} is not a plain file", fix)
+            if st.st_size > max_bytes:
+                raise LafError(f"{path} is {st.st_size:,} bytes, larger than the {max_bytes:,} a laf artifact may be", fix)
             data = f.read(max_bytes + 1)
         if len(data) > max_bytes:  # grew while we read it
             raise LafError(f"{path} is larger than the {max_bytes:,} bytes a laf artifact may be", fix)
