@@ -182,19 +182,52 @@ def test_reading_a_history_never_writes_it(hist):
     assert sqlite3.connect(url).execute("PRAGMA journal_mode").fetchone()[0] == "delete"
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root ignores file permissions")
-def test_a_history_in_a_read_only_folder_can_be_listed(hist, tmp_path):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    (ro / "h.sqlite").write_bytes(Path(hist["url"]).read_bytes())
-    (ro / "h.sqlite").chmod(0o444)
-    ro.chmod(0o555)
+def test_a_history_in_a_read_only_folder_can_be_listed(hist):
+    """A reader needs no write access. Root ignores file permissions, so as root the command runs in a forked child
+    that has dropped to user nobody (65534), its modules imported before (the interpreter lives under /root, which
+    nobody cannot enter); in a folder outside pytest's own (0700)."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="laf-ro-"))
+    ro = base / "ro"
     try:
-        code, out, err = run_cli("history", "list", "--history", str(ro / "h.sqlite"), "--json")
+        base.chmod(0o755)
+        ro.mkdir()
+        (ro / "h.sqlite").write_bytes(Path(hist["url"]).read_bytes())
+        argv = ("history", "list", "--history", str(ro / "h.sqlite"), "--json")
+        code, out, err = run_cli(*argv)  # as this user first: every module the command needs is imported
+        assert code == 0, err
+        for p in ro.iterdir():
+            if p.name != "h.sqlite":
+                p.unlink()
+        (ro / "h.sqlite").chmod(0o444)
+        ro.chmod(0o555)
+        if os.geteuid() == 0:
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: nobody, then the command, its result down the pipe
+                try:
+                    os.close(r)
+                    os.setgroups([])
+                    os.setgid(65534)
+                    os.setuid(65534)
+                    os.write(w, json.dumps(run_cli(*argv)).encode())
+                finally:
+                    os._exit(0)
+            os.close(w)
+            with os.fdopen(r, "rb") as f:
+                data = f.read()
+            os.waitpid(pid, 0)
+            code, out, err = json.loads(data)
+        else:
+            code, out, err = run_cli(*argv)
         assert code == 0, err
         assert len(json.loads(out)["runs"]) == 2
+        assert sorted(x.name for x in ro.iterdir()) == ["h.sqlite"]  # no -wal, -shm or journal left beside it
     finally:
         ro.chmod(0o755)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_a_foreign_database_is_left_exactly_as_it_was(hist, tmp_path):
