@@ -230,8 +230,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         for f in (sys.stdout, sys.stderr):  # what the command printed before comes first
             with contextlib.suppress(Exception):
                 f.flush()
+        fd = _open_fd(path)
+        assert fd is not None  # _output_mode saw it open a moment ago
         try:
-            _write_all(_open_fd(path), data)
+            _write_all(fd, data)
         except OSError as e:
             raise LafError(f"writing {path} failed: {e.strerror or e}", "check where it leads, or write to a file") from None
         return path

@@ -33,6 +33,7 @@ from pydantic import BeforeValidator, Field, model_validator
 
 from ..config import StrictModel, load_yaml, validate
 
+
 def _no_yes_no(v):
     """A number setting given as YAML's ``yes``/``true``/``on`` would count as 1 (a 100-point margin that passes
     anything): refused, as is text that is not a plain decimal number (``'0.1'`` quoted, ``'0x10'``)."""

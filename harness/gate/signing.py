@@ -312,7 +312,7 @@ def verdict_kept(verdict_path: str | Path) -> Iterator[None]:
                 if old is None:
                     if path.is_file() and not path.is_symlink():
                         path.unlink()
-                else:
+                elif isinstance(old, bytes):
                     atomic_write_bytes(path, old)
             except Exception:  # noqa: BLE001 - best effort: the error that failed the gate is the one to report
                 pass

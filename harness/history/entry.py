@@ -15,7 +15,7 @@ import subprocess
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from ..env import now_iso
 from ..io import atomic_write_json, canonical_json
@@ -109,7 +109,7 @@ class _Held:
     trend.json files to write when the block succeeds."""
 
     def __init__(self) -> None:
-        self.stores: dict[str, object] = {}
+        self.stores: dict[str, Any] = {}  # url -> HistoryStore (imported late: the store pulls in SQLAlchemy)
         self.trends: list[tuple[Path, dict]] = []
 
     def store(self, url: str):

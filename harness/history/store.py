@@ -78,7 +78,7 @@ def _engine(url: str, readonly: bool = False, wal: bool = True):
             extra["creator"] = connect
         engine = create_engine(u, connect_args={"timeout": _BUSY_MS / 1000}, pool_size=1, **extra)  # one connection, reused: no PRAGMAs per record
         wal_state = {"on": wal and not readonly}
-        engine.laf_wal = wal_state
+        engine.laf_wal = wal_state  # type: ignore[attr-defined]  # read by the listener below and by the writer
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn, _record):
@@ -626,9 +626,9 @@ def _valid(row, table: str) -> dict:
     :class:`_Damaged` naming the table, the column and the run."""
     if not _COLUMNS:
         for t in S.TABLES:
-            for col in t.columns:
-                _COLUMNS[(t.name, col.name)] = _kind_of(col.type)
-                _OWNER.setdefault(col.name, t.name)
+            for column in t.columns:
+                _COLUMNS[(t.name, column.name)] = _kind_of(column.type)
+                _OWNER.setdefault(column.name, t.name)
     out = dict(row)
     for k, v in out.items():
         if v is None:
