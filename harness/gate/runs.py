@@ -152,6 +152,11 @@ def load_side(ref: str, role: str, default_base: bool, allow_modified: bool = Fa
         model = resolve_model_name(model, models)
     if model not in models:
         raise LafError(f"{folder} has no model '{model}' (it has {', '.join(models)})", f"use one of them: {folder}#{models[0]}")
+    return side_of(ref, folder, model, results, records)
+
+
+def side_of(ref: str, folder: Path, model: str, results: ResultsDoc, records: list[ItemRecord]) -> RunSide:
+    """``model`` of a run already read, as a comparison side: its records by suite, in item order."""
     by_suite: dict[str, list[ItemRecord]] = defaultdict(list)
     for r in records:
         if r.model == model:

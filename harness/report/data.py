@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
 from pathlib import Path
 
 from ..env import now_iso
@@ -305,15 +304,9 @@ def _optional(path: Path, kind):
 
 def _side(run_dir: Path, results: ResultsDoc, records: list[ItemRecord], model: str):
     """One model of the run as a comparison side (what ``load_side`` builds), from the run already read."""
-    from ..gate.runs import RunSide
+    from ..gate.runs import side_of
 
-    by_suite: dict[str, list[ItemRecord]] = defaultdict(list)
-    for r in records:
-        if r.model == model:
-            by_suite[r.suite].append(r)
-    for recs in by_suite.values():
-        recs.sort(key=lambda r: r.doc_id)
-    return RunSide(f"{run_dir}#{model}", run_dir, model, results, dict(by_suite))
+    return side_of(f"{run_dir}#{model}", run_dir, model, results, records)
 
 
 def _num(v):
