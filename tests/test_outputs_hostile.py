@@ -258,3 +258,84 @@ def test_a_lone_surrogate_in_a_name_is_printed_and_written_without_a_traceback(t
         code, out, err = run_cli("compare", str(run), "--format", fmt)
         assert code == 0, err
         out.encode("utf-8")  # printable: no lone surrogate reached the stream
+
+
+# ---------------------------------------------------------------- the evaluation's cache and output folder
+
+
+def _reseal(cache: Path, edit) -> None:
+    """Edit the stored suite result and seal it again, as anyone who can write the cache file can."""
+    import sqlite3
+
+    from harness.evaluate.cache import SUITE_RESULT_KIND, row_seal
+
+    with sqlite3.connect(cache) as c:
+        (key, value), = c.execute("SELECT key, value FROM suite_results").fetchall()
+        stored = json.loads(value)
+        edit(stored)
+        text = json.dumps(stored)
+        c.execute("UPDATE suite_results SET value = ?, seal = ?", (text, row_seal(key, SUITE_RESULT_KIND, text)))
+
+
+@pytest.mark.parametrize("edit", [
+    lambda d: d["records"][0]["metrics"].__setitem__("acc", "x"),  # the run folder's reader refuses it
+    lambda d: d["records"][0].__setitem__("doc", {"q": json.loads("[" * 300 + "]" * 300)}),
+    lambda d: [r.__setitem__("suite", "../../evil") for r in d["records"]],  # another suite's records
+    lambda d: d["records"].append(dict(d["records"][0])),  # an item twice
+], ids=["metric-text", "deep-doc", "other-suite", "item-twice"])
+def test_a_sealed_but_wrong_stored_suite_result_is_a_miss_not_a_failure(tiny_model_dir, tmp_path, edit):
+    from harness.evaluate import load_run, run_eval
+    from tests.test_eval import spec, write_mc_suite
+
+    suite = write_mc_suite(tmp_path / "s", n=6)
+    run_eval(spec(tmp_path, tiny_model_dir, [suite]))
+    want = [r.to_dict() for r in load_run(tmp_path / "out")[1]]
+    _reseal(tmp_path / "cache.sqlite", edit)
+    logs: list[str] = []
+    doc = run_eval(spec(tmp_path, tiny_model_dir, [suite], out=str(tmp_path / "o2")), log=logs.append).to_dict()
+    assert any("invalid cached row" in line for line in logs)
+    assert doc["models"]["base"]["requests"]["computed"] == 0  # re-derived from the responses
+    assert [r.to_dict() for r in load_run(tmp_path / "o2")[1]] == want
+
+
+def test_eval_refuses_a_symlinked_out_and_a_cache_inside_a_run(tiny_model_dir, tmp_path):
+    from harness.evaluate import run_eval
+    from tests.test_eval import spec, write_mc_suite
+
+    suite = write_mc_suite(tmp_path / "s", n=4)
+    run_eval(spec(tmp_path, tiny_model_dir, [suite]))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()}
+    (tmp_path / "link").symlink_to(tmp_path / "out")
+    with pytest.raises(LafError, match="is a symlink"):
+        run_eval(spec(tmp_path, tiny_model_dir, [suite], out=str(tmp_path / "link"), limit=2))
+    with pytest.raises(LafError, match="finished run's results store"):
+        run_eval(spec(tmp_path, tiny_model_dir, [suite], out=str(tmp_path / "o2"), cache=str(tmp_path / "out" / "results.sqlite")))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()} == before
+
+
+def test_a_cache_locked_by_another_process_skips_storing_and_the_run_finishes(tiny_model_dir, tmp_path, monkeypatch):
+    import sqlite3
+
+    from harness.evaluate import cache as cache_module
+    from harness.evaluate import load_run, run_eval
+    from tests.test_eval import spec, write_mc_suite
+
+    suite = write_mc_suite(tmp_path / "s", n=4)
+    real = cache_module.ResponseCache.put_many
+
+    def locked(self, items):  # as the 60 s busy wait ends when another process holds the write lock
+        self._write_failed(sqlite3.OperationalError("database is locked"))
+
+    monkeypatch.setattr(cache_module.ResponseCache, "put_many", locked)
+    logs: list[str] = []
+    doc = run_eval(spec(tmp_path, tiny_model_dir, [suite]), log=logs.append).to_dict()
+    assert doc["results"]["base"]["toy"]["acc"]["n"] == 4 and len(load_run(tmp_path / "out")[1]) == 4
+    assert any("another process held it" in line for line in logs)
+    monkeypatch.setattr(cache_module.ResponseCache, "put_many", real)
+
+    def full(self, items):
+        self._write_failed(sqlite3.OperationalError("database or disk is full"))
+
+    monkeypatch.setattr(cache_module.ResponseCache, "put_many", full)
+    with pytest.raises(LafError, match="disk is full"):
+        run_eval(spec(tmp_path, tiny_model_dir, [write_mc_suite(tmp_path / "s2", n=3, name="toy2")], out=str(tmp_path / "o3")))

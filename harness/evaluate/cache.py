@@ -38,7 +38,7 @@ from pathlib import Path
 
 from ..errors import LafError
 from ..io import sha256_json
-from ..results import SuiteMeta
+from ..results import INTEGRITY, RESULTS, STORE, ItemRecord, SuiteMeta
 from ..results.checks import is_finite_number
 
 SCHEMA = """
@@ -159,6 +159,13 @@ def valid_suite_result(v) -> bool:
     for r in records:
         if not isinstance(r, dict) or any(not isinstance(r.get(k), t) or (t is int and isinstance(r.get(k), bool)) for k, t in _RECORD_FIELDS.items()):
             return False
+    if len({r["suite"] for r in records}) != 1 or len({r["doc_id"] for r in records}) != len(records):
+        return False  # one suite's items, each once (which suite: the engine checks it is the one asked for)
+    try:  # what the run folder's reader will refuse (a metric that is not a number, a doc nested too deep) is a miss here
+        for r in records:
+            ItemRecord.from_dict(r)
+    except LafError:
+        return False
     for m in v["results"].values():  # {metric: {value, filter, stderr, n}} as suite_aggregates writes it
         if not isinstance(m, dict) or not all(m.get(k) is None or (isinstance(m[k], (int, float)) and not isinstance(m[k], bool)) for k in ("value", "stderr")):
             return False
@@ -179,6 +186,9 @@ def row_seal(key: str, kind: str, value_text: str) -> str:
 class ResponseCache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        if self.path.name == STORE and any((self.path.parent / f).exists() for f in (RESULTS, INTEGRITY)):
+            raise LafError(f"{self.path} is a finished run's results store, not a response cache: writing the cache there would change the run",
+                           "pass --cache with a path of its own (the default is shared by every run)")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
@@ -203,6 +213,16 @@ class ResponseCache:
             raise LafError(f"cannot use the response cache {self.path}: {e}",
                            "delete or move that file (it is only a cache), pass --cache with another path, or --no-cache") from None
         self.bad_rows = 0  # rows that failed validation on read (treated as misses, re-scored)
+        self.locked: str | None = None  # another process held the cache when a write was due: writes skipped since
+
+    def _write_failed(self, e: sqlite3.Error) -> None:
+        """A write the cache could not take. Locked by another process (after the 60 s busy wait): the run goes on
+        without storing (the cache is only a speed-up) and says so; anything else is the disk or the file: an error."""
+        if isinstance(e, sqlite3.OperationalError) and "locked" in str(e).lower():
+            self.locked = str(e)
+            return
+        raise LafError(f"cannot write to the response cache {self.path} ({e})",
+                       "free disk space or fix permissions, delete the cache file, or pass --no-cache") from None
 
     def get_many(self, keys: list[str]) -> dict[str, object]:
         out: dict[str, object] = {}
@@ -230,12 +250,13 @@ class ResponseCache:
         now = time.time()
         texts = [(k, kind, json.dumps(v)) for k, kind, v in items if valid_value(kind, v)]  # never cache a broken score
         rows = [(k, kind, t, now, row_seal(k, kind, t)) for k, kind, t in texts]
+        if self.locked:
+            return
         try:
             with self.conn:  # one transaction per batch
                 self.conn.executemany("INSERT OR REPLACE INTO responses (key, kind, value, created, seal) VALUES (?, ?, ?, ?, ?)", rows)
         except sqlite3.Error as e:
-            raise LafError(f"cannot write to the response cache {self.path} ({e})",
-                           "free disk space or fix permissions, delete the cache file, or pass --no-cache") from None
+            self._write_failed(e)
 
     def get_suite_results(self, keys: list[str]) -> dict[str, dict]:
         """The stored (model, suite) results among ``keys`` that pass :func:`valid_suite_result`."""
@@ -267,13 +288,14 @@ class ResponseCache:
             text = json.dumps(value, allow_nan=False)
         except (TypeError, ValueError, RecursionError):
             return  # a value JSON cannot hold exactly: the response-level path serves this suite next time
+        if self.locked:
+            return
         try:
             with self.conn:
                 self.conn.execute("INSERT OR REPLACE INTO suite_results (key, value, created, seal) VALUES (?, ?, ?, ?)",
                                   (key, text, time.time(), row_seal(key, SUITE_RESULT_KIND, text)))
         except sqlite3.Error as e:
-            raise LafError(f"cannot write to the response cache {self.path} ({e})",
-                           "free disk space or fix permissions, delete the cache file, or pass --no-cache") from None
+            self._write_failed(e)
 
     def __len__(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]

@@ -54,6 +54,8 @@ def run_eval(spec: EvalSpec, progress: ProgressCallback | None = None, log: Call
         raise LafError("no suites to evaluate", "pass at least one --suite (see `laf suites list`)")
     if spec.batch_size <= 0:
         raise LafError(f"--batch-size must be positive (got {spec.batch_size})", "use e.g. --batch-size 8")
+    if Path(spec.out).is_symlink():  # a link would make this run replace whatever run folder it points to
+        raise LafError(f"--out {spec.out} is a symlink: laf does not write a run through a link", "pass the real folder, or a new one")
     with RunLock(spec.out, "laf eval"):  # held for the whole run: a second run into this folder fails at once
         return _run_locked(spec, started, progress, log, suites_override)
 
@@ -139,6 +141,9 @@ def _score_and_publish(spec, suites, resolved, adapters, load, runs, started, pr
         keys = {(r.label, s.name): suite_result_key(r.identity, contents[s.name]) for r in runs for s in suites if contents[s.name] is not None}
         found = cache.get_suite_results(list(keys.values()))
         stored = {k: found[v] for k, v in keys.items() if v in found}
+        for k in [k for k, e in stored.items() if e["records"][0]["suite"] != k[1]]:  # a sealed row of another suite: a miss
+            del stored[k]
+            cache.bad_rows += 1
         if len(stored) == len(runs) * len(suites):
             metas = {s.name: SuiteMeta.from_dict(stored[(runs[0].label, s.name)]["meta"]) for s in suites}
             tasks: dict = {}
@@ -199,6 +204,8 @@ def _score_and_publish(spec, suites, resolved, adapters, load, runs, started, pr
             lm.progress = None
         if getattr(cache, "bad_rows", 0):
             log(f"response cache: {cache.bad_rows} invalid cached row(s) ignored and re-scored")
+        if getattr(cache, "locked", None):
+            log(f"response cache {cache.path}: another process held it ({cache.locked}); this run's answers were not stored in it")
         cache.close()
 
     # -- results.json
