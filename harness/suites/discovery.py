@@ -58,7 +58,10 @@ def load_suite_file(path: Path, name: str | None = None, data_root: Path | None 
     if spec.lm_eval is None and spec.type == "lm_eval" and not spec.task:
         raise ConfigError(path, "task", "an lm_eval suite needs a 'task' (an lm-eval task config) or 'lm_eval: <registered task>'")
     suite_types.require(spec.type, path)
-    return Suite(spec.suite or name or path.stem, spec, path, data_root)
+    suite = Suite(spec.suite or name or path.stem, spec, path, data_root)
+    if spec.suite:  # a file may claim any (safe) name: one that is a built-in's is said plainly, as for a file found by name
+        suite.origin = suite_origin(spec.suite, path)
+    return suite
 
 
 def load_suite(ref: str, data_root: str | Path | None = None) -> Suite:
@@ -89,7 +92,7 @@ def load_suite(ref: str, data_root: str | Path | None = None) -> Suite:
     known = available_suites()
     if ref in known:
         suite = load_suite_file(known[ref], ref, root)
-        suite.origin = suite_origin(ref, known[ref])
+        suite.origin = suite_origin(suite.name, known[ref])
         return suite
     close = difflib.get_close_matches(ref, list(known), n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}? " if close else ""

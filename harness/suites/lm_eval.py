@@ -70,20 +70,35 @@ def _lm_eval_metrics() -> tuple[set[str], set[str]]:
 
 def _render(field, doc: dict, where, key: str, i: int):
     """What lm-eval makes of a ``doc_to_*`` value for one item (a field name, a template or a literal), rendered in
-    the sandbox; an undefined variable or a refused operation names the key and the item."""
+    the sandbox; an undefined variable, a refused operation, a template over its budget (size, CPU time, see
+    :mod:`harness.suites.templates`) or any other failure of the template names the key and the item."""
     from jinja2 import TemplateError
 
-    from .templates import SANDBOX
+    from .templates import MAX_RENDER_CHARS, SANDBOX, TemplateBudgetError
 
     if not isinstance(field, str):
         return field
     if field in doc:
-        return doc[field]
-    try:
-        return SANDBOX.from_string(field).render(**doc)
-    except TemplateError as e:
-        raise ConfigError(where, f"task.{key}", f"item {i} cannot be rendered: {e}",
-                          "use only fields every item has (see the data file), or fix the template") from None
+        value = doc[field]
+    else:
+        try:
+            value = SANDBOX.from_string(field).render(**doc)
+        except TemplateBudgetError as e:
+            raise ConfigError(where, f"task.{key}", f"item {i} cannot be rendered: {e}",
+                              "a prompt template renders one item's fields: remove the large repetition, loop or recursion") from None
+        except (RecursionError, MemoryError, OverflowError) as e:
+            raise ConfigError(where, f"task.{key}", f"item {i} cannot be rendered: {type(e).__name__}: {str(e)[:200]}",
+                              "a prompt template renders one item's fields: remove the recursion or the large range/value") from None
+        except TemplateError as e:
+            raise ConfigError(where, f"task.{key}", f"item {i} cannot be rendered: {e}",
+                              "use only fields every item has (see the data file), or fix the template") from None
+        except Exception as e:  # the template's own failure (1/0, a method on the wrong type): still the template
+            raise ConfigError(where, f"task.{key}", f"item {i} cannot be rendered: {type(e).__name__}: {str(e)[:200]}",
+                              "fix the template (it fails on this item's fields)") from None
+    if isinstance(value, str) and len(value) > MAX_RENDER_CHARS:
+        raise ConfigError(where, f"task.{key}", f"item {i}: the text is {len(value):,} characters; a prompt may hold at most {MAX_RENDER_CHARS:,}",
+                          "shorten that item's field (long documents belong in a perplexity suite of shorter passages)")
+    return value
 
 
 def check_task_config(task: dict, docs: list[dict], where) -> None:

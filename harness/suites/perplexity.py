@@ -13,8 +13,14 @@ if TYPE_CHECKING:
 
 def perplexity_type(suite: Suite, docs: list[dict]) -> TaskBuild:
     """General-text cross-entropy: lm-eval's rolling log-likelihood over each document's ``text``."""
-    if "text" not in docs[0]:
-        raise LafError(f"suite {suite.name}: a perplexity suite needs a 'text' field in every item", "rename the field to text")
+    for i, d in enumerate(docs):
+        text = d.get("text")
+        if text is None:
+            raise LafError(f"suite {suite.name}: item {i} has no 'text' field (a perplexity suite needs one in every item)", "rename the field to text")
+        if not isinstance(text, str) or not text.strip():
+            what = "is empty" if isinstance(text, str) else f"is a {type(text).__name__}, not text"
+            raise LafError(f"suite {suite.name}: item {i}'s 'text' {what} (a perplexity score is per byte and word of text)",
+                           "give every item some text, or remove that item")
     metric_list = [
         {"metric": "bits_per_byte", "aggregation": "bits_per_byte", "higher_is_better": False},
         {"metric": "word_perplexity", "aggregation": "weighted_perplexity", "higher_is_better": False},

@@ -15,11 +15,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..config import StrictModel, resolve_path
 from ..errors import ConfigError, LafError
-from ..io import sha256_json
+from ..io import NAME_RULE, check_name, sha256_json
 from . import suite_types
 from .sources import SourceContext, load_hub, normalize, read_records
 from .task import TaskBuild
@@ -53,6 +53,27 @@ class MetricOverride(StrictModel):
     ideal: float | None = None  # e.g. 0.5 for pct_stereotype: distance from it is what matters
 
 
+MAX_NAME_PARTS = 4  # general/world-facts, benchmarks/arc_easy: a name is a short path of plain names
+
+
+def check_suite_name(name: object) -> str:
+    """A suite name becomes part of results, records and report paths: one to ``MAX_NAME_PARTS`` plain names
+    (each the project's safe-name rule, :func:`harness.io.check_name`) joined by '/', e.g. ``general/world-facts``."""
+    if not isinstance(name, str):
+        raise ValueError("the suite name must be a string")
+    parts = name.split("/")
+    try:
+        if len(parts) > MAX_NAME_PARTS:
+            raise ValueError("too many parts")
+        for part in parts:
+            check_name(part, "the suite name")
+    except ValueError:
+        shown = name if len(name) <= 80 else name[:80] + "..."
+        raise ValueError(f"the suite name {shown!r} is not allowed: must be 1 to {MAX_NAME_PARTS} names joined by '/' "
+                         f"(e.g. general/world-facts), each {NAME_RULE}") from None
+    return name
+
+
 class SuiteSpec(StrictModel):
     suite: str | None = None
     category: Literal["domain", "general", "hallucination", "bias"]
@@ -65,6 +86,11 @@ class SuiteSpec(StrictModel):
     primary_metric: str | None = None
     metrics: dict[str, MetricOverride] = {}
     probe: dict[str, Any] = {}
+
+    @field_validator("suite")
+    @classmethod
+    def _suite_name(cls, v):
+        return v if v is None else check_suite_name(v)
 
 
 @dataclass

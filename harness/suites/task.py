@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from ..errors import LafError
+from ..errors import ConfigError, LafError
 from ..results import MetricMeta
 
 if TYPE_CHECKING:
@@ -71,7 +71,17 @@ def docs_dataset(suite: Suite, docs: list[dict]):
     return make
 
 
+def check_num_fewshot(suite: Suite, n_docs: int) -> None:
+    """Few-shot examples are drawn from the suite's other items: ``options.num_fewshot`` must leave one to score."""
+    k = suite.spec.options.num_fewshot
+    if k and k >= n_docs:
+        raise ConfigError(suite.file or suite.name, "options.num_fewshot",
+                          f"asks for {k:,} few-shot examples but the data holds {n_docs:,} items (examples are drawn from the other items)",
+                          f"use at most {max(n_docs - 1, 0)} (num_fewshot must be smaller than the number of items), or add items")
+
+
 def base_task_config(suite: Suite, docs: list[dict]) -> dict:
+    check_num_fewshot(suite, len(docs))
     return {
         "task": suite.task_name,
         "custom_dataset": docs_dataset(suite, docs),
