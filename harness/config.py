@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from yaml.constructor import ConstructorError
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, SequenceNode
@@ -176,11 +176,46 @@ def parse_yaml(text: str | bytes):
         loader.dispose()
 
 
+def _takes_numbers_only(annotation) -> tuple[bool, bool]:
+    """``(a number setting that takes no boolean, a list of such numbers)`` for a field's type."""
+    import types
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _takes_numbers_only(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        parts = [_takes_numbers_only(a) for a in typing.get_args(annotation) if a is not type(None)]
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if any(a is bool for a in args):
+            return False, False
+        return any(p[0] for p in parts), any(p[1] for p in parts)
+    if origin in (list, tuple):
+        inner = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        return False, bool(inner) and all(_takes_numbers_only(a)[0] for a in inner)
+    return annotation in (int, float), False
+
+
+_YES_NO = "expected a number, got a yes/no value (YAML reads yes, no, true, false, on and off as booleans)"
+
+
 class StrictModel(BaseModel):
     """The base of every config model: an unknown key is an error naming it, never silently ignored; a float setting
-    must be finite (YAML reads ``1e999`` as a string that would otherwise parse to infinity)."""
+    must be finite (YAML reads ``1e999`` as a string that would otherwise parse to infinity); a number setting given
+    as YAML's ``yes``/``on``/``true`` is an error, not 1 (a learning rate of 1.0, a LoRA rank of 1)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_yes_no_for_numbers(cls, v, info):
+        if isinstance(v, bool) or (isinstance(v, (list, tuple)) and any(isinstance(x, bool) for x in v)):
+            field = cls.model_fields.get(info.field_name or "")
+            if field is not None:
+                number, numbers = _takes_numbers_only(field.annotation)
+                if (number and isinstance(v, bool)) or (numbers and isinstance(v, (list, tuple))):
+                    raise ValueError(_YES_NO)
+        return v
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -17,6 +17,8 @@ the data position, so ``--resume`` continues bit for bit (on CPU).
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import json
 import math
 import resource
@@ -34,7 +36,7 @@ from ..models import LoadSpec, load_model, resolve_model
 from ..registry import AdapterEntry
 from .checkpoint import TrainState, clear_checkpoints, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .init_adapter import load_init_adapter
+from .init_adapter import check_init_from, load_init_adapter
 from .lora import attach_lora
 from .manifest import METRICS, WRITE_ERRORS, RunFacts, build_manifest, data_fingerprint, register_adapter, register_full_model, strip_quantization_config
 from .objective import Objective, StartPoint
@@ -99,6 +101,7 @@ def train(
     :class:`TrainingDiverged` when the loss or gradient norm becomes non-finite.
     """
     run_dir = cfg.run_dir()
+    check_outputs(cfg, run_dir)
     # one run per output folder: a second `laf train` into it fails at once naming this one, instead of
     # interleaving its steps into our metrics.jsonl (and so into the registered adapter)
     with exclusive_lock(run_dir, "training run"):
@@ -106,11 +109,58 @@ def train(
                              snapshot_every=snapshot_every, init_registry=init_registry)
 
 
+_RUN_NAMES = ("metrics.jsonl", "snapshots", "checkpoints", ".laf.lock")  # what a training writes in its output_dir
+_OWN_ENTRY = re.compile(r"\.?(metrics\.jsonl|step-\d+|\.laf\.lock)([.\w-]*)")  # those, and their atomic writes' temporaries
+
+
+def check_outputs(cfg: TrainConfig, run_dir: Path) -> None:
+    """Before anything is loaded or written: ``output_dir`` is not inside the registry (registered versions are
+    immutable), holds nothing laf did not write (a fresh run empties its ``snapshots/`` and ``metrics.jsonl``), and
+    the registry can be written (else hours of training would end in an adapter with nowhere to go)."""
+    registry = Path(cfg.registry).resolve()
+    out = run_dir.resolve()
+    if out == registry or registry in out.parents:
+        raise LafError(f"output_dir {run_dir} is inside the registry {cfg.registry}: a training run would change registered versions",
+                       "set output_dir to a folder outside the registry (the default is reports/train/NAME)")
+    if run_dir.is_symlink():
+        raise LafError(f"output_dir {run_dir} is a symlink: laf does not write a run through a link", "set output_dir to the real folder, or a new one")
+    if run_dir.exists():
+        if not run_dir.is_dir():
+            raise LafError(f"output_dir {run_dir} is a file, not a folder", "set output_dir to a new folder")
+        foreign = [p.name for p in run_dir.iterdir() if p.name not in _RUN_NAMES and not _OWN_ENTRY.fullmatch(p.name)]
+        snaps = run_dir / "snapshots"
+        if snaps.is_dir() and not snaps.is_symlink():
+            foreign += [f"snapshots/{p.name}" for p in snaps.iterdir() if not _OWN_ENTRY.fullmatch(p.name)]
+        elif snaps.exists() or snaps.is_symlink():
+            foreign.append("snapshots (not a folder of laf's)")
+        if foreign:
+            shown = ", ".join(sorted(foreign)[:5]) + (" ..." if len(foreign) > 5 else "")
+            raise LafError(f"output_dir {run_dir} holds files laf did not write ({shown}): a training run replaces its metrics.jsonl and snapshots/",
+                           "set output_dir to a new folder (or one an earlier `laf train` wrote)")
+    probe = registry
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise LafError(f"the registry {cfg.registry} cannot be created: {probe} is a file, not a folder", "set registry to a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise LafError(f"the registry {cfg.registry} is not writable ({probe})", "fix its permissions, or set registry to a writable folder")
+
+
 def _train_locked(cfg: TrainConfig, run_dir: Path, *, config_dir: Path, resume: bool, on_step, log, replay_filter=None, snapshot_every: int = 0,
                   init_registry: str | None = None) -> TrainResult:
     t_start = time.perf_counter()
     reduce_malloc_fragmentation()
     existing = list_checkpoints(run_dir)
+    if cfg.init_from and cfg.method != "full":  # before the model loads: a missing or damaged adapter is found in a second
+        check_init_from(cfg, init_registry)
+    replay = cfg.preserve.replay if cfg.preserve.active else None
+    if replay is not None and replay.source != "self" and replay.ratio:
+        from ..data.formats import check_readable_data_path
+
+        source = resolve_path(replay.source, config_dir)
+        check_readable_data_path(source)
+        if not source.is_file():
+            raise LafError(f"preserve.replay.source {source} is not a file", "give a .txt/.md text file, a JSONL file with a 'text' field, or an instruction file")
     if existing and not resume:
         raise LafError(
             f"{run_dir} already holds checkpoints of an earlier run (last: {existing[-1].name})",
