@@ -17,10 +17,10 @@ the data position, so ``--resume`` continues bit for bit (on CPU).
 from __future__ import annotations
 
 import contextlib
-import os
-import re
 import json
 import math
+import os
+import re
 import resource
 import time
 from dataclasses import dataclass, field
