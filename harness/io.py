@@ -357,10 +357,26 @@ def _lines(f, max_line: int | None) -> Iterator[tuple[bytes, bool]]:
         yield head, True
 
 
-def scan_jsonl(path: str | os.PathLike, max_line: int | None = None) -> Iterator[tuple[int, Any] | BadLine]:
+class DuplicateKey(ValueError):
+    pass
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """``object_pairs_hook`` that refuses an object naming one key twice (``json`` keeps the last silently)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise DuplicateKey(f"key {twice[:60]!r} appears twice in one object: which value is meant is ambiguous")
+    return out
+
+
+def scan_jsonl(path: str | os.PathLike, max_line: int | None = None, strict_keys: bool = False) -> Iterator[tuple[int, Any] | BadLine]:
     """``(line number, value)`` for every non-blank line of a JSONL file, or a :class:`BadLine` for one that
     cannot be read; the caller decides whether a bad line is an error or a counted problem. A UTF-8 byte
-    order mark on the first line is dropped; with ``max_line`` a longer line is a ``BadLine`` (``kind="size"``)."""
+    order mark on the first line is dropped; with ``max_line`` a longer line is a ``BadLine`` (``kind="size"``);
+    with ``strict_keys`` an object naming a key twice is a ``BadLine`` (user data: which value was meant?)."""
+    hook = unique_keys if strict_keys else None
     with open(path, "rb") as f:
         for i, (raw, too_long) in enumerate(_lines(f, max_line), 1):
             if i == 1 and raw.startswith(b"\xef\xbb\xbf"):
@@ -376,7 +392,9 @@ def scan_jsonl(path: str | os.PathLike, max_line: int | None = None) -> Iterator
                 yield BadLine(i, "encoding", f"not valid UTF-8 ({e.reason} at byte {e.start})", raw[:160].decode("utf-8", "replace"))
                 continue
             try:
-                yield i, json.loads(text)
+                yield i, json.loads(text, object_pairs_hook=hook)
+            except DuplicateKey as e:
+                yield BadLine(i, "json", str(e), text.strip()[:160])
             except json.JSONDecodeError as e:
                 yield BadLine(i, "json", f"not valid JSON: {e.msg} (column {e.colno})", text.strip()[:160])
             except RecursionError:

@@ -82,3 +82,19 @@ def test_a_damaged_or_missing_init_from_and_a_missing_replay_file_are_found_befo
     _refused_fast(_config(tmp_path, tiny_model_dir, init_from="nosuch@1", output_dir=str(tmp_path / "third")), "no adapter named 'nosuch'")
     _refused_fast(_config(tmp_path, tiny_model_dir, output_dir=str(tmp_path / "fourth"),
                           preserve={"replay": {"source": str(tmp_path / "nothere.txt"), "ratio": 0.25}}), "nothere.txt")
+
+
+def test_a_record_naming_a_key_twice_is_a_problem_not_a_silent_last_wins(tmp_path):
+    from harness.data.formats import read_examples
+
+    p = tmp_path / "dup.jsonl"
+    p.write_text('{"instruction": "a", "instruction": "b", "output": "c"}\n{"instruction": "x", "output": "y"}\n')
+    read = read_examples(p, strict=False)
+    assert len(read.examples) == 1 and read.examples[0].line == 2
+    assert [(pr.line, "appears twice" in pr.message) for pr in read.problems] == [(1, True)]
+    with pytest.raises(LafError, match="line 1.*appears twice"):
+        read_examples(p, strict=True)
+    j = tmp_path / "dup.json"
+    j.write_text('[{"instruction": "a", "output": "c", "output": "d"}]')
+    with pytest.raises(LafError, match="appears twice"):
+        read_examples(j, strict=False)

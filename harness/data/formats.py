@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import LafError
-from ..io import BadLine, scan_jsonl, sha256_json
+from ..io import BadLine, DuplicateKey, scan_jsonl, sha256_json, unique_keys
 
 SCHEMAS: tuple[str, ...] = ("alpaca", "prompt_completion", "chat")
 FILE_FORMATS = ("jsonl", "json", "csv", "parquet", "datasets")
@@ -94,7 +94,7 @@ def _snippet(obj) -> str:
 def _iter_raw(path: Path, file_format: str):
     """Yield (line, record-or-Problem)."""
     if file_format == "jsonl":
-        for item in scan_jsonl(path, max_line=MAX_LINE_BYTES):
+        for item in scan_jsonl(path, max_line=MAX_LINE_BYTES, strict_keys=True):
             if isinstance(item, BadLine):
                 yield item.line, Problem(item.line, "encoding" if item.kind == "encoding" else "malformed", item.message, _snippet(item.text))
             else:
@@ -105,7 +105,9 @@ def _iter_raw(path: Path, file_format: str):
             raise LafError(f"{path} is {size:,} bytes; a .json data file is read whole and may hold at most {MAX_JSON_BYTES:,}",
                            "write the data as JSONL (one record per line), which is streamed")
         try:
-            data = json.loads(path.read_bytes().decode("utf-8-sig"))
+            data = json.loads(path.read_bytes().decode("utf-8-sig"), object_pairs_hook=unique_keys)
+        except DuplicateKey as e:
+            raise LafError(f"{path}: {e}", "keep one value per key in every record") from None
         except UnicodeDecodeError as e:
             raise LafError(f"{path} is not valid UTF-8 ({e.reason} at byte {e.start})", "re-save the file as UTF-8") from e
         except json.JSONDecodeError as e:
