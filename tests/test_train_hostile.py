@@ -98,3 +98,11 @@ def test_a_record_naming_a_key_twice_is_a_problem_not_a_silent_last_wins(tmp_pat
     j.write_text('[{"instruction": "a", "output": "c", "output": "d"}]')
     with pytest.raises(LafError, match="appears twice"):
         read_examples(j, strict=False)
+
+
+@pytest.mark.parametrize("over", [{"weights": [True, False]}, {"lambda": True}, {"output": {"rank": True}}])
+def test_a_yes_no_in_a_merge_config_is_refused(over):
+    from harness.merge.config import MergeConfig
+
+    with pytest.raises(LafError, match="expected a number, got a yes/no value"):
+        validate(MergeConfig, {"name": "m", "method": "linear", "adapters": ["a@1", "b@1"], **over}, "m.yaml")

@@ -89,35 +89,44 @@ def _n(x) -> str:
 
 
 def cmd_show(args) -> int:
+    from rich.markup import escape
+
     entry = _registry(args).resolve(args.ref)
     if args.json:
         print_json({"path": str(entry.path), **entry.manifest})
         return 0
     m = entry.manifest
-    console.print(f"[bold]{entry.describe(args.ref)}[/]  {entry.path}")
+
+    def line(text: str) -> None:  # manifest text is data: a "[/bold]" in it is printed, never read as markup
+        console.print(text, markup=False)
+
+    console.print(f"[bold]{escape(entry.describe(args.ref))}[/]  {escape(str(entry.path))}")
     base = m.get("base_model") if isinstance(m.get("base_model"), dict) else {}
-    console.print(f"  base         {base.get('spec')}  sha256:{base.get('fingerprint')}")
-    console.print(f"  load         {m.get('load')}")
+    line(f"  base         {base.get('spec')}  sha256:{base.get('fingerprint')}")
+    line(f"  load         {m.get('load')}")
+    files = m.get("files") if isinstance(m.get("files"), dict) else {}
     if m.get("lineage"):  # a merged adapter (laf merge): its family tree instead of training facts
         from ..merge import family_tree
 
-        for line in family_tree(str(entry.ref), m, _registry(args)):
-            console.print(f"  {line}", markup=False)
-        for name, digest in (m.get("files") if isinstance(m.get("files"), dict) else {}).items():
-            console.print(f"  file         {name}  {str(digest)[:16]}...", markup=False)
+        for tree_line in family_tree(str(entry.ref), m, _registry(args)):
+            line(f"  {tree_line}")
+        for name, digest in files.items():
+            line(f"  file         {name}  {str(digest)[:16]}...")
         return 0
     d = m.get("data") if isinstance(m.get("data"), dict) else {}
-    console.print(f"  data         {d.get('path')} ({d.get('examples')} examples, {d.get('dropped')} dropped) sha256:{d.get('content_sha256')}")
-    console.print(f"  trainable    {_n(m.get('trainable_parameters'))} ({m.get('trainable_percent')} %)")
-    console.print(f"  steps/tokens {m.get('steps')} / {_n(m.get('tokens_seen'))}")
-    console.print(f"  losses       train {m.get('final_train_loss')}  eval {m.get('final_eval_loss')}")
-    console.print(f"  time/memory  {m.get('train_time_s')} s / {m.get('peak_memory_mb')} MB")
-    for name, digest in (m.get("files") if isinstance(m.get("files"), dict) else {}).items():
-        console.print(f"  file         {name}  {str(digest)[:16]}...", markup=False)
+    line(f"  data         {d.get('path')} ({d.get('examples')} examples, {d.get('dropped')} dropped) sha256:{d.get('content_sha256')}")
+    line(f"  trainable    {_n(m.get('trainable_parameters'))} ({m.get('trainable_percent')} %)")
+    line(f"  steps/tokens {m.get('steps')} / {_n(m.get('tokens_seen'))}")
+    line(f"  losses       train {m.get('final_train_loss')}  eval {m.get('final_eval_loss')}")
+    line(f"  time/memory  {m.get('train_time_s')} s / {m.get('peak_memory_mb')} MB")
+    for name, digest in files.items():
+        line(f"  file         {name}  {str(digest)[:16]}...")
     return 0
 
 
 def cmd_verify(args) -> int:
+    from rich.markup import escape
+
     res = _registry(args).verify(args.ref)
     # a version registered before manifests carried their own digest still loads, but verify cannot vouch for its
     # manifest (base fingerprint, losses, file list): exit 1 with the reason (documented in docs/concepts.md, "Registry integrity")
@@ -126,18 +135,19 @@ def cmd_verify(args) -> int:
         print_json({"ref": str(res.ref), "ok": ok, "files_ok": res.ok, "manifest": res.manifest,
                     "mismatched": res.mismatched, "missing": res.missing, "unexpected": res.unexpected})
         return 0 if ok else 1
+    shown = escape(str(res.ref) if args.ref.strip() == str(res.ref) else f"{args.ref.strip()} -> {res.ref}")
     if ok:
-        console.print(f"[green]ok[/] {res.ref if args.ref.strip() == str(res.ref) else f'{args.ref.strip()} -> {res.ref}'}: every file matches its manifest sha256 and the manifest matches its own digest", soft_wrap=True)
+        console.print(f"[green]ok[/] {shown}: every file matches its manifest sha256 and the manifest matches its own digest", soft_wrap=True)
         return 0
     if res.ok and res.manifest == "not covered":
-        console.print(f"[yellow]NOT COVERED[/] {res.ref}: every file matches its manifest, but the manifest is not covered "
+        console.print(f"[yellow]NOT COVERED[/] {escape(str(res.ref))}: every file matches its manifest, but the manifest is not covered "
                       "(registered before manifests carried their own digest), so edits to it cannot be detected; "
                       "re-register or retrain to cover it", soft_wrap=True)
         return 1
-    console.print(f"[red]FAILED[/] {res.ref if args.ref.strip() == str(res.ref) else f'{args.ref.strip()} -> {res.ref}'}")
+    console.print(f"[red]FAILED[/] {shown}")
     for label, items in (("changed", res.mismatched), ("missing", res.missing), ("not in manifest", res.unexpected)):
-        for i in items:
-            console.print(f"  {label}: {i}")
+        for i in items:  # file names come from the manifest and the folder: printed as they are, never as markup
+            console.print(f"  {label}: {i}", markup=False)
     return 1
 
 

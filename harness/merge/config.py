@@ -19,9 +19,10 @@ import math
 from pathlib import Path
 from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from .. import defaults
+from ..config import StrictModel
 from ..errors import ConfigError
 from ..registry import AdapterRef, check_registry_name
 
@@ -46,7 +47,7 @@ COMBINATIONS = ("linear", "task_arithmetic", "slerp", "model_stock", "cat")  # r
 APPROXIMATE_MERGE = 0.05
 
 
-class Strict(BaseModel):
+class Strict(StrictModel):  # the project's strict base (no YAML yes/no where a number goes), by field or alias
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
 
 
@@ -61,6 +62,9 @@ TSetting = Union[float, list[float], list[TCondition]]
 
 
 MAX_SCALE = 1000.0  # |weight| and |lambda|: beyond this a merge of real updates overflows float32 or means a typo
+# The most adapters one merge takes (docs/merging.md). Memory, time and the exact output's rank (the sum of the
+# inputs' ranks) grow with every input; no real merge needs more, and a merge of merges combines larger groups.
+MAX_INPUTS = 64
 
 
 class AdapterInput(Strict):
@@ -108,8 +112,16 @@ class MergeConfig(Strict):
     def _name(cls, v: str) -> str:
         name, _, version = v.partition("@")
         check_registry_name(name)
-        if version and not version.isdigit():
+        if version and not (version.isascii() and version.isdigit()):
             raise ValueError("a version after '@' must be a number (e.g. m@2), or leave it out to take the next version")
+        return v
+
+    @field_validator("adapters", mode="before")
+    @classmethod
+    def _adapters(cls, v):
+        if isinstance(v, (list, tuple)) and len(v) > MAX_INPUTS:  # before a single entry is validated or loaded
+            raise ValueError(f"a merge takes at most {MAX_INPUTS} adapters, got {len(v)}; merge them in groups of up to {MAX_INPUTS} "
+                             "and merge the results (docs/merging.md)")
         return v
 
     @field_validator("method")

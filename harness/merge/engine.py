@@ -28,6 +28,7 @@ from ..registry import AdapterEntry, AdapterRef, Registry
 from ..registry.lora import CONFIG, WEIGHTS, layer_of
 from .adapters import LoadedAdapter, adapter_config, check_compatible, load_adapter, lora_key
 from .config import APPROXIMATE_MERGE, COMBINATIONS, MergeConfig, check_method_params
+from .lineage import lineage_summary
 from .methods import (
     EXACT_TOLERANCE,
     LoraModule,
@@ -139,10 +140,22 @@ def _parents(adapters: list[LoadedAdapter], weights: list[float] | None) -> list
         }
         if weights is not None:
             p["weight"] = weights[i]
-        if m.get("lineage"):
-            p["lineage"] = m["lineage"]
+        if isinstance(m.get("lineage"), dict):
+            p["lineage"] = lineage_summary(m["lineage"])
         out.append(p)
     return out
+
+
+def _check_lineage_size(lineage: dict) -> None:
+    """Refused before any module is merged: a lineage that alone exceeds what a manifest may hold (parents whose
+    manifests record huge parameters) would make a version ``laf`` cannot read back."""
+    from ..registry import MAX_MANIFEST_BYTES
+
+    size = len(json.dumps(lineage, default=str).encode("utf-8", "backslashreplace"))
+    if size > MAX_MANIFEST_BYTES // 2:
+        raise LafError(f"the merge's lineage (its parents' records) would be {size:,} bytes, more than half of the "
+                       f"{MAX_MANIFEST_BYTES:,} a manifest may have; nothing was merged",
+                       "merge fewer adapters at once, or merge parents whose manifests record less (re-run their merges with this laf)")
 
 
 def _common_load(adapters: list[LoadedAdapter]) -> tuple[dict, str | None]:
@@ -162,7 +175,8 @@ def merge_adapters(cfg: MergeConfig, *, source: str | Path = "<merge config>", l
     if cfg.output.kind == "model" and Path(cfg.output.path).exists():
         raise LafError(f"output folder {cfg.output.path} already exists; a merge never overwrites", "choose another output.path or remove the folder")
 
-    adapters = [load_adapter(registry, i.ref) for i in cfg.inputs()]
+    loaded: dict[str, LoadedAdapter] = {}  # a reference listed twice is read (and held in memory) once
+    adapters = [loaded.get(i.ref) or loaded.setdefault(i.ref, load_adapter(registry, i.ref)) for i in cfg.inputs()]
     check_compatible(adapters)
     names = _module_order(adapters[0].factors)
     layers = [layer_of(n) for n in names if layer_of(n) is not None]
@@ -170,6 +184,7 @@ def merge_adapters(cfg: MergeConfig, *, source: str | Path = "<merge config>", l
     params = _params(cfg, n_layers)
     weights = cfg.input_weights() if cfg.method in ("linear", "task_arithmetic", "cat", "ties", "dare_linear", "dare_ties") else None
     lineage = {"method": cfg.method, "params": cfg.params(), "parents": _parents(adapters, weights), "layers": n_layers}
+    _check_lineage_size(lineage)
     log(f"merging {len(adapters)} adapters ({', '.join(a.ref for a in adapters)}) by {cfg.method}, {len(names)} modules")
 
     if cfg.output.kind == "adapter":

@@ -17,13 +17,21 @@ from pathlib import Path
 
 from .. import defaults
 from ..errors import LafError
-from ..io import LOCK_FILE, NAME_PATTERN, NAME_RULE, atomic_dir, atomic_write_json, check_plain_tree, file_digests, sha256_json
+from ..io import LOCK_FILE, NAME_PATTERN, NAME_RULE, atomic_dir, atomic_write_text, check_plain_tree, file_digests, sha256_json
 
 MANIFEST = "manifest.json"
 MANIFEST_DIGEST = "manifest_sha256"  # sha256 of the canonical manifest without this key (io.sha256_json)
-_REF = re.compile(r"^(?P<name>[^@]{1,200}?)(?:@(?P<version>\d{1,9}|latest))?$")
+# versions are ASCII digits only: `\d` (and str.isdigit) also take '²' and '١٢', which int() refuses or reads as another number
+_REF = re.compile(r"^(?P<name>[^@]{1,200}?)(?:@(?P<version>[0-9]{1,9}|latest))?$")
 NAME_RE = NAME_PATTERN
 MAX_MANIFEST_BYTES = 16 << 20
+_VERSION_DIR = re.compile(r"[1-9][0-9]{0,8}")  # what `register` names a version folder: 1, 2, ... (no sign, no leading zero)
+
+
+def is_version_folder(name: str) -> bool:
+    """Whether a folder name is a version number as ``register`` writes it; anything else in an adapter's folder
+    ('²', '١٢', '01', 'notes') is never a version: not listed, never the latest."""
+    return _VERSION_DIR.fullmatch(name) is not None
 
 
 def check_registry_name(name: str) -> str:
@@ -114,7 +122,7 @@ class Registry:
         folder = self.root / name
         if not folder.is_dir():
             return []
-        return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and (p / MANIFEST).exists())
+        return sorted(int(p.name) for p in folder.iterdir() if is_version_folder(p.name) and p.is_dir() and (p / MANIFEST).exists())
 
     def resolve(self, ref: AdapterRef | str) -> AdapterEntry:
         """The entry for ``ref`` (latest version when none is given); ``LafError`` naming what exists otherwise."""
@@ -161,9 +169,15 @@ class Registry:
                 continue
             for v in vs:
                 try:
-                    entries.append(self.resolve(AdapterRef(n, v)))
+                    entry = self.resolve(AdapterRef(n, v))
                 except LafError as e:
                     broken.append((f"{n}@{v}", e.cause))
+                    continue
+                problem = manifest_field_problem(entry.manifest)
+                if problem:  # a field of the wrong type: listed as damaged, never a crash of the whole listing
+                    broken.append((f"{n}@{v}", f"damaged manifest: {problem}; run `laf registry verify {n}@{v}` (restore or retrain it)"))
+                else:
+                    entries.append(entry)
         return entries, broken
 
     def register(self, name: str, source: Path, manifest: dict) -> AdapterEntry:
@@ -175,6 +189,7 @@ class Registry:
         Raises ``LafError`` (nothing registered) when the registry cannot be written.
         """
         AdapterRef.parse(name)
+        _check_manifest_size(name, _manifest_text(manifest))  # before anything is created: the full one is checked again below
         parent = self.root / name
         try:
             parent.mkdir(parents=True, exist_ok=True)
@@ -202,7 +217,9 @@ class Registry:
                         full.pop(MANIFEST_DIGEST, None)
                         full = json.loads(json.dumps(full, default=str))  # the digest is of what a reader will load
                         full[MANIFEST_DIGEST] = manifest_digest(full)
-                        atomic_write_json(tmp / MANIFEST, full)
+                        text = _manifest_text(full)
+                        _check_manifest_size(name, text)  # never register a version that read_manifest refuses
+                        atomic_write_text(tmp / MANIFEST, text)
                 except LafError:
                     if final.exists():  # another writer took this version: never overwrite, take the next
                         continue
@@ -238,6 +255,53 @@ class Registry:
             manifest_state = "ok"
         ok = not (mismatched or missing or unexpected) and bool(recorded)
         return VerifyResult(entry.ref, ok, mismatched, missing, unexpected, manifest_state)
+
+
+def _manifest_text(manifest: dict) -> str:
+    """A manifest as ``register`` writes it (``io.atomic_write_json``'s form)."""
+    return json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n"
+
+
+def _check_manifest_size(name: str, text: str) -> None:
+    size = len(text.encode("utf-8", "backslashreplace"))
+    if size > MAX_MANIFEST_BYTES:
+        raise LafError(f"the manifest of {name} would be {size:,} bytes, above the {MAX_MANIFEST_BYTES:,} a manifest may have "
+                       "(laf could not read the version back), so nothing was registered",
+                       "record less in it (a shorter description; a merge of merges records its parents by reference, see docs/merging.md)")
+
+
+# top-level manifest fields that readers (`laf registry list`, show, the report) take apart: each is absent, null or
+# of this type; anything else is a damaged (hand-edited) manifest
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "files": (dict,), "base_model": (dict,), "load": (dict,), "data": (dict,), "config": (dict,), "lineage": (dict,),
+    "kind": (str,), "created": (str,), "description": (str,), "steps": (int, float), "final_eval_loss": (int, float),
+    "final_train_loss": (int, float),
+}
+
+
+def manifest_field_problem(manifest: dict) -> str | None:
+    """The first top-level field of ``manifest`` whose type no reader expects (``"base_model is a list, not an
+    object"``), or None. ``Registry.scan`` lists such a version as broken instead of handing it to a display."""
+    names = {dict: "an object", str: "a string", int: "a number", float: "a number"}
+    for key, types in _FIELD_TYPES.items():
+        v = manifest.get(key)
+        if v is None:
+            continue
+        if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
+            return f"{key} is {_kind(v)}, not {names[types[0]]}"
+    files = manifest.get("files") or {}
+    bad = next((k for k, v in files.items() if not isinstance(v, str)), None)
+    if bad is not None:
+        return f"files[{json.dumps(bad)[:80]}] is {_kind(files[bad])}, not a sha256 string"
+    base = manifest.get("base_model") or {}
+    for key in ("spec", "fingerprint"):
+        if base.get(key) is not None and not isinstance(base[key], str):
+            return f"base_model.{key} is {_kind(base[key])}, not a string"
+    return None
+
+
+def _kind(v) -> str:
+    return {bool: "a boolean", list: "a list", dict: "an object", str: "a string", int: "a number", float: "a number"}.get(type(v), type(v).__name__)
 
 
 SAFETENSORS = "adapter_model.safetensors"
