@@ -45,6 +45,7 @@ from pathlib import Path
 from ..env import cache_dir
 from ..errors import LafError
 from ..io import atomic_write_json, canonical_json, sha256_bytes, sha256_file, sha256_json
+from .files import MAX_METADATA_BYTES, check_regular, read_bounded, read_text_bounded
 
 FINGERPRINT_SCHEME = "laf-base-fingerprint/2"
 WEIGHT_SUFFIXES = (".safetensors",)
@@ -75,7 +76,6 @@ TOKENIZER_LOADER_FLAGS = frozenset({
 })
 # Flags whose only difference between an online and an offline conversion made old fingerprints differ.
 _LEGACY_FLIP_FLAGS = ("local_files_only", "is_local")
-_MAX_JSON_BYTES = 2 << 30  # a tokenizer.json is tens of MB; refuse to parse anything absurd
 
 _lock = threading.Lock()
 
@@ -123,10 +123,9 @@ def cached_file_sha256(path: str | os.PathLike) -> str:
 
 
 def _read_json(path: Path):
+    raw = read_bounded(path)  # a regular file within the bound for its name (files.py), read without blocking
     try:
-        if path.stat().st_size > _MAX_JSON_BYTES:
-            raise ValueError(f"{path.stat().st_size:,} bytes")
-        return json.loads(path.read_text(encoding="utf-8-sig"))
+        return json.loads(raw.decode("utf-8-sig"))
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise LafError(
             f"{path} is not a readable JSON file ({type(e).__name__}: {str(e)[:200]}), so the model cannot be fingerprinted",
@@ -159,7 +158,7 @@ def scrub_tokenizer_config(folder: str | os.PathLike) -> bool:
     transformers writes it (sorted keys, indent 2).
     """
     path = Path(folder) / "tokenizer_config.json"
-    if not path.is_file():
+    if not os.path.lexists(path):
         return False
     cfg = _read_json(path)
     if not isinstance(cfg, dict):
@@ -182,7 +181,7 @@ def _chat_templates(folder: Path, tok_cfg: dict | None) -> dict[str, str]:
     out: dict[str, str] = {}
     value = (tok_cfg or {}).get("chat_template")
     json_file = folder / "chat_template.json"
-    if json_file.is_file():
+    if os.path.lexists(json_file):
         loaded = _read_json(json_file)
         value = loaded.get("chat_template", value) if isinstance(loaded, dict) else value
     if isinstance(value, str):
@@ -192,12 +191,12 @@ def _chat_templates(folder: Path, tok_cfg: dict | None) -> dict[str, str]:
     elif isinstance(value, dict):
         out.update({str(k): str(v) for k, v in value.items()})
     jinja = folder / "chat_template.jinja"
-    if jinja.is_file():
-        out["default"] = jinja.read_text(encoding="utf-8", errors="surrogateescape")
+    if jinja.exists():
+        out["default"] = read_text_bounded(jinja, MAX_METADATA_BYTES, errors="surrogateescape")
     extra = folder / CHAT_TEMPLATE_DIR
     if extra.is_dir():
-        for p in sorted(extra.glob("*.jinja")):
-            out[p.stem] = p.read_text(encoding="utf-8", errors="surrogateescape")
+        for p in sorted(extra.glob("*.jinja")):  # check_model_folder bounded their number
+            out[p.stem] = read_text_bounded(p, MAX_METADATA_BYTES, errors="surrogateescape")
     return out
 
 
@@ -208,8 +207,9 @@ def tokenizer_identity(folder: str | os.PathLike) -> dict:
     tok_cfg = None
     for name in TOKENIZER_FILES:
         p = folder / name
-        if not p.is_file() or name in ("chat_template.jinja", "chat_template.json"):
+        if not os.path.lexists(p) or name in ("chat_template.jinja", "chat_template.json"):
             continue
+        check_regular(p)  # a FIFO or a device is named, not hashed for ever
         if name == "tokenizer_config.json":
             tok_cfg = _read_json(p)
             if not isinstance(tok_cfg, dict):
@@ -225,7 +225,8 @@ def tokenizer_identity(folder: str | os.PathLike) -> dict:
 
 def _weights(folder: Path, allow_pickle: bool) -> dict[str, str]:
     suffixes = WEIGHT_SUFFIXES + (PICKLE_SUFFIXES if allow_pickle else ())
-    return {p.name: cached_file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name.endswith(suffixes)}
+    return {p.name: cached_file_sha256(p) for p in sorted(folder.iterdir())
+            if p.name.endswith(suffixes) and not p.is_dir() and check_regular(p, None)}
 
 
 def fingerprint_files(folder: Path, allow_pickle: bool = False) -> dict[str, str]:
@@ -233,9 +234,10 @@ def fingerprint_files(folder: Path, allow_pickle: bool = False) -> dict[str, str
     suffixes = WEIGHT_SUFFIXES + (PICKLE_SUFFIXES if allow_pickle else ())
     out: dict[str, str] = {}
     for p in sorted(Path(folder).iterdir()):
-        if not p.is_file():
+        if p.is_dir():
             continue
         if p.name.endswith(suffixes) or p.name in TOKENIZER_FILES:
+            check_regular(p)
             out[p.name] = cached_file_sha256(p)
     return out
 
@@ -254,7 +256,7 @@ def fingerprint_folder(folder: str | os.PathLike, allow_pickle: bool = False, le
     if legacy:
         return sha256_json({"config": _legacy_canonical_config(read_model_config(folder)), "files": fingerprint_files(folder, allow_pickle)})
     gen = folder / "generation_config.json"
-    generation = _read_json(gen) if gen.is_file() else None
+    generation = _read_json(gen) if os.path.lexists(gen) else None
     return sha256_json({
         "scheme": FINGERPRINT_SCHEME,
         "config": canonical_config(read_model_config(folder)),
@@ -297,7 +299,7 @@ def fingerprint_aliases(folder: str | os.PathLike, allow_pickle: bool = False) -
         files = fingerprint_files(folder, allow_pickle)
         config = _legacy_canonical_config(read_model_config(folder))
         tok = folder / "tokenizer_config.json"
-        variants = _flag_variants(tok.read_bytes()) if tok.is_file() else [None]
+        variants = _flag_variants(read_bounded(tok)) if tok.is_file() else [None]
         for data in variants:
             if data is not None:
                 files = {**files, "tokenizer_config.json": sha256_bytes(data)}

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from ..errors import LafError
+from .files import check_regular, read_bounded
 from .resolve import ResolvedModel
 
 Precision = Literal["fp32", "bf16", "nf4"]
@@ -185,19 +186,21 @@ def _tokenizer_head(folder) -> _TokenizerHead | None:
         cfg_path = folder / "tokenizer_config.json"
         if not cfg_path.is_file() or cfg_path.stat().st_size > _HEAD_CHARS:
             return None
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        cfg = json.loads(read_bounded(cfg_path, _HEAD_CHARS).decode("utf-8"))
         if not isinstance(cfg, dict) or any(k in cfg for k in ("added_tokens_decoder", "auto_map", "fast_tokenizer_files")):
             return None
         if (folder / "special_tokens_map.json").exists() or (folder / "added_tokens.json").exists():
             return None  # read only on transformers' own path (the one our kwarg skips)
-        with open(folder / "tokenizer.json", encoding="utf-8") as f:
+        tok_path = folder / "tokenizer.json"
+        check_regular(tok_path)  # a FIFO would block the open below
+        with open(tok_path, encoding="utf-8") as f:
             head = f.read(_HEAD_CHARS)
         lead = _TOP_LEVEL_LEAD.match(head)  # the key at the top level, after nothing but the scalar header fields
         if lead is None:
             return None
         decoding = json.JSONDecoder()
         entries, at = decoding.raw_decode(head, lead.end())
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError, LafError):
         return None
     if not isinstance(entries, list):
         return None
@@ -221,8 +224,8 @@ def _model_type(folder) -> str | None:
         path = Path(folder) / "config.json"
         if path.stat().st_size > _HEAD_CHARS:
             return None
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, TypeError, ValueError, UnicodeDecodeError, RecursionError):
+        cfg = json.loads(read_bounded(path, _HEAD_CHARS).decode("utf-8"))
+    except (OSError, TypeError, ValueError, UnicodeDecodeError, RecursionError, LafError):
         return None
     value = cfg.get("model_type") if isinstance(cfg, dict) else None
     return value if isinstance(value, str) else None
@@ -323,6 +326,7 @@ def _same_backend_settings(backend, reference) -> bool:
 def load_tokenizer(resolved: ResolvedModel):
     from transformers import AutoTokenizer
 
+    _ = resolved.hf_config  # a config transformers cannot read is one clear error, not its traceback
     extra: dict = {}
     from_file = None
     if not resolved.trust_remote_code:  # a remote tokenizer class may read its kwargs its own way
@@ -355,6 +359,7 @@ def load_model(resolved: ResolvedModel, spec: LoadSpec = LoadSpec(), with_tokeni
     from transformers import AutoModelForCausalLM
 
     spec = spec.resolved()
+    _ = resolved.hf_config  # config.json checked by transformers too (its sizes were bounded at resolution), before any allocation
     if spec.precision not in PRECISIONS:
         raise LafError(f"unknown precision '{spec.precision}'", f"use one of {', '.join(PRECISIONS)}")
     if spec.device.startswith("cuda") and not torch.cuda.is_available():
@@ -384,8 +389,10 @@ def load_model(resolved: ResolvedModel, spec: LoadSpec = LoadSpec(), with_tokeni
         kwargs["dtype"] = _torch_dtype(spec.precision)
     try:
         model = AutoModelForCausalLM.from_pretrained(resolved.path, **kwargs)
-    except OSError as e:
-        raise LafError(f"could not load the model from {resolved.path}: {e}", "check the folder's files") from e
+    except (OSError, ValueError, TypeError, KeyError) as e:  # what transformers raises on a folder's bad contents
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        raise LafError(f"could not load the model from {resolved.path}: {type(e).__name__}: {first}",
+                       "check the folder's files (config.json, generation_config.json, weights)") from e
     if spec.precision != "nf4":
         model.to(spec.device)
     disable_avx512bf16_repack(model)

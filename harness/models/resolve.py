@@ -7,6 +7,8 @@ config validation of every stage are cheap.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -15,7 +17,9 @@ from typing import Literal
 
 from ..env import offline
 from ..errors import LafError
+from .bounds import MAX_PARAMETERS, build_meta_model, check_finite, check_model_config, hf_config
 from .convert import convert_gguf, default_gguf, models_cache
+from .files import check_model_folder, check_regular, read_bounded
 from .fingerprint import PICKLE_SUFFIXES, WEIGHT_SUFFIXES, cached_file_sha256, fingerprint_aliases, fingerprint_folder, read_model_config
 
 ModelKind = Literal["default", "folder", "gguf", "hub"]
@@ -55,15 +59,20 @@ class ResolvedModel:
         return bool(trained_on) and (trained_on == self.fingerprint or trained_on in self.fingerprint_aliases)
 
     @cached_property
+    def hf_config(self):
+        """The transformers config, checked (known causal-LM architecture or trusted remote code, transformers'
+        own validation): one clear error naming config.json and the key instead of a traceback."""
+        return hf_config(self.path, self.config, self.trust_remote_code)
+
+    @cached_property
     def parameter_count(self) -> int:
         """Parameters counted on the meta device (no weights read): tied weights once."""
-        import torch
-        from transformers import AutoConfig, AutoModelForCausalLM
-
-        cfg = AutoConfig.from_pretrained(self.path, trust_remote_code=self.trust_remote_code)
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(cfg, trust_remote_code=self.trust_remote_code)
-        return sum(p.numel() for p in model.parameters())
+        model = build_meta_model(self.path, self.config, self.trust_remote_code)
+        n = sum(p.numel() for p in model.parameters())
+        if n > MAX_PARAMETERS:  # the config check estimates; an unusual architecture is counted here
+            raise LafError(f"{self.path / 'config.json'} describes a model of {n:.1e} parameters, over laf's bound of 10^12",
+                           "use a smaller model")
+        return n
 
     def describe(self) -> dict:
         weights = sorted(p.name for p in self.path.iterdir() if p.name.endswith(WEIGHT_SUFFIXES + PICKLE_SUFFIXES))
@@ -82,7 +91,43 @@ class ResolvedModel:
         }
 
 
-def _check_folder(folder: Path, spec: str, allow_pickle: bool) -> None:
+def _check_tokenizer_file_keys(folder: Path) -> None:
+    """Files that tokenizer_config.json names with a ``*_file`` key (transformers may open them): regular and bounded."""
+    path = folder / "tokenizer_config.json"
+    if not path.is_file():
+        return
+    try:
+        cfg = json.loads(read_bounded(path).decode("utf-8-sig"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return  # fingerprinting names the unreadable file
+    if not isinstance(cfg, dict):
+        return
+    for key, value in cfg.items():
+        if str(key).endswith("_file") and isinstance(value, str) and value and os.path.lexists(folder / value):
+            check_regular(folder / value)
+
+
+def check_model_files(folder: Path, trust_remote_code: bool = False) -> None:
+    """Before anything reads the folder: every file regular and bounded (files.py), config.json and
+    generation_config.json within the bounds of bounds.py. Pure Python and stat calls: cheap on every resolution."""
+    check_model_folder(folder)
+    _check_contents(folder, trust_remote_code)
+
+
+def _check_contents(folder: Path, trust_remote_code: bool) -> None:
+    _check_tokenizer_file_keys(folder)
+    check_model_config(read_model_config(folder), folder / "config.json", trust_remote_code)
+    gen = folder / "generation_config.json"
+    if gen.is_file():
+        try:
+            data = json.loads(read_bounded(gen).decode("utf-8-sig"))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return  # fingerprinting names the unreadable file
+        check_finite(data, gen)
+
+
+def _check_folder(folder: Path, spec: str, allow_pickle: bool, trust_remote_code: bool = False) -> None:
+    check_model_folder(folder)  # a FIFO or device is named before anything opens it
     if not (folder / "config.json").is_file():
         raise LafError(
             f"{folder} has no config.json, so it is not a Hugging Face model folder",
@@ -98,6 +143,7 @@ def _check_folder(folder: Path, spec: str, allow_pickle: bool) -> None:
         )
     if not has_safe and not pickles:
         raise LafError(f"{folder} has a config.json but no weight files", "copy the *.safetensors weights into the folder")
+    check_model_files(folder, trust_remote_code)
 
 
 def _resolve_gguf(path: Path) -> ResolvedModel:
@@ -113,6 +159,7 @@ def _resolve_gguf(path: Path) -> ResolvedModel:
             )
     target = models_cache() / f"gguf-{digest[:16]}"
     convert_gguf(path, target)
+    check_model_files(target)
     return ResolvedModel(str(path), "gguf", target, f"converted from {path}", extra={"gguf_sha256": digest})
 
 
@@ -144,6 +191,7 @@ def resolve_model(spec: str | Path, *, allow_pickle: bool = False, trust_remote_
         gguf, digest = default_gguf()
         target = models_cache() / f"gemma-3-270m-{digest[:16]}"
         convert_gguf(gguf, target)
+        check_model_files(target)
         return ResolvedModel(
             spec, "default", target, DEFAULT_MODEL_NAME, trust_remote_code=False, extra={"gguf_sha256": digest}
         )
@@ -159,12 +207,12 @@ def resolve_model(spec: str | Path, *, allow_pickle: bool = False, trust_remote_
                 )
             raise LafError(f"{path} is a file, not a model", "pass a model folder, a .gguf file, a hub id or 'default'")
         folder = path.resolve()
-        _check_folder(folder, spec, allow_pickle)
+        _check_folder(folder, spec, allow_pickle, trust_remote_code)
         return ResolvedModel(spec, "folder", folder, str(folder), allow_pickle, trust_remote_code)
     looks_like_path = spec.startswith((".", "/", "~")) or spec.endswith(".gguf") or spec.count("/") > 1
     if not looks_like_path and _HUB_ID.match(spec):
         folder = _resolve_hub(spec)
-        _check_folder(folder, spec, allow_pickle)
+        _check_folder(folder, spec, allow_pickle, trust_remote_code)
         return ResolvedModel(spec, "hub", folder, f"hub:{spec}", allow_pickle, trust_remote_code)
     raise LafError(
         f"model path not found: {spec}",
