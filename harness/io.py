@@ -357,6 +357,19 @@ def _lines(f, max_line: int | None) -> Iterator[tuple[bytes, bool]]:
         yield head, True
 
 
+DATA_LINE_BYTES = 16 << 20  # one JSONL line or CSV row of a data file: far above any example, far below the memory
+DATA_JSON_BYTES = 256 << 20  # a .json data file is parsed whole; bigger data belongs in JSONL (streamed line by line)
+
+
+def bounded_text_lines(f, path: Path):
+    """The lines of a text file, each at most ``DATA_LINE_BYTES`` characters read (a longer one is an error:
+    a CSV row cannot be skipped without its quoting context)."""
+    while line := f.readline(DATA_LINE_BYTES + 1):
+        if len(line) > DATA_LINE_BYTES and not line.endswith("\n"):
+            raise LafError(f"{path}: a CSV line is longer than {DATA_LINE_BYTES:,} characters", "split the field, or write the data as JSONL")
+        yield line
+
+
 class DuplicateKey(ValueError):
     pass
 

@@ -115,9 +115,9 @@ def test_a_csv_field_over_128_kib_is_read(tmp_path):
 
 
 def test_a_csv_field_over_the_row_bound_is_one_error(tmp_path, monkeypatch):
-    import harness.data.formats as formats
+    import harness.io
 
-    monkeypatch.setattr(formats, "MAX_LINE_BYTES", 1000)  # the documented bound (16 MiB), made small to test fast
+    monkeypatch.setattr(harness.io, "DATA_LINE_BYTES", 1000)  # the documented bound (16 MiB), made small to test fast
     field = "\n".join(["x" * 500] * 10)
     (tmp_path / "big.csv").write_text(f'question,choices,gold\n"{field}","[""a"", ""b""]",0\n')
     refused(run_cli("suites", "validate", str(suite_file(tmp_path, data="big.csv", rows=None))), "big.csv, line", "field larger than field limit")

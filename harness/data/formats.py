@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import LafError
-from ..io import BadLine, DuplicateKey, scan_jsonl, sha256_json, unique_keys
+from ..io import DATA_JSON_BYTES, DATA_LINE_BYTES, BadLine, DuplicateKey, bounded_text_lines, scan_jsonl, sha256_json, unique_keys
 
 SCHEMAS: tuple[str, ...] = ("alpaca", "prompt_completion", "chat")
 FILE_FORMATS = ("jsonl", "json", "csv", "parquet", "datasets")
 ROLES = ("system", "user", "assistant")
-MAX_LINE_BYTES = 16 << 20  # one JSONL line or CSV row: far above any training example, far below the memory
-MAX_JSON_BYTES = 256 << 20  # a .json file is parsed whole; bigger data belongs in JSONL (streamed line by line)
+MAX_LINE_BYTES = DATA_LINE_BYTES  # one JSONL line or CSV row (harness.io: the suites' data readers share the bound)
+MAX_JSON_BYTES = DATA_JSON_BYTES  # a .json file is parsed whole; bigger data belongs in JSONL (streamed line by line)
 SCHEMA_HELP = (
     "expected one of: {instruction, input?, output} (alpaca), {prompt, completion} (prompt_completion), "
     "{messages: [{role, content}]} (chat)"
@@ -151,22 +151,13 @@ def _iter_raw(path: Path, file_format: str):
         raise ValueError(file_format)
 
 
-def _bounded_text_lines(f, path: Path):
-    """The lines of a text file, each at most ``MAX_LINE_BYTES`` characters read (a longer one is an error:
-    a CSV row cannot be skipped without its quoting context)."""
-    while line := f.readline(MAX_LINE_BYTES + 1):
-        if len(line) > MAX_LINE_BYTES and not line.endswith("\n"):
-            raise LafError(f"{path}: a CSV line is longer than {MAX_LINE_BYTES:,} characters", "split the field, or write the data as JSONL")
-        yield line
-
-
 def _iter_csv(path: Path):
     """Stream a CSV file (UTF-8, a byte order mark dropped) with every field and line bounded."""
     old_limit = csv.field_size_limit()
     csv.field_size_limit(MAX_LINE_BYTES)
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.DictReader(_bounded_text_lines(f, path))
+            reader = csv.DictReader(bounded_text_lines(f, path))
             try:
                 for row in reader:
                     if None in row:  # more fields than the header

@@ -106,9 +106,9 @@ def data_dir(override: str | Path | None = None) -> Path | None:
 
 def read_records(path: Path) -> list[dict]:
     """The rows of a suite's data file (or of a folder of them). Bounded as the training data readers are
-    (:mod:`harness.data.formats`): a JSONL line or CSV row at most ``MAX_LINE_BYTES``, a .json file at most
-    ``MAX_JSON_BYTES``; pipes and devices are refused; every unreadable file is one error naming it."""
-    from ..data.formats import MAX_JSON_BYTES, MAX_LINE_BYTES, _bounded_text_lines
+    (:mod:`harness.data.formats`): a JSONL line or CSV row at most ``DATA_LINE_BYTES``, a .json file at most
+    ``DATA_JSON_BYTES``; pipes and devices are refused; every unreadable file is one error naming it."""
+    from ..io import DATA_JSON_BYTES, DATA_LINE_BYTES, bounded_text_lines
 
     if not path.exists():
         raise LafError(f"data file not found: {path}", "check the suite's data path (relative to the suite file)")
@@ -127,16 +127,16 @@ def read_records(path: Path) -> list[dict]:
             return read_jsonl(path, "fix that line")
         if suffix == ".json":
             size = path.stat().st_size
-            if size > MAX_JSON_BYTES:
-                raise LafError(f"{path} is {size:,} bytes; a .json data file is read whole and may hold at most {MAX_JSON_BYTES:,}",
+            if size > DATA_JSON_BYTES:
+                raise LafError(f"{path} is {size:,} bytes; a .json data file is read whole and may hold at most {DATA_JSON_BYTES:,}",
                                "write the data as JSONL (one item per line)")
             data = json.loads(path.read_text(encoding="utf-8"))
             return data if isinstance(data, list) else [data]
         if suffix == ".csv":
-            old_limit = csv.field_size_limit(MAX_LINE_BYTES)  # the documented row bound, not csv's 128 KiB
+            old_limit = csv.field_size_limit(DATA_LINE_BYTES)  # the documented row bound, not csv's 128 KiB
             try:
                 with open(path, encoding="utf-8-sig", newline="") as f:
-                    reader = csv.DictReader(_bounded_text_lines(f, path))
+                    reader = csv.DictReader(bounded_text_lines(f, path))
                     try:
                         return list(reader)
                     except csv.Error as e:
