@@ -13,20 +13,9 @@ import yaml
 from harness.errors import LafError
 from harness.registry import MANIFEST, AdapterRef, Registry, manifest_digest
 from tests.conftest import assert_clean_error, run_cli
+from tests.test_trust_registry import _registry  # placeholder versions: resolve, list, show and verify never parse the weights
 
 # ---------------------------------------------------------------- helpers
-
-
-def _registry(tmp_path: Path, names=("good", "other")) -> Path:
-    """A registry of placeholder versions (resolve, list, show and verify never parse the weights)."""
-    src = tmp_path / "src"
-    src.mkdir(exist_ok=True)
-    (src / "adapter_model.safetensors").write_bytes(b"\x00" * 64)
-    (src / "adapter_config.json").write_text('{"r": 8}')
-    reg = Registry(tmp_path / "reg")
-    for n in names:
-        reg.register(n, src, {"kind": "lora", "base_model": {"spec": "tiny", "fingerprint": "ab" * 32}, "final_eval_loss": 1.5, "steps": 3})
-    return tmp_path / "reg"
 
 
 def _reseal(path: Path, fn) -> None:
