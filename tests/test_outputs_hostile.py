@@ -281,8 +281,8 @@ def _reseal(cache: Path, edit) -> None:
     lambda d: d["records"][0]["metrics"].__setitem__("acc", "x"),  # the run folder's reader refuses it
     lambda d: d["records"][0].__setitem__("doc", {"q": json.loads("[" * 300 + "]" * 300)}),
     lambda d: [r.__setitem__("suite", "../../evil") for r in d["records"]],  # another suite's records
-    lambda d: d["records"].append(dict(d["records"][0])),  # an item twice
-], ids=["metric-text", "deep-doc", "other-suite", "item-twice"])
+    lambda d: d["records"][1].__setitem__("suite", "other"),  # records of two suites
+], ids=["metric-text", "deep-doc", "other-suite", "two-suites"])
 def test_a_sealed_but_wrong_stored_suite_result_is_a_miss_not_a_failure(tiny_model_dir, tmp_path, edit):
     from harness.evaluate import load_run, run_eval
     from tests.test_eval import spec, write_mc_suite

@@ -48,7 +48,7 @@ def suite_file(folder: Path, doc_to_text: str = "{{question}}", data: str = "dat
 
 BOMBS = [
     ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}{{question}}", "CPU time"),  # F1
-    ("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}", "1,000,000 characters"),
+    ("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}", "CPU time"),  # output bound 16M: time first
     ("{{ 'a' * 10**10 }}", "10,000,000,000"),  # F2
     ("{{ (range(100000)|list) * 100000 }}", "10,000,000,000"),
     ("{{ 'a' * 10**8 }}{{question}}", "100,000,000"),  # 100 MB prompts passed validation
@@ -214,3 +214,13 @@ def test_a_data_dir_that_is_not_a_folder_is_an_error(tmp_path, monkeypatch):
         refused(run_cli("suites", "validate", "benchmarks/arc_easy", "--data-dir", str(bad)), "--data-dir", str(bad))
     monkeypatch.delenv("LAF_DATA_DIR", raising=False)
     assert data_dir(tmp_path) == tmp_path and data_dir(None) is None
+
+
+def test_a_long_perplexity_document_and_the_slice_filter_still_work(tmp_path):
+    """Review findings: a 1.2M-character document is a perplexity suite's whole point (scored in rolling windows),
+    not a prompt; and the sandbox's bounded slice filter must call jinja's with its context."""
+    (tmp_path / "book.jsonl").write_text(json.dumps({"text": "word " * 240_000}) + "\n")
+    (tmp_path / "ppl.yaml").write_text("category: general\ntype: perplexity\ndata: {path: book.jsonl}\n")
+    code, out, err = run_cli("suites", "validate", str(tmp_path / "ppl.yaml"))
+    assert code == 0, (out, err)
+    assert SANDBOX.from_string("{{ x | slice(2) | list }}").render(x=[1, 2, 3, 4]) == "[[1, 2], [3, 4]]"

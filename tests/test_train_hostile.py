@@ -106,3 +106,16 @@ def test_a_yes_no_in_a_merge_config_is_refused(over):
 
     with pytest.raises(LafError, match="expected a number, got a yes/no value"):
         validate(MergeConfig, {"name": "m", "method": "linear", "adapters": ["a@1", "b@1"], **over}, "m.yaml")
+
+
+def test_a_sweep_points_own_selection_folder_is_not_foreign(tiny_model_dir, tmp_path):
+    """Review finding: a sweep point with select: keeps its selection in points/NAME/select; retraining the point
+    must not take that folder for someone else's files."""
+    from harness.train.loop import check_outputs
+
+    out = tmp_path / "points" / "p1"
+    (out / "select" / "registry").mkdir(parents=True)
+    (out / "snapshots" / "step-000002").mkdir(parents=True)
+    (out / "metrics.jsonl").write_text("")
+    cfg = _config(tmp_path, tiny_model_dir, output_dir=str(out))
+    check_outputs(cfg, out)  # no error

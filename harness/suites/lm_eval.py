@@ -68,7 +68,7 @@ def _lm_eval_metrics() -> tuple[set[str], set[str]]:
     return set(registry.METRIC_REGISTRY), set(registry.AGGREGATION_REGISTRY)
 
 
-def _render(field, doc: dict, where, key: str, i: int):
+def _render(field, doc: dict, where, key: str, i: int, limit: int | None = None):
     """What lm-eval makes of a ``doc_to_*`` value for one item (a field name, a template or a literal), rendered in
     the sandbox; an undefined variable, a refused operation, a template over its budget (size, CPU time, see
     :mod:`harness.suites.templates`) or any other failure of the template names the key and the item."""
@@ -95,8 +95,9 @@ def _render(field, doc: dict, where, key: str, i: int):
         except Exception as e:  # the template's own failure (1/0, a method on the wrong type): still the template
             raise ConfigError(where, f"task.{key}", f"item {i} cannot be rendered: {type(e).__name__}: {str(e)[:200]}",
                               "fix the template (it fails on this item's fields)") from None
-    if isinstance(value, str) and len(value) > MAX_RENDER_CHARS:
-        raise ConfigError(where, f"task.{key}", f"item {i}: the text is {len(value):,} characters; a prompt may hold at most {MAX_RENDER_CHARS:,}",
+    limit = limit or MAX_RENDER_CHARS
+    if isinstance(value, str) and len(value) > limit:
+        raise ConfigError(where, f"task.{key}", f"item {i}: the text is {len(value):,} characters; a prompt may hold at most {limit:,}",
                           "shorten that item's field (long documents belong in a perplexity suite of shorter passages)")
     return value
 
@@ -152,9 +153,13 @@ def check_task_config(task: dict, docs: list[dict], where) -> None:
         until = gen.get("until")
         if until is not None and not (isinstance(until, str) or (isinstance(until, list) and all(isinstance(u, str) for u in until))):
             raise ConfigError(where, "task.generation_kwargs.until", "must be a string or a list of strings")
+    from .templates import MAX_DOCUMENT_CHARS
+
     for i, doc in enumerate(docs[:MAX_CHECKED_ITEMS]):
         text = _render(task.get("doc_to_text"), doc, where, "doc_to_text", i) if "doc_to_text" in task else None
-        target = _render(task.get("doc_to_target"), doc, where, "doc_to_target", i) if "doc_to_target" in task else None
+        # a perplexity suite's target is a whole document, scored in rolling windows: one data line's worth, not a prompt's
+        target = (_render(task.get("doc_to_target"), doc, where, "doc_to_target", i, MAX_DOCUMENT_CHARS if output_type == "loglikelihood_rolling" else None)
+                  if "doc_to_target" in task else None)
         if "gen_prefix" in task:
             _render(task["gen_prefix"], doc, where, "gen_prefix", i)
         if output_type != "multiple_choice":

@@ -69,7 +69,8 @@ def _regex_replace(context, string, pattern, repl, count: int = 0):
 MAX_VALUE_LEN = 1_000_000  # characters of a string / items of a list a template may build in one step
 MAX_INT_BITS = 4096  # an integer a template computes (``**``, ``*``): far above any count or index
 MAX_RENDER_CHARS = 1_000_000  # what one render may return (a prompt, a target, a choice list)
-MAX_RENDER_WORK = 16 * MAX_RENDER_CHARS  # characters written through {{ }} and ~ in one render, all told
+MAX_DOCUMENT_CHARS = 16 << 20  # a render that passes a whole document through (a perplexity suite's {{text}}): one data line at most
+MAX_RENDER_WORK = 4 * MAX_DOCUMENT_CHARS  # characters written through {{ }} and ~ in one render, all told
 MAX_RENDER_SECONDS = 2.0  # CPU time of one render: real templates take well under a millisecond
 _CHECK_EVERY = 256  # loop iterations between two looks at the clock
 
@@ -281,10 +282,11 @@ def _join(context, parts):
 
 
 def _finalize(value: Any) -> str:
-    """Every ``{{ }}`` value: at most ``MAX_VALUE_LEN`` characters, charged to the render."""
+    """Every ``{{ }}`` value: at most ``MAX_DOCUMENT_CHARS`` characters (a field passed through whole: the template
+    built nothing; what it builds is held to ``MAX_VALUE_LEN`` where it builds it), charged to the render."""
     text = str(value)
-    if len(text) > MAX_VALUE_LEN:
-        raise _too_big("an output", len(text), MAX_VALUE_LEN)
+    if len(text) > MAX_DOCUMENT_CHARS:
+        raise _too_big("an output", len(text), MAX_DOCUMENT_CHARS)
     b = _budget()
     if b is not None:
         b.charge(len(text))
@@ -311,8 +313,8 @@ class _BudgetTemplate(Template):
             out, size = [], 0
             for piece in self.generate(*args, **kwargs):
                 size += len(piece)
-                if size > MAX_RENDER_CHARS:
-                    raise TemplateBudgetError(f"the template renders more than {MAX_RENDER_CHARS:,} characters; a rendered prompt may hold at most that")
+                if size > MAX_DOCUMENT_CHARS:  # prompts are held to MAX_RENDER_CHARS where the suite is checked (lm_eval._render)
+                    raise TemplateBudgetError(f"the template renders more than {MAX_DOCUMENT_CHARS:,} characters; a rendered text may hold at most that")
                 out.append(piece)
             return "".join(out)
 
@@ -359,10 +361,11 @@ def _bounded_filters(filters: dict) -> dict:
             raise _too_big("a batch", linecount, MAX_VALUE_LEN, "items")
         return batch(value, linecount, fill_with)
 
-    def do_slice(value, slices, fill_with=None):
+    @pass_context
+    def do_slice(context, value, slices, fill_with=None):  # jinja's slice takes the evaluation context first
         if _int(slices) and slices > MAX_VALUE_LEN:
             raise _too_big("a slicing", slices, MAX_VALUE_LEN, "slices")
-        return slice_(value, slices, fill_with)
+        return slice_(context, value, slices, fill_with)
 
     @pass_context
     def do_wordwrap(context, s, width=79, break_long_words=True, wrapstring=None, break_on_hyphens=True):

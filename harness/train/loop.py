@@ -109,7 +109,8 @@ def train(
                              snapshot_every=snapshot_every, init_registry=init_registry)
 
 
-_RUN_NAMES = ("metrics.jsonl", "snapshots", "checkpoints", ".laf.lock")  # what a training writes in its output_dir
+_RUN_NAMES = ("metrics.jsonl", "snapshots", "checkpoints", ".laf.lock",  # what a training writes in its output_dir
+              "select")  # and a sweep point's checkpoint selection (harness.sweep: points/NAME/select)
 _OWN_ENTRY = re.compile(r"\.?(metrics\.jsonl|step-\d+|\.laf\.lock)([.\w-]*)")  # those, and their atomic writes' temporaries
 
 
