@@ -153,8 +153,9 @@ def _kind(mode: int) -> str:
             else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
 
 
-def _output_mode(path: Path) -> str:
-    """How an output reaches ``path``: ``"replace"`` (absent, or a regular file: write beside it, rename over it) or
+def _output_mode(path: Path) -> tuple[str, int | None]:
+    """How an output reaches ``path``, and the descriptor for ``"fd"``: ``"replace"`` (absent, or a regular file:
+    write beside it, rename over it), ``"fd"`` (``/dev/stdout``, ``/dev/fd/N``: the open descriptor itself) or
     ``"stream"`` (a pipe or terminal the user named as ``/dev/...``: write into it). Anything else is an error:
     replacing a device, a named pipe or a symlink with a regular file would break what it was (as root,
     ``-o /dev/null`` would replace the system's ``/dev/null``), and following a symlink that sits in a shared or
@@ -162,23 +163,24 @@ def _output_mode(path: Path) -> str:
     try:
         link = path.lstat()
     except (FileNotFoundError, NotADirectoryError):  # a parent that is a file: _check_writable_dir names it
-        return "replace"
+        return "replace", None
     except OSError as e:
         raise LafError(f"cannot write {path}: {e.strerror or e}", "choose a writable location") from None
     if _INPUTS and os.path.realpath(path) in _INPUTS:
         raise LafError(f"{path} is one of this command's own inputs: writing the output there would replace what it read",
                        "write the output to another path")
     if stat.S_ISREG(link.st_mode):
-        return "replace"
+        return "replace", None
     try:
         target = path.stat()
     except OSError:
         target = None
-    if _open_fd(path) is not None:
-        return "fd"
+    fd = _open_fd(path)
+    if fd is not None:
+        return "fd", fd
     named_stream = os.path.abspath(path).startswith(_DEVICE_PREFIXES)
     if target is not None and named_stream and (stat.S_ISCHR(target.st_mode) or stat.S_ISFIFO(target.st_mode)):
-        return "stream"
+        return "stream", None
     if stat.S_ISLNK(link.st_mode):
         raise LafError(f"{path} is a symlink: laf does not write its outputs through links", "give the real path of the file to write")
     raise LafError(f"{path} is {_kind(link.st_mode)}, not a file laf can write its output to",
@@ -223,15 +225,13 @@ def _write_stream(path: Path, data: bytes) -> None:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
-    mode = _output_mode(path)
-    if mode == "fd":
+    mode, fd = _output_mode(path)
+    if fd is not None:
         import sys
 
         for f in (sys.stdout, sys.stderr):  # what the command printed before comes first
             with contextlib.suppress(Exception):
                 f.flush()
-        fd = _open_fd(path)
-        assert fd is not None  # _output_mode saw it open a moment ago
         try:
             _write_all(fd, data)
         except OSError as e:

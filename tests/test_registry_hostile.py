@@ -13,7 +13,7 @@ import yaml
 from harness.errors import LafError
 from harness.registry import MANIFEST, AdapterRef, Registry, manifest_digest
 from tests.conftest import assert_clean_error, run_cli
-from tests.test_trust_registry import _registry  # placeholder versions: resolve, list, show and verify never parse the weights
+from tests.test_trust_registry import _registry  # versions whose weights are 64 zero bytes: resolve, list, show and verify never parse them
 
 # ---------------------------------------------------------------- helpers
 

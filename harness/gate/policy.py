@@ -25,28 +25,11 @@ bias scores.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Annotated
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import Field, model_validator
 
 from ..config import StrictModel, load_yaml, validate
-
-
-def _no_yes_no(v):
-    """A number setting given as YAML's ``yes``/``true``/``on`` would count as 1 (a 100-point margin that passes
-    anything): refused, as is text that is not a plain decimal number (``'0.1'`` quoted, ``'0x10'``)."""
-    if isinstance(v, bool):
-        raise ValueError("expected a number, got a yes/no value (YAML reads yes, no, true, false, on and off as booleans)")
-    if isinstance(v, str) and not _DECIMAL.fullmatch(v.strip()):
-        raise ValueError(f"expected a number, got the text {v[:40]!r}")
-    return v
-
-
-_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # PyYAML reads 1e-2 (no dot) as text: still a number
-Num = Annotated[float, BeforeValidator(_no_yes_no)]
-Count = Annotated[int, BeforeValidator(_no_yes_no)]
 
 PARITY_BOUNDS = ("max_kl", "max_flips")
 BOUNDS = ("min_gain", "max_drop", "max_increase", *PARITY_BOUNDS)
@@ -58,13 +41,13 @@ class Rule(StrictModel):
     suite: str | None = None
     parity: str | None = None  # a form of laf parity (merged, merged_nf4, merged_original), compared with the adapter on the fly
     metric: str | None = None  # default: the suite's primary metric
-    min_gain: Num | None = Field(None, ge=0)
-    max_drop: Num | None = Field(None, ge=0)
-    max_increase: Num | None = Field(None, ge=0)
-    max_kl: Num | None = Field(None, ge=0)
-    max_flips: Num | None = Field(None, ge=0, le=1)
-    confidence: Num | None = Field(None, gt=0.5, lt=1)
-    min_items: Count | None = Field(None, ge=1)
+    min_gain: float | None = Field(None, ge=0)
+    max_drop: float | None = Field(None, ge=0)
+    max_increase: float | None = Field(None, ge=0)
+    max_kl: float | None = Field(None, ge=0)
+    max_flips: float | None = Field(None, ge=0, le=1)
+    confidence: float | None = Field(None, gt=0.5, lt=1)
+    min_items: int | None = Field(None, ge=1)
     required: bool = True
     pooled: bool = False  # a category rule on the items of all its suites together (mean metrics)
 
@@ -98,12 +81,12 @@ class Rule(StrictModel):
 
 
 class Policy(StrictModel):
-    confidence: Num = Field(0.95, gt=0.5, lt=1)
-    min_items: Count = Field(30, ge=1)
-    resamples: Count = Field(10_000, ge=100, le=1_000_000)  # 1e9 resamples would run for days
-    seed: Count = Field(0, ge=0, le=2**32 - 1)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    min_items: int = Field(30, ge=1)
+    resamples: int = Field(10_000, ge=100, le=1_000_000)  # 1e9 resamples would run for days
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     rules: list[Rule] = Field(min_length=1)
-    max_contamination: Num | None = Field(None, ge=0, le=1)
+    max_contamination: float | None = Field(None, ge=0, le=1)
 
 
 def load_policy(path: str | Path) -> Policy:
